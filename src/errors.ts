@@ -1,0 +1,28 @@
+/**
+ * Every error kiln throws on purpose is a KilnError, so callers can tell a bad model or bad input
+ * apart from a bug. Messages name the op or layer and the shapes or values involved.
+ */
+export class KilnError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = new.target.name;
+  }
+}
+
+/** Shapes that do not fit an op: mismatched matmul dims, non-broadcastable operands, bad reshape. */
+export class ShapeError extends KilnError {}
+
+/** A dtype an op does not accept, or a value that does not fit the dtype. */
+export class DTypeError extends KilnError {}
+
+/** A dim or index out of range. */
+export class IndexError extends KilnError {}
+
+/** A bad argument value that is neither a shape nor a dtype problem (negative size, unknown option). */
+export class ValueError extends KilnError {}
+
+/** Autograd misuse: backward on a non-scalar without a grad, a tensor modified after it was saved, … */
+export class AutogradError extends KilnError {}
+
+/** A state dict that does not match the module it is loaded into. */
+export class StateDictError extends KilnError {}

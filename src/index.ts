@@ -1,0 +1,17 @@
+/**
+ * kiln: tensors with autograd, nn, optim — the eager runtime that compiled programs are checked against.
+ */
+export { Tensor, Storage, type NestedArray, type ValuesIndices } from './runtime/tensor.js';
+export type { DType } from './runtime/dtype.js';
+export { tensor, zeros, ones, full, arange, rand, randn, zerosLike, onesLike, cat, stack } from './runtime/ops/index.js';
+export type { CreateOptions, TensorOptions } from './runtime/ops/creation.js';
+export type { IndexSpec } from './runtime/ops/view.js';
+export { manualSeed } from './runtime/random.js';
+export { noGrad, isGradEnabled, withGradMode } from './runtime/autograd.js';
+export { allclose } from './testing.js';
+export * as ops from './ops.js';
+export * as nn from './runtime/nn/index.js';
+export * as F from './runtime/nn/functional.js';
+export * as optim from './runtime/optim.js';
+export * as testing from './testing.js';
+export { KilnError, ShapeError, DTypeError, IndexError, ValueError, AutogradError, StateDictError } from './errors.js';

@@ -1,0 +1,107 @@
+import { AutogradError } from '../errors.js';
+import type { Tensor } from './tensor.js';
+
+/**
+ * One recorded operation on the tape. Each node has exactly one differentiable output; `next[i]` is the
+ * node that receives the gradient for input i (null where the input needs none).
+ */
+export class GradNode {
+  /** Hooks that see the gradient arriving at this node (used by retainGrad on non-leaf tensors). */
+  readonly preHooks: ((grad: Tensor) => void)[] = [];
+
+  constructor(
+    readonly name: string,
+    readonly next: readonly (GradNode | null)[],
+    readonly apply: (grad: Tensor) => readonly (Tensor | null | undefined)[],
+  ) {}
+}
+
+let gradEnabled = true;
+
+export function isGradEnabled(): boolean {
+  return gradEnabled;
+}
+
+/** Run `fn` without recording operations (like `torch.no_grad()`). */
+export function noGrad<T>(fn: () => T): T {
+  return withGradMode(false, fn);
+}
+
+/** Run `fn` with gradient recording explicitly on or off. */
+export function withGradMode<T>(enabled: boolean, fn: () => T): T {
+  const prev = gradEnabled;
+  gradEnabled = enabled;
+  try {
+    return fn();
+  } finally {
+    gradEnabled = prev;
+  }
+}
+
+/**
+ * Reverse-mode sweep from `root` seeded with `grad`: count how many edges reach each node, then
+ * process nodes once all their consumers have contributed (a topological order of the tape).
+ */
+export function runBackward(root: GradNode, grad: Tensor): void {
+  withGradMode(false, () => sweep(root, grad));
+}
+
+function sweep(root: GradNode, grad: Tensor): void {
+  const pending = new Map<GradNode, number>();
+  const seen = new Set<GradNode>([root]);
+  const stack = [root];
+  while (stack.length > 0) {
+    const node = stack.pop()!;
+    for (const nxt of node.next) {
+      if (!nxt) continue;
+      pending.set(nxt, (pending.get(nxt) ?? 0) + 1);
+      if (!seen.has(nxt)) {
+        seen.add(nxt);
+        stack.push(nxt);
+      }
+    }
+  }
+  const grads = new Map<GradNode, Tensor>([[root, grad]]);
+  const ready = [root];
+  while (ready.length > 0) {
+    const node = ready.pop()!;
+    const g = grads.get(node)!;
+    grads.delete(node);
+    for (const hook of node.preHooks) hook(g);
+    const inputGrads = node.apply(g);
+    node.next.forEach((nxt, i) => {
+      if (!nxt) return;
+      const gi = inputGrads[i];
+      if (gi) {
+        const prev = grads.get(nxt);
+        grads.set(nxt, prev ? prev.add(gi) : gi);
+      }
+      const left = pending.get(nxt)! - 1;
+      pending.set(nxt, left);
+      if (left === 0 && grads.has(nxt)) ready.push(nxt);
+    });
+  }
+}
+
+/** Records tensors an op needs for its gradient, with their version so later in-place writes are caught. */
+export class SavedTensors {
+  private readonly saved: { tensor: Tensor; version: number }[] = [];
+  constructor(private readonly op: string) {}
+
+  save(t: Tensor): Tensor {
+    this.saved.push({ tensor: t, version: t._storage.version });
+    return t;
+  }
+
+  check(): void {
+    for (const { tensor, version } of this.saved) {
+      if (tensor._storage.version !== version) {
+        throw new AutogradError(
+          `one of the tensors needed for gradient computation has been modified by an in-place operation: ` +
+            `${tensor.dtype} [${tensor.shape.join(', ')}] saved by ${this.op}Backward is at version ` +
+            `${tensor._storage.version}; expected version ${version} instead`,
+        );
+      }
+    }
+  }
+}

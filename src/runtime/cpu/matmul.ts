@@ -1,0 +1,93 @@
+/**
+ * The eager matmul kernel: C[M×N] = A[M×K] · B[K×N] over Float32Array, in plain JS.
+ *
+ * A is read as rows and B as columns, both contiguous along k (B is packed transposed unless it already is
+ * a transposed view, as a Linear weight is). The inner kernel keeps a 4×4 tile of C in registers, so each
+ * step over k loads 8 floats for 16 multiply-adds, and columns are processed in blocks whose packed B fits
+ * in cache. Accumulation is in float64 (JS numbers), rounded once on store.
+ */
+
+export interface MatrixView {
+  readonly data: ArrayLike<number> & { subarray?: unknown };
+  readonly offset: number;
+  /** Stride between rows and between columns, in elements. */
+  readonly rowStride: number;
+  readonly colStride: number;
+}
+
+const COL_BLOCK = 64;
+
+/** Pack `rows` rows of length `len` from a strided view into a dense row-major Float32Array. */
+function packRows(
+  src: ArrayLike<number>,
+  offset: number,
+  rowStride: number,
+  colStride: number,
+  rows: number,
+  len: number,
+): Float32Array {
+  const out = new Float32Array(rows * len);
+  for (let r = 0; r < rows; r++) {
+    const base = offset + r * rowStride;
+    const o = r * len;
+    for (let c = 0; c < len; c++) out[o + c] = src[base + c * colStride]!;
+  }
+  return out;
+}
+
+function asDenseRows(v: MatrixView, rows: number, len: number, rowStride: number, colStride: number): [Float32Array, number] {
+  if (colStride === 1 && rowStride === len && v.data instanceof Float32Array) return [v.data, v.offset];
+  return [packRows(v.data, v.offset, rowStride, colStride, rows, len), 0];
+}
+
+/** C (row-major, M×N, written from `cOff`) = A · B. */
+export function gemm(a: MatrixView, b: MatrixView, M: number, N: number, K: number, c: Float32Array, cOff = 0): void {
+  // A as M rows of K; B^T as N rows of K.
+  const [A, ao] = asDenseRows(a, M, K, a.rowStride, a.colStride);
+  const [B, bo] = asDenseRows(b, N, K, b.colStride, b.rowStride);
+  const M4 = M - (M % 4);
+  for (let j0 = 0; j0 < N; j0 += COL_BLOCK) {
+    const j1 = Math.min(N, j0 + COL_BLOCK);
+    const j4 = j0 + ((j1 - j0) - ((j1 - j0) % 4));
+    for (let i = 0; i < M4; i += 4) {
+      const a0 = ao + i * K;
+      const a1 = a0 + K;
+      const a2 = a1 + K;
+      const a3 = a2 + K;
+      for (let j = j0; j < j4; j += 4) {
+        const b0 = bo + j * K;
+        const b1 = b0 + K;
+        const b2 = b1 + K;
+        const b3 = b2 + K;
+        let c00 = 0, c01 = 0, c02 = 0, c03 = 0;
+        let c10 = 0, c11 = 0, c12 = 0, c13 = 0;
+        let c20 = 0, c21 = 0, c22 = 0, c23 = 0;
+        let c30 = 0, c31 = 0, c32 = 0, c33 = 0;
+        for (let k = 0; k < K; k++) {
+          const x0 = A[a0 + k]!, x1 = A[a1 + k]!, x2 = A[a2 + k]!, x3 = A[a3 + k]!;
+          const y0 = B[b0 + k]!, y1 = B[b1 + k]!, y2 = B[b2 + k]!, y3 = B[b3 + k]!;
+          c00 += x0 * y0; c01 += x0 * y1; c02 += x0 * y2; c03 += x0 * y3;
+          c10 += x1 * y0; c11 += x1 * y1; c12 += x1 * y2; c13 += x1 * y3;
+          c20 += x2 * y0; c21 += x2 * y1; c22 += x2 * y2; c23 += x2 * y3;
+          c30 += x3 * y0; c31 += x3 * y1; c32 += x3 * y2; c33 += x3 * y3;
+        }
+        let o = cOff + i * N + j;
+        c[o] = c00; c[o + 1] = c01; c[o + 2] = c02; c[o + 3] = c03;
+        o += N;
+        c[o] = c10; c[o + 1] = c11; c[o + 2] = c12; c[o + 3] = c13;
+        o += N;
+        c[o] = c20; c[o + 1] = c21; c[o + 2] = c22; c[o + 3] = c23;
+        o += N;
+        c[o] = c30; c[o + 1] = c31; c[o + 2] = c32; c[o + 3] = c33;
+      }
+      for (let r = i; r < i + 4; r++) for (let j = j4; j < j1; j++) c[cOff + r * N + j] = dot(A, ao + r * K, B, bo + j * K, K);
+    }
+    for (let r = M4; r < M; r++) for (let j = j0; j < j1; j++) c[cOff + r * N + j] = dot(A, ao + r * K, B, bo + j * K, K);
+  }
+}
+
+function dot(A: Float32Array, a: number, B: Float32Array, b: number, K: number): number {
+  let s = 0;
+  for (let k = 0; k < K; k++) s += A[a + k]! * B[b + k]!;
+  return s;
+}

@@ -1,0 +1,67 @@
+import { DTypeError } from '../errors.js';
+
+export type DType = 'float32' | 'int32' | 'bool';
+export type TypedArray = Float32Array | Int32Array | Uint8Array;
+
+export const DTYPES: readonly DType[] = ['float32', 'int32', 'bool'];
+
+export function isDType(x: unknown): x is DType {
+  return x === 'float32' || x === 'int32' || x === 'bool';
+}
+
+export function allocate(dtype: DType, size: number): TypedArray {
+  switch (dtype) {
+    case 'float32':
+      return new Float32Array(size);
+    case 'int32':
+      return new Int32Array(size);
+    case 'bool':
+      return new Uint8Array(size);
+    default:
+      return dtype satisfies never;
+  }
+}
+
+export function dtypeOfArray(a: TypedArray): DType {
+  if (a instanceof Float32Array) return 'float32';
+  if (a instanceof Int32Array) return 'int32';
+  return 'bool';
+}
+
+const RANK: Record<DType, number> = { bool: 0, int32: 1, float32: 2 };
+
+/** PyTorch's promotion among kiln's dtypes: bool < int32 < float32. */
+export function promote(a: DType, b: DType): DType {
+  return RANK[a] >= RANK[b] ? a : b;
+}
+
+/** The dtype a JS number takes when it meets a tensor of `dtype` (PyTorch's "wrapped number" rule). */
+export function promoteScalar(dtype: DType, value: number | boolean): DType {
+  if (typeof value === 'boolean') return dtype;
+  if (!Number.isInteger(value)) return 'float32';
+  return dtype === 'bool' ? 'int32' : dtype;
+}
+
+export function isFloating(dtype: DType): boolean {
+  return dtype === 'float32';
+}
+
+export function assertFloating(op: string, dtype: DType): void {
+  if (dtype !== 'float32') {
+    throw new DTypeError(`${op}: expected a float32 tensor, got ${dtype}`);
+  }
+}
+
+/** Coerce a computed JS number to what storing it in `dtype` means (int32 truncates, bool tests non-zero). */
+export function castValue(dtype: DType, v: number): number {
+  switch (dtype) {
+    case 'float32':
+      return v;
+    case 'int32':
+      return Math.trunc(v) | 0;
+    case 'bool':
+      return v ? 1 : 0;
+    default:
+      return dtype satisfies never;
+  }
+}

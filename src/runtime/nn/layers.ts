@@ -1,0 +1,450 @@
+import { ShapeError, ValueError } from '../../errors.js';
+import { noGrad } from '../autograd.js';
+import * as O from '../ops/index.js';
+import { fmt } from '../shape.js';
+import type { Tensor } from '../tensor.js';
+import { kaimingUniform_, normal_, uniform_ } from './init.js';
+import { Module } from './module.js';
+import { Parameter } from './parameter.js';
+
+/** The standard layers. Constructors take PyTorch's positional arguments, then an options object. */
+
+type Pair = number | readonly number[];
+
+const py = (v: unknown): string =>
+  typeof v === 'boolean' ? (v ? 'True' : 'False') : Array.isArray(v) ? `(${v.join(', ')})` : v === null ? 'None' : String(v);
+
+function positiveInt(layer: string, name: string, v: number): number {
+  if (!Number.isInteger(v) || v <= 0) throw new ValueError(`${layer}: ${name} must be a positive integer, got ${v}`);
+  return v;
+}
+
+/** PyTorch's default for Linear and Conv: kaiming_uniform(a=√5) weights, U(±1/√fan_in) bias. */
+function resetLinearLike(weight: Tensor, bias: Tensor | null, fanIn: number): void {
+  kaimingUniform_(weight, { a: Math.sqrt(5) });
+  if (bias) {
+    const bound = fanIn > 0 ? 1 / Math.sqrt(fanIn) : 0;
+    uniform_(bias, -bound, bound);
+  }
+}
+
+export class Linear extends Module {
+  weight: Parameter;
+  bias: Parameter | null;
+
+  constructor(
+    readonly inFeatures: number,
+    readonly outFeatures: number,
+    { bias = true }: { bias?: boolean } = {},
+  ) {
+    super();
+    positiveInt('Linear', 'inFeatures', inFeatures);
+    positiveInt('Linear', 'outFeatures', outFeatures);
+    this.weight = new Parameter(O.zeros([outFeatures, inFeatures]));
+    this.bias = bias ? new Parameter(O.zeros([outFeatures])) : null;
+    resetLinearLike(this.weight, this.bias, inFeatures);
+  }
+
+  override forward(x: Tensor): Tensor {
+    if (x.ndim === 0 || x.shape[x.ndim - 1] !== this.inFeatures) {
+      throw new ShapeError(`${this.describe()}: expected input [..., ${this.inFeatures}], got ${fmt(x.shape)}`);
+    }
+    return O.linear(x, this.weight, this.bias);
+  }
+
+  describe(): string {
+    return `Linear(in_features=${this.inFeatures}, out_features=${this.outFeatures})`;
+  }
+
+  override extraRepr(): string {
+    return `in_features=${this.inFeatures}, out_features=${this.outFeatures}, bias=${py(this.bias !== null)}`;
+  }
+}
+
+export interface ConvOptions {
+  stride?: Pair;
+  padding?: Pair | 'same' | 'valid';
+  dilation?: Pair;
+  groups?: number;
+  bias?: boolean;
+}
+
+abstract class ConvNd extends Module {
+  weight: Parameter;
+  bias: Parameter | null;
+  readonly stride: Pair;
+  readonly padding: Pair | 'same' | 'valid';
+  readonly dilation: Pair;
+  readonly groups: number;
+
+  constructor(
+    readonly inChannels: number,
+    readonly outChannels: number,
+    readonly kernelSize: number[],
+    { stride = 1, padding = 0, dilation = 1, groups = 1, bias = true }: ConvOptions,
+  ) {
+    super();
+    const name = this.constructor.name;
+    positiveInt(name, 'inChannels', inChannels);
+    positiveInt(name, 'outChannels', outChannels);
+    kernelSize.forEach((k) => positiveInt(name, 'kernelSize', k));
+    if (!Number.isInteger(groups) || groups < 1 || inChannels % groups || outChannels % groups) {
+      throw new ValueError(`${name}: groups=${groups} must divide both inChannels (${inChannels}) and outChannels (${outChannels})`);
+    }
+    this.stride = stride;
+    this.padding = padding;
+    this.dilation = dilation;
+    this.groups = groups;
+    this.weight = new Parameter(O.zeros([outChannels, inChannels / groups, ...kernelSize]));
+    this.bias = bias ? new Parameter(O.zeros([outChannels])) : null;
+    resetLinearLike(this.weight, this.bias, (inChannels / groups) * kernelSize.reduce((a, b) => a * b, 1));
+  }
+
+  override extraRepr(): string {
+    const k = this.kernelSize;
+    let s = `${this.inChannels}, ${this.outChannels}, kernel_size=${py(k)}, stride=${py(this.stride)}`;
+    if (this.padding !== 0) s += `, padding=${py(this.padding)}`;
+    if (this.dilation !== 1) s += `, dilation=${py(this.dilation)}`;
+    if (this.groups !== 1) s += `, groups=${this.groups}`;
+    if (!this.bias) s += ', bias=False';
+    return s;
+  }
+}
+
+export class Conv1d extends ConvNd {
+  constructor(inChannels: number, outChannels: number, kernelSize: number | readonly [number], opts: ConvOptions = {}) {
+    super(inChannels, outChannels, [typeof kernelSize === 'number' ? kernelSize : kernelSize[0]], opts);
+  }
+
+  override forward(x: Tensor): Tensor {
+    if ((x.ndim !== 2 && x.ndim !== 3) || x.shape[x.ndim - 2] !== this.inChannels) {
+      throw new ShapeError(`Conv1d(${this.extraRepr()}): expected input [N, ${this.inChannels}, L] or [${this.inChannels}, L], got ${fmt(x.shape)}`);
+    }
+    return O.conv1d(x, this.weight, this.bias, this.stride, this.padding, this.dilation, this.groups);
+  }
+}
+
+export class Conv2d extends ConvNd {
+  constructor(inChannels: number, outChannels: number, kernelSize: Pair, opts: ConvOptions = {}) {
+    const k = typeof kernelSize === 'number' ? [kernelSize, kernelSize] : [...kernelSize];
+    super(inChannels, outChannels, k, opts);
+  }
+
+  override forward(x: Tensor): Tensor {
+    if ((x.ndim !== 3 && x.ndim !== 4) || x.shape[x.ndim - 3] !== this.inChannels) {
+      throw new ShapeError(
+        `Conv2d(${this.extraRepr()}): expected input [N, ${this.inChannels}, H, W] or [${this.inChannels}, H, W], got ${fmt(x.shape)}`,
+      );
+    }
+    return O.conv2d(x, this.weight, this.bias, this.stride, this.padding, this.dilation, this.groups);
+  }
+}
+
+export interface BatchNormOptions {
+  eps?: number;
+  /** null: a cumulative moving average (PyTorch's momentum=None). */
+  momentum?: number | null;
+  affine?: boolean;
+  trackRunningStats?: boolean;
+}
+
+abstract class BatchNormNd extends Module {
+  weight: Parameter | null;
+  bias: Parameter | null;
+  declare running_mean: Tensor | null;
+  declare running_var: Tensor | null;
+  declare num_batches_tracked: Tensor | null;
+  readonly eps: number;
+  readonly momentum: number | null;
+
+  constructor(
+    readonly numFeatures: number,
+    { eps = 1e-5, momentum = 0.1, affine = true, trackRunningStats = true }: BatchNormOptions,
+  ) {
+    super();
+    positiveInt(this.constructor.name, 'numFeatures', numFeatures);
+    this.weight = affine ? new Parameter(O.ones([numFeatures])) : null;
+    this.bias = affine ? new Parameter(O.zeros([numFeatures])) : null;
+    this.registerBuffer('running_mean', trackRunningStats ? O.zeros([numFeatures]) : null);
+    this.registerBuffer('running_var', trackRunningStats ? O.ones([numFeatures]) : null);
+    this.registerBuffer('num_batches_tracked', trackRunningStats ? O.zeros([], { dtype: 'int32' }) : null);
+    this.eps = eps;
+    this.momentum = momentum;
+  }
+
+  protected abstract checkInput(x: Tensor): void;
+
+  override forward(x: Tensor): Tensor {
+    this.checkInput(x);
+    if (x.shape[1] !== this.numFeatures) {
+      throw new ShapeError(`${this.constructor.name}(${this.numFeatures}): expected ${this.numFeatures} channels in dim 1, got input ${fmt(x.shape)}`);
+    }
+    let momentum = this.momentum ?? 0;
+    if (this.training && this.num_batches_tracked) {
+      const tracked = this.num_batches_tracked;
+      noGrad(() => tracked.add_(1));
+      if (this.momentum === null) momentum = 1 / tracked.item();
+    }
+    const useBatchStats = this.training || !this.running_mean;
+    return O.batchNorm(
+      x,
+      !this.training || this.running_mean ? this.running_mean : null,
+      !this.training || this.running_var ? this.running_var : null,
+      this.weight,
+      this.bias,
+      useBatchStats,
+      momentum,
+      this.eps,
+    );
+  }
+
+  override extraRepr(): string {
+    return `${this.numFeatures}, eps=${this.eps}, momentum=${py(this.momentum)}, affine=${py(this.weight !== null)}, track_running_stats=${py(this.running_mean !== null)}`;
+  }
+}
+
+export class BatchNorm1d extends BatchNormNd {
+  constructor(numFeatures: number, opts: BatchNormOptions = {}) {
+    super(numFeatures, opts);
+  }
+  protected checkInput(x: Tensor): void {
+    if (x.ndim !== 2 && x.ndim !== 3) throw new ShapeError(`BatchNorm1d(${this.numFeatures}): expected 2D or 3D input (got ${x.ndim}D input ${fmt(x.shape)})`);
+  }
+}
+
+export class BatchNorm2d extends BatchNormNd {
+  constructor(numFeatures: number, opts: BatchNormOptions = {}) {
+    super(numFeatures, opts);
+  }
+  protected checkInput(x: Tensor): void {
+    if (x.ndim !== 4) throw new ShapeError(`BatchNorm2d(${this.numFeatures}): expected 4D input (got ${x.ndim}D input ${fmt(x.shape)})`);
+  }
+}
+
+export class LayerNorm extends Module {
+  weight: Parameter | null;
+  bias: Parameter | null;
+  readonly normalizedShape: number[];
+  readonly eps: number;
+
+  constructor(
+    normalizedShape: number | readonly number[],
+    { eps = 1e-5, elementwiseAffine = true, bias = true }: { eps?: number; elementwiseAffine?: boolean; bias?: boolean } = {},
+  ) {
+    super();
+    const ns = typeof normalizedShape === 'number' ? [normalizedShape] : [...normalizedShape];
+    ns.forEach((d) => positiveInt('LayerNorm', 'normalizedShape', d));
+    this.weight = elementwiseAffine ? new Parameter(O.ones(ns)) : null;
+    this.bias = elementwiseAffine && bias ? new Parameter(O.zeros(ns)) : null;
+    this.normalizedShape = ns;
+    this.eps = eps;
+  }
+
+  override forward(x: Tensor): Tensor {
+    return O.layerNorm(x, this.normalizedShape, this.weight, this.bias, this.eps);
+  }
+
+  override extraRepr(): string {
+    return `${py(this.normalizedShape)}, eps=${this.eps}, elementwise_affine=${py(this.weight !== null)}`;
+  }
+}
+
+export class Embedding extends Module {
+  weight: Parameter;
+  readonly paddingIdx: number | null;
+
+  constructor(
+    readonly numEmbeddings: number,
+    readonly embeddingDim: number,
+    { paddingIdx = null }: { paddingIdx?: number | null } = {},
+  ) {
+    super();
+    positiveInt('Embedding', 'numEmbeddings', numEmbeddings);
+    positiveInt('Embedding', 'embeddingDim', embeddingDim);
+    let pad = paddingIdx;
+    if (pad !== null) {
+      if (pad < -numEmbeddings || pad >= numEmbeddings) throw new ValueError(`Embedding: paddingIdx ${pad} must be within numEmbeddings (${numEmbeddings})`);
+      if (pad < 0) pad += numEmbeddings;
+    }
+    this.weight = new Parameter(normal_(O.zeros([numEmbeddings, embeddingDim])));
+    if (pad !== null) noGrad(() => this.weight.select(0, pad).fill_(0));
+    this.paddingIdx = pad;
+  }
+
+  override forward(input: Tensor): Tensor {
+    return O.embedding(input, this.weight, this.paddingIdx);
+  }
+
+  override extraRepr(): string {
+    return `${this.numEmbeddings}, ${this.embeddingDim}${this.paddingIdx !== null ? `, padding_idx=${this.paddingIdx}` : ''}`;
+  }
+}
+
+export class EmbeddingBag extends Module {
+  weight: Parameter;
+  readonly mode: 'sum' | 'mean';
+
+  constructor(
+    readonly numEmbeddings: number,
+    readonly embeddingDim: number,
+    { mode = 'mean' }: { mode?: 'sum' | 'mean' } = {},
+  ) {
+    super();
+    positiveInt('EmbeddingBag', 'numEmbeddings', numEmbeddings);
+    positiveInt('EmbeddingBag', 'embeddingDim', embeddingDim);
+    this.weight = new Parameter(normal_(O.zeros([numEmbeddings, embeddingDim])));
+    this.mode = mode;
+  }
+
+  override forward(input: Tensor, offsets: Tensor | null = null, perSampleWeights: Tensor | null = null): Tensor {
+    return O.embeddingBag(input, this.weight, offsets, this.mode, perSampleWeights);
+  }
+
+  override extraRepr(): string {
+    return `${this.numEmbeddings}, ${this.embeddingDim}, mode='${this.mode}'`;
+  }
+}
+
+export class Dropout extends Module {
+  constructor(readonly p = 0.5) {
+    super();
+    if (p < 0 || p > 1) throw new ValueError(`Dropout: probability has to be between 0 and 1, got ${p}`);
+  }
+  override forward(x: Tensor): Tensor {
+    return O.dropout(x, this.p, this.training);
+  }
+  override extraRepr(): string {
+    return `p=${this.p}`;
+  }
+}
+
+export class ReLU extends Module {
+  override forward(x: Tensor): Tensor {
+    return O.relu(x);
+  }
+}
+
+export class GELU extends Module {
+  readonly approximate: 'none' | 'tanh';
+  constructor({ approximate = 'none' }: { approximate?: 'none' | 'tanh' } = {}) {
+    super();
+    this.approximate = approximate;
+  }
+  override forward(x: Tensor): Tensor {
+    return O.gelu(x, this.approximate);
+  }
+  override extraRepr(): string {
+    return `approximate='${this.approximate}'`;
+  }
+}
+
+export class Sigmoid extends Module {
+  override forward(x: Tensor): Tensor {
+    return O.sigmoid(x);
+  }
+}
+
+export class Tanh extends Module {
+  override forward(x: Tensor): Tensor {
+    return O.tanh(x);
+  }
+}
+
+export class Softmax extends Module {
+  constructor(readonly dim: number) {
+    super();
+  }
+  override forward(x: Tensor): Tensor {
+    return O.softmax(x, this.dim);
+  }
+  override extraRepr(): string {
+    return `dim=${this.dim}`;
+  }
+}
+
+export class Flatten extends Module {
+  constructor(
+    readonly startDim = 1,
+    readonly endDim = -1,
+  ) {
+    super();
+  }
+  override forward(x: Tensor): Tensor {
+    return O.flatten(x, this.startDim, this.endDim);
+  }
+  override extraRepr(): string {
+    return `start_dim=${this.startDim}, end_dim=${this.endDim}`;
+  }
+}
+
+export class Identity extends Module {
+  override forward<T>(x: T): T {
+    return x;
+  }
+}
+
+export class MaxPool2d extends Module {
+  readonly stride: Pair;
+  readonly padding: Pair;
+  readonly dilation: Pair;
+  readonly ceilMode: boolean;
+  constructor(
+    readonly kernelSize: Pair,
+    { stride, padding = 0, dilation = 1, ceilMode = false }: { stride?: Pair | null; padding?: Pair; dilation?: Pair; ceilMode?: boolean } = {},
+  ) {
+    super();
+    this.stride = stride ?? kernelSize;
+    this.padding = padding;
+    this.dilation = dilation;
+    this.ceilMode = ceilMode;
+  }
+  override forward(x: Tensor): Tensor {
+    return O.maxPool2d(x, this.kernelSize, this.stride, this.padding, this.dilation, this.ceilMode);
+  }
+  override extraRepr(): string {
+    return `kernel_size=${py(this.kernelSize)}, stride=${py(this.stride)}, padding=${py(this.padding)}, dilation=${py(this.dilation)}, ceil_mode=${py(this.ceilMode)}`;
+  }
+}
+
+export class AvgPool2d extends Module {
+  readonly stride: Pair;
+  readonly padding: Pair;
+  readonly ceilMode: boolean;
+  readonly countIncludePad: boolean;
+  readonly divisorOverride: number | null;
+  constructor(
+    readonly kernelSize: Pair,
+    {
+      stride,
+      padding = 0,
+      ceilMode = false,
+      countIncludePad = true,
+      divisorOverride = null,
+    }: { stride?: Pair | null; padding?: Pair; ceilMode?: boolean; countIncludePad?: boolean; divisorOverride?: number | null } = {},
+  ) {
+    super();
+    this.stride = stride ?? kernelSize;
+    this.padding = padding;
+    this.ceilMode = ceilMode;
+    this.countIncludePad = countIncludePad;
+    this.divisorOverride = divisorOverride;
+  }
+  override forward(x: Tensor): Tensor {
+    return O.avgPool2d(x, this.kernelSize, this.stride, this.padding, this.ceilMode, this.countIncludePad, this.divisorOverride);
+  }
+  override extraRepr(): string {
+    return `kernel_size=${py(this.kernelSize)}, stride=${py(this.stride)}, padding=${py(this.padding)}`;
+  }
+}
+
+export class AdaptiveAvgPool2d extends Module {
+  constructor(readonly outputSize: Pair) {
+    super();
+  }
+  override forward(x: Tensor): Tensor {
+    return O.adaptiveAvgPool2d(x, this.outputSize);
+  }
+  override extraRepr(): string {
+    return `output_size=${py(this.outputSize)}`;
+  }
+}

@@ -1,0 +1,172 @@
+import { DTypeError, ShapeError, ValueError } from '../../errors.js';
+import { im2row, row2imAdd, windowOut, type Window2d } from '../cpu/conv.js';
+import { gemm } from '../cpu/matmul.js';
+import { defineOp } from '../op.js';
+import { fmt } from '../shape.js';
+import { Tensor } from '../tensor.js';
+
+/** Convolution via im2row + the blocked matmul kernel; pooling with direct loops. */
+
+export type Pair = number | readonly number[];
+
+export function pair(op: string, name: string, v: Pair, min: number): [number, number] {
+  const p = typeof v === 'number' ? [v, v] : [...v];
+  if (p.length === 1) p.push(p[0]!);
+  if (p.length !== 2 || p.some((x) => !Number.isInteger(x) || x < min)) {
+    throw new ValueError(`${op}: ${name} must be an integer ≥ ${min} or a pair of them, got ${JSON.stringify(v)}`);
+  }
+  return p as [number, number];
+}
+
+function floatData(t: Tensor): Float32Array {
+  return t.contiguous().data() as Float32Array;
+}
+
+/** Resolve PyTorch's string paddings ('valid', 'same' for stride 1) to numbers. */
+function resolvePadding(op: string, padding: Pair | string, k: [number, number], d: [number, number], s: [number, number]): [number, number] {
+  if (padding === 'valid') return [0, 0];
+  if (padding === 'same') {
+    if (s[0] !== 1 || s[1] !== 1) throw new ValueError(`${op}: padding='same' is not supported for strided convolutions`);
+    const total = [d[0] * (k[0] - 1), d[1] * (k[1] - 1)];
+    if (total.some((t) => t % 2 !== 0)) {
+      throw new ValueError(`${op}: padding='same' needs an odd effective kernel size, got kernel ${fmt(k)} with dilation ${fmt(d)}`);
+    }
+    return [total[0]! / 2, total[1]! / 2];
+  }
+  if (typeof padding === 'string') throw new ValueError(`${op}: padding must be a number, a pair, 'valid' or 'same', got '${padding}'`);
+  return pair(op, 'padding', padding, 0);
+}
+
+export const conv2d = defineOp<
+  (input: Tensor, weight: Tensor, bias?: Tensor | null, stride?: Pair, padding?: Pair | string, dilation?: Pair, groups?: number) => Tensor
+>({
+  schema: 'conv2d(Tensor input, Tensor weight, Tensor? bias=null, int|int[] stride=1, int|int[]|str padding=0, int|int[] dilation=1, int groups=1)',
+  forward(ctx, input, weight, bias = null, stride = 1, padding = 0, dilation = 1, groups = 1) {
+    if (input.dtype !== 'float32' || weight.dtype !== 'float32') {
+      throw new DTypeError(`conv2d: expected float32 input and weight, got ${input.dtype} and ${weight.dtype}`);
+    }
+    const batched = input.ndim === 4;
+    if (input.ndim !== 3 && input.ndim !== 4) {
+      throw new ShapeError(`conv2d: expected a 3-D [C, H, W] or 4-D [N, C, H, W] input, got ${fmt(input.shape)}`);
+    }
+    if (weight.ndim !== 4) throw new ShapeError(`conv2d: weight must be 4-D [out, in/groups, kh, kw], got ${fmt(weight.shape)}`);
+    const x = batched ? input : input.unsqueeze(0);
+    const [N, C, H, W] = x.shape as [number, number, number, number];
+    const [O, Cg, kh, kw] = weight.shape as [number, number, number, number];
+    if (!Number.isInteger(groups) || groups < 1 || C % groups !== 0 || O % groups !== 0) {
+      throw new ValueError(`conv2d: groups=${groups} must divide both in_channels (${C}) and out_channels (${O})`);
+    }
+    if (Cg * groups !== C) {
+      throw new ShapeError(
+        `conv2d: weight ${fmt(weight.shape)} expects ${Cg * groups} input channels (groups=${groups}), but the input ${fmt(input.shape)} has ${C}`,
+      );
+    }
+    if (bias && (bias.ndim !== 1 || bias.shape[0] !== O)) {
+      throw new ShapeError(`conv2d: bias must have shape [${O}], got ${fmt(bias.shape)}`);
+    }
+    const [sh, sw] = pair('conv2d', 'stride', stride, 1);
+    const [dh, dw] = pair('conv2d', 'dilation', dilation, 1);
+    const [ph, pw] = resolvePadding('conv2d', padding, [kh, kw], [dh, dw], [sh, sw]);
+    const OH = windowOut(H, kh, sh, ph, dh, false);
+    const OW = windowOut(W, kw, sw, pw, dw, false);
+    if (OH <= 0 || OW <= 0) {
+      throw new ShapeError(
+        `conv2d: input ${fmt(input.shape)} (padded by ${fmt([ph, pw])}) is smaller than the kernel ${fmt([kh, kw])} with dilation ${fmt([dh, dw])}`,
+      );
+    }
+    const geo: Window2d = { kh, kw, sh, sw, ph, pw, dh, dw, H, W, OH, OW };
+    const xs = floatData(x);
+    const ws = floatData(weight);
+    const Og = O / groups;
+    const K = Cg * kh * kw;
+    const L = OH * OW;
+    const out = new Float32Array(N * O * L);
+    const rows = new Float32Array(L * K);
+    for (let n = 0; n < N; n++) {
+      for (let g = 0; g < groups; g++) {
+        im2row(xs, (n * C + g * Cg) * H * W, Cg, geo, rows);
+        gemm(
+          { data: ws, offset: g * Og * K, rowStride: K, colStride: 1 },
+          { data: rows, offset: 0, rowStride: 1, colStride: K },
+          Og,
+          L,
+          K,
+          out,
+          (n * O + g * Og) * L,
+        );
+      }
+    }
+    if (bias) {
+      const b = floatData(bias);
+      for (let n = 0; n < N; n++) for (let o = 0; o < O; o++) {
+        const base = (n * O + o) * L;
+        for (let l = 0; l < L; l++) out[base + l] += b[o]!;
+      }
+    }
+    Object.assign(ctx, { geo, groups, batched, hasBias: bias !== null });
+    ctx.x = ctx.save(x);
+    ctx.w = ctx.save(weight);
+    const y = Tensor.fromData(out, [N, O, OH, OW], 'float32');
+    return batched ? y : y.squeeze(0);
+  },
+  backward(ctx, g) {
+    const x = ctx.x as Tensor;
+    const weight = ctx.w as Tensor;
+    const geo = ctx.geo as Window2d;
+    const groups = ctx.groups as number;
+    const [N, C, H, W] = x.shape as [number, number, number, number];
+    const [O, Cg, kh, kw] = weight.shape as [number, number, number, number];
+    const Og = O / groups;
+    const K = Cg * kh * kw;
+    const L = geo.OH * geo.OW;
+    const gs = floatData(ctx.batched ? g : g.unsqueeze(0));
+    const xs = floatData(x);
+    const ws = floatData(weight);
+    const gx = new Float32Array(N * C * H * W);
+    const gw = new Float32Array(O * K);
+    const rows = new Float32Array(L * K);
+    const gwPart = new Float32Array(Og * K);
+    for (let n = 0; n < N; n++) {
+      for (let gi = 0; gi < groups; gi++) {
+        const gOff = (n * O + gi * Og) * L;
+        // dW_g += dY_g [Og, L] · rows [L, K]
+        im2row(xs, (n * C + gi * Cg) * H * W, Cg, geo, rows);
+        gemm({ data: gs, offset: gOff, rowStride: L, colStride: 1 }, { data: rows, offset: 0, rowStride: K, colStride: 1 }, Og, K, L, gwPart);
+        for (let i = 0; i < gwPart.length; i++) gw[gi * Og * K + i] += gwPart[i]!;
+        // dRows [L, K] = dY_gᵀ [L, Og] · W_g [Og, K], then scatter back to the image
+        gemm({ data: gs, offset: gOff, rowStride: 1, colStride: L }, { data: ws, offset: gi * Og * K, rowStride: K, colStride: 1 }, L, K, Og, rows);
+        row2imAdd(rows, Cg, geo, gx, (n * C + gi * Cg) * H * W);
+      }
+    }
+    let gb: Tensor | null = null;
+    if (ctx.hasBias) {
+      const b = new Float32Array(O);
+      for (let n = 0; n < N; n++) for (let o = 0; o < O; o++) {
+        let s = 0;
+        const base = (n * O + o) * L;
+        for (let l = 0; l < L; l++) s += gs[base + l]!;
+        b[o] += s;
+      }
+      gb = Tensor.fromData(b, [O], 'float32');
+    }
+    const gxT = Tensor.fromData(gx, [N, C, H, W], 'float32');
+    return [ctx.batched ? gxT : gxT.squeeze(0), Tensor.fromData(gw, weight.shape, 'float32'), gb];
+  },
+});
+
+export const conv1d = defineOp<
+  (input: Tensor, weight: Tensor, bias?: Tensor | null, stride?: Pair, padding?: Pair | string, dilation?: Pair, groups?: number) => Tensor
+>({
+  schema: 'conv1d(Tensor input, Tensor weight, Tensor? bias=null, int|int[] stride=1, int|int[]|str padding=0, int|int[] dilation=1, int groups=1)',
+  composite: true,
+  forward(_ctx, input, weight, bias = null, stride = 1, padding = 0, dilation = 1, groups = 1) {
+    if (input.ndim !== 2 && input.ndim !== 3) {
+      throw new ShapeError(`conv1d: expected a 2-D [C, L] or 3-D [N, C, L] input, got ${fmt(input.shape)}`);
+    }
+    if (weight.ndim !== 3) throw new ShapeError(`conv1d: weight must be 3-D [out, in/groups, k], got ${fmt(weight.shape)}`);
+    const one = (v: Pair) => (typeof v === 'number' ? v : v[0]!);
+    const pad = typeof padding === 'string' ? padding : [0, one(padding)];
+    const y = conv2d(input.unsqueeze(-2), weight.unsqueeze(2), bias, [1, one(stride)], pad, [1, one(dilation)], groups);
+    return y.squeeze(-2);
+  },
+});

@@ -1,0 +1,296 @@
+import { ValueError } from '../../errors.js';
+import { map1, map2, map3 } from '../cpu/elementwise.js';
+import { promote, promoteScalar, type DType } from '../dtype.js';
+import { defineOp, type OpContext } from '../op.js';
+import { Tensor } from '../tensor.js';
+import { scalarTensor } from './creation.js';
+import { sumTo } from './reduce.js';
+
+/** Element-wise ops: schema, eager kernel and gradient rule side by side. */
+
+type Operand = Tensor | number;
+
+/** The dtype of `a ∘ b` under PyTorch's promotion (numbers do not widen a tensor of the same kind). */
+function resultType(a: Operand, b: Operand): DType {
+  if (a instanceof Tensor && b instanceof Tensor) return promote(a.dtype, b.dtype);
+  if (a instanceof Tensor) return promoteScalar(a.dtype, b as number);
+  if (b instanceof Tensor) return promoteScalar(b.dtype, a);
+  return Number.isInteger(a) && Number.isInteger(b) ? 'int32' : 'float32';
+}
+
+function asTensor(v: Operand, dtype: DType): Tensor {
+  return v instanceof Tensor ? v : scalarTensor(typeof v === 'boolean' ? Number(v) : v, dtype);
+}
+
+function shapeOf(v: Operand): readonly number[] {
+  return v instanceof Tensor ? v.shape : [];
+}
+
+function needsGrad(v: Operand): boolean {
+  return v instanceof Tensor && v.requiresGrad;
+}
+
+/** Tensors the gradient of one side needs, saved only when that side will want them. */
+function saveFor(ctx: OpContext, when: boolean, t: Tensor): Tensor | null {
+  return when ? ctx.save(t) : null;
+}
+
+function binary(name: string, fn: (x: number, y: number) => number) {
+  return (ctx: OpContext, a: Tensor, b: Operand, dtype: DType) => {
+    ctx.aShape = a.shape;
+    ctx.bShape = shapeOf(b);
+    return map2(name, a, asTensor(b, dtype), dtype, fn);
+  };
+}
+
+export const add = defineOp<(input: Tensor, other: Operand, alpha?: number) => Tensor>({
+  schema: 'add(Tensor input, Tensor|Scalar other, Scalar alpha=1)',
+  forward(ctx, a, b, alpha = 1) {
+    ctx.alpha = alpha;
+    const fn = alpha === 1 ? (x: number, y: number) => x + y : (x: number, y: number) => x + alpha * y;
+    return binary('add', fn)(ctx, a, b, resultType(a, b));
+  },
+  backward(ctx, g) {
+    const alpha = ctx.alpha as number;
+    return [sumTo(g, ctx.aShape as number[]), sumTo(alpha === 1 ? g : g.mul(alpha), ctx.bShape as number[])];
+  },
+});
+
+export const sub = defineOp<(input: Tensor, other: Operand, alpha?: number) => Tensor>({
+  schema: 'sub(Tensor input, Tensor|Scalar other, Scalar alpha=1)',
+  forward(ctx, a, b, alpha = 1) {
+    ctx.alpha = alpha;
+    return binary('sub', (x, y) => x - alpha * y)(ctx, a, b, resultType(a, b));
+  },
+  backward(ctx, g) {
+    return [sumTo(g, ctx.aShape as number[]), sumTo(g.mul(-(ctx.alpha as number)), ctx.bShape as number[])];
+  },
+});
+
+export const mul = defineOp<(input: Tensor, other: Operand) => Tensor>({
+  schema: 'mul(Tensor input, Tensor|Scalar other)',
+  forward(ctx, a, b) {
+    const bt = asTensor(b, resultType(a, b));
+    ctx.a = saveFor(ctx, needsGrad(b), a);
+    ctx.b = saveFor(ctx, a.requiresGrad, bt);
+    return binary('mul', (x, y) => x * y)(ctx, a, bt, resultType(a, b));
+  },
+  backward(ctx, g) {
+    const a = ctx.a as Tensor | null;
+    const b = ctx.b as Tensor | null;
+    return [b && sumTo(g.mul(b), ctx.aShape as number[]), a && sumTo(g.mul(a), ctx.bShape as number[])];
+  },
+});
+
+/** True division: integer inputs give float32, as in PyTorch. */
+export const div = defineOp<(input: Tensor, other: Operand) => Tensor>({
+  schema: 'div(Tensor input, Tensor|Scalar other)',
+  forward(ctx, a, b) {
+    const bt = asTensor(b, 'float32');
+    const out = binary('div', (x, y) => x / y)(ctx, a, bt, 'float32');
+    ctx.b = saveFor(ctx, a.requiresGrad || needsGrad(b), bt);
+    ctx.out = saveFor(ctx, needsGrad(b), out);
+    return out;
+  },
+  backward(ctx, g) {
+    const b = ctx.b as Tensor;
+    const out = ctx.out as Tensor | null;
+    return [
+      sumTo(g.div(b), ctx.aShape as number[]),
+      out && sumTo(map3('div', g, out, b, 'float32', (gg, o, y) => (-gg * o) / y), ctx.bShape as number[]),
+    ];
+  },
+});
+
+export const pow = defineOp<(input: Tensor, exponent: Operand) => Tensor>({
+  schema: 'pow(Tensor input, Tensor|Scalar exponent)',
+  forward(ctx, a, e) {
+    const dtype = resultType(a, e);
+    const et = asTensor(e, dtype);
+    const out = binary('pow', Math.pow)(ctx, a, et, dtype);
+    ctx.a = saveFor(ctx, a.requiresGrad || needsGrad(e), a);
+    ctx.e = saveFor(ctx, a.requiresGrad, et);
+    ctx.out = saveFor(ctx, needsGrad(e), out);
+    return out;
+  },
+  backward(ctx, g) {
+    const a = ctx.a as Tensor;
+    const e = ctx.e as Tensor | null;
+    const out = ctx.out as Tensor | null;
+    const ga = e && map3('pow', g, a, e, 'float32', (gg, x, y) => (y === 0 ? 0 : gg * y * Math.pow(x, y - 1)));
+    const ge = out && map3('pow', g, out, a, 'float32', (gg, o, x) => (x > 0 ? gg * o * Math.log(x) : 0));
+    return [ga && sumTo(ga, ctx.aShape as number[]), ge && sumTo(ge, ctx.bShape as number[])];
+  },
+});
+
+/**
+ * A unary op whose gradient needs either its input (`x`) or its output (`y`). `keepInt` ops (neg, abs,
+ * relu) keep integer dtypes; the others compute in float32 like PyTorch.
+ */
+function unary(
+  name: string,
+  fn: (x: number) => number,
+  saves: 'x' | 'y' | 'none',
+  grad: (g: number, v: number) => number,
+  keepInt = false,
+) {
+  return defineOp<(input: Tensor) => Tensor>({
+    schema: `${name}(Tensor input)`,
+    forward(ctx, x) {
+      const y = map1(x, keepInt ? x.dtype : 'float32', fn);
+      if (saves !== 'none') ctx.v = ctx.save(saves === 'x' ? x : y);
+      return y;
+    },
+    backward(ctx, g) {
+      return [saves === 'none' ? map1(g, 'float32', (gg) => grad(gg, 0)) : map2(name, g, ctx.v as Tensor, 'float32', grad)];
+    },
+  });
+}
+
+export const neg = unary('neg', (x) => -x, 'none', (g) => -g, true);
+export const exp = unary('exp', Math.exp, 'y', (g, y) => g * y);
+export const log = unary('log', Math.log, 'x', (g, x) => g / x);
+export const sqrt = unary('sqrt', Math.sqrt, 'y', (g, y) => g / (2 * y));
+export const abs = unary('abs', Math.abs, 'x', (g, x) => (x > 0 ? g : x < 0 ? -g : 0), true);
+export const tanh = unary('tanh', Math.tanh, 'y', (g, y) => g * (1 - y * y));
+export const sigmoid = unary('sigmoid', (x) => 1 / (1 + Math.exp(-x)), 'y', (g, y) => g * y * (1 - y));
+export const relu = unary('relu', (x) => (x > 0 ? x : 0), 'y', (g, y) => (y > 0 ? g : 0), true);
+
+/** erf with |error| < 1.2e-7 (Numerical Recipes' erfc Chebyshev fit), ample for float32. */
+export function erf(x: number): number {
+  const z = Math.abs(x);
+  const t = 1 / (1 + 0.5 * z);
+  const r =
+    t *
+    Math.exp(
+      -z * z -
+        1.26551223 +
+        t *
+          (1.00002368 +
+            t *
+              (0.37409196 +
+                t * (0.09678418 + t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))),
+    );
+  return x >= 0 ? 1 - r : r - 1;
+}
+
+const SQRT1_2 = Math.SQRT1_2;
+const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
+const TANH_C = Math.sqrt(2 / Math.PI);
+
+function geluExact(x: number): number {
+  return 0.5 * x * (1 + erf(x * SQRT1_2));
+}
+
+function geluExactGrad(x: number): number {
+  return 0.5 * (1 + erf(x * SQRT1_2)) + x * INV_SQRT_2PI * Math.exp(-0.5 * x * x);
+}
+
+function geluTanh(x: number): number {
+  return 0.5 * x * (1 + Math.tanh(TANH_C * (x + 0.044715 * x * x * x)));
+}
+
+function geluTanhGrad(x: number): number {
+  const inner = TANH_C * (x + 0.044715 * x * x * x);
+  const th = Math.tanh(inner);
+  return 0.5 * (1 + th) + 0.5 * x * (1 - th * th) * TANH_C * (1 + 3 * 0.044715 * x * x);
+}
+
+export const gelu = defineOp<(input: Tensor, approximate?: 'none' | 'tanh') => Tensor>({
+  schema: 'gelu(Tensor input, str approximate="none")',
+  forward(ctx, x, approximate = 'none') {
+    if (approximate !== 'none' && approximate !== 'tanh') {
+      throw new ValueError(`gelu: approximate must be 'none' or 'tanh', got '${approximate}'`);
+    }
+    ctx.x = ctx.save(x);
+    ctx.tanh = approximate === 'tanh';
+    return map1(x, 'float32', ctx.tanh ? geluTanh : geluExact);
+  },
+  backward(ctx, g) {
+    const d = ctx.tanh ? geluTanhGrad : geluExactGrad;
+    return [map2('gelu', g, ctx.x as Tensor, 'float32', (gg, x) => gg * d(x))];
+  },
+});
+
+export const clamp = defineOp<(input: Tensor, min?: number | null, max?: number | null) => Tensor>({
+  schema: 'clamp(Tensor input, Scalar? min=null, Scalar? max=null)',
+  forward(ctx, x, min, max) {
+    if ((min === null || min === undefined) && (max === null || max === undefined)) {
+      throw new ValueError(`clamp: at least one of 'min' or 'max' must be given`);
+    }
+    const lo = min ?? -Infinity;
+    const hi = max ?? Infinity;
+    ctx.x = ctx.save(x);
+    ctx.lo = lo;
+    ctx.hi = hi;
+    const dtype = x.dtype === 'float32' || Number.isInteger(lo) && Number.isInteger(hi) ? x.dtype : 'float32';
+    return map1(x, dtype === 'bool' ? 'int32' : dtype, (v) => (v < lo ? lo : v > hi ? hi : v));
+  },
+  backward(ctx, g) {
+    const lo = ctx.lo as number;
+    const hi = ctx.hi as number;
+    return [map2('clamp', g, ctx.x as Tensor, 'float32', (gg, v) => (v >= lo && v <= hi ? gg : 0))];
+  },
+});
+
+export const where = defineOp<(condition: Tensor, input: Operand, other: Operand) => Tensor>({
+  schema: 'where(Tensor condition, Tensor|Scalar input, Tensor|Scalar other)',
+  forward(ctx, c, a, b) {
+    const dtype = resultType(a, b);
+    ctx.c = ctx.save(c);
+    ctx.aShape = shapeOf(a);
+    ctx.bShape = shapeOf(b);
+    return map3('where', c, asTensor(a, dtype), asTensor(b, dtype), dtype, (cv, x, y) => (cv ? x : y));
+  },
+  backward(ctx, g) {
+    const c = ctx.c as Tensor;
+    return [
+      null,
+      sumTo(map2('where', g, c, 'float32', (gg, cv) => (cv ? gg : 0)), ctx.aShape as number[]),
+      sumTo(map2('where', g, c, 'float32', (gg, cv) => (cv ? 0 : gg)), ctx.bShape as number[]),
+    ];
+  },
+});
+
+function compare(name: string, fn: (x: number, y: number) => boolean) {
+  return defineOp<(input: Tensor, other: Operand) => Tensor>({
+    schema: `${name}(Tensor input, Tensor|Scalar other)`,
+    forward(_ctx, a, b) {
+      return map2(name, a, asTensor(b, resultType(a, b)), 'bool', (x, y) => (fn(x, y) ? 1 : 0));
+    },
+  });
+}
+
+export const eq = compare('eq', (x, y) => x === y);
+export const ne = compare('ne', (x, y) => x !== y);
+export const lt = compare('lt', (x, y) => x < y);
+export const le = compare('le', (x, y) => x <= y);
+export const gt = compare('gt', (x, y) => x > y);
+export const ge = compare('ge', (x, y) => x >= y);
+
+export const clone = defineOp<(input: Tensor) => Tensor>({
+  schema: 'clone(Tensor input)',
+  forward: (_ctx, x) => map1(x, x.dtype, (v) => v),
+  backward: (_ctx, g) => [g],
+});
+
+/** Cast to `dtype`; the gradient flows back only into float32 inputs. */
+export const toDType = defineOp<(input: Tensor, dtype: DType) => Tensor>({
+  schema: 'toDType(Tensor input, dtype? dtype)',
+  forward: (_ctx, x, dtype) => map1(x, dtype, (v) => v),
+  backward: (_ctx, g) => [g],
+});
+
+/** Random keep-mask dropout: zero with probability p and scale survivors by 1/(1-p). */
+export const dropoutMask = defineOp<(input: Tensor, mask: Tensor, scale: number) => Tensor>({
+  schema: 'dropoutMask(Tensor input, Tensor mask, Scalar scale)',
+  forward(ctx, x, mask, scale) {
+    ctx.mask = mask;
+    ctx.scale = scale;
+    return map2('dropout', x, mask, 'float32', (v, m) => (m ? v * scale : 0));
+  },
+  backward(ctx, g) {
+    const scale = ctx.scale as number;
+    return [map2('dropout', g, ctx.mask as Tensor, 'float32', (gg, m) => (m ? gg * scale : 0))];
+  },
+});

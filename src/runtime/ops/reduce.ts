@@ -1,0 +1,245 @@
+import { DTypeError, IndexError } from '../../errors.js';
+import { reducedShape, rowsOver } from '../cpu/reduce.js';
+import { allocate } from '../dtype.js';
+import { defineOp } from '../op.js';
+import { fmt, normDim, normDims, sameShape } from '../shape.js';
+import { Tensor } from '../tensor.js';
+
+/** Reductions and the normalisations built on a dim (softmax, logSoftmax). */
+
+type Dims = number | readonly number[] | null;
+
+/** Sum `g` down to `shape`: the backward of broadcasting. */
+export function sumTo(g: Tensor, shape: readonly number[]): Tensor {
+  if (sameShape(g.shape, shape)) return g;
+  const lead = g.ndim - shape.length;
+  const dims: number[] = [];
+  for (let d = 0; d < g.ndim; d++) {
+    if (d < lead || (shape[d - lead] === 1 && g.shape[d] !== 1)) dims.push(d);
+  }
+  const summed = dims.length ? sum(g, dims, true) : g;
+  return summed.reshape(shape);
+}
+
+/** Broadcast a reduced gradient back over the reduced dims of `shape`. */
+function expandBack(g: Tensor, shape: readonly number[], dims: readonly number[], keepdim: boolean): Tensor {
+  const kept = keepdim ? g : g.reshape(reducedShape(shape, dims, true));
+  return kept.expand(shape);
+}
+
+function reduceDims(op: string, x: Tensor, dim: Dims): number[] {
+  return dim === null || (Array.isArray(dim) && dim.length === 0) ? normDims(op, undefined, x.ndim) : normDims(op, dim, x.ndim);
+}
+
+export const sum = defineOp<(input: Tensor, dim?: Dims, keepdim?: boolean) => Tensor>({
+  schema: 'sum(Tensor input, int|int[]? dim=null, bool keepdim=false)',
+  forward(ctx, x, dim = null, keepdim = false) {
+    const dims = reduceDims('sum', x, dim);
+    ctx.shape = x.shape;
+    ctx.dims = dims;
+    ctx.keepdim = keepdim;
+    const { data, outer, inner } = rowsOver(x, dims);
+    const dtype = x.dtype === 'float32' ? 'float32' : 'int32';
+    const out = allocate(dtype, outer);
+    for (let o = 0; o < outer; o++) {
+      let acc = 0;
+      const base = o * inner;
+      for (let i = 0; i < inner; i++) acc += data[base + i]!;
+      out[o] = acc;
+    }
+    return Tensor.fromData(out, reducedShape(x.shape, dims, keepdim), dtype);
+  },
+  backward(ctx, g) {
+    return [expandBack(g, ctx.shape as number[], ctx.dims as number[], ctx.keepdim as boolean)];
+  },
+});
+
+export const mean = defineOp<(input: Tensor, dim?: Dims, keepdim?: boolean) => Tensor>({
+  schema: 'mean(Tensor input, int|int[]? dim=null, bool keepdim=false)',
+  forward(ctx, x, dim = null, keepdim = false) {
+    if (x.dtype !== 'float32') {
+      throw new DTypeError(`mean: input dtype must be float32, got ${x.dtype} (call .float() first)`);
+    }
+    const dims = reduceDims('mean', x, dim);
+    ctx.shape = x.shape;
+    ctx.dims = dims;
+    ctx.keepdim = keepdim;
+    const { data, outer, inner } = rowsOver(x, dims);
+    ctx.count = inner;
+    const out = new Float32Array(outer);
+    for (let o = 0; o < outer; o++) {
+      let acc = 0;
+      const base = o * inner;
+      for (let i = 0; i < inner; i++) acc += data[base + i]!;
+      out[o] = acc / inner;
+    }
+    return Tensor.fromData(out, reducedShape(x.shape, dims, keepdim), 'float32');
+  },
+  backward(ctx, g) {
+    return [expandBack(g.div(ctx.count as number), ctx.shape as number[], ctx.dims as number[], ctx.keepdim as boolean)];
+  },
+});
+
+function nonEmpty(op: string, x: Tensor): void {
+  if (x.numel() === 0) throw new IndexError(`${op}: cannot reduce an empty tensor of shape ${fmt(x.shape)}`);
+}
+
+/** Index of the extreme element of each row; NaN wins, first occurrence on ties (PyTorch's rule). */
+function extremeRows(x: Tensor, dims: number[], better: (a: number, b: number) => boolean) {
+  const { data, outer, inner } = rowsOver(x, dims);
+  const values = allocate(x.dtype, outer);
+  const indices = new Int32Array(outer);
+  for (let o = 0; o < outer; o++) {
+    const base = o * inner;
+    let best = data[base]!;
+    let at = 0;
+    for (let i = 1; i < inner && !Number.isNaN(best); i++) {
+      const v = data[base + i]!;
+      if (better(v, best) || Number.isNaN(v)) {
+        best = v;
+        at = i;
+      }
+    }
+    values[o] = best;
+    indices[o] = at;
+  }
+  return { values, indices };
+}
+
+function allReduce(name: string, better: (a: number, b: number) => boolean) {
+  return defineOp<(input: Tensor) => Tensor>({
+    schema: `${name}(Tensor input)`,
+    forward(ctx, x) {
+      nonEmpty(name, x);
+      const { values } = extremeRows(x, reduceDims(name, x, null), better);
+      const out = Tensor.fromData(values, [], x.dtype);
+      ctx.x = ctx.save(x);
+      ctx.out = out;
+      return out;
+    },
+    backward(ctx, g) {
+      // ties share the gradient evenly, as PyTorch does for the all-reduce max/min
+      const x = ctx.x as Tensor;
+      const mask = x.eq(ctx.out as Tensor).float();
+      return [mask.mul(g.div(mask.sum()))];
+    },
+  });
+}
+
+export const amax = allReduce('amax', (a, b) => a > b);
+export const amin = allReduce('amin', (a, b) => a < b);
+
+function dimReduce(name: string, better: (a: number, b: number) => boolean) {
+  return defineOp<(input: Tensor, dim: number, keepdim?: boolean) => [Tensor, Tensor]>({
+    schema: `${name}(Tensor input, int dim, bool keepdim=false)`,
+    forward(ctx, x, dim, keepdim = false) {
+      nonEmpty(name, x);
+      const d = normDim(name, dim, x.ndim);
+      const { values, indices } = extremeRows(x, [d], better);
+      const shape = reducedShape(x.shape, [d], keepdim);
+      const idx = Tensor.fromData(indices, shape, 'int32');
+      Object.assign(ctx, { shape: x.shape, dim: d, keepdim, idx });
+      return [Tensor.fromData(values, shape, x.dtype), idx];
+    },
+    backward(ctx, g) {
+      const d = ctx.dim as number;
+      const keep = (t: Tensor) => (ctx.keepdim ? t : t.unsqueeze(d));
+      return [scatterInto(ctx.shape as number[], d, keep(ctx.idx as Tensor), keep(g))];
+    },
+  });
+}
+
+export const maxDim = dimReduce('max', (a, b) => a > b);
+export const minDim = dimReduce('min', (a, b) => a < b);
+
+export const argmax = defineOp<(input: Tensor, dim?: number | null, keepdim?: boolean) => Tensor>({
+  schema: 'argmax(Tensor input, int? dim=null, bool keepdim=false)',
+  forward(_ctx, x, dim = null, keepdim = false) {
+    nonEmpty('argmax', x);
+    if (dim === null) {
+      const { indices } = extremeRows(x, reduceDims('argmax', x, null), (a, b) => a > b);
+      return Tensor.fromData(indices, keepdim ? x.shape.map(() => 1) : [], 'int32');
+    }
+    const d = normDim('argmax', dim, x.ndim);
+    const { indices } = extremeRows(x, [d], (a, b) => a > b);
+    return Tensor.fromData(indices, reducedShape(x.shape, [d], keepdim), 'int32');
+  },
+});
+
+/** zeros(shape) with `src` added at `index` along `dim` (the backward of gather and of max along a dim). */
+export function scatterInto(shape: readonly number[], dim: number, index: Tensor, src: Tensor): Tensor {
+  const out = new Float32Array(shape.reduce((a, b) => a * b, 1));
+  const idx = index.contiguous().data();
+  const vals = src.contiguous().data();
+  const ishape = index.shape;
+  const outStrides = shape.map((_, i) => shape.slice(i + 1).reduce((a, b) => a * b, 1));
+  const pos = new Array<number>(ishape.length).fill(0);
+  for (let i = 0; i < idx.length; i++) {
+    let off = 0;
+    for (let k = 0; k < ishape.length; k++) off += (k === dim ? idx[i]! : pos[k]!) * outStrides[k]!;
+    out[off] += vals[i]!;
+    for (let k = ishape.length - 1; k >= 0; k--) {
+      if (++pos[k]! < ishape[k]!) break;
+      pos[k] = 0;
+    }
+  }
+  return Tensor.fromData(out, shape, 'float32');
+}
+
+/** Apply `fn` to every 1-D slice along `dim` (moved last), giving a float32 tensor of x's shape. */
+function alongDim(x: Tensor, dim: number, fn: (src: ArrayLike<number>, base: number, out: Float32Array, n: number) => void): Tensor {
+  const { data, outer, inner } = rowsOver(x, [dim]);
+  const out = new Float32Array(outer * inner);
+  for (let o = 0; o < outer; o++) fn(data, o * inner, out, inner);
+  const moved = [...x.shape.filter((_, i) => i !== dim), x.shape[dim]!];
+  const t = Tensor.fromData(out, moved, 'float32');
+  if (dim === x.ndim - 1 || x.ndim === 0) return t.reshape(x.shape);
+  // move the last dim back to `dim`
+  const perm: number[] = [];
+  for (let i = 0, j = 0; i < x.ndim; i++) perm.push(i === dim ? x.ndim - 1 : j++);
+  return t.permute(perm).contiguous();
+}
+
+function softmaxRow(src: ArrayLike<number>, base: number, out: Float32Array, n: number, log: boolean): void {
+  let max = -Infinity;
+  for (let i = 0; i < n; i++) max = Math.max(max, src[base + i]!);
+  let total = 0;
+  for (let i = 0; i < n; i++) total += Math.exp(src[base + i]! - max);
+  if (log) {
+    const lse = Math.log(total);
+    for (let i = 0; i < n; i++) out[base + i] = src[base + i]! - max - lse;
+  } else {
+    for (let i = 0; i < n; i++) out[base + i] = Math.exp(src[base + i]! - max) / total;
+  }
+}
+
+export const softmax = defineOp<(input: Tensor, dim: number) => Tensor>({
+  schema: 'softmax(Tensor input, int dim)',
+  forward(ctx, x, dim) {
+    const d = normDim('softmax', dim, x.ndim);
+    const y = alongDim(x, d, (s, b, o, n) => softmaxRow(s, b, o, n, false));
+    ctx.y = ctx.save(y);
+    ctx.dim = d;
+    return y;
+  },
+  backward(ctx, g) {
+    const y = ctx.y as Tensor;
+    const gy = g.mul(y);
+    return [gy.sub(y.mul(gy.sum(ctx.dim as number, true)))];
+  },
+});
+
+export const logSoftmax = defineOp<(input: Tensor, dim: number) => Tensor>({
+  schema: 'logSoftmax(Tensor input, int dim)',
+  forward(ctx, x, dim) {
+    const d = normDim('logSoftmax', dim, x.ndim);
+    const y = alongDim(x, d, (s, b, o, n) => softmaxRow(s, b, o, n, true));
+    ctx.y = ctx.save(y);
+    ctx.dim = d;
+    return y;
+  },
+  backward(ctx, g) {
+    const y = ctx.y as Tensor;
+    return [g.sub(y.exp().mul(g.sum(ctx.dim as number, true)))];
+  },
+});

@@ -1,0 +1,410 @@
+import { DTypeError, IndexError, ShapeError, ValueError } from '../../errors.js';
+import { gatherContiguous } from '../cpu/strided.js';
+import { allocate, promote } from '../dtype.js';
+import { defineOp, type GradResult } from '../op.js';
+import { contiguousStrides, fmt, inferShape, normDim, numel, viewStrides } from '../shape.js';
+import { Storage, Tensor } from '../tensor.js';
+import { zeros } from './creation.js';
+import { scatterInto, sumTo } from './reduce.js';
+import { noGrad } from '../autograd.js';
+
+/** Shape ops. Most are views: they share the input's storage and only change shape, strides and offset. */
+
+function aliasOf(x: Tensor, shape: readonly number[], strides: readonly number[], offset = x.offset): Tensor {
+  return new Tensor(x._storage, shape, strides, offset, x.dtype);
+}
+
+function copyOf(x: Tensor, shape: readonly number[]): Tensor {
+  const data = gatherContiguous(x._storage.data, x, x.dtype).slice();
+  return new Tensor(new Storage(data), shape, contiguousStrides(shape), 0, x.dtype);
+}
+
+/** zeros of `shape` with `g` written into the region `region(z)` selects: the backward of slicing views. */
+function embedGrad(shape: readonly number[], g: Tensor, region: (z: Tensor) => Tensor): Tensor {
+  const z = zeros(shape);
+  noGrad(() => region(z).copy_(g));
+  return z;
+}
+
+export const view = defineOp<(input: Tensor, shape: readonly number[]) => Tensor>({
+  schema: 'view(Tensor input, int[] shape)',
+  view: true,
+  forward(ctx, x, shape) {
+    const target = inferShape('view', x.shape, shape);
+    const strides = viewStrides(x.shape, x.strides, target);
+    if (!strides) {
+      throw new ShapeError(
+        `view: shape ${fmt(target)} is not compatible with the input's size and strides (shape ${fmt(x.shape)}, ` +
+          `strides ${fmt(x.strides)}); at least one dim spans across two contiguous subspaces; use reshape() instead`,
+      );
+    }
+    ctx.shape = x.shape;
+    return aliasOf(x, target, strides);
+  },
+  backward: (ctx, g) => [g.reshape(ctx.shape as number[])],
+});
+
+/** A view when the layout allows one, otherwise a contiguous copy (like PyTorch). */
+export const reshape = defineOp<(input: Tensor, shape: readonly number[]) => Tensor>({
+  schema: 'reshape(Tensor input, int[] shape)',
+  view: true,
+  forward(ctx, x, shape) {
+    const target = inferShape('reshape', x.shape, shape);
+    ctx.shape = x.shape;
+    const strides = viewStrides(x.shape, x.strides, target);
+    return strides ? aliasOf(x, target, strides) : copyOf(x, target);
+  },
+  backward: (ctx, g) => [g.reshape(ctx.shape as number[])],
+});
+
+export const flatten = defineOp<(input: Tensor, startDim?: number, endDim?: number) => Tensor>({
+  schema: 'flatten(Tensor input, int startDim=0, int endDim=-1)',
+  composite: true,
+  forward(_ctx, x, startDim = 0, endDim = -1) {
+    if (x.ndim === 0) return reshape(x, [1]);
+    const s = normDim('flatten', startDim, x.ndim);
+    const e = normDim('flatten', endDim, x.ndim);
+    if (s > e) throw new IndexError(`flatten: startDim ${startDim} cannot come after endDim ${endDim}`);
+    const shape = [...x.shape.slice(0, s), numel(x.shape.slice(s, e + 1)), ...x.shape.slice(e + 1)];
+    return reshape(x, shape);
+  },
+});
+
+export const permute = defineOp<(input: Tensor, dims: readonly number[]) => Tensor>({
+  schema: 'permute(Tensor input, int[] dims)',
+  view: true,
+  forward(ctx, x, dims) {
+    if (dims.length !== x.ndim) {
+      throw new ShapeError(`permute: dims ${fmt(dims)} must have one entry per dim of the input ${fmt(x.shape)}`);
+    }
+    const d = dims.map((v) => normDim('permute', v, x.ndim));
+    if (new Set(d).size !== d.length) throw new ValueError(`permute: dims ${fmt(dims)} repeat a dim`);
+    const inverse = new Array<number>(d.length);
+    d.forEach((v, i) => (inverse[v] = i));
+    ctx.inverse = inverse;
+    return aliasOf(
+      x,
+      d.map((v) => x.shape[v]!),
+      d.map((v) => x.strides[v]!),
+    );
+  },
+  backward: (ctx, g) => [g.permute(ctx.inverse as number[])],
+});
+
+export const transpose = defineOp<(input: Tensor, dim0: number, dim1: number) => Tensor>({
+  schema: 'transpose(Tensor input, int dim0, int dim1)',
+  view: true,
+  forward(ctx, x, dim0, dim1) {
+    if (x.ndim === 0) return aliasOf(x, [], []);
+    const a = normDim('transpose', dim0, x.ndim);
+    const b = normDim('transpose', dim1, x.ndim);
+    Object.assign(ctx, { a, b });
+    const shape = [...x.shape];
+    const strides = [...x.strides];
+    [shape[a], shape[b]] = [shape[b]!, shape[a]!];
+    [strides[a], strides[b]] = [strides[b]!, strides[a]!];
+    return aliasOf(x, shape, strides);
+  },
+  backward: (ctx, g) => [g.ndim === 0 ? g : g.transpose(ctx.a as number, ctx.b as number)],
+});
+
+export const unsqueeze = defineOp<(input: Tensor, dim: number) => Tensor>({
+  schema: 'unsqueeze(Tensor input, int dim)',
+  view: true,
+  forward(ctx, x, dim) {
+    const d = normDim('unsqueeze', dim, x.ndim + 1);
+    ctx.shape = x.shape;
+    const shape = [...x.shape];
+    const strides = [...x.strides];
+    shape.splice(d, 0, 1);
+    strides.splice(d, 0, d < x.ndim ? x.strides[d]! * x.shape[d]! : 1);
+    return aliasOf(x, shape, strides);
+  },
+  backward: (ctx, g) => [g.reshape(ctx.shape as number[])],
+});
+
+export const squeeze = defineOp<(input: Tensor, dim?: number | null) => Tensor>({
+  schema: 'squeeze(Tensor input, int? dim=null)',
+  view: true,
+  forward(ctx, x, dim = null) {
+    ctx.shape = x.shape;
+    const only = dim === null ? null : x.ndim === 0 ? 0 : normDim('squeeze', dim, x.ndim);
+    const keep = x.shape.map((s, i) => !(s === 1 && (only === null || only === i)));
+    return aliasOf(
+      x,
+      x.shape.filter((_, i) => keep[i]),
+      x.strides.filter((_, i) => keep[i]),
+    );
+  },
+  backward: (ctx, g) => [g.reshape(ctx.shape as number[])],
+});
+
+export const expand = defineOp<(input: Tensor, shape: readonly number[]) => Tensor>({
+  schema: 'expand(Tensor input, int[] shape)',
+  view: true,
+  forward(ctx, x, shape) {
+    if (shape.length < x.ndim) {
+      throw new ShapeError(`expand: the target shape ${fmt(shape)} has fewer dims than the input ${fmt(x.shape)}`);
+    }
+    ctx.shape = x.shape;
+    const lead = shape.length - x.ndim;
+    const outShape: number[] = [];
+    const strides: number[] = [];
+    shape.forEach((s, i) => {
+      const src = i - lead;
+      const have = src >= 0 ? x.shape[src]! : 1;
+      const want = s === -1 ? have : s;
+      if (s === -1 && src < 0) throw new ShapeError(`expand: -1 is not allowed for the new leading dim ${i} in ${fmt(shape)}`);
+      if (have !== want && have !== 1) {
+        throw new ShapeError(
+          `expand: the expanded size (${want}) must match the existing size (${have}) at dim ${i}; ` +
+            `target ${fmt(shape)}, input ${fmt(x.shape)}`,
+        );
+      }
+      outShape.push(want);
+      strides.push(src < 0 || (have === 1 && want !== 1) ? 0 : x.strides[src]!);
+    });
+    return aliasOf(x, outShape, strides);
+  },
+  backward: (ctx, g) => [sumTo(g, ctx.shape as number[])],
+});
+
+/** Elements start, start+step, … < end along `dim`, as a view (Python's `x[start:end:step]`). */
+export const slice = defineOp<(input: Tensor, dim: number, start?: number | null, end?: number | null, step?: number) => Tensor>({
+  schema: 'slice(Tensor input, int dim=0, int? start=null, int? end=null, int step=1)',
+  view: true,
+  forward(ctx, x, dim, start = null, end = null, step = 1) {
+    const d = normDim('slice', dim, x.ndim);
+    if (step <= 0) throw new ValueError(`slice: step must be positive, got ${step}`);
+    const n = x.shape[d]!;
+    const clampIdx = (v: number) => Math.min(Math.max(v < 0 ? v + n : v, 0), n);
+    const s = start === null ? 0 : clampIdx(start);
+    const e = Math.max(s, end === null ? n : clampIdx(end));
+    Object.assign(ctx, { shape: x.shape, d, s, e, step });
+    const shape = [...x.shape];
+    const strides = [...x.strides];
+    shape[d] = Math.ceil((e - s) / step);
+    strides[d] = x.strides[d]! * step;
+    return aliasOf(x, shape, strides, x.offset + s * x.strides[d]!);
+  },
+  backward(ctx, g): GradResult[] {
+    const { d, s, e, step } = ctx as unknown as { d: number; s: number; e: number; step: number };
+    return [embedGrad(ctx.shape as number[], g, (z): Tensor => slice(z, d, s, e, step))];
+  },
+});
+
+export const narrow = defineOp<(input: Tensor, dim: number, start: number, length: number) => Tensor>({
+  schema: 'narrow(Tensor input, int dim, int start, int length)',
+  composite: true,
+  forward(_ctx, x, dim, start, length) {
+    const d = normDim('narrow', dim, x.ndim);
+    const n = x.shape[d]!;
+    const s = start < 0 ? start + n : start;
+    if (s < 0 || s > n) throw new IndexError(`narrow: start ${start} is out of range for dim ${d} of size ${n}`);
+    if (length < 0 || s + length > n) {
+      throw new IndexError(`narrow: start (${s}) + length (${length}) exceeds dim ${d} of size ${n} (shape ${fmt(x.shape)})`);
+    }
+    return slice(x, d, s, s + length, 1);
+  },
+});
+
+export const select = defineOp<(input: Tensor, dim: number, index: number) => Tensor>({
+  schema: 'select(Tensor input, int dim, int index)',
+  view: true,
+  forward(ctx, x, dim, index) {
+    if (x.ndim === 0) throw new IndexError('select: cannot select from a 0-d tensor');
+    const d = normDim('select', dim, x.ndim);
+    const n = x.shape[d]!;
+    if (index < -n || index >= n) {
+      throw new IndexError(`select: index ${index} is out of bounds for dim ${d} with size ${n} (shape ${fmt(x.shape)})`);
+    }
+    const i = index < 0 ? index + n : index;
+    Object.assign(ctx, { shape: x.shape, d, i });
+    return aliasOf(
+      x,
+      x.shape.filter((_, k) => k !== d),
+      x.strides.filter((_, k) => k !== d),
+      x.offset + i * x.strides[d]!,
+    );
+  },
+  backward(ctx, g): GradResult[] {
+    return [embedGrad(ctx.shape as number[], g, (z): Tensor => select(z, ctx.d as number, ctx.i as number))];
+  },
+});
+
+function checkIndexTensor(op: string, index: Tensor): void {
+  if (index.dtype !== 'int32') throw new DTypeError(`${op}: index must be an int32 tensor, got ${index.dtype}`);
+}
+
+export const gather = defineOp<(input: Tensor, dim: number, index: Tensor) => Tensor>({
+  schema: 'gather(Tensor input, int dim, Tensor index)',
+  forward(ctx, x, dim, index) {
+    checkIndexTensor('gather', index);
+    const d = normDim('gather', dim, x.ndim);
+    if (index.ndim !== x.ndim) {
+      throw new ShapeError(`gather: index ${fmt(index.shape)} must have as many dims as the input ${fmt(x.shape)}`);
+    }
+    index.shape.forEach((s, k) => {
+      if (k !== d && s > x.shape[k]!) {
+        throw new ShapeError(`gather: index ${fmt(index.shape)} is larger than the input ${fmt(x.shape)} at dim ${k}`);
+      }
+    });
+    const idx = index.contiguous().data();
+    const out = allocate(x.dtype, idx.length);
+    const src = x._storage.data;
+    const pos = new Array<number>(index.ndim).fill(0);
+    const n = x.shape[d]!;
+    for (let i = 0; i < idx.length; i++) {
+      const j = idx[i]!;
+      if (j < 0 || j >= n) throw new IndexError(`gather: index ${j} is out of bounds for dim ${d} with size ${n}`);
+      let off = x.offset;
+      for (let k = 0; k < pos.length; k++) off += (k === d ? j : pos[k]!) * x.strides[k]!;
+      out[i] = src[off]!;
+      for (let k = pos.length - 1; k >= 0; k--) {
+        if (++pos[k]! < index.shape[k]!) break;
+        pos[k] = 0;
+      }
+    }
+    Object.assign(ctx, { shape: x.shape, d, index });
+    return Tensor.fromData(out, index.shape, x.dtype);
+  },
+  backward: (ctx, g) => [scatterInto(ctx.shape as number[], ctx.d as number, ctx.index as Tensor, g)],
+});
+
+/** Rows (along `dim`) picked by a 1-D int32 index; the backward adds into the picked rows. */
+export const indexSelect = defineOp<(input: Tensor, dim: number, index: Tensor) => Tensor>({
+  schema: 'indexSelect(Tensor input, int dim, Tensor index)',
+  forward(ctx, x, dim, index) {
+    checkIndexTensor('indexSelect', index);
+    if (index.ndim > 1) throw new ShapeError(`indexSelect: index must be 1-D, got shape ${fmt(index.shape)}`);
+    const d = normDim('indexSelect', dim, x.ndim);
+    const n = x.shape[d]!;
+    const idx = index.contiguous().data();
+    for (const j of idx) {
+      if (j < -n || j >= n) throw new IndexError(`indexSelect: index ${j} is out of bounds for dim ${d} with size ${n}`);
+    }
+    const wrapped = Int32Array.from(idx, (j) => (j < 0 ? j + n : j));
+    const shape = [...x.shape];
+    shape[d] = wrapped.length;
+    const expanded = Tensor.fromData(wrapped, [wrapped.length], 'int32')
+      .reshape(shape.map((s, k) => (k === d ? s : 1)))
+      .expand(shape);
+    Object.assign(ctx, { shape: x.shape, d, expanded });
+    return gather(x, d, expanded.contiguous());
+  },
+  backward: (ctx, g) => [scatterInto(ctx.shape as number[], ctx.d as number, ctx.expanded as Tensor, g)],
+});
+
+export const cat = defineOp<(tensors: readonly Tensor[], dim?: number) => Tensor>({
+  schema: 'cat(Tensor[] tensors, int dim=0)',
+  forward(ctx, tensors, dim = 0) {
+    if (tensors.length === 0) throw new ValueError('cat: expected a non-empty array of tensors');
+    const first = tensors[0]!;
+    const d = normDim('cat', dim, first.ndim);
+    tensors.forEach((t, i) => {
+      const ok = t.ndim === first.ndim && t.shape.every((s, k) => k === d || s === first.shape[k]);
+      if (!ok) {
+        throw new ShapeError(
+          `cat: tensor ${i} has shape ${fmt(t.shape)}, which does not match tensor 0 ${fmt(first.shape)} outside dim ${d}`,
+        );
+      }
+    });
+    const dtype = tensors.map((t) => t.dtype).reduce(promote);
+    const shape = [...first.shape];
+    shape[d] = tensors.reduce((a, t) => a + t.shape[d]!, 0);
+    const out = zeros(shape, { dtype });
+    let at = 0;
+    const sizes = tensors.map((t) => t.shape[d]!);
+    for (const t of tensors) {
+      slice(out, d, at, at + t.shape[d]!).copy_(t);
+      at += t.shape[d]!;
+    }
+    out._storage.version = 0;
+    Object.assign(ctx, { d, sizes });
+    return out;
+  },
+  backward(ctx, g) {
+    const sizes = ctx.sizes as number[];
+    let at = 0;
+    return [
+      sizes.map((n) => {
+        const part = slice(g, ctx.d as number, at, at + n);
+        at += n;
+        return part;
+      }),
+    ];
+  },
+});
+
+export const stack = defineOp<(tensors: readonly Tensor[], dim?: number) => Tensor>({
+  schema: 'stack(Tensor[] tensors, int dim=0)',
+  composite: true,
+  forward(_ctx, tensors, dim = 0) {
+    if (tensors.length === 0) throw new ValueError('stack: expected a non-empty array of tensors');
+    const first = tensors[0]!;
+    tensors.forEach((t, i) => {
+      if (t.shape.join() !== first.shape.join()) {
+        throw new ShapeError(`stack: expects each tensor to be equal size, but got ${fmt(first.shape)} at entry 0 and ${fmt(t.shape)} at entry ${i}`);
+      }
+    });
+    const d = normDim('stack', dim, first.ndim + 1);
+    return cat(tensors.map((t) => unsqueeze(t, d)), d);
+  },
+});
+
+/** One entry of `x.index([...])`: an integer, a slice (`'1:3'`, `'::2'`, `{ start, end, step }`), `null` (new axis), `'...'` or an index tensor. */
+export type IndexSpec = number | string | null | { start?: number; end?: number; step?: number } | Tensor;
+
+function parseSlice(spec: string): { start: number | null; end: number | null; step: number } {
+  const parts = spec.split(':');
+  const num = (s: string | undefined) => (s === undefined || s.trim() === '' ? null : Number(s));
+  if (parts.length < 2 || parts.length > 3 || parts.some((p) => p.trim() !== '' && !/^\s*-?\d+\s*$/.test(p))) {
+    throw new IndexError(`index: '${spec}' is not a slice (expected 'start:end' or 'start:end:step')`);
+  }
+  return { start: num(parts[0]), end: num(parts[1]), step: num(parts[2]) ?? 1 };
+}
+
+/** Python-style basic indexing plus one 1-D int32 index tensor or bool mask. */
+export const index = defineOp<(input: Tensor, slices: IndexSpec | readonly IndexSpec[]) => Tensor>({
+  schema: 'index(Tensor input, any slices)',
+  composite: true,
+  forward(_ctx, x, slices) {
+    const specs = Array.isArray(slices) ? (slices as readonly IndexSpec[]) : [slices as IndexSpec];
+    const consuming = specs.filter((s) => s !== null && s !== '...').length;
+    if (specs.filter((s) => s === '...').length > 1) throw new IndexError(`index: an index can only have a single ellipsis ('...')`);
+    if (consuming > x.ndim) {
+      throw new IndexError(`index: too many indices for a tensor of dimension ${x.ndim} (got ${consuming})`);
+    }
+    let out = x;
+    let dim = 0;
+    let tensorIndices = 0;
+    for (const spec of specs) {
+      if (spec === '...') dim += x.ndim - consuming;
+      else if (spec === null) out = unsqueeze(out, dim++);
+      else if (typeof spec === 'number') {
+        if (!Number.isInteger(spec)) throw new IndexError(`index: ${spec} is not an integer index`);
+        out = select(out, dim, spec);
+      } else if (typeof spec === 'string') {
+        const { start, end, step } = parseSlice(spec);
+        out = slice(out, dim++, start, end, step);
+      } else if (spec instanceof Tensor) {
+        if (++tensorIndices > 1) throw new IndexError('index: only one tensor index is supported');
+        let idx = spec;
+        if (idx.dtype === 'bool') {
+          if (idx.ndim !== 1 || idx.shape[0] !== out.shape[dim]) {
+            throw new IndexError(`index: the mask ${fmt(idx.shape)} does not match dim ${dim} of size ${out.shape[dim]}`);
+          }
+          const mask = idx.data();
+          const picked = Int32Array.from(mask.keys()).filter((i) => mask[i]);
+          idx = Tensor.fromData(picked, [picked.length], 'int32');
+        }
+        out = indexSelect(out, dim++, idx);
+      } else if (typeof spec === 'object') {
+        out = slice(out, dim++, spec.start ?? null, spec.end ?? null, spec.step ?? 1);
+      } else {
+        throw new IndexError(`index: unsupported index ${String(spec)}`);
+      }
+    }
+    return out;
+  },
+});
