@@ -6,7 +6,9 @@ import { manualSeed, randn, tensor, type Tensor } from '../src/index.js';
  */
 export function twoSpirals(n: number, { noise = 0.1, turns = 1.75, seed = 0 } = {}): { x: Tensor; y: Tensor } {
   manualSeed(seed);
-  const jitter = randn([2 * n, 2]).mul(noise).data();
+  const jitter = randn([2 * n, 2])
+    .mul(noise)
+    .data();
   const pts: number[] = [];
   const labels: number[] = [];
   for (let cls = 0; cls < 2; cls++) {

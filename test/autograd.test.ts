@@ -13,13 +13,30 @@ test('backward on a scalar fills leaf grads; a second backward accumulates', (t)
 });
 
 test('backward with an explicit grad, and its errors', (t) => {
-  const x = tensor([[1, 2], [3, 4]], { requiresGrad: true });
+  const x = tensor(
+    [
+      [1, 2],
+      [3, 4],
+    ],
+    { requiresGrad: true },
+  );
   const y = x.mul(2);
-  y.backward(tensor([[1, 0], [0, 1]]));
-  t.deepEqual(x.grad!.toArray(), [[2, 0], [0, 2]]);
+  y.backward(
+    tensor([
+      [1, 0],
+      [0, 1],
+    ]),
+  );
+  t.deepEqual(x.grad!.toArray(), [
+    [2, 0],
+    [0, 2],
+  ]);
   const err = t.throws(() => x.mul(2).backward(), { instanceOf: AutogradError });
   t.regex(err!.message, /implicitly created only for one-element outputs, got shape \[2, 2\]/);
-  t.throws(() => x.mul(2).backward(ones([3])), { instanceOf: AutogradError, message: /grad has shape \[3\], but the output has shape \[2, 2\]/ });
+  t.throws(() => x.mul(2).backward(ones([3])), {
+    instanceOf: AutogradError,
+    message: /grad has shape \[3\], but the output has shape \[2, 2\]/,
+  });
   t.throws(() => tensor([1]).backward(), { instanceOf: AutogradError, message: /does not require grad/ });
 });
 
@@ -51,7 +68,10 @@ test('noGrad, detach and requiresGrad_', (t) => {
   z.requiresGrad_();
   t.true(z.requiresGrad);
   t.throws(() => x.mul(2).requiresGrad_(false), { instanceOf: AutogradError, message: /can only change the flag of leaf tensors/ });
-  t.throws(() => zeros([2], { dtype: 'int32' }).requiresGrad_(), { instanceOf: DTypeError, message: /only float32 tensors can require gradients/ });
+  t.throws(() => zeros([2], { dtype: 'int32' }).requiresGrad_(), {
+    instanceOf: DTypeError,
+    message: /only float32 tensors can require gradients/,
+  });
 });
 
 test('retainGrad keeps the gradient of a non-leaf tensor', (t) => {
@@ -63,12 +83,33 @@ test('retainGrad keeps the gradient of a non-leaf tensor', (t) => {
 });
 
 test('gradients flow through views (transpose, narrow, expand, select)', (t) => {
-  const x = tensor([[1, 2, 3], [4, 5, 6]], { requiresGrad: true });
-  x.transpose(0, 1).narrow(0, 1, 2).mul(tensor([[1, 10], [100, 1000]])).sum().backward();
-  t.deepEqual(x.grad!.toArray(), [[0, 1, 100], [0, 10, 1000]]);
+  const x = tensor(
+    [
+      [1, 2, 3],
+      [4, 5, 6],
+    ],
+    { requiresGrad: true },
+  );
+  x.transpose(0, 1)
+    .narrow(0, 1, 2)
+    .mul(
+      tensor([
+        [1, 10],
+        [100, 1000],
+      ]),
+    )
+    .sum()
+    .backward();
+  t.deepEqual(x.grad!.toArray(), [
+    [0, 1, 100],
+    [0, 10, 1000],
+  ]);
   x.grad = null;
   x.select(1, 0).unsqueeze(1).expand([2, 4]).sum().backward();
-  t.deepEqual(x.grad!.toArray(), [[4, 0, 0], [4, 0, 0]]);
+  t.deepEqual(x.grad!.toArray(), [
+    [4, 0, 0],
+    [4, 0, 0],
+  ]);
 });
 
 test('in-place ops on non-leaf tensors are differentiated', (t) => {
@@ -86,7 +127,15 @@ test('in-place writes through a view update the base history (CopySlices)', (t) 
   base.narrow(1, 1, 1).copy_(w.unsqueeze(1)); // base[:, 1] = w
   t.true(base.requiresGrad);
   t.is(base.gradFn!.name, 'CopySlices');
-  base.mul(tensor([[1, 2, 3], [4, 5, 6]])).sum().backward();
+  base
+    .mul(
+      tensor([
+        [1, 2, 3],
+        [4, 5, 6],
+      ]),
+    )
+    .sum()
+    .backward();
   t.deepEqual(w.grad!.toArray(), [2, 5]);
 
   // a view of a non-leaf: the overwritten region gets no gradient from the base's old value
@@ -100,7 +149,10 @@ test('in-place writes through a view update the base history (CopySlices)', (t) 
 
 test('in-place on a leaf that requires grad, or a view of one, is refused', (t) => {
   const x = tensor([1, 2], { requiresGrad: true });
-  t.throws(() => x.add_(1), { instanceOf: AutogradError, message: /add_: a leaf tensor that requires grad is being used in an in-place operation/ });
+  t.throws(() => x.add_(1), {
+    instanceOf: AutogradError,
+    message: /add_: a leaf tensor that requires grad is being used in an in-place operation/,
+  });
   t.throws(() => x.narrow(0, 0, 1).mul_(2), { instanceOf: AutogradError, message: /view of a leaf tensor/ });
   noGrad(() => x.add_(1)); // allowed without recording, like PyTorch's torch.no_grad()
   t.deepEqual(x.toArray(), [2, 3]);

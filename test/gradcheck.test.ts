@@ -41,8 +41,34 @@ const cases: Case[] = [
   ['mean', () => ({ fn: (a) => ops.mean(a, 1), inputs: [g(randn([2, 3]))] })],
   ['amax', () => ({ fn: (a) => a.max(), inputs: [g(tensor([1, 5, 2, 3]))] })],
   ['amin', () => ({ fn: (a) => a.min(), inputs: [g(tensor([1, 5, -2, 3]))] })],
-  ['max', () => ({ fn: (a) => a.max(1).values, inputs: [g(tensor([[1, 5, 2], [7, 3, 4]]))] })],
-  ['min', () => ({ fn: (a) => a.min(0, true).values, inputs: [g(tensor([[1, 5, 2], [7, 3, 4]]))] })],
+  [
+    'max',
+    () => ({
+      fn: (a) => a.max(1).values,
+      inputs: [
+        g(
+          tensor([
+            [1, 5, 2],
+            [7, 3, 4],
+          ]),
+        ),
+      ],
+    }),
+  ],
+  [
+    'min',
+    () => ({
+      fn: (a) => a.min(0, true).values,
+      inputs: [
+        g(
+          tensor([
+            [1, 5, 2],
+            [7, 3, 4],
+          ]),
+        ),
+      ],
+    }),
+  ],
   ['softmax', () => ({ fn: (a) => ops.softmax(a, 0), inputs: [g(randn([3, 2]))] })],
   ['logSoftmax', () => ({ fn: (a) => ops.logSoftmax(a, -1), inputs: [g(randn([2, 4]))] })],
   ['view', () => ({ fn: (a) => ops.view(a, [3, 2]).mul(tensor([1, 2])), inputs: [g(randn([2, 3]))] })],
@@ -61,32 +87,47 @@ const cases: Case[] = [
   ['indexSelect', () => ({ fn: (a) => ops.indexSelect(a, 0, idx([1, 1, 0])), inputs: [g(randn([2, 3]))] })],
   ['cat', () => ({ fn: (a, b) => ops.cat([a, b], 1), inputs: [g(randn([2, 1])), g(randn([2, 3]))] })],
   ['stack', () => ({ fn: (a, b) => ops.stack([a, b], -1), inputs: [g(randn([2, 3])), g(randn([2, 3]))] })],
-  ['conv2d', () => ({
-    fn: (x, w, b) => ops.conv2d(x, w, b, [2, 1], [1, 0], [1, 2], 2),
-    inputs: [g(randn([2, 4, 5, 6])), g(randn([4, 2, 3, 2])), g(randn([4]))],
-  })],
+  [
+    'conv2d',
+    () => ({
+      fn: (x, w, b) => ops.conv2d(x, w, b, [2, 1], [1, 0], [1, 2], 2),
+      inputs: [g(randn([2, 4, 5, 6])), g(randn([4, 2, 3, 2])), g(randn([4]))],
+    }),
+  ],
   ['conv1d', () => ({ fn: (x, w) => ops.conv1d(x, w, null, 1, 'same'), inputs: [g(randn([2, 3, 7])), g(randn([2, 3, 3]))] })],
   ['maxPool2d', () => ({ fn: (x) => ops.maxPool2d(x, 3, 2, 1), inputs: [g(randn([1, 2, 5, 5]))] })],
   ['avgPool2d', () => ({ fn: (x) => ops.avgPool2d(x, 3, 2, 1, false, false), inputs: [g(randn([2, 5, 5]))] })],
   ['adaptiveAvgPool2d', () => ({ fn: (x) => ops.adaptiveAvgPool2d(x, [2, 3]), inputs: [g(randn([1, 2, 5, 5]))] })],
   ['layerNorm', () => ({ fn: (x, w, b) => ops.layerNorm(x, [4], w, b), inputs: [g(randn([3, 4])), g(randn([4])), g(randn([4]))] })],
-  ['batchNorm', () => ({
-    fn: (x, w, b) => ops.batchNorm(x, null, null, w, b, true),
-    inputs: [g(randn([4, 3, 2])), g(randn([3])), g(randn([3]))],
-  })],
+  [
+    'batchNorm',
+    () => ({
+      fn: (x, w, b) => ops.batchNorm(x, null, null, w, b, true),
+      inputs: [g(randn([4, 3, 2])), g(randn([3])), g(randn([3]))],
+    }),
+  ],
   ['embedding', () => ({ fn: (w) => ops.embedding(idx([0, 2, 2, 1], [2, 2]), w), inputs: [g(randn([3, 2]))] })],
-  ['embeddingBag', () => ({
-    fn: (w, psw) => ops.embeddingBag(idx([0, 2, 1, 1]), w, idx([0, 1]), 'sum', psw),
-    inputs: [g(randn([3, 2])), g(randn([4]))],
-  })],
+  [
+    'embeddingBag',
+    () => ({
+      fn: (w, psw) => ops.embeddingBag(idx([0, 2, 1, 1]), w, idx([0, 1]), 'sum', psw),
+      inputs: [g(randn([3, 2])), g(randn([4]))],
+    }),
+  ],
   ['dropout', () => ({ fn: (x) => (manualSeed(3), ops.dropout(x, 0.5)), inputs: [g(randn([8]))] })],
   ['dropoutMask', () => ({ fn: (x) => (manualSeed(3), ops.dropout(x, 0.3)), inputs: [g(randn([8]))] })],
   ['nllLoss', () => ({ fn: (x) => ops.nllLoss(x, idx([0, 2, -100]), null, -100), inputs: [g(randn([3, 3]))] })],
-  ['crossEntropy', () => ({
-    fn: (x, w) => ops.crossEntropy(x, idx([1, 0, 2, 1], [2, 2]), w),
-    inputs: [g(randn([2, 3, 2])), pos([3])],
-  })],
-  ['crossEntropy (label smoothing)', () => ({ fn: (x) => ops.crossEntropy(x, idx([1, 0]), null, -100, 'mean', 0.1), inputs: [g(randn([2, 3]))] })],
+  [
+    'crossEntropy',
+    () => ({
+      fn: (x, w) => ops.crossEntropy(x, idx([1, 0, 2, 1], [2, 2]), w),
+      inputs: [g(randn([2, 3, 2])), pos([3])],
+    }),
+  ],
+  [
+    'crossEntropy (label smoothing)',
+    () => ({ fn: (x) => ops.crossEntropy(x, idx([1, 0]), null, -100, 'mean', 0.1), inputs: [g(randn([2, 3]))] }),
+  ],
   ['mseLoss', () => ({ fn: (a, b) => ops.mseLoss(a, b, 'sum'), inputs: [g(randn([2, 3])), g(randn([2, 3]))] })],
 ];
 

@@ -6,7 +6,10 @@ const param = (v: number[]) => new nn.Parameter(tensor(v));
 test('SGD with momentum and weight decay follows PyTorch update rule', (t) => {
   const p = param([1, -2]);
   const opt = new optim.SGD([p], { lr: 0.1, momentum: 0.9, weightDecay: 0.01 });
-  const grads = [[0.5, 0.5], [1, -1]];
+  const grads = [
+    [0.5, 0.5],
+    [1, -1],
+  ];
   const buf = [0, 0];
   const w = [1, -2];
   grads.forEach((g, step) => {

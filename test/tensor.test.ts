@@ -1,24 +1,50 @@
 import test from 'ava';
-import { arange, full, ones, ops, rand, randn, manualSeed, tensor, zeros, Tensor, ShapeError, DTypeError, IndexError } from '../src/index.js';
+import {
+  arange,
+  full,
+  ones,
+  ops,
+  rand,
+  randn,
+  manualSeed,
+  tensor,
+  zeros,
+  Tensor,
+  ShapeError,
+  DTypeError,
+  IndexError,
+} from '../src/index.js';
 
 test('tensor() infers shape and dtype from nested arrays and typed arrays', (t) => {
-  const a = tensor([[1, 2, 3], [4, 5, 6]]);
+  const a = tensor([
+    [1, 2, 3],
+    [4, 5, 6],
+  ]);
   t.deepEqual(a.shape, [2, 3]);
   t.is(a.dtype, 'float32');
   t.is(a.ndim, 2);
   t.is(a.numel(), 6);
-  t.deepEqual(a.toArray(), [[1, 2, 3], [4, 5, 6]]);
+  t.deepEqual(a.toArray(), [
+    [1, 2, 3],
+    [4, 5, 6],
+  ]);
   t.is(tensor([true, false]).dtype, 'bool');
   t.deepEqual(tensor([true, false]).toArray(), [true, false]);
   const i = tensor(Int32Array.from([1, 2, 3, 4]), { shape: [2, 2] });
   t.is(i.dtype, 'int32');
-  t.deepEqual(i.toArray(), [[1, 2], [3, 4]]);
+  t.deepEqual(i.toArray(), [
+    [1, 2],
+    [3, 4],
+  ]);
   t.is(tensor(3.5).item(), 3.5);
   t.deepEqual(tensor(3.5).shape, []);
 });
 
 test('factories: zeros, ones, full, arange, rand, randn', (t) => {
-  t.deepEqual(zeros([2, 2]).toArray(), [[0, 0], [0, 0]]);
+  t.deepEqual(zeros([2, 2]).toArray(), [
+    [0, 0],
+    [0, 0],
+  ]);
   t.deepEqual(ones([3]).toArray(), [1, 1, 1]);
   t.deepEqual(full([2], 7, { dtype: 'int32' }).toArray(), [7, 7]);
   t.deepEqual(arange(4).toArray(), [0, 1, 2, 3]);
@@ -57,10 +83,23 @@ test('views share storage: transpose, permute, narrow, select, expand, squeeze, 
     x.index([':', '1::2']),
   ];
   for (const v of views) t.is(v._storage, x._storage);
-  t.deepEqual(x.transpose(0, 1).toArray(), [[0, 4, 8], [1, 5, 9], [2, 6, 10], [3, 7, 11]]);
-  t.deepEqual(x.narrow(1, 1, 2).toArray(), [[1, 2], [5, 6], [9, 10]]);
+  t.deepEqual(x.transpose(0, 1).toArray(), [
+    [0, 4, 8],
+    [1, 5, 9],
+    [2, 6, 10],
+    [3, 7, 11],
+  ]);
+  t.deepEqual(x.narrow(1, 1, 2).toArray(), [
+    [1, 2],
+    [5, 6],
+    [9, 10],
+  ]);
   t.deepEqual(x.select(0, 2).toArray(), [8, 9, 10, 11]);
-  t.deepEqual(x.index([':', '1::2']).toArray(), [[1, 3], [5, 7], [9, 11]]);
+  t.deepEqual(x.index([':', '1::2']).toArray(), [
+    [1, 3],
+    [5, 7],
+    [9, 11],
+  ]);
   // writing through a view is visible in the base
   x.narrow(0, 0, 1).fill_(-1);
   t.deepEqual(x.select(0, 0).toArray(), [-1, -1, -1, -1]);
@@ -81,7 +120,11 @@ test('reshape of non-contiguous data copies; view refuses with a clear error', (
 test('broadcasting follows PyTorch', (t) => {
   const a = tensor([[1], [2], [3]]);
   const b = tensor([10, 20]);
-  t.deepEqual(a.add(b).toArray(), [[11, 21], [12, 22], [13, 23]]);
+  t.deepEqual(a.add(b).toArray(), [
+    [11, 21],
+    [12, 22],
+    [13, 23],
+  ]);
   t.deepEqual(a.mul(2).toArray(), [[2], [4], [6]]);
   const err = t.throws(() => tensor([1, 2, 3]).add(tensor([1, 2])), { instanceOf: ShapeError });
   t.is(err!.message, 'add: shapes [3] and [2] cannot be broadcast together (dim 0: 3 vs 2)');
@@ -104,11 +147,17 @@ test('dtype promotion: int stays int, int / int gives float, comparisons give bo
 });
 
 test('reductions: sum/mean over dims with keepdim, max/min with indices, argmax', (t) => {
-  const x = tensor([[1, 5, 2], [7, 3, 4]]);
+  const x = tensor([
+    [1, 5, 2],
+    [7, 3, 4],
+  ]);
   t.is(x.sum().item(), 22);
   t.deepEqual(x.sum(0).toArray(), [8, 8, 6]);
   t.deepEqual(x.sum([0, 1], true).shape, [1, 1]);
-  t.deepEqual(x.mean(1, true).toArray(), [[8 / 3], [14 / 3]].map((r) => [Math.fround(r[0]!)]));
+  t.deepEqual(
+    x.mean(1, true).toArray(),
+    [[8 / 3], [14 / 3]].map((r) => [Math.fround(r[0]!)]),
+  );
   const m = x.max(1);
   t.deepEqual(m.values.toArray(), [5, 7]);
   t.deepEqual(m.indices.toArray(), [1, 0]);
@@ -122,7 +171,10 @@ test('reductions: sum/mean over dims with keepdim, max/min with indices, argmax'
 });
 
 test('softmax and logSoftmax are stable for large inputs', (t) => {
-  const x = tensor([[1000, 1001, 1002], [-1000, -1000, -1000]]);
+  const x = tensor([
+    [1000, 1001, 1002],
+    [-1000, -1000, -1000],
+  ]);
   const s = x.softmax(1).toArray() as number[][];
   t.true(s.flat().every(Number.isFinite));
   t.true(Math.abs(s[1]![0]! - 1 / 3) < 1e-6);
@@ -135,7 +187,10 @@ test('index() supports ints, slices, null, ellipsis, index tensors and masks', (
   t.deepEqual(x.index([1, 2, 3]).item(), 23);
   t.deepEqual(x.index(['...', 0]).shape, [2, 3]);
   t.deepEqual(x.index([null, 0]).shape, [1, 3, 4]);
-  t.deepEqual(x.index([0, '-2:']).toArray(), [[4, 5, 6, 7], [8, 9, 10, 11]]);
+  t.deepEqual(x.index([0, '-2:']).toArray(), [
+    [4, 5, 6, 7],
+    [8, 9, 10, 11],
+  ]);
   t.deepEqual(x.index([0, 0, { start: 1, step: 2 }]).toArray(), [1, 3]);
   t.deepEqual(x.index([0, tensor([2, 0], { dtype: 'int32' }), 0]).toArray(), [8, 0]);
   t.deepEqual(x.index([1, tensor([true, false, true]), 1]).toArray(), [13, 21]);
@@ -145,20 +200,63 @@ test('index() supports ints, slices, null, ellipsis, index tensors and masks', (
 });
 
 test('gather, where, clamp, cat, stack', (t) => {
-  const x = tensor([[1, 2], [3, 4]]);
-  t.deepEqual(x.gather(1, tensor([[0, 0], [1, 0]], { dtype: 'int32' })).toArray(), [[1, 1], [4, 3]]);
-  t.deepEqual(ops.where(x.gt(2), x, 0).toArray(), [[0, 0], [3, 4]]);
-  t.deepEqual(x.clamp(2, 3).toArray(), [[2, 2], [3, 3]]);
-  t.deepEqual(x.clamp(undefined, 2).toArray(), [[1, 2], [2, 2]]);
+  const x = tensor([
+    [1, 2],
+    [3, 4],
+  ]);
+  t.deepEqual(
+    x
+      .gather(
+        1,
+        tensor(
+          [
+            [0, 0],
+            [1, 0],
+          ],
+          { dtype: 'int32' },
+        ),
+      )
+      .toArray(),
+    [
+      [1, 1],
+      [4, 3],
+    ],
+  );
+  t.deepEqual(ops.where(x.gt(2), x, 0).toArray(), [
+    [0, 0],
+    [3, 4],
+  ]);
+  t.deepEqual(x.clamp(2, 3).toArray(), [
+    [2, 2],
+    [3, 3],
+  ]);
+  t.deepEqual(x.clamp(undefined, 2).toArray(), [
+    [1, 2],
+    [2, 2],
+  ]);
   t.deepEqual(ops.cat([x, x], 1).shape, [2, 4]);
   t.deepEqual(ops.stack([x, x], 0).shape, [2, 2, 2]);
-  t.deepEqual(ops.stack([x, x], 2).toArray(), [[[1, 1], [2, 2]], [[3, 3], [4, 4]]]);
+  t.deepEqual(ops.stack([x, x], 2).toArray(), [
+    [
+      [1, 1],
+      [2, 2],
+    ],
+    [
+      [3, 3],
+      [4, 4],
+    ],
+  ]);
 });
 
 test('matmul covers 1-D, 2-D, batched and broadcast batches against a naive reference', (t) => {
   const naive = (a: number[][], b: number[][]) => a.map((r) => b[0]!.map((_, j) => r.reduce((s, v, k) => s + v * b[k]![j]!, 0)));
   manualSeed(1);
-  for (const [m, k, n] of [[1, 1, 1], [3, 5, 7], [9, 13, 6], [33, 17, 65]] as const) {
+  for (const [m, k, n] of [
+    [1, 1, 1],
+    [3, 5, 7],
+    [9, 13, 6],
+    [33, 17, 65],
+  ] as const) {
     const a = randn([m, k]);
     const b = randn([k, n]);
     const want = naive(a.toArray() as number[][], b.toArray() as number[][]);
@@ -182,11 +280,20 @@ test('in-place ops write through and bump the version', (t) => {
   const x = zeros([2, 2]);
   const v0 = x._storage.version;
   x.add_(1).mul_(3);
-  t.deepEqual(x.toArray(), [[3, 3], [3, 3]]);
+  t.deepEqual(x.toArray(), [
+    [3, 3],
+    [3, 3],
+  ]);
   x.select(1, 0).copy_(tensor([7, 8]));
-  t.deepEqual(x.toArray(), [[7, 3], [8, 3]]);
+  t.deepEqual(x.toArray(), [
+    [7, 3],
+    [8, 3],
+  ]);
   x.zero_();
-  t.deepEqual(x.toArray(), [[0, 0], [0, 0]]);
+  t.deepEqual(x.toArray(), [
+    [0, 0],
+    [0, 0],
+  ]);
   t.true(x._storage.version > v0);
   const err = t.throws(() => zeros([3]).add_(zeros([2, 3])), { instanceOf: ShapeError });
   t.is(err!.message, "add_: output with shape [3] doesn't match the broadcast shape [2, 3]");

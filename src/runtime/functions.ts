@@ -21,4 +21,3 @@ export const fill_ = (x: Tensor, value: number): Tensor => x.fill_(value);
 export const copy_ = (x: Tensor, src: Tensor): Tensor => x.copy_(src);
 export const contiguous = (x: Tensor): Tensor => x.contiguous();
 export const detach = (x: Tensor): Tensor => x.detach();
-

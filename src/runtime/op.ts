@@ -253,9 +253,7 @@ export function defineOp<F extends AnyFn>(spec: OpSpec<F>): Op<F> {
           grads.forEach((gi, i) => {
             const want = shapes[i];
             if (gi && want && !sameShape(gi.shape, want)) {
-              throw new AutogradError(
-                `${name}Backward: gradient for input ${i} has shape ${fmt(gi.shape)}, expected ${fmt(want)}`,
-              );
+              throw new AutogradError(`${name}Backward: gradient for input ${i} has shape ${fmt(gi.shape)}, expected ${fmt(want)}`);
             }
           });
           return grads;

@@ -19,7 +19,10 @@ abstract class Optimizer<O extends object> {
   constructor(params: Iterable<Tensor> | Iterable<{ params: Iterable<Tensor> } & Partial<O>>, defaults: Required<O>) {
     const list = [...params] as unknown[];
     if (list.length === 0) throw new ValueError(`${this.constructor.name}: got an empty parameter list`);
-    const groups = (list[0] as { params?: unknown }).params !== undefined ? (list as ({ params: Iterable<Tensor> } & Partial<O>)[]) : [{ params: list as Tensor[] }];
+    const groups =
+      (list[0] as { params?: unknown }).params !== undefined
+        ? (list as ({ params: Iterable<Tensor> } & Partial<O>)[])
+        : [{ params: list as Tensor[] }];
     this.paramGroups = groups.map((g) => {
       const { params: ps, ...opts } = g;
       return { params: [...ps], options: { ...defaults, ...opts } as Required<O> };
@@ -104,7 +107,15 @@ export interface AdamOptions {
 
 export class Adam extends Optimizer<AdamOptions> {
   constructor(params: Iterable<Tensor> | Iterable<{ params: Iterable<Tensor> } & AdamOptions>, options: AdamOptions = {}) {
-    const defaults = { lr: 1e-3, betas: [0.9, 0.999] as [number, number], eps: 1e-8, weightDecay: 0, amsgrad: false, maximize: false, ...options };
+    const defaults = {
+      lr: 1e-3,
+      betas: [0.9, 0.999] as [number, number],
+      eps: 1e-8,
+      weightDecay: 0,
+      amsgrad: false,
+      maximize: false,
+      ...options,
+    };
     if (defaults.lr < 0) throw new ValueError(`Adam: invalid learning rate ${defaults.lr}`);
     if (defaults.betas.some((b) => b < 0 || b >= 1)) throw new ValueError(`Adam: invalid betas ${JSON.stringify(defaults.betas)}`);
     if (defaults.eps < 0) throw new ValueError(`Adam: invalid epsilon ${defaults.eps}`);

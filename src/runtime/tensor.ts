@@ -89,9 +89,7 @@ export class Tensor {
   requiresGrad_(flag = true): this {
     if (!this.isLeaf) {
       if (flag) return this;
-      throw new AutogradError(
-        `requiresGrad_: can only change the flag of leaf tensors; detach() this ${fmt(this.shape)} result first`,
-      );
+      throw new AutogradError(`requiresGrad_: can only change the flag of leaf tensors; detach() this ${fmt(this.shape)} result first`);
     }
     if (flag && this.dtype !== 'float32') {
       throw new DTypeError(`requiresGrad_: only float32 tensors can require gradients, got ${this.dtype}`);
@@ -204,38 +202,96 @@ export class Tensor {
   }
 
   // ---- element-wise ----
-  add(other: Tensor | number, alpha?: number): Tensor { return O.add(this, other, alpha); }
-  sub(other: Tensor | number, alpha?: number): Tensor { return O.sub(this, other, alpha); }
-  mul(other: Tensor | number): Tensor { return O.mul(this, other); }
-  div(other: Tensor | number): Tensor { return O.div(this, other); }
-  pow(exponent: Tensor | number): Tensor { return O.pow(this, exponent); }
-  neg(): Tensor { return O.neg(this); }
-  exp(): Tensor { return O.exp(this); }
-  log(): Tensor { return O.log(this); }
-  sqrt(): Tensor { return O.sqrt(this); }
-  abs(): Tensor { return O.abs(this); }
-  tanh(): Tensor { return O.tanh(this); }
-  sigmoid(): Tensor { return O.sigmoid(this); }
-  relu(): Tensor { return O.relu(this); }
-  clamp(min?: number | null, max?: number | null): Tensor { return O.clamp(this, min ?? null, max ?? null); }
-  where(condition: Tensor, other: Tensor | number): Tensor { return O.where(condition, this, other); }
-  eq(other: Tensor | number): Tensor { return O.eq(this, other); }
-  ne(other: Tensor | number): Tensor { return O.ne(this, other); }
-  lt(other: Tensor | number): Tensor { return O.lt(this, other); }
-  le(other: Tensor | number): Tensor { return O.le(this, other); }
-  gt(other: Tensor | number): Tensor { return O.gt(this, other); }
-  ge(other: Tensor | number): Tensor { return O.ge(this, other); }
+  add(other: Tensor | number, alpha?: number): Tensor {
+    return O.add(this, other, alpha);
+  }
+  sub(other: Tensor | number, alpha?: number): Tensor {
+    return O.sub(this, other, alpha);
+  }
+  mul(other: Tensor | number): Tensor {
+    return O.mul(this, other);
+  }
+  div(other: Tensor | number): Tensor {
+    return O.div(this, other);
+  }
+  pow(exponent: Tensor | number): Tensor {
+    return O.pow(this, exponent);
+  }
+  neg(): Tensor {
+    return O.neg(this);
+  }
+  exp(): Tensor {
+    return O.exp(this);
+  }
+  log(): Tensor {
+    return O.log(this);
+  }
+  sqrt(): Tensor {
+    return O.sqrt(this);
+  }
+  abs(): Tensor {
+    return O.abs(this);
+  }
+  tanh(): Tensor {
+    return O.tanh(this);
+  }
+  sigmoid(): Tensor {
+    return O.sigmoid(this);
+  }
+  relu(): Tensor {
+    return O.relu(this);
+  }
+  clamp(min?: number | null, max?: number | null): Tensor {
+    return O.clamp(this, min ?? null, max ?? null);
+  }
+  where(condition: Tensor, other: Tensor | number): Tensor {
+    return O.where(condition, this, other);
+  }
+  eq(other: Tensor | number): Tensor {
+    return O.eq(this, other);
+  }
+  ne(other: Tensor | number): Tensor {
+    return O.ne(this, other);
+  }
+  lt(other: Tensor | number): Tensor {
+    return O.lt(this, other);
+  }
+  le(other: Tensor | number): Tensor {
+    return O.le(this, other);
+  }
+  gt(other: Tensor | number): Tensor {
+    return O.gt(this, other);
+  }
+  ge(other: Tensor | number): Tensor {
+    return O.ge(this, other);
+  }
   /** Cast to another dtype (a no-op returning `this` when the dtype already matches). */
-  to(dtype: DType): Tensor { return dtype === this.dtype ? this : O.toDType(this, dtype); }
-  float(): Tensor { return this.to('float32'); }
-  int(): Tensor { return this.to('int32'); }
-  bool(): Tensor { return this.to('bool'); }
-  clone(): Tensor { return O.clone(this); }
-  contiguous(): Tensor { return this.isContiguous() ? this : O.clone(this); }
+  to(dtype: DType): Tensor {
+    return dtype === this.dtype ? this : O.toDType(this, dtype);
+  }
+  float(): Tensor {
+    return this.to('float32');
+  }
+  int(): Tensor {
+    return this.to('int32');
+  }
+  bool(): Tensor {
+    return this.to('bool');
+  }
+  clone(): Tensor {
+    return O.clone(this);
+  }
+  contiguous(): Tensor {
+    return this.isContiguous() ? this : O.clone(this);
+  }
 
   // ---- reductions ----
-  sum(dim?: number | readonly number[] | null, keepdim?: boolean): Tensor { return O.sum(this, dim ?? null, keepdim); }
-  mean(dim?: number | readonly number[] | null, keepdim?: boolean): Tensor { return O.mean(this, dim ?? null, keepdim); }
+  sum(dim?: number | readonly number[] | null, keepdim?: boolean): Tensor {
+    return O.sum(this, dim ?? null, keepdim);
+  }
+  mean(dim?: number | readonly number[] | null, keepdim?: boolean): Tensor {
+    return O.mean(this, dim ?? null, keepdim);
+  }
   max(): Tensor;
   max(dim: number, keepdim?: boolean): ValuesIndices;
   max(dim?: number, keepdim = false): Tensor | ValuesIndices {
@@ -246,30 +302,66 @@ export class Tensor {
   min(dim?: number, keepdim = false): Tensor | ValuesIndices {
     return dim === undefined ? O.amin(this) : valuesIndices(O.minDim(this, dim, keepdim));
   }
-  argmax(dim?: number | null, keepdim?: boolean): Tensor { return O.argmax(this, dim ?? null, keepdim); }
-  softmax(dim: number): Tensor { return O.softmax(this, dim); }
-  logSoftmax(dim: number): Tensor { return O.logSoftmax(this, dim); }
+  argmax(dim?: number | null, keepdim?: boolean): Tensor {
+    return O.argmax(this, dim ?? null, keepdim);
+  }
+  softmax(dim: number): Tensor {
+    return O.softmax(this, dim);
+  }
+  logSoftmax(dim: number): Tensor {
+    return O.logSoftmax(this, dim);
+  }
 
   // ---- linear algebra ----
-  matmul(other: Tensor): Tensor { return O.matmul(this, other); }
+  matmul(other: Tensor): Tensor {
+    return O.matmul(this, other);
+  }
 
   // ---- shape and views ----
-  reshape(shape: readonly number[]): Tensor { return O.reshape(this, shape); }
-  view(shape: readonly number[]): Tensor { return O.view(this, shape); }
-  flatten(startDim?: number, endDim?: number): Tensor { return O.flatten(this, startDim, endDim); }
-  transpose(dim0: number, dim1: number): Tensor { return O.transpose(this, dim0, dim1); }
+  reshape(shape: readonly number[]): Tensor {
+    return O.reshape(this, shape);
+  }
+  view(shape: readonly number[]): Tensor {
+    return O.view(this, shape);
+  }
+  flatten(startDim?: number, endDim?: number): Tensor {
+    return O.flatten(this, startDim, endDim);
+  }
+  transpose(dim0: number, dim1: number): Tensor {
+    return O.transpose(this, dim0, dim1);
+  }
   /** The 2-D transpose (`x.t()` in PyTorch). */
-  t(): Tensor { return this.ndim < 2 ? this : O.transpose(this, 0, 1); }
-  permute(dims: readonly number[]): Tensor { return O.permute(this, dims); }
-  unsqueeze(dim: number): Tensor { return O.unsqueeze(this, dim); }
-  squeeze(dim?: number | null): Tensor { return O.squeeze(this, dim ?? null); }
-  expand(shape: readonly number[]): Tensor { return O.expand(this, shape); }
-  expandAs(other: Tensor): Tensor { return O.expand(this, other.shape); }
-  narrow(dim: number, start: number, length: number): Tensor { return O.narrow(this, dim, start, length); }
-  select(dim: number, index: number): Tensor { return O.select(this, dim, index); }
+  t(): Tensor {
+    return this.ndim < 2 ? this : O.transpose(this, 0, 1);
+  }
+  permute(dims: readonly number[]): Tensor {
+    return O.permute(this, dims);
+  }
+  unsqueeze(dim: number): Tensor {
+    return O.unsqueeze(this, dim);
+  }
+  squeeze(dim?: number | null): Tensor {
+    return O.squeeze(this, dim ?? null);
+  }
+  expand(shape: readonly number[]): Tensor {
+    return O.expand(this, shape);
+  }
+  expandAs(other: Tensor): Tensor {
+    return O.expand(this, other.shape);
+  }
+  narrow(dim: number, start: number, length: number): Tensor {
+    return O.narrow(this, dim, start, length);
+  }
+  select(dim: number, index: number): Tensor {
+    return O.select(this, dim, index);
+  }
   /** Python-style indexing: `x.index([0, '1:3', null, '...'])` is `x[0, 1:3, None, ...]`. */
-  index(slices: IndexSpec | readonly IndexSpec[]): Tensor { return O.index(this, slices); }
-  gather(dim: number, index: Tensor): Tensor { return O.gather(this, dim, index); }
+  index(slices: IndexSpec | readonly IndexSpec[]): Tensor {
+    return O.index(this, slices);
+  }
+  gather(dim: number, index: Tensor): Tensor {
+    return O.gather(this, dim, index);
+  }
 
   // ---- in-place ----
   add_(other: Tensor | number, alpha?: number): this {
@@ -312,4 +404,3 @@ export class Tensor {
 function valuesIndices([values, indices]: [Tensor, Tensor]): ValuesIndices {
   return Object.assign([values, indices] as [Tensor, Tensor], { values, indices });
 }
-

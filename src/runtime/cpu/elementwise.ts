@@ -53,14 +53,7 @@ export function map2(op: string, a: Tensor, b: Tensor, dtype: DType, fn: (x: num
 }
 
 /** out = fn(a, b, c) with broadcasting over all three (where, lerp-like ops). */
-export function map3(
-  op: string,
-  a: Tensor,
-  b: Tensor,
-  c: Tensor,
-  dtype: DType,
-  fn: (x: number, y: number, z: number) => number,
-): Tensor {
+export function map3(op: string, a: Tensor, b: Tensor, c: Tensor, dtype: DType, fn: (x: number, y: number, z: number) => number): Tensor {
   const shape = broadcastShapes(op, broadcastShapes(op, a.shape, b.shape), c.shape);
   const n = numel(shape);
   const out = allocate(dtype, n);

@@ -63,7 +63,8 @@ export class Sequential extends IndexedContainer<Module> {
     return v;
   }
 
-  override forward(input: unknown): unknown {
+  /** Chain the children. Typed for the common tensor-in, tensor-out case; any value is passed along. */
+  override forward(input: Tensor): Tensor {
     let x = input;
     for (const m of this.children()) x = m.call(x);
     return x;

@@ -63,7 +63,11 @@ export function calculateGain(nonlinearity: 'linear' | 'sigmoid' | 'tanh' | 'rel
 
 export function kaimingUniform_(
   t: Tensor,
-  { a = 0, mode = 'fanIn', nonlinearity = 'leaky_relu' }: { a?: number; mode?: 'fanIn' | 'fanOut'; nonlinearity?: 'relu' | 'leaky_relu' } = {},
+  {
+    a = 0,
+    mode = 'fanIn',
+    nonlinearity = 'leaky_relu',
+  }: { a?: number; mode?: 'fanIn' | 'fanOut'; nonlinearity?: 'relu' | 'leaky_relu' } = {},
 ): Tensor {
   const [fanIn, fanOut] = calculateFanInAndFanOut(t);
   const std = calculateGain(nonlinearity, a) / Math.sqrt(mode === 'fanIn' ? fanIn : fanOut);

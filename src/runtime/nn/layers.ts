@@ -118,7 +118,9 @@ export class Conv1d extends ConvNd {
 
   override forward(x: Tensor): Tensor {
     if ((x.ndim !== 2 && x.ndim !== 3) || x.shape[x.ndim - 2] !== this.inChannels) {
-      throw new ShapeError(`Conv1d(${this.extraRepr()}): expected input [N, ${this.inChannels}, L] or [${this.inChannels}, L], got ${fmt(x.shape)}`);
+      throw new ShapeError(
+        `Conv1d(${this.extraRepr()}): expected input [N, ${this.inChannels}, L] or [${this.inChannels}, L], got ${fmt(x.shape)}`,
+      );
     }
     return O.conv1d(x, this.weight, this.bias, this.stride, this.padding, this.dilation, this.groups);
   }
@@ -177,7 +179,9 @@ abstract class BatchNormNd extends Module {
   override forward(x: Tensor): Tensor {
     this.checkInput(x);
     if (x.shape[1] !== this.numFeatures) {
-      throw new ShapeError(`${this.constructor.name}(${this.numFeatures}): expected ${this.numFeatures} channels in dim 1, got input ${fmt(x.shape)}`);
+      throw new ShapeError(
+        `${this.constructor.name}(${this.numFeatures}): expected ${this.numFeatures} channels in dim 1, got input ${fmt(x.shape)}`,
+      );
     }
     let momentum = this.momentum ?? 0;
     if (this.training && this.num_batches_tracked) {
@@ -208,7 +212,8 @@ export class BatchNorm1d extends BatchNormNd {
     super(numFeatures, opts);
   }
   protected checkInput(x: Tensor): void {
-    if (x.ndim !== 2 && x.ndim !== 3) throw new ShapeError(`BatchNorm1d(${this.numFeatures}): expected 2D or 3D input (got ${x.ndim}D input ${fmt(x.shape)})`);
+    if (x.ndim !== 2 && x.ndim !== 3)
+      throw new ShapeError(`BatchNorm1d(${this.numFeatures}): expected 2D or 3D input (got ${x.ndim}D input ${fmt(x.shape)})`);
   }
 }
 
@@ -263,7 +268,8 @@ export class Embedding extends Module {
     positiveInt('Embedding', 'embeddingDim', embeddingDim);
     let pad = paddingIdx;
     if (pad !== null) {
-      if (pad < -numEmbeddings || pad >= numEmbeddings) throw new ValueError(`Embedding: paddingIdx ${pad} must be within numEmbeddings (${numEmbeddings})`);
+      if (pad < -numEmbeddings || pad >= numEmbeddings)
+        throw new ValueError(`Embedding: paddingIdx ${pad} must be within numEmbeddings (${numEmbeddings})`);
       if (pad < 0) pad += numEmbeddings;
     }
     this.weight = new Parameter(normal_(O.zeros([numEmbeddings, embeddingDim])));
@@ -390,7 +396,12 @@ export class MaxPool2d extends Module {
   readonly ceilMode: boolean;
   constructor(
     readonly kernelSize: Pair,
-    { stride, padding = 0, dilation = 1, ceilMode = false }: { stride?: Pair | null; padding?: Pair; dilation?: Pair; ceilMode?: boolean } = {},
+    {
+      stride,
+      padding = 0,
+      dilation = 1,
+      ceilMode = false,
+    }: { stride?: Pair | null; padding?: Pair; dilation?: Pair; ceilMode?: boolean } = {},
   ) {
     super();
     this.stride = stride ?? kernelSize;

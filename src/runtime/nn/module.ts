@@ -140,13 +140,11 @@ export class Module {
 
   getSubmodule(path: string): Module {
     if (path === '') return this;
-    let m: Module = this;
-    for (const part of path.split('.')) {
+    return path.split('.').reduce<Module>((m, part) => {
       const next = m.namedChildren().find(([n]) => n === part)?.[1];
       if (!next) throw new ValueError(`getSubmodule: ${m.constructor.name} has no submodule '${part}' (in path '${path}')`);
-      m = next;
-    }
-    return m;
+      return next;
+    }, this);
   }
 
   /** Register a tensor (or null) as a buffer: saved in the state dict when `persistent`, never trained. */

@@ -23,7 +23,13 @@ function floatData(t: Tensor): Float32Array {
 }
 
 /** Resolve PyTorch's string paddings ('valid', 'same' for stride 1) to numbers. */
-function resolvePadding(op: string, padding: Pair | string, k: [number, number], d: [number, number], s: [number, number]): [number, number] {
+function resolvePadding(
+  op: string,
+  padding: Pair | string,
+  k: [number, number],
+  d: [number, number],
+  s: [number, number],
+): [number, number] {
   if (padding === 'valid') return [0, 0];
   if (padding === 'same') {
     if (s[0] !== 1 || s[1] !== 1) throw new ValueError(`${op}: padding='same' is not supported for strided convolutions`);
@@ -40,7 +46,8 @@ function resolvePadding(op: string, padding: Pair | string, k: [number, number],
 export const conv2d = defineOp<
   (input: Tensor, weight: Tensor, bias?: Tensor | null, stride?: Pair, padding?: Pair | string, dilation?: Pair, groups?: number) => Tensor
 >({
-  schema: 'conv2d(Tensor input, Tensor weight, Tensor? bias=null, int|int[] stride=1, int|int[]|str padding=0, int|int[] dilation=1, int groups=1)',
+  schema:
+    'conv2d(Tensor input, Tensor weight, Tensor? bias=null, int|int[] stride=1, int|int[]|str padding=0, int|int[] dilation=1, int groups=1)',
   forward(ctx, input, weight, bias = null, stride = 1, padding = 0, dilation = 1, groups = 1) {
     if (input.dtype !== 'float32' || weight.dtype !== 'float32') {
       throw new DTypeError(`conv2d: expected float32 input and weight, got ${input.dtype} and ${weight.dtype}`);
@@ -98,10 +105,11 @@ export const conv2d = defineOp<
     }
     if (bias) {
       const b = floatData(bias);
-      for (let n = 0; n < N; n++) for (let o = 0; o < O; o++) {
-        const base = (n * O + o) * L;
-        for (let l = 0; l < L; l++) out[base + l] += b[o]!;
-      }
+      for (let n = 0; n < N; n++)
+        for (let o = 0; o < O; o++) {
+          const base = (n * O + o) * L;
+          for (let l = 0; l < L; l++) out[base + l] += b[o]!;
+        }
     }
     Object.assign(ctx, { geo, groups, batched, hasBias: bias !== null });
     ctx.x = ctx.save(x);
@@ -131,22 +139,37 @@ export const conv2d = defineOp<
         const gOff = (n * O + gi * Og) * L;
         // dW_g += dY_g [Og, L] · rows [L, K]
         im2row(xs, (n * C + gi * Cg) * H * W, Cg, geo, rows);
-        gemm({ data: gs, offset: gOff, rowStride: L, colStride: 1 }, { data: rows, offset: 0, rowStride: K, colStride: 1 }, Og, K, L, gwPart);
+        gemm(
+          { data: gs, offset: gOff, rowStride: L, colStride: 1 },
+          { data: rows, offset: 0, rowStride: K, colStride: 1 },
+          Og,
+          K,
+          L,
+          gwPart,
+        );
         for (let i = 0; i < gwPart.length; i++) gw[gi * Og * K + i] += gwPart[i]!;
         // dRows [L, K] = dY_gᵀ [L, Og] · W_g [Og, K], then scatter back to the image
-        gemm({ data: gs, offset: gOff, rowStride: 1, colStride: L }, { data: ws, offset: gi * Og * K, rowStride: K, colStride: 1 }, L, K, Og, rows);
+        gemm(
+          { data: gs, offset: gOff, rowStride: 1, colStride: L },
+          { data: ws, offset: gi * Og * K, rowStride: K, colStride: 1 },
+          L,
+          K,
+          Og,
+          rows,
+        );
         row2imAdd(rows, Cg, geo, gx, (n * C + gi * Cg) * H * W);
       }
     }
     let gb: Tensor | null = null;
     if (ctx.hasBias) {
       const b = new Float32Array(O);
-      for (let n = 0; n < N; n++) for (let o = 0; o < O; o++) {
-        let s = 0;
-        const base = (n * O + o) * L;
-        for (let l = 0; l < L; l++) s += gs[base + l]!;
-        b[o] += s;
-      }
+      for (let n = 0; n < N; n++)
+        for (let o = 0; o < O; o++) {
+          let s = 0;
+          const base = (n * O + o) * L;
+          for (let l = 0; l < L; l++) s += gs[base + l]!;
+          b[o] += s;
+        }
       gb = Tensor.fromData(b, [O], 'float32');
     }
     const gxT = Tensor.fromData(gx, [N, C, H, W], 'float32');
@@ -157,7 +180,8 @@ export const conv2d = defineOp<
 export const conv1d = defineOp<
   (input: Tensor, weight: Tensor, bias?: Tensor | null, stride?: Pair, padding?: Pair | string, dilation?: Pair, groups?: number) => Tensor
 >({
-  schema: 'conv1d(Tensor input, Tensor weight, Tensor? bias=null, int|int[] stride=1, int|int[]|str padding=0, int|int[] dilation=1, int groups=1)',
+  schema:
+    'conv1d(Tensor input, Tensor weight, Tensor? bias=null, int|int[] stride=1, int|int[]|str padding=0, int|int[] dilation=1, int groups=1)',
   composite: true,
   forward(_ctx, input, weight, bias = null, stride = 1, padding = 0, dilation = 1, groups = 1) {
     if (input.ndim !== 2 && input.ndim !== 3) {

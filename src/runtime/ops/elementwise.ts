@@ -97,7 +97,11 @@ export const div = defineOp<(input: Tensor, other: Operand) => Tensor>({
     const out = ctx.out as Tensor | null;
     return [
       sumTo(g.div(b), ctx.aShape as number[]),
-      out && sumTo(map3('div', g, out, b, 'float32', (gg, o, y) => (-gg * o) / y), ctx.bShape as number[]),
+      out &&
+        sumTo(
+          map3('div', g, out, b, 'float32', (gg, o, y) => (-gg * o) / y),
+          ctx.bShape as number[],
+        ),
     ];
   },
 });
@@ -147,14 +151,31 @@ function unary(
   });
 }
 
-export const neg = unary('neg', (x) => -x, 'none', (g) => -g, true);
+export const neg = unary(
+  'neg',
+  (x) => -x,
+  'none',
+  (g) => -g,
+  true,
+);
 export const exp = unary('exp', Math.exp, 'y', (g, y) => g * y);
 export const log = unary('log', Math.log, 'x', (g, x) => g / x);
 export const sqrt = unary('sqrt', Math.sqrt, 'y', (g, y) => g / (2 * y));
 export const abs = unary('abs', Math.abs, 'x', (g, x) => (x > 0 ? g : x < 0 ? -g : 0), true);
 export const tanh = unary('tanh', Math.tanh, 'y', (g, y) => g * (1 - y * y));
-export const sigmoid = unary('sigmoid', (x) => 1 / (1 + Math.exp(-x)), 'y', (g, y) => g * y * (1 - y));
-export const relu = unary('relu', (x) => (x > 0 ? x : 0), 'y', (g, y) => (y > 0 ? g : 0), true);
+export const sigmoid = unary(
+  'sigmoid',
+  (x) => 1 / (1 + Math.exp(-x)),
+  'y',
+  (g, y) => g * y * (1 - y),
+);
+export const relu = unary(
+  'relu',
+  (x) => (x > 0 ? x : 0),
+  'y',
+  (g, y) => (y > 0 ? g : 0),
+  true,
+);
 
 /** erf with |error| < 1.2e-7 (Numerical Recipes' erfc Chebyshev fit), ample for float32. */
 export function erf(x: number): number {
@@ -169,7 +190,9 @@ export function erf(x: number): number {
           (1.00002368 +
             t *
               (0.37409196 +
-                t * (0.09678418 + t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))),
+                t *
+                  (0.09678418 +
+                    t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))),
     );
   return x >= 0 ? 1 - r : r - 1;
 }
@@ -223,7 +246,7 @@ export const clamp = defineOp<(input: Tensor, min?: number | null, max?: number 
     ctx.x = ctx.save(x);
     ctx.lo = lo;
     ctx.hi = hi;
-    const dtype = x.dtype === 'float32' || Number.isInteger(lo) && Number.isInteger(hi) ? x.dtype : 'float32';
+    const dtype = x.dtype === 'float32' || (Number.isInteger(lo) && Number.isInteger(hi)) ? x.dtype : 'float32';
     return map1(x, dtype === 'bool' ? 'int32' : dtype, (v) => (v < lo ? lo : v > hi ? hi : v));
   },
   backward(ctx, g) {
@@ -246,8 +269,14 @@ export const where = defineOp<(condition: Tensor, input: Operand, other: Operand
     const c = ctx.c as Tensor;
     return [
       null,
-      sumTo(map2('where', g, c, 'float32', (gg, cv) => (cv ? gg : 0)), ctx.aShape as number[]),
-      sumTo(map2('where', g, c, 'float32', (gg, cv) => (cv ? 0 : gg)), ctx.bShape as number[]),
+      sumTo(
+        map2('where', g, c, 'float32', (gg, cv) => (cv ? gg : 0)),
+        ctx.aShape as number[],
+      ),
+      sumTo(
+        map2('where', g, c, 'float32', (gg, cv) => (cv ? 0 : gg)),
+        ctx.bShape as number[],
+      ),
     ];
   },
 });

@@ -74,7 +74,11 @@ export const matmul = defineOp<(input: Tensor, other: Tensor) => Tensor>({
     ctx.outShape = [...out.shape];
     ctx.wantA = a.requiresGrad;
     ctx.wantB = b.requiresGrad;
-    ctx.g2Shape = [...broadcastShapes('matmul', a2.shape.slice(0, -2), b2.shape.slice(0, -2)), a2.shape[a2.ndim - 2]!, b2.shape[b2.ndim - 1]!];
+    ctx.g2Shape = [
+      ...broadcastShapes('matmul', a2.shape.slice(0, -2), b2.shape.slice(0, -2)),
+      a2.shape[a2.ndim - 2]!,
+      b2.shape[b2.ndim - 1]!,
+    ];
     return out;
   },
   backward(ctx, g) {

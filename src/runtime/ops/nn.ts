@@ -21,7 +21,10 @@ export const layerNorm = defineOp<
     if (ns.length > x.ndim || tail.join() !== ns.join()) {
       throw new ShapeError(`layerNorm: expected input with shape [*, ${ns.join(', ')}], got ${fmt(x.shape)}`);
     }
-    for (const [name, p] of [['weight', weight], ['bias', bias]] as const) {
+    for (const [name, p] of [
+      ['weight', weight],
+      ['bias', bias],
+    ] as const) {
       if (p && p.shape.join() !== ns.join()) throw new ShapeError(`layerNorm: ${name} must have shape ${fmt(ns)}, got ${fmt(p.shape)}`);
     }
     const dims = ns.map((_, i) => x.ndim - ns.length + i);
@@ -53,7 +56,12 @@ export const batchNorm = defineOp<
   forward(_ctx, x, runningMean, runningVar, weight = null, bias = null, training = false, momentum = 0.1, eps = 1e-5) {
     if (x.ndim < 2) throw new ShapeError(`batchNorm: expected an input [N, C, ...] with at least 2 dims, got ${fmt(x.shape)}`);
     const C = x.shape[1]!;
-    for (const [name, p] of [['runningMean', runningMean], ['runningVar', runningVar], ['weight', weight], ['bias', bias]] as const) {
+    for (const [name, p] of [
+      ['runningMean', runningMean],
+      ['runningVar', runningVar],
+      ['weight', weight],
+      ['bias', bias],
+    ] as const) {
       if (p && (p.ndim !== 1 || p.shape[0] !== C)) {
         throw new ShapeError(`batchNorm: ${name} must have shape [${C}] for input ${fmt(x.shape)}, got ${fmt(p.shape)}`);
       }
@@ -223,7 +231,8 @@ export const crossEntropy = defineOp<
   forward(_ctx, input, target, weight = null, ignoreIndex = -100, reduction = 'mean', labelSmoothing = 0) {
     checkReduction('crossEntropy', reduction);
     if (input.dtype !== 'float32') throw new DTypeError(`crossEntropy: input must be float32 logits, got ${input.dtype}`);
-    if (labelSmoothing < 0 || labelSmoothing > 1) throw new ValueError(`crossEntropy: labelSmoothing must be in [0, 1], got ${labelSmoothing}`);
+    if (labelSmoothing < 0 || labelSmoothing > 1)
+      throw new ValueError(`crossEntropy: labelSmoothing must be in [0, 1], got ${labelSmoothing}`);
     const classDim = input.ndim === 1 ? 0 : 1;
     const logp = input.logSoftmax(classDim);
     if (target.dtype === 'float32') {
@@ -261,4 +270,3 @@ export const mseLoss = defineOp<(input: Tensor, target: Tensor, reduction?: Redu
     return reduction === 'none' ? sq : reduction === 'sum' ? sq.sum() : sq.mean();
   },
 });
-

@@ -43,7 +43,8 @@ function poolGeometry(op: string, p: Planes, kernelSize: Pair, stride: Pair | nu
 export const maxPool2d = defineOp<
   (input: Tensor, kernelSize: Pair, stride?: Pair | null, padding?: Pair, dilation?: Pair, ceilMode?: boolean) => Tensor
 >({
-  schema: 'maxPool2d(Tensor input, int|int[] kernelSize, int|int[]? stride=null, int|int[] padding=0, int|int[] dilation=1, bool ceilMode=false)',
+  schema:
+    'maxPool2d(Tensor input, int|int[] kernelSize, int|int[]? stride=null, int|int[] padding=0, int|int[] dilation=1, bool ceilMode=false)',
   forward(ctx, x, kernelSize, stride = null, padding = 0, dilation = 1, ceilMode = false) {
     const p = planesOf('maxPool2d', x);
     const { kh, kw, sh, sw, ph, pw, dh, dw, OH, OW } = poolGeometry('maxPool2d', p, kernelSize, stride, padding, dilation, ceilMode);

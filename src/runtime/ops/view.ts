@@ -344,11 +344,16 @@ export const stack = defineOp<(tensors: readonly Tensor[], dim?: number) => Tens
     const first = tensors[0]!;
     tensors.forEach((t, i) => {
       if (t.shape.join() !== first.shape.join()) {
-        throw new ShapeError(`stack: expects each tensor to be equal size, but got ${fmt(first.shape)} at entry 0 and ${fmt(t.shape)} at entry ${i}`);
+        throw new ShapeError(
+          `stack: expects each tensor to be equal size, but got ${fmt(first.shape)} at entry 0 and ${fmt(t.shape)} at entry ${i}`,
+        );
       }
     });
     const d = normDim('stack', dim, first.ndim + 1);
-    return cat(tensors.map((t) => unsqueeze(t, d)), d);
+    return cat(
+      tensors.map((t) => unsqueeze(t, d)),
+      d,
+    );
   },
 });
 

@@ -1,0 +1,132 @@
+/**
+ * `npm run bench`: kiln eager against @tensorflow/tfjs-backend-cpu, measured side by side in one
+ * process (interleaved rounds, median of each) so that machine noise hits both alike.
+ * Writes bench/results.json; the README's table summarises it.
+ */
+import { writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
+import * as tf from '@tensorflow/tfjs-core';
+import '@tensorflow/tfjs-backend-cpu';
+import { createRequire } from 'node:module';
+// tfjs-core's Node bundle leaves its gradient rules out; training needs them registered
+createRequire(import.meta.url)('@tensorflow/tfjs-core/dist/register_all_gradients');
+import { F, manualSeed, nn, optim, randn, tensor, type Tensor } from '../src/index.js';
+
+interface Result {
+  name: string;
+  unit: string;
+  kiln: number;
+  tfjsCpu: number;
+  /** kiln ÷ tfjs for throughputs, tfjs ÷ kiln for times: > 1 means kiln is faster. */
+  speedup: number;
+}
+
+const ROUNDS = Number(process.env.KILN_BENCH_ROUNDS ?? 7);
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+}
+
+/** Time `fn` once per round for each contender, alternating, after a warm-up; returns median ms. */
+function sideBySide(label: string, contenders: Record<string, () => void>): Record<string, number> {
+  const names = Object.keys(contenders);
+  for (const n of names) for (let i = 0; i < 2; i++) contenders[n]!(); // warm-up: JIT tiers, caches
+  const times: Record<string, number[]> = Object.fromEntries(names.map((n) => [n, []]));
+  for (let r = 0; r < ROUNDS; r++) {
+    for (const n of names) {
+      const t0 = performance.now();
+      contenders[n]!();
+      times[n]!.push(performance.now() - t0);
+    }
+    if (process.stdout.isTTY) process.stdout.write(`\r  ${label}: round ${r + 1}/${ROUNDS}`);
+  }
+  console.log(`${process.stdout.isTTY ? '\r' : ''}  ${label}: ${ROUNDS} rounds done`);
+  return Object.fromEntries(names.map((n) => [n, median(times[n]!)]));
+}
+
+function matmulBench(n: number): Result {
+  manualSeed(0);
+  const a = randn([n, n]);
+  const b = randn([n, n]);
+  const ta = tf.tensor2d(a.data() as Float32Array, [n, n]);
+  const tb = tf.tensor2d(b.data() as Float32Array, [n, n]);
+  const ms = sideBySide(`matmul ${n}×${n}`, {
+    kiln: () => void a.matmul(b),
+    tfjs: () => {
+      const r = tf.matMul(ta, tb);
+      r.dataSync();
+      r.dispose();
+    },
+  });
+  const gflops = (t: number) => (2 * n ** 3) / (t * 1e6);
+  return { name: `matmul ${n}x${n} float32`, unit: 'GFLOP/s', kiln: gflops(ms.kiln!), tfjsCpu: gflops(ms.tfjs!), speedup: ms.tfjs! / ms.kiln! };
+}
+
+/** One SGD step (forward, cross-entropy, backward, update) of a 784-512-512-10 ReLU MLP on a batch of 64. */
+function mlpBench(): Result {
+  const sizes = [784, 512, 512, 10];
+  const batch = 64;
+  manualSeed(0);
+  const model = new nn.Sequential(
+    new nn.Linear(784, 512),
+    new nn.ReLU(),
+    new nn.Linear(512, 512),
+    new nn.ReLU(),
+    new nn.Linear(512, 10),
+  );
+  const opt = new optim.SGD(model.parameters(), { lr: 0.01 });
+  const x = randn([batch, 784]);
+  const labels = Int32Array.from({ length: batch }, (_, i) => i % 10);
+  const y = tensor(labels, { dtype: 'int32' });
+  const kilnStep = () => {
+    opt.zeroGrad();
+    const loss = F.crossEntropy(model.call(x) as Tensor, y);
+    loss.backward();
+    opt.step();
+  };
+
+  const weights = sizes.slice(1).map((out, i) => tf.variable(tf.randomUniform([sizes[i]!, out], -0.05, 0.05)));
+  const biases = sizes.slice(1).map((out) => tf.variable(tf.zeros([out])));
+  const tx = tf.tensor2d(x.data() as Float32Array, [batch, 784]);
+  const ty = tf.oneHot(tf.tensor1d(labels, 'int32'), 10);
+  const tfOpt = tf.train.sgd(0.01);
+  const tfjsStep = () => {
+    const cost = tfOpt.minimize(
+      () =>
+        tf.tidy(() => {
+          let h: tf.Tensor = tx;
+          weights.forEach((w, i) => {
+            h = tf.add(tf.matMul(h, w), biases[i]!);
+            if (i < weights.length - 1) h = tf.relu(h);
+          });
+          return tf.losses.softmaxCrossEntropy(ty, h) as tf.Scalar;
+        }),
+      true,
+    );
+    cost?.dataSync();
+    cost?.dispose();
+  };
+  const ms = sideBySide('MLP training step', { kiln: kilnStep, tfjs: tfjsStep });
+  return { name: 'MLP 784-512-512-10 training step, batch 64', unit: 'ms', kiln: ms.kiln!, tfjsCpu: ms.tfjs!, speedup: ms.tfjs! / ms.kiln! };
+}
+
+async function main() {
+  await tf.setBackend('cpu');
+  console.log(`kiln bench: eager runtime vs @tensorflow/tfjs-backend-cpu ${tf.version_core}, ${ROUNDS} interleaved rounds each`);
+  const results = [matmulBench(256), matmulBench(512), mlpBench()];
+  console.log();
+  for (const r of results) {
+    console.log(`${r.name.padEnd(46)} kiln ${r.kiln.toFixed(2).padStart(8)} ${r.unit.padEnd(8)} tfjs-cpu ${r.tfjsCpu.toFixed(2).padStart(8)} ${r.unit.padEnd(8)} kiln ${r.speedup.toFixed(2)}×`);
+  }
+  const out = {
+    date: new Date().toISOString(),
+    machine: { node: process.version, cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length },
+    rounds: ROUNDS,
+    results,
+  };
+  writeFileSync(new URL('./results.json', import.meta.url), JSON.stringify(out, null, 2) + '\n');
+  console.log('\nwrote bench/results.json');
+}
+
+await main();
