@@ -75,12 +75,28 @@ export interface OpSpec<F extends AnyFn> {
   readonly composite?: boolean;
 }
 
-export type Op<F extends AnyFn> = F & {
-  readonly opName: string;
-  readonly schema: Schema;
-  /** Call with positional args and keyword args by parameter name, as a graph node stores them. */
-  readonly callWith: (args: readonly unknown[], kwargs?: Readonly<Record<string, unknown>>) => ReturnType<F>;
-};
+/** Every leading run of a parameter list: `[]`, `[a]`, `[a, b]`, … (optional parameters included). */
+type Prefixes<P extends readonly unknown[]> = number extends P['length']
+  ? P // not a fixed-length list: nothing to enumerate
+  : P extends readonly [infer H, ...infer T]
+    ? [] | [H, ...Prefixes<T>]
+    : P extends readonly [(infer H)?, ...infer T]
+      ? [] | [H, ...Prefixes<T>]
+      : [];
+
+/** PyTorch's keyword arguments: the remaining parameters by name, e.g. `{ stride: 2, padding: 1 }`. */
+export type OpOptions = Readonly<Record<string, unknown>>;
+
+/** The op also takes some positional arguments followed by an options object (checked at run time by name). */
+type WithOptions<F extends AnyFn> = (...args: [...Prefixes<Parameters<F>>, OpOptions]) => ReturnType<F>;
+
+export type Op<F extends AnyFn> = F &
+  WithOptions<F> & {
+    readonly opName: string;
+    readonly schema: Schema;
+    /** Call with positional args and keyword args by parameter name, as a graph node stores them. */
+    readonly callWith: (args: readonly unknown[], kwargs?: Readonly<Record<string, unknown>>) => ReturnType<F>;
+  };
 
 export const OPS = new Map<string, Op<AnyFn>>();
 
