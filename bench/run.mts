@@ -60,7 +60,13 @@ function matmulBench(n: number): Result {
     },
   });
   const gflops = (t: number) => (2 * n ** 3) / (t * 1e6);
-  return { name: `matmul ${n}x${n} float32`, unit: 'GFLOP/s', kiln: gflops(ms.kiln!), tfjsCpu: gflops(ms.tfjs!), speedup: ms.tfjs! / ms.kiln! };
+  return {
+    name: `matmul ${n}x${n} float32`,
+    unit: 'GFLOP/s',
+    kiln: gflops(ms.kiln!),
+    tfjsCpu: gflops(ms.tfjs!),
+    speedup: ms.tfjs! / ms.kiln!,
+  };
 }
 
 /** One SGD step (forward, cross-entropy, backward, update) of a 784-512-512-10 ReLU MLP on a batch of 64. */
@@ -68,13 +74,7 @@ function mlpBench(): Result {
   const sizes = [784, 512, 512, 10];
   const batch = 64;
   manualSeed(0);
-  const model = new nn.Sequential(
-    new nn.Linear(784, 512),
-    new nn.ReLU(),
-    new nn.Linear(512, 512),
-    new nn.ReLU(),
-    new nn.Linear(512, 10),
-  );
+  const model = new nn.Sequential(new nn.Linear(784, 512), new nn.ReLU(), new nn.Linear(512, 512), new nn.ReLU(), new nn.Linear(512, 10));
   const opt = new optim.SGD(model.parameters(), { lr: 0.01 });
   const x = randn([batch, 784]);
   const labels = Int32Array.from({ length: batch }, (_, i) => i % 10);
@@ -108,7 +108,13 @@ function mlpBench(): Result {
     cost?.dispose();
   };
   const ms = sideBySide('MLP training step', { kiln: kilnStep, tfjs: tfjsStep });
-  return { name: 'MLP 784-512-512-10 training step, batch 64', unit: 'ms', kiln: ms.kiln!, tfjsCpu: ms.tfjs!, speedup: ms.tfjs! / ms.kiln! };
+  return {
+    name: 'MLP 784-512-512-10 training step, batch 64',
+    unit: 'ms',
+    kiln: ms.kiln!,
+    tfjsCpu: ms.tfjs!,
+    speedup: ms.tfjs! / ms.kiln!,
+  };
 }
 
 async function main() {
@@ -117,7 +123,9 @@ async function main() {
   const results = [matmulBench(256), matmulBench(512), mlpBench()];
   console.log();
   for (const r of results) {
-    console.log(`${r.name.padEnd(46)} kiln ${r.kiln.toFixed(2).padStart(8)} ${r.unit.padEnd(8)} tfjs-cpu ${r.tfjsCpu.toFixed(2).padStart(8)} ${r.unit.padEnd(8)} kiln ${r.speedup.toFixed(2)}×`);
+    console.log(
+      `${r.name.padEnd(46)} kiln ${r.kiln.toFixed(2).padStart(8)} ${r.unit.padEnd(8)} tfjs-cpu ${r.tfjsCpu.toFixed(2).padStart(8)} ${r.unit.padEnd(8)} kiln ${r.speedup.toFixed(2)}×`,
+    );
   }
   const out = {
     date: new Date().toISOString(),
