@@ -213,33 +213,25 @@ function softmaxRow(src: ArrayLike<number>, base: number, out: Float32Array, n: 
   }
 }
 
-export const softmax = defineOp<(input: Tensor, dim: number) => Tensor>({
-  schema: 'softmax(Tensor input, int dim)',
-  forward(ctx, x, dim) {
-    const d = normDim('softmax', dim, x.ndim);
-    const y = alongDim(x, d, (s, b, o, n) => softmaxRow(s, b, o, n, false));
-    ctx.y = ctx.save(y);
-    ctx.dim = d;
-    return y;
-  },
-  backward(ctx, g) {
-    const y = ctx.y as Tensor;
-    const gy = g.mul(y);
-    return [gy.sub(y.mul(gy.sum(ctx.dim as number, true)))];
-  },
+/** softmax and logSoftmax share the stable row kernel; only the output form and the gradient differ. */
+function softmaxOp(name: 'softmax' | 'logSoftmax', grad: (y: Tensor, g: Tensor, dim: number) => Tensor) {
+  const log = name === 'logSoftmax';
+  return defineOp<(input: Tensor, dim: number) => Tensor>({
+    schema: `${name}(Tensor input, int dim)`,
+    forward(ctx, x, dim) {
+      const d = normDim(name, dim, x.ndim);
+      const y = alongDim(x, d, (s, b, o, n) => softmaxRow(s, b, o, n, log));
+      ctx.y = ctx.save(y);
+      ctx.dim = d;
+      return y;
+    },
+    backward: (ctx, g) => [grad(ctx.y as Tensor, g, ctx.dim as number)],
+  });
+}
+
+export const softmax = softmaxOp('softmax', (y, g, dim) => {
+  const gy = g.mul(y);
+  return gy.sub(y.mul(gy.sum(dim, true)));
 });
 
-export const logSoftmax = defineOp<(input: Tensor, dim: number) => Tensor>({
-  schema: 'logSoftmax(Tensor input, int dim)',
-  forward(ctx, x, dim) {
-    const d = normDim('logSoftmax', dim, x.ndim);
-    const y = alongDim(x, d, (s, b, o, n) => softmaxRow(s, b, o, n, true));
-    ctx.y = ctx.save(y);
-    ctx.dim = d;
-    return y;
-  },
-  backward(ctx, g) {
-    const y = ctx.y as Tensor;
-    return [g.sub(y.exp().mul(g.sum(ctx.dim as number, true)))];
-  },
-});
+export const logSoftmax = softmaxOp('logSoftmax', (y, g, dim) => g.sub(y.exp().mul(g.sum(dim, true))));
