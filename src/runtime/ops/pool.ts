@@ -89,6 +89,15 @@ export const maxPool2d = defineOp<
   },
 });
 
+/** One average-pooling window clipped to the image, [h0, h1) × [w0, w1), and the divisor it uses. */
+interface PoolWindow {
+  h0: number;
+  h1: number;
+  w0: number;
+  w1: number;
+  div: number;
+}
+
 export const avgPool2d = defineOp<
   (
     input: Tensor,
@@ -106,7 +115,7 @@ export const avgPool2d = defineOp<
     const p = planesOf('avgPool2d', x);
     const { kh, kw, sh, sw, ph, pw, OH, OW } = poolGeometry('avgPool2d', p, kernelSize, stride, padding, 1, ceilMode);
     // Each window's [h0, h1) × [w0, w1) clipped to the image, and its divisor.
-    const windows: number[] = [];
+    const windows: PoolWindow[] = [];
     for (let oh = 0; oh < OH; oh++) {
       for (let ow = 0; ow < OW; ow++) {
         let h0 = oh * sh - ph;
@@ -119,14 +128,14 @@ export const avgPool2d = defineOp<
         h1 = Math.min(h1, p.H);
         w1 = Math.min(w1, p.W);
         const div = divisorOverride ?? (countIncludePad ? padded : (h1 - h0) * (w1 - w0));
-        windows.push(h0, h1, w0, w1, div);
+        windows.push({ h0, h1, w0, w1, div });
       }
     }
     const out = new Float32Array(p.planes * OH * OW);
     for (let c = 0; c < p.planes; c++) {
       const base = c * p.H * p.W;
       for (let o = 0; o < OH * OW; o++) {
-        const [h0, h1, w0, w1, div] = windows.slice(o * 5, o * 5 + 5) as [number, number, number, number, number];
+        const { h0, h1, w0, w1, div } = windows[o]!;
         let s = 0;
         for (let h = h0; h < h1; h++) for (let w = w0; w < w1; w++) s += p.data[base + h * p.W + w]!;
         out[c * OH * OW + o] = s / div;
@@ -136,13 +145,13 @@ export const avgPool2d = defineOp<
     return Tensor.fromData(out, [...p.lead, OH, OW], 'float32');
   },
   backward(ctx, g) {
-    const windows = ctx.windows as number[];
+    const windows = ctx.windows as PoolWindow[];
     const { planes, H, W, L } = ctx as unknown as { planes: number; H: number; W: number; L: number };
     const gs = g.contiguous().data();
     const gx = new Float32Array(planes * H * W);
     for (let c = 0; c < planes; c++) {
       for (let o = 0; o < L; o++) {
-        const [h0, h1, w0, w1, div] = windows.slice(o * 5, o * 5 + 5) as [number, number, number, number, number];
+        const { h0, h1, w0, w1, div } = windows[o]!;
         const v = gs[c * L + o]! / div;
         for (let h = h0; h < h1; h++) for (let w = w0; w < w1; w++) gx[c * H * W + h * W + w] += v;
       }
