@@ -26,3 +26,12 @@ export class AutogradError extends KilnError {}
 
 /** A state dict that does not match the module it is loaded into. */
 export class StateDictError extends KilnError {}
+
+/** Symbolic tracing met something it cannot record: control flow on a traced value, reading its data, … */
+export class TraceError extends KilnError {}
+
+/** A malformed graph: use before definition, dangling users, duplicate names, a missing output. */
+export class GraphLintError extends KilnError {}
+
+/** A saved graph or program that cannot be read: corrupt, wrong format or wrong version. */
+export class SerializationError extends KilnError {}

@@ -1,5 +1,6 @@
 import { AutogradError, DTypeError, KilnError, ShapeError, ValueError } from '../errors.js';
 import { GradNode, SavedTensors, isGradEnabled, withGradMode } from './autograd.js';
+import { activeTrace, hasTraced } from './dispatch.js';
 import { fmt, sameShape } from './shape.js';
 import { Tensor } from './tensor.js';
 
@@ -225,7 +226,7 @@ export function bindArgs(schema: Schema, args: readonly unknown[], kwargs?: Read
 }
 
 /** Split a call's arguments into positional ones and a trailing options object (PyTorch's keyword args). */
-function splitOptions(schema: Schema, raw: readonly unknown[]): [readonly unknown[], Record<string, unknown> | undefined] {
+export function splitOptions(schema: Schema, raw: readonly unknown[]): [readonly unknown[], Record<string, unknown> | undefined] {
   const last = raw[raw.length - 1];
   if (raw.length > 0 && isPlainObject(last) && schema.params[raw.length - 1]?.type !== 'any') {
     return [raw.slice(0, -1), last];
@@ -281,13 +282,15 @@ export function defineOp<F extends AnyFn>(spec: OpSpec<F>): Op<F> {
 
   const op = ((...raw: unknown[]) => {
     const [args, kwargs] = splitOptions(schema, raw);
+    if (activeTrace && hasTraced(activeTrace, raw)) return activeTrace.callOp(op, args, kwargs);
     return run(bindArgs(schema, args, kwargs));
   }) as unknown as Op<F>;
   Object.defineProperty(op, 'name', { value: name });
   Object.assign(op, {
     opName: name,
     schema,
-    callWith: (args: readonly unknown[], kwargs?: Readonly<Record<string, unknown>>) => run(bindArgs(schema, args, kwargs)),
+    callWith: (args: readonly unknown[], kwargs?: Readonly<Record<string, unknown>>) =>
+      activeTrace && hasTraced(activeTrace, [args, kwargs]) ? activeTrace.callOp(op, args, kwargs) : run(bindArgs(schema, args, kwargs)),
   });
   OPS.set(name, op as Op<AnyFn>);
   return op;

@@ -1,0 +1,107 @@
+import { KilnError } from '../errors.js';
+import { OPS } from '../runtime/op.js';
+import { BUILTINS } from './builtins.js';
+import type { Graph } from './graph.js';
+import { isIdentifier, memberChain } from './naming.js';
+import { Node, isPlainObject, targetName, type Argument, type FunctionTarget } from './node.js';
+
+/**
+ * JavaScript for a graph's `forward`, built only from the graph: names are identifiers the Namespace
+ * vetted, strings and keys go through JSON.stringify, numbers through their literal forms, so nothing
+ * a model author wrote can reach the generated source as code. Op targets are referenced as `ops.name`,
+ * fx builtins as `fx.name`, and any other function as `globals[i]`.
+ */
+
+export interface GeneratedForward {
+  /** The method's source, e.g. `forward(x) {\n  const relu = ops.relu(x);\n  return relu;\n}`. */
+  readonly code: string;
+  readonly forward: (...args: unknown[]) => unknown;
+}
+
+export function literal(a: unknown): string {
+  if (a instanceof Node) return a.name;
+  if (a === undefined) return 'undefined';
+  if (a === null) return 'null';
+  if (Array.isArray(a)) return `[${a.map(literal).join(', ')}]`;
+  if (isPlainObject(a)) {
+    const parts = Object.entries(a).map(([k, v]) => `${/^[A-Za-z_$][\w$]*$/.test(k) ? k : JSON.stringify(k)}: ${literal(v)}`);
+    return parts.length ? `{ ${parts.join(', ')} }` : '{}';
+  }
+  switch (typeof a) {
+    case 'number':
+      return Object.is(a, -0) ? '-0' : Number.isNaN(a) ? 'NaN' : a === Infinity ? 'Infinity' : a === -Infinity ? '-Infinity' : String(a);
+    case 'string':
+      return JSON.stringify(a);
+    case 'boolean':
+      return String(a);
+    default:
+      throw new KilnError(`codegen: cannot write a ${typeof a} as a literal`);
+  }
+}
+
+function callArgs(args: readonly Argument[], kwargs: Readonly<Record<string, Argument>>): string {
+  const parts = args.map(literal);
+  if (Object.keys(kwargs).length > 0) parts.push(literal(kwargs));
+  return parts.join(', ');
+}
+
+function method(name: string): string {
+  return /^[A-Za-z_$][\w$]*$/.test(name) ? `.${name}` : `[${JSON.stringify(name)}]`;
+}
+
+export function generateForward(graph: Graph): GeneratedForward {
+  const params: string[] = [];
+  const body: string[] = [];
+  const globals: FunctionTarget[] = [];
+  const fnRef = (fn: FunctionTarget): string => {
+    const name = targetName(fn);
+    if (OPS.get(name) === fn) return `ops.${name}`;
+    if (BUILTINS.get(name) === fn) return `fx.${name}`;
+    let i = globals.indexOf(fn);
+    if (i < 0) i = globals.push(fn) - 1;
+    return `globals[${i}]`;
+  };
+  let returned = false;
+  for (const n of graph.nodes) {
+    if (!isIdentifier(n.name)) throw new KilnError(`codegen: node name ${JSON.stringify(n.name)} is not a valid JavaScript identifier`);
+    switch (n.op) {
+      case 'placeholder':
+        params.push(n.args.length > 0 ? `${n.name} = ${literal(n.args[0])}` : n.name);
+        break;
+      case 'get_attr':
+        body.push(`const ${n.name} = ${memberChain('this', n.target as string)};`);
+        break;
+      case 'call_function':
+        body.push(`const ${n.name} = ${fnRef(n.target as FunctionTarget)}(${callArgs(n.args, n.kwargs)});`);
+        break;
+      case 'call_method': {
+        const [self, ...rest] = n.args;
+        if (self === undefined) throw new KilnError(`codegen: call_method node '${n.name}' has no receiver (args[0])`);
+        const recv = self instanceof Node ? self.name : `(${literal(self)})`;
+        body.push(`const ${n.name} = ${recv}${method(n.target as string)}(${callArgs(rest, n.kwargs)});`);
+        break;
+      }
+      case 'call_module':
+        body.push(`const ${n.name} = ${memberChain('this', n.target as string)}.call(${callArgs(n.args, n.kwargs)});`);
+        break;
+      case 'output':
+        body.push(`return ${literal(n.args[0])};`);
+        returned = true;
+        break;
+      case 'root':
+        break;
+      default:
+        n.op satisfies never;
+    }
+  }
+  if (!returned) throw new KilnError('codegen: the graph has no output node');
+  const code = `forward(${params.join(', ')}) {\n${body.map((l) => `  ${l}`).join('\n')}\n}`;
+  const ops = Object.fromEntries(OPS);
+  const fx = Object.fromEntries(BUILTINS);
+  const make = new Function('ops', 'fx', 'globals', `"use strict";\nreturn function ${code};`) as (
+    o: unknown,
+    f: unknown,
+    g: unknown,
+  ) => (...args: unknown[]) => unknown;
+  return { code, forward: make(ops, fx, globals) };
+}

@@ -1,0 +1,29 @@
+/**
+ * The tracing hook (PyTorch's `__torch_function__`): while a symbolic tracer is active, an op called
+ * with a traced value anywhere in its arguments is handed to the tracer instead of running.
+ */
+
+export interface TraceDispatch {
+  isTraced(x: unknown): boolean;
+  callOp(op: (...args: never[]) => unknown, args: readonly unknown[], kwargs: Readonly<Record<string, unknown>> | undefined): unknown;
+}
+
+/** The active tracer, or null (the common case: one null check per op call). */
+export let activeTrace: TraceDispatch | null = null;
+
+/** Make `d` the active tracer; returns the previous one so nested tracers can restore it. */
+export function setTraceDispatch(d: TraceDispatch | null): TraceDispatch | null {
+  const prev = activeTrace;
+  activeTrace = d;
+  return prev;
+}
+
+/** Whether any argument, including inside arrays and options objects, is a traced value. */
+export function hasTraced(d: TraceDispatch, x: unknown): boolean {
+  if (d.isTraced(x)) return true;
+  if (Array.isArray(x)) return x.some((v) => hasTraced(d, v));
+  if (x !== null && typeof x === 'object' && Object.getPrototypeOf(x) === Object.prototype) {
+    return Object.values(x).some((v) => hasTraced(d, v));
+  }
+  return false;
+}
