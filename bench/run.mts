@@ -11,6 +11,7 @@ import { createRequire } from 'node:module';
 // tfjs-core's Node bundle leaves its gradient rules out; training needs them registered
 createRequire(import.meta.url)('@tensorflow/tfjs-core/dist/register_all_gradients');
 import { F, manualSeed, nn, optim, randn, tensor, type Tensor } from '../src/index.js';
+import { symbolicTrace } from '../src/fx.js';
 
 interface Result {
   name: string;
@@ -117,14 +118,64 @@ function mlpBench(): Result {
   };
 }
 
+/** A target kiln must meet on its own (no peer): a time or a ratio measured in this run. */
+interface Check {
+  name: string;
+  unit: string;
+  value: number;
+  target: string;
+  pass: boolean;
+}
+
+/** 200 Linear(64, 64) layers with ReLU between: what the graph IR must trace and run without fuss. */
+class Deep extends nn.Module {
+  layers = new nn.ModuleList(Array.from({ length: 200 }, () => new nn.Linear(64, 64)));
+  override forward(x: Tensor): Tensor {
+    for (const l of this.layers) x = F.relu(l.call(x));
+    return x;
+  }
+}
+
+/** kiln/fx: tracing + codegen time of a 200-layer MLP, and a GraphModule's run time against eager. */
+function fxBench(): Check[] {
+  manualSeed(0);
+  const model = new Deep();
+  const traceTimes: number[] = [];
+  let gm = symbolicTrace(model);
+  for (let r = 0; r < ROUNDS; r++) {
+    const t0 = performance.now();
+    gm = symbolicTrace(model);
+    traceTimes.push(performance.now() - t0);
+  }
+  console.log(`  fx trace + codegen, 200-layer MLP (${gm.graph.length} nodes): ${ROUNDS} rounds done`);
+  const x = randn([32, 64]);
+  // many calls per sample, so the ratio measures per-call overhead rather than timer noise
+  const repeat = (f: () => unknown) => () => {
+    for (let i = 0; i < 5; i++) f();
+  };
+  const ms = sideBySide('eager vs GraphModule, 200-layer MLP', { eager: repeat(() => model.call(x)), graph: repeat(() => gm.call(x)) });
+  const trace = median(traceTimes);
+  const overhead = (ms.graph! / ms.eager! - 1) * 100;
+  return [
+    { name: 'fx trace + codegen, 200-layer MLP', unit: 'ms', value: trace, target: '< 200', pass: trace < 200 },
+    { name: 'GraphModule run overhead vs eager, 200-layer MLP', unit: '%', value: overhead, target: '< 5', pass: overhead < 5 },
+  ];
+}
+
 async function main() {
   await tf.setBackend('cpu');
   console.log(`kiln bench: eager runtime vs @tensorflow/tfjs-backend-cpu ${tf.version_core}, ${ROUNDS} interleaved rounds each`);
   const results = [matmulBench(256), matmulBench(512), mlpBench()];
+  const checks = fxBench();
   console.log();
   for (const r of results) {
     console.log(
-      `${r.name.padEnd(46)} kiln ${r.kiln.toFixed(2).padStart(8)} ${r.unit.padEnd(8)} tfjs-cpu ${r.tfjsCpu.toFixed(2).padStart(8)} ${r.unit.padEnd(8)} kiln ${r.speedup.toFixed(2)}×`,
+      `${r.name.padEnd(50)} kiln ${r.kiln.toFixed(2).padStart(8)} ${r.unit.padEnd(8)} tfjs-cpu ${r.tfjsCpu.toFixed(2).padStart(8)} ${r.unit.padEnd(8)} kiln ${r.speedup.toFixed(2)}×`,
+    );
+  }
+  for (const c of checks) {
+    console.log(
+      `${c.name.padEnd(50)} ${c.value.toFixed(2).padStart(13)} ${c.unit.padEnd(8)} target ${c.target} ${c.unit}: ${c.pass ? 'pass' : 'FAIL'}`,
     );
   }
   const out = {
@@ -132,6 +183,7 @@ async function main() {
     machine: { node: process.version, cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length },
     rounds: ROUNDS,
     results,
+    checks,
   };
   writeFileSync(new URL('./results.json', import.meta.url), JSON.stringify(out, null, 2) + '\n');
   console.log('\nwrote bench/results.json');
