@@ -35,3 +35,9 @@ export class GraphLintError extends KilnError {}
 
 /** A saved graph or program that cannot be read: corrupt, wrong format or wrong version. */
 export class SerializationError extends KilnError {}
+
+/** `fullgraph: true` met code that cannot be captured in one graph; names the reason and source location. */
+export class GraphBreakError extends KilnError {}
+
+/** `errorOnRecompile: true` and a guard failed. */
+export class RecompileError extends KilnError {}

@@ -14,4 +14,19 @@ export * as nn from './runtime/nn/index.js';
 export * as F from './runtime/nn/functional.js';
 export * as optim from './runtime/optim.js';
 export * as testing from './testing.js';
-export { KilnError, ShapeError, DTypeError, IndexError, ValueError, AutogradError, StateDictError } from './errors.js';
+export { compile, graphBreak, OptimizedModule, type CompileOptions } from './compile/compile.js';
+export { resetCompileCaches } from './compile/compiled-callable.js';
+export { explain, type ExplainOutput } from './compile/explain.js';
+export type { Backend } from './compile/backends.js';
+export {
+  KilnError,
+  ShapeError,
+  DTypeError,
+  IndexError,
+  ValueError,
+  AutogradError,
+  StateDictError,
+  TraceError,
+  GraphBreakError,
+  RecompileError,
+} from './errors.js';

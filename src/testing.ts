@@ -1,3 +1,4 @@
+import { countOps, eagerBackend, type Backend, type BackendObject } from './compile/backends.js';
 import { KilnError, ShapeError } from './errors.js';
 import { noGrad } from './runtime/autograd.js';
 import { elementOffsets } from './runtime/cpu/strided.js';
@@ -107,4 +108,25 @@ export function assertClose(actual: Tensor, expected: Tensor, { rtol = 1e-5, ato
   }
   const bad = maxViolation(actual, expected, rtol, atol, equalNan);
   if (bad) throw new KilnError(`assertClose: tensors differ at ${bad} (rtol=${rtol}, atol=${atol})`);
+}
+
+/**
+ * A backend that counts what it is given (PyTorch's `torch._dynamo.testing.CompileCounter`): `frameCount`
+ * graphs compiled and `opCount` call_function/call_method/call_module nodes in them. It runs graphs eagerly.
+ * Pass the instance itself as `backend`.
+ */
+export class CompileCounter implements BackendObject {
+  frameCount = 0;
+  opCount = 0;
+
+  readonly compileGraph: Backend = (gm, inputs) => {
+    this.frameCount++;
+    this.opCount += countOps(gm);
+    return eagerBackend(gm, inputs);
+  };
+
+  clear(): void {
+    this.frameCount = 0;
+    this.opCount = 0;
+  }
 }

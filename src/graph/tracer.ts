@@ -45,9 +45,9 @@ export interface ConcreteArgs {
 }
 
 /** Where in user code tracing is, for error messages: the first stack frame outside kiln's graph and runtime. */
-function userFrame(): string {
+export function userFrame(): string {
   const frames = (new Error().stack ?? '').split('\n').slice(1);
-  const mine = /[\\/](src|dist[\\/]src)[\\/](graph|runtime|analysis)[\\/]|node:internal/;
+  const mine = /[\\/](src|dist[\\/]src)[\\/](graph|runtime|analysis|compile)[\\/]|node:internal/;
   const f = frames.find((l) => !mine.test(l));
   return f ? `\n    ${f.trim()}` : '';
 }
@@ -66,6 +66,12 @@ export class Tracer implements TraceDispatch {
   private attrNodes = new Map<string, Node>();
   private constantNames = new Map<Tensor, string>();
   private pairNodes = new WeakSet<Node>();
+  /**
+   * When set, reads of plain attributes (numbers, strings, booleans, null, config objects, functions) of
+   * traced-through modules are recorded here by path (`scale`, `block.eps`), so a compiler can guard on them;
+   * assigning to such an attribute during the trace is then a TraceError instead of a silent side effect.
+   */
+  attributeReads: Map<string, unknown> | null = null;
 
   /** Whether `m` is recorded as one call_module instead of traced through. Default: kiln's standard layers. */
   isLeafModule(m: Module, _path: string): boolean {
@@ -139,6 +145,24 @@ export class Tracer implements TraceDispatch {
         patch(m, 'forward', record);
         patch(m, 'call', record);
         continue;
+      }
+      if (this.attributeReads) {
+        const reads = this.attributeReads;
+        for (const [name, v] of Object.entries(m)) {
+          if (v instanceof Module || v instanceof Tensor) continue;
+          const full = path ? `${path}.${name}` : name;
+          patch(m, name, {
+            get: () => {
+              if (!reads.has(full)) reads.set(full, v);
+              return v;
+            },
+            set: () => {
+              throw new TraceError(
+                `symbolic tracing: forward assigns to attribute '${full}'; a captured graph cannot hold that side effect`,
+              );
+            },
+          });
+        }
       }
       for (const [name, t] of [...m.namedParameters('', false), ...m.namedBuffers('', false)]) {
         const desc = Object.getOwnPropertyDescriptor(m, name);

@@ -1,0 +1,42 @@
+import { KilnError, ValueError } from '../errors.js';
+import type { GraphModule } from '../graph/graph-module.js';
+import type { Tensor } from '../runtime/tensor.js';
+
+/** A compiler for captured graphs: gets the GraphModule and example inputs, returns what to run instead. */
+export type Backend = (gm: GraphModule, exampleInputs: Tensor[]) => (...args: Tensor[]) => unknown;
+
+/** An object that can stand in for a backend function (e.g. `testing.CompileCounter`). */
+export interface BackendObject {
+  compileGraph: Backend;
+}
+
+export type BackendOption = 'kernels' | 'eager' | 'aot_eager' | Backend | BackendObject;
+
+/** Run the GraphModule's generated forward on kiln's eager runtime. */
+export const eagerBackend: Backend =
+  (gm) =>
+  (...args) =>
+    gm.forward(...args);
+
+/** Count the nodes that do work (what `opCount` reports): call_function, call_method and call_module. */
+export function countOps(gm: GraphModule): number {
+  let n = 0;
+  for (const node of gm.graph.nodes) if (node.op === 'call_function' || node.op === 'call_method' || node.op === 'call_module') n++;
+  return n;
+}
+
+export function resolveBackend(b: BackendOption | undefined): Backend {
+  if (b === undefined || b === 'kernels') {
+    // The gpu.js lowering (API §8) is its own issue; until it lands 'kernels' runs graphs on the CPU runtime.
+    return eagerBackend;
+  }
+  if (b === 'eager') return eagerBackend;
+  if (b === 'aot_eager') {
+    throw new KilnError("compile: backend 'aot_eager' needs kiln/aot (AOT autograd), which this version does not have yet; use 'eager'");
+  }
+  if (typeof b === 'function') return b;
+  if (typeof b === 'object' && b !== null && typeof b.compileGraph === 'function') return (gm, inputs) => b.compileGraph(gm, inputs);
+  throw new ValueError(
+    `compile: unknown backend ${JSON.stringify(b)} (expected 'kernels', 'eager', 'aot_eager', a function or a CompileCounter)`,
+  );
+}

@@ -1,0 +1,97 @@
+import { KilnError, TraceError, ValueError } from '../errors.js';
+import { userFrame } from '../graph/tracer.js';
+import { activeTrace } from '../runtime/dispatch.js';
+import { Module } from '../runtime/nn/module.js';
+import { resolveBackend, type BackendOption } from './backends.js';
+import { CompiledCallable, type CaptureOptions } from './compiled-callable.js';
+
+export interface CompileOptions {
+  backend?: BackendOption;
+  /** Throw GraphBreakError instead of falling back to eager code where capture breaks. */
+  fullgraph?: boolean;
+  /** Unset: automatic dynamic shapes; false: specialise every shape; true: start with every dim symbolic. */
+  dynamic?: boolean;
+  /** Compilations per callable before it runs eagerly for good (default 8). */
+  cacheSizeLimit?: number;
+  /** Told the text of the guard that failed each time a recompile happens. */
+  onGuardFail?: (failure: string) => void;
+  errorOnRecompile?: boolean;
+}
+
+const OPTION_NAMES = ['backend', 'fullgraph', 'dynamic', 'cacheSizeLimit', 'onGuardFail', 'errorOnRecompile'];
+
+function captureOptions(options: CompileOptions): CaptureOptions {
+  for (const k of Object.keys(options)) {
+    if (!OPTION_NAMES.includes(k)) throw new ValueError(`compile: unknown option '${k}' (expected one of ${OPTION_NAMES.join(', ')})`);
+  }
+  const limit = options.cacheSizeLimit ?? 8;
+  if (!Number.isInteger(limit) || limit < 0) throw new ValueError(`compile: cacheSizeLimit must be a non-negative integer, got ${limit}`);
+  return {
+    backend: resolveBackend(options.backend),
+    fullgraph: options.fullgraph ?? false,
+    dynamic: options.dynamic,
+    cacheSizeLimit: limit,
+    onGuardFail: options.onGuardFail,
+    errorOnRecompile: options.errorOnRecompile ?? false,
+  };
+}
+
+/** `KILN_COMPILE=0` turns every compiled callable back into plain eager code. */
+const disabled = () => process.env.KILN_COMPILE === '0';
+
+/**
+ * What `compile(module)` returns: an nn.Module whose `origMod` is the original (same parameter and buffer
+ * objects; state-dict keys gain the `origMod.` prefix, as PyTorch's `_orig_mod.`) and whose forward runs
+ * the captured graphs. The original's own forward hooks run around them, as when calling it eagerly.
+ */
+export class OptimizedModule extends Module {
+  readonly origMod: Module;
+  declare readonly _compiled: CompiledCallable;
+
+  constructor(origMod: Module, options: CompileOptions = {}) {
+    super();
+    this.origMod = origMod;
+    Object.defineProperty(this, '_compiled', {
+      value: new CompiledCallable(origMod.forward as (...a: unknown[]) => unknown, origMod, captureOptions(options)),
+      enumerable: false,
+    });
+  }
+
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  override forward(...args: any[]): any {
+    const m = this.origMod;
+    if (disabled()) return m.call(...(args as never[]));
+    const { pre, post } = m.forwardHooks();
+    let a: unknown[] = args;
+    for (const hook of pre) {
+      const r = hook(m, a);
+      if (r !== undefined) a = Array.isArray(r) ? r : [r];
+    }
+    let out = this._compiled.call(a);
+    for (const hook of post) {
+      const r = hook(m, a, out);
+      if (r !== undefined) out = r;
+    }
+    return out;
+  }
+}
+
+type AnyFn = (...args: never[]) => unknown;
+
+/** Capture a module or function into guarded graphs run by `backend` (API §3). */
+export function compile<M extends Module>(model: M, options?: CompileOptions): OptimizedModule & { origMod: M };
+export function compile<F extends AnyFn>(fn: F, options?: CompileOptions): F;
+export function compile(model: Module | AnyFn, options: CompileOptions = {}): unknown {
+  if (model instanceof Module) return new OptimizedModule(model, options);
+  if (typeof model !== 'function') throw new KilnError('compile: expected an nn.Module or a function');
+  const callable = new CompiledCallable(model as (...a: unknown[]) => unknown, undefined, captureOptions(options));
+  const compiled = (...args: unknown[]) => (disabled() ? model(...(args as never[])) : callable.call(args));
+  Object.defineProperty(compiled, 'name', { value: model.name });
+  Object.defineProperty(compiled, '_compiled', { value: callable });
+  return compiled;
+}
+
+/** Force a graph break here: captured code splits around it. Does nothing when run eagerly. */
+export function graphBreak(): void {
+  if (activeTrace) throw new TraceError(`graphBreak() was called: the graph breaks here${userFrame()}`);
+}

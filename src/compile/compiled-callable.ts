@@ -1,0 +1,183 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { codeFrameColumns } from '@babel/code-frame';
+import { functionParams } from '../analysis/signature.js';
+import { GraphBreakError, KilnError, RecompileError } from '../errors.js';
+import { GraphModule } from '../graph/graph-module.js';
+import { Tracer } from '../graph/tracer.js';
+import { activeTrace } from '../runtime/dispatch.js';
+import { Module } from '../runtime/nn/module.js';
+import { Tensor } from '../runtime/tensor.js';
+import type { Backend } from './backends.js';
+import { argGuards, firstFailing, gradModeGuard, moduleGuards, type Guard } from './guards.js';
+
+export interface CaptureOptions {
+  readonly backend: Backend;
+  readonly fullgraph: boolean;
+  /** undefined: automatic (specialise, then free the dims that changed); false: always specialise; true: free every dim. */
+  readonly dynamic: boolean | undefined;
+  readonly cacheSizeLimit: number;
+  readonly onGuardFail?: (failure: string) => void;
+  readonly errorOnRecompile: boolean;
+}
+
+export interface BreakReason {
+  readonly reason: string;
+  readonly loc: string;
+}
+
+/** One compiled specialisation: the guards it holds under and what to run. */
+export interface CacheEntry {
+  readonly guards: readonly Guard[];
+  readonly run: (...args: unknown[]) => unknown;
+  /** The captured graph, or undefined when capture failed and this entry runs eagerly. */
+  readonly graph: GraphModule | undefined;
+  readonly breakReason: BreakReason | undefined;
+  readonly shapes: readonly (readonly number[] | undefined)[];
+}
+
+/** Bumped by resetCompileCaches(); a callable whose generation is older drops its entries. */
+let generation = 0;
+export function resetCompileCaches(): void {
+  generation++;
+}
+
+/** A tracer that records attribute reads for guards and keeps hooked modules whole so their hooks run at run time. */
+class GuardingTracer extends Tracer {
+  override attributeReads = new Map<string, unknown>();
+  override isLeafModule(m: Module, path: string): boolean {
+    const hooks = m.forwardHooks();
+    return super.isLeafModule(m, path) || (path !== '' && hooks.pre.length + hooks.post.length > 0);
+  }
+}
+
+/** Where a trace failure happened, from the TraceError's own "at …" line, as `file:line:col`. */
+function locationOf(e: Error): string {
+  const m = /\(?((?:file:\/\/)?[^\s()]+:\d+:\d+)\)?\s*$/m.exec(e.message.split('\n').slice(1).join('\n'));
+  return m ? m[1]!.replace(/^file:\/\//, '') : '<unknown>';
+}
+
+/** A Babel code frame around `file:line:col`, or '' when the source cannot be read. */
+export function codeFrameAt(loc: string): string {
+  const m = /^(.*):(\d+):(\d+)$/.exec(loc);
+  if (!m || !existsSync(m[1]!)) return '';
+  const source = readFileSync(m[1]!, 'utf8');
+  return codeFrameColumns(
+    source,
+    { start: { line: Number(m[2]), column: Number(m[3]) } },
+    { highlightCode: false, linesAbove: 2, linesBelow: 1 },
+  );
+}
+
+/**
+ * The guarded cache behind one compiled function or module (TorchDynamo's frame cache): find the first
+ * entry whose guards hold and run it; otherwise capture a new graph by symbolic tracing, specialised on
+ * the current arguments and module state, compile it with the backend and remember it.
+ */
+export class CompiledCallable {
+  entries: CacheEntry[] = [];
+  compileCount = 0;
+  private generation = generation;
+  private warned = false;
+  private readonly names: string[];
+  private readonly dynamicDims = new Map<number, Set<number>>();
+
+  constructor(
+    readonly fn: (...args: unknown[]) => unknown,
+    readonly self: Module | undefined,
+    readonly options: CaptureOptions,
+  ) {
+    this.names = functionParams(fn).map((p) => p.name);
+  }
+
+  call(args: unknown[]): unknown {
+    if (activeTrace) return this.eager(args); // inside another capture: inline
+    if (this.generation !== generation) {
+      this.entries = [];
+      this.generation = generation;
+    }
+    let failure: string | undefined;
+    for (const e of this.entries) {
+      const i = firstFailing(e.guards, args, this.self);
+      if (i < 0) return e.run(...args);
+      failure ??= e.guards[i]!.text;
+    }
+    if (failure !== undefined) {
+      this.options.onGuardFail?.(failure);
+      if (this.options.errorOnRecompile)
+        throw new RecompileError(`compile: recompiling because guard '${failure}' failed (errorOnRecompile is set)`);
+    }
+    if (this.compileCount >= this.options.cacheSizeLimit) {
+      if (!this.warned) {
+        this.warned = true;
+        process.emitWarning(
+          `kiln.compile: ${this.describe()} hit cacheSizeLimit (${this.options.cacheSizeLimit}) recompilations; the guard that kept failing was '${failure}'. Running eagerly from now on.`,
+          'KilnRecompileWarning',
+        );
+      }
+      return this.eager(args);
+    }
+    const entry = this.capture(args);
+    this.entries.push(entry);
+    return entry.run(...args);
+  }
+
+  /** The uncompiled code: the module's current forward, or the function. */
+  eager(args: unknown[]): unknown {
+    return this.self ? this.self.forward(...args) : this.fn(...args);
+  }
+
+  describe(): string {
+    return this.self ? `${this.self.constructor.name}.forward` : `function ${this.fn.name || '<anonymous>'}`;
+  }
+
+  private name(i: number): string {
+    return this.names[i] ?? `arg${i}`;
+  }
+
+  /** Dims that differ from the last entry's example become dynamic (unless `dynamic: false`). */
+  private updateDynamic(args: unknown[]): void {
+    const last = this.entries[this.entries.length - 1];
+    if (!last || this.options.dynamic === false) return;
+    args.forEach((a, i) => {
+      const was = last.shapes[i];
+      if (!(a instanceof Tensor) || !was || was.length !== a.shape.length) return;
+      a.shape.forEach((d, k) => {
+        if (d !== was[k]) (this.dynamicDims.get(i) ?? this.dynamicDims.set(i, new Set()).get(i)!).add(k);
+      });
+    });
+  }
+
+  capture(args: unknown[]): CacheEntry {
+    this.compileCount++;
+    this.updateDynamic(args);
+    const guards: Guard[] = [gradModeGuard()];
+    args.forEach((a, i) => {
+      const all = this.options.dynamic === true && a instanceof Tensor ? new Set(a.shape.keys()) : this.dynamicDims.get(i);
+      guards.push(...argGuards(this.name(i), i, a, all));
+    });
+    const shapes = args.map((a) => (a instanceof Tensor ? [...a.shape] : undefined));
+    const tracer = new GuardingTracer();
+    let gm: GraphModule;
+    try {
+      const graph = tracer.trace(this.self ?? (this.fn as (...a: never[]) => unknown));
+      gm = new GraphModule(tracer.root, graph, this.self ? this.self.constructor.name : this.fn.name || 'GraphModule', tracer.constants);
+    } catch (e) {
+      if (!(e instanceof KilnError)) throw e;
+      const reason: BreakReason = { reason: e.message.split('\n')[0]!, loc: locationOf(e) };
+      if (this.options.fullgraph) {
+        const frame = codeFrameAt(reason.loc);
+        throw new GraphBreakError(
+          `compile(fullgraph): ${this.describe()} cannot be captured as one graph at ${reason.loc}: ${reason.reason}${frame ? `\n${frame}` : ''}`,
+        );
+      }
+      if (this.self) guards.push(...moduleGuards(this.self, tracer.attributeReads));
+      return { guards, run: (...a) => this.eager(a), graph: undefined, breakReason: reason, shapes };
+    }
+    if (this.self) guards.push(...moduleGuards(this.self, tracer.attributeReads));
+    const compiled = this.options.backend(
+      gm,
+      args.filter((a): a is Tensor => a instanceof Tensor),
+    );
+    return { guards, run: compiled as (...a: unknown[]) => unknown, graph: gm, breakReason: undefined, shapes };
+  }
+}

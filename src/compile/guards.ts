@@ -1,0 +1,124 @@
+import { isGradEnabled } from '../runtime/autograd.js';
+import type { Module } from '../runtime/nn/module.js';
+import { Tensor } from '../runtime/tensor.js';
+
+/**
+ * Guards: the conditions a captured graph was specialised on. Each is a small closure with a text that
+ * names what it checks (`x.shape[0] == 3`, `self.scale == 2`, `self.fc.forwardHooks`), so a failure can be
+ * reported to `onGuardFail` and in warnings exactly.
+ */
+export interface Guard {
+  readonly text: string;
+  check(args: readonly unknown[], self: Module | undefined): boolean;
+}
+
+/** The first failing guard's index, or -1 when all hold. */
+export function firstFailing(guards: readonly Guard[], args: readonly unknown[], self: Module | undefined): number {
+  for (let i = 0; i < guards.length; i++) if (!guards[i]!.check(args, self)) return i;
+  return -1;
+}
+
+function same(a: unknown, b: unknown): boolean {
+  if (Object.is(a, b)) return true;
+  if (typeof a === 'object' && typeof b === 'object' && a !== null && b !== null && !(a instanceof Tensor)) {
+    try {
+      return JSON.stringify(a) === JSON.stringify(b);
+    } catch {
+      return false;
+    }
+  }
+  return false;
+}
+
+/** A copy to compare later values against: JSON for plain data (so in-place edits are noticed), the value itself otherwise. */
+function snapshotOf(v: unknown): unknown {
+  if (typeof v !== 'object' || v === null || v instanceof Tensor) return v;
+  try {
+    return JSON.parse(JSON.stringify(v));
+  } catch {
+    return v;
+  }
+}
+
+function show(v: unknown): string {
+  if (typeof v === 'function') return `<function ${v.name || 'anonymous'}>`;
+  try {
+    return JSON.stringify(v) ?? String(v);
+  } catch {
+    return String(v);
+  }
+}
+
+/** Guards for one argument: shape (dims in `dynamicDims` left free), dtype and requiresGrad for tensors; the value otherwise. */
+export function argGuards(name: string, index: number, value: unknown, dynamicDims: ReadonlySet<number> = new Set()): Guard[] {
+  if (!(value instanceof Tensor)) {
+    const snapshot = snapshotOf(value);
+    return [{ text: `${name} == ${show(value)}`, check: (args) => same(args[index], snapshot) }];
+  }
+  const { shape, dtype } = value;
+  const requiresGrad = value.requiresGrad;
+  const at = (args: readonly unknown[]) => args[index] as Tensor;
+  const guards: Guard[] = [
+    { text: `${name} is a Tensor`, check: (args) => args[index] instanceof Tensor },
+    { text: `${name}.ndim == ${shape.length}`, check: (args) => at(args).shape.length === shape.length },
+  ];
+  shape.forEach((d, i) => {
+    if (!dynamicDims.has(i)) guards.push({ text: `${name}.shape[${i}] == ${d}`, check: (args) => at(args).shape[i] === d });
+  });
+  guards.push(
+    { text: `${name}.dtype == ${dtype}`, check: (args) => at(args).dtype === dtype },
+    { text: `${name}.requiresGrad == ${requiresGrad}`, check: (args) => at(args).requiresGrad === requiresGrad },
+  );
+  return guards;
+}
+
+export function gradModeGuard(): Guard {
+  const enabled = isGradEnabled();
+  return { text: `isGradEnabled() == ${enabled}`, check: () => isGradEnabled() === enabled };
+}
+
+const dotted = (path: string, name: string) => (path ? `self.${path}.${name}` : `self.${name}`);
+
+/**
+ * Guards on a module: the identity of `forward`, the identity and order of every submodule, parameter
+ * and buffer, each module's forward hooks and `training` flag, and the plain attributes the trace read.
+ */
+export function moduleGuards(root: Module, attributeReads: ReadonlyMap<string, unknown>): Guard[] {
+  const forward = root.forward;
+  const modules = root.namedModules();
+  const params = root.namedParameters();
+  const buffers = root.namedBuffers();
+  const sameList = <T>(now: [string, T][], then: [string, T][]) =>
+    now.length === then.length && now.every(([n, v], i) => n === then[i]![0] && v === then[i]![1]);
+  const guards: Guard[] = [
+    { text: 'self.forward is the function that was captured', check: (_a, self) => self!.forward === forward },
+    { text: 'self submodules (identity and order)', check: (_a, self) => sameList(self!.namedModules(), modules) },
+    { text: 'self parameters (identity and order)', check: (_a, self) => sameList(self!.namedParameters(), params) },
+    { text: 'self buffers (identity and order)', check: (_a, self) => sameList(self!.namedBuffers(), buffers) },
+  ];
+  // Past the structure guards the module list is the captured one, so these may index it directly.
+  for (const [path, m] of modules) {
+    const hooks = m.forwardHooks();
+    const ids = [...hooks.pre, ...hooks.post];
+    guards.push({
+      text: path ? `self.${path}.forwardHooks` : 'self.forwardHooks',
+      check: () => {
+        const now = m.forwardHooks();
+        return now.pre.length + now.post.length === ids.length && [...now.pre, ...now.post].every((h, i) => h === ids[i]);
+      },
+    });
+    const training = m.training;
+    guards.push({ text: `${path ? `self.${path}` : 'self'}.training == ${training}`, check: () => m.training === training });
+  }
+  for (const [path, value] of attributeReads) {
+    const dot = path.lastIndexOf('.');
+    const owner = dot < 0 ? root : root.getSubmodule(path.slice(0, dot));
+    const name = path.slice(dot + 1);
+    const snapshot = snapshotOf(value);
+    guards.push({
+      text: `${dotted(dot < 0 ? '' : path.slice(0, dot), name)} == ${show(value)}`,
+      check: () => same((owner as unknown as Record<string, unknown>)[name], snapshot),
+    });
+  }
+  return guards;
+}
