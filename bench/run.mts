@@ -10,7 +10,9 @@ import '@tensorflow/tfjs-backend-cpu';
 import { createRequire } from 'node:module';
 // tfjs-core's Node bundle leaves its gradient rules out; training needs them registered
 createRequire(import.meta.url)('@tensorflow/tfjs-core/dist/register_all_gradients');
-import { F, manualSeed, nn, optim, randn, tensor, type Tensor } from '../src/index.js';
+import { F, compile, manualSeed, nn, optim, randn, tensor, type Tensor } from '../src/index.js';
+import { firstFailing } from '../src/compile/guards.js';
+import { CompiledCallable } from '../src/compile/compiled-callable.js';
 import { symbolicTrace } from '../src/fx.js';
 
 interface Result {
@@ -162,11 +164,58 @@ function fxBench(): Check[] {
   ];
 }
 
+/** compile(): what a guard check and the compiled dispatch cost on a tiny model, eager backend. */
+function compileBench(): Check[] {
+  manualSeed(0);
+  class Tiny extends nn.Module {
+    fc = new nn.Linear(8, 8);
+    override forward(x: Tensor): Tensor {
+      return this.fc.call(x).relu();
+    }
+  }
+  const model = new Tiny();
+  const x = randn([4, 8]);
+  // a 10-guard entry: grad mode, a 2-D tensor argument (6 guards) and three number arguments
+  const fn = (t: Tensor, a: number, b: number, c: number) => t.mul(a).add(b).sub(c);
+  const callable = new CompiledCallable(fn as never, undefined, {
+    backend:
+      (gm) =>
+      (...a) =>
+        gm.forward(...a),
+    fullgraph: false,
+    dynamic: undefined,
+    cacheSizeLimit: 8,
+    errorOnRecompile: false,
+  });
+  const args = [x, 1, 2, 3];
+  const guards = callable.capture(args).guards;
+  const n = 200_000;
+  const times: number[] = [];
+  for (let r = 0; r < ROUNDS; r++) {
+    const t0 = performance.now();
+    for (let i = 0; i < n; i++) if (firstFailing(guards, args, undefined) !== -1) throw new Error('guard failed');
+    times.push(((performance.now() - t0) * 1000) / n);
+  }
+  const guardUs = median(times);
+  console.log(`  guard check (${guards.length} guards): ${ROUNDS} rounds done`);
+  const opt = compile(model, { backend: 'eager' });
+  const repeat = (f: () => unknown) => () => {
+    for (let i = 0; i < 1000; i++) f();
+  };
+  const ms = sideBySide('eager vs compiled tiny model', { eager: repeat(() => model.call(x)), compiled: repeat(() => opt.call(x)) });
+  const overhead = (ms.compiled! / ms.eager! - 1) * 100;
+  return [
+    { name: `guard check, ${guards.length}-guard entry`, unit: 'µs', value: guardUs, target: '< 5', pass: guardUs < 5 },
+    { name: 'compiled dispatch overhead, tiny model, eager backend', unit: '%', value: overhead, target: '< 10', pass: overhead < 10 },
+  ];
+}
+
 async function main() {
   await tf.setBackend('cpu');
   console.log(`kiln bench: eager runtime vs @tensorflow/tfjs-backend-cpu ${tf.version_core}, ${ROUNDS} interleaved rounds each`);
+  // The overhead checks first: they measure microseconds of dispatch, which the big benchmarks' garbage disturbs.
+  const checks = [...fxBench(), ...compileBench()];
   const results = [matmulBench(256), matmulBench(512), mlpBench()];
-  const checks = fxBench();
   console.log();
   for (const r of results) {
     console.log(

@@ -16,7 +16,7 @@ export * as optim from './runtime/optim.js';
 export * as testing from './testing.js';
 export { compile, graphBreak, OptimizedModule, type CompileOptions } from './compile/compile.js';
 export { resetCompileCaches } from './compile/compiled-callable.js';
-export { explain, type ExplainOutput } from './compile/explain.js';
+export { explain, formatExplain, type ExplainOutput } from './compile/explain.js';
 export type { Backend } from './compile/backends.js';
 export {
   KilnError,

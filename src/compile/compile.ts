@@ -61,6 +61,7 @@ export class OptimizedModule extends Module {
   override forward(...args: any[]): any {
     const m = this.origMod;
     if (disabled()) return m.call(...(args as never[]));
+    if (!m.hasForwardHooks()) return this._compiled.call(args);
     const { pre, post } = m.forwardHooks();
     let a: unknown[] = args;
     for (const hook of pre) {

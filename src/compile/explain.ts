@@ -45,3 +45,12 @@ export function explain(model: Module | ((...args: never[]) => unknown)): (...ar
     };
   };
 }
+
+/** The report as text for people: counts, each graph's code, each break with its location, then the guards. */
+export function formatExplain(r: ExplainOutput): string {
+  const lines = [`graphs: ${r.graphCount}   graph breaks: ${r.graphBreakCount}   ops: ${r.opCount}   guards: ${r.guards.length}`];
+  r.graphs.forEach((g, i) => lines.push(`graph ${i + 1}:`, ...g.code.split('\n').map((l) => `  ${l}`)));
+  for (const b of r.breakReasons) lines.push(`break at ${b.loc}:`, `  ${b.reason}`);
+  lines.push('guards:', ...r.guards.map((g) => `  ${g}`));
+  return lines.join('\n');
+}

@@ -1,5 +1,5 @@
 import { isGradEnabled } from '../runtime/autograd.js';
-import type { Module } from '../runtime/nn/module.js';
+import { Module as ModuleClass, type Module } from '../runtime/nn/module.js';
 import { Tensor } from '../runtime/tensor.js';
 
 /**
@@ -77,6 +77,40 @@ export function gradModeGuard(): Guard {
   return { text: `isGradEnabled() == ${enabled}`, check: () => isGradEnabled() === enabled };
 }
 
+const ownEntriesOf = Object.getOwnPropertyDescriptor(ModuleClass.prototype, 'ownEntries')!.value as () => [string, unknown][];
+
+/** A module's members in order, flattened to [name, value, name, value, …]. */
+function memberList(m: Module): unknown[] {
+  const out: unknown[] = [];
+  const own = (m as unknown as { ownEntries(): [string, unknown][] }).ownEntries;
+  if (own !== ownEntriesOf) {
+    for (const [k, v] of own.call(m)) if (v instanceof ModuleClass || v instanceof Tensor) out.push(k, v);
+    return out;
+  }
+  for (const k in m) {
+    const v = (m as unknown as Record<string, unknown>)[k];
+    if (v instanceof ModuleClass || v instanceof Tensor) out.push(k, v);
+  }
+  return out;
+}
+
+/** Whether `m`'s members are still exactly `then` (allocation-free for plain modules). */
+function sameMembers(m: Module, then: readonly unknown[]): boolean {
+  const own = (m as unknown as { ownEntries(): [string, unknown][] }).ownEntries;
+  if (own !== ownEntriesOf) {
+    const now = memberList(m);
+    return now.length === then.length && now.every((v, i) => v === then[i]);
+  }
+  let i = 0;
+  for (const k in m) {
+    const v = (m as unknown as Record<string, unknown>)[k];
+    if (!(v instanceof ModuleClass || v instanceof Tensor)) continue;
+    if (k !== then[i] || v !== then[i + 1]) return false;
+    i += 2;
+  }
+  return i === then.length;
+}
+
 const dotted = (path: string, name: string) => (path ? `self.${path}.${name}` : `self.${name}`);
 
 /**
@@ -86,16 +120,15 @@ const dotted = (path: string, name: string) => (path ? `self.${path}.${name}` : 
 export function moduleGuards(root: Module, attributeReads: ReadonlyMap<string, unknown>): Guard[] {
   const forward = root.forward;
   const modules = root.namedModules();
-  const params = root.namedParameters();
-  const buffers = root.namedBuffers();
-  const sameList = <T>(now: [string, T][], then: [string, T][]) =>
-    now.length === then.length && now.every(([n, v], i) => n === then[i]![0] && v === then[i]![1]);
-  const guards: Guard[] = [
-    { text: 'self.forward is the function that was captured', check: (_a, self) => self!.forward === forward },
-    { text: 'self submodules (identity and order)', check: (_a, self) => sameList(self!.namedModules(), modules) },
-    { text: 'self parameters (identity and order)', check: (_a, self) => sameList(self!.namedParameters(), params) },
-    { text: 'self buffers (identity and order)', check: (_a, self) => sameList(self!.namedBuffers(), buffers) },
-  ];
+  const guards: Guard[] = [{ text: 'self.forward is the function that was captured', check: (_a, self) => self!.forward === forward }];
+  // One cheap check per module: its member submodules, parameters and buffers, by name and identity, in order.
+  for (const [path, m] of modules) {
+    const members = memberList(m);
+    guards.push({
+      text: `${path ? `self.${path}` : 'self'} submodules, parameters and buffers (identity and order)`,
+      check: () => sameMembers(m, members),
+    });
+  }
   // Past the structure guards the module list is the captured one, so these may index it directly.
   for (const [path, m] of modules) {
     const hooks = m.forwardHooks();

@@ -71,7 +71,7 @@ export class GraphModule extends Module {
 
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   override forward(...args: any[]): any {
-    return this._forward.call(this, ...args);
+    return Reflect.apply(this._forward, this, args);
   }
 
   /** The member at a dotted path (submodule, parameter, buffer or constant); throws if there is none. */

@@ -170,6 +170,12 @@ export class Module {
     return addHook(state(this).hooks, hook);
   }
 
+  /** Whether any forward hook or pre-hook is registered (allocation-free, for hot paths). */
+  hasForwardHooks(): boolean {
+    const s = state(this);
+    return s.preHooks.size + s.hooks.size > 0;
+  }
+
   /** The hooks currently registered (pre-hooks, then forward hooks), for guards and tracing. */
   forwardHooks(): { pre: ForwardPreHook[]; post: ForwardHook[] } {
     const s = state(this);
