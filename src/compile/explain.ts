@@ -1,3 +1,4 @@
+import { KilnError } from '../errors.js';
 import type { GraphModule } from '../graph/graph-module.js';
 import { Module } from '../runtime/nn/module.js';
 import { countOps, eagerBackend } from './backends.js';
@@ -18,6 +19,7 @@ export interface ExplainOutput {
  * op count, the guards, and every graph break with its reason and source location.
  */
 export function explain(model: Module | ((...args: never[]) => unknown)): (...args: unknown[]) => ExplainOutput {
+  if (!(model instanceof Module) && typeof model !== 'function') throw new KilnError('explain: expected an nn.Module or a function');
   return (...args) => {
     const target = model instanceof OptimizedModule ? model.origMod : model;
     const graphs: GraphModule[] = [];
