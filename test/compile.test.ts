@@ -283,7 +283,7 @@ test('graphBreak() does nothing eagerly and is reported by explain with its loca
   t.is(report.graphBreakCount, 1);
   t.regex(report.breakReasons[0]!.reason, /graphBreak\(\) was called/);
   t.regex(report.breakReasons[0]!.loc, /compile\.test\.ts:\d+:\d+$/);
-  t.regex(formatExplain(report), /break at .*compile\.test\.ts:\d+:\d+:\n  graphBreak\(\) was called/);
+  t.regex(formatExplain(report), /break at .*compile\.test\.ts:\d+:\d+:\n {2}graphBreak\(\) was called/);
   t.throws(() => compile(fn, { fullgraph: true })(randn([4])), { instanceOf: GraphBreakError, message: /graphBreak/ });
 });
 
