@@ -48,6 +48,11 @@ function sideBySide(label: string, contenders: Record<string, () => void>): Reco
   return Object.fromEntries(names.map((n) => [n, median(times[n]!)]));
 }
 
+/** `f` run `n` times per sample, so a ratio measures per-call overhead rather than timer noise. */
+const repeat = (n: number, f: () => unknown) => () => {
+  for (let i = 0; i < n; i++) f();
+};
+
 /**
  * The overhead of `candidate` over `base` in percent: the median of per-round ratios, the order within a
  * round alternating so drift and GC hit both sides alike. Used for the few-percent dispatch targets.
@@ -182,14 +187,10 @@ function fxBench(): Check[] {
   }
   console.log(`  fx trace + codegen, 200-layer MLP (${gm.graph.length} nodes): ${ROUNDS} rounds done`);
   const x = randn([32, 64]);
-  // many calls per sample, so the ratio measures per-call overhead rather than timer noise
-  const repeat = (f: () => unknown) => () => {
-    for (let i = 0; i < 5; i++) f();
-  };
   const overhead = pairedOverhead(
     'eager vs GraphModule, 200-layer MLP',
-    repeat(() => model.call(x)),
-    repeat(() => gm.call(x)),
+    repeat(5, () => model.call(x)),
+    repeat(5, () => gm.call(x)),
   );
   const trace = median(traceTimes);
   return [
@@ -233,13 +234,10 @@ function compileBench(): Check[] {
   const guardUs = median(times);
   console.log(`  guard check (${guards.length} guards): ${ROUNDS} rounds done`);
   const opt = compile(model, { backend: 'eager' });
-  const repeat = (f: () => unknown) => () => {
-    for (let i = 0; i < 1000; i++) f();
-  };
   const overhead = pairedOverhead(
     'eager vs compiled tiny model',
-    repeat(() => model.call(x)),
-    repeat(() => opt.call(x)),
+    repeat(1000, () => model.call(x)),
+    repeat(1000, () => opt.call(x)),
   );
   return [
     { name: `guard check, ${guards.length}-guard entry`, unit: 'µs', value: guardUs, target: '< 5', pass: guardUs < 5 },

@@ -1,4 +1,5 @@
 import test from 'ava';
+import { same } from './helpers.js';
 import {
   F,
   GraphBreakError,
@@ -17,11 +18,6 @@ import {
   testing,
   type Tensor,
 } from '../src/index.js';
-
-function same(t: { deepEqual(a: unknown, b: unknown): void }, a: Tensor, b: Tensor): void {
-  t.deepEqual(a.shape, b.shape);
-  t.deepEqual(a.toArray(), b.toArray());
-}
 
 class MLP extends nn.Module {
   fc1 = new nn.Linear(8, 16);

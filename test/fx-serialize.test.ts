@@ -1,4 +1,5 @@
 import test from 'ava';
+import { same } from './helpers.js';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -6,11 +7,6 @@ import { F, manualSeed, nn, randn, tensor, type Tensor } from '../src/index.js';
 import { GraphModule, SerializationError, Tracer, graphModuleFromJSON, graphModuleToJSON, load, save, symbolicTrace } from '../src/fx.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'kiln-fx-'));
-
-function same(t: { deepEqual(a: unknown, b: unknown): void }, a: Tensor, b: Tensor): void {
-  t.deepEqual(a.shape, b.shape);
-  t.deepEqual(a.toArray(), b.toArray());
-}
 
 /** Every standard layer kind in one model, so each one's saved form is exercised. */
 class Zoo extends nn.Module {

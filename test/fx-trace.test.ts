@@ -1,11 +1,7 @@
 import test from 'ava';
+import { same } from './helpers.js';
 import { F, KilnError, manualSeed, nn, ops, rand, randn, tensor, type Tensor } from '../src/index.js';
 import { GraphModule, Interpreter, ShapeProp, TraceError, Tracer, Transformer, symbolicTrace, type TensorMeta } from '../src/fx.js';
-
-function same(t: { deepEqual(a: unknown, b: unknown, m?: string): void }, a: Tensor, b: Tensor): void {
-  t.deepEqual(a.shape, b.shape);
-  t.deepEqual(a.toArray(), b.toArray());
-}
 
 class AddRand extends nn.Module {
   override forward(a: Tensor, b: Tensor): Tensor {

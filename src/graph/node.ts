@@ -1,5 +1,6 @@
 import { KilnError } from '../errors.js';
 import type { Schema } from '../runtime/op.js';
+import { isPlainObject } from '../runtime/plain-object.js';
 import type { Graph } from './graph.js';
 import { normalizeArguments, type NormalizedArguments } from './normalize.js';
 
@@ -17,11 +18,7 @@ export type Target = string | FunctionTarget;
 export type Argument = Node | number | string | boolean | null | undefined | readonly Argument[] | { readonly [key: string]: Argument };
 export type Kwargs = Readonly<Record<string, Argument>>;
 
-export function isPlainObject(x: unknown): x is Record<string, unknown> {
-  if (x === null || typeof x !== 'object' || Array.isArray(x)) return false;
-  const proto = Object.getPrototypeOf(x);
-  return proto === Object.prototype || proto === null;
-}
+export { isPlainObject };
 
 /** Rebuild `a` with every node replaced by `fn(node)`. */
 export function mapArg<T>(a: Argument, fn: (n: Node) => T): unknown {

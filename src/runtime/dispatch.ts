@@ -1,3 +1,5 @@
+import { isPlainObject } from './plain-object.js';
+
 /**
  * The tracing hook (PyTorch's `__torch_function__`): while a symbolic tracer is active, an op called
  * with a traced value anywhere in its arguments is handed to the tracer instead of running.
@@ -22,8 +24,6 @@ export function setTraceDispatch(d: TraceDispatch | null): TraceDispatch | null 
 export function hasTraced(d: TraceDispatch, x: unknown): boolean {
   if (d.isTraced(x)) return true;
   if (Array.isArray(x)) return x.some((v) => hasTraced(d, v));
-  if (x !== null && typeof x === 'object' && Object.getPrototypeOf(x) === Object.prototype) {
-    return Object.values(x).some((v) => hasTraced(d, v));
-  }
+  if (isPlainObject(x)) return Object.values(x).some((v) => hasTraced(d, v));
   return false;
 }

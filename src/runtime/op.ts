@@ -1,6 +1,7 @@
 import { AutogradError, DTypeError, KilnError, ShapeError, ValueError } from '../errors.js';
 import { GradNode, SavedTensors, isGradEnabled, withGradMode } from './autograd.js';
 import { activeTrace, hasTraced } from './dispatch.js';
+import { isPlainObject } from './plain-object.js';
 import { fmt, sameShape } from './shape.js';
 import { Tensor } from './tensor.js';
 
@@ -129,12 +130,6 @@ function splitTopLevel(s: string): string[] {
   }
   if (cur.trim()) out.push(cur);
   return out;
-}
-
-function isPlainObject(x: unknown): x is Record<string, unknown> {
-  if (x === null || typeof x !== 'object' || Array.isArray(x)) return false;
-  const proto = Object.getPrototypeOf(x);
-  return proto === Object.prototype || proto === null;
 }
 
 function describe(x: unknown): string {
