@@ -62,18 +62,7 @@ export class OptimizedModule extends Module {
     const m = this.origMod;
     if (disabled()) return m.call(...(args as never[]));
     if (!m.hasForwardHooks()) return this._compiled.call(args);
-    const { pre, post } = m.forwardHooks();
-    let a: unknown[] = args;
-    for (const hook of pre) {
-      const r = hook(m, a);
-      if (r !== undefined) a = Array.isArray(r) ? r : [r];
-    }
-    let out = this._compiled.call(a);
-    for (const hook of post) {
-      const r = hook(m, a, out);
-      if (r !== undefined) out = r;
-    }
-    return out;
+    return m.callWithHooks(args, (a) => this._compiled.call(a));
   }
 }
 

@@ -45,8 +45,7 @@ export function resetCompileCaches(): void {
 class GuardingTracer extends Tracer {
   override attributeReads = new Map<string, unknown>();
   override isLeafModule(m: Module, path: string): boolean {
-    const hooks = m.forwardHooks();
-    return super.isLeafModule(m, path) || (path !== '' && hooks.pre.length + hooks.post.length > 0);
+    return super.isLeafModule(m, path) || (path !== '' && m.hasForwardHooks());
   }
 }
 
@@ -157,23 +156,23 @@ export class CompiledCallable {
     });
     const shapes = args.map((a) => (a instanceof Tensor ? [...a.shape] : undefined));
     const tracer = new GuardingTracer();
-    let gm: GraphModule;
+    let gm: GraphModule | undefined;
+    let breakReason: BreakReason | undefined;
     try {
       const graph = tracer.trace(this.self ?? (this.fn as (...a: never[]) => unknown));
       gm = new GraphModule(tracer.root, graph, this.self ? this.self.constructor.name : this.fn.name || 'GraphModule', tracer.constants);
     } catch (e) {
       if (!(e instanceof KilnError)) throw e;
-      const reason: BreakReason = { reason: e.message.split('\n')[0]!, loc: locationOf(e) };
+      breakReason = { reason: e.message.split('\n')[0]!, loc: locationOf(e) };
       if (this.options.fullgraph) {
-        const frame = codeFrameAt(reason.loc);
+        const frame = codeFrameAt(breakReason.loc);
         throw new GraphBreakError(
-          `compile(fullgraph): ${this.describe()} cannot be captured as one graph at ${reason.loc}: ${reason.reason}${frame ? `\n${frame}` : ''}`,
+          `compile(fullgraph): ${this.describe()} cannot be captured as one graph at ${breakReason.loc}: ${breakReason.reason}${frame ? `\n${frame}` : ''}`,
         );
       }
-      if (this.self) guards.push(...moduleGuards(this.self, tracer.attributeReads));
-      return { guards, run: (...a) => this.eager(a), graph: undefined, breakReason: reason, shapes };
     }
     if (this.self) guards.push(...moduleGuards(this.self, tracer.attributeReads));
+    if (!gm) return { guards, run: (...a) => this.eager(a), graph: undefined, breakReason, shapes };
     const compiled = this.options.backend(
       gm,
       args.filter((a): a is Tensor => a instanceof Tensor),

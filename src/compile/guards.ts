@@ -18,25 +18,21 @@ export function firstFailing(guards: readonly Guard[], args: readonly unknown[],
   return -1;
 }
 
-function same(a: unknown, b: unknown): boolean {
-  if (Object.is(a, b)) return true;
-  if (typeof a === 'object' && typeof b === 'object' && a !== null && b !== null && !(a instanceof Tensor)) {
-    try {
-      return JSON.stringify(a) === JSON.stringify(b);
-    } catch {
-      return false;
-    }
-  }
-  return false;
+/**
+ * A test for "still equal to `v`": identity for primitives, functions, tensors and objects JSON cannot
+ * write; for plain data the JSON text taken now, so later in-place edits are noticed.
+ */
+function matcher(v: unknown): (x: unknown) => boolean {
+  const json = typeof v === 'object' && v !== null && !(v instanceof Tensor) ? tryJSON(v) : undefined;
+  if (json === undefined) return (x) => Object.is(x, v);
+  return (x) => typeof x === 'object' && x !== null && !(x instanceof Tensor) && tryJSON(x) === json;
 }
 
-/** A copy to compare later values against: JSON for plain data (so in-place edits are noticed), the value itself otherwise. */
-function snapshotOf(v: unknown): unknown {
-  if (typeof v !== 'object' || v === null || v instanceof Tensor) return v;
+function tryJSON(v: unknown): string | undefined {
   try {
-    return JSON.parse(JSON.stringify(v));
+    return JSON.stringify(v);
   } catch {
-    return v;
+    return undefined;
   }
 }
 
@@ -52,8 +48,8 @@ function show(v: unknown): string {
 /** Guards for one argument: shape (dims in `dynamicDims` left free), dtype and requiresGrad for tensors; the value otherwise. */
 export function argGuards(name: string, index: number, value: unknown, dynamicDims: ReadonlySet<number> = new Set()): Guard[] {
   if (!(value instanceof Tensor)) {
-    const snapshot = snapshotOf(value);
-    return [{ text: `${name} == ${show(value)}`, check: (args) => same(args[index], snapshot) }];
+    const matches = matcher(value);
+    return [{ text: `${name} == ${show(value)}`, check: (args) => matches(args[index]) }];
   }
   const { shape, dtype } = value;
   const requiresGrad = value.requiresGrad;
@@ -111,7 +107,8 @@ function sameMembers(m: Module, then: readonly unknown[]): boolean {
   return i === then.length;
 }
 
-const dotted = (path: string, name: string) => (path ? `self.${path}.${name}` : `self.${name}`);
+/** `self` or `self.block.fc`: how guard texts name a module path. */
+const selfPath = (path: string) => (path ? `self.${path}` : 'self');
 
 /**
  * Guards on a module: the identity of `forward`, the identity and order of every submodule, parameter
@@ -125,7 +122,7 @@ export function moduleGuards(root: Module, attributeReads: ReadonlyMap<string, u
   for (const [path, m] of modules) {
     const members = memberList(m);
     guards.push({
-      text: `${path ? `self.${path}` : 'self'} submodules, parameters and buffers (identity and order)`,
+      text: `${selfPath(path)} submodules, parameters and buffers (identity and order)`,
       check: () => sameMembers(m, members),
     });
   }
@@ -134,23 +131,24 @@ export function moduleGuards(root: Module, attributeReads: ReadonlyMap<string, u
     const hooks = m.forwardHooks();
     const ids = [...hooks.pre, ...hooks.post];
     guards.push({
-      text: path ? `self.${path}.forwardHooks` : 'self.forwardHooks',
+      text: `${selfPath(path)}.forwardHooks`,
       check: () => {
+        if (ids.length === 0) return !m.hasForwardHooks();
         const now = m.forwardHooks();
         return now.pre.length + now.post.length === ids.length && [...now.pre, ...now.post].every((h, i) => h === ids[i]);
       },
     });
     const training = m.training;
-    guards.push({ text: `${path ? `self.${path}` : 'self'}.training == ${training}`, check: () => m.training === training });
+    guards.push({ text: `${selfPath(path)}.training == ${training}`, check: () => m.training === training });
   }
   for (const [path, value] of attributeReads) {
     const dot = path.lastIndexOf('.');
     const owner = dot < 0 ? root : root.getSubmodule(path.slice(0, dot));
     const name = path.slice(dot + 1);
-    const snapshot = snapshotOf(value);
+    const matches = matcher(value);
     guards.push({
-      text: `${dotted(dot < 0 ? '' : path.slice(0, dot), name)} == ${show(value)}`,
-      check: () => same((owner as unknown as Record<string, unknown>)[name], snapshot),
+      text: `${selfPath(path)} == ${show(value)}`,
+      check: () => matches((owner as unknown as Record<string, unknown>)[name]),
     });
   }
   return guards;

@@ -2,7 +2,7 @@ import { KilnError } from '../errors.js';
 import { OPS } from '../runtime/op.js';
 import { BUILTINS } from './builtins.js';
 import type { Graph } from './graph.js';
-import { isIdentifier, memberChain } from './naming.js';
+import { isIdentifier, memberAccess, memberChain, propertyKey } from './naming.js';
 import { Node, isPlainObject, targetName, type Argument, type FunctionTarget } from './node.js';
 
 /**
@@ -24,7 +24,7 @@ export function literal(a: unknown): string {
   if (a === null) return 'null';
   if (Array.isArray(a)) return `[${a.map(literal).join(', ')}]`;
   if (isPlainObject(a)) {
-    const parts = Object.entries(a).map(([k, v]) => `${/^[A-Za-z_$][\w$]*$/.test(k) ? k : JSON.stringify(k)}: ${literal(v)}`);
+    const parts = Object.entries(a).map(([k, v]) => `${propertyKey(k)}: ${literal(v)}`);
     return parts.length ? `{ ${parts.join(', ')} }` : '{}';
   }
   switch (typeof a) {
@@ -43,10 +43,6 @@ function callArgs(args: readonly Argument[], kwargs: Readonly<Record<string, Arg
   const parts = args.map(literal);
   if (Object.keys(kwargs).length > 0) parts.push(literal(kwargs));
   return parts.join(', ');
-}
-
-function method(name: string): string {
-  return /^[A-Za-z_$][\w$]*$/.test(name) ? `.${name}` : `[${JSON.stringify(name)}]`;
 }
 
 export function generateForward(graph: Graph): GeneratedForward {
@@ -78,7 +74,7 @@ export function generateForward(graph: Graph): GeneratedForward {
         const [self, ...rest] = n.args;
         if (self === undefined) throw new KilnError(`codegen: call_method node '${n.name}' has no receiver (args[0])`);
         const recv = self instanceof Node ? self.name : `(${literal(self)})`;
-        body.push(`const ${n.name} = ${recv}${method(n.target as string)}(${callArgs(rest, n.kwargs)});`);
+        body.push(`const ${n.name} = ${recv}${memberAccess(n.target as string)}(${callArgs(rest, n.kwargs)});`);
         break;
       }
       case 'call_module':

@@ -34,9 +34,12 @@ export class GraphModule extends Module {
     super();
     hide(this, 'className', className);
     if (root instanceof Module) this.training = root.training;
+    const copied = new Set<string>();
     for (const n of graph.nodes) {
       if (n.op !== 'call_module' && n.op !== 'get_attr') continue;
       const path = n.target as string;
+      if (copied.has(path)) continue; // a module called twice is copied once
+      copied.add(path);
       if (constants?.has(path)) copyAttr(this, this, path, constants.get(path));
       else if (root instanceof Module) copyAttr(root, this, path);
       else if (path in root) copyAttr(this, this, path, root[path]);

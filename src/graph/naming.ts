@@ -16,8 +16,14 @@ const RESERVED = new Set(
 
 const IDENTIFIER = /^[A-Za-z_$][A-Za-z0-9_$]*$/;
 
+/** A valid JS variable name for generated code: identifier syntax and not reserved. */
 export function isIdentifier(s: string): boolean {
   return IDENTIFIER.test(s) && !RESERVED.has(s);
+}
+
+/** An object key or member name as written in source: bare when identifier syntax allows, else a JSON string. */
+export function propertyKey(k: string): string {
+  return IDENTIFIER.test(k) ? k : JSON.stringify(k);
 }
 
 /** `layerNorm` → `layer_norm`, `Conv2d` → `conv2d` (FX's `_snake_case`). */
@@ -66,8 +72,13 @@ export class Namespace {
   }
 }
 
+/** `.name`, or `["odd-name"]` when the name is not identifier syntax. */
+export function memberAccess(name: string): string {
+  return IDENTIFIER.test(name) ? `.${name}` : `[${JSON.stringify(name)}]`;
+}
+
 /** `obj.a.b` or `obj["0"]["my-layer"]`: a safe JS member chain for a dotted attribute path. */
 export function memberChain(object: string, path: string): string {
   if (path === '') return object;
-  return path.split('.').reduce((acc, seg) => (IDENTIFIER.test(seg) ? `${acc}.${seg}` : `${acc}[${JSON.stringify(seg)}]`), object);
+  return path.split('.').reduce((acc, seg) => acc + memberAccess(seg), object);
 }

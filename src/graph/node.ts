@@ -2,6 +2,7 @@ import { KilnError } from '../errors.js';
 import type { Schema } from '../runtime/op.js';
 import { isPlainObject } from '../runtime/plain-object.js';
 import type { Graph } from './graph.js';
+import { propertyKey } from './naming.js';
 import { normalizeArguments, type NormalizedArguments } from './normalize.js';
 
 /** The six things a node can do (torch.fx's opcodes). */
@@ -218,7 +219,7 @@ export function formatArg(a: unknown, nodePrefix = '%'): string {
   if (a instanceof Node) return `${nodePrefix}${a.name}`;
   if (Array.isArray(a)) return `[${a.map((x) => formatArg(x, nodePrefix)).join(', ')}]`;
   if (isPlainObject(a)) {
-    const parts = Object.entries(a).map(([k, v]) => `${/^[A-Za-z_$][\w$]*$/.test(k) ? k : JSON.stringify(k)}: ${formatArg(v, nodePrefix)}`);
+    const parts = Object.entries(a).map(([k, v]) => `${propertyKey(k)}: ${formatArg(v, nodePrefix)}`);
     return parts.length ? `{${parts.join(', ')}}` : '{}';
   }
   if (typeof a === 'string') return JSON.stringify(a);

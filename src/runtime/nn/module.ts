@@ -55,16 +55,21 @@ export class Module {
 
   /** Run forward pre-hooks, `forward`, then forward hooks (PyTorch's `module(x)`). */
   call(...args: Parameters<this['forward']>): ReturnType<this['forward']> {
+    return this.callWithHooks(args, (a) => this.forward(...a));
+  }
+
+  /** Run this module's pre-hooks, then `body` on the (possibly replaced) arguments, then its forward hooks. */
+  callWithHooks<R>(args: unknown[], body: (args: unknown[]) => R): R {
     const s = state(this);
-    let a: unknown[] = args;
+    let a = args;
     for (const hook of s.preHooks.values()) {
       const r = hook(this, a);
       if (r !== undefined) a = Array.isArray(r) ? r : [r];
     }
-    let out = this.forward(...a);
+    let out = body(a);
     for (const hook of s.hooks.values()) {
       const r = hook(this, a, out);
-      if (r !== undefined) out = r;
+      if (r !== undefined) out = r as R;
     }
     return out;
   }
