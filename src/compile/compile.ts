@@ -4,6 +4,7 @@ import { activeTrace } from '../runtime/dispatch.js';
 import { Module } from '../runtime/nn/module.js';
 import { resolveBackend, type BackendOption } from './backends.js';
 import { CompiledCallable, type CaptureOptions } from './compiled-callable.js';
+import { PlanRunner, compileDisabled, planOf, setPlanOptionResolver, type Plan } from './plan.js';
 
 export interface CompileOptions {
   backend?: BackendOption;
@@ -20,7 +21,7 @@ export interface CompileOptions {
 
 const OPTION_NAMES = ['backend', 'fullgraph', 'dynamic', 'cacheSizeLimit', 'onGuardFail', 'errorOnRecompile'];
 
-function captureOptions(options: CompileOptions): CaptureOptions {
+export function captureOptions(options: CompileOptions): CaptureOptions {
   for (const k of Object.keys(options)) {
     if (!OPTION_NAMES.includes(k)) throw new ValueError(`compile: unknown option '${k}' (expected one of ${OPTION_NAMES.join(', ')})`);
   }
@@ -36,8 +37,8 @@ function captureOptions(options: CompileOptions): CaptureOptions {
   };
 }
 
-/** `KILN_COMPILE=0` turns every compiled callable back into plain eager code. */
-const disabled = () => process.env.KILN_COMPILE === '0';
+// A rewritten class runs with the plugin's options unless compile() gives its own.
+setPlanOptionResolver((pluginOptions) => captureOptions({ ...pluginOptions }));
 
 /**
  * What `compile(module)` returns: an nn.Module whose `origMod` is the original (same parameter and buffer
@@ -47,22 +48,37 @@ const disabled = () => process.env.KILN_COMPILE === '0';
 export class OptimizedModule extends Module {
   readonly origMod: Module;
   declare readonly _compiled: CompiledCallable;
+  /** Runners for plugin-rewritten forwards (by plan: forward may be swapped for another rewritten one). */
+  declare private readonly _runners: Map<Plan, PlanRunner>;
+  declare private readonly _options: CompileOptions;
 
   constructor(origMod: Module, options: CompileOptions = {}) {
     super();
     this.origMod = origMod;
-    Object.defineProperty(this, '_compiled', {
-      value: new CompiledCallable(origMod.forward as (...a: unknown[]) => unknown, origMod, captureOptions(options)),
-      enumerable: false,
+    const hidden = (value: unknown) => ({ value, enumerable: false });
+    Object.defineProperties(this, {
+      _compiled: hidden(new CompiledCallable(origMod.forward as (...a: unknown[]) => unknown, origMod, captureOptions(options))),
+      _runners: hidden(new Map()),
+      _options: hidden(options),
     });
   }
 
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   override forward(...args: any[]): any {
     const m = this.origMod;
-    if (disabled()) return m.call(...(args as never[]));
-    if (!m.hasForwardHooks()) return this._compiled.call(args);
-    return m.callWithHooks(args, (a) => this._compiled.call(a));
+    if (compileDisabled()) return m.call(...(args as never[]));
+    const run = this.runnerFor(m.forward) ?? this._compiled;
+    if (!m.hasForwardHooks()) return run.call(args);
+    return m.callWithHooks(args, (a) => run.call(a));
+  }
+
+  /** The plan runner when `forward` is one the plugin rewrote (its options under compile's). */
+  private runnerFor(forward: unknown): PlanRunner | undefined {
+    const p = planOf(forward);
+    if (!p) return undefined;
+    let r = this._runners.get(p);
+    if (!r) this._runners.set(p, (r = new PlanRunner(p, this.origMod, captureOptions({ ...p.options, ...this._options }))));
+    return r;
   }
 }
 
@@ -74,8 +90,11 @@ export function compile<F extends AnyFn>(fn: F, options?: CompileOptions): F;
 export function compile(model: Module | AnyFn, options: CompileOptions = {}): unknown {
   if (model instanceof Module) return new OptimizedModule(model, options);
   if (typeof model !== 'function') throw new KilnError('compile: expected an nn.Module or a function');
-  const callable = new CompiledCallable(model as (...a: unknown[]) => unknown, undefined, captureOptions(options));
-  const compiled = (...args: unknown[]) => (disabled() ? model(...(args as never[])) : callable.call(args));
+  const p = planOf(model);
+  const callable = p
+    ? new PlanRunner(p, undefined, captureOptions({ ...p.options, ...options }))
+    : new CompiledCallable(model as (...a: unknown[]) => unknown, undefined, captureOptions(options));
+  const compiled = (...args: unknown[]) => (compileDisabled() ? model(...(args as never[])) : callable.call(args));
   Object.defineProperty(compiled, 'name', { value: model.name });
   Object.defineProperty(compiled, '_compiled', { value: callable });
   return compiled;

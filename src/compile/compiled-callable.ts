@@ -7,7 +7,7 @@ import { Tracer } from '../graph/tracer.js';
 import { activeTrace } from '../runtime/dispatch.js';
 import { Module } from '../runtime/nn/module.js';
 import { Tensor } from '../runtime/tensor.js';
-import type { Backend } from './backends.js';
+import { countOps, type Backend } from './backends.js';
 import { argGuards, firstFailing, gradModeGuard, moduleGuards, type Guard } from './guards.js';
 
 export interface CaptureOptions {
@@ -49,6 +49,25 @@ class GuardingTracer extends Tracer {
   }
 }
 
+/**
+ * Arguments the trace specialises on instead of recording: everything but tensors and containers that may
+ * hold tensors. Their values are guarded (`scale == 2`), so branching on them is safe.
+ */
+function concreteArgs(names: readonly string[], args: readonly unknown[]): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  args.forEach((a, i) => {
+    if (i < names.length && !(a instanceof Tensor) && !mayHoldTensors(a)) out[names[i]!] = a;
+  });
+  return out;
+}
+
+function mayHoldTensors(a: unknown): boolean {
+  if (a instanceof Tensor) return true;
+  if (Array.isArray(a)) return a.some(mayHoldTensors);
+  if (a !== null && typeof a === 'object' && !(a instanceof Module)) return Object.values(a).some(mayHoldTensors);
+  return false;
+}
+
 /** Where a trace failure happened, from the TraceError's own "at …" line, as `file:line:col`. */
 function locationOf(e: Error): string {
   const m = /\(?((?:file:\/\/)?[^\s()]+:\d+:\d+)\)?\s*$/m.exec(e.message.split('\n').slice(1).join('\n'));
@@ -80,10 +99,17 @@ export class CompiledCallable {
   private readonly names: string[];
   private readonly dynamicDims = new Map<number, Set<number>>();
 
+  /**
+   * `viaForward`: `fn` is `self.forward` as it was when compiled; eager runs and traces use whatever
+   * `self.forward` is at the time (a replaced forward fails the identity guard and recompiles). Otherwise
+   * `fn` itself runs with `this` = `self` (a function, or a segment of a plugin-rewritten method).
+   */
   constructor(
     readonly fn: (...args: unknown[]) => unknown,
     readonly self: Module | undefined,
     readonly options: CaptureOptions,
+    readonly viaForward = self !== undefined,
+    private readonly label?: string,
   ) {
     this.names = functionParams(fn).map((p) => p.name);
   }
@@ -122,10 +148,11 @@ export class CompiledCallable {
 
   /** The uncompiled code: the module's current forward, or the function. */
   eager(args: unknown[]): unknown {
-    return this.self ? this.self.forward(...args) : this.fn(...args);
+    return this.viaForward ? this.self!.forward(...args) : this.fn.apply(this.self, args);
   }
 
   describe(): string {
+    if (this.label) return this.label;
     return this.self ? `${this.self.constructor.name}.forward` : `function ${this.fn.name || '<anonymous>'}`;
   }
 
@@ -159,7 +186,8 @@ export class CompiledCallable {
     let gm: GraphModule | undefined;
     let breakReason: BreakReason | undefined;
     try {
-      const graph = tracer.trace(this.self ?? (this.fn as (...a: never[]) => unknown));
+      const root = this.self ?? (this.fn as (...a: never[]) => unknown);
+      const graph = tracer.trace(root, concreteArgs(this.names, args), this.viaForward ? undefined : (this.fn as (...a: never[]) => unknown));
       gm = new GraphModule(tracer.root, graph, this.self ? this.self.constructor.name : this.fn.name || 'GraphModule', tracer.constants);
     } catch (e) {
       if (!(e instanceof KilnError)) throw e;
@@ -173,6 +201,8 @@ export class CompiledCallable {
     }
     if (this.self) guards.push(...moduleGuards(this.self, tracer.attributeReads));
     if (!gm) return { guards, run: (...a) => this.eager(a), graph: undefined, breakReason, shapes };
+    // As TorchDynamo: a graph that does no work is not worth a backend compile; run its code as is.
+    if (countOps(gm) === 0) return { guards, run: (...a) => gm.forward(...a), graph: undefined, breakReason: undefined, shapes };
     const compiled = this.options.backend(
       gm,
       args.filter((a): a is Tensor => a instanceof Tensor),

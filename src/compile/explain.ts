@@ -2,7 +2,8 @@ import { KilnError } from '../errors.js';
 import type { GraphModule } from '../graph/graph-module.js';
 import { Module } from '../runtime/nn/module.js';
 import { countOps, eagerBackend } from './backends.js';
-import { CompiledCallable, type BreakReason } from './compiled-callable.js';
+import { CompiledCallable, type BreakReason, type CacheEntry, type CaptureOptions } from './compiled-callable.js';
+import { PlanRunner, planOf, recording, type PlanRecorder } from './plan.js';
 import { OptimizedModule } from './compile.js';
 
 export interface ExplainOutput {
@@ -25,7 +26,7 @@ export function explain(model: Module | ((...args: never[]) => unknown)): (...ar
     const graphs: GraphModule[] = [];
     const self = target instanceof Module ? target : undefined;
     const fn = (self ? self.forward : target) as (...a: unknown[]) => unknown;
-    const callable = new CompiledCallable(fn, self, {
+    const options: CaptureOptions = {
       backend: (gm, inputs) => {
         graphs.push(gm);
         return eagerBackend(gm, inputs);
@@ -34,18 +35,43 @@ export function explain(model: Module | ((...args: never[]) => unknown)): (...ar
       dynamic: undefined,
       cacheSizeLimit: 1,
       errorOnRecompile: false,
-    });
-    const entry = callable.capture(args);
-    const breakReasons = entry.breakReason ? [entry.breakReason] : [];
+    };
+    const p = planOf(fn);
+    let entries: CacheEntry[];
+    let breakReasons: BreakReason[] = [];
+    if (p) {
+      // A plugin-rewritten method: run it once through a fresh runner, collecting every segment (helpers too).
+      const rec: PlanRecorder = { runners: new Set(), breaks: breakReasons };
+      recording(rec, () => new PlanRunner(p, self, options).call(args));
+      entries = [...rec.runners].flatMap((r) => r.graphCallables().flatMap((c) => c.entries));
+    } else {
+      entries = [new CompiledCallable(fn, self, options).capture(args)];
+    }
+    for (const e of entries) if (e.breakReason) breakReasons.push(e.breakReason);
+    breakReasons = sortByLocation(breakReasons);
+    const guards = [...new Set(entries.flatMap((e) => e.guards.map((g) => g.text)))];
     return {
       graphCount: graphs.length,
       graphBreakCount: breakReasons.length,
       breakReasons,
       opCount: graphs.reduce((n, g) => n + countOps(g), 0),
-      guards: entry.guards.map((g) => g.text),
+      guards,
       graphs,
     };
   };
+}
+
+/** Break reasons in source order (file, then line, then column). */
+function sortByLocation(bs: BreakReason[]): BreakReason[] {
+  const key = (loc: string) => {
+    const m = /^(.*):(\d+):(\d+)$/.exec(loc);
+    return m ? [m[1]!, Number(m[2]), Number(m[3])] as const : ([loc, 0, 0] as const);
+  };
+  return [...bs].sort((a, b) => {
+    const [fa, la, ca] = key(a.loc);
+    const [fb, lb, cb] = key(b.loc);
+    return fa < fb ? -1 : fa > fb ? 1 : la - lb || ca - cb;
+  });
 }
 
 /** The report as text for people: counts, each graph's code, each break with its location, then the guards. */

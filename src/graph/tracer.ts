@@ -78,9 +78,12 @@ export class Tracer implements TraceDispatch {
     return STANDARD_LAYERS.has(m.constructor);
   }
 
-  /** Trace `root.forward` (or the function `root`) into a Graph. `concreteArgs` fixes parameters to values. */
-  trace(root: Module | ((...args: never[]) => unknown), concreteArgs: ConcreteArgs = {}): Graph {
-    const fn = (root instanceof Module ? root.forward : root) as (...args: unknown[]) => unknown;
+  /**
+   * Trace `root.forward` (or the function `root`) into a Graph. `concreteArgs` fixes parameters to values.
+   * `method` traces that function instead of `forward`, with `this` = `root` (a plugin segment or helper).
+   */
+  trace(root: Module | ((...args: never[]) => unknown), concreteArgs: ConcreteArgs = {}, method?: (...args: never[]) => unknown): Graph {
+    const fn = (method ?? (root instanceof Module ? root.forward : root)) as (...args: unknown[]) => unknown;
     this.root = root instanceof Module ? root : new Module();
     this.graph = new Graph();
     this.constants.clear();

@@ -1,0 +1,432 @@
+import type { Binding, NodePath } from '@babel/traverse';
+import * as t from '@babel/types';
+import { FileContext } from './file-context.js';
+
+/**
+ * Statement classification for the kiln plugin: for a method (or function) body, which top-level statements
+ * can be captured into a graph and which must run as plain code, each break with a reason and the node it
+ * points at. What it recognises, following TorchDynamo's rules for Python:
+ *
+ * - captured: tensor methods, kiln ops (`F.*`, `ops.*`, anything imported from kiln), submodule calls,
+ *   reads of module attributes (the runtime guards their values), loops over module containers (unrolled
+ *   when traced), helper methods, getters, static helpers and module-level functions without breaks,
+ *   closures, `super` calls, pure built-ins (`Math.*`, `Object.keys`, …);
+ * - graph breaks: `console.*`, `item()`/`toArray()` and other value reads, comparisons and arithmetic on a
+ *   tensor's value (data-dependent `if`/`?:`/loops), iterating a tensor, `graphBreak()`, `await`, `try`,
+ *   assignments to `this.…` (module state stays eager), calls the analysis cannot see into, and calls of
+ *   helpers that themselves break;
+ * - unsupported (the whole method runs eagerly, and `explain` says why): generators, `arguments`,
+ *   `new.target`, private `#fields`, `eval`.
+ */
+export interface Finding {
+  readonly reason: string;
+  readonly node: t.Node;
+}
+
+export interface StatementInfo {
+  readonly path: NodePath<t.Statement>;
+  readonly brk: Finding | undefined;
+}
+
+export interface FunctionAnalysis {
+  readonly unsupported: Finding | undefined;
+  readonly statements: readonly StatementInfo[];
+}
+
+export type FunctionPath = NodePath<t.ClassMethod | t.FunctionDeclaration | t.FunctionExpression | t.ArrowFunctionExpression | t.ObjectMethod>;
+
+/** Tensor methods and properties whose result is not a tensor. */
+const SCALAR_METHODS = new Set(['size', 'dim', 'numel', 'isContiguous', 'stride', 'elementSize', 'equal', 'toString']);
+const META_PROPS = new Set(['shape', 'ndim', 'dtype', 'requiresGrad', 'strides', 'offset', 'device', 'isLeaf', 'gradFn', 'length']);
+/** Methods that read a tensor's values. */
+const VALUE_READS = new Set(['item', 'toArray', 'tolist', 'data', 'backward']);
+/** Operators that turn a tensor into a number or string (and so read its value). */
+const COERCING = new Set(['<', '>', '<=', '>=', '==', '!=', '+', '-', '*', '/', '%', '**', '|', '&', '^', '<<', '>>', '>>>']);
+/** Globals whose functions have no side effects worth keeping in order. */
+const PURE_GLOBALS = new Set(['Math', 'Number', 'String', 'Boolean', 'Array', 'Object', 'JSON', 'parseInt', 'parseFloat', 'isNaN', 'isFinite', 'Symbol', 'BigInt', 'Reflect', 'Map', 'Set', 'WeakMap', 'Error', 'TypeError', 'RangeError', 'Float32Array', 'Float64Array', 'Int32Array', 'Uint8Array', 'undefined', 'Infinity', 'NaN']);
+const IMPURE_MEMBERS = new Set(['Math.random', 'Date.now', 'performance.now']);
+
+const lineOf = (n: t.Node) => (n.loc ? ` (line ${n.loc.start.line})` : '');
+const code = (n: t.Node, max = 40) => {
+  const s = exprText(n);
+  return s.length > max ? `${s.slice(0, max - 1)}…` : s;
+};
+
+/** Short source-like text for a member chain or call, for messages. */
+function exprText(n: t.Node): string {
+  if (t.isIdentifier(n)) return n.name;
+  if (t.isThisExpression(n)) return 'this';
+  if (t.isSuper(n)) return 'super';
+  if (t.isMemberExpression(n)) return `${exprText(n.object)}${t.isIdentifier(n.property) && !n.computed ? `.${n.property.name}` : '[…]'}`;
+  if (t.isCallExpression(n)) return `${exprText(n.callee)}()`;
+  if (t.isTSNonNullExpression(n) || t.isTSAsExpression(n) || t.isParenthesizedExpression(n)) return exprText(n.expression);
+  return n.type;
+}
+
+/** A class's members as the analysis needs them: methods, getters, statics and instance attributes. */
+export class ClassInfo {
+  readonly methods = new Map<string, NodePath<t.ClassMethod>>();
+  readonly getters = new Map<string, NodePath<t.ClassMethod>>();
+  readonly statics = new Map<string, NodePath<t.ClassMethod>>();
+  /** Names set on instances (class fields, `this.x = …` in the constructor): they shadow methods. */
+  readonly attributes = new Set<string>();
+  parent: ClassInfo | undefined;
+
+  constructor(readonly path: NodePath<t.ClassDeclaration>) {
+    for (const m of path.get('body').get('body')) {
+      if (m.isClassMethod()) {
+        const key = m.node.key;
+        const name = t.isIdentifier(key) && !m.node.computed ? key.name : t.isStringLiteral(key) ? key.value : undefined;
+        if (name === undefined) continue;
+        if (m.node.static) this.statics.set(name, m);
+        else if (m.node.kind === 'get') this.getters.set(name, m);
+        else if (m.node.kind === 'method') this.methods.set(name, m);
+        else if (m.node.kind === 'constructor') {
+          m.traverse({
+            AssignmentExpression: (a) => {
+              const l = a.node.left;
+              if (t.isMemberExpression(l) && t.isThisExpression(l.object) && t.isIdentifier(l.property) && !l.computed) this.attributes.add(l.property.name);
+            },
+          });
+        }
+      } else if (m.isClassProperty() && !m.node.static && t.isIdentifier(m.node.key)) {
+        this.attributes.add(m.node.key.name);
+      }
+    }
+  }
+
+  get name(): string {
+    return this.path.node.id?.name ?? '<anonymous>';
+  }
+
+  private shadowed(name: string): boolean {
+    for (let c: ClassInfo | undefined = this; c; c = c.parent) if (c.attributes.has(name)) return true;
+    return false;
+  }
+
+  /** The method `this.name(…)` calls, unless an instance attribute of that name shadows it. */
+  method(name: string): { cls: ClassInfo; path: NodePath<t.ClassMethod> } | undefined {
+    if (this.shadowed(name)) return undefined;
+    for (let c: ClassInfo | undefined = this; c; c = c.parent) {
+      const m = c.methods.get(name);
+      if (m) return { cls: c, path: m };
+    }
+    return undefined;
+  }
+
+  getter(name: string): { cls: ClassInfo; path: NodePath<t.ClassMethod> } | undefined {
+    for (let c: ClassInfo | undefined = this; c; c = c.parent) {
+      const m = c.getters.get(name);
+      if (m) return { cls: c, path: m };
+    }
+    return undefined;
+  }
+}
+
+export class Analyzer {
+  private readonly classInfos = new Map<t.Node, ClassInfo>();
+  private readonly results = new Map<t.Node, FunctionAnalysis>();
+  private readonly inProgress = new Set<t.Node>();
+
+  constructor(readonly ctx: FileContext) {}
+
+  classInfo(cls: NodePath<t.ClassDeclaration>): ClassInfo {
+    let info = this.classInfos.get(cls.node);
+    if (!info) {
+      info = new ClassInfo(cls);
+      this.classInfos.set(cls.node, info);
+      const sup = cls.node.superClass;
+      if (t.isIdentifier(sup)) {
+        const parent = this.ctx.classes.get(sup.name);
+        if (parent && parent.node !== cls.node) info.parent = this.classInfo(parent);
+      }
+    }
+    return info;
+  }
+
+  /** Classify each top-level statement of a function's body (memoised per function). */
+  analyze(fn: FunctionPath, cls: ClassInfo | undefined): FunctionAnalysis {
+    const done = this.results.get(fn.node);
+    if (done) return done;
+    this.inProgress.add(fn.node);
+    try {
+      const unsupported = this.unsupported(fn);
+      const body = fn.get('body');
+      const statements: StatementInfo[] = [];
+      if (!unsupported && body.isBlockStatement()) {
+        const tensors = this.tensorBindings(fn);
+        for (const s of body.get('body')) statements.push({ path: s, brk: this.statementBreak(s, cls, tensors) });
+      } else if (!unsupported && body.isExpression()) {
+        const tensors = this.tensorBindings(fn);
+        const brk = this.findBreak(body, cls, tensors);
+        statements.push({ path: body as unknown as NodePath<t.Statement>, brk });
+      }
+      const result = { unsupported, statements };
+      this.results.set(fn.node, result);
+      return result;
+    } finally {
+      this.inProgress.delete(fn.node);
+    }
+  }
+
+  /** The first reason calling `fn` breaks a graph, or undefined when its whole body can be captured. */
+  functionBreak(fn: FunctionPath, cls: ClassInfo | undefined): Finding | undefined {
+    if (this.inProgress.has(fn.node)) return undefined; // recursion: judged by the outer analysis
+    const a = this.analyze(fn, cls);
+    return a.unsupported ?? a.statements.find((s) => s.brk)?.brk;
+  }
+
+  private unsupported(fn: FunctionPath): Finding | undefined {
+    if (fn.node.generator) return { reason: 'generator functions run eagerly (a graph cannot yield)', node: fn.node };
+    if (fn.node.async) return { reason: 'async functions run eagerly (a graph cannot await)', node: fn.node };
+    let found: Finding | undefined;
+    fn.traverse({
+      Function(p) {
+        if (!p.isArrowFunctionExpression()) p.skip(); // their arguments/new.target are their own
+      },
+      Identifier(p) {
+        if (p.node.name === 'arguments' && p.isReferencedIdentifier()) found ??= { reason: "uses 'arguments'; name the parameters instead", node: p.node };
+        if (p.node.name === 'eval' && p.parentPath.isCallExpression()) found ??= { reason: 'calls eval()', node: p.node };
+      },
+      MetaProperty(p) {
+        found ??= { reason: `uses ${p.node.meta.name}.${p.node.property.name}`, node: p.node };
+      },
+      PrivateName(p) {
+        found ??= { reason: `reads the private field #${p.node.id.name}, which code outside the class cannot reach`, node: p.node };
+      },
+    });
+    return found;
+  }
+
+  /** Bindings of `fn` that hold tensors, by a forward pass over parameters, declarations and assignments. */
+  private tensorBindings(fn: FunctionPath): Set<Binding> {
+    const tensors = new Set<Binding>();
+    for (const p of fn.get('params')) {
+      const id = p.isAssignmentPattern() ? p.get('left') : p;
+      if (!id.isIdentifier()) continue;
+      const ann = id.node.typeAnnotation;
+      const def = p.isAssignmentPattern() ? p.node.right : undefined;
+      const annotated = t.isTSTypeAnnotation(ann) ? ann.typeAnnotation : undefined;
+      const isTensorType = annotated ? t.isTSTypeReference(annotated) && t.isIdentifier(annotated.typeName) && annotated.typeName.name === 'Tensor' : true;
+      const literalDefault = def !== undefined && (t.isLiteral(def) || t.isObjectExpression(def) || t.isArrayExpression(def));
+      const b = fn.scope.getBinding(id.node.name);
+      if (b && isTensorType && !literalDefault) tensors.add(b);
+    }
+    // Two passes so a value assigned from a later-declared tensor variable in a loop is seen too.
+    for (let pass = 0; pass < 2; pass++) {
+      fn.traverse({
+        VariableDeclarator: (d) => {
+          const init = d.get('init');
+          if (!init.node || !this.isTensorExpr(init as NodePath<t.Expression>, tensors)) return;
+          for (const name of Object.keys(d.getBindingIdentifiers())) {
+            const b = d.scope.getBinding(name);
+            if (b) tensors.add(b);
+          }
+        },
+        AssignmentExpression: (a) => {
+          const l = a.node.left;
+          if (!t.isIdentifier(l) || !this.isTensorExpr(a.get('right'), tensors)) return;
+          const b = a.scope.getBinding(l.name);
+          if (b) tensors.add(b);
+        },
+      });
+    }
+    return tensors;
+  }
+
+  /** Whether an expression (probably) evaluates to a tensor. */
+  private isTensorExpr(p: NodePath<t.Expression | t.Node>, tensors: ReadonlySet<Binding>): boolean {
+    const n = p.node;
+    if (t.isIdentifier(n)) {
+      const b = p.scope.getBinding(n.name);
+      return b !== undefined && tensors.has(b);
+    }
+    if (t.isTSAsExpression(n) || t.isTSNonNullExpression(n) || t.isParenthesizedExpression(n) || t.isAwaitExpression(n)) {
+      return this.isTensorExpr(p.get(t.isAwaitExpression(n) ? 'argument' : 'expression') as NodePath, tensors);
+    }
+    if (t.isMemberExpression(n)) {
+      const obj = p.get('object') as NodePath;
+      if (!this.isTensorExpr(obj, tensors)) return false;
+      if (n.computed) return !t.isStringLiteral(n.property) || !META_PROPS.has(n.property.value);
+      return t.isIdentifier(n.property) && !META_PROPS.has(n.property.name);
+    }
+    if (t.isCallExpression(n)) {
+      const callee = n.callee;
+      if (t.isMemberExpression(callee) && t.isIdentifier(callee.property)) {
+        const name = callee.property.name;
+        if ((name === 'call' || name === 'forward') && n.arguments.length > 0) return true; // module call
+        const obj = (p.get('callee') as NodePath<t.MemberExpression>).get('object');
+        if (this.isTensorExpr(obj, tensors)) return !SCALAR_METHODS.has(name) && !VALUE_READS.has(name);
+      }
+      const root = FileContext.chainRoot(callee);
+      if (root && this.ctx.isKilnBinding(p, root.name)) return true;
+      return false;
+    }
+    if (t.isBinaryExpression(n) || t.isLogicalExpression(n)) {
+      return this.isTensorExpr(p.get('left') as NodePath, tensors) || this.isTensorExpr(p.get('right') as NodePath, tensors);
+    }
+    if (t.isConditionalExpression(n)) return this.isTensorExpr(p.get('consequent') as NodePath, tensors) || this.isTensorExpr(p.get('alternate') as NodePath, tensors);
+    return false;
+  }
+
+  private statementBreak(s: NodePath<t.Statement>, cls: ClassInfo | undefined, tensors: ReadonlySet<Binding>): Finding | undefined {
+    if (s.isTryStatement()) return { reason: 'try/catch runs eagerly: a captured graph cannot catch errors from tensor code', node: s.node };
+    if (s.isDebuggerStatement()) return { reason: 'debugger statement', node: s.node };
+    return this.findBreak(s, cls, tensors);
+  }
+
+  /** The first break inside `root` (itself included), in source order. */
+  private findBreak(root: NodePath, cls: ClassInfo | undefined, tensors: ReadonlySet<Binding>): Finding | undefined {
+    let found: Finding | undefined;
+    const check = (p: NodePath) => {
+      found ??= this.nodeBreak(p, cls, tensors);
+      if (found) p.stop();
+    };
+    check(root);
+    if (!found) root.traverse({ enter: check });
+    return found;
+  }
+
+  private nodeBreak(p: NodePath, cls: ClassInfo | undefined, tensors: ReadonlySet<Binding>): Finding | undefined {
+    const n = p.node;
+    if (p.isTryStatement()) return { reason: 'try/catch runs eagerly: a captured graph cannot catch errors from tensor code', node: n };
+    if (p.isAwaitExpression()) return { reason: 'await: a captured graph cannot wait on a promise', node: n };
+    if (p.isCallExpression()) return this.callBreak(p, cls, tensors);
+    if (p.isNewExpression()) {
+      const root = FileContext.chainRoot(p.node.callee);
+      if (root && (this.ctx.isKilnBinding(p, root.name) || (PURE_GLOBALS.has(root.name) && !p.scope.hasBinding(root.name)))) return undefined;
+      if (root && this.isLocal(p, root.name)) return undefined;
+      return { reason: `new ${code(p.node.callee)}(): the plugin cannot see what this constructor does`, node: n };
+    }
+    if (p.isAssignmentExpression() || p.isUpdateExpression() || (p.isUnaryExpression() && p.node.operator === 'delete')) {
+      const target = p.isAssignmentExpression() ? p.node.left : p.isUpdateExpression() ? p.node.argument : (p.node as t.UnaryExpression).argument;
+      const root = memberRoot(target);
+      if (root && t.isThisExpression(root)) {
+        return { reason: `assigns ${code(target)}: changes to module state run eagerly, in order, every call`, node: n };
+      }
+      if (root && t.isIdentifier(root) && !this.isLocal(p, root.name) && !t.isIdentifier(target)) {
+        return { reason: `assigns ${code(target)}, state outside this function: kept eager`, node: n };
+      }
+      if (t.isIdentifier(target) && !this.isLocal(p, target.name) && p.scope.getBinding(target.name)?.kind !== 'module' && !p.scope.hasBinding(target.name)) {
+        return { reason: `assigns the global ${target.name}: kept eager`, node: n };
+      }
+      if (t.isIdentifier(target) && p.scope.getBinding(target.name)?.scope === this.ctx.program.scope) {
+        return { reason: `assigns the module-level variable ${target.name}: kept eager`, node: n };
+      }
+      return undefined;
+    }
+    if (p.isBinaryExpression() && COERCING.has(p.node.operator)) {
+      for (const side of ['left', 'right'] as const) {
+        if (this.isTensorExpr(p.get(side) as NodePath, tensors)) {
+          const inTest = p.findParent((q) => q.isIfStatement() || q.isConditionalExpression() || q.isWhileStatement() || q.isForStatement() || q.isDoWhileStatement());
+          const what = inTest ? 'data-dependent control flow' : 'reads a tensor value';
+          return { reason: `${what}: '${p.node.operator}' on tensor ${code(p.node[side])} needs its value, which a graph does not have`, node: n };
+        }
+      }
+    }
+    if (p.isTemplateLiteral()) {
+      for (const e of p.get('expressions')) {
+        if (this.isTensorExpr(e as NodePath, tensors)) return { reason: `formats tensor ${code(e.node)} as text, which reads its values`, node: n };
+      }
+    }
+    if (p.isForOfStatement() && this.isTensorExpr(p.get('right'), tensors)) {
+      return { reason: `iterates over tensor ${code(p.node.right)} (data-dependent length and values)`, node: n };
+    }
+    if (p.isSpreadElement() && this.isTensorExpr(p.get('argument'), tensors)) {
+      return { reason: `spreads tensor ${code(p.node.argument)} (data-dependent)`, node: n };
+    }
+    if (p.isMemberExpression() && cls) {
+      const m = p.node;
+      if (t.isThisExpression(m.object) && t.isIdentifier(m.property) && !m.computed && !p.parentPath.isCallExpression({ callee: m })) {
+        const g = cls.getter(m.property.name);
+        const b = g && this.functionBreak(g.path, g.cls);
+        if (b) return { reason: `reads getter this.${m.property.name}, which breaks: ${b.reason}${lineOf(b.node)}`, node: m };
+      }
+    }
+    return undefined;
+  }
+
+  private callBreak(p: NodePath<t.CallExpression>, cls: ClassInfo | undefined, tensors: ReadonlySet<Binding>): Finding | undefined {
+    const n = p.node;
+    const callee = n.callee;
+    if (t.isV8IntrinsicIdentifier(callee)) return { reason: 'V8 intrinsic call', node: n };
+    if (t.isMemberExpression(callee) && t.isIdentifier(callee.property) && !callee.computed) {
+      const name = callee.property.name;
+      const obj = callee.object;
+      if (t.isIdentifier(obj) && obj.name === 'console' && !p.scope.hasBinding('console')) {
+        return { reason: `console.${name}() is a side effect: it runs eagerly, every call`, node: n };
+      }
+      const fullName = t.isIdentifier(obj) ? `${obj.name}.${name}` : '';
+      if (IMPURE_MEMBERS.has(fullName) && !p.scope.hasBinding((obj as t.Identifier).name)) {
+        return { reason: `${fullName}() gives a different value every call`, node: n };
+      }
+      if (VALUE_READS.has(name) && (name !== 'data' && name !== 'backward' ? true : this.isTensorExpr((p.get('callee') as NodePath<t.MemberExpression>).get('object'), tensors))) {
+        return { reason: `${code(callee)}() reads a tensor's value: what follows depends on data, so the graph ends here`, node: n };
+      }
+      if (t.isThisExpression(obj) && cls) {
+        const m = cls.method(name);
+        const b = m && this.functionBreak(m.path, m.cls);
+        if (b) return { reason: `calls this.${name}(), which breaks: ${b.reason}${lineOf(b.node)}`, node: n };
+        return undefined;
+      }
+      if (t.isSuper(obj) && cls?.parent) {
+        const m = cls.parent.method(name);
+        const b = m && this.functionBreak(m.path, m.cls);
+        if (b) return { reason: `calls super.${name}(), which breaks: ${b.reason}${lineOf(b.node)}`, node: n };
+        return undefined;
+      }
+      if (t.isIdentifier(obj) && this.ctx.classes.has(obj.name) && p.scope.getBinding(obj.name)?.scope === this.ctx.program.scope) {
+        const info = this.classInfo(this.ctx.classes.get(obj.name)!);
+        const m = info.statics.get(name);
+        const b = m && this.functionBreak(m, info);
+        if (b) return { reason: `calls ${obj.name}.${name}(), which breaks: ${b.reason}${lineOf(b.node)}`, node: n };
+        return undefined;
+      }
+    }
+    const root = FileContext.chainRoot(callee);
+    if (!root) return undefined; // (f())(), obj[k](): values computed here; the runtime trace checks them
+    const name = root.name;
+    if (this.ctx.isKilnBinding(p, name)) {
+      if (t.isIdentifier(callee) && name === 'graphBreak') return { reason: 'graphBreak() called', node: n };
+      return undefined;
+    }
+    if (this.isLocal(p, name)) return undefined;
+    const binding = p.scope.getBinding(name);
+    if (binding?.scope === this.ctx.program.scope) {
+      const fn = this.ctx.functions.get(name);
+      if (fn && t.isIdentifier(callee)) {
+        const b = this.functionBreak(fn, undefined);
+        return b ? { reason: `calls ${name}(), which breaks: ${b.reason}${lineOf(b.node)}`, node: n } : undefined;
+      }
+      if (binding.kind === 'const' || binding.kind === 'let' || binding.kind === 'var') {
+        const init = binding.path.isVariableDeclarator() ? binding.path.get('init') : undefined;
+        if (init && (init.isArrowFunctionExpression() || init.isFunctionExpression()) && t.isIdentifier(callee)) {
+          const b = this.functionBreak(init, undefined);
+          return b ? { reason: `calls ${name}(), which breaks: ${b.reason}${lineOf(b.node)}`, node: n } : undefined;
+        }
+        return undefined; // a module-level value (config object, table): methods on data
+      }
+      const imp = this.ctx.otherImports.get(name);
+      if (imp) return { reason: `calls ${code(callee)}() imported from '${imp.source}', which the plugin does not see into; it runs eagerly`, node: n };
+      return undefined;
+    }
+    if (!binding) {
+      if (PURE_GLOBALS.has(name)) return undefined;
+      return { reason: `calls ${code(callee)}(), which the plugin does not know; it runs eagerly`, node: n };
+    }
+    return undefined;
+  }
+
+  /** Whether `name` is bound inside the function being analysed (a parameter, variable or closure). */
+  private isLocal(p: NodePath, name: string): boolean {
+    const b = p.scope.getBinding(name);
+    return b !== undefined && b.scope !== this.ctx.program.scope;
+  }
+}
+
+/** The object at the root of a member chain (`this` in `this.a.b`), or undefined for a non-member. */
+function memberRoot(e: t.Node): t.Node | undefined {
+  if (!t.isMemberExpression(e)) return undefined;
+  while (t.isMemberExpression(e)) e = e.object;
+  return e;
+}

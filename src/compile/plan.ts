@@ -1,0 +1,226 @@
+import { GraphBreakError, KilnError, TraceError } from '../errors.js';
+import { activeTrace } from '../runtime/dispatch.js';
+import type { Module } from '../runtime/nn/module.js';
+import { CompiledCallable, codeFrameAt, type BreakReason, type CaptureOptions } from './compiled-callable.js';
+
+/**
+ * Plans: what the kiln plugin emits for each method (or function) it rewrote. The method's body is cut into
+ * segments at the graph breaks the source analysis found: graph segments are captured (each its own guarded
+ * cache, traced on first use), break segments always run as plain code. Values flow between segments
+ * through numbered slots: `in` lists the slots a segment reads, `out` those it sets for later ones.
+ *
+ * A segment function returns `[0, ...outs]` when control falls through to the next segment, or
+ * `[1, value]` when the source returned `value`.
+ */
+export interface SegmentSpec {
+  readonly kind: 'graph' | 'break';
+  /** `line:col` of the segment's first statement in `file`. */
+  readonly loc: string;
+  /** Why this segment cannot be captured (break segments). */
+  readonly reason?: string;
+  readonly in: readonly number[];
+  readonly out: readonly number[];
+  readonly fn: (...args: unknown[]) => unknown[];
+}
+
+/** Options the plugin was configured with; `compile(instance, options)` overrides them. */
+export interface PluginOptions {
+  readonly backend?: 'kernels' | 'eager' | 'aot_eager';
+  readonly cacheSizeLimit?: number;
+}
+
+export interface PlanSpec {
+  /** `Class.method` or the function's name. */
+  readonly name: string;
+  readonly file: string;
+  /** Slot names: the method's parameters (as bound names) first, then its other top-level variables. */
+  readonly slots: readonly string[];
+  /**
+   * The method as written (super calls made explicit), for eager runs. Absent when the function itself
+   * stayed as written (unsupported methods, functions only passed to compile): `attach` fills it in.
+   */
+  readonly eager?: (...args: unknown[]) => unknown;
+  /** Maps the call's arguments to the parameter slots when parameters are patterns or rest. */
+  readonly bind?: (...args: unknown[]) => unknown[];
+  readonly segments: readonly SegmentSpec[];
+  /** Set when the plugin could not split this method: it then runs eagerly, and `explain` says why. */
+  readonly unsupported?: { readonly reason: string; readonly loc: string };
+  readonly options?: PluginOptions;
+}
+
+export interface Plan extends PlanSpec {
+  eager: (...args: unknown[]) => unknown;
+  readonly ownEager: boolean;
+  /** The break segments' reasons with `file:line:col`, in source order. */
+  readonly breaks: readonly BreakReason[];
+  /** Runners by options, then by instance (functions use FUNCTION_KEY). */
+  readonly runners: WeakMap<CaptureOptions, WeakMap<object, PlanRunner>>;
+  /** The plugin's options, parsed on first use. */
+  defaults?: CaptureOptions;
+}
+
+const FUNCTION_KEY = {};
+
+const PLAN = Symbol.for('kiln.plan');
+
+/** Validate and index a plan the plugin emitted. */
+export function plan(spec: PlanSpec): Plan {
+  if (!spec || (spec.eager !== undefined && typeof spec.eager !== 'function') || !Array.isArray(spec.segments)) {
+    throw new KilnError(`kiln plugin runtime: malformed plan for ${spec?.name ?? '<unknown>'}; rebuild with the same kiln version`);
+  }
+  const breaks = spec.unsupported
+    ? [{ reason: spec.unsupported.reason, loc: `${spec.file}:${spec.unsupported.loc}` }]
+    : spec.segments.filter((s) => s.kind === 'break').map((s) => ({ reason: s.reason ?? 'graph break', loc: `${spec.file}:${s.loc}` }));
+  const eager =
+    spec.eager ??
+    (() => {
+      throw new KilnError(`kiln plugin runtime: the plan for ${spec.name} was never attached to its function`);
+    });
+  return { ...spec, eager, ownEager: spec.eager !== undefined, breaks, runners: new WeakMap() };
+}
+
+/** Mark `fn` (a rewritten method or function) as running `p`, so `compile` and `explain` can find the plan. */
+export function attach(fn: unknown, p: Plan): void {
+  if (typeof fn !== 'function') throw new KilnError(`kiln plugin runtime: cannot attach the plan for ${p.name} to a ${typeof fn}`);
+  Object.defineProperty(fn, PLAN, { value: p, configurable: true });
+  if (!p.ownEager) p.eager = fn as (...args: unknown[]) => unknown; // the function as written is the eager code
+}
+
+/** The plan behind a rewritten method or function, if the plugin rewrote it. */
+export function planOf(fn: unknown): Plan | undefined {
+  return typeof fn === 'function' ? (fn as unknown as { [PLAN]?: Plan })[PLAN] : undefined;
+}
+
+/** Options for `p` with the plugin's defaults under anything passed to compile. */
+export type ResolveOptions = (pluginOptions: PluginOptions | undefined) => CaptureOptions;
+
+let resolveDefaults: ResolveOptions | undefined;
+/** Set by compile.ts (which owns option parsing) so this module does not import it. */
+export function setPlanOptionResolver(f: ResolveOptions): void {
+  resolveDefaults = f;
+}
+
+/** `KILN_COMPILE=0` turns every compiled callable back into plain eager code. */
+export const compileDisabled = () => process.env.KILN_COMPILE === '0';
+
+/**
+ * The options of the plan runner now running, if any. Rewritten code called from it (helpers that break,
+ * submodules called from eager segments) runs with the same options, as TorchDynamo compiles every frame
+ * entered while a compiled function runs.
+ */
+let ambient: CaptureOptions | undefined;
+
+/** What `explain` collects while a plan runs: every runner entered (helpers too) and every break run. */
+export interface PlanRecorder {
+  readonly runners: Set<PlanRunner>;
+  readonly breaks: BreakReason[];
+}
+let recorder: PlanRecorder | undefined;
+
+/** Run `f` with `r` collecting runners and breaks. */
+export function recording<T>(r: PlanRecorder, f: () => T): T {
+  const outer = recorder;
+  recorder = r;
+  try {
+    return f();
+  } finally {
+    recorder = outer;
+  }
+}
+
+/**
+ * What a rewritten method's body does: `return run(this, plan, [x, y])`. Runs the plan with this
+ * instance's runner for the current options (the enclosing runner's, else the plugin's), or eagerly
+ * when compilation is off.
+ */
+export function run(self: unknown, p: Plan, args: unknown[]): unknown {
+  if (compileDisabled()) return p.eager.apply(self, args);
+  const options = ambient ?? (p.defaults ??= resolveDefaults!(p.options));
+  let bySelf = p.runners.get(options);
+  if (!bySelf) p.runners.set(options, (bySelf = new WeakMap()));
+  const key = self !== null && typeof self === 'object' ? self : FUNCTION_KEY;
+  let runner = bySelf.get(key);
+  if (!runner) bySelf.set(key, (runner = new PlanRunner(p, key === FUNCTION_KEY ? undefined : (self as Module), options)));
+  return runner.call(args);
+}
+
+/**
+ * One plan's segments for one instance and one set of options: a CompiledCallable per graph segment
+ * (created on first use), break segments run as they are.
+ */
+export class PlanRunner {
+  private readonly callables: (CompiledCallable | undefined)[];
+
+  constructor(
+    readonly plan: Plan,
+    readonly self: Module | undefined,
+    readonly options: CaptureOptions,
+  ) {
+    this.callables = plan.segments.map(() => undefined);
+  }
+
+  call(args: unknown[]): unknown {
+    const p = this.plan;
+    if (activeTrace) {
+      // Called from inside another capture: inline, unless this code must break the enclosing graph.
+      const b = p.breaks[0];
+      if (b) throw new TraceError(`${p.name} has a graph break at ${b.loc} (${b.reason}); the calling graph breaks here too\n    at ${b.loc}`);
+      return p.eager.apply(this.self, args);
+    }
+    if (p.unsupported) {
+      if (this.options.fullgraph) this.fullgraphError(p.breaks[0]!);
+      recorder?.breaks.push(p.breaks[0]!);
+      return p.eager.apply(this.self, args);
+    }
+    if (this.options.fullgraph && p.breaks.length > 0) this.fullgraphError(p.breaks[0]!);
+    recorder?.runners.add(this);
+    const outer = ambient;
+    ambient = this.options;
+    try {
+      return this.runSegments(args);
+    } finally {
+      ambient = outer;
+    }
+  }
+
+  private runSegments(args: unknown[]): unknown {
+    const p = this.plan;
+    const slots = p.bind ? p.bind.apply(this.self, args) : args.slice();
+    const segments = p.segments;
+    for (let i = 0; i < segments.length; i++) {
+      const seg = segments[i]!;
+      const ins = seg.in.map((j) => slots[j]);
+      let r: unknown[];
+      if (seg.kind === 'graph') r = this.callable(i).call(ins) as unknown[];
+      else {
+        recorder?.breaks.push({ reason: seg.reason ?? 'graph break', loc: `${p.file}:${seg.loc}` });
+        r = seg.fn.apply(this.self, ins);
+      }
+      if (r[0] === 1) return r[1];
+      for (let k = 0; k < seg.out.length; k++) slots[seg.out[k]!] = r[k + 1];
+    }
+    return undefined;
+  }
+
+  /** The compiled-callable entries of every graph segment used so far (for `explain`). */
+  graphCallables(): CompiledCallable[] {
+    return this.callables.filter((c): c is CompiledCallable => c !== undefined);
+  }
+
+  private callable(i: number): CompiledCallable {
+    let c = this.callables[i];
+    if (!c) {
+      const seg = this.plan.segments[i]!;
+      c = new CompiledCallable(seg.fn, this.self, this.options, false, `${this.plan.name} (segment at ${this.plan.file}:${seg.loc})`);
+      this.callables[i] = c;
+    }
+    return c;
+  }
+
+  private fullgraphError(b: BreakReason): never {
+    const frame = codeFrameAt(b.loc);
+    throw new GraphBreakError(
+      `compile(fullgraph): ${this.plan.name} cannot be captured as one graph at ${b.loc}: ${b.reason}${frame ? `\n${frame}` : ''}`,
+    );
+  }
+}

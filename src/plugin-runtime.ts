@@ -1,0 +1,6 @@
+/**
+ * `kiln/plugin/runtime`: what code rewritten by kiln/plugin imports. Not for hand-written code.
+ * Importing compile.js installs the option parsing that plans use for the plugin's defaults.
+ */
+import './compile/compile.js';
+export { plan, run, attach } from './compile/plan.js';
