@@ -27,14 +27,17 @@ function validate(o: KilnPluginOptions): void {
     if (!KNOWN.includes(k)) throw new ValueError(`kiln/plugin: unknown option '${k}' (expected one of ${KNOWN.join(', ')})`);
   }
   if (o.backend !== undefined && !BACKENDS.includes(o.backend)) {
-    throw new ValueError(`kiln/plugin: backend must be one of ${BACKENDS.map((b) => `'${b}'`).join(', ')} in a Babel config, got ${JSON.stringify(o.backend)}`);
+    throw new ValueError(
+      `kiln/plugin: backend must be one of ${BACKENDS.map((b) => `'${b}'`).join(', ')} in a Babel config, got ${JSON.stringify(o.backend)}`,
+    );
   }
   if (o.cacheSizeLimit !== undefined && (!Number.isInteger(o.cacheSizeLimit) || o.cacheSizeLimit < 0)) {
     throw new ValueError(`kiln/plugin: cacheSizeLimit must be a non-negative integer, got ${JSON.stringify(o.cacheSizeLimit)}`);
   }
 }
 
-const globs = (g: string | readonly string[] | undefined) => (g === undefined ? undefined : picomatch(typeof g === 'string' ? g : [...g], { dot: true }));
+const globs = (g: string | readonly string[] | undefined) =>
+  g === undefined ? undefined : picomatch(typeof g === 'string' ? g : [...g], { dot: true });
 
 export default declare((api, options: KilnPluginOptions) => {
   api.assertVersion(7);

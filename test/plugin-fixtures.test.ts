@@ -37,7 +37,12 @@ const CASES: Record<string, Case> = {
   'helper-break': { export: 'WithHelper', inputs: () => [rnd(2, 4)], graphs: 4, breaks: 2 },
   'data-dependent-if': { export: 'Gated', inputs: (i) => [rnd(2, 4).add(i - 1)], graphs: 2, breaks: 1 },
   'console-log': { export: 'Logged', inputs: () => [rnd(2, 4)], graphs: 2, breaks: 2 },
-  'param-patterns': { export: 'Pair', inputs: (i) => [{ a: rnd(2, 4), b: rnd(2, 4) }, ...Array.from({ length: i }, () => rnd(2, 4))], graphs: 1, breaks: 0 },
+  'param-patterns': {
+    export: 'Pair',
+    inputs: (i) => [{ a: rnd(2, 4), b: rnd(2, 4) }, ...Array.from({ length: i }, () => rnd(2, 4))],
+    graphs: 1,
+    breaks: 0,
+  },
   unsupported: { export: 'Private', inputs: () => [rnd(2, 4)], graphs: 0, breaks: 1 },
 };
 
@@ -60,7 +65,8 @@ for (const name of cases) {
     const { code, report } = transform(fixture(name));
     const got = await format(code, { parser: 'babel', printWidth: 120 });
     const file = join(FIXTURES, name, 'output.js');
-    if (process.env.UPDATE_FIXTURES === '1' || !existsSync(file)) writeFileSync(file, got);
+    if (process.env.UPDATE_FIXTURES === '1') writeFileSync(file, got);
+    t.true(existsSync(file), `${file} is missing: run UPDATE_FIXTURES=1 npm test and review it`);
     t.is(got, readFileSync(file, 'utf8'));
     t.snapshot(report, `${name}: plans, segments and break reasons`);
   });

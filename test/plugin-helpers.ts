@@ -25,11 +25,20 @@ export function transform(file: string, options: KilnPluginOptions = {}): { code
 }
 
 /** Transform `file` and import the result (written under test/.tmp so `kiln` resolves to this package). */
-export async function loadRewritten<T = Record<string, unknown>>(file: string, options: KilnPluginOptions = {}): Promise<{ mod: T; code: string; report: FileReport }> {
+export async function loadRewritten<T = Record<string, unknown>>(
+  file: string,
+  options: KilnPluginOptions = {},
+): Promise<{ mod: T; code: string; report: FileReport }> {
   const { code, report } = transform(file, options);
   const dir = resolve('test/.tmp');
   mkdirSync(dir, { recursive: true });
-  const out = join(dir, `${createHash('sha1').update(file + code).digest('hex').slice(0, 12)}.mjs`);
+  const out = join(
+    dir,
+    `${createHash('sha1')
+      .update(file + code)
+      .digest('hex')
+      .slice(0, 12)}.mjs`,
+  );
   writeFileSync(out, code);
   return { mod: (await import(pathToFileURL(out).href)) as T, code, report };
 }

@@ -33,7 +33,9 @@ export interface FunctionAnalysis {
   readonly statements: readonly StatementInfo[];
 }
 
-export type FunctionPath = NodePath<t.ClassMethod | t.FunctionDeclaration | t.FunctionExpression | t.ArrowFunctionExpression | t.ObjectMethod>;
+export type FunctionPath = NodePath<
+  t.ClassMethod | t.FunctionDeclaration | t.FunctionExpression | t.ArrowFunctionExpression | t.ObjectMethod
+>;
 
 /** Tensor methods and properties whose result is not a tensor. */
 const SCALAR_METHODS = new Set(['size', 'dim', 'numel', 'isContiguous', 'stride', 'elementSize', 'equal', 'toString']);
@@ -43,7 +45,35 @@ const VALUE_READS = new Set(['item', 'toArray', 'tolist', 'data', 'backward']);
 /** Operators that turn a tensor into a number or string (and so read its value). */
 const COERCING = new Set(['<', '>', '<=', '>=', '==', '!=', '+', '-', '*', '/', '%', '**', '|', '&', '^', '<<', '>>', '>>>']);
 /** Globals whose functions have no side effects worth keeping in order. */
-const PURE_GLOBALS = new Set(['Math', 'Number', 'String', 'Boolean', 'Array', 'Object', 'JSON', 'parseInt', 'parseFloat', 'isNaN', 'isFinite', 'Symbol', 'BigInt', 'Reflect', 'Map', 'Set', 'WeakMap', 'Error', 'TypeError', 'RangeError', 'Float32Array', 'Float64Array', 'Int32Array', 'Uint8Array', 'undefined', 'Infinity', 'NaN']);
+const PURE_GLOBALS = new Set([
+  'Math',
+  'Number',
+  'String',
+  'Boolean',
+  'Array',
+  'Object',
+  'JSON',
+  'parseInt',
+  'parseFloat',
+  'isNaN',
+  'isFinite',
+  'Symbol',
+  'BigInt',
+  'Reflect',
+  'Map',
+  'Set',
+  'WeakMap',
+  'Error',
+  'TypeError',
+  'RangeError',
+  'Float32Array',
+  'Float64Array',
+  'Int32Array',
+  'Uint8Array',
+  'undefined',
+  'Infinity',
+  'NaN',
+]);
 const IMPURE_MEMBERS = new Set(['Math.random', 'Date.now', 'performance.now']);
 
 const lineOf = (n: t.Node) => (n.loc ? ` (line ${n.loc.start.line})` : '');
@@ -85,7 +115,8 @@ export class ClassInfo {
           m.traverse({
             AssignmentExpression: (a) => {
               const l = a.node.left;
-              if (t.isMemberExpression(l) && t.isThisExpression(l.object) && t.isIdentifier(l.property) && !l.computed) this.attributes.add(l.property.name);
+              if (t.isMemberExpression(l) && t.isThisExpression(l.object) && t.isIdentifier(l.property) && !l.computed)
+                this.attributes.add(l.property.name);
             },
           });
         }
@@ -99,15 +130,21 @@ export class ClassInfo {
     return this.path.node.id?.name ?? '<anonymous>';
   }
 
+  /** This class, then its ancestors in the same file. */
+  private *lineage(): Generator<ClassInfo> {
+    yield this;
+    if (this.parent) yield* this.parent.lineage();
+  }
+
   private shadowed(name: string): boolean {
-    for (let c: ClassInfo | undefined = this; c; c = c.parent) if (c.attributes.has(name)) return true;
+    for (const c of this.lineage()) if (c.attributes.has(name)) return true;
     return false;
   }
 
   /** The method `this.name(…)` calls, unless an instance attribute of that name shadows it. */
   method(name: string): { cls: ClassInfo; path: NodePath<t.ClassMethod> } | undefined {
     if (this.shadowed(name)) return undefined;
-    for (let c: ClassInfo | undefined = this; c; c = c.parent) {
+    for (const c of this.lineage()) {
       const m = c.methods.get(name);
       if (m) return { cls: c, path: m };
     }
@@ -115,7 +152,7 @@ export class ClassInfo {
   }
 
   getter(name: string): { cls: ClassInfo; path: NodePath<t.ClassMethod> } | undefined {
-    for (let c: ClassInfo | undefined = this; c; c = c.parent) {
+    for (const c of this.lineage()) {
       const m = c.getters.get(name);
       if (m) return { cls: c, path: m };
     }
@@ -185,7 +222,8 @@ export class Analyzer {
         if (!p.isArrowFunctionExpression()) p.skip(); // their arguments/new.target are their own
       },
       Identifier(p) {
-        if (p.node.name === 'arguments' && p.isReferencedIdentifier()) found ??= { reason: "uses 'arguments'; name the parameters instead", node: p.node };
+        if (p.node.name === 'arguments' && p.isReferencedIdentifier())
+          found ??= { reason: "uses 'arguments'; name the parameters instead", node: p.node };
         if (p.node.name === 'eval' && p.parentPath.isCallExpression()) found ??= { reason: 'calls eval()', node: p.node };
       },
       MetaProperty(p) {
@@ -207,7 +245,9 @@ export class Analyzer {
       const ann = id.node.typeAnnotation;
       const def = p.isAssignmentPattern() ? p.node.right : undefined;
       const annotated = t.isTSTypeAnnotation(ann) ? ann.typeAnnotation : undefined;
-      const isTensorType = annotated ? t.isTSTypeReference(annotated) && t.isIdentifier(annotated.typeName) && annotated.typeName.name === 'Tensor' : true;
+      const isTensorType = annotated
+        ? t.isTSTypeReference(annotated) && t.isIdentifier(annotated.typeName) && annotated.typeName.name === 'Tensor'
+        : true;
       const literalDefault = def !== undefined && (t.isLiteral(def) || t.isObjectExpression(def) || t.isArrayExpression(def));
       const b = fn.scope.getBinding(id.node.name);
       if (b && isTensorType && !literalDefault) tensors.add(b);
@@ -265,12 +305,14 @@ export class Analyzer {
     if (t.isBinaryExpression(n) || t.isLogicalExpression(n)) {
       return this.isTensorExpr(p.get('left') as NodePath, tensors) || this.isTensorExpr(p.get('right') as NodePath, tensors);
     }
-    if (t.isConditionalExpression(n)) return this.isTensorExpr(p.get('consequent') as NodePath, tensors) || this.isTensorExpr(p.get('alternate') as NodePath, tensors);
+    if (t.isConditionalExpression(n))
+      return this.isTensorExpr(p.get('consequent') as NodePath, tensors) || this.isTensorExpr(p.get('alternate') as NodePath, tensors);
     return false;
   }
 
   private statementBreak(s: NodePath<t.Statement>, cls: ClassInfo | undefined, tensors: ReadonlySet<Binding>): Finding | undefined {
-    if (s.isTryStatement()) return { reason: 'try/catch runs eagerly: a captured graph cannot catch errors from tensor code', node: s.node };
+    if (s.isTryStatement())
+      return { reason: 'try/catch runs eagerly: a captured graph cannot catch errors from tensor code', node: s.node };
     if (s.isDebuggerStatement()) return { reason: 'debugger statement', node: s.node };
     return this.findBreak(s, cls, tensors);
   }
@@ -294,12 +336,17 @@ export class Analyzer {
     if (p.isCallExpression()) return this.callBreak(p, cls, tensors);
     if (p.isNewExpression()) {
       const root = FileContext.chainRoot(p.node.callee);
-      if (root && (this.ctx.isKilnBinding(p, root.name) || (PURE_GLOBALS.has(root.name) && !p.scope.hasBinding(root.name)))) return undefined;
+      if (root && (this.ctx.isKilnBinding(p, root.name) || (PURE_GLOBALS.has(root.name) && !p.scope.hasBinding(root.name))))
+        return undefined;
       if (root && this.isLocal(p, root.name)) return undefined;
       return { reason: `new ${code(p.node.callee)}(): the plugin cannot see what this constructor does`, node: n };
     }
     if (p.isAssignmentExpression() || p.isUpdateExpression() || (p.isUnaryExpression() && p.node.operator === 'delete')) {
-      const target = p.isAssignmentExpression() ? p.node.left : p.isUpdateExpression() ? p.node.argument : (p.node as t.UnaryExpression).argument;
+      const target = p.isAssignmentExpression()
+        ? p.node.left
+        : p.isUpdateExpression()
+          ? p.node.argument
+          : (p.node as t.UnaryExpression).argument;
       const root = memberRoot(target);
       if (root && t.isThisExpression(root)) {
         return { reason: `assigns ${code(target)}: changes to module state run eagerly, in order, every call`, node: n };
@@ -307,7 +354,12 @@ export class Analyzer {
       if (root && t.isIdentifier(root) && !this.isLocal(p, root.name) && !t.isIdentifier(target)) {
         return { reason: `assigns ${code(target)}, state outside this function: kept eager`, node: n };
       }
-      if (t.isIdentifier(target) && !this.isLocal(p, target.name) && p.scope.getBinding(target.name)?.kind !== 'module' && !p.scope.hasBinding(target.name)) {
+      if (
+        t.isIdentifier(target) &&
+        !this.isLocal(p, target.name) &&
+        p.scope.getBinding(target.name)?.kind !== 'module' &&
+        !p.scope.hasBinding(target.name)
+      ) {
         return { reason: `assigns the global ${target.name}: kept eager`, node: n };
       }
       if (t.isIdentifier(target) && p.scope.getBinding(target.name)?.scope === this.ctx.program.scope) {
@@ -318,15 +370,21 @@ export class Analyzer {
     if (p.isBinaryExpression() && COERCING.has(p.node.operator)) {
       for (const side of ['left', 'right'] as const) {
         if (this.isTensorExpr(p.get(side) as NodePath, tensors)) {
-          const inTest = p.findParent((q) => q.isIfStatement() || q.isConditionalExpression() || q.isWhileStatement() || q.isForStatement() || q.isDoWhileStatement());
+          const inTest = p.findParent(
+            (q) => q.isIfStatement() || q.isConditionalExpression() || q.isWhileStatement() || q.isForStatement() || q.isDoWhileStatement(),
+          );
           const what = inTest ? 'data-dependent control flow' : 'reads a tensor value';
-          return { reason: `${what}: '${p.node.operator}' on tensor ${code(p.node[side])} needs its value, which a graph does not have`, node: n };
+          return {
+            reason: `${what}: '${p.node.operator}' on tensor ${code(p.node[side])} needs its value, which a graph does not have`,
+            node: n,
+          };
         }
       }
     }
     if (p.isTemplateLiteral()) {
       for (const e of p.get('expressions')) {
-        if (this.isTensorExpr(e as NodePath, tensors)) return { reason: `formats tensor ${code(e.node)} as text, which reads its values`, node: n };
+        if (this.isTensorExpr(e as NodePath, tensors))
+          return { reason: `formats tensor ${code(e.node)} as text, which reads its values`, node: n };
       }
     }
     if (p.isForOfStatement() && this.isTensorExpr(p.get('right'), tensors)) {
@@ -360,7 +418,12 @@ export class Analyzer {
       if (IMPURE_MEMBERS.has(fullName) && !p.scope.hasBinding((obj as t.Identifier).name)) {
         return { reason: `${fullName}() gives a different value every call`, node: n };
       }
-      if (VALUE_READS.has(name) && (name !== 'data' && name !== 'backward' ? true : this.isTensorExpr((p.get('callee') as NodePath<t.MemberExpression>).get('object'), tensors))) {
+      if (
+        VALUE_READS.has(name) &&
+        (name !== 'data' && name !== 'backward'
+          ? true
+          : this.isTensorExpr((p.get('callee') as NodePath<t.MemberExpression>).get('object'), tensors))
+      ) {
         return { reason: `${code(callee)}() reads a tensor's value: what follows depends on data, so the graph ends here`, node: n };
       }
       if (t.isThisExpression(obj) && cls) {
@@ -407,7 +470,11 @@ export class Analyzer {
         return undefined; // a module-level value (config object, table): methods on data
       }
       const imp = this.ctx.otherImports.get(name);
-      if (imp) return { reason: `calls ${code(callee)}() imported from '${imp.source}', which the plugin does not see into; it runs eagerly`, node: n };
+      if (imp)
+        return {
+          reason: `calls ${code(callee)}() imported from '${imp.source}', which the plugin does not see into; it runs eagerly`,
+          node: n,
+        };
       return undefined;
     }
     if (!binding) {

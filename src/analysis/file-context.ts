@@ -28,7 +28,13 @@ export class FileContext {
         for (const s of stmt.node.specifiers) {
           if (this.isKilnSource(source)) this.kilnNames.add(s.local.name);
           else {
-            const imported = t.isImportSpecifier(s) ? (t.isIdentifier(s.imported) ? s.imported.name : s.imported.value) : t.isImportDefaultSpecifier(s) ? 'default' : '*';
+            const imported = t.isImportSpecifier(s)
+              ? t.isIdentifier(s.imported)
+                ? s.imported.name
+                : s.imported.value
+              : t.isImportDefaultSpecifier(s)
+                ? 'default'
+                : '*';
             this.otherImports.set(s.local.name, { source, imported });
           }
         }
@@ -76,7 +82,15 @@ export class FileContext {
 /** `./layers.js` from `/src/model.ts`: the file on disk, trying the TypeScript twins of `.js` imports. */
 function resolveRelative(from: string, source: string): string | undefined {
   const base = resolve(dirname(from), source);
-  const candidates = [base, base.replace(/\.js$/, '.ts'), base.replace(/\.mjs$/, '.mts'), `${base}.ts`, `${base}.js`, `${base}/index.ts`, `${base}/index.js`];
+  const candidates = [
+    base,
+    base.replace(/\.js$/, '.ts'),
+    base.replace(/\.mjs$/, '.mts'),
+    `${base}.ts`,
+    `${base}.js`,
+    `${base}/index.ts`,
+    `${base}/index.js`,
+  ];
   return candidates.find((c) => existsSync(c) && !c.endsWith('/'));
 }
 
@@ -105,7 +119,11 @@ function moduleClassInFile(file: string | undefined, name: string, isKilnSource:
     if (t.isImportDeclaration(s)) {
       for (const sp of s.specifiers) {
         if (isKilnSource(s.source.value)) kiln.add(sp.local.name);
-        else if (t.isImportSpecifier(sp)) imports.set(sp.local.name, { source: s.source.value, imported: t.isIdentifier(sp.imported) ? sp.imported.name : sp.imported.value });
+        else if (t.isImportSpecifier(sp))
+          imports.set(sp.local.name, {
+            source: s.source.value,
+            imported: t.isIdentifier(sp.imported) ? sp.imported.name : sp.imported.value,
+          });
       }
     }
     const decl = t.isExportNamedDeclaration(s) || t.isExportDefaultDeclaration(s) ? s.declaration : s;
@@ -130,7 +148,11 @@ function moduleClassInFile(file: string | undefined, name: string, isKilnSource:
     const cls = classes.get(local);
     if (!cls) {
       const imp = imports.get(local);
-      return imp !== undefined && imp.source.startsWith('.') && moduleClassInFile(resolveRelative(file, imp.source), imp.imported, isKilnSource, depth + 1);
+      return (
+        imp !== undefined &&
+        imp.source.startsWith('.') &&
+        moduleClassInFile(resolveRelative(file, imp.source), imp.imported, isKilnSource, depth + 1)
+      );
     }
     const root = cls.superClass ? FileContext.chainRoot(cls.superClass) : undefined;
     if (!root) return false;

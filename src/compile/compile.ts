@@ -1,4 +1,4 @@
-import { KilnError, TraceError, ValueError } from '../errors.js';
+import { KilnError, RecompileError, TraceError, ValueError } from '../errors.js';
 import { userFrame } from '../graph/tracer.js';
 import { activeTrace } from '../runtime/dispatch.js';
 import { Module } from '../runtime/nn/module.js';
@@ -51,6 +51,8 @@ export class OptimizedModule extends Module {
   /** Runners for plugin-rewritten forwards (by plan: forward may be swapped for another rewritten one). */
   declare private readonly _runners: Map<Plan, PlanRunner>;
   declare private readonly _options: CompileOptions;
+  /** The cache the last call used (a plan's runner, or run-time capture). */
+  declare private _last: PlanRunner | CompiledCallable | undefined;
 
   constructor(origMod: Module, options: CompileOptions = {}) {
     super();
@@ -60,6 +62,7 @@ export class OptimizedModule extends Module {
       _compiled: hidden(new CompiledCallable(origMod.forward as (...a: unknown[]) => unknown, origMod, captureOptions(options))),
       _runners: hidden(new Map()),
       _options: hidden(options),
+      _last: { value: undefined, enumerable: false, writable: true },
     });
   }
 
@@ -68,8 +71,21 @@ export class OptimizedModule extends Module {
     const m = this.origMod;
     if (compileDisabled()) return m.call(...(args as never[]));
     const run = this.runnerFor(m.forward) ?? this._compiled;
+    if (run !== this._last) this.switchTo(run);
     if (!m.hasForwardHooks()) return run.call(args);
     return m.callWithHooks(args, (a) => run.call(a));
+  }
+
+  /** A replaced forward moves to another cache: report it as the failed guard it is. */
+  private switchTo(run: PlanRunner | CompiledCallable): void {
+    if (this._last) {
+      const failure = 'self.forward is the function that was captured';
+      this._compiled.options.onGuardFail?.(failure);
+      if (this._compiled.options.errorOnRecompile) {
+        throw new RecompileError(`compile: recompiling because guard '${failure}' failed (errorOnRecompile is set)`);
+      }
+    }
+    this._last = run;
   }
 
   /** The plan runner when `forward` is one the plugin rewrote (its options under compile's). */

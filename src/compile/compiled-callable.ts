@@ -187,7 +187,11 @@ export class CompiledCallable {
     let breakReason: BreakReason | undefined;
     try {
       const root = this.self ?? (this.fn as (...a: never[]) => unknown);
-      const graph = tracer.trace(root, concreteArgs(this.names, args), this.viaForward ? undefined : (this.fn as (...a: never[]) => unknown));
+      const graph = tracer.trace(
+        root,
+        concreteArgs(this.names, args),
+        this.viaForward ? undefined : (this.fn as (...a: never[]) => unknown),
+      );
       gm = new GraphModule(tracer.root, graph, this.self ? this.self.constructor.name : this.fn.name || 'GraphModule', tracer.constants);
     } catch (e) {
       if (!(e instanceof KilnError)) throw e;

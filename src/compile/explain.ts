@@ -65,7 +65,7 @@ export function explain(model: Module | ((...args: never[]) => unknown)): (...ar
 function sortByLocation(bs: BreakReason[]): BreakReason[] {
   const key = (loc: string) => {
     const m = /^(.*):(\d+):(\d+)$/.exec(loc);
-    return m ? [m[1]!, Number(m[2]), Number(m[3])] as const : ([loc, 0, 0] as const);
+    return m ? ([m[1]!, Number(m[2]), Number(m[3])] as const) : ([loc, 0, 0] as const);
   };
   return [...bs].sort((a, b) => {
     const [fa, la, ca] = key(a.loc);

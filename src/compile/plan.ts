@@ -1,6 +1,6 @@
 import { GraphBreakError, KilnError, TraceError } from '../errors.js';
 import { activeTrace } from '../runtime/dispatch.js';
-import type { Module } from '../runtime/nn/module.js';
+import { Module } from '../runtime/nn/module.js';
 import { CompiledCallable, codeFrameAt, type BreakReason, type CaptureOptions } from './compiled-callable.js';
 
 /**
@@ -138,7 +138,8 @@ export function run(self: unknown, p: Plan, args: unknown[]): unknown {
   const options = ambient ?? (p.defaults ??= resolveDefaults!(p.options));
   let bySelf = p.runners.get(options);
   if (!bySelf) p.runners.set(options, (bySelf = new WeakMap()));
-  const key = self !== null && typeof self === 'object' ? self : FUNCTION_KEY;
+  // A function's `this` (undefined, or e.g. a module namespace it was called through) is not state to guard.
+  const key = self instanceof Module ? self : FUNCTION_KEY;
   let runner = bySelf.get(key);
   if (!runner) bySelf.set(key, (runner = new PlanRunner(p, key === FUNCTION_KEY ? undefined : (self as Module), options)));
   return runner.call(args);
@@ -164,7 +165,8 @@ export class PlanRunner {
     if (activeTrace) {
       // Called from inside another capture: inline, unless this code must break the enclosing graph.
       const b = p.breaks[0];
-      if (b) throw new TraceError(`${p.name} has a graph break at ${b.loc} (${b.reason}); the calling graph breaks here too\n    at ${b.loc}`);
+      if (b)
+        throw new TraceError(`${p.name} has a graph break at ${b.loc} (${b.reason}); the calling graph breaks here too\n    at ${b.loc}`);
       return p.eager.apply(this.self, args);
     }
     if (p.unsupported) {

@@ -38,7 +38,12 @@ export interface FileReport {
 
 const locOf = (n: t.Node) => (n.loc ? `${n.loc.start.line}:${n.loc.start.column + 1}` : '0:0');
 
-export function transformProgram(program: NodePath<t.Program>, filename: string | undefined, cwd: string, options: TransformOptions): FileReport {
+export function transformProgram(
+  program: NodePath<t.Program>,
+  filename: string | undefined,
+  cwd: string,
+  options: TransformOptions,
+): FileReport {
   const kilnSources = new Set(options.kilnSources ?? []);
   const ctx = new FileContext(program, filename, (s) => s === 'kiln' || s.startsWith('kiln/') || kilnSources.has(s));
   const analyzer = new Analyzer(ctx);
@@ -49,11 +54,18 @@ export function transformProgram(program: NodePath<t.Program>, filename: string 
   const rt = (member: string) => t.memberExpression(t.cloneNode(runtime()), t.identifier(member));
   const pluginOptions = t.objectExpression([
     ...(options.backend ? [t.objectProperty(t.identifier('backend'), t.stringLiteral(options.backend))] : []),
-    ...(options.cacheSizeLimit !== undefined ? [t.objectProperty(t.identifier('cacheSizeLimit'), t.numericLiteral(options.cacheSizeLimit))] : []),
+    ...(options.cacheSizeLimit !== undefined
+      ? [t.objectProperty(t.identifier('cacheSizeLimit'), t.numericLiteral(options.cacheSizeLimit))]
+      : []),
   ]);
 
   /** Build `_kiln.plan({...})` for `fn` and the dispatcher body; returns the plan's identifier. */
-  const planFor = (fn: FunctionPath, name: string, cls: ClassInfo | undefined, rewriteBody: boolean): { id: t.Identifier; dispatch: t.BlockStatement | undefined } => {
+  const planFor = (
+    fn: FunctionPath,
+    name: string,
+    cls: ClassInfo | undefined,
+    rewriteBody: boolean,
+  ): { id: t.Identifier; dispatch: t.BlockStatement | undefined } => {
     const id = program.scope.generateUidIdentifier(name.replace('.', '_'));
     const analysis = analyzer.analyze(fn, cls);
     let plan: SegmentPlan | undefined;
@@ -73,7 +85,14 @@ export function transformProgram(program: NodePath<t.Program>, filename: string 
       prop('name', t.stringLiteral(name)),
       prop('file', t.stringLiteral(file)),
       prop('slots', t.arrayExpression((plan?.slots ?? []).map((s) => t.stringLiteral(s)))),
-      ...(keep ? [] : [prop('eager', t.functionExpression(t.identifier(methodName(fn) ?? 'eager'), params(fn), t.cloneNode(fn.node.body as t.BlockStatement)))]),
+      ...(keep
+        ? []
+        : [
+            prop(
+              'eager',
+              t.functionExpression(t.identifier(methodName(fn) ?? 'eager'), params(fn), t.cloneNode(fn.node.body as t.BlockStatement)),
+            ),
+          ]),
     ];
     const segReport: PlanReport['segments'] = [];
     if (plan?.needsBind) {
@@ -102,7 +121,15 @@ export function transformProgram(program: NodePath<t.Program>, filename: string 
       );
     } else {
       props.push(prop('segments', t.arrayExpression([])));
-      props.push(prop('unsupported', t.objectExpression([prop('reason', t.stringLiteral(unsupported!.reason)), prop('loc', t.stringLiteral(locOf(unsupported!.node)))])));
+      props.push(
+        prop(
+          'unsupported',
+          t.objectExpression([
+            prop('reason', t.stringLiteral(unsupported!.reason)),
+            prop('loc', t.stringLiteral(locOf(unsupported!.node))),
+          ]),
+        ),
+      );
     }
     if (pluginOptions.properties.length) props.push(prop('options', pluginOptions));
     report.plans.push({
@@ -117,7 +144,13 @@ export function transformProgram(program: NodePath<t.Program>, filename: string 
     if (keep) return { id, dispatch: undefined };
     const args = plan && !plan.needsBind ? t.arrayExpression(plan.slots.slice(0, plan.paramCount).map((s) => t.identifier(s))) : undefined;
     const dispatch = t.blockStatement([
-      t.returnStatement(t.callExpression(rt('run'), [fn.isArrowFunctionExpression() ? t.identifier('undefined') : t.thisExpression(), t.cloneNode(id), args ?? t.identifier(RUN_ARGS)])),
+      t.returnStatement(
+        t.callExpression(rt('run'), [
+          fn.isArrowFunctionExpression() ? t.identifier('undefined') : t.thisExpression(),
+          t.cloneNode(id),
+          args ?? t.identifier(RUN_ARGS),
+        ]),
+      ),
     ]);
     return { id, dispatch };
   };
@@ -129,7 +162,11 @@ export function transformProgram(program: NodePath<t.Program>, filename: string 
       if (!ctx.isModuleClass(cls)) return;
       const className = cls.node.id?.name;
       if (!className) {
-        report.skipped.push({ name: '<anonymous class>', line: cls.node.loc?.start.line ?? 0, reason: 'an anonymous class cannot be referred to; give it a name' });
+        report.skipped.push({
+          name: '<anonymous class>',
+          line: cls.node.loc?.start.line ?? 0,
+          reason: 'an anonymous class cannot be referred to; give it a name',
+        });
         return;
       }
       const info = analyzer.classInfo(cls);
@@ -142,7 +179,10 @@ export function transformProgram(program: NodePath<t.Program>, filename: string 
         if (dispatch) replaceBody(m, dispatch);
         attachStatements.push(
           t.expressionStatement(
-            t.callExpression(rt('attach'), [t.memberExpression(t.memberExpression(t.identifier(className), t.identifier('prototype')), t.identifier(name)), t.cloneNode(id)]),
+            t.callExpression(rt('attach'), [
+              t.memberExpression(t.memberExpression(t.identifier(className), t.identifier('prototype')), t.identifier(name)),
+              t.cloneNode(id),
+            ]),
           ),
         );
       }
@@ -160,7 +200,10 @@ export function transformProgram(program: NodePath<t.Program>, filename: string 
       if (!t.isIdentifier(arg)) return;
       const isCompile =
         (t.isIdentifier(callee) && callee.name === 'compile' && ctx.isKilnBinding(call, 'compile')) ||
-        (t.isMemberExpression(callee) && t.isIdentifier(callee.property, { name: 'compile' }) && t.isIdentifier(callee.object) && ctx.isKilnBinding(call, callee.object.name));
+        (t.isMemberExpression(callee) &&
+          t.isIdentifier(callee.property, { name: 'compile' }) &&
+          t.isIdentifier(callee.object) &&
+          ctx.isKilnBinding(call, callee.object.name));
       if (isCompile && ctx.functions.has(arg.name) && call.scope.getBinding(arg.name)?.scope === program.scope) compiled.add(arg.name);
     },
   });
@@ -188,8 +231,7 @@ export function transformProgram(program: NodePath<t.Program>, filename: string 
         const leading = new Set(first.node.leadingComments ?? []);
         if (prev?.node.trailingComments) prev.node.trailingComments = prev.node.trailingComments.filter((c) => !leading.has(c));
         first.insertBefore([...fnDecls, ...topAttach]);
-      }
-      else program.pushContainer('body', [...fnDecls, ...topAttach]);
+      } else program.pushContainer('body', [...fnDecls, ...topAttach]);
     }
     program.scope.crawl(); // new references (e.g. to kiln imports inside segments) must count for later plugins
   }
@@ -234,7 +276,8 @@ function methodsToRewrite(info: ClassInfo, analyzer: Analyzer): NodePath<t.Class
   info.path.traverse({
     CallExpression(c) {
       const callee = c.node.callee;
-      if (t.isMemberExpression(callee) && t.isThisExpression(callee.object) && t.isIdentifier(callee.property) && !callee.computed) called.add(callee.property.name);
+      if (t.isMemberExpression(callee) && t.isThisExpression(callee.object) && t.isIdentifier(callee.property) && !callee.computed)
+        called.add(callee.property.name);
     },
   });
   const out: NodePath<t.ClassMethod>[] = [];
@@ -280,7 +323,9 @@ function makeSuperExplicit(fn: FunctionPath, cls: ClassInfo): void {
         const method = t.memberExpression(home(), computed ? key : t.identifier((member.node.property as t.Identifier).name), computed);
         call.replaceWith(t.callExpression(t.memberExpression(method, t.identifier('call')), [t.thisExpression(), ...call.node.arguments]));
       } else {
-        member.replaceWith(t.callExpression(t.memberExpression(t.identifier('Reflect'), t.identifier('get')), [home(), key, t.thisExpression()]));
+        member.replaceWith(
+          t.callExpression(t.memberExpression(t.identifier('Reflect'), t.identifier('get')), [home(), key, t.thisExpression()]),
+        );
       }
     },
   });
@@ -290,14 +335,23 @@ function makeSuperExplicit(fn: FunctionPath, cls: ClassInfo): void {
  * One segment as a function of the slots it reads: the statements as written, each `return e` turned into
  * `return [1, e]`, and `return [0, …out]` at the end so the runtime can hand values to later segments.
  */
-function segmentFunction(statements: NodePath<t.Statement>[], slots: readonly string[], ins: readonly number[], outs: readonly number[]): t.FunctionExpression {
+function segmentFunction(
+  statements: NodePath<t.Statement>[],
+  slots: readonly string[],
+  ins: readonly number[],
+  outs: readonly number[],
+): t.FunctionExpression {
   const body = statements.map((s) => t.cloneNode(s.node));
   for (const s of body) markReturns(s);
   const last = body[body.length - 1];
   if (!t.isReturnStatement(last) && !t.isThrowStatement(last)) {
     body.push(t.returnStatement(t.arrayExpression([t.numericLiteral(0), ...outs.map((i) => t.identifier(slots[i]!))])));
   }
-  return t.functionExpression(null, ins.map((i) => t.identifier(slots[i]!)), t.blockStatement(body));
+  return t.functionExpression(
+    null,
+    ins.map((i) => t.identifier(slots[i]!)),
+    t.blockStatement(body),
+  );
 }
 
 /** `return e` → `return [1, e]` throughout `node`, not inside nested functions or classes. */
