@@ -1,13 +1,15 @@
 #!/usr/bin/env node
 /**
- * The `kiln` command. `kiln bench` runs the benchmark suite from a kiln checkout. `build` and `explain`
- * belong to the ahead-of-time capture (the Babel plugin), which this version does not ship yet; they
- * say so instead of pretending to work.
+ * The `kiln` command: `build` (Babel + kiln/plugin over a folder), `explain` (what the plugin does to a
+ * file: graph segments, breaks with code frames) and `bench` (the benchmark suite, from a checkout).
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { build } from '../src/cli/build.js';
+import { explainFile } from '../src/cli/explain.js';
+import { KilnError } from '../src/errors.js';
 
 /** The package root: the nearest folder above this file with a package.json (bin/ in source, dist/bin/ built). */
 function packageRoot(): string {
@@ -23,9 +25,22 @@ const USAGE = `kiln ${pkg.version}
 
 usage:
   kiln bench                      run the benchmarks (from a kiln checkout) and write bench/results.json
-  kiln build <src> -d <out>       compile a folder with the kiln Babel plugin   (needs kiln/plugin)
-  kiln explain <file.ts>          report graphs, breaks and guards              (needs kiln/plugin)
+  kiln build <src> -d <out>       compile a folder (or file) with kiln/plugin and TypeScript into <out>
+  kiln explain <file.ts> [--export Name]
+                                  report each rewritten function's graph segments and breaks
   kiln --version | --help`;
+
+/** Run a command; a KilnError (bad input) is printed without a stack and exits 1. */
+function reportErrors(f: () => unknown): number {
+  try {
+    f();
+    return 0;
+  } catch (e) {
+    if (!(e instanceof KilnError)) throw e;
+    console.error(e.message);
+    return 1;
+  }
+}
 
 function main(argv: string[]): number {
   const [cmd] = argv;
@@ -48,10 +63,23 @@ function main(argv: string[]): number {
       const r = spawnSync(process.execPath, ['--import', 'tsx', script], { stdio: 'inherit', cwd: root });
       return r.status ?? 1;
     }
-    case 'build':
-    case 'explain':
-      console.error(`kiln ${cmd}: this kiln version has no Babel plugin (kiln/plugin) yet, so there is nothing to ${cmd}`);
-      return 2;
+    case 'build': {
+      const [src, flag, out] = argv.slice(1);
+      if (!src || flag !== '-d' || !out) {
+        console.error(`kiln build: usage: kiln build <src> -d <out>\n\n${USAGE}`);
+        return 2;
+      }
+      return reportErrors(() => build(src, out));
+    }
+    case 'explain': {
+      const [file, ...rest] = argv.slice(1);
+      const i = rest.indexOf('--export');
+      if (!file || (i >= 0 && !rest[i + 1])) {
+        console.error(`kiln explain: usage: kiln explain <file.ts> [--export Name]\n\n${USAGE}`);
+        return 2;
+      }
+      return reportErrors(() => console.log(explainFile(file, i >= 0 ? rest[i + 1] : undefined)));
+    }
     default:
       console.error(`kiln: unknown command '${cmd}'\n\n${USAGE}`);
       return 2;

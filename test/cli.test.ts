@@ -1,6 +1,6 @@
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 
 const run = (...args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', 'bin/kiln.ts', ...args], { encoding: 'utf8' });
 
@@ -16,4 +16,54 @@ test('kiln with an unknown command fails with usage', (t) => {
   const r = run('frobnicate');
   t.is(r.status, 2);
   t.regex(r.stderr, /unknown command 'frobnicate'/);
+});
+
+test('kiln explain: graph segments and breaks with code frames; --export filters; bad input is a clear error', (t) => {
+  const r = run('explain', 'test/fixtures/plugin/breaks-mixed/input.ts');
+  t.is(r.status, 0, r.stderr);
+  t.regex(r.stdout, /MLP\.forward \(line 8\): 3 graph segments, 2 breaks/);
+  t.regex(r.stdout, /break {2}10:5 {2}console\.log\(\) is a side effect/);
+  t.regex(r.stdout, /> 12 \| {5}if \(y\.sum\(\)\.item\(\) > 0\) \{/);
+  const only = run('explain', 'test/fixtures/plugin/super-forward/input.ts', '--export', 'Derived');
+  t.regex(only.stdout, /Derived\.forward/);
+  t.notRegex(only.stdout, /Base\.forward/);
+  const missing = run('explain', 'test/fixtures/plugin/super-forward/input.ts', '--export', 'Nope');
+  t.is(missing.status, 1);
+  t.regex(missing.stderr, /no rewritten class or function named 'Nope' \(found: Base, Derived\)/);
+  t.regex(run('explain', 'no/such/file.ts').stderr, /'no\/such\/file\.ts' does not exist/);
+});
+
+test('kiln build: rewrites a folder to runnable JavaScript with source maps, with progress', (t) => {
+  const out = 'test/.tmp/build-register';
+  rmSync(out, { recursive: true, force: true });
+  const r = run('build', 'test/fixtures/register', '-d', out);
+  t.is(r.status, 0, r.stderr);
+  t.regex(r.stdout, /\[1\/2\] app\.ts {2}\(1 rewritten, 1 graph break\)/);
+  t.regex(r.stdout, /built 2 files into test\/\.tmp\/build-register: 2 functions rewritten, 1 graph breaks/);
+  t.true(existsSync(`${out}/model.js.map`));
+  const app = spawnSync(process.execPath, [`${out}/app.js`], { encoding: 'utf8' });
+  t.is(app.status, 0, app.stderr);
+  t.deepEqual(JSON.parse(app.stdout.trim().split('\n').pop()!), {
+    graphs: 2,
+    breaks: 1,
+    same: true,
+    reason: 'console.log() is a side effect: it runs eagerly, every call',
+  });
+  t.is(run('build', 'test/fixtures/register').status, 2, 'missing -d is a usage error');
+});
+
+test('node --import kiln/register runs TypeScript through the plugin, with a disk cache', (t) => {
+  const go = () => spawnSync(process.execPath, ['--import', 'kiln/register', 'test/fixtures/register/app.ts'], { encoding: 'utf8' });
+  const first = go();
+  t.is(first.status, 0, first.stderr);
+  const lines = first.stdout.trim().split('\n');
+  t.is(lines[0], 'mean true', 'the break runs its console.log');
+  t.deepEqual(JSON.parse(lines.pop()!), {
+    graphs: 2,
+    breaks: 1,
+    same: true,
+    reason: 'console.log() is a side effect: it runs eagerly, every call',
+  });
+  t.true(existsSync('node_modules/.cache/kiln'));
+  t.is(go().stdout, first.stdout, 'a second run (from the cache) behaves the same');
 });
