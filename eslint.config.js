@@ -3,7 +3,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/', 'node_modules/', 'bench/results.json', 'test/fixtures/', 'test/.tmp/'] },
+  { ignores: ['dist/', 'node_modules/', 'bench/results.json', 'test/fixtures/', 'test/.tmp/', 'bench/.tmp/'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

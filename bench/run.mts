@@ -3,7 +3,7 @@
  * process (interleaved rounds, median of each) so that machine noise hits both alike.
  * Writes bench/results.json; the README's table summarises it.
  */
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
@@ -14,6 +14,7 @@ import { F, compile, manualSeed, nn, optim, randn, tensor, type Tensor } from '.
 import { firstFailing } from '../src/compile/guards.js';
 import { CompiledCallable } from '../src/compile/compiled-callable.js';
 import { symbolicTrace } from '../src/fx.js';
+import { transformSource } from '../src/register/transform-file.js';
 
 interface Result {
   name: string;
@@ -245,11 +246,96 @@ function compileBench(): Check[] {
   ];
 }
 
+/** A model file of about `lines` lines: module classes with loops, helpers and a graph break each. */
+function generatedModelFile(lines: number): string {
+  const out = [`import { F, nn, type Tensor } from 'kiln';`, ''];
+  for (let i = 0; out.length < lines; i++) {
+    out.push(
+      `/** Block ${i}: a residual MLP block with a gated helper. */`,
+      `export class Block${i} extends nn.Module {`,
+      `  norm = new nn.LayerNorm(32);`,
+      `  layers = new nn.ModuleList([new nn.Linear(32, 64), new nn.Linear(64, 32)]);`,
+      `  scale = ${i % 7};`,
+      `  steps = 0;`,
+      ``,
+      `  gate(h: Tensor): Tensor {`,
+      `    const g = h.sigmoid();`,
+      `    return h.mul(g);`,
+      `  }`,
+      ``,
+      `  override forward(x: Tensor, bias?: Tensor): Tensor {`,
+      `    let h = this.norm.call(x);`,
+      `    for (const layer of this.layers) {`,
+      `      h = F.gelu(layer.call(h));`,
+      `    }`,
+      `    if (bias !== undefined) h = h.add(bias);`,
+      `    h = this.gate(h).mul(this.scale);`,
+      `    if (h.abs().max().item() > 1e6) {`,
+      `      console.warn('block ${i}: activations exploding');`,
+      `    }`,
+      `    this.steps++;`,
+      `    const [rows] = h.shape;`,
+      `    return x.add(h.div(rows));`,
+      `  }`,
+      `}`,
+      ``,
+    );
+  }
+  return out.join('\n');
+}
+
+/** kiln/plugin: transform time of a 2,000-line model file, and a rewritten tiny model's dispatch overhead. */
+async function pluginBench(): Promise<Check[]> {
+  const source = generatedModelFile(2000);
+  const lineCount = source.split('\n').length;
+  const filename = new URL('./.tmp/generated-model.ts', import.meta.url).pathname;
+  transformSource(source, filename, { sourceMaps: false }); // warm Babel and the plugin up
+  const times: number[] = [];
+  for (let r = 0; r < ROUNDS; r++) {
+    const t0 = performance.now();
+    transformSource(source, filename, { sourceMaps: false });
+    times.push(performance.now() - t0);
+  }
+  console.log(`  plugin transform of a ${lineCount}-line model file: ${ROUNDS} rounds done`);
+  // The same tiny model loaded twice: as written (eager) and rewritten by the plugin (runs captured).
+  const tiny = [
+    `import { nn, type Tensor } from 'kiln';`,
+    `export class Tiny extends nn.Module {`,
+    `  fc = new nn.Linear(8, 8);`,
+    `  override forward(x: Tensor): Tensor {`,
+    `    return this.fc.call(x).relu();`,
+    `  }`,
+    `}`,
+  ].join('\n');
+  const dir = new URL('./.tmp/', import.meta.url);
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(new URL('tiny-eager.ts', dir), tiny);
+  writeFileSync(new URL('tiny-plugin.mjs', dir), transformSource(tiny, new URL('tiny.ts', dir).pathname, { sourceMaps: false }).code);
+  type TinyModule = { Tiny: new () => { call(x: unknown): unknown; loadStateDict(s: unknown): unknown; stateDict(): unknown } };
+  const plain = (await import(new URL('tiny-eager.ts', dir).href)) as TinyModule;
+  const rewritten = (await import(new URL('tiny-plugin.mjs', dir).href)) as TinyModule;
+  const kiln = (await import('kiln')) as unknown as { randn(s: number[]): unknown };
+  const eagerModel = new plain.Tiny();
+  const compiledModel = new rewritten.Tiny();
+  compiledModel.loadStateDict(eagerModel.stateDict());
+  const x = kiln.randn([4, 8]);
+  const overhead = pairedOverhead(
+    'eager vs plugin-rewritten tiny model',
+    repeat(1000, () => eagerModel.call(x)),
+    repeat(1000, () => compiledModel.call(x)),
+  );
+  const transformMs = median(times);
+  return [
+    { name: `plugin transform, ${lineCount}-line model file`, unit: 'ms', value: transformMs, target: '< 1000', pass: transformMs < 1000 },
+    { name: 'plugin-rewritten dispatch overhead, tiny model', unit: '%', value: overhead, target: '< 10', pass: overhead < 10 },
+  ];
+}
+
 async function main() {
   await tf.setBackend('cpu');
   console.log(`kiln bench: eager runtime vs @tensorflow/tfjs-backend-cpu ${tf.version_core}, ${ROUNDS} interleaved rounds each`);
   // The overhead checks first: they measure microseconds of dispatch, which the big benchmarks' garbage disturbs.
-  const checks = [...fxBench(), ...compileBench()];
+  const checks = [...fxBench(), ...compileBench(), ...(await pluginBench())];
   const results = [matmulBench(256), matmulBench(512), mlpBench()];
   console.log();
   for (const r of results) {

@@ -1,4 +1,4 @@
-import { manualSeed, randn, tensor, type Tensor } from '../src/index.js';
+import { manualSeed, randn, tensor, type Tensor } from 'kiln';
 
 /**
  * The classic two-spiral problem: two interleaved arms, one per class, with Gaussian noise.

@@ -300,6 +300,28 @@ test('explain reports graphs, op count and guards of a clean model', (t) => {
   ]) {
     t.true(report.guards.includes(g), g);
   }
+  const text = formatExplain(report);
+  t.regex(text, /\n {2}x: Tensor \[2, 4\] float32, requiresGrad false\n/);
+  t.regex(text, /\n {2}forward hooks unchanged: self and 1 submodule\n/);
+  t.regex(text, /\n {2}self\.scale == 2/);
+});
+
+test('a plain attribute forward never reads is not guarded: changing it does not recompile', (t) => {
+  class Counting extends nn.Module {
+    fc = new nn.Linear(4, 4);
+    steps = 0;
+    override forward(x: Tensor): Tensor {
+      return this.fc.call(x).relu();
+    }
+  }
+  const m = new Counting();
+  const counter = new testing.CompileCounter();
+  const c = compile(m, { backend: counter });
+  c.call(randn([2, 4]));
+  m.steps = 5;
+  c.call(randn([2, 4]));
+  t.is(counter.frameCount, 1);
+  t.false(explain(m)(randn([2, 4])).guards.some((g) => g.includes('steps')));
 });
 
 test('hooks on every submodule run as often as eager under fullgraph', (t) => {

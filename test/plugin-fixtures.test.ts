@@ -99,3 +99,28 @@ for (const [name, c] of Object.entries(CASES)) {
     for (const b of report.breakReasons) t.regex(b.loc, /^test\/fixtures\/plugin\/.*input\.ts:\d+:\d+$/);
   });
 }
+
+test('plugin options: bad values are clear errors; include/exclude choose the files rewritten', (t) => {
+  const file = fixture('mlp');
+  t.throws(() => transform(file, { backend: 'gpu' as never }), {
+    message: /kiln\/plugin: backend must be one of 'kernels', 'eager', 'aot_eager' in a Babel config, got "gpu"/,
+  });
+  t.throws(() => transform(file, { cacheSize: 3 } as never), {
+    message: /kiln\/plugin: unknown option 'cacheSize' \(expected one of backend, cacheSizeLimit, include, exclude/,
+  });
+  t.throws(() => transform(file, { cacheSizeLimit: -1 }), { message: /cacheSizeLimit must be a non-negative integer, got -1/ });
+  t.regex(transform(file, { include: ['test/fixtures/plugin/mlp/**'] }).code, /_kiln\.run\(this, _MLP_forward, \[x\]\)/);
+  t.notRegex(transform(file, { include: 'src/**' }).code, /_kiln/);
+  t.notRegex(transform(file, { exclude: ['**/mlp/*.ts'] }).code, /_kiln/);
+  const withOptions = transform(file, { backend: 'eager', cacheSizeLimit: 2 }).code;
+  t.regex(withOptions, /options: \{\s*backend: "eager",\s*cacheSizeLimit: 2\s*\}/);
+});
+
+test('a file with no module classes is left as it was; a syntax error is Babel’s own, with the location', (t) => {
+  const { code, report } = transform('test/helpers.ts');
+  t.notRegex(code, /_kiln/);
+  t.deepEqual(report, { plans: [], skipped: [] });
+  t.throws(() => transform('test/fixtures/plugin-bad-syntax.ts'), {
+    message: /plugin-bad-syntax\.ts: Unexpected token \(2:25\)[^]*> 2 \| {3}forward/,
+  });
+});

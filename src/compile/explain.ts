@@ -74,11 +74,54 @@ function sortByLocation(bs: BreakReason[]): BreakReason[] {
   });
 }
 
-/** The report as text for people: counts, each graph's code, each break with its location, then the guards. */
+/** The report as text for people: counts, each graph's code, each break with its location, then the guards (summarised). */
 export function formatExplain(r: ExplainOutput): string {
   const lines = [`graphs: ${r.graphCount}   graph breaks: ${r.graphBreakCount}   ops: ${r.opCount}   guards: ${r.guards.length}`];
   r.graphs.forEach((g, i) => lines.push(`graph ${i + 1}:`, ...g.code.split('\n').map((l) => `  ${l}`)));
   for (const b of r.breakReasons) lines.push(`break at ${b.loc}:`, `  ${b.reason}`);
-  lines.push('guards:', ...r.guards.map((g) => `  ${g}`));
+  lines.push('guards:', ...summariseGuards(r.guards).map((g) => `  ${g}`));
   return lines.join('\n');
+}
+
+/**
+ * Guards grouped for reading: one line per tensor (`x: Tensor [400, 2] float32, requiresGrad false`, free
+ * dims as `*`), one line per kind of per-module check with how many modules it covers, the rest as is.
+ */
+export function summariseGuards(guards: readonly string[]): string[] {
+  const tensors = new Map<string, { ndim: number; dims: Map<number, string>; dtype: string; grad: string }>();
+  const perModule = new Map<string, string[]>();
+  const rest: string[] = [];
+  const tensor = (name: string) => {
+    let e = tensors.get(name);
+    if (!e) tensors.set(name, (e = { ndim: 0, dims: new Map(), dtype: '?', grad: '?' }));
+    return e;
+  };
+  for (const g of guards) {
+    let m: RegExpExecArray | null;
+    if ((m = /^(\w+) is a Tensor$/.exec(g))) tensor(m[1]!);
+    else if ((m = /^(\w+)\.ndim == (\d+)$/.exec(g))) tensor(m[1]!).ndim = Number(m[2]);
+    else if ((m = /^(\w+)\.shape\[(\d+)\] == (\d+)$/.exec(g))) tensor(m[1]!).dims.set(Number(m[2]), m[3]!);
+    else if ((m = /^(\w+)\.dtype == (\w+)$/.exec(g))) tensor(m[1]!).dtype = m[2]!;
+    else if ((m = /^(\w+)\.requiresGrad == (\w+)$/.exec(g))) tensor(m[1]!).grad = m[2]!;
+    else if (
+      (m = /^(self(?:\.[\w.]+)?)(\.forwardHooks| submodules, parameters and buffers \(identity and order\)|\.training == \w+)$/.exec(g))
+    ) {
+      const kind = m[2]!.replace(/^[. ]/, '');
+      perModule.set(kind, [...(perModule.get(kind) ?? []), m[1]!]);
+    } else rest.push(g);
+  }
+  const out: string[] = [];
+  for (const [name, e] of tensors) {
+    const shape = Array.from({ length: e.ndim }, (_, i) => e.dims.get(i) ?? '*');
+    out.push(`${name}: Tensor [${shape.join(', ')}] ${e.dtype}, requiresGrad ${e.grad}`);
+  }
+  for (const [kind, mods] of perModule) {
+    const what = kind.startsWith('submodules')
+      ? 'submodules, parameters and buffers unchanged (identity and order)'
+      : kind === 'forwardHooks'
+        ? 'forward hooks unchanged'
+        : kind;
+    out.push(mods.length === 1 ? `${mods[0]} ${what}` : `${what}: self and ${mods.length - 1} submodule${mods.length === 2 ? '' : 's'}`);
+  }
+  return [...out, ...rest];
 }

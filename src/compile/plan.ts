@@ -57,6 +57,10 @@ export interface Plan extends PlanSpec {
   readonly runners: WeakMap<CaptureOptions, WeakMap<object, PlanRunner>>;
   /** The plugin's options, parsed on first use. */
   defaults?: CaptureOptions;
+  /** The last (options, self) → runner lookup, so a model called in a loop skips the two maps. */
+  last?: { options: CaptureOptions; key: object; runner: PlanRunner };
+  /** Per segment: whether it reads exactly the parameters in order (then the argument array is passed as is). */
+  readonly readsParams: readonly boolean[];
 }
 
 const FUNCTION_KEY = {};
@@ -76,7 +80,8 @@ export function plan(spec: PlanSpec): Plan {
     (() => {
       throw new KilnError(`kiln plugin runtime: the plan for ${spec.name} was never attached to its function`);
     });
-  return { ...spec, eager, ownEager: spec.eager !== undefined, breaks, runners: new WeakMap() };
+  const readsParams = spec.segments.map((seg: SegmentSpec) => seg.in.every((slot: number, i: number) => slot === i));
+  return { ...spec, eager, ownEager: spec.eager !== undefined, breaks, runners: new WeakMap(), readsParams };
 }
 
 /** Mark `fn` (a rewritten method or function) as running `p`, so `compile` and `explain` can find the plan. */
@@ -136,12 +141,15 @@ export function recording<T>(r: PlanRecorder, f: () => T): T {
 export function run(self: unknown, p: Plan, args: unknown[]): unknown {
   if (compileDisabled()) return p.eager.apply(self, args);
   const options = ambient ?? (p.defaults ??= resolveDefaults!(p.options));
-  let bySelf = p.runners.get(options);
-  if (!bySelf) p.runners.set(options, (bySelf = new WeakMap()));
   // A function's `this` (undefined, or e.g. a module namespace it was called through) is not state to guard.
   const key = self instanceof Module ? self : FUNCTION_KEY;
+  const last = p.last;
+  if (last !== undefined && last.key === key && last.options === options) return last.runner.call(args);
+  let bySelf = p.runners.get(options);
+  if (!bySelf) p.runners.set(options, (bySelf = new WeakMap()));
   let runner = bySelf.get(key);
   if (!runner) bySelf.set(key, (runner = new PlanRunner(p, key === FUNCTION_KEY ? undefined : (self as Module), options)));
+  p.last = { options, key, runner };
   return runner.call(args);
 }
 
@@ -187,11 +195,12 @@ export class PlanRunner {
 
   private runSegments(args: unknown[]): unknown {
     const p = this.plan;
-    const slots = p.bind ? p.bind.apply(this.self, args) : args.slice();
+    // `args` is the dispatcher's own fresh array, so it can hold the slots.
+    const slots = p.bind ? p.bind.apply(this.self, args) : args;
     const segments = p.segments;
     for (let i = 0; i < segments.length; i++) {
       const seg = segments[i]!;
-      const ins = seg.in.map((j) => slots[j]);
+      const ins = p.readsParams[i] && seg.in.length === slots.length ? slots : seg.in.map((j) => slots[j]);
       let r: unknown[];
       if (seg.kind === 'graph') r = this.callable(i).call(ins) as unknown[];
       else {

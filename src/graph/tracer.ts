@@ -149,6 +149,8 @@ export class Tracer implements TraceDispatch {
         patch(m, 'call', record);
         continue;
       }
+      // Listed before the attribute getters go in, so listing them is not recorded as a read.
+      const tensors = [...m.namedParameters('', false), ...m.namedBuffers('', false)];
       if (this.attributeReads) {
         const reads = this.attributeReads;
         for (const [name, v] of Object.entries(m)) {
@@ -167,7 +169,7 @@ export class Tracer implements TraceDispatch {
           });
         }
       }
-      for (const [name, t] of [...m.namedParameters('', false), ...m.namedBuffers('', false)]) {
+      for (const [name, t] of tensors) {
         const desc = Object.getOwnPropertyDescriptor(m, name);
         if (!desc || !('value' in desc) || desc.value !== t) continue; // held elsewhere (keyed containers)
         const full = path ? `${path}.${name}` : name;
