@@ -3,6 +3,7 @@ import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { format } from 'prettier';
 import * as kiln from 'kiln';
+import { Analyzer } from '../src/analysis/classify.js';
 import { FIXTURES, fixture, loadRewritten, transform } from './plugin-helpers.js';
 
 /**
@@ -44,6 +45,7 @@ const CASES: Record<string, Case> = {
     breaks: 0,
   },
   unsupported: { export: 'Private', inputs: () => [rnd(2, 4)], graphs: 0, breaks: 1 },
+  'imported-helpers': { export: 'UsesHelpers', inputs: () => [rnd(2, 4)], graphs: 2, breaks: 1 },
 };
 
 /** console.log replaced by a recorder while `f` runs, so fixtures that log stay quiet and their logs can be compared. */
@@ -123,4 +125,20 @@ test('a file with no module classes is left as it was; a syntax error is Babelâ€
   t.throws(() => transform('test/fixtures/plugin-bad-syntax.ts'), {
     message: /plugin-bad-syntax\.ts: Unexpected token \(2:25\)[^]*> 2 \| {3}forward/,
   });
+});
+
+test('a class the analysis trips over is left as written and reported, never a failed build', (t) => {
+  const orig = Analyzer.prototype.analyze;
+  Analyzer.prototype.analyze = () => {
+    throw new Error('unexpected node shape');
+  };
+  try {
+    const { code, report } = transform(fixture('mlp'));
+    t.notRegex(code, /_kiln/);
+    t.deepEqual(report.skipped, [
+      { name: 'MLP', line: 3, reason: "the plugin's analysis failed (unexpected node shape); compile() captures it at run time" },
+    ]);
+  } finally {
+    Analyzer.prototype.analyze = orig;
+  }
 });

@@ -1,7 +1,7 @@
 import { transformFileSync, type BabelFileResult } from '@babel/core';
 import { createHash } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import plugin, { type KilnPluginOptions } from '../plugin/index.js';
 import type { FileReport } from '../src/rewrite/transform.js';
@@ -24,21 +24,20 @@ export function transform(file: string, options: KilnPluginOptions = {}): { code
   return { code: r.code!, report: r.metadata.kiln };
 }
 
-/** Transform `file` and import the result (written under test/.tmp so `kiln` resolves to this package). */
+/**
+ * Transform `file` and import the result, written next to it (`.rewritten-*.mjs`, git-ignored) so its
+ * relative imports still resolve, and inside this package so `kiln` resolves to it.
+ */
 export async function loadRewritten<T = Record<string, unknown>>(
   file: string,
   options: KilnPluginOptions = {},
 ): Promise<{ mod: T; code: string; report: FileReport }> {
   const { code, report } = transform(file, options);
-  const dir = resolve('test/.tmp');
-  mkdirSync(dir, { recursive: true });
-  const out = join(
-    dir,
-    `${createHash('sha1')
-      .update(file + code)
-      .digest('hex')
-      .slice(0, 12)}.mjs`,
-  );
+  const hash = createHash('sha1')
+    .update(file + code)
+    .digest('hex')
+    .slice(0, 12);
+  const out = join(dirname(resolve(file)), `.rewritten-${hash}.mjs`);
   writeFileSync(out, code);
   return { mod: (await import(pathToFileURL(out).href)) as T, code, report };
 }

@@ -470,12 +470,17 @@ export class Analyzer {
         return undefined; // a module-level value (config object, table): methods on data
       }
       const imp = this.ctx.otherImports.get(name);
-      if (imp)
-        return {
-          reason: `calls ${code(callee)}() imported from '${imp.source}', which the plugin does not see into; it runs eagerly`,
-          node: n,
-        };
-      return undefined;
+      if (!imp) return undefined;
+      if (t.isIdentifier(callee)) {
+        const verdict = importedFunctionBreak(this.ctx, imp);
+        if (verdict === 'clean') return undefined;
+        if (verdict)
+          return { reason: `calls ${name}() from '${imp.source}', which breaks: ${verdict.reason}${lineOf(verdict.node)}`, node: n };
+      }
+      return {
+        reason: `calls ${code(callee)}() imported from '${imp.source}', which the plugin does not see into; it runs eagerly`,
+        node: n,
+      };
     }
     if (!binding) {
       if (PURE_GLOBALS.has(name)) return undefined;
@@ -490,6 +495,24 @@ export class Analyzer {
     return b !== undefined && b.scope !== this.ctx.program.scope;
   }
 }
+
+/**
+ * A function imported from a relative file: 'clean' when its body can be captured, its first break
+ * otherwise, undefined when it cannot be found (not a function declaration, not a relative import).
+ */
+function importedFunctionBreak(ctx: FileContext, imp: { source: string; imported: string }): Finding | 'clean' | undefined {
+  const target = ctx.importedFunction(imp);
+  if (!target) return undefined;
+  const key = `${target.file}#${imp.imported}`;
+  if (resolving.has(key)) return 'clean'; // a cycle: judged where it started
+  resolving.add(key);
+  try {
+    return new Analyzer(target.ctx).functionBreak(target.fn, undefined) ?? 'clean';
+  } finally {
+    resolving.delete(key);
+  }
+}
+const resolving = new Set<string>();
 
 /** The object at the root of a member chain (`this` in `this.a.b`), or undefined for a non-member. */
 function memberRoot(e: t.Node): t.Node | undefined {

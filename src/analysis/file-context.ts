@@ -1,6 +1,7 @@
 import { readFileSync, existsSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { parse } from '@babel/parser';
+import { traverse } from '@babel/core';
 import type { NodePath } from '@babel/traverse';
 import * as t from '@babel/types';
 
@@ -58,6 +59,33 @@ export class FileContext {
     return t.isIdentifier(e) ? e : undefined;
   }
 
+  /** The function declaration an import names, in a relative file (following `export { f }` of a local). */
+  importedFunction(imp: {
+    source: string;
+    imported: string;
+  }): { file: string; ctx: FileContext; fn: NodePath<t.FunctionDeclaration> } | undefined {
+    if (!this.filename || !imp.source.startsWith('.')) return undefined;
+    const file = resolveRelative(this.filename, imp.source);
+    const ctx = file ? contextFor(file, this.isKilnSource) : null;
+    if (!file || !ctx) return undefined;
+    const local = ctx.exportedLocal(imp.imported);
+    const fn = local ? ctx.functions.get(local) : undefined;
+    return fn ? { file, ctx, fn } : undefined;
+  }
+
+  /** The local name behind export `name` of this file (`export function f`, `export { g as f }`). */
+  private exportedLocal(name: string): string | undefined {
+    for (const stmt of this.program.node.body) {
+      if (!t.isExportNamedDeclaration(stmt) || stmt.source) continue;
+      const d = stmt.declaration;
+      if (t.isFunctionDeclaration(d) && d.id?.name === name) return name;
+      for (const sp of stmt.specifiers) {
+        if (t.isExportSpecifier(sp) && (t.isIdentifier(sp.exported) ? sp.exported.name : sp.exported.value) === name) return sp.local.name;
+      }
+    }
+    return undefined;
+  }
+
   /** Whether the class extends nn.Module, directly or through other module classes. */
   isModuleClass(cls: NodePath<t.ClassDeclaration | t.ClassExpression>, seen = new Set<t.Node>()): boolean {
     if (seen.has(cls.node)) return false;
@@ -77,6 +105,27 @@ export class FileContext {
     }
     return false;
   }
+}
+
+/** Program paths of other files the analysis looked into, by file name. */
+const programs = new Map<string, FileContext | null>();
+
+/** A FileContext for another file on disk (parsed once), or null when it cannot be parsed. */
+function contextFor(file: string, isKilnSource: (s: string) => boolean): FileContext | null {
+  if (!programs.has(file)) {
+    const ast = parseFile(file);
+    let ctx: FileContext | null = null;
+    if (ast) {
+      traverse(ast, {
+        Program(p) {
+          ctx = new FileContext(p, file, isKilnSource);
+          p.stop();
+        },
+      });
+    }
+    programs.set(file, ctx);
+  }
+  return programs.get(file)!;
 }
 
 /** `./layers.js` from `/src/model.ts`: the file on disk, trying the TypeScript twins of `.js` imports. */

@@ -36,6 +36,11 @@ export interface FileReport {
   readonly skipped: { name: string; line: number; reason: string }[];
 }
 
+interface Analysed {
+  readonly plan: SegmentPlan | undefined;
+  readonly unsupported: Finding | undefined;
+}
+
 const locOf = (n: t.Node) => (n.loc ? `${n.loc.start.line}:${n.loc.start.column + 1}` : '0:0');
 
 export function transformProgram(
@@ -65,19 +70,9 @@ export function transformProgram(
     name: string,
     cls: ClassInfo | undefined,
     rewriteBody: boolean,
+    { plan, unsupported }: Analysed = analyse(fn, cls),
   ): { id: t.Identifier; dispatch: t.BlockStatement | undefined } => {
     const id = program.scope.generateUidIdentifier(name.replace('.', '_'));
-    const analysis = analyzer.analyze(fn, cls);
-    let plan: SegmentPlan | undefined;
-    let unsupported: Finding | undefined = analysis.unsupported;
-    if (!unsupported) {
-      try {
-        plan = buildSegments(fn, analysis);
-      } catch (e) {
-        if (!(e instanceof SegmentError)) throw e;
-        unsupported = e.finding;
-      }
-    }
     // Unsupported code and functions that keep their body stay as written: the attached function is the eager code.
     const keep = unsupported !== undefined || !rewriteBody;
     if (cls && !keep) makeSuperExplicit(fn, cls);
@@ -156,6 +151,18 @@ export function transformProgram(
   };
   const pending: { anchor: NodePath; decl: t.Statement }[] = [];
 
+  /** Classify `fn` and cut it into segments; a finding that forbids cutting makes it run eagerly. No AST changes. */
+  function analyse(fn: FunctionPath, cls: ClassInfo | undefined): Analysed {
+    const analysis = analyzer.analyze(fn, cls);
+    if (analysis.unsupported) return { plan: undefined, unsupported: analysis.unsupported };
+    try {
+      return { plan: buildSegments(fn, analysis), unsupported: undefined };
+    } catch (e) {
+      if (!(e instanceof SegmentError)) throw e;
+      return { plan: undefined, unsupported: e.finding };
+    }
+  }
+
   // Module classes.
   program.traverse({
     ClassDeclaration(cls) {
@@ -170,12 +177,25 @@ export function transformProgram(
         return;
       }
       const info = analyzer.classInfo(cls);
-      const targets = methodsToRewrite(info, analyzer);
+      // Analyse every method before changing anything: code the analysis trips over is left as written
+      // (captured at run time instead) rather than failing the build.
+      let analysed: [NodePath<t.ClassMethod>, Analysed][];
+      try {
+        analysed = methodsToRewrite(info, analyzer).map((m) => [m, analyse(m, info)]);
+      } catch (e) {
+        const why = e instanceof Error ? e.message.split('\n')[0] : String(e);
+        report.skipped.push({
+          name: className,
+          line: cls.node.loc?.start.line ?? 0,
+          reason: `the plugin's analysis failed (${why}); compile() captures it at run time`,
+        });
+        return;
+      }
       const statement = cls.parentPath.isExportDeclaration() ? cls.parentPath : cls;
       const attachStatements: t.Statement[] = [];
-      for (const m of targets) {
+      for (const [m, result] of analysed) {
         const name = methodName(m)!;
-        const { id, dispatch } = planFor(m, `${className}.${name}`, info, true);
+        const { id, dispatch } = planFor(m, `${className}.${name}`, info, true, result);
         if (dispatch) replaceBody(m, dispatch);
         attachStatements.push(
           t.expressionStatement(
