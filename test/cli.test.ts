@@ -69,10 +69,10 @@ test('node --import kiln/register runs TypeScript through the plugin, with a dis
 });
 
 test('kiln/register keeps source maps: an error thrown in a break segment points at the TypeScript line', (t) => {
-  const r = spawnSync(process.execPath, ['--enable-source-maps', '--import', 'kiln/register', 'test/fixtures/register/throws.ts'], {
+  const r = spawnSync(process.execPath, ['--enable-source-maps', '--import', 'kiln/register', 'test/fixtures/register-errors/throws.ts'], {
     encoding: 'utf8',
   });
   t.not(r.status, 0);
   t.regex(r.stderr, /Error: activations out of range/);
-  t.regex(r.stderr, /test\/fixtures\/register\/throws\.ts:9:13/);
+  t.regex(r.stderr, /test\/fixtures\/register-errors\/throws\.ts:9:13/);
 });
