@@ -241,3 +241,44 @@ test('KILN_COMPILE=0 runs a rewritten class eagerly: no graphs', async (t) => {
   eager(() => c.call(x4()));
   t.is(counter.frameCount, 0);
 });
+
+test('an early return on a guarded attribute: the segment returns or falls through as eager does', async (t) => {
+  const { EarlyExit } = await load();
+  const m = new EarlyExit!() as Module & { skip: boolean };
+  const counter = new kiln.testing.CompileCounter();
+  const c = kiln.compile(m, { backend: counter });
+  const x = x4();
+  const logs: unknown[] = [];
+  const orig = console.log;
+  console.log = (...a: unknown[]) => void logs.push(a);
+  try {
+    t.true(
+      close(
+        c.call(x),
+        eager(() => m.call(x)),
+      ),
+    );
+    t.is(logs.length, 2, 'not skipped: the log ran (compiled, then eager)');
+    m.skip = true;
+    t.true(
+      close(
+        c.call(x),
+        eager(() => m.call(x)),
+      ),
+    );
+    t.is(logs.length, 2, 'skipped: returned before the log');
+  } finally {
+    console.log = orig;
+  }
+  t.is(counter.frameCount, 3, 'graph before the break, graph after it, then the skip=true specialisation');
+});
+
+test('code rewritten by another kiln version (a malformed plan) is refused with a clear error at load', async (t) => {
+  const { plan } = await import('kiln/plugin/runtime');
+  const segment = { kind: 'graph', loc: '1:1', in: [0], out: [], fn: (x: unknown) => x };
+  t.throws(() => plan({ name: 'Old.forward', file: 'old.ts', slots: ['x'], segments: [segment as never] }), {
+    instanceOf: kiln.KilnError,
+    message: 'kiln plugin runtime: malformed plan for Old.forward; rebuild with the same kiln version',
+  });
+  t.notThrows(() => plan({ name: 'New.forward', file: 'new.ts', slots: ['x'], segments: [{ ...segment, exit: 'return' } as never] }));
+});

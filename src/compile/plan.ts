@@ -9,8 +9,9 @@ import { CompiledCallable, codeFrameAt, type BreakReason, type CaptureOptions } 
  * cache, traced on first use), break segments always run as plain code. Values flow between segments
  * through numbered slots: `in` lists the slots a segment reads, `out` those it sets for later ones.
  *
- * A segment function returns `[0, ...outs]` when control falls through to the next segment, or
- * `[1, value]` when the source returned `value`.
+ * How a segment function hands back control is its `exit`: `return` (its result is the method's),
+ * `next` (it returns the `out` values as an array, or nothing when there are none) or `either`
+ * (`[1, value]` when the source returned `value`, `[0, ...outs]` when control falls through).
  */
 export interface SegmentSpec {
   readonly kind: 'graph' | 'break';
@@ -20,7 +21,8 @@ export interface SegmentSpec {
   readonly reason?: string;
   readonly in: readonly number[];
   readonly out: readonly number[];
-  readonly fn: (...args: unknown[]) => unknown[];
+  readonly exit: 'return' | 'next' | 'either';
+  readonly fn: (...args: unknown[]) => unknown;
 }
 
 /** Options the plugin was configured with; `compile(instance, options)` overrides them. */
@@ -69,7 +71,14 @@ const PLAN = Symbol.for('kiln.plan');
 
 /** Validate and index a plan the plugin emitted. */
 export function plan(spec: PlanSpec): Plan {
-  if (!spec || (spec.eager !== undefined && typeof spec.eager !== 'function') || !Array.isArray(spec.segments)) {
+  const EXITS = ['return', 'next', 'either'];
+  const segmentOk = (s: SegmentSpec) => (s.kind === 'graph' || s.kind === 'break') && EXITS.includes(s.exit) && typeof s.fn === 'function';
+  if (
+    !spec ||
+    (spec.eager !== undefined && typeof spec.eager !== 'function') ||
+    !Array.isArray(spec.segments) ||
+    !spec.segments.every(segmentOk)
+  ) {
     throw new KilnError(`kiln plugin runtime: malformed plan for ${spec?.name ?? '<unknown>'}; rebuild with the same kiln version`);
   }
   const breaks = spec.unsupported
@@ -201,14 +210,20 @@ export class PlanRunner {
     for (let i = 0; i < segments.length; i++) {
       const seg = segments[i]!;
       const ins = p.readsParams[i] && seg.in.length === slots.length ? slots : seg.in.map((j) => slots[j]);
-      let r: unknown[];
-      if (seg.kind === 'graph') r = this.callable(i).call(ins) as unknown[];
+      let r: unknown;
+      if (seg.kind === 'graph') r = this.callable(i).call(ins);
       else {
         recorder?.breaks.push({ reason: seg.reason ?? 'graph break', loc: `${p.file}:${seg.loc}` });
         r = seg.fn.apply(this.self, ins);
       }
-      if (r[0] === 1) return r[1];
-      for (let k = 0; k < seg.out.length; k++) slots[seg.out[k]!] = r[k + 1];
+      if (seg.exit === 'return') return r;
+      const values = r as unknown[];
+      let first = 0;
+      if (seg.exit === 'either') {
+        if (values[0] === 1) return values[1];
+        first = 1;
+      }
+      for (let k = 0; k < seg.out.length; k++) slots[seg.out[k]!] = values[first + k];
     }
     return undefined;
   }

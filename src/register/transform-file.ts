@@ -1,6 +1,6 @@
 import { transformSync } from '@babel/core';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -43,12 +43,19 @@ export function transformSource(source: string, filename: string, options: Trans
   return { code: r.code, map: r.map, report: (r.metadata as { kiln?: FileReport } | undefined)?.kiln };
 }
 
-const version = (() => {
-  for (let d = here; dirname(d) !== d; d = dirname(d)) {
-    const p = join(d, 'package.json');
-    if (existsSync(p)) return (JSON.parse(readFileSync(p, 'utf8')) as { version: string }).version;
+/**
+ * What the cache key must change with besides the source: the code of the transform itself (the plugin,
+ * the analysis and the rewrite, hashed once per process), so a new or rebuilt kiln never reuses old output.
+ */
+const transformFingerprint = (() => {
+  const h = createHash('sha256');
+  const files = [pluginPath];
+  for (const dir of ['../analysis', '../rewrite']) {
+    const abs = join(here, dir);
+    for (const f of readdirSync(abs).sort()) if (/\.(js|ts)$/.test(f) && !f.endsWith('.d.ts')) files.push(join(abs, f));
   }
-  return '0';
+  for (const f of files) h.update(f).update(readFileSync(f));
+  return h.digest('hex');
 })();
 
 /** Where transformed files are kept between runs: node_modules/.cache/kiln in the cwd, else the temp dir. */
@@ -58,13 +65,13 @@ export function cacheDir(cwd = process.cwd()): string {
 }
 
 /**
- * transformSource with a disk cache keyed by kiln's version, the file name, its source and the options;
+ * transformSource with a disk cache keyed by the transform's code, the file name, its source and the options;
  * `KILN_CACHE=0` turns the cache off. Writes are atomic (temp file + rename), so parallel runs are safe.
  */
 export function transformCached(source: string, filename: string, options: TransformFileOptions = {}): string {
   if (process.env.KILN_CACHE === '0') return transformSource(source, filename, options).code;
   const key = createHash('sha256')
-    .update(JSON.stringify([version, filename, options.cwd ?? process.cwd(), options.pluginOptions ?? {}]))
+    .update(JSON.stringify([transformFingerprint, filename, options.cwd ?? process.cwd(), options.pluginOptions ?? {}]))
     .update(source)
     .digest('hex');
   const dir = cacheDir(options.cwd);

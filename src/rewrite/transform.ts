@@ -101,6 +101,7 @@ export function transformProgram(
           t.arrayExpression(
             plan.segments.map((seg) => {
               const loc = locOf(seg.brk?.node ?? seg.statements[0]!.node);
+              const { fn: segFn, exit } = segmentFunction(seg.statements, plan!.slots, seg.in, seg.out);
               segReport.push({ kind: seg.kind, loc, ...(seg.brk ? { reason: seg.brk.reason } : {}), statements: seg.statements.length });
               return t.objectExpression([
                 prop('kind', t.stringLiteral(seg.kind)),
@@ -108,7 +109,8 @@ export function transformProgram(
                 ...(seg.brk ? [prop('reason', t.stringLiteral(seg.brk.reason))] : []),
                 prop('in', t.arrayExpression(seg.in.map((i) => t.numericLiteral(i)))),
                 prop('out', t.arrayExpression(seg.out.map((i) => t.numericLiteral(i)))),
-                prop('fn', segmentFunction(seg.statements, plan!.slots, seg.in, seg.out)),
+                prop('exit', t.stringLiteral(exit)),
+                prop('fn', segFn),
               ]);
             }),
           ),
@@ -352,26 +354,49 @@ function makeSuperExplicit(fn: FunctionPath, cls: ClassInfo): void {
 }
 
 /**
- * One segment as a function of the slots it reads: the statements as written, each `return e` turned into
- * `return [1, e]`, and `return [0, …out]` at the end so the runtime can hand values to later segments.
+ * One segment as a function of the slots it reads, and how it exits:
+ * - `return`: it always ends in the source's `return`; its result is the method's;
+ * - `next`: it never returns; it ends with `return [...out]` for the later segments (or nothing, if none);
+ * - `either`: it may do both, so each `return e` becomes `return [1, e]` and the end `return [0, ...out]`.
  */
 function segmentFunction(
   statements: NodePath<t.Statement>[],
   slots: readonly string[],
   ins: readonly number[],
   outs: readonly number[],
-): t.FunctionExpression {
+): { fn: t.FunctionExpression; exit: 'return' | 'next' | 'either' } {
   const body = statements.map((s) => t.cloneNode(s.node));
-  for (const s of body) markReturns(s);
-  const last = body[body.length - 1];
-  if (!t.isReturnStatement(last) && !t.isThrowStatement(last)) {
-    body.push(t.returnStatement(t.arrayExpression([t.numericLiteral(0), ...outs.map((i) => t.identifier(slots[i]!))])));
+  const last = body[body.length - 1]!;
+  const endsInExit = t.isReturnStatement(last) || t.isThrowStatement(last);
+  const innerReturn = body.some((s, i) => (i < body.length - 1 || !t.isReturnStatement(s)) && containsReturn(s));
+  const outValues = outs.map((i) => t.identifier(slots[i]!));
+  let exit: 'return' | 'next' | 'either';
+  if (!innerReturn && endsInExit) exit = 'return';
+  else if (!innerReturn) {
+    exit = 'next';
+    if (outValues.length) body.push(t.returnStatement(t.arrayExpression(outValues)));
+  } else {
+    exit = 'either';
+    for (const s of body) markReturns(s);
+    if (!endsInExit) body.push(t.returnStatement(t.arrayExpression([t.numericLiteral(0), ...outValues])));
   }
-  return t.functionExpression(
+  const fn = t.functionExpression(
     null,
     ins.map((i) => t.identifier(slots[i]!)),
     t.blockStatement(body),
   );
+  return { fn, exit };
+}
+
+/** Whether `node` holds a `return` of the function it is in (not one of a nested function or class). */
+function containsReturn(node: t.Node): boolean {
+  if (t.isFunction(node) || t.isClass(node)) return false;
+  if (t.isReturnStatement(node)) return true;
+  for (const key of t.VISITOR_KEYS[node.type] ?? []) {
+    const child = (node as unknown as Record<string, t.Node | t.Node[] | null | undefined>)[key];
+    if (Array.isArray(child) ? child.some((c) => c && containsReturn(c)) : child && containsReturn(child)) return true;
+  }
+  return false;
 }
 
 /** `return e` → `return [1, e]` throughout `node`, not inside nested functions or classes. */
