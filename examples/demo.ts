@@ -6,20 +6,13 @@
  */
 import { codeFrameColumns } from '@babel/code-frame';
 import { readFileSync } from 'node:fs';
-import { explain, formatExplain, manualSeed, noGrad, type Tensor } from 'kiln';
+import { explain, formatExplain, manualSeed, noGrad, testing, type Tensor } from 'kiln';
 import { Gated, ResidualStack, SpiralNet } from './models.js';
 import { trainSpirals } from './spirals.js';
 import { twoSpirals } from './spirals-data.js';
 
-/** Run `f` with compilation off: the model's original code, for the eager side of each comparison. */
-function eagerly<T>(f: () => T): T {
-  process.env.KILN_COMPILE = '0';
-  try {
-    return f();
-  } finally {
-    delete process.env.KILN_COMPILE;
-  }
-}
+/** The eager side of each comparison: the same model running its original code. */
+const eagerly = testing.eagerly;
 
 /** Median ms per call of eager and compiled, timed in alternating rounds so machine noise hits both alike. */
 function timeBoth(f: () => unknown, rounds = 15, reps = 20): { eager: number; compiled: number } {

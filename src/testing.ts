@@ -1,4 +1,5 @@
 import { countOps, eagerBackend, type Backend, type BackendObject } from './compile/backends.js';
+export { eagerly } from './compile/plan.js';
 import { KilnError, ShapeError } from './errors.js';
 import { noGrad } from './runtime/autograd.js';
 import { elementOffsets } from './runtime/cpu/strided.js';

@@ -69,10 +69,20 @@ test('node --import kiln/register runs TypeScript through the plugin, with a dis
 });
 
 test('kiln/register keeps source maps: an error thrown in a break segment points at the TypeScript line', (t) => {
-  const r = spawnSync(process.execPath, ['--enable-source-maps', '--import', 'kiln/register', 'test/fixtures/register-errors/throws.ts'], {
+  const r = spawnSync(process.execPath, ['--enable-source-maps', '--import', 'kiln/register', 'test/fixtures/register-scripts/throws.ts'], {
     encoding: 'utf8',
   });
   t.not(r.status, 0);
   t.regex(r.stderr, /Error: activations out of range/);
-  t.regex(r.stderr, /test\/fixtures\/register-errors\/throws\.ts:9:13/);
+  t.regex(r.stderr, /test\/fixtures\/register-scripts\/throws\.ts:9:13/);
+});
+
+test('KILN_COMPILE=0 runs everything eagerly: no graph is captured in that process', (t) => {
+  const go = (env: Record<string, string>) =>
+    spawnSync(process.execPath, ['--import', 'kiln/register', 'test/fixtures/register-scripts/eager-env.ts'], {
+      encoding: 'utf8',
+      env: { ...process.env, ...env },
+    });
+  t.deepEqual(JSON.parse(go({ KILN_COMPILE: '0' }).stdout), { frames: 0 });
+  t.deepEqual(JSON.parse(go({ KILN_COMPILE: '1' }).stdout), { frames: 2 });
 });

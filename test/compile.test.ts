@@ -384,16 +384,18 @@ test('functions, compiled-of-compiled and a compiled module inside another compi
   noGrad(() => same(t, outer.call(z) as Tensor, inner.call(z).neg()));
 });
 
-test('KILN_COMPILE=0 runs everything eagerly', (t) => {
+test('testing.eagerly runs compiled functions and modules as written (what KILN_COMPILE=0 does for a process)', (t) => {
   const cnt = new testing.CompileCounter();
   const f = compile((x: Tensor) => x.neg(), { backend: cnt });
-  process.env.KILN_COMPILE = '0';
-  try {
-    same(t, f(randn([2]).zero_()) as Tensor, randn([2]).zero_().neg());
-  } finally {
-    delete process.env.KILN_COMPILE;
-  }
+  const m = compile(new MLP(), { backend: cnt });
+  const x = randn([2, 8]);
+  testing.eagerly(() => {
+    same(t, f(x) as Tensor, x.neg());
+    same(t, m.call(x) as Tensor, m.origMod.call(x) as Tensor);
+  });
   t.is(cnt.frameCount, 0);
+  f(x);
+  t.is(cnt.frameCount, 1, 'compiled again once eagerly() returns');
 });
 
 test('bad options give clear errors', (t) => {

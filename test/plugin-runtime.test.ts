@@ -15,14 +15,7 @@ const x4 = () => kiln.randn([3, 4]);
 const close = (a: unknown, b: unknown) => kiln.allclose(a as Tensor, b as Tensor, { atol: 1e-5 });
 
 /** The same module's eager result: the plan's original code, with compilation switched off. */
-function eager<T>(f: () => T): T {
-  process.env.KILN_COMPILE = '0';
-  try {
-    return f();
-  } finally {
-    delete process.env.KILN_COMPILE;
-  }
-}
+const eager = <T>(f: () => T): T => kiln.testing.eagerly(f);
 
 test('an unsupported call between ops gives two graphs and the total opCount of both', async (t) => {
   const { UnsupportedBetween } = await load();
@@ -234,7 +227,7 @@ test('compiled functions: /** @compile */ runs captured, compile(fn) uses the pl
   t.is(logs.length, 3, 'the log in the break ran once per call');
 });
 
-test('KILN_COMPILE=0 runs a rewritten class eagerly: no graphs', async (t) => {
+test('testing.eagerly runs a rewritten class as written: no graphs', async (t) => {
   const { IntAttr } = await load();
   const counter = new kiln.testing.CompileCounter();
   const c = kiln.compile(new IntAttr!(), { backend: counter });

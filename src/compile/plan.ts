@@ -114,8 +114,23 @@ export function setPlanOptionResolver(f: ResolveOptions): void {
   resolveDefaults = f;
 }
 
-/** `KILN_COMPILE=0` turns every compiled callable back into plain eager code. */
-export const compileDisabled = () => process.env.KILN_COMPILE === '0';
+/**
+ * `KILN_COMPILE=0` (read once, at load: reading process.env costs ~0.3 µs, too much per call) turns every
+ * compiled callable back into plain eager code; `testing.eagerly(f)` does the same while `f` runs.
+ */
+const disabledByEnv = process.env.KILN_COMPILE === '0';
+let eagerDepth = 0;
+export const compileDisabled = () => disabledByEnv || eagerDepth > 0;
+
+/** Run `f` with every compiled callable running its original code (as under `KILN_COMPILE=0`). */
+export function eagerly<T>(f: () => T): T {
+  eagerDepth++;
+  try {
+    return f();
+  } finally {
+    eagerDepth--;
+  }
+}
 
 /**
  * The options of the plan runner now running, if any. Rewritten code called from it (helpers that break,
