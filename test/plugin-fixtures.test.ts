@@ -46,6 +46,7 @@ const CASES: Record<string, Case> = {
   },
   unsupported: { export: 'Private', inputs: () => [rnd(2, 4)], graphs: 0, breaks: 1 },
   'imported-helpers': { export: 'UsesHelpers', inputs: () => [rnd(2, 4)], graphs: 2, breaks: 1 },
+  'reexported-base': { export: 'Head', inputs: () => [rnd(2, 4)], graphs: 1, breaks: 0 },
 };
 
 /** console.log replaced by a recorder while `f` runs, so fixtures that log stay quiet and their logs can be compared. */

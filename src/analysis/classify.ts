@@ -1,6 +1,6 @@
 import type { Binding, NodePath } from '@babel/traverse';
 import * as t from '@babel/types';
-import { FileContext } from './file-context.js';
+import { FileContext, type ImportRef } from './file-context.js';
 
 /**
  * Statement classification for the kiln plugin: for a method (or function) body, which top-level statements
@@ -192,7 +192,7 @@ export class Analyzer {
       const statements: StatementInfo[] = [];
       if (!unsupported && body.isBlockStatement()) {
         const tensors = this.tensorBindings(fn);
-        for (const s of body.get('body')) statements.push({ path: s, brk: this.statementBreak(s, cls, tensors) });
+        for (const s of body.get('body')) statements.push({ path: s, brk: this.findBreak(s, cls, tensors) });
       } else if (!unsupported && body.isExpression()) {
         const tensors = this.tensorBindings(fn);
         const brk = this.findBreak(body, cls, tensors);
@@ -310,13 +310,6 @@ export class Analyzer {
     return false;
   }
 
-  private statementBreak(s: NodePath<t.Statement>, cls: ClassInfo | undefined, tensors: ReadonlySet<Binding>): Finding | undefined {
-    if (s.isTryStatement())
-      return { reason: 'try/catch runs eagerly: a captured graph cannot catch errors from tensor code', node: s.node };
-    if (s.isDebuggerStatement()) return { reason: 'debugger statement', node: s.node };
-    return this.findBreak(s, cls, tensors);
-  }
-
   /** The first break inside `root` (itself included), in source order. */
   private findBreak(root: NodePath, cls: ClassInfo | undefined, tensors: ReadonlySet<Binding>): Finding | undefined {
     let found: Finding | undefined;
@@ -332,6 +325,7 @@ export class Analyzer {
   private nodeBreak(p: NodePath, cls: ClassInfo | undefined, tensors: ReadonlySet<Binding>): Finding | undefined {
     const n = p.node;
     if (p.isTryStatement()) return { reason: 'try/catch runs eagerly: a captured graph cannot catch errors from tensor code', node: n };
+    if (p.isDebuggerStatement()) return { reason: 'debugger statement', node: n };
     if (p.isAwaitExpression()) return { reason: 'await: a captured graph cannot wait on a promise', node: n };
     if (p.isCallExpression()) return this.callBreak(p, cls, tensors);
     if (p.isNewExpression()) {
@@ -500,19 +494,22 @@ export class Analyzer {
  * A function imported from a relative file: 'clean' when its body can be captured, its first break
  * otherwise, undefined when it cannot be found (not a function declaration, not a relative import).
  */
-function importedFunctionBreak(ctx: FileContext, imp: { source: string; imported: string }): Finding | 'clean' | undefined {
+function importedFunctionBreak(ctx: FileContext, imp: ImportRef): Finding | 'clean' | undefined {
   const target = ctx.importedFunction(imp);
   if (!target) return undefined;
-  const key = `${target.file}#${imp.imported}`;
-  if (resolving.has(key)) return 'clean'; // a cycle: judged where it started
-  resolving.add(key);
+  if (resolving.has(target.path.node)) return 'clean'; // a cycle: judged where it started
+  resolving.add(target.path.node);
   try {
-    return new Analyzer(target.ctx).functionBreak(target.fn, undefined) ?? 'clean';
+    let analyzer = analyzers.get(target.ctx);
+    if (!analyzer) analyzers.set(target.ctx, (analyzer = new Analyzer(target.ctx)));
+    return analyzer.functionBreak(target.path, undefined) ?? 'clean';
   } finally {
-    resolving.delete(key);
+    resolving.delete(target.path.node);
   }
 }
-const resolving = new Set<string>();
+/** One analyzer per other file looked into, so each imported helper is analysed once. */
+const analyzers = new WeakMap<FileContext, Analyzer>();
+const resolving = new Set<t.Node>();
 
 /** The object at the root of a member chain (`this` in `this.a.b`), or undefined for a non-member. */
 function memberRoot(e: t.Node): t.Node | undefined {

@@ -5,6 +5,18 @@ import { traverse } from '@babel/core';
 import type { NodePath } from '@babel/traverse';
 import * as t from '@babel/types';
 
+export interface ImportRef {
+  readonly source: string;
+  /** The exported name (`default` for a default import, `*` for a namespace). */
+  readonly imported: string;
+}
+
+/** A declaration found behind an import: the file's context and the declaration's path. */
+export interface Resolved<N extends t.Node> {
+  readonly ctx: FileContext;
+  readonly path: NodePath<N>;
+}
+
 /**
  * What the analysis knows about one source file: which local names come from kiln, the module-level
  * functions and classes, and which classes are nn.Module subclasses (directly, through a chain of classes
@@ -14,7 +26,7 @@ export class FileContext {
   /** Local names bound by `import … from 'kiln'` (or another configured kiln source). */
   readonly kilnNames = new Set<string>();
   /** Local names bound by any other import, with the source they come from. */
-  readonly otherImports = new Map<string, { source: string; imported: string }>();
+  readonly otherImports = new Map<string, ImportRef>();
   readonly functions = new Map<string, NodePath<t.FunctionDeclaration>>();
   readonly classes = new Map<string, NodePath<t.ClassDeclaration>>();
 
@@ -28,16 +40,7 @@ export class FileContext {
         const source = stmt.node.source.value;
         for (const s of stmt.node.specifiers) {
           if (this.isKilnSource(source)) this.kilnNames.add(s.local.name);
-          else {
-            const imported = t.isImportSpecifier(s)
-              ? t.isIdentifier(s.imported)
-                ? s.imported.name
-                : s.imported.value
-              : t.isImportDefaultSpecifier(s)
-                ? 'default'
-                : '*';
-            this.otherImports.set(s.local.name, { source, imported });
-          }
+          else this.otherImports.set(s.local.name, { source, imported: importedName(s) });
         }
         continue;
       }
@@ -47,7 +50,7 @@ export class FileContext {
     }
   }
 
-  /** Whether `name` (as seen from `scope`) is a binding imported from kiln. */
+  /** Whether `name` (as seen from `path`) is a binding imported from kiln. */
   isKilnBinding(path: NodePath, name: string): boolean {
     const b = path.scope.getBinding(name);
     return b !== undefined && b.kind === 'module' && this.kilnNames.has(name) && b.scope === this.program.scope;
@@ -59,73 +62,85 @@ export class FileContext {
     return t.isIdentifier(e) ? e : undefined;
   }
 
-  /** The function declaration an import names, in a relative file (following `export { f }` of a local). */
-  importedFunction(imp: {
-    source: string;
-    imported: string;
-  }): { file: string; ctx: FileContext; fn: NodePath<t.FunctionDeclaration> } | undefined {
-    if (!this.filename || !imp.source.startsWith('.')) return undefined;
-    const file = resolveRelative(this.filename, imp.source);
-    const ctx = file ? contextFor(file, this.isKilnSource) : null;
-    if (!file || !ctx) return undefined;
-    const local = ctx.exportedLocal(imp.imported);
-    const fn = local ? ctx.functions.get(local) : undefined;
-    return fn ? { file, ctx, fn } : undefined;
+  /** The function an import names, when it is a function declaration in a relative file. */
+  importedFunction(imp: ImportRef): Resolved<t.FunctionDeclaration> | undefined {
+    return this.follow(imp, (ctx, local) => ctx.functions.get(local));
   }
 
-  /** The local name behind export `name` of this file (`export function f`, `export { g as f }`). */
-  private exportedLocal(name: string): string | undefined {
-    for (const stmt of this.program.node.body) {
-      if (!t.isExportNamedDeclaration(stmt) || stmt.source) continue;
-      const d = stmt.declaration;
-      if (t.isFunctionDeclaration(d) && d.id?.name === name) return name;
-      for (const sp of stmt.specifiers) {
-        if (t.isExportSpecifier(sp) && (t.isIdentifier(sp.exported) ? sp.exported.name : sp.exported.value) === name) return sp.local.name;
+  /** Whether the class extends nn.Module, directly or through other module classes (in this file or imported). */
+  isModuleClass(cls: NodePath<t.ClassDeclaration | t.ClassExpression>, seen = new Set<t.Node>()): boolean {
+    if (seen.has(cls.node)) return false;
+    seen.add(cls.node);
+    const sup = cls.node.superClass;
+    const root = sup ? FileContext.chainRoot(sup) : undefined;
+    if (!sup || !root) return false;
+    if (this.isKilnBinding(cls, root.name)) return t.isMemberExpression(sup) || root.name !== 'Tensor';
+    if (!t.isIdentifier(sup)) return false;
+    const local = this.classes.get(sup.name);
+    if (local && cls.scope.getBinding(sup.name)?.path.node === local.node) return this.isModuleClass(local, seen);
+    const imp = this.otherImports.get(sup.name);
+    const parent = imp && this.follow(imp, (ctx, name) => ctx.classes.get(name));
+    return parent !== undefined && parent.ctx.isModuleClass(parent.path, seen);
+  }
+
+  /**
+   * Follow an import into its relative file (through `export { a as b }`, `export … from` and
+   * `export *`) to the local declaration `pick` finds there.
+   */
+  private follow<N extends t.Node>(
+    imp: ImportRef,
+    pick: (ctx: FileContext, local: string) => NodePath<N> | undefined,
+    depth = 0,
+  ): Resolved<N> | undefined {
+    if (!this.filename || !imp.source.startsWith('.') || depth > 16) return undefined;
+    const file = resolveRelative(this.filename, imp.source);
+    const ctx = file ? contextFor(file, this.isKilnSource) : null;
+    if (!ctx) return undefined;
+    for (const stmt of ctx.program.node.body) {
+      if (t.isExportDefaultDeclaration(stmt) && imp.imported === 'default') {
+        const d = stmt.declaration;
+        const local = (t.isClassDeclaration(d) || t.isFunctionDeclaration(d)) && d.id ? d.id.name : t.isIdentifier(d) ? d.name : undefined;
+        return ctx.local(local, pick, depth);
+      }
+      if (t.isExportNamedDeclaration(stmt)) {
+        const d = stmt.declaration;
+        if ((t.isClassDeclaration(d) || t.isFunctionDeclaration(d)) && d.id?.name === imp.imported)
+          return ctx.local(imp.imported, pick, depth);
+        for (const sp of stmt.specifiers) {
+          if (!t.isExportSpecifier(sp) || exportedName(sp) !== imp.imported) continue;
+          if (stmt.source) return ctx.follow({ source: stmt.source.value, imported: sp.local.name }, pick, depth + 1);
+          return ctx.local(sp.local.name, pick, depth);
+        }
+      }
+      if (t.isExportAllDeclaration(stmt)) {
+        const found = ctx.follow({ source: stmt.source.value, imported: imp.imported }, pick, depth + 1);
+        if (found) return found;
       }
     }
     return undefined;
   }
 
-  /** Whether the class extends nn.Module, directly or through other module classes. */
-  isModuleClass(cls: NodePath<t.ClassDeclaration | t.ClassExpression>, seen = new Set<t.Node>()): boolean {
-    if (seen.has(cls.node)) return false;
-    seen.add(cls.node);
-    const sup = cls.node.superClass;
-    if (!sup) return false;
-    const root = FileContext.chainRoot(sup);
-    if (!root) return false;
-    if (this.isKilnBinding(cls, root.name)) return t.isMemberExpression(sup) || root.name !== 'Tensor';
-    if (t.isIdentifier(sup)) {
-      const local = this.classes.get(sup.name);
-      if (local && cls.scope.getBinding(sup.name)?.path.node === local.node) return this.isModuleClass(local, seen);
-      const imp = this.otherImports.get(sup.name);
-      if (imp && this.filename && imp.source.startsWith('.')) {
-        return moduleClassInFile(resolveRelative(this.filename, imp.source), imp.imported, this.isKilnSource, seen.size);
-      }
-    }
-    return false;
+  /** A local name of this file: its declaration, or, when it was imported, where the import leads. */
+  private local<N extends t.Node>(
+    name: string | undefined,
+    pick: (ctx: FileContext, local: string) => NodePath<N> | undefined,
+    depth: number,
+  ): Resolved<N> | undefined {
+    if (name === undefined) return undefined;
+    const path = pick(this, name);
+    if (path) return { ctx: this, path };
+    const imp = this.otherImports.get(name);
+    return imp ? this.follow(imp, pick, depth + 1) : undefined;
   }
 }
 
-/** Program paths of other files the analysis looked into, by file name. */
-const programs = new Map<string, FileContext | null>();
+function importedName(s: t.ImportDeclaration['specifiers'][number]): string {
+  if (t.isImportSpecifier(s)) return t.isIdentifier(s.imported) ? s.imported.name : s.imported.value;
+  return t.isImportDefaultSpecifier(s) ? 'default' : '*';
+}
 
-/** A FileContext for another file on disk (parsed once), or null when it cannot be parsed. */
-function contextFor(file: string, isKilnSource: (s: string) => boolean): FileContext | null {
-  if (!programs.has(file)) {
-    const ast = parseFile(file);
-    let ctx: FileContext | null = null;
-    if (ast) {
-      traverse(ast, {
-        Program(p) {
-          ctx = new FileContext(p, file, isKilnSource);
-          p.stop();
-        },
-      });
-    }
-    programs.set(file, ctx);
-  }
-  return programs.get(file)!;
+function exportedName(sp: t.ExportSpecifier): string {
+  return t.isIdentifier(sp.exported) ? sp.exported.name : sp.exported.value;
 }
 
 /** `./layers.js` from `/src/model.ts`: the file on disk, trying the TypeScript twins of `.js` imports. */
@@ -143,70 +158,24 @@ function resolveRelative(from: string, source: string): string | undefined {
   return candidates.find((c) => existsSync(c) && !c.endsWith('/'));
 }
 
-const parsedFiles = new Map<string, t.File | null>();
-function parseFile(file: string): t.File | null {
-  if (!parsedFiles.has(file)) {
-    try {
-      parsedFiles.set(file, parse(readFileSync(file, 'utf8'), { sourceType: 'module', plugins: ['typescript', 'decorators-legacy'] }));
-    } catch {
-      parsedFiles.set(file, null);
-    }
-  }
-  return parsedFiles.get(file)!;
-}
+/** Contexts of other files the analysis looked into (parsed once), or null when a file cannot be parsed. */
+const contexts = new Map<string, FileContext | null>();
 
-/** Whether `file` exports (or re-exports) a class `name` that extends nn.Module. Depth-limited against cycles. */
-function moduleClassInFile(file: string | undefined, name: string, isKilnSource: (s: string) => boolean, depth: number): boolean {
-  if (!file || depth > 16) return false;
-  const ast = parseFile(file);
-  if (!ast) return false;
-  const kiln = new Set<string>();
-  const imports = new Map<string, { source: string; imported: string }>();
-  const classes = new Map<string, t.ClassDeclaration>();
-  let exportedLocal: string | undefined;
-  for (const s of ast.program.body) {
-    if (t.isImportDeclaration(s)) {
-      for (const sp of s.specifiers) {
-        if (isKilnSource(s.source.value)) kiln.add(sp.local.name);
-        else if (t.isImportSpecifier(sp))
-          imports.set(sp.local.name, {
-            source: s.source.value,
-            imported: t.isIdentifier(sp.imported) ? sp.imported.name : sp.imported.value,
-          });
-      }
+function contextFor(file: string, isKilnSource: (s: string) => boolean): FileContext | null {
+  if (!contexts.has(file)) {
+    let ctx: FileContext | null = null;
+    try {
+      const ast = parse(readFileSync(file, 'utf8'), { sourceType: 'module', plugins: ['typescript', 'decorators-legacy'] });
+      traverse(ast, {
+        Program(p) {
+          ctx = new FileContext(p, file, isKilnSource);
+          p.stop();
+        },
+      });
+    } catch {
+      ctx = null; // unreadable or not parseable: treated as unknown
     }
-    const decl = t.isExportNamedDeclaration(s) || t.isExportDefaultDeclaration(s) ? s.declaration : s;
-    if (t.isClassDeclaration(decl) && decl.id) {
-      classes.set(decl.id.name, decl);
-      if (t.isExportDefaultDeclaration(s) && name === 'default') exportedLocal = decl.id.name;
-    }
-    if (t.isExportNamedDeclaration(s)) {
-      if (t.isClassDeclaration(s.declaration) && s.declaration.id?.name === name) exportedLocal = name;
-      for (const sp of s.specifiers) {
-        if (!t.isExportSpecifier(sp)) continue;
-        const exported = t.isIdentifier(sp.exported) ? sp.exported.name : sp.exported.value;
-        if (exported !== name) continue;
-        if (s.source) return moduleClassInFile(resolveRelative(file, s.source.value), sp.local.name, isKilnSource, depth + 1);
-        exportedLocal = sp.local.name;
-      }
-    }
-    if (t.isExportAllDeclaration(s) && moduleClassInFile(resolveRelative(file, s.source.value), name, isKilnSource, depth + 1)) return true;
+    contexts.set(file, ctx);
   }
-  const check = (local: string | undefined, d: number): boolean => {
-    if (!local || d > 16) return false;
-    const cls = classes.get(local);
-    if (!cls) {
-      const imp = imports.get(local);
-      return (
-        imp !== undefined &&
-        imp.source.startsWith('.') &&
-        moduleClassInFile(resolveRelative(file, imp.source), imp.imported, isKilnSource, depth + 1)
-      );
-    }
-    const root = cls.superClass ? FileContext.chainRoot(cls.superClass) : undefined;
-    if (!root) return false;
-    if (kiln.has(root.name)) return true;
-    return t.isIdentifier(cls.superClass) && check(cls.superClass.name, d + 1);
-  };
-  return check(exportedLocal, 0);
+  return contexts.get(file)!;
 }

@@ -59,8 +59,11 @@ export interface Plan extends PlanSpec {
   readonly runners: WeakMap<CaptureOptions, WeakMap<object, PlanRunner>>;
   /** The plugin's options, parsed on first use. */
   defaults?: CaptureOptions;
-  /** The last (options, self) → runner lookup, so a model called in a loop skips the two maps. */
-  last?: { options: CaptureOptions; key: object; runner: PlanRunner };
+  /**
+   * The last (options, self) → runner lookup, so a model called in a loop skips the two maps. Held weakly:
+   * a plan must not keep the last model it ran (and its weights) alive.
+   */
+  last?: { options: CaptureOptions; key: WeakRef<object>; runner: WeakRef<PlanRunner> };
   /** Per segment: whether it reads exactly the parameters in order (then the argument array is passed as is). */
   readonly readsParams: readonly boolean[];
 }
@@ -168,12 +171,15 @@ export function run(self: unknown, p: Plan, args: unknown[]): unknown {
   // A function's `this` (undefined, or e.g. a module namespace it was called through) is not state to guard.
   const key = self instanceof Module ? self : FUNCTION_KEY;
   const last = p.last;
-  if (last !== undefined && last.key === key && last.options === options) return last.runner.call(args);
+  if (last !== undefined && last.options === options && last.key.deref() === key) {
+    const cached = last.runner.deref();
+    if (cached) return cached.call(args);
+  }
   let bySelf = p.runners.get(options);
   if (!bySelf) p.runners.set(options, (bySelf = new WeakMap()));
   let runner = bySelf.get(key);
   if (!runner) bySelf.set(key, (runner = new PlanRunner(p, key === FUNCTION_KEY ? undefined : (self as Module), options)));
-  p.last = { options, key, runner };
+  p.last = { options, key: new WeakRef(key), runner: new WeakRef(runner) };
   return runner.call(args);
 }
 

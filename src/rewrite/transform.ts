@@ -137,7 +137,7 @@ export function transformProgram(
       slots: plan?.slots ?? [],
     });
     const decl = t.variableDeclaration('const', [t.variableDeclarator(id, t.callExpression(rt('plan'), [t.objectExpression(props)]))]);
-    pending.push({ anchor: fn, decl });
+    pending.push(decl);
     if (keep) return { id, dispatch: undefined };
     const args = plan && !plan.needsBind ? t.arrayExpression(plan.slots.slice(0, plan.paramCount).map((s) => t.identifier(s))) : undefined;
     const dispatch = t.blockStatement([
@@ -151,7 +151,7 @@ export function transformProgram(
     ]);
     return { id, dispatch };
   };
-  const pending: { anchor: NodePath; decl: t.Statement }[] = [];
+  const pending: t.Statement[] = [];
 
   /** Classify `fn` and cut it into segments; a finding that forbids cutting makes it run eagerly. No AST changes. */
   function analyse(fn: FunctionPath, cls: ClassInfo | undefined): Analysed {
@@ -238,7 +238,7 @@ export function transformProgram(
     topAttach.push(t.expressionStatement(t.callExpression(rt('attach'), [t.identifier(name), t.cloneNode(id)])));
   }
   // Plans of functions go first, with their attach calls: declarations hoist, so compile(f) may run early.
-  const fnDecls = pending.splice(0).map((p) => p.decl);
+  const fnDecls = pending.splice(0);
 
   if (runtimeId) {
     const source = options.runtime ?? 'kiln/plugin/runtime';
@@ -261,7 +261,7 @@ export function transformProgram(
 
   /** Emit the pending plan declarations before `statement` (the class they belong to). */
   function flush(statement: NodePath): void {
-    const decls = pending.splice(0).map((p) => p.decl);
+    const decls = pending.splice(0);
     if (decls.length) statement.insertBefore(decls);
   }
 }
