@@ -22,3 +22,4 @@ export {
   type LoadOptions,
 } from './graph/save.js';
 export { TraceError, GraphLintError, SerializationError } from './errors.js';
+export * as passes from './graph/passes/index.js';

@@ -94,6 +94,12 @@ export class Tracer implements TraceDispatch {
     for (const [p, t] of [...this.root.namedParameters(), ...this.root.namedBuffers()]) {
       if (!this.tensorPaths.has(t)) this.tensorPaths.set(t, p);
     }
+    // Plain tensor attributes (`this.c = rand([4])`) are read by path too, as FX does for a module's __dict__.
+    for (const [m, path] of this.modulePaths) {
+      for (const [name, v] of Object.entries(m)) {
+        if (v instanceof Tensor && !this.tensorPaths.has(v)) this.tensorPaths.set(v, path ? `${path}.${name}` : name);
+      }
+    }
     const args = this.placeholders(fn, concreteArgs);
     const restore = this.patchModules();
     const prev = setTraceDispatch(this);

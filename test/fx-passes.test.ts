@@ -1,0 +1,273 @@
+import test from 'ava';
+import { GraphModule, passes, symbolicTrace, type Node } from '../src/fx.js';
+import { allclose, manualSeed, nn, rand, randn, type Tensor } from '../src/index.js';
+
+/**
+ * kiln/fx passes against PyTorch's test_fx_experimental cases: node sizes, Partition bookkeeping, the
+ * accelerator Partitioner (single, size-based, AOT, errors), latencies, and splitModule.
+ * Tensors are float32 `rand([4])` = 16 B; `Linear(4, 4)` = 80 B of parameters.
+ */
+const { Device, NodeLatency, Partition, PartitionMode, PartitionerConfig, Partitioner, PartitionerError } = passes;
+
+const close = (a: unknown, b: unknown) => allclose(a as Tensor, b as Tensor, { atol: 1e-6 });
+const byName = (gm: GraphModule, name: string) => gm.graph.nodes.find((n) => n.name === name)!;
+
+class ThreeAdds extends nn.Module {
+  override forward(a: Tensor, b: Tensor): Tensor {
+    const add1 = a.add(b);
+    const add2 = add1.add(rand([4]));
+    return add2.add(rand([4]));
+  }
+}
+
+class AddLinearAdd extends nn.Module {
+  linear = new nn.Linear(4, 4);
+  c = rand([4]);
+  override forward(a: Tensor, b: Tensor): Tensor {
+    return this.linear.call(a.add(b)).add(this.c);
+  }
+}
+
+test('getSizeOfAllNodes: output and total bytes, parameters of a call_module counted; without ShapeProp a clear error', (t) => {
+  const m = new AddLinearAdd();
+  const gm = symbolicTrace(m);
+  t.throws(() => passes.getSizeOfAllNodes(gm), {
+    message: 'Node a has no tensor metadata associated with it! Check that shape propagation has run.',
+  });
+  passes.getSizeOfAllNodes(gm, [rand([4]), rand([4])]);
+  t.deepEqual(byName(gm, 'linear').sizeBytes, { outputSize: 16, totalSize: 96 });
+  t.deepEqual(byName(gm, 'add').sizeBytes, { outputSize: 16, totalSize: 16 });
+  t.deepEqual(byName(gm, 'c').sizeBytes, { outputSize: 16, totalSize: 16 });
+});
+
+test('case 1: one 1000 B device holds the whole graph in one partition of 112 B; removing add_2 (and its constant) leaves 80 B', (t) => {
+  const m = new ThreeAdds();
+  const gm = symbolicTrace(m);
+  passes.getSizeOfAllNodes(gm, [rand([4]), rand([4])]);
+  const partitioner = new Partitioner();
+  const { dag } = partitioner.partitionGraph(gm, m, new PartitionerConfig([new Device('dev_0', 1000, 0)]));
+  const p = partitioner.partitions[0]!;
+  t.is(partitioner.partitions.length, 1);
+  t.is(p.usedMemBytes, 112);
+  t.deepEqual(dag.nodes[0]!.logicalDeviceIds, [0]);
+  p.removeNode(byName(gm, 'add_2'));
+  t.is(p.usedMemBytes, 80);
+  t.false(
+    [...p.nodes].some((n) => n.name === '_tensor_constant1'),
+    'the constant only add_2 read goes too',
+  );
+  t.true([...p.nodes].some((n) => n.name === '_tensor_constant0'));
+});
+
+test('case 2: size-based over three 125 B devices gives partitions of 48/112/48 B on devices [0], [1], [2]; outputs equal', (t) => {
+  manualSeed(0);
+  const m = new AddLinearAdd();
+  const gm = symbolicTrace(m);
+  const a = rand([4]);
+  const b = rand([4]);
+  passes.getSizeOfAllNodes(gm, [a, b]);
+  const devices = [0, 1, 2].map((i) => new Device(`dev_${i}`, 125, i));
+  const { dag, moduleWithSubmodules } = new Partitioner().partitionGraph(gm, m, new PartitionerConfig(devices));
+  t.deepEqual(
+    dag.nodes.map((n) => [n.sizeBytes, n.logicalDeviceIds]),
+    [
+      [48, [0]],
+      [112, [1]],
+      [48, [2]],
+    ],
+  );
+  t.true(close(moduleWithSubmodules.call(a, b), gm.call(a, b)));
+  t.snapshot(moduleWithSubmodules.graph.printTabular(false), 'the partitioned module');
+});
+
+test('case 3: the single partition goes on the largest device; too little memory overall and a node too large are PyTorch errors', (t) => {
+  class Add extends nn.Module {
+    override forward(a: Tensor, b: Tensor): Tensor {
+      return a.add(b);
+    }
+  }
+  const m = new Add();
+  const gm = symbolicTrace(m);
+  passes.getSizeOfAllNodes(gm, [rand([1]), rand([1])]);
+  const devices = [new Device('dev_0', 125, 0), new Device('dev_1', 150, 1), new Device('dev_2', 125, 2)];
+  const { dag } = new Partitioner().partitionGraph(gm, m, new PartitionerConfig(devices));
+  t.is(dag.nodes[0]!.sizeBytes, 12);
+  t.deepEqual(dag.nodes[0]!.logicalDeviceIds, [1]);
+
+  const big = new AddLinearAdd();
+  const gm2 = symbolicTrace(big);
+  passes.getSizeOfAllNodes(gm2, [rand([4]), rand([4])]);
+  const tiny = [new Device('dev_0', 4, 0), new Device('dev_1', 4, 1)];
+  t.throws(() => new Partitioner().partitionGraph(gm2, big, new PartitionerConfig(tiny)), {
+    instanceOf: PartitionerError,
+    message: 'Devices have no enough memory for the module',
+  });
+  class JustLinear extends nn.Module {
+    linear = new nn.Linear(4, 4);
+    override forward(a: Tensor): Tensor {
+      return this.linear.call(a);
+    }
+  }
+  const lin = new JustLinear();
+  const gm3 = symbolicTrace(lin);
+  passes.getSizeOfAllNodes(gm3, [rand([4])]);
+  const five = [0, 1, 2, 3, 4].map((i) => new Device(`dev_${i}`, 40, i));
+  t.throws(() => new Partitioner().partitionGraph(gm3, lin, new PartitionerConfig(five)), {
+    message: 'linearis too large to fit any device',
+  });
+  t.throws(() => new Partitioner().partitionGraph(gm3, lin, new PartitionerConfig([])), { message: 'No devices' });
+});
+
+test('case 4: AOT-based, each op node its own partition on device 0: every DAG node is 48 B on [0]; outputs equal', (t) => {
+  class TwoAdds extends nn.Module {
+    b = rand([4]);
+    c = rand([4]);
+    override forward(a: Tensor): Tensor {
+      return this.c.add(a.add(this.b));
+    }
+  }
+  const m = new TwoAdds();
+  const gm = symbolicTrace(m);
+  const a = rand([4]);
+  passes.getSizeOfAllNodes(gm, [a]);
+  const nodeToPartition = new Map<Node, number>();
+  const partitionToDevices = new Map<number, number[]>();
+  for (const n of gm.graph.nodes) {
+    if (['placeholder', 'get_attr', 'output'].includes(n.op)) continue;
+    partitionToDevices.set(nodeToPartition.size, [0]);
+    nodeToPartition.set(n, nodeToPartition.size);
+  }
+  const config = new PartitionerConfig([new Device('dev_0', 200, 0)], {
+    mode: PartitionMode.aotBased,
+    nodeToPartitionMapping: nodeToPartition,
+    partitionToLogicalDeviceMapping: partitionToDevices,
+  });
+  const { dag, moduleWithSubmodules } = new Partitioner().partitionGraph(gm, m, config);
+  t.is(dag.nodes.length, 2);
+  for (const n of dag.nodes) {
+    t.is(n.sizeBytes, 48);
+    t.deepEqual(n.logicalDeviceIds, [0]);
+  }
+  t.true(close(moduleWithSubmodules.call(a), gm.call(a)));
+});
+
+test('latencies: a partition’s critical path and the graph’s, with transfer cost between partitions on different devices', (t) => {
+  manualSeed(0);
+  const m = new AddLinearAdd();
+  const gm = symbolicTrace(m);
+  passes.getSizeOfAllNodes(gm, [rand([4]), rand([4])]);
+  const partitioner = new Partitioner();
+  partitioner.partitionGraph(gm, m, new PartitionerConfig([0, 1, 2].map((i) => new Device(`dev_${i}`, 125, i))));
+  const latency = new Map<Node, InstanceType<typeof NodeLatency>>();
+  for (const n of gm.graph.nodes) {
+    if (n.op === 'call_module') latency.set(n, new NodeLatency(1, 10));
+    else if (n.op === 'call_function' || n.op === 'call_method') latency.set(n, new NodeLatency(2, 1));
+  }
+  const perPartition = passes.getPartitionToLatencyMapping(partitioner.partitions, latency);
+  t.deepEqual(
+    partitioner.partitions.map((p) => perPartition.get(p)),
+    [
+      { memLatencySec: 2, computerLatencySec: 1, overallLatencySec: 2 },
+      { memLatencySec: 1, computerLatencySec: 10, overallLatencySec: 10 },
+      { memLatencySec: 2, computerLatencySec: 1, overallLatencySec: 2 },
+    ].map((l) => new passes.PartitionLatency(l.memLatencySec, l.computerLatencySec, l.overallLatencySec)),
+  );
+  // 2 + 16 B / 4 B/s + 10 + 16 B / 4 B/s + 2: each partition boundary moves one 16 B activation
+  t.is(passes.getLatencyOfPartitionedGraph(partitioner.partitions, perPartition, 4), 22);
+  const one = new Partition(0);
+  t.is(one.usedMemBytes, 0);
+  t.throws(() => passes.getLatencyOfOnePartition(partitioner.partitions[0]!, new Map()), { message: /no latency given for node add/ });
+});
+
+test('case 5: splitModule round-robin over three partitions: GraphModule submodules, meta kept everywhere, outputs equal', (t) => {
+  class MyModule extends nn.Module {
+    param = new nn.Parameter(rand([3, 4]));
+    linear = new nn.Linear(4, 5);
+    override forward(x: Tensor, y: Tensor): Tensor {
+      const z = this.linear.call(x.add(this.param)).clamp(0, 1);
+      const w = this.linear.call(y).clamp(0, 1);
+      return z.add(w);
+    }
+  }
+  const m = new MyModule();
+  const gm = symbolicTrace(m);
+  for (const n of gm.graph.nodes) if (n.op !== 'output') n.meta.testMetaInfo = true;
+  let counter = 0;
+  const split = passes.splitModule(gm, m, () => {
+    const p = counter % 3;
+    counter = (counter + 1) % 3;
+    return p;
+  });
+  let submodules = 0;
+  for (const n of split.graph.nodes) {
+    if (n.op !== 'call_module') continue;
+    const sub = split.getSubmodule(n.target as string);
+    t.true(sub instanceof GraphModule);
+    submodules++;
+    for (const sn of (sub as GraphModule).graph.nodes) if (sn.op !== 'output') t.is(sn.meta.testMetaInfo, true, `${n.target}.${sn.name}`);
+  }
+  t.is(submodules, 3);
+  const x = rand([3, 4]);
+  const y = rand([3, 4]);
+  t.true(close(split.call(x, y), gm.call(x, y)));
+});
+
+test('case 6: splitting at each call of `lin` maps submod_1.lin and submod_2.lin back to lin; partitions with several outputs are unpacked', (t) => {
+  class Example extends nn.Module {
+    mmParam = new nn.Parameter(randn([4, 4]));
+    mmParam2 = new nn.Parameter(randn([4, 4]));
+    lin = new nn.Linear(4, 4);
+    override forward(x: Tensor): Tensor {
+      x = x.matmul(this.mmParam).relu().matmul(this.mmParam);
+      x = this.lin.call(x).relu().matmul(this.mmParam2);
+      return this.lin.call(x);
+    }
+  }
+  const m = new Example();
+  const gm = symbolicTrace(m);
+  let part = 0;
+  const qualnames: Record<string, string> = {};
+  const split = passes.splitModule(
+    gm,
+    m,
+    (n) => {
+      if (n.op === 'call_module' && n.target === 'lin') part++;
+      return part;
+    },
+    qualnames,
+  );
+  t.deepEqual(qualnames, { 'submod_1.lin': 'lin', 'submod_2.lin': 'lin' });
+  const inp = randn([2, 4]);
+  t.true(close(split.call(inp), gm.call(inp)));
+
+  class TwoOut extends nn.Module {
+    override forward(x: Tensor): Tensor {
+      const a = x.relu();
+      const b = x.neg();
+      return a.add(b).mul(a);
+    }
+  }
+  const two = symbolicTrace(new TwoOut());
+  const split2 = passes.splitModule(two, two, (n) => (n.name === 'relu' || n.name === 'neg' ? 0 : 1));
+  t.deepEqual(
+    split2.graph.nodes.map((n) => `${n.op}:${n.name}`),
+    ['placeholder:x', 'call_module:submod_0', 'call_function:getitem', 'call_function:getitem_1', 'call_module:submod_1', 'output:output'],
+  );
+  t.true(close(split2.call(inp), two.call(inp)));
+});
+
+test('replaceTargetNodesWith retargets matching nodes, keeping names and meta', (t) => {
+  class Act extends nn.Module {
+    override forward(x: Tensor): Tensor {
+      return x.relu().add(1);
+    }
+  }
+  const gm = symbolicTrace(new Act());
+  gm.graph.nodes.find((n) => n.name === 'relu')!.meta.tag = 'kept';
+  passes.replaceTargetNodesWith(gm, 'call_method', 'relu', 'call_method', 'sigmoid');
+  const node = gm.graph.nodes.find((n) => n.name === 'relu')!;
+  t.is(node.target, 'sigmoid');
+  t.is(node.meta.tag, 'kept');
+  const x = randn([3]);
+  t.true(close(gm.call(x), x.sigmoid().add(1)));
+});
