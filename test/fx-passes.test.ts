@@ -1,6 +1,6 @@
 import test from 'ava';
 import { GraphModule, passes, symbolicTrace, type Node } from '../src/fx.js';
-import { allclose, manualSeed, nn, rand, randn, type Tensor } from '../src/index.js';
+import { allclose, cat, manualSeed, nn, rand, randn, tensor, type Tensor } from '../src/index.js';
 
 /**
  * kiln/fx passes against PyTorch's test_fx_experimental cases: node sizes, Partition bookkeeping, the
@@ -270,4 +270,164 @@ test('replaceTargetNodesWith retargets matching nodes, keeping names and meta', 
   t.is(node.meta.tag, 'kept');
   const x = randn([3]);
   t.true(close(gm.call(x), x.sigmoid().add(1)));
+});
+
+/** PyTorch's test_partition_latency / test_saturate_host module (its `torch.rand(4)` are constants here: same sizes). */
+class LatencyModule extends nn.Module {
+  linear = new nn.Linear(4, 4);
+  override forward(a: Tensor): Tensor {
+    const add1 = a.add(rand([4]));
+    const add2 = add1.add(rand([4]));
+    const linear1 = this.linear.call(add1);
+    const add3 = add2.add(linear1);
+    return add2.add(add3);
+  }
+}
+
+/** PyTorch's rule: (total, 2·total) for nodes without parameters, (total, output) for those with. */
+function sizeLatencies(gm: GraphModule, compute: (total: number) => number = (total) => 2 * total) {
+  const m = new Map<Node, InstanceType<typeof NodeLatency>>();
+  for (const n of gm.graph.nodes) {
+    if (['output', 'placeholder', 'get_attr'].includes(n.op)) continue;
+    const { totalSize, outputSize } = n.sizeBytes!;
+    m.set(n, totalSize === outputSize ? new NodeLatency(totalSize, compute(totalSize)) : new NodeLatency(totalSize, outputSize));
+  }
+  return m;
+}
+
+test('test_partition_latency: partitions (128, 80, 160) and (16, 32, 32), critical path 208 s at 2 B/s, as in PyTorch', (t) => {
+  const m = new LatencyModule();
+  const gm = symbolicTrace(m);
+  const a = rand([4]);
+  passes.getSizeOfAllNodes(gm, [a]);
+  const latencies = sizeLatencies(gm);
+  const partitioner = new Partitioner();
+  const { moduleWithSubmodules } = partitioner.partitionGraph(
+    gm,
+    m,
+    new PartitionerConfig([new Device('dev_0', 200, 0), new Device('dev_1', 200, 1)]),
+  );
+  t.true(close(moduleWithSubmodules.call(a), gm.call(a)));
+  const perPartition = passes.getPartitionToLatencyMapping(partitioner.partitions, latencies);
+  const plain = (p: InstanceType<typeof Partition>) => {
+    const l = perPartition.get(p)!;
+    return [l.memLatencySec, l.computerLatencySec, l.overallLatencySec];
+  };
+  t.deepEqual(partitioner.partitions.map(plain), [
+    [128, 80, 160],
+    [16, 32, 32],
+  ]);
+  t.is(passes.getLatencyOfPartitionedGraph(partitioner.partitions, perPartition, 2), 208);
+});
+
+test('test_saturate_host: partitions of 192 and 48 B on devices 0 and 1 are replicated onto 4 and 2, as in PyTorch', (t) => {
+  const m = new LatencyModule();
+  const gm = symbolicTrace(m);
+  const a = rand([4]);
+  passes.getSizeOfAllNodes(gm, [a]);
+  const devices = [200, 200, 100, 100, 200, 100].map((mem, i) => new Device(`dev_${i}`, mem, i));
+  const partitioner = new Partitioner();
+  const { moduleWithSubmodules, dag } = partitioner.partitionGraph(gm, m, new PartitionerConfig(devices, { saturateHost: true }));
+  t.true(close(moduleWithSubmodules.call(a), gm.call(a)));
+  t.deepEqual(
+    partitioner.partitions.map((p) => [p.usedMemBytes, p.logicalDeviceIds]),
+    [
+      [192, [0, 4]],
+      [48, [1, 2]],
+    ],
+  );
+  t.deepEqual(
+    dag.nodes.map((n) => n.logicalDeviceIds),
+    [
+      [0, 4],
+      [1, 2],
+    ],
+  );
+});
+
+/** PyTorch's test_cost_aware_partition module. */
+class CostModule extends nn.Module {
+  linear = new nn.Linear(4, 4);
+  override forward(a: Tensor): Tensor {
+    const add1 = a.add(rand([4]));
+    const add2 = add1.add(rand([4]));
+    const linear1 = this.linear.call(add1);
+    const add3 = add2.add(rand([4]));
+    const add4 = add2.add(linear1);
+    return add3.add(add4);
+  }
+}
+
+test('cost-aware (160 s, as PyTorch) and KL-based partitioning: valid device placements, outputs equal, never slower than size-based', (t) => {
+  const a = rand([4]);
+  const run = (mode: passes.PartitionMode) => {
+    const m = new CostModule();
+    const gm = symbolicTrace(m);
+    passes.getSizeOfAllNodes(gm, [a]);
+    const latencies = sizeLatencies(gm, () => 1);
+    const devices = [0, 1, 2, 3].map((i) => new Device(`dev_${i}`, 125, i));
+    const partitioner = new Partitioner();
+    const config = new PartitionerConfig(devices, { mode, transferRateBytesPerSec: 2, nodeToLatencyMapping: latencies });
+    const { moduleWithSubmodules } = partitioner.partitionGraph(gm, m, config);
+    t.true(close(moduleWithSubmodules.call(a), gm.call(a)), mode);
+    for (const p of partitioner.partitions) {
+      t.true(p.logicalDeviceIds.length > 0, `${mode}: partition ${p.partitionId} has a device`);
+      t.true(p.usedMemBytes <= 125, `${mode}: partition ${p.partitionId} fits its device`);
+    }
+    const cost = passes.getLatencyOfPartitionedGraph(
+      partitioner.partitions,
+      passes.getPartitionToLatencyMapping(partitioner.partitions, latencies),
+      2,
+    );
+    return { cost, sizes: partitioner.partitions.map((p) => p.usedMemBytes) };
+  };
+  const sizeBased = run(PartitionMode.sizeBased);
+  const costAware = run(PartitionMode.costAware);
+  const kl = run(PartitionMode.klBased);
+  t.true(costAware.cost <= sizeBased.cost, `cost-aware ${costAware.cost} vs size-based ${sizeBased.cost}`);
+  t.is(costAware.cost, 160, 'PyTorch test_cost_aware_partition: 160');
+  t.true(kl.cost <= sizeBased.cost, `KL ${kl.cost} vs size-based ${sizeBased.cost}`);
+  t.snapshot({ sizeBased, costAware, kl }, 'costs and partition sizes per mode');
+});
+
+test('sparse-nn: embedding bags and dense layers land in separate partitions, one device per embedding partition; PyTorch errors', (t) => {
+  class Recommender extends nn.Module {
+    bottom = new nn.Sequential(new nn.Linear(4, 4), new nn.ReLU(), new nn.Linear(4, 4), new nn.ReLU());
+    embeddings = new nn.ModuleList([0, 1, 2].map(() => new nn.EmbeddingBag(400, 4, { mode: 'sum' })));
+    top = new nn.Sequential(new nn.Linear(16, 16), new nn.ReLU(), new nn.Linear(16, 16), new nn.ReLU());
+    override forward(a: Tensor, ids: Tensor, offsets: Tensor): Tensor {
+      const x = this.bottom.call(a);
+      const ys = [...this.embeddings].map((e) => e.call(ids, offsets) as Tensor);
+      return this.top.call(cat([x, ...ys], 1));
+    }
+  }
+  manualSeed(0);
+  const m = new Recommender();
+  const gm = symbolicTrace(m);
+  const inputs = [rand([2, 4]), tensor([1, 2, 3, 4, 5, 6, 7, 8], { dtype: 'int32' }), tensor([0, 4], { dtype: 'int32' })];
+  passes.getSizeOfAllNodes(gm, inputs);
+  const devices = [0, 1, 2].map((i) => new Device(`dev_${i}`, 10000, i));
+  const partitioner = new Partitioner();
+  const { moduleWithSubmodules } = partitioner.partitionGraph(gm, m, new PartitionerConfig(devices, { mode: PartitionMode.sparseNn }));
+  t.true(close(moduleWithSubmodules.call(...inputs), gm.call(...inputs)));
+  const isEmbedding = (p: InstanceType<typeof Partition>) =>
+    [...p.nodes].some((n) => n.op === 'call_module' && String(n.target).startsWith('embeddings'));
+  const embedding = partitioner.partitions.filter(isEmbedding);
+  const dense = partitioner.partitions.filter((p) => !isEmbedding(p));
+  t.is(embedding.length, 3, 'each 6.4 kB embedding table needs its own 10 kB device next to the dense layers');
+  t.is(dense.length, 1, 'the dense partitions before and after the embeddings are combined');
+  t.deepEqual(
+    embedding.map((p) => p.logicalDeviceIds.length),
+    embedding.map(() => 1),
+  );
+  const embeddingDevices = embedding.flatMap((p) => p.logicalDeviceIds);
+  for (const p of dense) t.deepEqual(p.logicalDeviceIds, embeddingDevices, 'dense partitions sit on every embedding device');
+  const unequal = [new Device('dev_0', 12000, 0), new Device('dev_1', 12000, 1), new Device('dev_2', 11000, 2)];
+  t.throws(() => new Partitioner().partitionGraph(gm, m, new PartitionerConfig(unequal, { mode: PartitionMode.sparseNn })), {
+    message: 'All devices must have same memory size!',
+  });
+  const two = [0, 1].map((i) => new Device(`dev_${i}`, 12000, i));
+  t.throws(() => new Partitioner().partitionGraph(gm, m, new PartitionerConfig(two, { mode: PartitionMode.sparseNn })), {
+    message: 'Need 3 devices, but only 2 provided',
+  });
 });
