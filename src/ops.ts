@@ -40,6 +40,7 @@ export {
   squeeze,
   expand,
   narrow,
+  split,
   select,
   slice,
   index,

@@ -1,6 +1,6 @@
 import test from 'ava';
 import { GraphModule, passes, symbolicTrace, type Node } from '../src/fx.js';
-import { allclose, cat, manualSeed, nn, rand, randn, tensor, type Tensor } from '../src/index.js';
+import { allclose, cat, manualSeed, nn, ops, rand, randn, tensor, type Tensor } from '../src/index.js';
 
 /**
  * kiln/fx passes against PyTorch's test_fx_experimental cases: node sizes, Partition bookkeeping, the
@@ -430,4 +430,87 @@ test('sparse-nn: embedding bags and dense layers land in separate partitions, on
   t.throws(() => new Partitioner().partitionGraph(gm, m, new PartitionerConfig(two, { mode: PartitionMode.sparseNn })), {
     message: 'Need 3 devices, but only 2 provided',
   });
+});
+
+test('case 8: fuse folds BatchNorm into the conv before it (eval), within 1e-5; a BN without running stats, or after a shared conv, stays', (t) => {
+  class ConvBn extends nn.Module {
+    conv: nn.Module;
+    bn: nn.Module;
+    constructor(track: boolean) {
+      super();
+      this.conv = new nn.Conv2d(32, 64, 3, { stride: 2 });
+      this.bn = new nn.BatchNorm2d(64, { trackRunningStats: track });
+    }
+    override forward(x: Tensor): Tensor {
+      return this.bn.call(this.conv.call(x)) as Tensor;
+    }
+  }
+  manualSeed(0);
+  const inp = randn([1, 32, 20, 20]);
+  const tracking = new ConvBn(true);
+  // give the running statistics something to fold: a few training batches, then eval
+  for (let i = 0; i < 3; i++) tracking.call(randn([2, 32, 20, 20]).mul(2).add(1));
+  tracking.eval();
+  const fused = passes.fuse(tracking);
+  t.false(
+    fused.modules().some((mod) => mod instanceof nn.BatchNorm2d),
+    'the BN is gone',
+  );
+  t.true(allclose(fused.call(inp) as Tensor, tracking.call(inp) as Tensor, { atol: 1e-5, rtol: 1e-4 }));
+  t.true(tracking.bn instanceof nn.BatchNorm2d && tracking.conv.training === false, 'the original module is unchanged');
+
+  const notTracking = new ConvBn(false).eval();
+  const kept = passes.fuse(notTracking);
+  t.true(
+    kept.modules().some((mod) => mod instanceof nn.BatchNorm2d),
+    'a BN without running stats is not folded',
+  );
+  t.true(allclose(kept.call(inp) as Tensor, notTracking.call(inp) as Tensor, { atol: 1e-6 }));
+
+  class Shared extends nn.Module {
+    conv = new nn.Conv1d(4, 4, 3);
+    bn = new nn.BatchNorm1d(4);
+    override forward(x: Tensor): Tensor {
+      const c = this.conv.call(x) as Tensor;
+      return (this.bn.call(c) as Tensor).add(c);
+    }
+  }
+  const shared = new Shared().eval();
+  t.true(
+    passes
+      .fuse(shared)
+      .modules()
+      .some((mod) => mod instanceof nn.BatchNorm1d),
+    'the conv output has another user: no fusion',
+  );
+  t.throws(() => passes.fuse(new ConvBn(true)), { message: 'Fusion only for eval!' });
+});
+
+test('case 7: mergeMatmul turns two matmuls sharing a right-hand side into one (counted by re-tracing); a dependent chain keeps two', (t) => {
+  const countMatmuls = (gm: GraphModule) =>
+    symbolicTrace(gm).graph.nodes.filter((n) => n.target === ops.matmul || n.target === 'matmul').length;
+  class Shared extends nn.Module {
+    rhs = new nn.Parameter(randn([4, 5]));
+    override forward(x: Tensor, y: Tensor): Tensor {
+      return ops.matmul(x, this.rhs).add(ops.matmul(y, this.rhs));
+    }
+  }
+  const m = new Shared();
+  const before = symbolicTrace(m);
+  t.is(countMatmuls(before), 2);
+  const merged = passes.mergeMatmul(m);
+  t.is(countMatmuls(merged), 1);
+  const a = randn([3, 4]);
+  const b = randn([3, 4]);
+  t.true(allclose(merged.call(a, b) as Tensor, m.call(a, b) as Tensor, { atol: 1e-5 }));
+
+  class Chain extends nn.Module {
+    rhs = new nn.Parameter(randn([4, 4]));
+    override forward(x: Tensor): Tensor {
+      const h = ops.matmul(x, this.rhs);
+      return ops.matmul(h, this.rhs);
+    }
+  }
+  const chain = passes.mergeMatmul(new Chain());
+  t.is(countMatmuls(chain), 2, 'the second matmul reads the first: no merge');
 });

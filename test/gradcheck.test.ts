@@ -81,6 +81,16 @@ const cases: Case[] = [
   ['expand', () => ({ fn: (a) => ops.expand(a, [2, 3, 4]).mul(arangeF(24).reshape([2, 3, 4])), inputs: [g(randn([3, 1]))] })],
   ['slice', () => ({ fn: (a) => ops.slice(a, 1, 1, 5, 2), inputs: [g(randn([2, 6]))] })],
   ['narrow', () => ({ fn: (a) => ops.narrow(a, 0, 1, 2), inputs: [g(randn([4, 2]))] })],
+  [
+    'split',
+    () => ({
+      fn: (a) => {
+        const [p, q, r] = ops.split(a, [1, 2, 1], 0);
+        return ops.cat([p!.mul(2), q!, r!.neg()], 0);
+      },
+      inputs: [g(randn([4, 3]))],
+    }),
+  ],
   ['select', () => ({ fn: (a) => ops.select(a, 1, -1), inputs: [g(randn([2, 3]))] })],
   ['index', () => ({ fn: (a) => ops.index(a, [null, '...', '::2', idx([2, 0])]), inputs: [g(randn([2, 4, 3]))] })],
   ['gather', () => ({ fn: (a) => ops.gather(a, 1, idx([0, 2, 2, 1], [2, 2])), inputs: [g(randn([2, 3]))] })],

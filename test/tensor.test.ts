@@ -308,3 +308,25 @@ test('toString and item/data/toArray', (t) => {
   t.throws(() => x.item(), { message: 'item: only one-element tensors can be converted to a number, got shape [1, 2]' });
   t.throws(() => tensor([[1, 2], [3]]), { instanceOf: ShapeError, message: /expected a sequence of length 2 at dim 1 \(got 1\)/ });
 });
+
+test('ops.split: by a piece size (the last shorter) or by listed sizes; sizes that do not add up are a ShapeError', (t) => {
+  const x = arange(10).reshape([5, 2]);
+  t.deepEqual(
+    ops.split(x, 2).map((p) => p.shape),
+    [
+      [2, 2],
+      [2, 2],
+      [1, 2],
+    ],
+  );
+  const [a, b] = ops.split(x, [3, 2], 0);
+  t.deepEqual(b!.toArray(), [
+    [6, 7],
+    [8, 9],
+  ]);
+  t.deepEqual(a!.shape, [3, 2]);
+  t.throws(() => ops.split(x, [3, 3], 0), {
+    message: 'split: sizes [3, 3] must be non-negative and add up to 5, the size of dim 0 of [5, 2]',
+  });
+  t.throws(() => ops.split(x, 0), { message: /splitSize must be a positive integer, got 0/ });
+});

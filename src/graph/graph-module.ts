@@ -69,6 +69,8 @@ export class GraphModule extends Module {
     const { code, forward } = generateForward(this._graph);
     hide(this, '_code', code);
     hide(this, '_forward', forward);
+    // The generated function is this instance's forward, so its parameter names are visible (re-tracing a GraphModule).
+    hide(this, 'forward', forward);
     return code;
   }
 

@@ -16,3 +16,5 @@ export {
 } from './partitioner-utils.js';
 export { splitModule } from './split-module.js';
 export { DAG, DAGNode, Partitioner, PartitionerError, type PartitionResult } from './accelerator-partitioner.js';
+export { fuse, fuseConvBnEval, fuseConvBnWeights } from './optimization.js';
+export { mergeMatmul, legalizeGraph } from './merge-matmul.js';

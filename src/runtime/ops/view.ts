@@ -208,6 +208,34 @@ export const narrow = defineOp<(input: Tensor, dim: number, start: number, lengt
   },
 });
 
+/** torch.split: pieces of `splitSize` along `dim` (the last may be shorter), or pieces of the listed sizes. */
+export const split = defineOp<(input: Tensor, splitSize: number | number[], dim?: number) => Tensor[]>({
+  schema: 'split(Tensor input, int|int[] splitSize, int dim=0)',
+  composite: true,
+  forward(_ctx, x, splitSize, dim = 0) {
+    const d = normDim('split', dim, x.ndim);
+    const n = x.shape[d]!;
+    let sizes: number[];
+    if (typeof splitSize === 'number') {
+      if (!Number.isInteger(splitSize) || splitSize <= 0)
+        throw new ValueError(`split: splitSize must be a positive integer, got ${splitSize}`);
+      sizes = Array.from({ length: Math.max(1, Math.ceil(n / splitSize)) }, (_, i) => Math.min(splitSize, n - i * splitSize));
+    } else {
+      sizes = [...splitSize];
+      const total = sizes.reduce((a, b) => a + b, 0);
+      if (sizes.some((k) => !Number.isInteger(k) || k < 0) || total !== n) {
+        throw new ShapeError(`split: sizes ${fmt(sizes)} must be non-negative and add up to ${n}, the size of dim ${d} of ${fmt(x.shape)}`);
+      }
+    }
+    let start = 0;
+    return sizes.map((k) => {
+      const piece = narrow(x, d, start, k);
+      start += k;
+      return piece;
+    });
+  },
+});
+
 export const select = defineOp<(input: Tensor, dim: number, index: number) => Tensor>({
   schema: 'select(Tensor input, int dim, int index)',
   view: true,
