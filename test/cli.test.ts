@@ -86,3 +86,11 @@ test('KILN_COMPILE=0 runs everything eagerly: no graph is captured in that proce
   t.deepEqual(JSON.parse(go({ KILN_COMPILE: '0' }).stdout), { frames: 0 });
   t.deepEqual(JSON.parse(go({ KILN_COMPILE: '1' }).stdout), { frames: 2 });
 });
+
+test('examples/partition.ts partitions a 20-layer model over 4 devices and prints the DAG with latencies', (t) => {
+  const r = spawnSync(process.execPath, ['--import', 'kiln/register', 'examples/partition.ts'], { encoding: 'utf8' });
+  t.is(r.status, 0, r.stderr);
+  t.is((r.stdout.match(/^ {2}submod_\d {2}on \[\d\]/gm) ?? []).length, 4);
+  t.regex(r.stdout, /whole graph, 1 GB\/s between devices: \d+\.\d\d µs/);
+  t.regex(r.stdout, /partitioned module equals the original: true/);
+});

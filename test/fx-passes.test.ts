@@ -514,3 +514,42 @@ test('case 7: mergeMatmul turns two matmuls sharing a right-hand side into one (
   const chain = passes.mergeMatmul(new Chain());
   t.is(countMatmuls(chain), 2, 'the second matmul reads the first: no merge');
 });
+
+class Mixed extends nn.Module {
+  fc = new nn.Linear(4, 6);
+  override forward(x: Tensor, y: Tensor): Tensor {
+    const h = ops.add(this.fc.call(x), 1, { alpha: 2 }).relu().mul(y.sum(1, true));
+    const s = ops.softmax(h.reshape([2, 3, 2]).transpose(1, 2), -1);
+    return ops.clamp(s.matmul(s.transpose(1, 2)).sub(0.5), -0.2).mean(-1);
+  }
+}
+
+test('NormalizeArgs: every op call in keyword-only form by its schema, defaults filled, meta kept; outputs equal', (t) => {
+  const gm = symbolicTrace(new Mixed());
+  for (const n of gm.graph.nodes) n.meta.tag = n.name;
+  const normalized = new passes.NormalizeArgs(gm).transform();
+  const calls = normalized.graph.nodes.filter((n) => n.op === 'call_function');
+  t.true(calls.length >= 3);
+  for (const n of calls) {
+    t.is(n.args.length, 0, `${n.name} has no positional arguments`);
+    t.is(n.meta.tag, n.name, 'meta carried over');
+  }
+  t.deepEqual(Object.keys(calls.find((n) => n.target === ops.add)!.kwargs), ['input', 'other', 'alpha']);
+  t.deepEqual(calls.find((n) => n.target === ops.clamp)!.kwargs.max, null);
+  const x = randn([2, 4]);
+  const y = randn([2, 5]);
+  t.true(close(normalized.call(x, y), gm.call(x, y)));
+});
+
+test('NormalizeOperators: method spellings of ops become the op functions; outputs equal', (t) => {
+  const gm = symbolicTrace(new Mixed());
+  t.true(gm.graph.nodes.some((n) => n.op === 'call_method'));
+  const normalized = new passes.NormalizeOperators(gm).transform();
+  t.deepEqual(
+    normalized.graph.nodes.filter((n) => n.op === 'call_method').map((n) => n.target),
+    [],
+  );
+  const x = randn([2, 4]);
+  const y = randn([2, 5]);
+  t.true(close(normalized.call(x, y), gm.call(x, y)));
+});

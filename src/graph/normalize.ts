@@ -10,6 +10,33 @@ export interface NormalizedArguments {
   readonly kwargs: Readonly<Record<string, unknown>>;
 }
 
+export interface SchemaParam {
+  readonly name: string;
+  readonly hasDefault: boolean;
+  readonly default: unknown;
+}
+
+/**
+ * Bind positional and keyword arguments to an op's parameters by name, filling defaults; undefined when
+ * they do not fit (too many, an unknown keyword, a required parameter missing).
+ */
+export function bindToSchema(
+  params: readonly SchemaParam[],
+  args: readonly unknown[],
+  kwargs: Readonly<Record<string, unknown>>,
+): Record<string, unknown> | undefined {
+  if (args.length > params.length) return undefined;
+  if (Object.keys(kwargs).some((k) => !params.some((p) => p.name === k))) return undefined;
+  const out: Record<string, unknown> = {};
+  for (const [i, p] of params.entries()) {
+    if (i < args.length) out[p.name] = args[i];
+    else if (p.name in kwargs) out[p.name] = kwargs[p.name];
+    else if (p.hasDefault) out[p.name] = structuredClone(p.default);
+    else return undefined;
+  }
+  return out;
+}
+
 interface Resolvable {
   resolveTarget(path: string): unknown;
 }
@@ -20,18 +47,9 @@ interface Resolvable {
  * call_module (which needs the root module). Undefined when the target's parameters are unknown.
  */
 export function normalizeArguments(node: Node, root?: unknown): NormalizedArguments | undefined {
-  const bindSchema = (op: { schema?: { params: readonly { name: string; hasDefault: boolean; default: unknown }[] } }) => {
-    const params = op.schema?.params;
-    if (!params || node.args.length > params.length) return undefined;
-    const kwargs: Record<string, unknown> = {};
-    for (const [i, p] of params.entries()) {
-      if (i < node.args.length) kwargs[p.name] = node.args[i];
-      else if (p.name in node.kwargs) kwargs[p.name] = node.kwargs[p.name];
-      else if (p.hasDefault) kwargs[p.name] = structuredClone(p.default);
-      else return undefined;
-    }
-    if (Object.keys(node.kwargs).some((k) => !params.some((p) => p.name === k))) return undefined;
-    return { args: [], kwargs };
+  const bindSchema = (op: { schema?: { params: readonly SchemaParam[] } }) => {
+    const kwargs = op.schema ? bindToSchema(op.schema.params, node.args, node.kwargs) : undefined;
+    return kwargs ? { args: [], kwargs } : undefined;
   };
   switch (node.op) {
     case 'call_function':

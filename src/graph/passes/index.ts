@@ -18,3 +18,4 @@ export { splitModule } from './split-module.js';
 export { DAG, DAGNode, Partitioner, PartitionerError, type PartitionResult } from './accelerator-partitioner.js';
 export { fuse, fuseConvBnEval, fuseConvBnWeights } from './optimization.js';
 export { mergeMatmul, legalizeGraph } from './merge-matmul.js';
+export { NormalizeArgs, NormalizeOperators } from './normalize.js';
