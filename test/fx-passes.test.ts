@@ -553,3 +553,23 @@ test('NormalizeOperators: method spellings of ops become the op functions; outpu
   const y = randn([2, 5]);
   t.true(close(normalized.call(x, y), gm.call(x, y)));
 });
+
+test('splitModule: keyword arguments that cross partitions, a concreteArgs default kept on the base placeholder, dead code, clashing names', (t) => {
+  class Kw extends nn.Module {
+    override forward(x: Tensor, y: Tensor, scale = 2): Tensor {
+      const unused = x.neg(); // dead code: computed in its partition, read by nobody
+      void unused;
+      const submod_0 = y.relu(); // a value named like a submodule
+      return ops.add(x.mul(scale), { other: submod_0, alpha: 3 } as never) as Tensor;
+    }
+  }
+  const m = new Kw();
+  const gm = symbolicTrace(m, { concreteArgs: { scale: 2 } });
+  const split = passes.splitModule(gm, m, (n) => (n.name === 'add' ? 1 : 0));
+  t.regex(split.code, /forward\(x, y, scale = 2\)/);
+  t.is(split.graph.nodes.filter((n) => n.op === 'call_module').length, 2);
+  const xi = randn([3]);
+  const yi = randn([3]);
+  t.true(close(split.call(xi, yi), gm.call(xi, yi)));
+  t.true(close(split.call(xi, yi), xi.mul(2).add(yi.relu().mul(3))));
+});
