@@ -5,12 +5,13 @@ import type { GraphModule } from '../graph-module.js';
 import type { Node } from '../node.js';
 import { getSizeOfAllNodes } from './graph-manipulation.js';
 import {
-  Device,
+  PARAM_LIKE,
   Partition,
   PartitionMode,
   getExtraSizeOf,
   getLatencyOfPartitionedGraph,
   getPartitionToLatencyMapping,
+  type Device,
   type NodeLatency,
   type PartitionerConfig,
 } from './partitioner-utils.js';
@@ -27,7 +28,6 @@ import { splitModule } from './split-module.js';
 export class PartitionerError extends KilnError {}
 
 const OP_NODES = new Set(['call_module', 'call_method', 'call_function']);
-const PARAM_LIKE = new Set(['placeholder', 'get_attr']);
 
 export class DAGNode {
   constructor(

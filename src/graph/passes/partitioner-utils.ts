@@ -7,7 +7,8 @@ import type { Node } from '../node.js';
  * so ties break by the order nodes and partitions were added.
  */
 
-const PARAM_LIKE = new Set(['placeholder', 'get_attr']);
+/** Nodes that hold no computation: inputs and attributes. */
+export const PARAM_LIKE: ReadonlySet<string> = new Set(['placeholder', 'get_attr']);
 
 export class Partition {
   nodes = new Set<Node>();
