@@ -47,7 +47,7 @@ export interface ConcreteArgs {
 /** Where in user code tracing is, for error messages: the first stack frame outside kiln's graph and runtime. */
 export function userFrame(): string {
   const frames = (new Error().stack ?? '').split('\n').slice(1);
-  const mine = /[\\/](src|dist[\\/]src)[\\/](graph|runtime|analysis|compile)[\\/]|node:internal/;
+  const mine = /[\\/](src|dist[\\/]src)[\\/](graph|runtime|analysis|compile|jit)[\\/]|node:internal/;
   const f = frames.find((l) => !mine.test(l));
   return f ? `\n    ${f.trim()}` : '';
 }

@@ -8,6 +8,10 @@ import { isPlainObject } from './plain-object.js';
 export interface TraceDispatch {
   isTraced(x: unknown): boolean;
   callOp(op: (...args: never[]) => unknown, args: readonly unknown[], kwargs: Readonly<Record<string, unknown>> | undefined): unknown;
+  /** Told when code reads a real tensor's values (`item()`, `toArray()`, `data()`): a runtime trace freezes them. */
+  valueRead?(t: unknown, what: string): void;
+  /** Told when an in-place op (`name`) wrote `result`'s values into `self`. */
+  wroteInPlace?(self: unknown, result: unknown, name: string): void;
 }
 
 /** The active tracer, or null (the common case: one null check per op call). */

@@ -322,6 +322,7 @@ export function applyInplace(name: string, self: Tensor, compute: (src: Tensor) 
     throw new DTypeError(`${name}: result type float32 can't be cast to the in-place output type ${self.dtype}`);
   }
   self._writeFrom(result);
+  activeTrace?.wroteInPlace?.(self, result, name);
   if (!recording) return self;
   const track = result.requiresGrad || self.requiresGrad || (base?.requiresGrad ?? false);
   if (!track) return self;

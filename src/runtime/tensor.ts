@@ -1,3 +1,4 @@
+import { activeTrace } from './dispatch.js';
 import { inspect } from 'node:util';
 import { AutogradError, DTypeError, IndexError, ValueError } from '../errors.js';
 import { GradNode, runBackward } from './autograd.js';
@@ -156,11 +157,13 @@ export class Tensor {
 
   /** A copy of the elements in row-major order. */
   data(): TypedArray {
+    activeTrace?.valueRead?.(this, 'data()');
     return gatherContiguous(this._storage.data, this, this.dtype).slice();
   }
 
   /** The elements as (nested) JS arrays; bool tensors give booleans. */
   toArray(): NestedArray {
+    activeTrace?.valueRead?.(this, 'toArray()');
     const flat = gatherContiguous(this._storage.data, this, this.dtype);
     const asJs = (v: number) => (this.dtype === 'bool' ? v !== 0 : v);
     if (this.ndim === 0) return asJs(flat[0]!);
@@ -176,6 +179,7 @@ export class Tensor {
 
   /** The value of a one-element tensor as a JS number (bool: 0 or 1). */
   item(): number {
+    activeTrace?.valueRead?.(this, 'item()');
     if (this.numel() !== 1) {
       throw new ValueError(`item: only one-element tensors can be converted to a number, got shape ${fmt(this.shape)}`);
     }

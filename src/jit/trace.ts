@@ -1,0 +1,339 @@
+import { KilnError } from '../errors.js';
+import { getitem } from '../graph/builtins.js';
+import { Graph } from '../graph/graph.js';
+import { GraphModule } from '../graph/graph-module.js';
+import type { Argument, FunctionTarget, Kwargs, Node } from '../graph/node.js';
+import { userFrame } from '../graph/tracer.js';
+import { noGrad } from '../runtime/autograd.js';
+import { setTraceDispatch, type TraceDispatch } from '../runtime/dispatch.js';
+import { Module } from '../runtime/nn/module.js';
+import { isPlainObject } from '../runtime/plain-object.js';
+import { Tensor } from '../runtime/tensor.js';
+import { TracingError, flatten, flattenAs, unflatten, type Structure } from './structure.js';
+
+/**
+ * Runtime tracing (torch.jit.trace): run the function or module once on example inputs and record every op
+ * it actually executed into a kiln FX graph. Ops are recorded as call_function nodes of the op table (leaf
+ * modules and hooks are inlined), parameters and buffers as get_attr by path, other tensors as constants.
+ * Control flow is whatever the example took; reading a tensor's values freezes them (a TracerWarning).
+ */
+
+/** The trace checker found a difference between invocations, or between the trace and eager code. */
+export class TracingCheckError extends KilnError {}
+
+export interface TraceOptions {
+  /** Re-trace on `checkInputs` (default: the example inputs) and compare graphs and outputs. Default true. */
+  checkTrace?: boolean;
+  checkInputs?: unknown[][];
+  /** Refuse dict outputs (their structure might depend on the inputs). Default true. */
+  strict?: boolean;
+  /** Tolerance of the output check. */
+  checkTolerance?: number;
+}
+
+const VALUE_WARNING =
+  "Converting a tensor to a JavaScript value might cause the trace to be incorrect. We can't record the data flow of JavaScript values, so this value will be treated as a constant in the future. This means that the trace might not generalize to other inputs!";
+
+/** One trace: the graph, the tensors it reads by path or as constants, and the warnings it gave. */
+class JitTracer implements TraceDispatch {
+  readonly graph = new Graph();
+  readonly constants = new Map<string, Tensor>();
+  readonly warnings: string[] = [];
+  private readonly nodes = new WeakMap<Tensor, Node>();
+  private readonly attrNodes = new Map<string, Node>();
+  private readonly paths = new Map<Tensor, string>();
+  private readonly constantNames = new Map<Tensor, string>();
+  private readonly warnedSites = new Set<string>();
+
+  constructor(readonly root: Module) {
+    for (const [p, t] of [...root.namedParameters(), ...root.namedBuffers()]) if (!this.paths.has(t)) this.paths.set(t, p);
+  }
+
+  placeholder(name: string, t: Tensor): void {
+    this.nodes.set(t, this.graph.placeholder(name));
+  }
+
+  isTraced(x: unknown): boolean {
+    return x instanceof Tensor && (this.nodes.has(x) || this.paths.has(x));
+  }
+
+  callOp(op: (...args: never[]) => unknown, args: readonly unknown[], kwargs: Readonly<Record<string, unknown>> | undefined): unknown {
+    const prev = setTraceDispatch(null); // the op's own inner ops are not recorded
+    let out: unknown;
+    try {
+      out = (op as (...a: unknown[]) => unknown)(...args, ...(kwargs ? [kwargs] : []));
+    } finally {
+      setTraceDispatch(prev);
+    }
+    const node = this.graph.callFunction(
+      op as unknown as FunctionTarget,
+      args.map((a) => this.arg(a)),
+      (kwargs ? this.arg(kwargs) : {}) as Kwargs,
+    );
+    this.bind(out, node);
+    return out;
+  }
+
+  valueRead(t: unknown, what: string): void {
+    if (t instanceof Tensor && this.isTraced(t)) this.warn(what, VALUE_WARNING);
+  }
+
+  /** One TracerWarning per kind and source line, in program order. */
+  private warn(what: string, text: string): void {
+    const site = userFrame().trim();
+    const key = `${what} ${site}`;
+    if (this.warnedSites.has(key)) return;
+    this.warnedSites.add(key);
+    const msg = `${what}: ${text}${site ? `\n    ${site}` : ''}`;
+    this.warnings.push(msg);
+    process.emitWarning(msg, 'TracerWarning');
+  }
+
+  /** An in-place op is recorded as its out-of-place computation: `self` now stands for that result. */
+  wroteInPlace(self: unknown, result: unknown, name: string): void {
+    if (!(self instanceof Tensor) || !(result instanceof Tensor) || !this.nodes.has(result)) return;
+    this.nodes.set(self, this.nodes.get(result)!);
+    if (self._base && this.isTraced(self._base)) {
+      this.warn(
+        `${name}`,
+        'an in-place write to a view is recorded on the view only; later reads of the tensor it views see the value from before the write',
+      );
+    }
+  }
+
+  /** Record that `out` (a tensor, or an array / values-indices pair of them) is what `node` computes. */
+  private bind(out: unknown, node: Node): void {
+    if (out instanceof Tensor) {
+      this.nodes.set(out, node);
+      return;
+    }
+    if (Array.isArray(out)) {
+      out.forEach((o, i) => o instanceof Tensor && this.nodes.set(o, this.graph.callFunction(getitem as FunctionTarget, [node, i])));
+    }
+  }
+
+  /** A value met in an op call, as a graph argument. */
+  arg(a: unknown): Argument {
+    if (a instanceof Tensor) return this.tensorNode(a);
+    if (Array.isArray(a)) return a.map((x) => this.arg(x));
+    if (isPlainObject(a)) return Object.fromEntries(Object.entries(a).map(([k, v]) => [k, this.arg(v)]));
+    return a as Argument;
+  }
+
+  tensorNode(t: Tensor): Node {
+    const n = this.nodes.get(t);
+    if (n) return n;
+    const path = this.paths.get(t) ?? this.constantPath(t);
+    let attr = this.attrNodes.get(path);
+    if (!attr) this.attrNodes.set(path, (attr = this.graph.getAttr(path)));
+    return attr;
+  }
+
+  private constantPath(t: Tensor): string {
+    if (t.requiresGrad) {
+      throw new TracingError(
+        `Cannot insert a Tensor that requires grad as a constant. Consider making it a parameter or input, or detaching the gradient${userFrame()}`,
+      );
+    }
+    let name = this.constantNames.get(t);
+    if (!name) {
+      name = `_tensor_constant${this.constantNames.size}`;
+      this.constantNames.set(t, name);
+      this.constants.set(name, t);
+    }
+    return name;
+  }
+}
+
+/** What one traced method needs at run time: its graph module and the structure of its inputs and outputs. */
+export interface TracedMethod {
+  readonly gm: GraphModule;
+  readonly inputs: Structure;
+  readonly outputs: Structure;
+  readonly warnings: readonly string[];
+}
+
+function inputError(where: string, v: unknown): never {
+  const type = v === null ? 'null' : Array.isArray(v) ? 'array' : typeof v;
+  throw new TracingError(
+    `Type '${type}' cannot be traced (${where}). Only Tensors and (possibly nested) arrays and objects of Tensors can be traced`,
+  );
+}
+
+function outputError(where: string): never {
+  throw new TracingError(
+    `Only tensors, arrays of tensors, or objects of tensors can be output from traced functions (${where} is not a tensor)`,
+  );
+}
+
+/** Record one call of `fn` (with `this` = `root`) on `inputs`. */
+function record(root: Module, fn: (...a: unknown[]) => unknown, inputs: unknown[], strict: boolean, name: string): TracedMethod {
+  if (!Array.isArray(inputs)) throw new TracingError(`trace: exampleInputs must be an array of the arguments, got ${typeof inputs}`);
+  const { structure: inStructure, tensors: inTensors } = flatten(inputs, 'input', inputError);
+  const tracer = new JitTracer(root);
+  inTensors.forEach((t, i) => tracer.placeholder(inTensors.length === 1 ? 'input' : `input_${i}`, t));
+  const prev = setTraceDispatch(tracer);
+  let result: unknown;
+  try {
+    result = fn.apply(root, inputs);
+  } finally {
+    setTraceDispatch(prev);
+  }
+  if (strict && isPlainObject(result)) {
+    throw new TracingError(
+      "Encountering a dict at the output of the tracer might cause the trace to be incorrect, this is only valid if the container structure does not change based on the module's inputs. Consider using a constant container instead (e.g. an array). If you absolutely need this and know the side effects, pass strict: false to trace() to allow this behavior.",
+    );
+  }
+  const { structure: outStructure, tensors: outTensors } = flatten(result, 'output', outputError);
+  tracer.graph.output(outTensors.map((t) => tracer.tensorNode(t)));
+  const gm = new GraphModule(root, tracer.graph, name, tracer.constants);
+  return { gm, inputs: inStructure, outputs: outStructure, warnings: tracer.warnings };
+}
+
+/** A traced program: call it like the original; `graph` and `code` show what was recorded. */
+export class TracedModule extends Module {
+  declare readonly methods: ReadonlyMap<string, TracedMethod>;
+  /** Write the traced program (graphs, weights, input/output structure) to `path`; installed by serialize.ts. */
+  declare save: (path: string) => void;
+
+  constructor(methods: Map<string, TracedMethod>) {
+    super();
+    Object.defineProperty(this, 'methods', { value: methods, enumerable: false });
+    const main = methods.get('forward') ?? [...methods.values()][0]!;
+    // The weights live once, under the original paths (shared by all methods' graphs).
+    for (const [name, child] of main.gm.namedChildren()) (this as unknown as Record<string, unknown>)[name] = child;
+    for (const [name, t] of main.gm.namedBuffers('', false)) this.registerBuffer(name, t);
+    for (const [name, p] of main.gm.namedParameters('', false)) (this as unknown as Record<string, unknown>)[name] = p;
+    for (const [method] of methods) {
+      if (method === 'forward') continue;
+      Object.defineProperty(this, method, { value: (...args: unknown[]) => this.runMethod(method, args), enumerable: false });
+    }
+  }
+
+  /** The recorded graph of `forward` (or of the only traced method). */
+  get graph(): Graph {
+    return this.main().gm.graph;
+  }
+
+  get code(): string {
+    return this.main().gm.code;
+  }
+
+  private main(): TracedMethod {
+    return this.methods.get('forward') ?? [...this.methods.values()][0]!;
+  }
+
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  override forward(...args: any[]): any {
+    return this.runMethod(this.methods.has('forward') ? 'forward' : [...this.methods.keys()][0]!, args);
+  }
+
+  runMethod(name: string, args: unknown[]): unknown {
+    const m = this.methods.get(name)!;
+    const flat = flattenAs(m.inputs, args, 'input');
+    const out = m.gm.forward(...flat) as unknown[];
+    return unflatten(m.outputs, out);
+  }
+}
+
+function check(
+  root: Module,
+  fn: (...a: unknown[]) => unknown,
+  traced: TracedMethod,
+  checkInputs: unknown[][],
+  options: TraceOptions,
+  name: string,
+): void {
+  const tol = options.checkTolerance ?? 1e-5;
+  const expected = traced.gm.graph.toString();
+  for (const inputs of checkInputs) {
+    const again = withoutWarnings(() => record(root, fn, inputs, options.strict ?? true, name));
+    const got = again.gm.graph.toString();
+    if (got !== expected) {
+      throw new TracingCheckError(`Graphs differed across invocations!\n${graphDiff(expected, got)}`);
+    }
+    const flat = flattenAs(traced.inputs, inputs, 'input');
+    const fromTrace = traced.gm.forward(...flat) as Tensor[];
+    const eager = flatten(
+      noGrad(() => fn.apply(root, inputs)),
+      'output',
+      outputError,
+    ).tensors;
+    fromTrace.forEach((t, i) => {
+      const e = eager[i]!;
+      const diff = noGrad(() => (t as Tensor).sub(e).abs().max().item());
+      const scale = noGrad(() => e.abs().max().item());
+      if (!(diff <= tol * Math.max(1, scale))) {
+        throw new TracingCheckError(
+          `Tensor-valued Constant nodes differed in value across invocations, or the trace does not reproduce the function: output ${i} differs from the eager result by ${diff} (max abs error; tolerance ${tol})`,
+        );
+      }
+    });
+  }
+}
+
+/** Run `f` with TracerWarnings swallowed (the checker's re-traces would repeat them). */
+function withoutWarnings<T>(f: () => T): T {
+  const emit = process.emitWarning;
+  process.emitWarning = ((w: string | Error, type?: unknown, ...rest: unknown[]) => {
+    if (type === 'TracerWarning') return;
+    return (emit as (...a: unknown[]) => void).call(process, w, type, ...rest);
+  }) as typeof process.emitWarning;
+  try {
+    return f();
+  } finally {
+    process.emitWarning = emit;
+  }
+}
+
+/** A line diff of two graph printouts: `-` first trace, `+` second. */
+function graphDiff(a: string, b: string): string {
+  const x = a.split('\n');
+  const y = b.split('\n');
+  const out: string[] = [];
+  for (let i = 0; i < Math.max(x.length, y.length); i++) {
+    if (x[i] === y[i]) out.push(`  ${x[i]}`);
+    else {
+      if (x[i] !== undefined) out.push(`- ${x[i]}`);
+      if (y[i] !== undefined) out.push(`+ ${y[i]}`);
+    }
+  }
+  return out.join('\n');
+}
+
+type AnyFn = (...args: never[]) => unknown;
+
+/** torch.jit.trace: record what `fnOrModule` does on `exampleInputs` (an array of its arguments). */
+export function trace(fnOrModule: Module | AnyFn, exampleInputs: unknown[], options: TraceOptions = {}): TracedModule {
+  if (fnOrModule instanceof Module) return traceModule(fnOrModule, { forward: exampleInputs }, options);
+  if (typeof fnOrModule !== 'function') throw new TracingError('trace: expected an nn.Module or a function');
+  if (/^(bound )?forward$/.test(fnOrModule.name)) {
+    throw new TracingError("trace doesn't support compiling individual module's functions.\nPlease use traceModule");
+  }
+  const root = new Module();
+  const fn = fnOrModule as unknown as (...a: unknown[]) => unknown;
+  const method = record(root, (...a) => fn(...a), exampleInputs, options.strict ?? true, fnOrModule.name || 'traced');
+  if (options.checkTrace ?? true) check(root, (...a) => fn(...a), method, options.checkInputs ?? [exampleInputs], options, fnOrModule.name);
+  return new TracedModule(new Map([['forward', method]]));
+}
+
+/** torch.jit.trace_module: trace several methods of `module`, each on its own example inputs. */
+export function traceModule(module: Module, inputs: Record<string, unknown[]>, options: TraceOptions = {}): TracedModule {
+  if (!(module instanceof Module)) throw new TracingError('traceModule: expected an nn.Module');
+  const methods = new Map<string, TracedMethod>();
+  for (const [name, example] of Object.entries(inputs)) {
+    const fn = (module as unknown as Record<string, unknown>)[name];
+    if (typeof fn !== 'function') throw new TracingError(`traceModule: ${module.constructor.name} has no method '${name}'`);
+    const call =
+      name === 'forward'
+        ? (...a: unknown[]) => (module.call as (...x: unknown[]) => unknown).apply(module, a) // hooks run (and are recorded)
+        : (fn as (...a: unknown[]) => unknown);
+    const method = record(module, call, example, options.strict ?? true, module.constructor.name);
+    if (options.checkTrace ?? true) check(module, call, method, options.checkInputs ?? [example], options, module.constructor.name);
+    methods.set(name, method);
+  }
+  if (methods.size === 0) throw new TracingError('traceModule: give at least one method and its inputs');
+  return new TracedModule(methods);
+}
+
+export { TracingError };

@@ -1,0 +1,200 @@
+import test from 'ava';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { F, KilnError, allclose, manualSeed, nn, ops, rand, randn, type Tensor } from '../src/index.js';
+import { TracingCheckError, TracingError, load, trace, traceModule } from '../src/jit.js';
+
+/** kiln/jit: runtime tracing after PyTorch's test/jit/test_tracer.py. */
+const close = (a: unknown, b: unknown) => allclose(a as Tensor, b as Tensor, { atol: 1e-5 });
+
+class MLP extends nn.Module {
+  fc1 = new nn.Linear(4, 8);
+  fc2 = new nn.Linear(8, 3);
+  override forward(inp: Tensor): Tensor {
+    return this.fc2.call(F.relu(this.fc1.call(inp))).softmax(-1);
+  }
+}
+
+/** Collect the TracerWarnings `f` emits, in order (process.emitWarning stubbed: its events arrive a tick later). */
+function tracerWarnings(f: () => void): string[] {
+  const seen: string[] = [];
+  const emit = process.emitWarning;
+  process.emitWarning = ((w: string, type?: string) => void (type === 'TracerWarning' && seen.push(w))) as typeof process.emitWarning;
+  try {
+    f();
+  } finally {
+    process.emitWarning = emit;
+  }
+  return seen;
+}
+
+test('trace(module) records the ops it ran, reads weights by path, and reproduces eager on new inputs and gradients', (t) => {
+  manualSeed(0);
+  const m = new MLP();
+  const traced = trace(m, [randn([2, 4])]);
+  const ops_ = traced.graph.nodes.filter((n) => n.op === 'call_function').map((n) => (n.target as { name: string }).name);
+  t.deepEqual(ops_, ['linear', 'relu', 'linear', 'softmax']);
+  t.deepEqual(
+    traced.graph.nodes.filter((n) => n.op === 'get_attr').map((n) => n.target),
+    ['fc1.weight', 'fc1.bias', 'fc2.weight', 'fc2.bias'],
+  );
+  t.regex(traced.code, /ops\.linear\(input, fc1_weight, fc1_bias\)/);
+  const x = randn([5, 4]);
+  t.true(close(traced.call(x), m.call(x)));
+  // gradients through the traced program land on the original parameters, equal to eager's
+  const g1 = (() => {
+    traced.call(x).sum().backward();
+    const g = m.fc1.weight.grad!.clone();
+    m.zeroGrad();
+    return g;
+  })();
+  m.call(x).sum().backward();
+  t.true(close(g1, m.fc1.weight.grad));
+});
+
+test('item() and toArray() on traced values warn once per site, in program order, naming the read', (t) => {
+  const f = (x: Tensor) => {
+    const s = x.sum().item();
+    const first = x.toArray();
+    void first;
+    return x.mul(s);
+  };
+  const warnings = tracerWarnings(() => void trace(f, [randn([3])], { checkTrace: false }));
+  t.is(warnings.length, 2);
+  t.regex(warnings[0]!, /^item\(\): Converting a tensor to a JavaScript value might cause the trace to be incorrect/);
+  t.regex(warnings[1]!, /^toArray\(\): /);
+  t.regex(warnings[0]!, /jit\.test\.ts:\d+/);
+});
+
+test('errors with PyTorch’s meaning: dict outputs (unless strict: false), non-tensor outputs, number inputs, grad-requiring constants, a bare forward', (t) => {
+  const x = randn([2]);
+  t.throws(() => trace((a: Tensor) => ({ out: a.neg() }), [x]), {
+    instanceOf: TracingError,
+    message: /^Encountering a dict at the output of the tracer/,
+  });
+  const loose = trace((a: Tensor) => ({ out: a.neg(), twice: a.mul(2) }), [x], { strict: false });
+  t.true(close((loose.call(x) as { twice: Tensor }).twice, x.mul(2)));
+  t.throws(() => trace((a: Tensor) => [a, 3] as never, [x]), {
+    message: /^Only tensors, arrays of tensors, or objects of tensors can be output from traced functions \(output\[1\]/,
+  });
+  t.throws(() => trace((a: Tensor, k: number) => a.mul(k), [x, 2]), { message: /^Type 'number' cannot be traced \(input\[1\]\)/ });
+  const w = randn([2]).requiresGrad_();
+  t.throws(() => trace((a: Tensor) => a.mul(w), [x]), { message: /^Cannot insert a Tensor that requires grad as a constant/ });
+  const m = new MLP();
+  t.throws(() => trace(m.forward, [randn([1, 4])]), { message: /trace doesn't support compiling individual module's functions/ });
+  t.throws(() => traceModule(m, { nope: [x] }), { message: "traceModule: MLP has no method 'nope'" });
+});
+
+test('nested inputs and outputs: object key order does not matter later; a missing key is an error', (t) => {
+  const f = (d: { a: Tensor; b: Tensor }, list: Tensor[]) => [d.a.add(list[0]!), d.b.mul(list[1]!)];
+  const a = randn([3]);
+  const b = randn([3]);
+  const traced = trace(f, [{ a, b }, [randn([3]), randn([3])]]);
+  const l = [randn([3]), randn([3])];
+  const out = traced.call({ b, a }, l) as Tensor[];
+  t.true(close(out[0], a.add(l[0]!)));
+  t.true(close(out[1], b.mul(l[1]!)));
+  t.throws(() => traced.call({ a }, l), {
+    instanceOf: KilnError,
+    message: "input[0]: key 'b' is missing (the trace was made with keys a, b)",
+  });
+});
+
+test('the trace checker: a data-dependent branch gives “Graphs differed across invocations!” with a diff; a captured random value fails the output check', (t) => {
+  const branchy = (x: Tensor) => (x.sum().item() > 0 ? x.relu() : x.neg());
+  const pos = ops.abs(randn([4]));
+  const e = t.throws(() => tracerWarnings(() => void trace(branchy, [pos], { checkInputs: [[pos.neg()]] })), {
+    instanceOf: TracingCheckError,
+  });
+  t.regex(e!.message, /^Graphs differed across invocations!\n/);
+  t.regex(e!.message, /^- .*relu/m);
+  t.regex(e!.message, /^\+ .*neg/m);
+  const noisy = (x: Tensor) => x.add(rand([4]));
+  t.throws(() => trace(noisy, [randn([4])]), { instanceOf: TracingCheckError, message: /differs from the eager result/ });
+});
+
+test('hooks are inlined, a shared layer is read once, in-place ops are recorded', (t) => {
+  class Shared extends nn.Module {
+    fc = new nn.Linear(3, 3);
+    override forward(x: Tensor): Tensor {
+      const h = this.fc.call(this.fc.call(x));
+      return h.clamp_(0, 10);
+    }
+  }
+  const m = new Shared();
+  m.fc.registerForwardHook((_mod, _inp, out) => (out as Tensor).mul(2));
+  const traced = trace(m, [randn([2, 3])]);
+  t.is(traced.graph.nodes.filter((n) => n.op === 'get_attr').length, 2, 'fc.weight and fc.bias once each');
+  t.is(
+    traced.graph.nodes.filter((n) => n.op === 'call_function' && (n.target as { name: string }).name === 'mul').length,
+    2,
+    'the hook ran twice',
+  );
+  const output = traced.graph.nodes.find((n) => n.op === 'output')!;
+  t.is((output.args[0] as { name: string }[])[0]!.name, 'clamp', 'the in-place clamp_ is recorded as its out-of-place result');
+  const x = randn([4, 3]);
+  t.true(close(traced.call(x), m.call(x)));
+});
+
+test('traceModule traces several methods; the small CNN graph prints readably (snapshot)', (t) => {
+  class CNN extends nn.Module {
+    conv = new nn.Conv2d(1, 4, 3, { padding: 1 });
+    pool = new nn.MaxPool2d(2);
+    head = new nn.Linear(4 * 4 * 4, 2);
+    features(x: Tensor): Tensor {
+      return this.pool.call(F.relu(this.conv.call(x))) as Tensor;
+    }
+    override forward(x: Tensor): Tensor {
+      return this.head.call(this.features(x).flatten(1));
+    }
+  }
+  manualSeed(1);
+  const m = new CNN();
+  const x = randn([2, 1, 8, 8]);
+  const traced = traceModule(m, { forward: [x], features: [x] });
+  t.true(close(traced.call(x), m.call(x)));
+  t.true(close((traced as unknown as { features(x: Tensor): Tensor }).features(x), m.features(x)));
+  t.snapshot(traced.graph.toString(), 'CNN forward graph');
+});
+
+test('save/load round-trips outputs and gradients; 200 random byte corruptions each give a KilnError, never a wrong model', (t) => {
+  manualSeed(2);
+  const m = new MLP();
+  const traced = trace(m, [randn([2, 4])]);
+  const dir = mkdtempSync(join(tmpdir(), 'kiln-jit-'));
+  const file = join(dir, 'mlp.kiln.json');
+  traced.save(file);
+  const back = load(file);
+  const x = randn([3, 4]);
+  t.true(close(back.call(x), traced.call(x)));
+  back.call(x).sum().backward();
+  traced.call(x).sum().backward();
+  const weightOf = (mod: nn.Module) => mod.getSubmodule('fc1') as nn.Linear;
+  t.not(weightOf(back).weight, m.fc1.weight, 'the loaded program has its own weights');
+  t.true(close(weightOf(back).weight.grad, m.fc1.weight.grad), 'and the same gradients');
+  const bytes = readFileSync(file);
+  let seed = 12345;
+  const rnd = () => (seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32;
+  const bad = join(dir, 'bad.json');
+  let refused = 0;
+  for (let i = 0; i < 200; i++) {
+    const copy = Buffer.from(bytes);
+    const at = Math.floor(rnd() * copy.length);
+    copy[at] = (copy[at]! + 1 + Math.floor(rnd() * 254)) % 256;
+    writeFileSync(bad, copy);
+    try {
+      load(bad);
+      t.fail(`corruption at byte ${at} loaded`);
+    } catch (e) {
+      if (!(e instanceof KilnError)) throw e;
+      refused++;
+    }
+  }
+  t.is(refused, 200);
+  writeFileSync(bad, bytes.subarray(0, bytes.length >> 1));
+  t.throws(() => load(bad), { instanceOf: KilnError, message: /not a kiln\.jit file \(not valid JSON/ });
+  const json = JSON.parse(bytes.toString()) as Record<string, unknown>;
+  writeFileSync(bad, JSON.stringify({ ...json, version: 9 }));
+  t.throws(() => load(bad), { message: /is version 9; this kiln reads version 1/ });
+});
