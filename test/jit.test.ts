@@ -198,3 +198,29 @@ test('save/load round-trips outputs and gradients; 200 random byte corruptions e
   writeFileSync(bad, JSON.stringify({ ...json, version: 9 }));
   t.throws(() => load(bad), { message: /is version 9; this kiln reads version 1/ });
 });
+
+test('detach and casts are one node each; dropout in training mode warns that the trace is nondeterministic (and skips the output check)', (t) => {
+  const f = (x: Tensor) => x.detach().int().float().mul(2);
+  const traced = trace(f, [randn([3]).mul(10)]);
+  t.deepEqual(
+    traced.graph.nodes
+      .filter((n) => n.op !== 'placeholder' && n.op !== 'output')
+      .map((n) => `${n.op}:${typeof n.target === 'string' ? n.target : (n.target as { name: string }).name}`),
+    ['call_method:detach', 'call_function:toDType', 'call_function:toDType', 'call_function:mul'],
+  );
+  const x = randn([3]).mul(10);
+  t.true(close(traced.call(x), f(x)));
+  class Drop extends nn.Module {
+    drop = new nn.Dropout(0.5);
+    override forward(x: Tensor): Tensor {
+      return this.drop.call(x) as Tensor;
+    }
+  }
+  const warnings = tracerWarnings(() => void trace(new Drop(), [randn([64])]));
+  t.is(warnings.length, 1);
+  t.regex(warnings[0]!, /^Trace had nondeterministic nodes\. Did you forget to call \.eval\(\) on your model\? Nodes:\n\t%dropout/);
+  t.deepEqual(
+    tracerWarnings(() => void trace(new Drop().eval(), [randn([64])])),
+    [],
+  );
+});

@@ -89,6 +89,18 @@ class JitTracer implements TraceDispatch {
     process.emitWarning(msg, 'TracerWarning');
   }
 
+  derived(from: unknown, to: unknown, method: string): void {
+    if (from instanceof Tensor && to instanceof Tensor && this.isTraced(from))
+      this.nodes.set(to, this.graph.callMethod(method, [this.tensorNode(from)]));
+  }
+
+  /** Nodes whose result differs run to run (dropout while training), for the checker's warning. */
+  nondeterministic(): Node[] {
+    return this.graph.nodes.filter(
+      (n) => n.op === 'call_function' && (n.target as { name?: string }).name === 'dropout' && n.args[2] === true && n.args[1] !== 0,
+    );
+  }
+
   /** An in-place op is recorded as its out-of-place computation: `self` now stands for that result. */
   wroteInPlace(self: unknown, result: unknown, name: string): void {
     if (!(self instanceof Tensor) || !(result instanceof Tensor) || !this.nodes.has(result)) return;
@@ -148,6 +160,8 @@ class JitTracer implements TraceDispatch {
 /** What one traced method needs at run time: its graph module and the structure of its inputs and outputs. */
 export interface TracedMethod {
   readonly gm: GraphModule;
+  /** Nodes that give different results run to run: the checker warns and does not compare outputs. */
+  readonly nondeterministic?: readonly string[];
   readonly inputs: Structure;
   readonly outputs: Structure;
   readonly warnings: readonly string[];
@@ -187,7 +201,8 @@ function record(root: Module, fn: (...a: unknown[]) => unknown, inputs: unknown[
   const { structure: outStructure, tensors: outTensors } = flatten(result, 'output', outputError);
   tracer.graph.output(outTensors.map((t) => tracer.tensorNode(t)));
   const gm = new GraphModule(root, tracer.graph, name, tracer.constants);
-  return { gm, inputs: inStructure, outputs: outStructure, warnings: tracer.warnings };
+  const nondeterministic = tracer.nondeterministic().map((n) => n.format());
+  return { gm, inputs: inStructure, outputs: outStructure, warnings: tracer.warnings, nondeterministic };
 }
 
 /** A traced program: call it like the original; `graph` and `code` show what was recorded. */
@@ -246,12 +261,20 @@ function check(
 ): void {
   const tol = options.checkTolerance ?? 1e-5;
   const expected = traced.gm.graph.toString();
+  const random = traced.nondeterministic ?? [];
+  if (random.length) {
+    process.emitWarning(
+      `Trace had nondeterministic nodes. Did you forget to call .eval() on your model? Nodes:\n${random.map((n) => `\t${n}`).join('\n')}\nThis may cause errors in trace checking. To disable trace checking, pass checkTrace: false to trace()`,
+      'TracerWarning',
+    );
+  }
   for (const inputs of checkInputs) {
     const again = withoutWarnings(() => record(root, fn, inputs, options.strict ?? true, name));
     const got = again.gm.graph.toString();
     if (got !== expected) {
       throw new TracingCheckError(`Graphs differed across invocations!\n${graphDiff(expected, got)}`);
     }
+    if (random.length) continue; // outputs cannot match run to run
     const flat = flattenAs(traced.inputs, inputs, 'input');
     const fromTrace = traced.gm.forward(...flat) as Tensor[];
     const eager = flatten(

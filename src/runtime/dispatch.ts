@@ -12,6 +12,8 @@ export interface TraceDispatch {
   valueRead?(t: unknown, what: string): void;
   /** Told when an in-place op (`name`) wrote `result`'s values into `self`. */
   wroteInPlace?(self: unknown, result: unknown, name: string): void;
+  /** Told when a tensor method made `to` from `from` without an op (e.g. `detach()`). */
+  derived?(from: unknown, to: unknown, method: string): void;
 }
 
 /** The active tracer, or null (the common case: one null check per op call). */

@@ -144,7 +144,9 @@ export class Tensor {
 
   /** A tensor sharing this storage, cut off from the tape. */
   detach(): Tensor {
-    return new Tensor(this._storage, this.shape, this.strides, this.offset, this.dtype);
+    const t = new Tensor(this._storage, this.shape, this.strides, this.offset, this.dtype);
+    activeTrace?.derived?.(this, t, 'detach');
+    return t;
   }
 
   detach_(): this {
