@@ -224,3 +224,10 @@ test('detach and casts are one node each; dropout in training mode warns that th
     [],
   );
 });
+
+test('the built package exposes runtime tracing as kiln/jit', async (t) => {
+  const jit = await import('kiln/jit');
+  t.is(typeof jit.trace, 'function');
+  t.is(typeof jit.load, 'function');
+  t.is(jit.JIT_FORMAT, 'kiln.jit');
+});
