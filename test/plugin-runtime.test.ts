@@ -275,3 +275,21 @@ test('code rewritten by another kiln version (a malformed plan) is refused with 
   });
   t.notThrows(() => plan({ name: 'New.forward', file: 'new.ts', slots: ['x'], segments: [{ ...segment, exit: 'return' } as never] }));
 });
+
+test('kiln/jit traces a plugin-rewritten module through its graph break: runtime tracing records what ran', async (t) => {
+  const { trace } = await import('kiln/jit');
+  const { UnsupportedBetween } = await load();
+  const m = new UnsupportedBetween!();
+  const traced = trace(m, [x4()], { checkTrace: false });
+  t.deepEqual(
+    traced.graph.nodes.filter((n) => n.op === 'call_function').map((n) => (n.target as { name: string }).name),
+    ['linear', 'relu', 'mul', 'linear', 'sigmoid', 'add'],
+  );
+  const x = x4();
+  t.true(
+    close(
+      traced.call(x),
+      eager(() => m.call(x)),
+    ),
+  );
+});

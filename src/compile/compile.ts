@@ -118,5 +118,5 @@ export function compile(model: Module | AnyFn, options: CompileOptions = {}): un
 
 /** Force a graph break here: captured code splits around it. Does nothing when run eagerly. */
 export function graphBreak(): void {
-  if (activeTrace) throw new TraceError(`graphBreak() was called: the graph breaks here${userFrame()}`);
+  if (activeTrace?.symbolic) throw new TraceError(`graphBreak() was called: the graph breaks here${userFrame()}`);
 }

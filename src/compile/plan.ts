@@ -203,7 +203,7 @@ export class PlanRunner {
     if (activeTrace) {
       // Called from inside another capture: inline, unless this code must break the enclosing graph.
       const b = p.breaks[0];
-      if (b)
+      if (b && activeTrace.symbolic)
         throw new TraceError(`${p.name} has a graph break at ${b.loc} (${b.reason}); the calling graph breaks here too\n    at ${b.loc}`);
       return p.eager.apply(this.self, args);
     }

@@ -57,6 +57,7 @@ const FIXES =
   '(override Tracer.isLeafModule), or by compiling with the kiln plugin, which breaks the graph here and runs this part eagerly.';
 
 export class Tracer implements TraceDispatch {
+  readonly symbolic = true;
   graph = new Graph();
   root: Module = new Module();
   /** Tensors created inside forward, by the get_attr path they were given (`_tensor_constant0`). */

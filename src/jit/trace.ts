@@ -36,6 +36,7 @@ const VALUE_WARNING =
 
 /** One trace: the graph, the tensors it reads by path or as constants, and the warnings it gave. */
 class JitTracer implements TraceDispatch {
+  readonly symbolic = false;
   readonly graph = new Graph();
   readonly constants = new Map<string, Tensor>();
   readonly warnings: string[] = [];

@@ -6,6 +6,8 @@ import { isPlainObject } from './plain-object.js';
  */
 
 export interface TraceDispatch {
+  /** True for symbolic tracing (values unknown: code that must break the graph throws); false for runtime tracing. */
+  readonly symbolic: boolean;
   isTraced(x: unknown): boolean;
   callOp(op: (...args: never[]) => unknown, args: readonly unknown[], kwargs: Readonly<Record<string, unknown>> | undefined): unknown;
   /** Told when code reads a real tensor's values (`item()`, `toArray()`, `data()`): a runtime trace freezes them. */
