@@ -36,7 +36,7 @@ const CASES: Record<string, Case> = {
   'static-getter': { export: 'Scaled', inputs: () => [rnd(2, 4)], graphs: 1, breaks: 0 },
   'attr-shadows-method': { export: 'Precedence', inputs: () => [rnd(4, 4)], graphs: 1, breaks: 0 },
   'helper-break': { export: 'WithHelper', inputs: () => [rnd(2, 4)], graphs: 4, breaks: 2 },
-  'data-dependent-if': { export: 'Gated', inputs: (i) => [rnd(2, 4).add(i - 1)], graphs: 2, breaks: 1 },
+  'data-dependent-if': { export: 'Gated', inputs: (i) => [rnd(2, 4).add(i - 1)], graphs: 3, breaks: 1 },
   'console-log': { export: 'Logged', inputs: () => [rnd(2, 4)], graphs: 2, breaks: 2 },
   'param-patterns': {
     export: 'Pair',

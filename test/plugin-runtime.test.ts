@@ -293,3 +293,36 @@ test('kiln/jit traces a plugin-rewritten module through its graph break: runtime
     ),
   );
 });
+
+test('a data-dependent if: the condition runs eagerly, each arm is captured once, the graph before and after is reused', async (t) => {
+  const { mod } = await loadRewritten<Record<string, Ctor>>(fixture('data-dependent-if'));
+  const m = new mod.Gated!();
+  const counter = new kiln.testing.CompileCounter();
+  const c = kiln.compile(m, { backend: counter });
+  // Bias the layer so the sign of the sum follows the input's sign.
+  kiln.noGrad(() => (m as unknown as { fc: { bias: Tensor } }).fc.bias.fill_(0));
+  const pos = kiln.ones([2, 4]);
+  const neg = kiln.ones([2, 4]).neg();
+  const sign = (x: Tensor) => eager(() => (m as unknown as { fc: { call(x: Tensor): Tensor } }).fc.call(x).sum().item() > 0);
+  t.not(sign(pos), sign(neg), 'the two inputs take different arms');
+  t.true(
+    close(
+      c.call(pos),
+      eager(() => m.call(pos)),
+    ),
+  );
+  t.is(counter.frameCount, 3, 'graph before, the arm taken, graph after');
+  t.true(
+    close(
+      c.call(neg),
+      eager(() => m.call(neg)),
+    ),
+  );
+  t.is(counter.frameCount, 4, 'the other arm is captured on first use');
+  c.call(pos);
+  c.call(neg);
+  t.is(counter.frameCount, 4, 'both arms reused');
+  const r = kiln.explain(m)(pos);
+  t.is(r.graphBreakCount, 1);
+  t.is(r.graphCount, 3);
+});

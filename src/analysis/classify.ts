@@ -26,6 +26,11 @@ export interface Finding {
 export interface StatementInfo {
   readonly path: NodePath<t.Statement>;
   readonly brk: Finding | undefined;
+  /**
+   * Set for an `if` whose condition breaks (it reads tensor values) while its branches do not: the condition
+   * runs eagerly, and the branch taken is captured as a graph of its own (TorchDynamo's resume at a jump).
+   */
+  readonly branch?: boolean;
 }
 
 export interface FunctionAnalysis {
@@ -192,7 +197,7 @@ export class Analyzer {
       const statements: StatementInfo[] = [];
       if (!unsupported && body.isBlockStatement()) {
         const tensors = this.tensorBindings(fn);
-        for (const s of body.get('body')) statements.push({ path: s, brk: this.findBreak(s, cls, tensors) });
+        for (const s of body.get('body')) statements.push(this.classifyStatement(s, cls, tensors));
       } else if (!unsupported && body.isExpression()) {
         const tensors = this.tensorBindings(fn);
         const brk = this.findBreak(body, cls, tensors);
@@ -308,6 +313,16 @@ export class Analyzer {
     if (t.isConditionalExpression(n))
       return this.isTensorExpr(p.get('consequent') as NodePath, tensors) || this.isTensorExpr(p.get('alternate') as NodePath, tensors);
     return false;
+  }
+
+  private classifyStatement(s: NodePath<t.Statement>, cls: ClassInfo | undefined, tensors: ReadonlySet<Binding>): StatementInfo {
+    const brk = this.findBreak(s, cls, tensors);
+    if (!brk || !s.isIfStatement()) return { path: s, brk };
+    const testBreak = this.findBreak(s.get('test'), cls, tensors);
+    const alternate = s.get('alternate');
+    const branchesClean =
+      !this.findBreak(s.get('consequent'), cls, tensors) && (!alternate.node || !this.findBreak(alternate as NodePath, cls, tensors));
+    return { path: s, brk, branch: testBreak !== undefined && branchesClean };
   }
 
   /** The first break inside `root` (itself included), in source order. */

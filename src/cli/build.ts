@@ -39,7 +39,7 @@ export function build(
     writeFileSync(target, `${code}\n//# sourceMappingURL=${basename(target)}.map\n`);
     if (map) writeFileSync(`${target}.map`, JSON.stringify(map));
     const p = report?.plans ?? [];
-    const b = p.reduce((n, plan) => n + plan.segments.filter((s) => s.kind === 'break').length + (plan.unsupported ? 1 : 0), 0);
+    const b = p.reduce((n, plan) => n + plan.segments.filter((s) => s.kind !== 'graph').length + (plan.unsupported ? 1 : 0), 0);
     plans += p.length;
     breaks += b;
     log(`[${i + 1}/${files.length}] ${rel}${p.length ? `  (${p.length} rewritten, ${b} graph break${b === 1 ? '' : 's'})` : ''}`);

@@ -54,6 +54,8 @@ function describePlan(p: PlanReport, frame: (loc: string) => string[]): string[]
   for (const s of p.segments) {
     const where = s.loc.padEnd(width);
     if (s.kind === 'graph') out.push(`    graph  ${where}  ${s.statements} statement${s.statements === 1 ? '' : 's'} captured`);
+    else if (s.kind === 'branch')
+      out.push(`    if     ${where}  ${s.reason}; the condition runs eagerly, the branch it picks is captured`, ...frame(s.loc));
     else out.push(`    break  ${where}  ${s.reason}`, ...frame(s.loc));
   }
   return out;

@@ -14,7 +14,11 @@ import { CompiledCallable, codeFrameAt, type BreakReason, type CaptureOptions } 
  * (`[1, value]` when the source returned `value`, `[0, ...outs]` when control falls through).
  */
 export interface SegmentSpec {
-  readonly kind: 'graph' | 'break';
+  /**
+   * `graph`: captured; `break`: run as written; `branch`: an `if` whose condition must run eagerly (`test`)
+   * while the arm it picks (`then`/`else`, exit `either`) is captured, each arm its own guarded cache.
+   */
+  readonly kind: 'graph' | 'break' | 'branch';
   /** `line:col` of the segment's first statement in `file`. */
   readonly loc: string;
   /** Why this segment cannot be captured (break segments). */
@@ -22,7 +26,10 @@ export interface SegmentSpec {
   readonly in: readonly number[];
   readonly out: readonly number[];
   readonly exit: 'return' | 'next' | 'either';
-  readonly fn: (...args: unknown[]) => unknown;
+  readonly fn?: (...args: unknown[]) => unknown;
+  readonly test?: (...args: unknown[]) => unknown;
+  readonly then?: (...args: unknown[]) => unknown;
+  readonly else?: (...args: unknown[]) => unknown;
 }
 
 /** Options the plugin was configured with; `compile(instance, options)` overrides them. */
@@ -75,7 +82,12 @@ const PLAN = Symbol.for('kiln.plan');
 /** Validate and index a plan the plugin emitted. */
 export function plan(spec: PlanSpec): Plan {
   const EXITS = ['return', 'next', 'either'];
-  const segmentOk = (s: SegmentSpec) => (s.kind === 'graph' || s.kind === 'break') && EXITS.includes(s.exit) && typeof s.fn === 'function';
+  const fn = (f: unknown) => typeof f === 'function';
+  const segmentOk = (s: SegmentSpec) =>
+    EXITS.includes(s.exit) &&
+    (s.kind === 'branch'
+      ? s.exit === 'either' && fn(s.test) && fn(s.then) && fn(s.else)
+      : (s.kind === 'graph' || s.kind === 'break') && fn(s.fn));
   if (
     !spec ||
     (spec.eager !== undefined && typeof spec.eager !== 'function') ||
@@ -86,7 +98,7 @@ export function plan(spec: PlanSpec): Plan {
   }
   const breaks = spec.unsupported
     ? [{ reason: spec.unsupported.reason, loc: `${spec.file}:${spec.unsupported.loc}` }]
-    : spec.segments.filter((s) => s.kind === 'break').map((s) => ({ reason: s.reason ?? 'graph break', loc: `${spec.file}:${s.loc}` }));
+    : spec.segments.filter((s) => s.kind !== 'graph').map((s) => ({ reason: s.reason ?? 'graph break', loc: `${spec.file}:${s.loc}` }));
   const eager =
     spec.eager ??
     (() => {
@@ -188,15 +200,14 @@ export function run(self: unknown, p: Plan, args: unknown[]): unknown {
  * (created on first use), break segments run as they are.
  */
 export class PlanRunner {
-  private readonly callables: (CompiledCallable | undefined)[];
+  /** One guarded cache per graph segment (key: its index) and per arm of a branch segment (`3:then`). */
+  private readonly callables = new Map<string, CompiledCallable>();
 
   constructor(
     readonly plan: Plan,
     readonly self: Module | undefined,
     readonly options: CaptureOptions,
-  ) {
-    this.callables = plan.segments.map(() => undefined);
-  }
+  ) {}
 
   call(args: unknown[]): unknown {
     const p = this.plan;
@@ -232,10 +243,13 @@ export class PlanRunner {
       const seg = segments[i]!;
       const ins = p.readsParams[i] && seg.in.length === slots.length ? slots : seg.in.map((j) => slots[j]);
       let r: unknown;
-      if (seg.kind === 'graph') r = this.callable(i).call(ins);
+      if (seg.kind === 'graph') r = this.callable(i, seg.fn!).call(ins);
       else {
         recorder?.breaks.push({ reason: seg.reason ?? 'graph break', loc: `${p.file}:${seg.loc}` });
-        r = seg.fn.apply(this.self, ins);
+        if (seg.kind === 'branch') {
+          const arm = seg.test!.apply(this.self, ins) ? 'then' : 'else';
+          r = this.callable(i, seg[arm]!, arm).call(ins);
+        } else r = seg.fn!.apply(this.self, ins);
       }
       if (seg.exit === 'return') return r;
       const values = r as unknown[];
@@ -249,17 +263,18 @@ export class PlanRunner {
     return undefined;
   }
 
-  /** The compiled-callable entries of every graph segment used so far (for `explain`). */
+  /** The compiled callables of every graph segment and branch arm used so far (for `explain`). */
   graphCallables(): CompiledCallable[] {
-    return this.callables.filter((c): c is CompiledCallable => c !== undefined);
+    return [...this.callables.values()];
   }
 
-  private callable(i: number): CompiledCallable {
-    let c = this.callables[i];
+  private callable(i: number, fn: (...args: unknown[]) => unknown, arm?: 'then' | 'else'): CompiledCallable {
+    const key = arm ? `${i}:${arm}` : String(i);
+    let c = this.callables.get(key);
     if (!c) {
       const seg = this.plan.segments[i]!;
-      c = new CompiledCallable(seg.fn, this.self, this.options, false, `${this.plan.name} (segment at ${this.plan.file}:${seg.loc})`);
-      this.callables[i] = c;
+      const where = `${this.plan.name} (${arm ? `${arm} branch of the if` : 'segment'} at ${this.plan.file}:${seg.loc})`;
+      this.callables.set(key, (c = new CompiledCallable(fn, this.self, this.options, false, where)));
     }
     return c;
   }

@@ -10,7 +10,8 @@ import type { Finding, FunctionAnalysis, FunctionPath } from '../analysis/classi
  * assigns that a later segment uses.
  */
 export interface Segment {
-  readonly kind: 'graph' | 'break';
+  /** `branch`: an `if` whose condition breaks; the branch taken is captured (see StatementInfo.branch). */
+  readonly kind: 'graph' | 'break' | 'branch';
   readonly statements: NodePath<t.Statement>[];
   readonly brk: Finding | undefined;
   in: number[];
@@ -43,7 +44,7 @@ export function buildSegments(fn: FunctionPath, analysis: FunctionAnalysis): Seg
   for (const s of analysis.statements) {
     const last = segments[segments.length - 1];
     if (!s.brk && last?.kind === 'graph') last.statements.push(s.path);
-    else segments.push({ kind: s.brk ? 'break' : 'graph', statements: [s.path], brk: s.brk, in: [], out: [] });
+    else segments.push({ kind: s.brk ? (s.branch ? 'branch' : 'break') : 'graph', statements: [s.path], brk: s.brk, in: [], out: [] });
   }
   const segmentOf = new Map<t.Node, number>();
   segments.forEach((seg, i) => seg.statements.forEach((s) => segmentOf.set(s.node, i)));

@@ -26,7 +26,7 @@ export interface PlanReport {
   readonly name: string;
   readonly line: number;
   readonly unsupported?: { reason: string; loc: string };
-  readonly segments: { kind: 'graph' | 'break'; loc: string; reason?: string; statements: number }[];
+  readonly segments: { kind: 'graph' | 'break' | 'branch'; loc: string; reason?: string; statements: number }[];
   readonly slots: string[];
 }
 
@@ -101,17 +101,31 @@ export function transformProgram(
           t.arrayExpression(
             plan.segments.map((seg) => {
               const loc = locOf(seg.brk?.node ?? seg.statements[0]!.node);
-              const { fn: segFn, exit } = segmentFunction(seg.statements, plan!.slots, seg.in, seg.out);
               segReport.push({ kind: seg.kind, loc, ...(seg.brk ? { reason: seg.brk.reason } : {}), statements: seg.statements.length });
-              return t.objectExpression([
+              const common = [
                 prop('kind', t.stringLiteral(seg.kind)),
                 prop('loc', t.stringLiteral(loc)),
                 ...(seg.brk ? [prop('reason', t.stringLiteral(seg.brk.reason))] : []),
                 prop('in', t.arrayExpression(seg.in.map((i) => t.numericLiteral(i)))),
                 prop('out', t.arrayExpression(seg.out.map((i) => t.numericLiteral(i)))),
-                prop('exit', t.stringLiteral(exit)),
-                prop('fn', segFn),
-              ]);
+              ];
+              if (seg.kind === 'branch') {
+                const ifStmt = seg.statements[0] as NodePath<t.IfStatement>;
+                const params = seg.in.map((i) => t.identifier(plan!.slots[i]!));
+                const body = (p: NodePath<t.Statement | null | undefined>) =>
+                  !p.node ? [] : p.isBlockStatement() ? p.get('body') : [p as NodePath<t.Statement>];
+                const arm = (p: NodePath<t.Statement | null | undefined>) =>
+                  segmentFunction(body(p), plan!.slots, seg.in, seg.out, true).fn;
+                return t.objectExpression([
+                  ...common,
+                  prop('exit', t.stringLiteral('either')),
+                  prop('test', t.functionExpression(null, params, t.blockStatement([t.returnStatement(t.cloneNode(ifStmt.node.test))]))),
+                  prop('then', arm(ifStmt.get('consequent'))),
+                  prop('else', arm(ifStmt.get('alternate'))),
+                ]);
+              }
+              const { fn: segFn, exit } = segmentFunction(seg.statements, plan!.slots, seg.in, seg.out);
+              return t.objectExpression([...common, prop('exit', t.stringLiteral(exit)), prop('fn', segFn)]);
             }),
           ),
         ),
@@ -364,15 +378,16 @@ function segmentFunction(
   slots: readonly string[],
   ins: readonly number[],
   outs: readonly number[],
+  either = false,
 ): { fn: t.FunctionExpression; exit: 'return' | 'next' | 'either' } {
   const body = statements.map((s) => t.cloneNode(s.node));
-  const last = body[body.length - 1]!;
-  const endsInExit = t.isReturnStatement(last) || t.isThrowStatement(last);
+  const last = body[body.length - 1];
+  const endsInExit = last !== undefined && (t.isReturnStatement(last) || t.isThrowStatement(last));
   const innerReturn = body.some((s, i) => (i < body.length - 1 || !t.isReturnStatement(s)) && containsReturn(s));
   const outValues = outs.map((i) => t.identifier(slots[i]!));
   let exit: 'return' | 'next' | 'either';
-  if (!innerReturn && endsInExit) exit = 'return';
-  else if (!innerReturn) {
+  if (!innerReturn && endsInExit && !either) exit = 'return';
+  else if (!innerReturn && !either) {
     exit = 'next';
     if (outValues.length) body.push(t.returnStatement(t.arrayExpression(outValues)));
   } else {
