@@ -15,14 +15,16 @@ export class SpiralNet extends nn.Module {
   }
 }
 
-/** Branches on a tensor's value: the graph breaks at the `item()`, the branch runs eagerly. */
+/** Branches on a tensor's value: the condition (`item()`) runs eagerly, the arm it picks is captured. */
 export class Gated extends nn.Module {
   fc = new nn.Linear(2, 64);
   head = new nn.Linear(64, 2);
 
   override forward(x: Tensor): Tensor {
     const h = this.fc.call(x);
-    const gated = h.mean().item() > 0 ? h.relu() : h.neg().relu();
+    let gated: Tensor;
+    if (h.mean().item() > 0) gated = h.relu();
+    else gated = h.neg().relu();
     return this.head.call(gated).logSoftmax(-1);
   }
 }
