@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { F, KilnError, allclose, manualSeed, nn, ops, rand, randn, type Tensor } from '../src/index.js';
-import { TracingCheckError, TracingError, load, trace, traceModule } from '../src/jit.js';
+import { TracedModule, TracingCheckError, TracingError, load, trace, traceModule } from '../src/jit.js';
 
 /** kiln/jit: runtime tracing after PyTorch's test/jit/test_tracer.py. */
 const close = (a: unknown, b: unknown) => allclose(a as Tensor, b as Tensor, { atol: 1e-5 });
@@ -74,7 +74,7 @@ test('errors with PyTorch’s meaning: dict outputs (unless strict: false), non-
     message: /^Encountering a dict at the output of the tracer/,
   });
   const loose = trace((a: Tensor) => ({ out: a.neg(), twice: a.mul(2) }), [x], { strict: false });
-  t.true(close((loose.call(x) as { twice: Tensor }).twice, x.mul(2)));
+  t.true(close((loose(x) as { twice: Tensor }).twice, x.mul(2)));
   t.throws(() => trace((a: Tensor) => [a, 3] as never, [x]), {
     message: /^Only tensors, arrays of tensors, or objects of tensors can be output from traced functions \(output\[1\]/,
   });
@@ -92,10 +92,10 @@ test('nested inputs and outputs: object key order does not matter later; a missi
   const b = randn([3]);
   const traced = trace(f, [{ a, b }, [randn([3]), randn([3])]]);
   const l = [randn([3]), randn([3])];
-  const out = traced.call({ b, a }, l) as Tensor[];
+  const out = traced({ b, a }, l) as Tensor[];
   t.true(close(out[0], a.add(l[0]!)));
   t.true(close(out[1], b.mul(l[1]!)));
-  t.throws(() => traced.call({ a }, l), {
+  t.throws(() => traced({ a }, l), {
     instanceOf: KilnError,
     message: "input[0]: key 'b' is missing (the trace was made with keys a, b)",
   });
@@ -165,7 +165,7 @@ test('save/load round-trips outputs and gradients; 200 random byte corruptions e
   const dir = mkdtempSync(join(tmpdir(), 'kiln-jit-'));
   const file = join(dir, 'mlp.kiln.json');
   traced.save(file);
-  const back = load(file);
+  const back = load(file) as TracedModule;
   const x = randn([3, 4]);
   t.true(close(back.call(x), traced.call(x)));
   back.call(x).sum().backward();
@@ -209,7 +209,13 @@ test('detach and casts are one node each; dropout in training mode warns that th
     ['call_method:detach', 'call_function:toDType', 'call_function:toDType', 'call_function:mul'],
   );
   const x = randn([3]).mul(10);
-  t.true(close(traced.call(x), f(x)));
+  t.true(close(traced(x), f(x)));
+  t.regex(traced.code, /detach/);
+  const dir = mkdtempSync(join(tmpdir(), 'kiln-jit-fn-'));
+  traced.save(join(dir, 'f.json'));
+  const back = load(join(dir, 'f.json')) as (x: Tensor) => Tensor;
+  t.is(typeof back, 'function', 'a traced function loads back as a function');
+  t.true(close(back(x), f(x)));
   class Drop extends nn.Module {
     drop = new nn.Dropout(0.5);
     override forward(x: Tensor): Tensor {

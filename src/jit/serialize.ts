@@ -4,7 +4,7 @@ import { SerializationError } from '../errors.js';
 import { graphModuleFromJSON, graphModuleToJSON, type LoadOptions } from '../graph/save.js';
 import { isPlainObject } from '../runtime/plain-object.js';
 import { isStructure } from './structure.js';
-import { TracedModule, type TracedMethod } from './trace.js';
+import { TracedModule, asTracedFunction, type TracedFunction, type TracedMethod } from './trace.js';
 
 /**
  * Saved traced programs: format `kiln.jit` v1 — each method's GraphModule (format `kiln.graph_module`, weights
@@ -20,7 +20,12 @@ export function saveTraced(traced: TracedModule, path: string): void {
   const methods = Object.fromEntries(
     [...traced.methods].map(([name, m]) => [name, { module: graphModuleToJSON(m.gm), inputs: m.inputs, outputs: m.outputs }]),
   );
-  const payload = { format: JIT_FORMAT, version: JIT_VERSION, methods };
+  const payload = {
+    format: JIT_FORMAT,
+    version: JIT_VERSION,
+    ...(traced.fromFunction !== undefined ? { function: traced.fromFunction } : {}),
+    methods,
+  };
   writeFileSync(path, JSON.stringify({ ...payload, sha256: digest(payload) }));
 }
 
@@ -29,7 +34,8 @@ TracedModule.prototype.save = function (this: TracedModule, path: string) {
   saveTraced(this, path);
 };
 
-export function loadTraced(path: string, options: LoadOptions = {}): TracedModule {
+/** Read a traced program: a TracedModule, or a traced function when a function was traced. */
+export function loadTraced(path: string, options: LoadOptions = {}): TracedModule | TracedFunction {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
@@ -58,5 +64,8 @@ export function loadTraced(path: string, options: LoadOptions = {}): TracedModul
       throw new SerializationError(`jit.load: method '${name}' in ${path} is malformed`);
     methods.set(name, { gm: graphModuleFromJSON(m.module, options), inputs: m.inputs, outputs: m.outputs, warnings: [] });
   }
-  return new TracedModule(methods);
+  const tm = new TracedModule(methods);
+  if (typeof payload.function !== 'string') return tm;
+  tm.fromFunction = payload.function;
+  return asTracedFunction(tm, payload.function);
 }

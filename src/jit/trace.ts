@@ -211,10 +211,13 @@ export class TracedModule extends Module {
   declare readonly methods: ReadonlyMap<string, TracedMethod>;
   /** Write the traced program (graphs, weights, input/output structure) to `path`; installed by serialize.ts. */
   declare save: (path: string) => void;
+  /** Set when traced from a function (its name): `load` then gives back a function. */
+  declare fromFunction: string | undefined;
 
   constructor(methods: Map<string, TracedMethod>) {
     super();
     Object.defineProperty(this, 'methods', { value: methods, enumerable: false });
+    Object.defineProperty(this, 'fromFunction', { value: undefined, writable: true, enumerable: false });
     const main = methods.get('forward') ?? [...methods.values()][0]!;
     // The weights live once, under the original paths (shared by all methods' graphs).
     for (const [name, child] of main.gm.namedChildren()) (this as unknown as Record<string, unknown>)[name] = child;
@@ -327,8 +330,34 @@ function graphDiff(a: string, b: string): string {
 
 type AnyFn = (...args: never[]) => unknown;
 
+/** A traced function: call it like the original; `graph`, `code`, `save(path)` as on a TracedModule (`module`). */
+export interface TracedFunction {
+  (...args: unknown[]): unknown;
+  readonly module: TracedModule;
+  readonly graph: Graph;
+  readonly code: string;
+  forward(...args: unknown[]): unknown;
+  save(path: string): void;
+}
+
+/** Wrap a TracedModule traced from a function as a callable. */
+export function asTracedFunction(tm: TracedModule, name = 'traced'): TracedFunction {
+  const f = (...args: unknown[]) => tm.forward(...args);
+  Object.defineProperties(f, {
+    name: { value: name },
+    module: { value: tm },
+    graph: { get: () => tm.graph },
+    code: { get: () => tm.code },
+    forward: { value: f },
+    save: { value: (path: string) => tm.save(path) },
+  });
+  return f as TracedFunction;
+}
+
 /** torch.jit.trace: record what `fnOrModule` does on `exampleInputs` (an array of its arguments). */
-export function trace(fnOrModule: Module | AnyFn, exampleInputs: unknown[], options: TraceOptions = {}): TracedModule {
+export function trace(fnOrModule: Module, exampleInputs: unknown[], options?: TraceOptions): TracedModule;
+export function trace(fnOrModule: AnyFn, exampleInputs: unknown[], options?: TraceOptions): TracedFunction;
+export function trace(fnOrModule: Module | AnyFn, exampleInputs: unknown[], options: TraceOptions = {}): TracedModule | TracedFunction {
   if (fnOrModule instanceof Module) return traceModule(fnOrModule, { forward: exampleInputs }, options);
   if (typeof fnOrModule !== 'function') throw new TracingError('trace: expected an nn.Module or a function');
   if (/^(bound )?forward$/.test(fnOrModule.name)) {
@@ -338,7 +367,9 @@ export function trace(fnOrModule: Module | AnyFn, exampleInputs: unknown[], opti
   const fn = fnOrModule as unknown as (...a: unknown[]) => unknown;
   const method = record(root, (...a) => fn(...a), exampleInputs, options.strict ?? true, fnOrModule.name || 'traced');
   if (options.checkTrace ?? true) check(root, (...a) => fn(...a), method, options.checkInputs ?? [exampleInputs], options, fnOrModule.name);
-  return new TracedModule(new Map([['forward', method]]));
+  const tm = new TracedModule(new Map([['forward', method]]));
+  tm.fromFunction = fnOrModule.name || 'traced';
+  return asTracedFunction(tm, tm.fromFunction);
 }
 
 /** torch.jit.trace_module: trace several methods of `module`, each on its own example inputs. */
