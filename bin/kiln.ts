@@ -9,6 +9,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from '../src/cli/build.js';
 import { explainFile } from '../src/cli/explain.js';
+import { explainRun, parseShapes } from '../src/cli/explain-run.js';
 import { KilnError } from '../src/errors.js';
 
 /** The package root: the nearest folder above this file with a package.json (bin/ in source, dist/bin/ built). */
@@ -28,12 +29,14 @@ usage:
   kiln build <src> -d <out>       compile a folder (or file) with kiln/plugin and TypeScript into <out>
   kiln explain <file.ts> [--export Name]
                                   report each rewritten function's graph segments and breaks
+  kiln explain <file.ts> --export Name --input 2x4[,3x4]
+                                  run it once on random inputs: graphs, ops, breaks with code frames, guards
   kiln --version | --help`;
 
 /** Run a command; a KilnError (bad input) is printed without a stack and exits 1. */
-function reportErrors(f: () => unknown): number {
+async function reportErrors(f: () => unknown): Promise<number> {
   try {
-    f();
+    await f();
     return 0;
   } catch (e) {
     if (!(e instanceof KilnError)) throw e;
@@ -42,7 +45,7 @@ function reportErrors(f: () => unknown): number {
   }
 }
 
-function main(argv: string[]): number {
+async function main(argv: string[]): Promise<number> {
   const [cmd] = argv;
   switch (cmd) {
     case undefined:
@@ -74,10 +77,12 @@ function main(argv: string[]): number {
     case 'explain': {
       const [file, ...rest] = argv.slice(1);
       const i = rest.indexOf('--export');
-      if (!file || (i >= 0 && !rest[i + 1])) {
-        console.error(`kiln explain: usage: kiln explain <file.ts> [--export Name]\n\n${USAGE}`);
+      const j = rest.indexOf('--input');
+      if (!file || (i >= 0 && !rest[i + 1]) || (j >= 0 && (!rest[j + 1] || i < 0))) {
+        console.error(`kiln explain: usage: kiln explain <file.ts> [--export Name [--input 2x4[,3x4]]]\n\n${USAGE}`);
         return 2;
       }
+      if (j >= 0) return reportErrors(async () => console.log(await explainRun(file, rest[i + 1]!, parseShapes(rest[j + 1]!))));
       return reportErrors(() => console.log(explainFile(file, i >= 0 ? rest[i + 1] : undefined)));
     }
     default:
@@ -86,4 +91,4 @@ function main(argv: string[]): number {
   }
 }
 
-process.exitCode = main(process.argv.slice(2));
+process.exitCode = await main(process.argv.slice(2));

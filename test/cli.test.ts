@@ -94,3 +94,18 @@ test('examples/partition.ts partitions a 20-layer model over 4 devices and print
   t.regex(r.stdout, /whole graph, 1 GB\/s between devices: \d+\.\d\d µs/);
   t.regex(r.stdout, /partitioned module equals the original: true/);
 });
+
+test('kiln explain --export Name --input shapes runs the model once: graphs with code, ops, breaks with source, guards', (t) => {
+  const r = run('explain', 'test/fixtures/plugin/data-dependent-if/input.ts', '--export', 'Gated', '--input', '2x4');
+  t.is(r.status, 0, r.stderr);
+  t.regex(r.stdout, /^Gated on inputs \[2, 4\]:\ngraphs: 3 {3}graph breaks: 1 {3}ops: 3/);
+  t.regex(r.stdout, /graph 2:\n {2}forward\(h, out\) \{/);
+  t.regex(r.stdout, /> {2}9 \| {5}if \(h\.sum\(\)\.gt\(0\)\.item\(\)\) \{/);
+  t.regex(r.stdout, /\n {2}x: Tensor \[2, 4\] float32, requiresGrad false\n/);
+  const bad = run('explain', 'test/fixtures/plugin/data-dependent-if/input.ts', '--export', 'Gated', '--input', '2xfour');
+  t.is(bad.status, 1);
+  t.regex(bad.stderr, /--input takes shapes like 2x4 or 2x4,3x4 \(one per forward argument\), got '2xfour'/);
+  const missing = run('explain', 'test/fixtures/plugin/data-dependent-if/input.ts', '--export', 'Nope', '--input', '2x4');
+  t.regex(missing.stderr, /exports no class or function 'Nope' \(found: Gated\)/);
+  t.is(run('explain', 'test/fixtures/plugin/data-dependent-if/input.ts', '--input', '2x4').status, 2, '--input needs --export');
+});

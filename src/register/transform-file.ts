@@ -5,6 +5,7 @@ import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import plugin from '../../plugin/index.js';
 import type { FileReport } from '../rewrite/transform.js';
 
 /**
@@ -12,7 +13,7 @@ import type { FileReport } from '../rewrite/transform.js';
  * `kiln build` both do it: Babel with the plugin, then preset-typescript, inline source maps.
  */
 const here = dirname(fileURLToPath(import.meta.url));
-/** The plugin next to this file: dist/plugin/index.js when built, plugin/index.ts when run from source. */
+/** The plugin's file (dist/plugin/index.js built, plugin/index.ts from source), for the cache fingerprint. */
 const pluginPath = [join(here, '../../plugin/index.js'), join(here, '../../plugin/index.ts')].find(existsSync)!;
 /** Presets by absolute path, so Babel does not look them up from the user's cwd. */
 const require_ = (id: string) => createRequire(import.meta.url).resolve(id);
@@ -36,7 +37,7 @@ export function transformSource(source: string, filename: string, options: Trans
     configFile: false,
     babelrc: false,
     sourceMaps: options.sourceMaps ?? 'inline',
-    plugins: [[pluginPath, options.pluginOptions ?? {}]],
+    plugins: [[plugin, options.pluginOptions ?? {}]],
     presets: /\.[cm]?tsx?$/.test(filename) ? [[require_('@babel/preset-typescript'), { allowDeclareFields: true }]] : [],
   });
   if (!r?.code) throw new Error(`kiln: Babel produced no output for ${filename}`);

@@ -1,0 +1,46 @@
+import { codeFrameColumns } from '@babel/code-frame';
+import { existsSync, readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { KilnError } from '../errors.js';
+
+/**
+ * `kiln explain <file.ts> --export Name --input 2x4[,3x4]`: load the file through kiln/register (so the
+ * plugin rewrites it), build the exported module, run `explain` once on random inputs of those shapes and
+ * print the report (graphs with their code, op count, each break with its source, the guards).
+ */
+export function parseShapes(spec: string): number[][] {
+  const shapes = spec.split(',').map((s) => s.split('x').map(Number));
+  if (shapes.some((s) => s.length === 0 || s.some((d) => !Number.isInteger(d) || d < 0))) {
+    throw new KilnError(`kiln explain: --input takes shapes like 2x4 or 2x4,3x4 (one per forward argument), got '${spec}'`);
+  }
+  return shapes;
+}
+
+export async function explainRun(file: string, name: string, shapes: number[][]): Promise<string> {
+  if (!existsSync(file)) throw new KilnError(`kiln explain: '${file}' does not exist`);
+  await import('../register/index.js');
+  // The same `kiln` the loaded file imports (the package), so its modules and tensors are ours.
+  const kiln = (await import('kiln')) as typeof import('../index.js');
+  const mod = (await import(pathToFileURL(resolve(file)).href)) as Record<string, unknown>;
+  const Export = mod[name];
+  if (typeof Export !== 'function') {
+    const found = Object.keys(mod).filter((k) => typeof mod[k] === 'function');
+    throw new KilnError(`kiln explain: ${file} exports no class or function '${name}' (found: ${found.join(', ') || 'none'})`);
+  }
+  const target =
+    Export.prototype instanceof kiln.nn.Module
+      ? new (Export as new () => InstanceType<typeof kiln.nn.Module>)()
+      : (Export as () => unknown);
+  kiln.manualSeed(0);
+  const report = kiln.explain(target as never)(...shapes.map((s) => kiln.randn(s)));
+  const source = readFileSync(file, 'utf8');
+  const frames = report.breakReasons.map((b) => {
+    const [, line, column] = /:(\d+):(\d+)$/.exec(b.loc) ?? [];
+    const frame = line
+      ? codeFrameColumns(source, { start: { line: Number(line), column: Number(column) } }, { linesAbove: 1, linesBelow: 1 })
+      : '';
+    return `source of the break at ${b.loc}:\n${frame.replace(/^/gm, '  ')}`;
+  });
+  return [`${name} on inputs ${shapes.map((s) => `[${s.join(', ')}]`).join(', ')}:`, kiln.formatExplain(report), ...frames].join('\n');
+}
