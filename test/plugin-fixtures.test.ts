@@ -36,6 +36,8 @@ const CASES: Record<string, Case> = {
   'static-getter': { export: 'Scaled', inputs: () => [rnd(2, 4)], graphs: 1, breaks: 0 },
   'attr-shadows-method': { export: 'Precedence', inputs: () => [rnd(4, 4)], graphs: 1, breaks: 0 },
   'helper-break': { export: 'WithHelper', inputs: () => [rnd(2, 4)], graphs: 4, breaks: 2 },
+  // seeded inputs: which arms run (and so how many graphs there are: a no-op arm needs none) depends on the data
+  'data-dependent-ternary': { export: 'Ternaries', inputs: (i) => (kiln.manualSeed(7 + i), [rnd(2, 4).add(i - 1)]), graphs: 5, breaks: 3 },
   'data-dependent-if': { export: 'Gated', inputs: (i) => [rnd(2, 4).add(i - 1)], graphs: 3, breaks: 1 },
   'console-log': { export: 'Logged', inputs: () => [rnd(2, 4)], graphs: 2, breaks: 2 },
   'param-patterns': {

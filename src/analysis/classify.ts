@@ -317,12 +317,11 @@ export class Analyzer {
 
   private classifyStatement(s: NodePath<t.Statement>, cls: ClassInfo | undefined, tensors: ReadonlySet<Binding>): StatementInfo {
     const brk = this.findBreak(s, cls, tensors);
-    if (!brk || !s.isIfStatement()) return { path: s, brk };
-    const testBreak = this.findBreak(s.get('test'), cls, tensors);
-    const alternate = s.get('alternate');
-    const branchesClean =
-      !this.findBreak(s.get('consequent'), cls, tensors) && (!alternate.node || !this.findBreak(alternate as NodePath, cls, tensors));
-    return { path: s, brk, branch: testBreak !== undefined && branchesClean };
+    const parts = brk ? branchParts(s) : undefined;
+    if (!parts) return { path: s, brk };
+    const clean = (p: NodePath | undefined) => !p?.node || !this.findBreak(p, cls, tensors);
+    const testBreaks = this.findBreak(parts.test, cls, tensors) !== undefined;
+    return { path: s, brk, branch: testBreaks && clean(parts.consequent) && clean(parts.alternate) };
   }
 
   /** The first break inside `root` (itself included), in source order. */
@@ -525,6 +524,27 @@ function importedFunctionBreak(ctx: FileContext, imp: ImportRef): Finding | 'cle
 /** One analyzer per other file looked into, so each imported helper is analysed once. */
 const analyzers = new WeakMap<FileContext, Analyzer>();
 const resolving = new Set<t.Node>();
+
+/**
+ * The condition and the two arms of a statement that chooses between them: `if (c) A else B`, and a
+ * conditional that is the whole value of a `return`, a declaration `const v = c ? a : b` or an assignment
+ * `v = c ? a : b`. Undefined for any other statement.
+ */
+export function branchParts(
+  s: NodePath<t.Statement>,
+): { test: NodePath; consequent: NodePath; alternate: NodePath | undefined } | undefined {
+  if (s.isIfStatement()) return { test: s.get('test'), consequent: s.get('consequent'), alternate: s.get('alternate') as NodePath };
+  let value: NodePath | undefined;
+  if (s.isReturnStatement()) value = s.get('argument') as NodePath;
+  else if (s.isVariableDeclaration() && s.node.declarations.length === 1 && t.isIdentifier(s.node.declarations[0]!.id)) {
+    value = s.get('declarations')[0]!.get('init') as NodePath;
+  } else if (s.isExpressionStatement()) {
+    const e = s.get('expression');
+    if (e.isAssignmentExpression({ operator: '=' }) && t.isIdentifier(e.node.left)) value = e.get('right');
+  }
+  if (!value?.isConditionalExpression()) return undefined;
+  return { test: value.get('test'), consequent: value.get('consequent'), alternate: value.get('alternate') };
+}
 
 /** The object at the root of a member chain (`this` in `this.a.b`), or undefined for a non-member. */
 function memberRoot(e: t.Node): t.Node | undefined {

@@ -1,7 +1,7 @@
 import { relative } from 'node:path';
 import type { NodePath } from '@babel/traverse';
 import * as t from '@babel/types';
-import { Analyzer, type ClassInfo, type Finding, type FunctionPath } from '../analysis/classify.js';
+import { Analyzer, branchParts, type ClassInfo, type Finding, type FunctionPath } from '../analysis/classify.js';
 import { FileContext } from '../analysis/file-context.js';
 import { SegmentError, buildSegments, type SegmentPlan } from './segments.js';
 
@@ -110,21 +110,23 @@ export function transformProgram(
                 prop('out', t.arrayExpression(seg.out.map((i) => t.numericLiteral(i)))),
               ];
               if (seg.kind === 'branch') {
-                const ifStmt = seg.statements[0] as NodePath<t.IfStatement>;
+                const { test, then, otherwise } = branchArms(seg.statements[0]!);
                 const params = seg.in.map((i) => t.identifier(plan!.slots[i]!));
-                const body = (p: NodePath<t.Statement | null | undefined>) =>
-                  !p.node ? [] : p.isBlockStatement() ? p.get('body') : [p as NodePath<t.Statement>];
-                const arm = (p: NodePath<t.Statement | null | undefined>) =>
-                  segmentFunction(body(p), plan!.slots, seg.in, seg.out, true).fn;
+                const arm = (body: t.Statement[]) => segmentFunction(body, plan!.slots, seg.in, seg.out, true).fn;
                 return t.objectExpression([
                   ...common,
                   prop('exit', t.stringLiteral('either')),
-                  prop('test', t.functionExpression(null, params, t.blockStatement([t.returnStatement(t.cloneNode(ifStmt.node.test))]))),
-                  prop('then', arm(ifStmt.get('consequent'))),
-                  prop('else', arm(ifStmt.get('alternate'))),
+                  prop('test', t.functionExpression(null, params, t.blockStatement([t.returnStatement(test)]))),
+                  prop('then', arm(then)),
+                  prop('else', arm(otherwise)),
                 ]);
               }
-              const { fn: segFn, exit } = segmentFunction(seg.statements, plan!.slots, seg.in, seg.out);
+              const { fn: segFn, exit } = segmentFunction(
+                seg.statements.map((p) => p.node),
+                plan!.slots,
+                seg.in,
+                seg.out,
+              );
               return t.objectExpression([...common, prop('exit', t.stringLiteral(exit)), prop('fn', segFn)]);
             }),
           ),
@@ -374,13 +376,13 @@ function makeSuperExplicit(fn: FunctionPath, cls: ClassInfo): void {
  * - `either`: it may do both, so each `return e` becomes `return [1, e]` and the end `return [0, ...out]`.
  */
 function segmentFunction(
-  statements: NodePath<t.Statement>[],
+  statements: readonly t.Statement[],
   slots: readonly string[],
   ins: readonly number[],
   outs: readonly number[],
   either = false,
 ): { fn: t.FunctionExpression; exit: 'return' | 'next' | 'either' } {
-  const body = statements.map((s) => t.cloneNode(s.node));
+  const body = statements.map((s) => t.cloneNode(s));
   const last = body[body.length - 1];
   const endsInExit = last !== undefined && (t.isReturnStatement(last) || t.isThrowStatement(last));
   const innerReturn = body.some((s, i) => (i < body.length - 1 || !t.isReturnStatement(s)) && containsReturn(s));
@@ -401,6 +403,27 @@ function segmentFunction(
     t.blockStatement(body),
   );
   return { fn, exit };
+}
+
+/**
+ * A branch statement as its condition and two arms of statements: an `if`'s blocks, or the statement
+ * rebuilt around each side of its conditional (`return a` / `return b`, `const v = a` / `const v = b`, …).
+ */
+function branchArms(stmt: NodePath<t.Statement>): { test: t.Expression; then: t.Statement[]; otherwise: t.Statement[] } {
+  const parts = branchParts(stmt)!;
+  const test = t.cloneNode(parts.test.node as t.Expression);
+  if (stmt.isIfStatement()) {
+    const block = (n: t.Statement | null | undefined) => (!n ? [] : t.isBlockStatement(n) ? n.body : [n]);
+    return { test, then: block(stmt.node.consequent), otherwise: block(stmt.node.alternate) };
+  }
+  const around = (value: t.Expression): t.Statement => {
+    const n = t.cloneNode(stmt.node);
+    if (t.isReturnStatement(n)) n.argument = value;
+    else if (t.isVariableDeclaration(n)) n.declarations[0]!.init = value;
+    else ((n as t.ExpressionStatement).expression as t.AssignmentExpression).right = value;
+    return n;
+  };
+  return { test, then: [around(parts.consequent.node as t.Expression)], otherwise: [around(parts.alternate!.node as t.Expression)] };
 }
 
 /** Whether `node` holds a `return` of the function it is in (not one of a nested function or class). */
