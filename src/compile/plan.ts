@@ -200,8 +200,10 @@ export function run(self: unknown, p: Plan, args: unknown[]): unknown {
  * (created on first use), break segments run as they are.
  */
 export class PlanRunner {
-  /** One guarded cache per graph segment (key: its index) and per arm of a branch segment (`3:then`). */
-  private readonly callables = new Map<string, CompiledCallable>();
+  /** One guarded cache per graph segment and per arm of a branch segment, by segment index (the hot path: no keys built). */
+  private readonly callables: (CompiledCallable | undefined)[] = [];
+  private readonly thenArms: (CompiledCallable | undefined)[] = [];
+  private readonly elseArms: (CompiledCallable | undefined)[] = [];
 
   constructor(
     readonly plan: Plan,
@@ -265,16 +267,16 @@ export class PlanRunner {
 
   /** The compiled callables of every graph segment and branch arm used so far (for `explain`). */
   graphCallables(): CompiledCallable[] {
-    return [...this.callables.values()];
+    return [...this.callables, ...this.thenArms, ...this.elseArms].filter((c): c is CompiledCallable => c !== undefined);
   }
 
   private callable(i: number, fn: (...args: unknown[]) => unknown, arm?: 'then' | 'else'): CompiledCallable {
-    const key = arm ? `${i}:${arm}` : String(i);
-    let c = this.callables.get(key);
+    const table = arm === 'then' ? this.thenArms : arm === 'else' ? this.elseArms : this.callables;
+    let c = table[i];
     if (!c) {
       const seg = this.plan.segments[i]!;
       const where = `${this.plan.name} (${arm ? `${arm} branch of the if` : 'segment'} at ${this.plan.file}:${seg.loc})`;
-      this.callables.set(key, (c = new CompiledCallable(fn, this.self, this.options, false, where)));
+      table[i] = c = new CompiledCallable(fn, this.self, this.options, false, where);
     }
     return c;
   }
