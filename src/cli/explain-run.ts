@@ -1,7 +1,7 @@
-import { codeFrameColumns } from '@babel/code-frame';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { codeFrameAt } from '../compile/compiled-callable.js';
 import { KilnError } from '../errors.js';
 
 /**
@@ -34,13 +34,6 @@ export async function explainRun(file: string, name: string, shapes: number[][])
       : (Export as () => unknown);
   kiln.manualSeed(0);
   const report = kiln.explain(target as never)(...shapes.map((s) => kiln.randn(s)));
-  const source = readFileSync(file, 'utf8');
-  const frames = report.breakReasons.map((b) => {
-    const [, line, column] = /:(\d+):(\d+)$/.exec(b.loc) ?? [];
-    const frame = line
-      ? codeFrameColumns(source, { start: { line: Number(line), column: Number(column) } }, { linesAbove: 1, linesBelow: 1 })
-      : '';
-    return `source of the break at ${b.loc}:\n${frame.replace(/^/gm, '  ')}`;
-  });
+  const frames = report.breakReasons.map((b) => `source of the break at ${b.loc}:\n${codeFrameAt(b.loc).replace(/^/gm, '  ')}`);
   return [`${name} on inputs ${shapes.map((s) => `[${s.join(', ')}]`).join(', ')}:`, kiln.formatExplain(report), ...frames].join('\n');
 }

@@ -46,7 +46,11 @@ class JitTracer implements TraceDispatch {
   private readonly constantNames = new Map<Tensor, string>();
   private readonly warnedSites = new Set<string>();
 
-  constructor(readonly root: Module) {
+  /** `quiet`: collect warnings without emitting them (the checker's re-traces would repeat them). */
+  constructor(
+    readonly root: Module,
+    private readonly quiet = false,
+  ) {
     for (const [p, t] of [...root.namedParameters(), ...root.namedBuffers()]) if (!this.paths.has(t)) this.paths.set(t, p);
   }
 
@@ -87,7 +91,7 @@ class JitTracer implements TraceDispatch {
     this.warnedSites.add(key);
     const msg = `${what}: ${text}${site ? `\n    ${site}` : ''}`;
     this.warnings.push(msg);
-    process.emitWarning(msg, 'TracerWarning');
+    if (!this.quiet) process.emitWarning(msg, 'TracerWarning');
   }
 
   derived(from: unknown, to: unknown, method: string): void {
@@ -182,10 +186,17 @@ function outputError(where: string): never {
 }
 
 /** Record one call of `fn` (with `this` = `root`) on `inputs`. */
-function record(root: Module, fn: (...a: unknown[]) => unknown, inputs: unknown[], strict: boolean, name: string): TracedMethod {
+function record(
+  root: Module,
+  fn: (...a: unknown[]) => unknown,
+  inputs: unknown[],
+  strict: boolean,
+  name: string,
+  quiet = false,
+): TracedMethod {
   if (!Array.isArray(inputs)) throw new TracingError(`trace: exampleInputs must be an array of the arguments, got ${typeof inputs}`);
   const { structure: inStructure, tensors: inTensors } = flatten(inputs, 'input', inputError);
-  const tracer = new JitTracer(root);
+  const tracer = new JitTracer(root, quiet);
   inTensors.forEach((t, i) => tracer.placeholder(inTensors.length === 1 ? 'input' : `input_${i}`, t));
   const prev = setTraceDispatch(tracer);
   let result: unknown;
@@ -273,7 +284,7 @@ function check(
     );
   }
   for (const inputs of checkInputs) {
-    const again = withoutWarnings(() => record(root, fn, inputs, options.strict ?? true, name));
+    const again = record(root, fn, inputs, options.strict ?? true, name, true);
     const got = again.gm.graph.toString();
     if (got !== expected) {
       throw new TracingCheckError(`Graphs differed across invocations!\n${graphDiff(expected, got)}`);
@@ -296,20 +307,6 @@ function check(
         );
       }
     });
-  }
-}
-
-/** Run `f` with TracerWarnings swallowed (the checker's re-traces would repeat them). */
-function withoutWarnings<T>(f: () => T): T {
-  const emit = process.emitWarning;
-  process.emitWarning = ((w: string | Error, type?: unknown, ...rest: unknown[]) => {
-    if (type === 'TracerWarning') return;
-    return (emit as (...a: unknown[]) => void).call(process, w, type, ...rest);
-  }) as typeof process.emitWarning;
-  try {
-    return f();
-  } finally {
-    process.emitWarning = emit;
   }
 }
 
