@@ -2,7 +2,7 @@ import test from 'ava';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { F, KilnError, allclose, manualSeed, nn, ops, rand, randn, type Tensor } from '../src/index.js';
+import { F, KilnError, allclose, manualSeed, nn, ops, rand, randn, tensor, type Tensor } from '../src/index.js';
 import { TracedModule, TracingCheckError, TracingError, load, trace, traceModule } from '../src/jit.js';
 
 /** kiln/jit: runtime tracing after PyTorch's test/jit/test_tracer.py. */
@@ -101,7 +101,7 @@ test('nested inputs and outputs: object key order does not matter later; a missi
   });
 });
 
-test('the trace checker: a data-dependent branch gives “Graphs differed across invocations!” with a diff; a captured random value fails the output check', (t) => {
+test('the trace checker: a data-dependent branch gives “Graphs differed across invocations!” with a diff; a captured changing value fails the output check; rand is a nondeterministic node', (t) => {
   const branchy = (x: Tensor) => (x.sum().item() > 0 ? x.relu() : x.neg());
   const pos = ops.abs(randn([4]));
   const e = t.throws(() => tracerWarnings(() => void trace(branchy, [pos], { checkInputs: [[pos.neg()]] })), {
@@ -110,8 +110,14 @@ test('the trace checker: a data-dependent branch gives “Graphs differed across
   t.regex(e!.message, /^Graphs differed across invocations!\n/);
   t.regex(e!.message, /^- .*relu/m);
   t.regex(e!.message, /^\+ .*neg/m);
+  let calls = 0;
+  const drifting = (x: Tensor) => x.add(tensor([calls++]));
+  t.throws(() => trace(drifting, [randn([4])]), { instanceOf: TracingCheckError, message: /differs from the eager result/ });
+  // rand inside the program is recorded as a call (a fresh sample each run), as PyTorch records aten::rand.
   const noisy = (x: Tensor) => x.add(rand([4]));
-  t.throws(() => trace(noisy, [randn([4])]), { instanceOf: TracingCheckError, message: /differs from the eager result/ });
+  const warnings = tracerWarnings(() => void trace(noisy, [randn([4])]));
+  t.is(warnings.length, 1);
+  t.regex(warnings[0]!, /^Trace had nondeterministic nodes\. .*\n\t%rand : \[#users=1\] = call_function\[target=rand\]/);
 });
 
 test('hooks are inlined, a shared layer is read once, in-place ops are recorded', (t) => {

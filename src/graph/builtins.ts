@@ -1,4 +1,5 @@
 import { KilnError } from '../errors.js';
+import { arange, full, onesLike, rand, randn, zerosLike } from '../runtime/ops/creation.js';
 import type { FunctionTarget } from './node.js';
 
 /**
@@ -21,11 +22,42 @@ export function _assert(condition: unknown, message: string): void {
   if (!condition) throw new KilnError(message);
 }
 
-for (const [name, fn] of Object.entries({ getitem, getattr, _assert })) Object.defineProperty(fn, 'opName', { value: name });
+/**
+ * Shape arithmetic (PyTorch's `aten::size` and SymInt ops): what a runtime trace records for `x.shape[1] * 2`,
+ * so the graph computes the number from the input it gets instead of freezing the example's.
+ */
+export function sym_size(t: unknown, dim: number): number {
+  const shape = (t as { shape?: readonly number[] } | null)?.shape;
+  if (!Array.isArray(shape)) throw new KilnError(`sym_size: expected a tensor, got ${String(t)}`);
+  const d = dim < 0 ? dim + shape.length : dim;
+  if (d < 0 || d >= shape.length) throw new KilnError(`sym_size: dim ${dim} is out of range for shape [${shape.join(', ')}]`);
+  return shape[d]!;
+}
+
+export function sym_add(a: number, b: number): number {
+  return a + b;
+}
+
+export function sym_sub(a: number, b: number): number {
+  return a - b;
+}
+
+export function sym_mul(a: number, b: number): number {
+  return a * b;
+}
+
+export function sym_floordiv(a: number, b: number): number {
+  if (b === 0) throw new KilnError(`sym_floordiv: division of ${a} by zero`);
+  return Math.floor(a / b);
+}
+
+const ALL = { getitem, getattr, _assert, sym_size, sym_add, sym_sub, sym_mul, sym_floordiv };
+for (const [name, fn] of Object.entries(ALL)) Object.defineProperty(fn, 'opName', { value: name });
+
+/** Creation functions a runtime trace records as calls (they are plain functions, not ops from the table). */
+const CREATION = { full, zerosLike, onesLike, arange, rand, randn };
 
 /** Builtins by name, for code generation and deserialisation. */
-export const BUILTINS: ReadonlyMap<string, FunctionTarget> = new Map<string, FunctionTarget>([
-  ['getitem', getitem as FunctionTarget],
-  ['getattr', getattr as FunctionTarget],
-  ['_assert', _assert as FunctionTarget],
-]);
+export const BUILTINS: ReadonlyMap<string, FunctionTarget> = new Map<string, FunctionTarget>(
+  Object.entries({ ...ALL, ...CREATION }).map(([name, fn]) => [name, fn as unknown as FunctionTarget]),
+);

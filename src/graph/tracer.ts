@@ -44,11 +44,13 @@ export interface ConcreteArgs {
   readonly [param: string]: unknown;
 }
 
+/** A stack frame in kiln's own code (or Node's), as opposed to the user's. */
+export const KILN_FRAME = /[\\/](src|dist[\\/]src)[\\/](graph|runtime|analysis|compile|jit)[\\/]|node:internal/;
+
 /** Where in user code tracing is, for error messages: the first stack frame outside kiln's graph and runtime. */
 export function userFrame(): string {
   const frames = (new Error().stack ?? '').split('\n').slice(1);
-  const mine = /[\\/](src|dist[\\/]src)[\\/](graph|runtime|analysis|compile|jit)[\\/]|node:internal/;
-  const f = frames.find((l) => !mine.test(l));
+  const f = frames.find((l) => !KILN_FRAME.test(l));
   return f ? `\n    ${f.trim()}` : '';
 }
 

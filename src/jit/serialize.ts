@@ -3,6 +3,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { SerializationError } from '../errors.js';
 import { graphModuleFromJSON, graphModuleToJSON, type LoadOptions } from '../graph/save.js';
 import { isPlainObject } from '../runtime/plain-object.js';
+import { isShapeSpec, type ShapeSpec } from './shape-fit.js';
 import { isStructure } from './structure.js';
 import { TracedModule, asTracedFunction, type TracedFunction, type TracedMethod } from './trace.js';
 
@@ -18,7 +19,10 @@ const digest = (payload: unknown) => createHash('sha256').update(JSON.stringify(
 
 export function saveTraced(traced: TracedModule, path: string): void {
   const methods = Object.fromEntries(
-    [...traced.methods].map(([name, m]) => [name, { module: graphModuleToJSON(m.gm), inputs: m.inputs, outputs: m.outputs }]),
+    [...traced.methods].map(([name, m]) => [
+      name,
+      { module: graphModuleToJSON(m.gm), inputs: m.inputs, outputs: m.outputs, ...(m.shapes ? { shapes: m.shapes } : {}) },
+    ]),
   );
   const payload = {
     format: JIT_FORMAT,
@@ -60,9 +64,10 @@ export function loadTraced(path: string, options: LoadOptions = {}): TracedModul
   }
   const methods = new Map<string, TracedMethod>();
   for (const [name, m] of Object.entries(payload.methods as Record<string, Record<string, unknown>>)) {
-    if (!isPlainObject(m) || !isStructure(m.inputs) || !isStructure(m.outputs))
+    if (!isPlainObject(m) || !isStructure(m.inputs) || !isStructure(m.outputs) || (m.shapes !== undefined && !isShapeSpec(m.shapes)))
       throw new SerializationError(`jit.load: method '${name}' in ${path} is malformed`);
-    methods.set(name, { gm: graphModuleFromJSON(m.module, options), inputs: m.inputs, outputs: m.outputs, warnings: [] });
+    const shapes = m.shapes as ShapeSpec | undefined;
+    methods.set(name, { gm: graphModuleFromJSON(m.module, options), inputs: m.inputs, outputs: m.outputs, warnings: [], shapes });
   }
   const tm = new TracedModule(methods);
   if (typeof payload.function !== 'string') return tm;

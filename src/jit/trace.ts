@@ -3,12 +3,13 @@ import { getitem } from '../graph/builtins.js';
 import { Graph } from '../graph/graph.js';
 import { GraphModule } from '../graph/graph-module.js';
 import type { Argument, FunctionTarget, Kwargs, Node } from '../graph/node.js';
-import { userFrame } from '../graph/tracer.js';
+import { KILN_FRAME, userFrame } from '../graph/tracer.js';
 import { noGrad } from '../runtime/autograd.js';
 import { setTraceDispatch, type TraceDispatch } from '../runtime/dispatch.js';
 import { Module } from '../runtime/nn/module.js';
 import { isPlainObject } from '../runtime/plain-object.js';
 import { Tensor } from '../runtime/tensor.js';
+import { fitSamples, graphLeaves, graphSkeleton, shapeMismatch, symbolicGraph, type ShapeSample, type ShapeSpec } from './shape-fit.js';
 import { TracingError, flatten, flattenAs, unflatten, type Structure } from './structure.js';
 
 /**
@@ -37,9 +38,12 @@ const VALUE_WARNING =
 /** One trace: the graph, the tensors it reads by path or as constants, and the warnings it gave. */
 class JitTracer implements TraceDispatch {
   readonly symbolic = false;
+  readonly recordsEveryOp = true;
   readonly graph = new Graph();
   readonly constants = new Map<string, Tensor>();
   readonly warnings: string[] = [];
+  /** Where user code read the shape of a traced value: numbers from there may be baked into the graph. */
+  readonly shapeReads: string[] = [];
   private readonly nodes = new WeakMap<Tensor, Node>();
   private readonly attrNodes = new Map<string, Node>();
   private readonly paths = new Map<Tensor, string>();
@@ -79,6 +83,16 @@ class JitTracer implements TraceDispatch {
     return out;
   }
 
+  shapeRead(t: unknown): void {
+    if (!(t instanceof Tensor) || !this.nodes.has(t)) return; // parameter shapes do not change with the inputs
+    // Tensor's own accessors (size(), numel(), ndim) read for their caller; kiln's layers only check shapes.
+    const frames = (new Error().stack ?? '').split('\n').slice(1);
+    const reader = frames.find((f) => !/[\\/](jit[\\/]trace|runtime[\\/]tensor)\.[jt]s/.test(f));
+    if (!reader || KILN_FRAME.test(reader)) return;
+    const site = reader.trim().replace(/:(\d+):\d+\)?$/, (_, line: string) => `:${line}${reader.trim().endsWith(')') ? ')' : ''}`);
+    if (!this.shapeReads.includes(site)) this.shapeReads.push(site); // one entry per source line
+  }
+
   valueRead(t: unknown, what: string): void {
     if (t instanceof Tensor && this.isTraced(t)) this.warn(what, VALUE_WARNING);
   }
@@ -101,8 +115,11 @@ class JitTracer implements TraceDispatch {
 
   /** Nodes whose result differs run to run (dropout while training), for the checker's warning. */
   nondeterministic(): Node[] {
+    const name = (n: Node) => (n.target as { name?: string }).name;
     return this.graph.nodes.filter(
-      (n) => n.op === 'call_function' && (n.target as { name?: string }).name === 'dropout' && n.args[2] === true && n.args[1] !== 0,
+      (n) =>
+        n.op === 'call_function' &&
+        ((name(n) === 'dropout' && n.args[2] === true && n.args[1] !== 0) || name(n) === 'rand' || name(n) === 'randn'),
     );
   }
 
@@ -170,6 +187,10 @@ export interface TracedMethod {
   readonly inputs: Structure;
   readonly outputs: Structure;
   readonly warnings: readonly string[];
+  /** Present when user code read traced shapes: which input shapes the graph is valid for. */
+  readonly shapes?: ShapeSpec;
+  /** The first trace's graph, which refits start from (in memory only). */
+  readonly base?: GraphModule;
 }
 
 function inputError(where: string, v: unknown): never {
@@ -214,21 +235,59 @@ function record(
   tracer.graph.output(outTensors.map((t) => tracer.tensorNode(t)));
   const gm = new GraphModule(root, tracer.graph, name, tracer.constants);
   const nondeterministic = tracer.nondeterministic().map((n) => n.format());
-  return { gm, inputs: inStructure, outputs: outStructure, warnings: tracer.warnings, nondeterministic };
+  const sample: ShapeSample = { shapes: inTensors.map((t) => t.shape), leaves: graphLeaves(tracer.graph) };
+  const shapes = tracer.shapeReads.length ? { reads: tracer.shapeReads, samples: [sample], exprs: [], guards: [] } : undefined;
+  return { gm, base: gm, inputs: inStructure, outputs: outStructure, warnings: tracer.warnings, nondeterministic, shapes };
+}
+
+/** The traced graph's shape: its nodes with integers blanked, and the shapes of the constants it holds. */
+function skeleton(gm: GraphModule): string {
+  return graphSkeleton(gm.graph, (path) => {
+    const t = (gm as unknown as Record<string, unknown>)[path];
+    return t instanceof Tensor && path.startsWith('_tensor_constant') ? `[${t.shape.join(',')}]` : '';
+  });
+}
+
+/**
+ * Make `method` also cover `again`, a trace of the same program at other input shapes: the numbers that
+ * changed become shape arithmetic on the inputs. Returns the reason when the traces did different things.
+ */
+function generalise(method: TracedMethod, again: TracedMethod, name: string): TracedMethod | string {
+  const base = method.base ?? method.gm;
+  const spec = method.shapes ?? again.shapes;
+  const differ = () => `Graphs differed across invocations!\n${graphDiff(base.graph.toString(), again.gm.graph.toString())}`;
+  if (!spec) return base.graph.toString() === again.gm.graph.toString() ? method : differ(); // no shape was read
+  if (skeleton(base) !== skeleton(again.gm)) return differ();
+  const reads = [...new Set([...(method.shapes?.reads ?? []), ...(again.shapes?.reads ?? [])])];
+  const sample = again.shapes!.samples[0]!;
+  const seen = spec.samples.find((s) => JSON.stringify(s.shapes) === JSON.stringify(sample.shapes));
+  if (seen) return JSON.stringify(seen.leaves) === JSON.stringify(sample.leaves) ? method : differ(); // same shapes again
+  const samples = [...spec.samples, sample];
+  const fit = fitSamples(samples);
+  if (!fit.ok) return fit.why;
+  const inputs = base.graph.nodes.filter((n) => n.op === 'placeholder');
+  const gm = fit.exprs.length ? new GraphModule(base, symbolicGraph(base.graph, fit.exprs, inputs), name) : base;
+  return { ...method, gm, base, shapes: { reads, samples, exprs: fit.exprs, guards: fit.guards } };
 }
 
 /** A traced program: call it like the original; `graph` and `code` show what was recorded. */
 export class TracedModule extends Module {
-  declare readonly methods: ReadonlyMap<string, TracedMethod>;
+  declare readonly methods: Map<string, TracedMethod>;
   /** Write the traced program (graphs, weights, input/output structure) to `path`; installed by serialize.ts. */
   declare save: (path: string) => void;
   /** Set when traced from a function (its name): `load` then gives back a function. */
   declare fromFunction: string | undefined;
+  /** Per method, how to trace it again at other shapes (in memory only; a loaded trace has none). */
+  declare readonly retracers: Map<string, (args: unknown[]) => TracedMethod>;
+  /** `method [shapes]` already traced again and found to give the same program. */
+  declare readonly verifiedShapes: Set<string>;
 
   constructor(methods: Map<string, TracedMethod>) {
     super();
     Object.defineProperty(this, 'methods', { value: methods, enumerable: false });
     Object.defineProperty(this, 'fromFunction', { value: undefined, writable: true, enumerable: false });
+    Object.defineProperty(this, 'retracers', { value: new Map(), enumerable: false });
+    Object.defineProperty(this, 'verifiedShapes', { value: new Set(), enumerable: false });
     const main = methods.get('forward') ?? [...methods.values()][0]!;
     // The weights live once, under the original paths (shared by all methods' graphs).
     for (const [name, child] of main.gm.namedChildren()) (this as unknown as Record<string, unknown>)[name] = child;
@@ -259,13 +318,58 @@ export class TracedModule extends Module {
   }
 
   runMethod(name: string, args: unknown[]): unknown {
-    const m = this.methods.get(name)!;
+    let m = this.methods.get(name)!;
     const flat = flattenAs(m.inputs, args, 'input');
+    if (m.shapes)
+      m = this.checkShapes(
+        name,
+        m,
+        args,
+        flat.map((t) => t.shape),
+      );
     const out = m.gm.forward(...flat) as unknown[];
     return unflatten(m.outputs, out);
   }
+
+  /**
+   * The program read shapes when traced, so its graph may hold numbers, or follow branches, that came from
+   * them. In memory, each new input shape is traced once more: the numbers that changed become shape
+   * arithmetic, and a program that did different things is an error (a comparison of shapes cannot be
+   * recorded). A loaded trace can only check the dims it saw vary and the guards between its fits.
+   */
+  private checkShapes(name: string, m: TracedMethod, args: unknown[], shapes: readonly (readonly number[])[]): TracedMethod {
+    const where = `${this.fromFunction ?? this.constructor.name}.${name}`;
+    const mismatch = shapeMismatch(m.shapes!, shapes);
+    const retrace = this.retracers.get(name);
+    if (!retrace) {
+      if (!mismatch) return m;
+      const sites = m.shapes!.reads;
+      const reads =
+        sites
+          .slice(0, 4)
+          .map((r) => `\n    ${r}`)
+          .join('') + (sites.length > 4 ? `\n    … and ${sites.length - 4} more` : '');
+      throw new TracingError(
+        `${where}: ${mismatch}. The program read tensor shapes when it was traced, so numbers in its graph may come from them:${reads}\nTrace it with checkInputs of other shapes (kiln then records the shape arithmetic) and save it again.`,
+      );
+    }
+    const key = `${name} ${JSON.stringify(shapes)}`;
+    if (this.verifiedShapes.has(key)) return m;
+    const next = generalise(m, retrace(args), name);
+    if (typeof next === 'string') {
+      const traced = `[${m.shapes!.samples[0]!.shapes.map((s) => `[${s.join(', ')}]`).join(', ')}]`;
+      throw new TracingError(
+        `${where}: ${mismatch ?? `traced again at input shapes [${shapes.map((s) => `[${s.join(', ')}]`).join(', ')}] (first traced at ${traced})`}, and tracing it again at these shapes does not give the same program: ${next}`,
+      );
+    }
+    if (this.verifiedShapes.size > 256) this.verifiedShapes.clear(); // a bound, not a cache policy: re-checks are cheap
+    this.verifiedShapes.add(key);
+    this.methods.set(name, next);
+    return next;
+  }
 }
 
+/** Re-trace on each of `checkInputs` and compare; returns the method, generalised over the shapes seen. */
 function check(
   root: Module,
   fn: (...a: unknown[]) => unknown,
@@ -273,7 +377,7 @@ function check(
   checkInputs: unknown[][],
   options: TraceOptions,
   name: string,
-): void {
+): TracedMethod {
   const tol = options.checkTolerance ?? 1e-5;
   const expected = traced.gm.graph.toString();
   const random = traced.nondeterministic ?? [];
@@ -285,9 +389,10 @@ function check(
   }
   for (const inputs of checkInputs) {
     const again = record(root, fn, inputs, options.strict ?? true, name, true);
-    const got = again.gm.graph.toString();
-    if (got !== expected) {
-      throw new TracingCheckError(`Graphs differed across invocations!\n${graphDiff(expected, got)}`);
+    if (again.gm.graph.toString() !== expected || traced.shapes) {
+      const next = generalise(traced, again, name);
+      if (typeof next === 'string') throw new TracingCheckError(next);
+      traced = next;
     }
     if (random.length) continue; // outputs cannot match run to run
     const flat = flattenAs(traced.inputs, inputs, 'input');
@@ -308,6 +413,7 @@ function check(
       }
     });
   }
+  return traced;
 }
 
 /** A line diff of two graph printouts: `-` first trace, `+` second. */
@@ -362,10 +468,13 @@ export function trace(fnOrModule: Module | AnyFn, exampleInputs: unknown[], opti
   }
   const root = new Module();
   const fn = fnOrModule as unknown as (...a: unknown[]) => unknown;
-  const method = record(root, (...a) => fn(...a), exampleInputs, options.strict ?? true, fnOrModule.name || 'traced');
-  if (options.checkTrace ?? true) check(root, (...a) => fn(...a), method, options.checkInputs ?? [exampleInputs], options, fnOrModule.name);
+  const name = fnOrModule.name || 'traced';
+  const call = (...a: unknown[]) => fn(...a);
+  let method = record(root, call, exampleInputs, options.strict ?? true, name);
+  if (options.checkTrace ?? true) method = check(root, call, method, options.checkInputs ?? [exampleInputs], options, name);
   const tm = new TracedModule(new Map([['forward', method]]));
-  tm.fromFunction = fnOrModule.name || 'traced';
+  tm.retracers.set('forward', (args) => record(root, call, args, options.strict ?? true, name, true));
+  tm.fromFunction = name;
   return asTracedFunction(tm, tm.fromFunction);
 }
 
@@ -373,6 +482,7 @@ export function trace(fnOrModule: Module | AnyFn, exampleInputs: unknown[], opti
 export function traceModule(module: Module, inputs: Record<string, unknown[]>, options: TraceOptions = {}): TracedModule {
   if (!(module instanceof Module)) throw new TracingError('traceModule: expected an nn.Module');
   const methods = new Map<string, TracedMethod>();
+  const retracers = new Map<string, (args: unknown[]) => TracedMethod>();
   for (const [name, example] of Object.entries(inputs)) {
     const fn = (module as unknown as Record<string, unknown>)[name];
     if (typeof fn !== 'function') throw new TracingError(`traceModule: ${module.constructor.name} has no method '${name}'`);
@@ -380,12 +490,16 @@ export function traceModule(module: Module, inputs: Record<string, unknown[]>, o
       name === 'forward'
         ? (...a: unknown[]) => (module.call as (...x: unknown[]) => unknown).apply(module, a) // hooks run (and are recorded)
         : (fn as (...a: unknown[]) => unknown);
-    const method = record(module, call, example, options.strict ?? true, module.constructor.name);
-    if (options.checkTrace ?? true) check(module, call, method, options.checkInputs ?? [example], options, module.constructor.name);
+    const className = module.constructor.name;
+    let method = record(module, call, example, options.strict ?? true, className);
+    if (options.checkTrace ?? true) method = check(module, call, method, options.checkInputs ?? [example], options, className);
     methods.set(name, method);
+    retracers.set(name, (args: unknown[]) => record(module, call, args, options.strict ?? true, className, true));
   }
   if (methods.size === 0) throw new TracingError('traceModule: give at least one method and its inputs');
-  return new TracedModule(methods);
+  const tm = new TracedModule(methods);
+  for (const [name, r] of retracers) tm.retracers.set(name, r);
+  return tm;
 }
 
 export { TracingError };

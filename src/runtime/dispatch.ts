@@ -8,10 +8,14 @@ import { isPlainObject } from './plain-object.js';
 export interface TraceDispatch {
   /** True for symbolic tracing (values unknown: code that must break the graph throws); false for runtime tracing. */
   readonly symbolic: boolean;
+  /** Record every op called while this tracer is active, not only those given a traced value (runtime traces record `full(x.shape, 2)`). */
+  readonly recordsEveryOp?: boolean;
   isTraced(x: unknown): boolean;
   callOp(op: (...args: never[]) => unknown, args: readonly unknown[], kwargs: Readonly<Record<string, unknown>> | undefined): unknown;
   /** Told when code reads a real tensor's values (`item()`, `toArray()`, `data()`): a runtime trace freezes them. */
   valueRead?(t: unknown, what: string): void;
+  /** Told when code reads a tensor's `shape` while this tracer is active (not from inside an op). */
+  shapeRead?(t: unknown): void;
   /** Told when an in-place op (`name`) wrote `result`'s values into `self`. */
   wroteInPlace?(self: unknown, result: unknown, name: string): void;
   /** Told when a tensor method made `to` from `from` without an op (e.g. `detach()`). */
@@ -30,6 +34,7 @@ export function setTraceDispatch(d: TraceDispatch | null): TraceDispatch | null 
 
 /** Whether any argument, including inside arrays and options objects, is a traced value. */
 export function hasTraced(d: TraceDispatch, x: unknown): boolean {
+  if (d.recordsEveryOp) return true;
   if (d.isTraced(x)) return true;
   if (Array.isArray(x)) return x.some((v) => hasTraced(d, v));
   if (isPlainObject(x)) return Object.values(x).some((v) => hasTraced(d, v));

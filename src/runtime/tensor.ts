@@ -22,7 +22,7 @@ export type ValuesIndices = [Tensor, Tensor] & { readonly values: Tensor; readon
 
 /** A strided n-d array over typed-array storage, with autograd. */
 export class Tensor {
-  readonly shape: readonly number[];
+  private readonly _shape: readonly number[];
   readonly strides: readonly number[];
   readonly offset: number;
   readonly dtype: DType;
@@ -40,7 +40,7 @@ export class Tensor {
 
   constructor(storage: Storage, shape: Shape, strides: readonly number[], offset: number, dtype: DType) {
     this._storage = storage;
-    this.shape = Object.freeze([...shape]);
+    this._shape = Object.freeze([...shape]);
     this.strides = Object.freeze([...strides]);
     this.offset = offset;
     this.dtype = dtype;
@@ -49,6 +49,12 @@ export class Tensor {
   /** A new contiguous tensor owning `data`. */
   static fromData(data: TypedArray, shape: Shape, dtype: DType): Tensor {
     return new Tensor(new Storage(data), shape, contiguousStrides(shape), 0, dtype);
+  }
+
+  /** The dims. A runtime trace is told when code outside kiln's ops reads them (it may bake them into the graph). */
+  get shape(): readonly number[] {
+    if (activeTrace !== null) activeTrace.shapeRead?.(this);
+    return this._shape;
   }
 
   get ndim(): number {

@@ -2,6 +2,7 @@ import { DTypeError, ShapeError, ValueError } from '../../errors.js';
 import { allocate, dtypeOfArray, isDType, type DType, type TypedArray } from '../dtype.js';
 import { normal, uniform } from '../random.js';
 import { checkShape, fmt, numel } from '../shape.js';
+import { activeTrace } from '../dispatch.js';
 import { Tensor, type NestedArray } from '../tensor.js';
 
 export interface CreateOptions {
@@ -22,6 +23,19 @@ function shapeOf(op: string, shape: ShapeArg): number[] {
   }
   checkShape(op, s);
   return s;
+}
+
+/**
+ * A runtime trace records calls of these creation functions as graph nodes instead of freezing their result,
+ * so `full(x.shape, 2)` and `zerosLike(x)` follow the input's shape when the trace generalises.
+ */
+function recorded<F extends (...args: never[]) => Tensor>(fn: F): F {
+  const wrapped = (...args: unknown[]): Tensor =>
+    activeTrace?.recordsEveryOp
+      ? (activeTrace.callOp(wrapped, args, undefined) as Tensor)
+      : (fn as unknown as (...a: unknown[]) => Tensor)(...args);
+  Object.defineProperty(wrapped, 'name', { value: fn.name });
+  return wrapped as unknown as F;
 }
 
 function finish(t: Tensor, opts: CreateOptions | undefined): Tensor {
@@ -89,13 +103,13 @@ export function tensor(data: NestedArray | TypedArray | readonly NestedArray[], 
   return finish(Tensor.fromData(arr, shape, dtype), opts);
 }
 
-export function full(shape: ShapeArg, value: number | boolean, opts: CreateOptions = {}): Tensor {
+export const full = recorded(function full(shape: ShapeArg, value: number | boolean, opts: CreateOptions = {}): Tensor {
   const s = shapeOf('full', shape);
   const dtype = opts.dtype ? checkDType('full', opts.dtype) : typeof value === 'boolean' ? 'bool' : 'float32';
   const arr = allocate(dtype, numel(s));
   arr.fill(dtype === 'bool' ? (value ? 1 : 0) : Number(value));
   return finish(Tensor.fromData(arr, s, dtype), opts);
-}
+});
 
 export function zeros(shape: ShapeArg, opts: CreateOptions = {}): Tensor {
   return full(shape, 0, opts);
@@ -105,13 +119,13 @@ export function ones(shape: ShapeArg, opts: CreateOptions = {}): Tensor {
   return full(shape, 1, opts);
 }
 
-export function zerosLike(t: Tensor, opts: CreateOptions = {}): Tensor {
+export const zerosLike = recorded(function zerosLike(t: Tensor, opts: CreateOptions = {}): Tensor {
   return full(t.shape, 0, { dtype: t.dtype, ...opts });
-}
+});
 
-export function onesLike(t: Tensor, opts: CreateOptions = {}): Tensor {
+export const onesLike = recorded(function onesLike(t: Tensor, opts: CreateOptions = {}): Tensor {
   return full(t.shape, 1, { dtype: t.dtype, ...opts });
-}
+});
 
 /** A 0-d tensor holding `value`. */
 export function scalarTensor(value: number, dtype: DType): Tensor {
@@ -124,9 +138,9 @@ export function scalarTensor(value: number, dtype: DType): Tensor {
  * `arange(end)` or `arange(start, end, step = 1)`, optionally ending with options. Integer arguments give
  * int32 (PyTorch gives int64), any fractional one float32.
  */
-export function arange(end: number, opts?: CreateOptions): Tensor;
-export function arange(start: number, end: number, step?: number, opts?: CreateOptions): Tensor;
-export function arange(...args: (number | CreateOptions | undefined)[]): Tensor {
+function arangeOf(end: number, opts?: CreateOptions): Tensor;
+function arangeOf(start: number, end: number, step?: number, opts?: CreateOptions): Tensor;
+function arangeOf(...args: (number | CreateOptions | undefined)[]): Tensor {
   const opts = (typeof args[args.length - 1] === 'object' ? args.pop() : {}) as CreateOptions;
   const nums = args.filter((x): x is number => typeof x === 'number');
   const [start, end, step] = nums.length === 1 ? [0, nums[0]!, 1] : [nums[0]!, nums[1]!, nums[2] ?? 1];
@@ -142,6 +156,9 @@ export function arange(...args: (number | CreateOptions | undefined)[]): Tensor 
   return finish(Tensor.fromData(arr, [n], dtype), opts);
 }
 
+export const arange = recorded(arangeOf);
+Object.defineProperty(arange, 'name', { value: 'arange' });
+
 function randomTensor(op: string, shape: ShapeArg, opts: CreateOptions, sample: () => number): Tensor {
   const s = shapeOf(op, shape);
   if (opts.dtype && opts.dtype !== 'float32') throw new DTypeError(`${op}: only float32 is supported, got ${opts.dtype}`);
@@ -151,11 +168,11 @@ function randomTensor(op: string, shape: ShapeArg, opts: CreateOptions, sample: 
 }
 
 /** Uniform samples in [0, 1). */
-export function rand(shape: ShapeArg, opts: CreateOptions = {}): Tensor {
+export const rand = recorded(function rand(shape: ShapeArg, opts: CreateOptions = {}): Tensor {
   return randomTensor('rand', shape, opts, uniform);
-}
+});
 
 /** Standard normal samples. */
-export function randn(shape: ShapeArg, opts: CreateOptions = {}): Tensor {
+export const randn = recorded(function randn(shape: ShapeArg, opts: CreateOptions = {}): Tensor {
   return randomTensor('randn', shape, opts, normal);
-}
+});

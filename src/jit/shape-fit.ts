@@ -1,0 +1,256 @@
+import { sym_add, sym_floordiv, sym_mul, sym_size, sym_sub } from '../graph/builtins.js';
+import { Graph } from '../graph/graph.js';
+import { Node, type Argument, type FunctionTarget, type Opcode } from '../graph/node.js';
+import { isPlainObject } from '../runtime/plain-object.js';
+
+/**
+ * Symbolic shapes for runtime traces. JavaScript numbers cannot carry a trace (no operator overloading), so
+ * `x.shape[1] * 2` reaches an op as a plain 8. When the same program is traced at other input shapes, the
+ * numbers that changed are fitted as small integer functions of the input dims (`d`, `d + c`, `c·d`, `d // c`,
+ * products of dims, `numel`), and the graph is rebuilt with `sym_size`/`sym_mul`/… nodes computing them.
+ * Dims that never varied stay specialised, and guards record the fits a later shape could tell apart.
+ */
+
+/** An input dim: the `dim`th dim of the `input`th flattened input tensor. */
+export type Dim = readonly [input: number, dim: number];
+
+/** `floor(mul · Π dims / div) + add`. */
+export interface SymExpr {
+  readonly dims: readonly Dim[];
+  readonly mul: number;
+  readonly div: number;
+  readonly add: number;
+}
+
+/** One trace of the program: the input shapes, and the integers its graph holds in walk order. */
+export interface ShapeSample {
+  readonly shapes: readonly (readonly number[])[];
+  readonly leaves: readonly number[];
+}
+
+/** What a runtime trace needs to check (and a saved one to keep) about the shapes it was made at. */
+export interface ShapeSpec {
+  /** Where user code read a traced tensor's shape (file:line), for messages; empty: the graph is shape-agnostic. */
+  readonly reads: readonly string[];
+  readonly samples: readonly ShapeSample[];
+  /** Leaf index → the expression that computes it (only leaves that changed across samples). */
+  readonly exprs: readonly (readonly [number, SymExpr])[];
+  /** Pairs of fits that agreed on every sample; a shape on which they differ needs another trace. */
+  readonly guards: readonly (readonly [SymExpr, SymExpr])[];
+}
+
+export function evalExpr(e: SymExpr, shapes: readonly (readonly number[])[]): number {
+  let p = 1;
+  for (const [i, d] of e.dims) p *= shapes[i]![d]!;
+  return Math.floor((e.mul * p) / e.div) + e.add;
+}
+
+export function formatExpr(e: SymExpr): string {
+  let s = e.dims.map(([i, d]) => `s${i}_${d}`).join('·') || '1';
+  if (e.mul !== 1) s = `${e.mul}·${s}`;
+  if (e.div !== 1) s = `${s} // ${e.div}`;
+  if (e.add !== 0) s = `${s} ${e.add > 0 ? '+' : '-'} ${Math.abs(e.add)}`;
+  return s;
+}
+
+/** The integers of a graph's arguments, in node order (what changes when a trace sees other shapes). */
+export function graphLeaves(graph: Graph): number[] {
+  const out: number[] = [];
+  const walk = (a: unknown): void => {
+    if (typeof a === 'number' && Number.isInteger(a)) out.push(a);
+    else if (Array.isArray(a)) a.forEach(walk);
+    else if (isPlainObject(a)) Object.values(a).forEach(walk);
+  };
+  for (const n of graph.nodes) {
+    walk(n.args);
+    walk(n.kwargs);
+  }
+  return out;
+}
+
+/** The graph printed with its integers blanked: equal skeletons mean the traces did the same ops. */
+export function graphSkeleton(graph: Graph, constantShapes: (path: string) => string = () => ''): string {
+  const blank = (a: unknown): unknown => {
+    if (typeof a === 'number' && Number.isInteger(a)) return '#';
+    if (a instanceof Node) return `%${a.name}`;
+    if (Array.isArray(a)) return a.map(blank);
+    if (isPlainObject(a)) return Object.fromEntries(Object.entries(a).map(([k, v]) => [k, blank(v)]));
+    return a;
+  };
+  return graph.nodes
+    .map((n) => {
+      const target = typeof n.target === 'string' ? n.target : ((n.target as { opName?: string }).opName ?? n.target.name);
+      const extra = n.op === 'get_attr' ? constantShapes(n.target as string) : '';
+      return `${n.name} ${n.op} ${target}${extra} ${JSON.stringify(blank(n.args))} ${JSON.stringify(blank(n.kwargs))}`;
+    })
+    .join('\n');
+}
+
+/** Every single input dim, then products of dims, as candidate bases of a fit (in order of preference). */
+function bases(shapes: readonly (readonly number[])[]): Dim[][] {
+  const singles: Dim[][] = [];
+  shapes.forEach((s, i) => s.forEach((_, d) => singles.push([[i, d]])));
+  const numels: Dim[][] = shapes.filter((s) => s.length > 1).map((s) => s.map((_, d) => [shapes.indexOf(s), d] as Dim));
+  const pairs: Dim[][] = [];
+  for (let a = 0; a < singles.length; a++) for (let b = a + 1; b < singles.length; b++) pairs.push([singles[a]![0]!, singles[b]![0]!]);
+  return [...singles, ...numels, ...pairs];
+}
+
+/** Every fit of `values` (one per sample): `d + c`, `c·d`, `d // c` and `m·d + c` over every base. */
+function fitsOf(samples: readonly ShapeSample[], values: readonly number[]): { e: SymExpr; cost: number; constants: number }[] {
+  const out: { e: SymExpr; cost: number; constants: number }[] = [];
+  const [v0] = values as [number];
+  for (const dims of bases(samples[0]!.shapes)) {
+    const ps = samples.map((s) => evalExpr({ dims, mul: 1, div: 1, add: 0 }, s.shapes));
+    if (ps.every((p) => p === ps[0])) continue; // a base that never varied explains nothing that did
+    const [p0] = ps as [number];
+    const tries: [SymExpr, number][] = [[{ dims, mul: 1, div: 1, add: v0 - p0 }, v0 === p0 ? 0 : 1]];
+    if (p0 !== 0 && v0 % p0 === 0 && v0 / p0 !== 1) tries.push([{ dims, mul: v0 / p0, div: 1, add: 0 }, 1]);
+    if (v0 > 0 && p0 >= v0 * 2) tries.push([{ dims, mul: 1, div: Math.floor(p0 / v0), add: 0 }, 1]);
+    const j = ps.findIndex((p) => p !== p0);
+    const m = (values[j]! - v0) / (ps[j]! - p0);
+    // Two samples fit any line, so without a third one only small slopes are believable.
+    const believable = new Set(ps).size > 2 || Math.abs(m) <= 8;
+    if (Number.isInteger(m) && m !== 0 && m !== 1 && believable) tries.push([{ dims, mul: m, div: 1, add: v0 - m * p0 }, 2]);
+    for (const [e, constants] of tries) {
+      if (samples.every((s, k) => evalExpr(e, s.shapes) === values[k])) out.push({ e, constants, cost: constants + dims.length - 1 });
+    }
+  }
+  const size = (e: SymExpr) => Math.abs(e.mul) + e.div + Math.abs(e.add); // smaller constants are likelier
+  return out.sort((a, b) => a.cost - b.cost || a.constants - b.constants || size(a.e) - size(b.e));
+}
+
+export type FitResult = { ok: true; exprs: [number, SymExpr][]; guards: [SymExpr, SymExpr][] } | { ok: false; why: string };
+
+/**
+ * Explain every leaf that changed across `samples` by its cheapest fit (fewest constants and dims, then the
+ * smallest constants). Two
+ * samples cannot always tell fits apart (`2·d - 1` and `d·e - 7` may agree on both), so every fit nearly as
+ * cheap becomes a guard: a shape on which they disagree needs another trace.
+ */
+export function fitSamples(samples: readonly ShapeSample[]): FitResult {
+  const exprs: [number, SymExpr][] = [];
+  const guards: [SymExpr, SymExpr][] = [];
+  const n = samples[0]!.leaves.length;
+  for (let leaf = 0; leaf < n; leaf++) {
+    const values = samples.map((s) => s.leaves[leaf]!);
+    if (values.every((v) => v === values[0])) continue;
+    const fits = fitsOf(samples, values);
+    if (!fits.length) {
+      const at = samples.map((s, k) => `${values[k]} at [${s.shapes.map((x) => `[${x.join(', ')}]`).join(', ')}]`);
+      return { ok: false, why: `a number in the graph changed (${at.join('; ')}) and is no simple function of the input shapes` };
+    }
+    const best = fits[0]!;
+    exprs.push([leaf, best.e]);
+    for (const alt of fits.slice(1)) if (alt.cost <= best.cost + 1) guards.push([best.e, alt.e]);
+  }
+  return { ok: true, exprs, guards };
+}
+
+/** A copy of `base` in which each fitted leaf is computed from the inputs by shape-arithmetic nodes. */
+export function symbolicGraph(base: Graph, exprs: readonly (readonly [number, SymExpr])[], inputs: readonly Node[]): Graph {
+  const byLeaf = new Map(exprs.map(([i, e]) => [i, e]));
+  const g = new Graph();
+  const env = new Map<Node, Node>();
+  const made = new Map<string, Node>();
+  const fn = (f: unknown) => f as FunctionTarget;
+  const build = (e: SymExpr): Node => {
+    const key = JSON.stringify(e);
+    let node = made.get(key);
+    if (node) return node;
+    const size = ([i, d]: Dim): Node => {
+      const k = `size ${i} ${d}`;
+      let s = made.get(k);
+      if (!s) made.set(k, (s = g.callFunction(fn(sym_size), [env.get(inputs[i]!)!, d])));
+      return s;
+    };
+    let acc: Node | number = e.dims.map(size).reduce((a, b) => g.callFunction(fn(sym_mul), [a, b]));
+    if (e.mul !== 1) acc = g.callFunction(fn(sym_mul), [acc, e.mul]);
+    if (e.div !== 1) acc = g.callFunction(fn(sym_floordiv), [acc, e.div]);
+    if (e.add !== 0) acc = g.callFunction(fn(e.add > 0 ? sym_add : sym_sub), [acc, Math.abs(e.add)]);
+    made.set(key, (node = acc as Node));
+    return node;
+  };
+  let leaf = 0;
+  const rewrite = (a: unknown): unknown => {
+    if (typeof a === 'number' && Number.isInteger(a)) {
+      const e = byLeaf.get(leaf++);
+      return e ? build(e) : a;
+    }
+    if (a instanceof Node) return env.get(a);
+    if (Array.isArray(a)) return a.map(rewrite);
+    if (isPlainObject(a)) return Object.fromEntries(Object.entries(a).map(([k, v]) => [k, rewrite(v)]));
+    return a;
+  };
+  for (const n of base.nodes) {
+    const copy = g.createNode(
+      n.op as Opcode,
+      n.target,
+      rewrite(n.args) as Argument[],
+      rewrite(n.kwargs) as Record<string, Argument>,
+      n.name,
+    );
+    copy.meta = { ...n.meta };
+    env.set(n, copy);
+  }
+  return g;
+}
+
+/**
+ * Why `shapes` cannot run on the graph this spec describes, or undefined when they can: a dim that never
+ * varied across the traces changed, or two fits that agreed so far now disagree.
+ */
+export function shapeMismatch(spec: ShapeSpec, shapes: readonly (readonly number[])[]): string | undefined {
+  const first = spec.samples[0]!.shapes;
+  for (let i = 0; i < first.length; i++) {
+    const got = shapes[i]!;
+    const traced = spec.samples.map((s) => s.shapes[i]!);
+    if (got.length !== first[i]!.length) return `input ${i} has ${got.length} dims, but the trace was made with ${first[i]!.length}`;
+    for (let d = 0; d < got.length; d++) {
+      const seen = traced.map((s) => s[d]!);
+      if (seen.every((v) => v === seen[0]) && got[d] !== seen[0]) {
+        return `input ${i} dim ${d} is ${got[d]}, but the trace was specialised to ${seen[0]} (shape [${got.join(', ')}] vs [${first[i]!.join(', ')}])`;
+      }
+    }
+  }
+  for (const [a, b] of spec.guards) {
+    if (evalExpr(a, shapes) !== evalExpr(b, shapes)) return `the trace cannot tell ${formatExpr(a)} from ${formatExpr(b)} on these shapes`;
+  }
+  return undefined;
+}
+
+const isInt = (x: unknown): x is number => typeof x === 'number' && Number.isInteger(x);
+const isIntArray = (x: unknown): boolean => Array.isArray(x) && x.every(isInt);
+
+function isExpr(x: unknown): x is SymExpr {
+  if (!isPlainObject(x)) return false;
+  const e = x as Record<string, unknown>;
+  const dims = e.dims;
+  return (
+    Array.isArray(dims) &&
+    dims.every((d) => isIntArray(d) && (d as number[]).length === 2) &&
+    isInt(e.mul) &&
+    isInt(e.div) &&
+    (e.div as number) > 0 &&
+    isInt(e.add)
+  );
+}
+
+/** Whether a loaded value is a well-formed ShapeSpec whose dims all exist in its samples' shapes. */
+export function isShapeSpec(x: unknown): x is ShapeSpec {
+  if (!isPlainObject(x)) return false;
+  const s = x as Record<string, unknown>;
+  if (!Array.isArray(s.reads) || !s.reads.every((r) => typeof r === 'string')) return false;
+  if (!Array.isArray(s.samples) || s.samples.length === 0) return false;
+  const ok = s.samples.every((sm) => isPlainObject(sm) && Array.isArray(sm.shapes) && sm.shapes.every(isIntArray) && isIntArray(sm.leaves));
+  if (!ok) return false;
+  const shapes = (s.samples[0] as ShapeSample).shapes;
+  const inRange = (e: SymExpr) => e.dims.every(([i, d]) => i >= 0 && i < shapes.length && d >= 0 && d < shapes[i]!.length);
+  const exprOk = (e: unknown) => isExpr(e) && inRange(e);
+  return (
+    Array.isArray(s.exprs) &&
+    s.exprs.every((p) => Array.isArray(p) && p.length === 2 && isInt(p[0]) && exprOk(p[1])) &&
+    Array.isArray(s.guards) &&
+    s.guards.every((p) => Array.isArray(p) && p.length === 2 && exprOk(p[0]) && exprOk(p[1]))
+  );
+}
