@@ -41,6 +41,7 @@ export {
   expand,
   narrow,
   split,
+  viewScatter,
   select,
   slice,
   index,

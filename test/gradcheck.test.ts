@@ -91,6 +91,17 @@ const cases: Case[] = [
       inputs: [g(randn([4, 3]))],
     }),
   ],
+  [
+    'viewScatter',
+    () => ({
+      fn: (a, b) =>
+        ops.viewScatter(a, b, [
+          ['transpose', [0, 1], {}],
+          ['narrow', [0, 1, 2], {}],
+        ]),
+      inputs: [g(randn([3, 4])), g(randn([2, 3]))],
+    }),
+  ],
   ['select', () => ({ fn: (a) => ops.select(a, 1, -1), inputs: [g(randn([2, 3]))] })],
   ['index', () => ({ fn: (a) => ops.index(a, [null, '...', '::2', idx([2, 0])]), inputs: [g(randn([2, 4, 3]))] })],
   ['gather', () => ({ fn: (a) => ops.gather(a, 1, idx([0, 2, 2, 1], [2, 2])), inputs: [g(randn([2, 3]))] })],

@@ -3,7 +3,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { allclose, arange, full, nn, randn, type Tensor } from '../src/index.js';
-import { TracingCheckError, TracingError, load, trace } from '../src/jit.js';
+import { TracedModule, TracingCheckError, TracingError, load, trace } from '../src/jit.js';
 import { fitSamples, formatExpr } from '../src/jit/shape-fit.js';
 
 /** kiln/jit symbolic shapes: numbers the program computed from shapes follow the inputs, as in PyTorch's traces. */
@@ -63,7 +63,7 @@ test('a program that reads no shape is shape-agnostic: a loaded MLP runs at any 
   const mlp = new nn.Sequential(new nn.Linear(4, 8), new nn.ReLU(), new nn.Linear(8, 2));
   const path = join(tmp(), 'mlp.json');
   trace(mlp, [randn([3, 4])]).save(path);
-  const back = load(path);
+  const back = load(path) as TracedModule;
   const x = randn([17, 4]);
   t.true(close(back.call(x), mlp.call(x)));
 });

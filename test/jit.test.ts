@@ -243,3 +243,39 @@ test('the built package exposes runtime tracing as kiln/jit', async (t) => {
   t.is(typeof jit.load, 'function');
   t.is(jit.JIT_FORMAT, 'kiln.jit');
 });
+
+test('index assignment through views (narrow(...).copy_, select(...).fill_) is recorded as viewScatter: outputs and gradients match eager; writing into a view of an input warns', (t) => {
+  const patch = (x: Tensor) => {
+    const y = x.mul(2);
+    y.narrow(1, 0, 2).copy_(x.narrow(1, 2, 2).neg()); // y[:, 0:2] = -x[:, 2:4]
+    y.select(0, 0).fill_(7); // y[0] = 7
+    return y.add(1);
+  };
+  const traced = trace(patch, [randn([3, 5])]);
+  t.is(traced.graph.nodes.filter((n) => n.op === 'call_function' && (n.target as { name: string }).name === 'viewScatter').length, 2);
+  t.regex(traced.code, /ops\.viewScatter\(mul, expand, \[\["narrow", \[1, 0, 2\], \{\}\]\]\)/);
+  const a = randn([3, 5]).requiresGrad_();
+  const b = a.detach().requiresGrad_();
+  const fromTrace = traced(a) as Tensor;
+  const eager = patch(b);
+  t.true(close(fromTrace, eager));
+  fromTrace.mul(fromTrace).sum().backward();
+  eager.mul(eager).sum().backward();
+  t.true(close(a.grad, b.grad), 'gradients through the recorded writes equal eager ones');
+  const dir = mkdtempSync(join(tmpdir(), 'kiln-jit-put-'));
+  traced.save(join(dir, 'patch.json'));
+  const back = load(join(dir, 'patch.json')) as (x: Tensor) => Tensor;
+  const x = randn([3, 5]);
+  t.true(close(back(x), patch(x)));
+  const intoInput = (x: Tensor) => {
+    x.narrow(0, 0, 1).zero_();
+    return x.mul(3);
+  };
+  const warnings = tracerWarnings(() => void trace(intoInput, [randn([2, 2])], { checkTrace: false }));
+  t.is(warnings.length, 1);
+  t.regex(warnings[0]!, /^zero_: an in-place write to a view of an input or a weight is recorded on the view only/);
+  t.throws(() => ops.viewScatter(x, x, [['relu', [], {}]]), {
+    message: /^viewScatter: the chain \[\["relu",\[\],\{\}\]\] does not give a view of the input/,
+  });
+  t.throws(() => ops.viewScatter(x, x, [['nope', [], {}]]), { message: /^viewScatter: 'nope' is not an op/ });
+});

@@ -2,11 +2,13 @@ import { KilnError } from '../errors.js';
 import { getitem } from '../graph/builtins.js';
 import { Graph } from '../graph/graph.js';
 import { GraphModule } from '../graph/graph-module.js';
-import type { Argument, FunctionTarget, Kwargs, Node } from '../graph/node.js';
+import { Node, nodesIn, targetName, type Argument, type FunctionTarget, type Kwargs } from '../graph/node.js';
 import { KILN_FRAME, userFrame } from '../graph/tracer.js';
 import { noGrad } from '../runtime/autograd.js';
 import { setTraceDispatch, type TraceDispatch } from '../runtime/dispatch.js';
 import { Module } from '../runtime/nn/module.js';
+import { OPS } from '../runtime/op.js';
+import { viewScatter, type ViewStep } from '../runtime/ops/view.js';
 import { isPlainObject } from '../runtime/plain-object.js';
 import { Tensor } from '../runtime/tensor.js';
 import { fitSamples, graphLeaves, graphSkeleton, shapeMismatch, symbolicGraph, type ShapeSample, type ShapeSpec } from './shape-fit.js';
@@ -123,16 +125,31 @@ class JitTracer implements TraceDispatch {
     );
   }
 
-  /** An in-place op is recorded as its out-of-place computation: `self` now stands for that result. */
+  /**
+   * An in-place op is recorded as its out-of-place computation: `self` now stands for that result. A write
+   * through a view of an intermediate also gives its base a new value, recorded as `viewScatter` over the
+   * chain of view ops that made the view; inputs and weights are not written by the traced program (a warning).
+   */
   wroteInPlace(self: unknown, result: unknown, name: string): void {
     if (!(self instanceof Tensor) || !(result instanceof Tensor) || !this.nodes.has(result)) return;
-    this.nodes.set(self, this.nodes.get(result)!);
-    if (self._base && this.isTraced(self._base)) {
-      this.warn(
-        `${name}`,
-        'an in-place write to a view is recorded on the view only; later reads of the tensor it views see the value from before the write',
+    const viewNode = this.nodes.get(self);
+    const resultNode = this.nodes.get(result)!;
+    this.nodes.set(self, resultNode);
+    const base = self._base;
+    if (!base || !this.isTraced(base)) return;
+    const baseNode = this.tensorNode(base);
+    const chain = viewNode && baseNode.op === 'call_function' ? viewChain(viewNode, baseNode) : undefined;
+    if (chain) {
+      this.nodes.set(
+        base,
+        this.graph.callFunction(viewScatter as unknown as FunctionTarget, [baseNode, resultNode, chain as unknown as Argument]),
       );
+      return;
     }
+    this.warn(
+      `${name}`,
+      'an in-place write to a view of an input or a weight is recorded on the view only: the traced program does not write into its inputs or weights, and later reads of the viewed tensor see the value from before the write',
+    );
   }
 
   /** Record that `out` (a tensor, or an array / values-indices pair of them) is what `node` computes. */
@@ -177,6 +194,19 @@ class JitTracer implements TraceDispatch {
     }
     return name;
   }
+}
+
+/** The view ops (name, arguments, options) that lead from `base` to `view` in the graph, if that is all they are. */
+function viewChain(view: Node, base: Node): ViewStep[] | undefined {
+  const chain: ViewStep[] = [];
+  for (let n = view; n !== base;) {
+    const op = n.op === 'call_function' ? OPS.get(targetName(n.target)) : undefined;
+    const [input, ...rest] = n.args;
+    if (!op || op !== n.target || !(input instanceof Node) || nodesIn(rest).length || nodesIn(n.kwargs).length) return undefined;
+    chain.unshift([op.opName, rest, n.kwargs] as unknown as ViewStep);
+    n = input;
+  }
+  return chain;
 }
 
 /** What one traced method needs at run time: its graph module and the structure of its inputs and outputs. */

@@ -1,7 +1,7 @@
 import { DTypeError, IndexError, ShapeError, ValueError } from '../../errors.js';
 import { gatherContiguous } from '../cpu/strided.js';
 import { allocate, promote } from '../dtype.js';
-import { defineOp, type GradResult } from '../op.js';
+import { OPS, defineOp, type GradResult } from '../op.js';
 import { contiguousStrides, fmt, inferShape, normDim, numel, viewStrides } from '../shape.js';
 import { Storage, Tensor } from '../tensor.js';
 import { zeros } from './creation.js';
@@ -438,6 +438,34 @@ export const index = defineOp<(input: Tensor, slices: IndexSpec | readonly Index
         throw new IndexError(`index: unsupported index ${String(spec)}`);
       }
     }
+    return out;
+  },
+});
+
+/** One step of a view chain: a view op's name, its arguments after the input, and its options. */
+export type ViewStep = readonly [op: string, args: readonly unknown[], kwargs: Readonly<Record<string, unknown>>];
+
+/**
+ * `input` with `src` written into the view that `chain` (view ops applied in order) selects, as a new tensor:
+ * the functional form of `x.narrow(1, 0, 2).copy_(src)`, which a runtime trace records for an in-place write
+ * through a view (PyTorch's functionalisation uses `slice_scatter` and friends the same way). Composite: the
+ * clone, the views and the in-place copy carry the gradient.
+ */
+export const viewScatter = defineOp<(input: Tensor, src: Tensor, chain: readonly ViewStep[]) => Tensor>({
+  schema: 'viewScatter(Tensor input, Tensor src, any chain)',
+  composite: true,
+  forward(_ctx, x, src, chain) {
+    const out = x.clone();
+    let v = out;
+    for (const step of chain) {
+      const [name, args, kwargs] = step;
+      const op = OPS.get(name);
+      if (!op) throw new ValueError(`viewScatter: '${name}' is not an op (chain ${JSON.stringify(chain)})`);
+      v = op.callWith([v, ...args], kwargs) as Tensor;
+    }
+    if (v._storage !== out._storage)
+      throw new ValueError(`viewScatter: the chain ${JSON.stringify(chain)} does not give a view of the input`);
+    v.copy_(src);
     return out;
   },
 });
