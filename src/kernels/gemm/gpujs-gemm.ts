@@ -1,0 +1,168 @@
+/**
+ * GEMM as gpu.js `webasm` kernels, kept beside kiln's own wasm SIMD kernel so the two can be measured side by
+ * side (bench/gemm.mts). Kernel sources are generated as strings with every size and the epilogue baked in:
+ * gpu.js bakes sizes into its wasm anyway, and strings keep TypeScript's emit out of what gpu.js parses.
+ *
+ * Why "4 rows per thread" is the best layout here: gpu.js vectorizes across 4 neighbouring threads (thread.x
+ * in the lanes); a read indexed by thread.x is a 4-lane gather (index math, 4 scalar loads, 3 lane inserts),
+ * while a read that only depends on thread.y and the loop is one scalar load splatted to all lanes. So each
+ * thread takes 4 rows (an Array(4) return, the widest gpu.js has) and thread.x a column: per k, one gather of
+ * B feeds 4 rows of A (splats) and 16 multiply-adds across the lanes; A is packed [M/4][K][4] so the 4 row
+ * values sit together, and K is unrolled by 2.
+ */
+
+import { GPU, type IKernelRunShortcut } from 'gpu.js';
+import { checkGemm, type Checked, type GemmOptions } from './check.js';
+import { PackedB, unpackB } from './packed-b.js';
+import { fillEmptyProduct } from './reference.js';
+
+let gpu: GPU | undefined;
+const kernels = new Map<string, IKernelRunShortcut>();
+/** Compiling a gpu.js kernel takes ~100–300 ms; keep the most recent shapes. */
+const CACHE_LIMIT = 32;
+
+function kernelFor(key: string, build: (gpu: GPU) => IKernelRunShortcut): IKernelRunShortcut {
+  let k = kernels.get(key);
+  if (k) {
+    kernels.delete(key);
+    kernels.set(key, k);
+    return k;
+  }
+  gpu ??= new GPU({ mode: 'webasm' });
+  k = build(gpu);
+  kernels.set(key, k);
+  if (kernels.size > CACHE_LIMIT) {
+    const [oldKey, old] = kernels.entries().next().value!;
+    kernels.delete(oldKey);
+    old.destroy();
+  }
+  return k;
+}
+
+/** The epilogue lines for accumulators `names` at column `x`. */
+function epilogue(names: string[], chk: Checked): string {
+  const lines: string[] = [];
+  if (chk.bias) lines.push(`const bv = bias[x];`, ...names.map((s) => `${s} += bv;`));
+  if (chk.relu) lines.push(...names.map((s) => `${s} = Math.max(${s}, 0);`));
+  return lines.join('\n');
+}
+
+interface Prepared {
+  b: Float32Array;
+  transposed: boolean;
+}
+
+function prepareB(b: Float32Array | PackedB, opts: GemmOptions): Prepared {
+  return b instanceof PackedB ? { b: unpackB(b, 'gemm'), transposed: false } : { b, transposed: opts.bTransposed ?? false };
+}
+
+function bIndex(k: string, K: number, N: number, transposed: boolean): string {
+  return transposed ? `x * ${K} + (${k})` : `(${k}) * ${N} + x`;
+}
+
+/** The textbook gpu.js matmul: one output per thread, a gather of B per k. */
+export function gemmGpuJsNaive(
+  a: Float32Array,
+  b: Float32Array | PackedB,
+  M: number,
+  K: number,
+  N: number,
+  opts: GemmOptions = {},
+): Float32Array {
+  const chk = checkGemm('gemm', a, b, M, K, N, opts);
+  const out = opts.out ?? new Float32Array(M * N);
+  if (M === 0 || N === 0 || K === 0) {
+    fillEmptyProduct(out, M, N, chk);
+    return out;
+  }
+  const { b: B, transposed } = prepareB(b, opts);
+  const key = `naive:${M}x${K}x${N}:${transposed}:${!!chk.bias}:${chk.relu}`;
+  const kernel = kernelFor(key, (g) =>
+    g.createKernel(
+      `function (a, b${chk.bias ? ', bias' : ''}) {
+        const x = this.thread.x;
+        const ao = this.thread.y * ${K};
+        let s = 0;
+        for (let k = 0; k < ${K}; k++) {
+          s += a[ao + k] * b[${bIndex('k', K, N, transposed)}];
+        }
+        ${epilogue(['s'], chk)}
+        return s;
+      }`,
+      { output: [N, M] },
+    ),
+  );
+  const rows = (chk.bias ? kernel(a, B, chk.bias) : kernel(a, B)) as Float32Array[];
+  for (let i = 0; i < M; i++) out.set(rows[i]!, i * N);
+  return out;
+}
+
+/** The fastest gpu.js formulation found (see the file comment): 4 rows per thread, packed A, K unrolled by 2. */
+export function gemmGpuJs(
+  a: Float32Array,
+  b: Float32Array | PackedB,
+  M: number,
+  K: number,
+  N: number,
+  opts: GemmOptions = {},
+): Float32Array {
+  const chk = checkGemm('gemm', a, b, M, K, N, opts);
+  const out = opts.out ?? new Float32Array(M * N);
+  if (M === 0 || N === 0 || K === 0) {
+    fillEmptyProduct(out, M, N, chk);
+    return out;
+  }
+  const { b: B, transposed } = prepareB(b, opts);
+  const quads = Math.ceil(M / 4);
+  // A → [⌈M/4⌉][K][4], zero rows past M.
+  const ap = new Float32Array(quads * K * 4);
+  for (let i = 0; i < M; i++) {
+    const q = (i >> 2) * K * 4 + (i & 3);
+    for (let k = 0; k < K; k++) ap[q + k * 4] = a[i * K + k]!;
+  }
+  const even = K - (K % 2);
+  const acc = ['s0', 's1', 's2', 's3'];
+  const key = `rows4:${quads}x${K}x${N}:${transposed}:${!!chk.bias}:${chk.relu}`;
+  const kernel = kernelFor(key, (g) =>
+    g.createKernel(
+      `function (a, b${chk.bias ? ', bias' : ''}) {
+        const x = this.thread.x;
+        const ao = this.thread.y * ${K * 4};
+        let s0 = 0; let s1 = 0; let s2 = 0; let s3 = 0;
+        for (let k = 0; k < ${even}; k += 2) {
+          const y = b[${bIndex('k', K, N, transposed)}];
+          const z = b[${bIndex('k + 1', K, N, transposed)}];
+          const o = ao + k * 4;
+          s0 += a[o] * y + a[o + 4] * z;
+          s1 += a[o + 1] * y + a[o + 5] * z;
+          s2 += a[o + 2] * y + a[o + 6] * z;
+          s3 += a[o + 3] * y + a[o + 7] * z;
+        }
+        ${
+          K % 2
+            ? `const y = b[${bIndex(String(K - 1), K, N, transposed)}];
+               const o = ao + ${(K - 1) * 4};
+               s0 += a[o] * y; s1 += a[o + 1] * y; s2 += a[o + 2] * y; s3 += a[o + 3] * y;`
+            : ''
+        }
+        ${epilogue(acc, chk)}
+        return [s0, s1, s2, s3];
+      }`,
+      { output: [N, quads] },
+    ),
+  );
+  const rows = (chk.bias ? kernel(ap, B, chk.bias) : kernel(ap, B)) as Float32Array[][];
+  // Cells are stored [quad][column][4 rows]; gpu.js hands them back as subarrays of one flat array.
+  // (read per cell instead should a fallback backend ever return separate arrays).
+  const first = rows[0]![0]!;
+  const contiguous = first.byteOffset === 0 && first.buffer.byteLength >= quads * N * 16;
+  const flat = contiguous ? new Float32Array(first.buffer, 0, quads * N * 4) : undefined;
+  for (let q = 0; q < quads; q++) {
+    for (let r = 0; r < 4 && q * 4 + r < M; r++) {
+      const o = (q * 4 + r) * N;
+      if (flat) for (let x = 0; x < N; x++) out[o + x] = flat[(q * N + x) * 4 + r]!;
+      else for (let x = 0; x < N; x++) out[o + x] = rows[q]![x]![r]!;
+    }
+  }
+  return out;
+}

@@ -1,0 +1,167 @@
+/**
+ * kiln's own wasm SIMD GEMM, driven from JS: check the arguments, bring the operands into wasm memory (or use
+ * them in place when they already live there), pack B unless it comes packed, run the kernels on this thread
+ * and the pool's workers, and copy the result out unless `out` is itself a view on wasm memory.
+ */
+
+import { ValueError } from '../../errors.js';
+import { checkGemm, type Checked, type GemmOptions } from './check.js';
+import { fillEmptyProduct } from './reference.js';
+import { packedBytes, packInto, PackedB } from './packed-b.js';
+import { getRuntime, type GemmRuntime } from './runtime.js';
+import { FLAG_BIAS, FLAG_RELU } from './simd-kernel.js';
+import { GemmPool, getThreadCount, type Job } from './threads.js';
+
+/**
+ * Below this many flops a job runs on the calling thread alone: waking a worker costs tens of µs, about what
+ * 2 MFLOP take at 30 GFLOP/s.
+ */
+const THREAD_MIN_FLOPS = 1 << 21;
+
+let pool: GemmPool | undefined;
+
+function poolFor(rt: GemmRuntime, threads: number): GemmPool | undefined {
+  if (threads <= 1) return undefined;
+  if (!pool || pool.size < threads - 1) pool = new GemmPool(rt, threads - 1);
+  return pool;
+}
+
+function overlaps(x: ArrayBufferView, y: ArrayBufferView | undefined): boolean {
+  return y !== undefined && x.byteOffset < y.byteOffset + y.byteLength && y.byteOffset < x.byteOffset + x.byteLength;
+}
+
+function run(
+  op: string,
+  a: Float32Array,
+  b: Float32Array | PackedB,
+  batch: number,
+  M: number,
+  K: number,
+  N: number,
+  opts: GemmOptions,
+  chk: Checked,
+): Float32Array {
+  const out = opts.out ?? new Float32Array(batch * M * N);
+  if (out.length === 0) return out;
+  if (K === 0) {
+    fillEmptyProduct(out, batch * M, N, chk);
+    return out;
+  }
+  // One B for all batch entries: the batch is just more rows of A.
+  if (chk.bBroadcast && batch > 1) {
+    M *= batch;
+    batch = 1;
+  }
+  const rt = getRuntime();
+  const { heap, cfg } = rt;
+  const temps: number[] = [];
+  const temp = (bytes: number): number => {
+    const addr = heap.alloc(bytes);
+    temps.push(addr);
+    return addr;
+  };
+  const place = (x: Float32Array): number => {
+    if (heap.owns(x)) return x.byteOffset;
+    const addr = temp(x.byteLength);
+    heap.f32.set(x, addr >> 2);
+    return addr;
+  };
+  try {
+    const outInPlace = heap.owns(out);
+    if (outInPlace && [a, b instanceof PackedB ? undefined : b, chk.bias].some((x) => x && heap.owns(x) && overlaps(out, x))) {
+      throw new ValueError(`${op}: out overlaps an input in wasm memory; the result would overwrite operands still being read`);
+    }
+    const aAddr = place(a);
+    let bp: number;
+    let bBatchB = 0;
+    if (b instanceof PackedB) {
+      bp = b.address(op);
+    } else {
+      const count = chk.bBroadcast ? 1 : batch;
+      const src = place(b);
+      const per = packedBytes(rt, K, N);
+      bp = temp(per * count);
+      for (let i = 0; i < count; i++) packInto(rt, src + i * K * N * 4, K, N, opts.bTransposed ?? false, bp + i * per);
+      bBatchB = count > 1 ? per : 0;
+    }
+    let biasp = 0;
+    if (chk.bias) {
+      // Padded to whole NR panels: the right-edge tile reads a full NR-wide bias vector.
+      biasp = temp(Math.ceil(N / cfg.nr) * cfg.nr * 4);
+      heap.f32.fill(0, biasp >> 2, (biasp >> 2) + Math.ceil(N / cfg.nr) * cfg.nr);
+      heap.f32.set(chk.bias, biasp >> 2);
+    }
+    const c = outInPlace ? out.byteOffset : temp(out.byteLength);
+    const job: Job = {
+      a: aAddr,
+      ldaB: K * 4,
+      bp,
+      panelB: K * cfg.nr * 4,
+      c,
+      ldcB: N * 4,
+      M,
+      N,
+      K,
+      flags: (chk.bias ? FLAG_BIAS : 0) | (chk.relu ? FLAG_RELU : 0),
+      biasp,
+      batch,
+      aBatchB: M * K * 4,
+      bBatchB,
+      cBatchB: M * N * 4,
+    };
+    const threads = 2 * batch * M * N * K >= THREAD_MIN_FLOPS ? getThreadCount() : 1;
+    const workers = poolFor(rt, threads);
+    if (workers) {
+      workers.run(job, rt.scratch, threads);
+    } else {
+      for (let i = 0; i < batch; i++) {
+        rt.kernels.gemm(
+          job.a + i * job.aBatchB,
+          job.ldaB,
+          job.bp + i * job.bBatchB,
+          job.panelB,
+          job.c + i * job.cBatchB,
+          job.ldcB,
+          M,
+          N,
+          K,
+          job.flags,
+          biasp,
+          rt.scratch.apack,
+          rt.scratch.tile,
+        );
+      }
+    }
+    if (!outInPlace) out.set(heap.view(c, out.length));
+  } finally {
+    for (const addr of temps) heap.release(addr);
+  }
+  return out;
+}
+
+/** out[M×N] = a[M×K] @ b[K×N] (+ bias per column) (then ReLU), on kiln's wasm SIMD kernels. */
+export function gemmSimd(
+  a: Float32Array,
+  b: Float32Array | PackedB,
+  M: number,
+  K: number,
+  N: number,
+  opts: GemmOptions = {},
+): Float32Array {
+  const chk = checkGemm('gemm', a, b, M, K, N, opts);
+  return run('gemm', a, b, 1, M, K, N, opts, chk);
+}
+
+/** out[batch, M, N] = a[batch, M, K] @ b[batch, K, N], b broadcast when it holds one [K, N] matrix (or is packed). */
+export function bmmSimd(
+  a: Float32Array,
+  b: Float32Array | PackedB,
+  batch: number,
+  M: number,
+  K: number,
+  N: number,
+  opts: GemmOptions = {},
+): Float32Array {
+  const chk = checkGemm('bmm', a, b, M, K, N, opts, batch);
+  return run('bmm', a, b, batch, M, K, N, opts, chk);
+}
