@@ -10,6 +10,18 @@ import { fitSamples, formatExpr } from '../src/jit/shape-fit.js';
 const close = (a: unknown, b: unknown) => allclose(a as Tensor, b as Tensor, { atol: 1e-5 });
 const tmp = () => mkdtempSync(join(tmpdir(), 'kiln-jit-shapes-'));
 
+/** Run `f`, collecting its TracerWarnings (process.emitWarning stubbed: its events arrive a tick later). */
+function withWarnings<T>(f: () => T): [T, string[]] {
+  const seen: string[] = [];
+  const emit = process.emitWarning;
+  process.emitWarning = ((w: string, type?: string) => void (type === 'TracerWarning' && seen.push(w))) as typeof process.emitWarning;
+  try {
+    return [f(), seen];
+  } finally {
+    process.emitWarning = emit;
+  }
+}
+
 /** Every shape read the issue lists: x.shape[1] * 2, size(0), numel(), full(x.shape), arange(x.shape[0]), x.shape[2] - i. */
 function shapey(x: Tensor): Tensor {
   const flat = x.reshape([x.size(0), x.shape[1] * x.shape[2]]);
@@ -70,20 +82,39 @@ test('a program that reads no shape is shape-agnostic: a loaded MLP runs at any 
 
 test('control flow on a shape: the first call where the program takes another path is a clear error, never a wrong result', (t) => {
   const branchy = (x: Tensor) => (x.shape[0] > 3 ? x.relu() : x.neg());
-  const traced = trace(branchy, [randn([5])]);
+  const [traced] = withWarnings(() => trace(branchy, [randn([5])]));
   const six = randn([6]);
   t.true(close(traced(six), six.relu()), 'same path at another size: traced again, same program');
   const e = t.throws(() => traced(randn([2])), { instanceOf: TracingError });
   t.regex(
     e!.message,
-    /^branchy\.forward: traced again at input shapes \[\[2\]\] \(first traced at \[\[5\]\]\), and tracing it again at these shapes does not give the same program: Graphs differed across invocations!/,
+    /^branchy\.forward: the program compares shapes, and input shapes \[\[2\]\] are none of those it was traced at \(\[\[5\]\], \[\[6\]\]\), and tracing it again at these shapes does not give the same program: Graphs differed across invocations!/,
   );
   t.regex(e!.message, /^- .*relu/m);
   t.regex(e!.message, /^\+ .*neg/m);
-  t.throws(() => trace(branchy, [randn([5])], { checkInputs: [[randn([2])]] }), {
+  t.throws(() => withWarnings(() => trace(branchy, [randn([5])], { checkInputs: [[randn([2])]] })), {
     instanceOf: TracingCheckError,
     message: /^Graphs differed across invocations!/,
   });
+});
+
+test('a shape compared in a branch test warns at trace time; a saved trace then runs only at the shapes it was traced at', (t) => {
+  const branchy = (x: Tensor) => (x.shape[0] > 3 ? x.relu() : x.neg());
+  const [traced, warnings] = withWarnings(() => trace(branchy, [randn([5])], { checkInputs: [[randn([6])]] }));
+  t.is(warnings.length, 1);
+  t.regex(warnings[0]!, /^shape: Comparing a shape might cause the trace to be incorrect\.[^]*jit-shapes\.test\.ts:\d+/);
+  const path = join(tmp(), 'branchy.json');
+  traced.save(path);
+  const back = load(path) as (x: Tensor) => Tensor;
+  const six = randn([6]);
+  t.true(close(back(six), six.relu()), 'a traced shape runs');
+  t.throws(() => back(randn([2])), {
+    instanceOf: TracingError,
+    message: /the program compares shapes, and input shapes \[\[2\]\] are none of those it was traced at \(\[\[5\]\], \[\[6\]\]\)/,
+  });
+  // Arithmetic on a shape is no branch: no warning.
+  const [, quiet] = withWarnings(() => trace(shapey, [randn([5, 2, 4])]));
+  t.deepEqual(quiet, []);
 });
 
 test('fits two samples cannot tell apart become guards: a loaded trace refuses shapes where they differ, a live one traces again', (t) => {

@@ -32,6 +32,8 @@ export interface ShapeSample {
 export interface ShapeSpec {
   /** Where user code read a traced tensor's shape (file:line), for messages; empty: the graph is shape-agnostic. */
   readonly reads: readonly string[];
+  /** One of the reads decides a branch: only the traced shapes are known to take the traced path. */
+  readonly branches?: boolean;
   readonly samples: readonly ShapeSample[];
   /** Leaf index → the expression that computes it (only leaves that changed across samples). */
   readonly exprs: readonly (readonly [number, SymExpr])[];
@@ -202,6 +204,10 @@ export function symbolicGraph(base: Graph, exprs: readonly (readonly [number, Sy
  */
 export function shapeMismatch(spec: ShapeSpec, shapes: readonly (readonly number[])[]): string | undefined {
   const first = spec.samples[0]!.shapes;
+  const fmt = (ss: readonly (readonly number[])[]) => `[${ss.map((s) => `[${s.join(', ')}]`).join(', ')}]`;
+  if (spec.branches && !spec.samples.some((s) => fmt(s.shapes) === fmt(shapes))) {
+    return `the program compares shapes, and input shapes ${fmt(shapes)} are none of those it was traced at (${spec.samples.map((s) => fmt(s.shapes)).join(', ')})`;
+  }
   for (let i = 0; i < first.length; i++) {
     const got = shapes[i]!;
     const traced = spec.samples.map((s) => s.shapes[i]!);
@@ -241,6 +247,7 @@ export function isShapeSpec(x: unknown): x is ShapeSpec {
   if (!isPlainObject(x)) return false;
   const s = x as Record<string, unknown>;
   if (!Array.isArray(s.reads) || !s.reads.every((r) => typeof r === 'string')) return false;
+  if (s.branches !== undefined && typeof s.branches !== 'boolean') return false;
   if (!Array.isArray(s.samples) || s.samples.length === 0) return false;
   const ok = s.samples.every((sm) => isPlainObject(sm) && Array.isArray(sm.shapes) && sm.shapes.every(isIntArray) && isIntArray(sm.leaves));
   if (!ok) return false;

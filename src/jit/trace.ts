@@ -11,6 +11,7 @@ import { OPS } from '../runtime/op.js';
 import { viewScatter, type ViewStep } from '../runtime/ops/view.js';
 import { isPlainObject } from '../runtime/plain-object.js';
 import { Tensor } from '../runtime/tensor.js';
+import { decidesControlFlow } from './shape-branches.js';
 import { fitSamples, graphLeaves, graphSkeleton, shapeMismatch, symbolicGraph, type ShapeSample, type ShapeSpec } from './shape-fit.js';
 import { TracingError, flatten, flattenAs, unflatten, type Structure } from './structure.js';
 
@@ -34,6 +35,9 @@ export interface TraceOptions {
   checkTolerance?: number;
 }
 
+const SHAPE_BRANCH_WARNING =
+  'Comparing a shape might cause the trace to be incorrect. The trace follows the branch taken at these shapes; kiln traces the program again at each new shape while it is in memory, and a saved trace only runs at the shapes it was traced at.';
+
 const VALUE_WARNING =
   "Converting a tensor to a JavaScript value might cause the trace to be incorrect. We can't record the data flow of JavaScript values, so this value will be treated as a constant in the future. This means that the trace might not generalize to other inputs!";
 
@@ -46,6 +50,9 @@ class JitTracer implements TraceDispatch {
   readonly warnings: string[] = [];
   /** Where user code read the shape of a traced value: numbers from there may be baked into the graph. */
   readonly shapeReads: string[] = [];
+  /** Whether one of those reads decides a branch (a comparison, an `if` test): the trace follows one path. */
+  shapeBranches = false;
+  private readonly readSites = new Set<string>();
   private readonly nodes = new WeakMap<Tensor, Node>();
   private readonly attrNodes = new Map<string, Node>();
   private readonly paths = new Map<Tensor, string>();
@@ -91,6 +98,13 @@ class JitTracer implements TraceDispatch {
     const frames = (new Error().stack ?? '').split('\n').slice(1);
     const reader = frames.find((f) => !/[\\/](jit[\\/]trace|runtime[\\/]tensor)\.[jt]s/.test(f));
     if (!reader || KILN_FRAME.test(reader)) return;
+    if (!this.readSites.has(reader)) {
+      this.readSites.add(reader);
+      if (decidesControlFlow(reader)) {
+        this.shapeBranches = true;
+        this.warn('shape', SHAPE_BRANCH_WARNING);
+      }
+    }
     const site = reader.trim().replace(/:(\d+):\d+\)?$/, (_, line: string) => `:${line}${reader.trim().endsWith(')') ? ')' : ''}`);
     if (!this.shapeReads.includes(site)) this.shapeReads.push(site); // one entry per source line
   }
@@ -266,7 +280,9 @@ function record(
   const gm = new GraphModule(root, tracer.graph, name, tracer.constants);
   const nondeterministic = tracer.nondeterministic().map((n) => n.format());
   const sample: ShapeSample = { shapes: inTensors.map((t) => t.shape), leaves: graphLeaves(tracer.graph) };
-  const shapes = tracer.shapeReads.length ? { reads: tracer.shapeReads, samples: [sample], exprs: [], guards: [] } : undefined;
+  const shapes = tracer.shapeReads.length
+    ? { reads: tracer.shapeReads, branches: tracer.shapeBranches, samples: [sample], exprs: [], guards: [] }
+    : undefined;
   return { gm, base: gm, inputs: inStructure, outputs: outStructure, warnings: tracer.warnings, nondeterministic, shapes };
 }
 
@@ -297,7 +313,8 @@ function generalise(method: TracedMethod, again: TracedMethod, name: string): Tr
   if (!fit.ok) return fit.why;
   const inputs = base.graph.nodes.filter((n) => n.op === 'placeholder');
   const gm = fit.exprs.length ? new GraphModule(base, symbolicGraph(base.graph, fit.exprs, inputs), name) : base;
-  return { ...method, gm, base, shapes: { reads, samples, exprs: fit.exprs, guards: fit.guards } };
+  const branches = Boolean(method.shapes?.branches || again.shapes?.branches);
+  return { ...method, gm, base, shapes: { reads, branches, samples, exprs: fit.exprs, guards: fit.guards } };
 }
 
 /** A traced program: call it like the original; `graph` and `code` show what was recorded. */
