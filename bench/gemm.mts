@@ -1,0 +1,285 @@
+/**
+ * The matmul micro-benchmark behind src/kernels/gemm: every GEMM variant side by side in one run, C = A·B at
+ * n×n×n float32 for n = 256, 512, 1024, in GFLOP/s (2n³ flops per call).
+ *
+ *   npx tsx bench/gemm.mts [--sizes 256,512] [--reps 10] [--no-peers]
+ *
+ * Per size: every case is checked once against the plain-JS result (max abs error ≤ 1e-4·max(1, |ref|)),
+ * warmed up twice (gpu.js compiles, TurboFan tiers the wasm up), then timed in interleaved rounds, one call
+ * of each case per round, starting from a different case each round, so background load spreads over all of
+ * them; the median of the rounds is reported. The peers (tfjs-wasm, jax-js wasm, onnxruntime-node) come
+ * from bench/peers.mts when it loads, so the comparison the issue asks for is made in the same run.
+ */
+import { gemm as eagerGemm } from '../src/runtime/cpu/matmul.js';
+import {
+  gemm,
+  gemmGpuJs,
+  gemmGpuJsNaive,
+  gemmReference,
+  getGemmThreads,
+  heapAlloc,
+  heapFree,
+  packB,
+  setGemmThreads,
+} from '../src/kernels/gemm/index.js';
+
+type Runner = () => Float32Array | Promise<Float32Array>;
+
+interface Case {
+  name: string;
+  /** What the runner includes, for the reader of the table. */
+  note: string;
+  prepare(a: Float32Array, b: Float32Array, n: number): Promise<{ run: Runner; dispose?: () => void | Promise<void> } | { skip: string }>;
+}
+
+const args = process.argv.slice(2);
+const arg = (name: string): string | undefined => {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : undefined;
+};
+const SIZES = (arg('--sizes') ?? '256,512,1024').split(',').map(Number);
+const REPS = Math.max(10, Number(arg('--reps') ?? 10));
+const WARMUP = 2;
+const MAX_THREADS = getGemmThreads();
+
+function random(n: number, seed: number): Float32Array {
+  // A small LCG: the same data every run, values in [-1, 1).
+  const out = new Float32Array(n);
+  let s = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    out[i] = s / 2 ** 31 - 1;
+  }
+  return out;
+}
+
+function kilnSimd(threads: number, inPlace: boolean): Case {
+  return {
+    name: `kiln wasm SIMD, ${threads} thread${threads > 1 ? 's' : ''}, ${inPlace ? 'packed B, in place' : 'copying'}`,
+    note: inPlace
+      ? 'B packed once beforehand (a weight); a and out are views on wasm memory: no copies per call'
+      : 'a, b copied into wasm memory, b packed, result copied out, every call',
+    async prepare(a, b, n) {
+      if (threads > MAX_THREADS) return { skip: `this machine runs ${MAX_THREADS} thread(s)` };
+      if (!inPlace) {
+        return {
+          run: () => {
+            setGemmThreads(threads);
+            return gemm(a, b, n, n, n);
+          },
+        };
+      }
+      const packed = packB(b, n, n);
+      const ha = heapAlloc(n * n);
+      ha.set(a);
+      const out = heapAlloc(n * n);
+      return {
+        run: () => {
+          setGemmThreads(threads);
+          return gemm(ha, packed, n, n, n, { out });
+        },
+        dispose: () => {
+          packed.dispose();
+          heapFree(ha);
+          heapFree(out);
+        },
+      };
+    },
+  };
+}
+
+const CASES: Case[] = [
+  {
+    name: 'plain JS (i-k-j triple loop)',
+    note: 'gemmReference: float64 row accumulator',
+    prepare: async (a, b, n) => ({ run: () => gemmReference(a, b, n, n, n) }),
+  },
+  {
+    name: 'kiln eager (plain JS, 4×4 tile)',
+    note: "the eager runtime's matmul (src/runtime/cpu/matmul.ts)",
+    prepare: async (a, b, n) => ({
+      run: () => {
+        const c = new Float32Array(n * n);
+        eagerGemm({ data: a, offset: 0, rowStride: n, colStride: 1 }, { data: b, offset: 0, rowStride: n, colStride: 1 }, n, n, n, c);
+        return c;
+      },
+    }),
+  },
+  {
+    name: 'gpu.js webasm, naive',
+    note: 'one output per thread, sync (1 thread); includes gpu.js argument upload and readback',
+    prepare: async (a, b, n) => ({ run: () => gemmGpuJsNaive(a, b, n, n, n) }),
+  },
+  {
+    name: 'gpu.js webasm, 4 rows/thread',
+    note: 'best gpu.js kernel found: Array(4) of rows, packed A, K unrolled by 2; sync (1 thread)',
+    prepare: async (a, b, n) => ({ run: () => gemmGpuJs(a, b, n, n, n) }),
+  },
+  kilnSimd(1, false),
+  kilnSimd(1, true),
+  kilnSimd(2, false),
+  kilnSimd(2, true),
+];
+
+/** The part of bench/peers.mts used here; typed locally so this bench builds whether or not that file does. */
+interface PeersModule {
+  PEER_NAMES: string[];
+  loadPeer(
+    name: string,
+  ): Promise<
+    | {
+        available: true;
+        peer: {
+          version: string;
+          config: string;
+          matmul(a: Float32Array, b: Float32Array, n: number): Promise<PeerPrepared>;
+          dispose(): Promise<void>;
+        };
+      }
+    | { available: false; why: string }
+  >;
+}
+type PeerPrepared = { available: true; run: () => Promise<Float32Array> } | { available: false; why: string };
+
+/** Peers from bench/peers.mts (another file of the bench, loaded only if present and working). */
+async function peerCases(): Promise<{ cases: Case[]; dispose: () => Promise<void> }> {
+  if (args.includes('--no-peers')) return { cases: [], dispose: async () => {} };
+  try {
+    const path = './peers.mjs';
+    const peers = (await import(path)) as PeersModule;
+    const cases: Case[] = [];
+    const loaded: { dispose(): Promise<void> }[] = [];
+    for (const name of peers.PEER_NAMES) {
+      const l = await peers.loadPeer(name);
+      if (!l.available) {
+        console.log(`peer ${name}: unavailable (${l.why})`);
+        continue;
+      }
+      loaded.push(l.peer);
+      cases.push({
+        name: `${name} ${l.peer.version}`,
+        note: l.peer.config,
+        async prepare(a, b, n) {
+          const p = await l.peer.matmul(a, b, n);
+          return p.available ? { run: p.run } : { skip: p.why };
+        },
+      });
+    }
+    return { cases, dispose: async () => void (await Promise.all(loaded.map((p) => p.dispose()))) };
+  } catch (e) {
+    console.log(`peers: not loaded (${e instanceof Error ? e.message.split('\n')[0] : String(e)})`);
+    return { cases: [], dispose: async () => {} };
+  }
+}
+
+function maxRelError(x: Float32Array, ref: Float32Array): number {
+  let err = 0;
+  let mag = 1;
+  for (let i = 0; i < ref.length; i++) {
+    err = Math.max(err, Math.abs(x[i]! - ref[i]!));
+    mag = Math.max(mag, Math.abs(ref[i]!));
+  }
+  return err / mag;
+}
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((p, q) => p - q);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
+
+async function main(): Promise<void> {
+  const peers = await peerCases();
+  const cases = [...CASES, ...peers.cases];
+  console.log(`gemm bench: n×n×n float32, n ∈ {${SIZES.join(', ')}}, median of ${REPS} interleaved rounds after ${WARMUP} warm-up calls`);
+  console.log(`node ${process.version}, ${MAX_THREADS} kiln thread(s) available\n`);
+  /** results[case][size] = median ms, or a reason it was skipped. */
+  const results = new Map<string, Map<number, number | string>>(cases.map((c) => [c.name, new Map()]));
+  const copyCost = new Map<number, number>();
+
+  for (const n of SIZES) {
+    const a = random(n * n, 1 + n);
+    const b = random(n * n, 2 + n);
+    const ref = gemmReference(a, b, n, n, n);
+    const live: { c: Case; run: Runner; times: number[]; dispose?: () => void | Promise<void> }[] = [];
+    for (const c of cases) {
+      const p = await c.prepare(a, b, n);
+      if ('skip' in p) {
+        results.get(c.name)!.set(n, p.skip);
+        console.log(`[${n}] ${c.name}: skipped (${p.skip})`);
+        continue;
+      }
+      const t0 = performance.now();
+      const out = await p.run();
+      const first = performance.now() - t0;
+      for (let i = 1; i < WARMUP; i++) await p.run();
+      const err = maxRelError(out, ref);
+      if (!(err <= 1e-4)) throw new Error(`${c.name} at ${n}: max error ${err} relative to the reference`);
+      console.log(`[${n}] ${c.name}: checked (max rel error ${err.toExponential(1)}), first call ${first.toFixed(1)} ms`);
+      live.push({ c, run: p.run, times: [], dispose: p.dispose });
+    }
+    for (let round = 0; round < REPS; round++) {
+      for (let i = 0; i < live.length; i++) {
+        const item = live[(i + round) % live.length]!;
+        const t0 = performance.now();
+        await item.run();
+        item.times.push(performance.now() - t0);
+      }
+    }
+    for (const item of live) {
+      const ms = median(item.times);
+      results.get(item.c.name)!.set(n, ms);
+      console.log(`[${n}] ${item.c.name}: ${ms.toFixed(2)} ms, ${gflops(n, ms).toFixed(2)} GFLOP/s`);
+      await item.dispose?.();
+    }
+    copyCost.set(n, measureCopy(a, b, n));
+    console.log('');
+  }
+  await peers.dispose();
+  setGemmThreads(MAX_THREADS);
+  printTable(cases, results, copyCost);
+}
+
+const gflops = (n: number, ms: number): number => (2 * n ** 3) / (ms * 1e6);
+
+/** What the copying variant pays on top of the kernel: a and b in, C out (memcpy into/out of wasm memory). */
+function measureCopy(a: Float32Array, b: Float32Array, n: number): number {
+  const ha = heapAlloc(n * n);
+  const hb = heapAlloc(n * n);
+  const hc = heapAlloc(n * n);
+  const out = new Float32Array(n * n);
+  const times: number[] = [];
+  for (let i = 0; i < REPS; i++) {
+    const t0 = performance.now();
+    ha.set(a);
+    hb.set(b);
+    out.set(hc);
+    times.push(performance.now() - t0);
+  }
+  heapFree(ha);
+  heapFree(hb);
+  heapFree(hc);
+  return median(times);
+}
+
+function printTable(cases: Case[], results: Map<string, Map<number, number | string>>, copyCost: Map<number, number>): void {
+  const width = Math.max(...cases.map((c) => c.name.length));
+  const head = ['variant'.padEnd(width), ...SIZES.map((n) => `${n} GFLOP/s (ms)`.padStart(22))].join(' | ');
+  console.log(head);
+  console.log('-'.repeat(head.length));
+  for (const c of cases) {
+    const cells = SIZES.map((n) => {
+      const r = results.get(c.name)!.get(n);
+      if (r === undefined) return '—'.padStart(22);
+      if (typeof r === 'string') return 'skipped'.padStart(22);
+      return `${gflops(n, r).toFixed(2)} (${r.toFixed(1)})`.padStart(22);
+    });
+    console.log([c.name.padEnd(width), ...cells].join(' | '));
+  }
+  console.log('');
+  for (const n of SIZES) console.log(`copy a, b in and C out of wasm memory at ${n}: ${copyCost.get(n)!.toFixed(3)} ms (memcpy only)`);
+  console.log('');
+  for (const c of cases) console.log(`${c.name}: ${c.note}`);
+}
+
+await main();
