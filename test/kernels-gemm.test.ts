@@ -350,3 +350,36 @@ console.log(out[0]);
   t.is(r.stdout.trim(), '200');
   t.true(Date.now() - started < 60_000);
 });
+
+test('where the engine has relaxed SIMD, the kernels use its fused multiply-add and still agree with the definition', (t) => {
+  // Node 20 ships relaxed SIMD behind a V8 flag (Node 22 has it on): turn it on in a child process.
+  mkdirSync('test/.tmp', { recursive: true });
+  const script = 'test/.tmp/gemm-relaxed.mts';
+  writeFileSync(
+    script,
+    `import { setFlagsFromString } from 'node:v8';
+setFlagsFromString('--experimental-wasm-relaxed-simd');
+const { gemm, bmm } = await import('../../src/kernels/gemm/index.js');
+const { getRuntime } = await import('../../src/kernels/gemm/runtime.js');
+let worst = 0;
+for (const [M, K, N] of [[1, 1, 1], [3, 5, 7], [17, 33, 9], [64, 300, 65]]) {
+  const a = Float32Array.from({ length: M * K }, (_, i) => Math.sin(i));
+  const b = Float32Array.from({ length: K * N }, (_, i) => Math.cos(i));
+  const bias = Float32Array.from({ length: N }, (_, i) => i / N - 0.5);
+  const out = gemm(a, b, M, K, N, { bias, activation: 'relu' });
+  for (let i = 0; i < M; i++) for (let j = 0; j < N; j++) {
+    let s = bias[j];
+    for (let k = 0; k < K; k++) s += a[i * K + k] * b[k * N + j];
+    worst = Math.max(worst, Math.abs(out[i * N + j] - Math.max(s, 0)) / Math.max(1, Math.abs(s)));
+  }
+}
+console.log(JSON.stringify({ relaxed: getRuntime().cfg.relaxed, worst, bmm: bmm(new Float32Array(4).fill(1), new Float32Array(2).fill(2), 2, 1, 2, 1)[1] }));
+`,
+  );
+  const r = spawnSync(process.execPath, ['--import', 'tsx', script], { encoding: 'utf8', timeout: 60_000 });
+  t.is(r.status, 0, r.stderr);
+  const result = JSON.parse(r.stdout) as { relaxed: boolean; worst: number; bmm: number };
+  t.true(result.relaxed, 'relaxed SIMD was not picked up');
+  t.true(result.worst <= 1e-4, `max relative error ${result.worst}`);
+  t.is(result.bmm, 4);
+});

@@ -117,7 +117,10 @@ export function getThreadCount(): number {
   return threadCount;
 }
 
-/** Splits a job into about `8·threads` chunks (so a thread slowed by other load just takes fewer): row blocks of MR multiples first, then NR-aligned column blocks. */
+/**
+ * Splits a job into about 8 chunks per thread, so a thread slowed by other load just takes fewer: row blocks
+ * (multiples of MR) first, then NR-aligned column blocks.
+ */
 function geometry(job: Job, threads: number, mr: number, nr: number): [number, number, number, number, number] {
   const want = Math.max(1, Math.ceil((threads * 8) / job.batch));
   const roundUp = (x: number, m: number): number => Math.ceil(x / m) * m;
