@@ -1,0 +1,135 @@
+import type { Node } from '../graph/node.js';
+import type { DType } from '../runtime/dtype.js';
+import type { Tensor } from '../runtime/tensor.js';
+
+/**
+ * The kernel IR: what a captured graph becomes once its shapes are known. Each graph node lowers to one
+ * IR node, or to a few (softmax is a max, a sum and an element-wise step); nodes kiln cannot lower stay
+ * `opaque` and run through the eager runtime inside the compiled program.
+ */
+
+/** Where a tensor's elements sit in its storage (kiln's strided layout). */
+export interface Layout {
+  readonly shape: readonly number[];
+  readonly strides: readonly number[];
+  readonly offset: number;
+}
+
+/** A layout plus what a kernel must know about the storage behind it. */
+export interface TensorMeta extends Layout {
+  readonly dtype: DType;
+  readonly storageLength: number;
+}
+
+/** An element-wise operand: another IR value, or a number baked into the kernel. */
+export type Operand = { readonly ir: number } | { readonly value: number };
+
+export type EwOp =
+  | 'add'
+  | 'sub'
+  | 'mul'
+  | 'div'
+  | 'pow'
+  | 'neg'
+  | 'exp'
+  | 'log'
+  | 'sqrt'
+  | 'rsqrt'
+  | 'abs'
+  | 'tanh'
+  | 'sigmoid'
+  | 'relu'
+  | 'gelu'
+  | 'geluTanh'
+  | 'clamp'
+  | 'where'
+  | 'eq'
+  | 'ne'
+  | 'lt'
+  | 'le'
+  | 'gt'
+  | 'ge'
+  | 'identity'
+  | 'toBool';
+
+/** A metadata-only view op, applied to a layout (never to data). */
+export type ViewOp =
+  | { readonly op: 'reshape'; readonly shape: readonly number[] }
+  | { readonly op: 'permute'; readonly dims: readonly number[] }
+  | { readonly op: 'expand'; readonly shape: readonly number[] }
+  | { readonly op: 'select'; readonly dim: number; readonly index: number }
+  | { readonly op: 'slice'; readonly dim: number; readonly start: number; readonly end: number; readonly step: number };
+
+export interface Conv2dAttrs {
+  readonly stride: readonly [number, number];
+  readonly padding: readonly [number, number];
+  readonly dilation: readonly [number, number];
+}
+
+export interface Pool2dAttrs {
+  readonly kind: 'max' | 'avg';
+  readonly kernel: readonly [number, number];
+  readonly stride: readonly [number, number];
+  readonly padding: readonly [number, number];
+  readonly dilation: readonly [number, number];
+  readonly countIncludePad: boolean;
+  readonly divisorOverride: number | null;
+}
+
+export type IRKind =
+  /** A value the program holds at run time: a graph input, a parameter, an opaque node's result. */
+  | { readonly kind: 'value'; readonly source: ValueSource }
+  | { readonly kind: 'ew'; readonly op: EwOp; readonly args: readonly Operand[]; readonly attrs?: Readonly<Record<string, number>> }
+  | { readonly kind: 'view'; readonly arg: number; readonly view: ViewOp }
+  /** sum/max/min over `dims` of the argument; `scale` multiplies a sum (mean), `keepdim` as in PyTorch. */
+  | {
+      readonly kind: 'reduce';
+      readonly op: 'sum' | 'max' | 'min';
+      readonly arg: number;
+      readonly dims: readonly number[];
+      readonly keepdim: boolean;
+      readonly divisor?: number;
+    }
+  /** a · b (+ bias along the last dim) (then relu); `b` holds [K, N], or [N, K] when `bTransposed`. */
+  | {
+      readonly kind: 'matmul';
+      readonly a: number;
+      readonly b: number;
+      readonly bTransposed: boolean;
+      readonly bias: number | null;
+      readonly relu: boolean;
+    }
+  | {
+      readonly kind: 'conv2d';
+      readonly x: number;
+      readonly w: number;
+      readonly bias: number | null;
+      readonly relu: boolean;
+      readonly attrs: Conv2dAttrs;
+    }
+  | { readonly kind: 'pool2d'; readonly x: number; readonly attrs: Pool2dAttrs };
+
+export type ValueSource =
+  { readonly from: 'node'; readonly node: Node } | { readonly from: 'tensor'; readonly tensor: Tensor; readonly path: string };
+
+export type IRNode = IRKind & {
+  readonly id: number;
+  readonly shape: readonly number[];
+  readonly dtype: DType;
+  /** The graph node this IR node computes (the last IR node of an expansion), or the node it helps compute. */
+  readonly origin: Node | null;
+  /** True when this IR node's value is the origin graph node's value. */
+  readonly isOriginValue: boolean;
+  /** Graph nodes an epilogue fold merged into this one (a matmul's node when this is its bias add). */
+  readonly absorbed?: readonly Node[];
+};
+
+export function numelOf(shape: readonly number[]): number {
+  let n = 1;
+  for (const d of shape) n *= d;
+  return n;
+}
+
+export function isIR(o: Operand): o is { readonly ir: number } {
+  return 'ir' in o;
+}

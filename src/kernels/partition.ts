@@ -1,0 +1,201 @@
+import type { Node } from '../graph/node.js';
+import { nodesIn, type Argument } from '../graph/node.js';
+import { isIR, type IRNode } from './ir.js';
+import type { Lowered } from './lower.js';
+
+/**
+ * Fusion: which IR nodes are computed together in one kernel.
+ *
+ * - Element-wise nodes fuse with their consumers: walking backwards, a node joins the kernel of its users
+ *   when all of them are in one kernel, so chains and diamonds become one kernel and each value is
+ *   computed once per element. A node whose users sit in different kernels, or that something other than
+ *   a kernel reads (an eager node, the graph's output, a matmul, a view), is materialised instead.
+ * - Reductions, matmuls, convolutions and pooling each root a kernel; a reduction takes in the element-wise
+ *   nodes that only feed it (so `sum(exp(x - m))` reads x once and never stores the exponentials).
+ * - A matmul or convolution whose only user adds a bias along the output features, and then applies relu,
+ *   takes those into the GEMM call as its epilogue.
+ * - Views never compute: readers index the materialised tensor beneath them.
+ */
+
+export type GroupKind = 'elementwise' | 'reduce' | 'matmul' | 'conv2d' | 'pool2d' | 'eager';
+
+export interface Group {
+  readonly kind: GroupKind;
+  /** The IR node whose value the group produces (the kernel's output). */
+  readonly root: number;
+  /** IR nodes computed inside the kernel, in order, root last. */
+  readonly members: number[];
+}
+
+export interface Partition {
+  readonly groups: Group[];
+  /** IR values that exist as tensors at run time (group roots, inputs, parameters, eager results). */
+  readonly materialised: Set<number>;
+  /** IR nodes dropped because an epilogue absorbed them. */
+  readonly absorbed: Set<number>;
+}
+
+/** IR ids read by each IR node (through operands), plus the readers outside the IR: eager nodes and the output. */
+function readers(low: Lowered, outputs: readonly Node[]): { users: number[][]; external: Set<number> } {
+  const users: number[][] = low.ir.map(() => []);
+  const external = new Set<number>();
+  for (const n of low.ir) for (const r of reads(n)) users[r]!.push(n.id);
+  for (const [node] of low.opaque) {
+    for (const input of nodesIn(node.args as Argument).concat(nodesIn(node.kwargs))) {
+      const id = low.irOf.get(input);
+      if (id !== undefined) external.add(id);
+    }
+  }
+  for (const o of outputs) {
+    const id = low.irOf.get(o);
+    if (id !== undefined) external.add(id);
+  }
+  return { users, external };
+}
+
+/** The IR ids a node reads. */
+export function reads(n: IRNode): number[] {
+  switch (n.kind) {
+    case 'value':
+      return [];
+    case 'ew':
+      return n.args.filter(isIR).map((a) => a.ir);
+    case 'view':
+      return [n.arg];
+    case 'reduce':
+      return [n.arg];
+    case 'matmul':
+      return n.bias === null ? [n.a, n.b] : [n.a, n.b, n.bias];
+    case 'conv2d':
+      return n.bias === null ? [n.x, n.w] : [n.x, n.w, n.bias];
+    case 'pool2d':
+      return [n.x];
+    default:
+      return n satisfies never;
+  }
+}
+
+/**
+ * Fold `matmul → add(bias along N) → relu` (and `conv2d → relu`) chains into the matmul/conv node, in place:
+ * the absorbing node takes the id of the last node it absorbed, so its users need no rewiring.
+ */
+function foldEpilogues(low: Lowered, users: number[][], external: Set<number>, absorbed: Set<number>): void {
+  const soleUser = (id: number): IRNode | null => {
+    const u = users[id]!;
+    return u.length === 1 && !external.has(id) ? low.ir[u[0]!]! : null;
+  };
+  for (const n of [...low.ir]) {
+    if (absorbed.has(n.id) || (n.kind !== 'matmul' && n.kind !== 'conv2d')) continue;
+    let cur: IRNode = n;
+    for (;;) {
+      const u = soleUser(cur.id);
+      if (!u || u.kind !== 'ew') break;
+      let next: IRNode | null = null;
+      if (u.op === 'relu' && !(cur as { relu: boolean }).relu) next = { ...cur, id: u.id, relu: true } as IRNode;
+      if (u.op === 'add' && cur.kind === 'matmul' && cur.bias === null && !cur.relu && !u.attrs?.alpha) {
+        const other = u.args.find((a) => !(isIR(a) && a.ir === cur.id));
+        const N = cur.shape[cur.shape.length - 1]!;
+        if (other && isIR(other) && u.args.length === 2) {
+          const b = low.ir[other.ir]!;
+          if (b.dtype === 'float32' && b.shape.length === 1 && b.shape[0] === N && sameDims(u.shape, cur.shape)) {
+            next = { ...cur, id: u.id, bias: other.ir } as IRNode;
+          }
+        }
+      }
+      if (!next) break;
+      absorbed.add(cur.id);
+      const merged = [...(cur.absorbed ?? []), ...(cur.origin && cur.origin !== u.origin ? [cur.origin] : [])];
+      low.ir[u.id] = { ...next, origin: u.origin, isOriginValue: u.isOriginValue, dtype: u.dtype, absorbed: merged } as IRNode;
+      cur = low.ir[u.id]!;
+    }
+  }
+}
+
+function sameDims(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((d, i) => d === b[i]);
+}
+
+/** Group the lowered IR into kernels, in execution order. */
+export function partition(low: Lowered, outputs: readonly Node[]): Partition {
+  const absorbed = new Set<number>();
+  let { users, external } = readers(low, outputs);
+  foldEpilogues(low, users, external, absorbed);
+  ({ users, external } = readers(low, outputs));
+  const dead = new Set<number>();
+  const live = (id: number) => !absorbed.has(id) && !dead.has(id);
+
+  const materialised = new Set<number>();
+  const groupOf = new Map<number, number>();
+  const roots: number[] = [];
+  const newGroup = (id: number) => {
+    groupOf.set(id, id);
+    roots.push(id);
+    materialised.add(id);
+  };
+  for (let id = low.ir.length - 1; id >= 0; id--) {
+    const n = low.ir[id]!;
+    if (!live(id)) continue;
+    const liveUsers = users[id]!.filter(live);
+    // Pure and unread (dead code in the graph, or a part of an expansion nobody needs): not computed.
+    if (n.kind !== 'value' && liveUsers.length === 0 && !external.has(id)) {
+      dead.add(id);
+      continue;
+    }
+    switch (n.kind) {
+      case 'value':
+        materialised.add(id);
+        continue;
+      case 'view':
+        continue;
+      case 'reduce':
+      case 'matmul':
+      case 'conv2d':
+      case 'pool2d':
+        newGroup(id);
+        continue;
+      case 'ew': {
+        // Read outside any kernel, or through a view: it must exist as a tensor.
+        const forced = external.has(id) || liveUsers.some((u) => !fusesInto(low.ir[u]!));
+        const target = new Set(liveUsers.map((u) => groupOf.get(u)));
+        if (forced || target.size !== 1 || target.has(undefined)) newGroup(id);
+        else groupOf.set(id, [...target][0]!);
+        continue;
+      }
+      default:
+        n satisfies never;
+    }
+  }
+
+  const byRoot = new Map<number, number[]>();
+  for (const [id, root] of groupOf) {
+    if (!materialised.has(root)) continue;
+    (byRoot.get(root) ?? byRoot.set(root, []).get(root)!).push(id);
+  }
+  const groups: Group[] = [...new Set(roots)]
+    .sort((a, b) => a - b)
+    .map((root) => ({
+      kind: kindOf(low.ir[root]!),
+      root,
+      members: (byRoot.get(root) ?? [root]).sort((a, b) => a - b),
+    }));
+  return { groups, materialised, absorbed };
+}
+
+/** Whether IR node `user` can compute an element-wise operand inside its own kernel. */
+function fusesInto(user: IRNode): boolean {
+  return user.kind === 'ew' || user.kind === 'reduce';
+}
+
+function kindOf(n: IRNode): GroupKind {
+  switch (n.kind) {
+    case 'ew':
+      return 'elementwise';
+    case 'reduce':
+    case 'matmul':
+    case 'conv2d':
+    case 'pool2d':
+      return n.kind;
+    default:
+      return 'eager';
+  }
+}
