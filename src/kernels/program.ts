@@ -1,0 +1,135 @@
+import type { GraphModule } from '../graph/graph-module.js';
+import { Interpreter } from '../graph/interpreter.js';
+import { targetName } from '../graph/node.js';
+import { isGradEnabled } from '../runtime/autograd.js';
+import { Tensor } from '../runtime/tensor.js';
+import { countPlan } from './cache.js';
+import { formatPlan, logLine } from './log.js';
+import { lowerGraph } from './lower.js';
+import { partition } from './partition.js';
+import { Plan, PlanMismatch, TooLarge } from './plan.js';
+
+/**
+ * A graph compiled by the 'kernels' backend. Kernels bake in shapes, so a plan is made per input signature
+ * (shapes, strides, dtypes): the first call with a new signature runs the graph once on the eager runtime,
+ * which gives every node's shape and every number derived from shapes, then lowers, fuses and compiles, and
+ * runs the plan; eager nodes reuse their values from that run, so nothing with a side effect runs twice.
+ * Later calls with the signature only run the plan.
+ *
+ * Autograd: kernels compute values only. When grad mode is on and an input or parameter requires grad, the
+ * graph runs on the eager runtime instead, which records the tape, so gradients are exactly eager's.
+ */
+
+/** Plans kept per program; more signatures than this (shapes that keep changing) evict the oldest. */
+const PLANS_PER_PROGRAM = 8;
+
+export interface KernelProgramCallable {
+  (...args: unknown[]): unknown;
+  /** The fusion table of every plan made so far. */
+  pprint(): string;
+  readonly program: KernelProgram;
+}
+
+function describeArg(a: unknown): string {
+  if (a instanceof Tensor) return `${a.dtype}[${a.shape.join(',')}]/${a.strides.join(',')}@${a.offset}#${a._storage.data.length}`;
+  if (a === null || typeof a !== 'object') return `${typeof a}:${String(a)}`;
+  return 'object';
+}
+
+export class KernelProgram {
+  readonly plans = new Map<string, Plan | string>();
+  /** Why the graph runs eagerly on every call, or null. */
+  readonly eagerReason: string | null;
+  private readonly params: readonly Tensor[];
+  private running = false;
+  private loggedGrad = false;
+
+  constructor(readonly gm: GraphModule) {
+    this.params = gm.parameters();
+    const inPlace = gm.graph.nodes.find(
+      (n) =>
+        (n.op === 'call_method' || n.op === 'call_function') && targetName(n.target).endsWith('_') && targetName(n.target) !== '_assert',
+    );
+    this.eagerReason = inPlace ? `in-place op ${inPlace.name}: the graph runs eagerly so the write is seen in order` : null;
+  }
+
+  get name(): string {
+    return this.gm.className;
+  }
+
+  private needsGrad(args: readonly unknown[]): boolean {
+    if (!isGradEnabled()) return false;
+    return args.some((a) => a instanceof Tensor && a.requiresGrad) || this.params.some((p) => p.requiresGrad);
+  }
+
+  call(args: unknown[]): unknown {
+    if (this.eagerReason !== null || this.running) return this.gm.forward(...args);
+    if (this.needsGrad(args)) {
+      if (!this.loggedGrad)
+        logLine(`kiln kernels: ${this.name} runs eagerly while gradients are recorded (grad mode on, inputs or parameters require grad)`);
+      this.loggedGrad = true;
+      return this.gm.forward(...args);
+    }
+    const key = args.map(describeArg).join(' ');
+    const plan = this.plans.get(key);
+    if (typeof plan === 'string') return this.gm.forward(...args);
+    this.running = true;
+    try {
+      if (plan) {
+        try {
+          return plan.run(args);
+        } catch (e) {
+          if (!(e instanceof PlanMismatch)) throw e;
+          this.plans.delete(key); // an eager node's result changed layout: record and plan again
+        }
+      }
+      return this.planAndRun(key, args);
+    } finally {
+      this.running = false;
+    }
+  }
+
+  /** Run eagerly once, recording every value, then plan, compile and run the plan. */
+  private planAndRun(key: string, args: unknown[]): unknown {
+    const rec = new Interpreter(this.gm, false);
+    const eagerResult = rec.run(...args);
+    if (this.plans.size >= PLANS_PER_PROGRAM) this.plans.delete(this.plans.keys().next().value!);
+    let plan: Plan;
+    try {
+      const lowered = lowerGraph(this.gm, rec.env);
+      const out = this.gm.graph.outputNode;
+      const parts = partition(lowered, out ? out.allInputNodes() : []);
+      plan = new Plan({ gm: this.gm, lowered, groups: parts.groups, materialised: parts.materialised, values: rec.env });
+    } catch (e) {
+      if (!(e instanceof TooLarge)) throw e;
+      this.plans.set(key, e.message);
+      logLine(`kiln kernels: ${this.name} runs eagerly for ${key}: ${e.message}`);
+      return eagerResult;
+    }
+    countPlan();
+    this.plans.set(key, plan);
+    logLine(formatPlan(plan, `kiln kernels: ${this.name}`));
+    return plan.run(args);
+  }
+
+  pprint(): string {
+    if (this.eagerReason) return `kiln kernels: ${this.name} runs eagerly (${this.eagerReason})`;
+    if (this.plans.size === 0) return `kiln kernels: ${this.name} has not run yet (plans are made per input signature on first call)`;
+    return [...this.plans]
+      .map(([key, p]) =>
+        typeof p === 'string' ? `kiln kernels: ${this.name} for ${key}: eager (${p})` : formatPlan(p, `kiln kernels: ${this.name}`),
+      )
+      .join('\n');
+  }
+}
+
+/** The 'kernels' backend (API §8): lower the captured graph to fused gpu.js kernels. */
+export function kernelsBackend(gm: GraphModule): KernelProgramCallable {
+  const program = new KernelProgram(gm);
+  const run = ((...args: unknown[]) => program.call(args)) as KernelProgramCallable;
+  Object.defineProperties(run, {
+    pprint: { value: () => program.pprint() },
+    program: { value: program },
+  });
+  return run;
+}
