@@ -19,6 +19,15 @@ export { resetCompileCaches } from './compile/compiled-callable.js';
 export { explain, formatExplain, type ExplainOutput } from './compile/explain.js';
 export type { Backend } from './compile/backends.js';
 export {
+  setKernelBackend,
+  getKernelBackend,
+  kernelCacheStats,
+  resetKernelCache,
+  type KernelBackendName,
+  type KernelCacheStats,
+  type KernelProgramCallable,
+} from './kernels/index.js';
+export {
   KilnError,
   ShapeError,
   DTypeError,

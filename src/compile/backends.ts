@@ -1,6 +1,7 @@
 import { KilnError, ValueError } from '../errors.js';
 import type { GraphModule } from '../graph/graph-module.js';
 import type { Tensor } from '../runtime/tensor.js';
+import { kernelsBackend } from '../kernels/program.js';
 
 /** A compiler for captured graphs: gets the GraphModule and example inputs, returns what to run instead. */
 export type Backend = (gm: GraphModule, exampleInputs: Tensor[]) => (...args: Tensor[]) => unknown;
@@ -26,10 +27,7 @@ export function countOps(gm: GraphModule): number {
 }
 
 export function resolveBackend(b: BackendOption | undefined): Backend {
-  if (b === undefined || b === 'kernels') {
-    // The gpu.js lowering (API §8) is its own issue; until it lands 'kernels' runs graphs on the CPU runtime.
-    return eagerBackend;
-  }
+  if (b === undefined || b === 'kernels') return kernelsBackend;
   if (b === 'eager') return eagerBackend;
   if (b === 'aot_eager') {
     throw new KilnError("compile: backend 'aot_eager' needs kiln/aot (AOT autograd), which this version does not have yet; use 'eager'");
