@@ -1,0 +1,464 @@
+import test, { type ExecutionContext } from 'ava';
+import {
+  F,
+  ShapeError,
+  Tensor,
+  ValueError,
+  cat,
+  compile,
+  getKernelBackend,
+  kernelCacheStats,
+  manualSeed,
+  nn,
+  noGrad,
+  randn,
+  setKernelBackend,
+  tensor,
+} from '../src/index.js';
+import { kernelsBackend, type KernelProgramCallable } from '../src/kernels/index.js';
+import { useSimdGemm } from '../src/kernels/matmul.js';
+import type { GraphModule } from '../src/fx.js';
+
+/**
+ * The 'kernels' backend against the eager runtime: every lowered op and fusion pattern at awkward shapes,
+ * whole models, the kernel cache, eager fallback inside a compiled graph, and backend selection.
+ */
+
+type Fn = (...xs: Tensor[]) => Tensor;
+
+/** max |got - want| ≤ 1e-4 · max(1, max |want|), same shape and dtype. */
+function close(t: ExecutionContext, got: Tensor, want: Tensor, what: string): void {
+  t.deepEqual(got.shape, want.shape, `${what}: shape`);
+  t.is(got.dtype, want.dtype, `${what}: dtype`);
+  const g = got.data();
+  const w = want.data();
+  let err = 0;
+  let scale = 1;
+  for (let i = 0; i < w.length; i++) {
+    const a = g[i]!;
+    const b = w[i]!;
+    if (Number.isNaN(b) || Number.isNaN(a)) {
+      t.true(Number.isNaN(a) && Number.isNaN(b), `${what}: NaN at ${i}`);
+      continue;
+    }
+    if (a === b) continue; // also equal infinities
+    err = Math.max(err, Math.abs(a - b));
+    scale = Math.max(scale, Math.abs(b));
+  }
+  t.true(err <= 1e-4 * scale, `${what}: max abs error ${err} (scale ${scale})`);
+}
+
+/** The plan table of the one program compiled so far. */
+function plan(programs: KernelProgramCallable[]): string {
+  return programs.map((p) => p.pprint()).join('\n');
+}
+
+/** One input through `layer` and then `fn`, as a module (layers must be submodules to be captured). */
+class Applied extends nn.Module {
+  constructor(
+    readonly layer: nn.Module,
+    readonly fn: (y: Tensor, x: Tensor) => Tensor = (y) => y,
+  ) {
+    super();
+  }
+  override forward(x: Tensor): Tensor {
+    return this.fn(this.layer.call(x) as Tensor, x);
+  }
+}
+
+/** `fn` (or a module) compiled vs eager, twice (the first call plans and compiles, the second runs the cached plan). */
+function differential(
+  t: ExecutionContext,
+  name: string,
+  fn: Fn | nn.Module,
+  inputs: Tensor[],
+  expectPlan?: RegExp,
+  { eagerSteps = false } = {},
+): string {
+  const programs: KernelProgramCallable[] = [];
+  const backend = (gm: GraphModule) => programs[programs.push(kernelsBackend(gm)) - 1]!;
+  const eager = fn instanceof nn.Module ? (...xs: Tensor[]) => fn.call(...xs) as Tensor : fn;
+  const opt = fn instanceof nn.Module ? compile(fn, { backend }) : compile(fn, { backend });
+  const compiled = (...xs: Tensor[]) => (opt instanceof nn.Module ? opt.call(...xs) : opt(...xs)) as Tensor;
+  noGrad(() => {
+    const want = eager(...inputs);
+    close(t, compiled(...inputs), want, `${name} (first call)`);
+    close(t, compiled(...inputs), want, `${name} (cached plan)`);
+  });
+  const text = plan(programs);
+  t.true(programs.length > 0, `${name}: captured`);
+  if (expectPlan) t.regex(text, expectPlan, name);
+  if (!eagerSteps) t.notRegex(text, /not lowered/, `${name}: everything lowered\n${text}`);
+  return text;
+}
+
+const oneKernel = /: 1 kernel, 0 eager steps/;
+
+test('element-wise chains fuse into one kernel: broadcasting, size-1 dims, odd sizes, scalars', (t) => {
+  manualSeed(1);
+  const chain: Fn = (x, y) => x.mul(2).add(y).relu().sub(0.5).mul(y).add(1).abs().sqrt();
+  differential(t, 'chain [7, 5] + [5]', chain, [randn([7, 5]), randn([5])], oneKernel);
+  differential(t, 'chain [3, 1, 5] + [4, 1]', chain, [randn([3, 1, 5]), randn([4, 1])], oneKernel);
+  differential(t, 'size 1', chain, [randn([1]), randn([1, 1])], oneKernel);
+  differential(t, '0-d operands', chain, [randn([]), randn([])], oneKernel);
+  differential(t, 'scalar on the left', (x) => x.neg().add(3).div(x.abs().add(1)).pow(2).sub(x.pow(3)), [randn([13])], oneKernel);
+  differential(
+    t,
+    'diamond: a value used twice is one kernel',
+    (x) => {
+      const y = x.mul(x).add(1);
+      return y.sqrt().mul(y.log());
+    },
+    [randn([9, 3])],
+    oneKernel,
+  );
+});
+
+test('activations and the rest of the element-wise table match eager', (t) => {
+  manualSeed(2);
+  const x = randn([6, 7]).mul(4);
+  const y = randn([7]);
+  const cases: [string, Fn][] = [
+    ['exp', (a) => a.exp()],
+    ['exp of extremes', (a) => a.mul(30).exp()],
+    ['log', (a) => a.abs().add(0.1).log()],
+    ['tanh', (a) => a.tanh()],
+    ['tanh near 0', (a) => a.mul(0.001).tanh()],
+    ['sigmoid', (a) => a.sigmoid()],
+    ['gelu', (a) => F.gelu(a)],
+    ['gelu tanh', (a) => F.gelu(a, { approximate: 'tanh' })],
+    ['clamp', (a) => a.clamp(-1, 0.5)],
+    ['clamp min', (a) => a.clamp(0.25)],
+    ['pow tensor', (a, b) => a.abs().add(0.5).pow(b)],
+    ['pow 0.5 and -2', (a) => a.abs().add(1).pow(0.5).add(a.add(20).pow(-2))],
+    ['where', (a, b) => a.where(b.gt(0), 0).add(a.lt(b).float())],
+    ['comparisons', (a, b) => a.ge(b).float().add(a.le(0).float()).add(a.eq(a).float()).add(a.ne(b).float())],
+    ['sub alpha and add alpha', (a, b) => a.sub(b, 2).add(b, 0.5)],
+  ];
+  for (const [name, fn] of cases) differential(t, name, fn, [x, y], oneKernel);
+});
+
+test('views on the way in are index maps: transposed, permuted, expanded, sliced, reshaped inputs', (t) => {
+  manualSeed(3);
+  const a = randn([4, 6]);
+  const b = randn([2, 3, 4]);
+  differential(t, 'transposed input', (x, y) => x.t().mul(2).add(y), [a, randn([6, 1])], oneKernel);
+  differential(t, 'non-contiguous argument', (x) => x.exp().add(1), [a.t()], oneKernel);
+  differential(t, 'permute + reshape', (x) => x.permute([2, 0, 1]).reshape([4, 6]).relu(), [b], oneKernel);
+  differential(t, 'reshape of a transposed input (no strides express it)', (x) => x.t().reshape([24]).add(1), [a], oneKernel);
+  differential(t, 'expand and unsqueeze', (x, y) => x.unsqueeze(0).expand([3, 4, 6]).mul(y.unsqueeze(-1)), [a, randn([3, 4])], oneKernel);
+  differential(
+    t,
+    'narrow, select, squeeze',
+    (x) =>
+      x
+        .narrow(1, 1, 3)
+        .select(0, 2)
+        .add(x.squeeze().sum(0).narrow(0, 0, 3)),
+    [a],
+  );
+  differential(t, 'flatten', (x) => x.flatten().sigmoid(), [b], oneKernel);
+});
+
+test('reductions fuse their element-wise producers: sum, mean, amax, amin over dims, keepdim', (t) => {
+  manualSeed(4);
+  const x = randn([5, 7, 3]);
+  differential(t, 'sum of a product over the last dim', (a) => a.mul(a).sum(-1), [x], oneKernel);
+  differential(t, 'sum over dim 0, keepdim', (a) => a.exp().sum(0, true), [x], oneKernel);
+  differential(t, 'mean over two dims', (a) => a.abs().mean([0, 2]), [x], oneKernel);
+  differential(t, 'sum of everything', (a) => a.relu().sum(), [x], oneKernel);
+  differential(t, 'amax and amin', (a) => a.max().sub(a.min()), [x]);
+  differential(t, 'reduce a transposed input', (a) => a.transpose(0, 2).sum(2), [x], oneKernel);
+  differential(t, 'long row (Kahan)', (a) => a.add(1000).sum(1), [randn([2, 20000])], oneKernel);
+});
+
+test('softmax, logSoftmax and layerNorm: a kernel per reduction, the normalisation fused with what follows', (t) => {
+  manualSeed(5);
+  const x = randn([4, 9]).mul(3);
+  const sm = differential(t, 'softmax last dim', (a) => a.softmax(-1), [x]);
+  t.regex(sm, /reduce max[\s\S]*reduce sum[\s\S]*elementwise/);
+  t.regex(sm, /: 3 kernels, 0 eager steps/);
+  differential(t, 'softmax dim 0', (a) => a.softmax(0), [x]);
+  differential(t, 'logSoftmax', (a) => a.logSoftmax(1), [x]);
+  differential(t, 'softmax of a producer, then a consumer', (a) => a.mul(2).relu().softmax(1).mul(10), [x]);
+  const ln = new nn.LayerNorm([9]);
+  noGrad(() => {
+    ln.weight!.copy_(randn([9]));
+    ln.bias!.copy_(randn([9]));
+  });
+  const lnText = differential(t, 'layerNorm', new Applied(ln), [randn([3, 5, 9])]);
+  t.regex(lnText, /reduce sum[\s\S]*reduce sum[\s\S]*elementwise/);
+  differential(t, 'F.layerNorm over two dims', (a) => F.layerNorm(a, [5, 9]), [randn([3, 5, 9])]);
+});
+
+test('matmul and linear call the GEMM with bias and relu fused; batched and transposed operands', (t) => {
+  manualSeed(6);
+  const lin = new nn.Linear(7, 5);
+  const fused = differential(t, 'linear + relu', new Applied(lin, (y) => y.relu()), [randn([3, 7])]);
+  t.regex(fused, /1 kernel, 0 eager[\s\S]*matmul\+bias\+relu/);
+  differential(t, 'linear on a 3-D input', new Applied(lin), [randn([2, 3, 7])], /matmul\+bias/);
+  differential(
+    t,
+    'F.linear with a closure weight, then gelu',
+    (a) => F.gelu(F.linear(a, lin.weight, lin.bias)),
+    [randn([4, 7])],
+    /matmul\+bias/,
+  );
+  differential(
+    t,
+    'matmul then residual add: epilogue in the next kernel',
+    (a, b) =>
+      a
+        .matmul(b)
+        .add(a.narrow(1, 0, 4))
+        .relu(),
+    [randn([5, 6]), randn([6, 4])],
+  );
+  differential(t, 'matmul with a transposed operand', (a, b) => a.matmul(b.t()), [randn([3, 5]), randn([4, 5])], /matmul/);
+  differential(t, 'batched matmul', (a, b) => a.matmul(b), [randn([2, 3, 5]), randn([2, 5, 4])], /matmul/);
+  differential(t, 'matmul + bias tensor + relu', (a, b, c) => a.matmul(b).add(c).relu(), [randn([1, 3]), randn([3, 1]), randn([1])]);
+});
+
+test('the gpu.js GEMM fallback (no wasm SIMD) gives the same results', (t) => {
+  manualSeed(7);
+  useSimdGemm(false);
+  try {
+    const lin = new nn.Linear(9, 6);
+    differential(t, 'linear + relu on the fallback', new Applied(lin, (y) => y.relu()), [randn([5, 9])], /matmul\+bias\+relu/);
+    differential(t, 'matmul on the fallback', (a, b) => a.matmul(b), [randn([2, 4, 3]), randn([2, 3, 7])]);
+  } finally {
+    useSimdGemm(undefined);
+  }
+});
+
+class Mlp extends nn.Module {
+  fc1 = new nn.Linear(20, 32);
+  fc2 = new nn.Linear(32, 32);
+  fc3 = new nn.Linear(32, 3);
+  override forward(x: Tensor): Tensor {
+    return this.fc3.call(this.fc2.call(this.fc1.call(x).relu()).relu()).logSoftmax(-1);
+  }
+}
+
+class SmallCnn extends nn.Module {
+  features = new nn.Sequential(
+    new nn.Conv2d(3, 8, 3, { padding: 1 }),
+    new nn.BatchNorm2d(8),
+    new nn.ReLU(),
+    new nn.Conv2d(8, 8, 3, { padding: 1 }),
+    new nn.BatchNorm2d(8),
+    new nn.ReLU(),
+    new nn.Conv2d(8, 8, 3, { padding: 1, stride: 2 }),
+    new nn.BatchNorm2d(8),
+    new nn.ReLU(),
+    new nn.MaxPool2d(2),
+  );
+  head = new nn.Linear(8 * 4 * 4, 5);
+  override forward(x: Tensor): Tensor {
+    return this.head.call(this.features.call(x).flatten(1));
+  }
+}
+
+/** Give batch norms running statistics that are not the identity. */
+function randomiseBatchNorms(m: nn.Module): void {
+  noGrad(() => {
+    for (const mod of m.modules()) {
+      if (mod instanceof nn.BatchNorm2d) {
+        mod.running_mean!.copy_(randn([mod.numFeatures]).mul(0.1));
+        mod.running_var!.copy_(randn([mod.numFeatures]).abs().add(0.5));
+        mod.weight!.copy_(randn([mod.numFeatures]));
+        mod.bias!.copy_(randn([mod.numFeatures]));
+      }
+    }
+  });
+}
+
+test('an MLP compiled with the kernels backend equals eager', (t) => {
+  manualSeed(8);
+  const m = new Mlp();
+  const programs: KernelProgramCallable[] = [];
+  const opt = compile(m, { backend: (gm) => programs[programs.push(kernelsBackend(gm)) - 1]! });
+  noGrad(() => {
+    for (const batch of [4, 1]) {
+      const x = randn([batch, 20]);
+      close(t, opt.call(x) as Tensor, m.call(x), `MLP batch ${batch}`);
+      close(t, opt.call(x) as Tensor, m.call(x), `MLP batch ${batch}, cached`);
+    }
+  });
+  const text = plan(programs);
+  t.regex(text, /matmul\+bias\+relu[\s\S]*matmul\+bias\+relu[\s\S]*matmul\+bias/);
+  t.notRegex(text, /eager step[^s]|not lowered/);
+});
+
+test('a small CNN (conv-bn-relu ×3, max pool, linear) compiled in eval mode equals eager', (t) => {
+  manualSeed(9);
+  const m = new SmallCnn().eval();
+  randomiseBatchNorms(m);
+  const programs: KernelProgramCallable[] = [];
+  const opt = compile(m, { backend: (gm) => programs[programs.push(kernelsBackend(gm)) - 1]! });
+  const x = randn([2, 3, 16, 16]);
+  noGrad(() => {
+    close(t, opt.call(x) as Tensor, m.call(x), 'CNN');
+    close(t, opt.call(x) as Tensor, m.call(x), 'CNN, cached plan');
+  });
+  const text = plan(programs);
+  t.regex(text, /conv2d\+bias[\s\S]*elementwise[\s\S]*conv2d[\s\S]*maxPool2d[\s\S]*matmul\+bias/, text);
+  t.regex(text, /0 eager steps/, text);
+});
+
+test('conv2d variants and pooling: stride, dilation, padding, relu epilogue, avg pooling options', (t) => {
+  manualSeed(10);
+  const w = randn([4, 3, 3, 2]);
+  const b = randn([4]);
+  const x = randn([2, 3, 9, 8]);
+  differential(
+    t,
+    'conv2d stride/dilation + relu',
+    (a) => F.conv2d(a, w, b, { stride: [2, 1], padding: [1, 2], dilation: [1, 2] }).relu(),
+    [x],
+    /conv2d\+bias\+relu/,
+  );
+  const w2 = randn([2, 3, 3, 3]);
+  differential(t, "conv2d 'same' without bias", (a) => F.conv2d(a, w2, null, { padding: 'same' }).mul(2), [x]);
+  differential(t, 'maxPool2d with padding', (a) => F.maxPool2d(a, 3, { stride: 2, padding: 1 }), [x], /maxPool2d/);
+  differential(t, 'maxPool2d ceil mode', (a) => F.maxPool2d(a, 2, { ceilMode: true }), [x]);
+  differential(t, 'avgPool2d', (a) => F.avgPool2d(a, 3, { stride: 2, padding: 1 }), [x], /avgPool2d/);
+  differential(t, 'avgPool2d countIncludePad false', (a) => F.avgPool2d(a, 2, { padding: 1, countIncludePad: false }), [x]);
+  differential(t, 'avgPool2d divisorOverride', (a) => F.avgPool2d(a, 2, { divisorOverride: 3 }), [x]);
+  differential(t, 'pooling a transposed input', (a) => F.maxPool2d(a.transpose(2, 3), 2), [x]);
+});
+
+test('cache: a second call with the same shapes compiles nothing, and neither does a second compile of the same graph', (t) => {
+  manualSeed(11);
+  const m = new Mlp();
+  const x = randn([6, 20]);
+  noGrad(() => {
+    const a = compile(m);
+    a.call(x);
+    const before = kernelCacheStats();
+    a.call(x);
+    const after = kernelCacheStats();
+    t.is(after.compiled, before.compiled, 'second call compiles no kernel');
+    t.is(after.plans, before.plans, 'second call makes no plan');
+    const b = compile(m);
+    close(t, b.call(x) as Tensor, m.call(x), 'second compiled copy');
+    const third = kernelCacheStats();
+    t.is(third.compiled, after.compiled, 'same graph, same shapes: kernels come from the cache');
+    t.is(third.plans, after.plans + 1);
+    b.call(randn([3, 20])); // new shapes: a new plan, new kernels
+    t.true(kernelCacheStats().plans > third.plans);
+  });
+});
+
+test('an op that is not lowered runs eagerly inside the compiled program', (t) => {
+  manualSeed(12);
+  const fn: Fn = (x) =>
+    cat([x.relu(), x.mul(2)], 1)
+      .exp()
+      .sum(1)
+      .add(x.argmax(1).float());
+  const text = differential(t, 'cat and argmax stay eager', fn, [randn([4, 3])], undefined, { eagerSteps: true });
+  t.regex(text, /eager +\[4, 6\] +cat/);
+  t.regex(text, /eager +\[4\] +argmax/);
+  t.regex(text, /elementwise/);
+});
+
+test('eager nodes run once per call: a forward hook and training-mode dropout inside a compiled model', (t) => {
+  class Hooked extends nn.Module {
+    fc = new nn.Linear(4, 4);
+    drop = new nn.Dropout(0.5);
+    override forward(x: Tensor): Tensor {
+      return this.drop.call(this.fc.call(x).relu()).mul(3);
+    }
+  }
+  const m = new Hooked();
+  let calls = 0;
+  m.fc.registerForwardHook(() => void calls++);
+  const opt = compile(m);
+  const x = randn([3, 4]);
+  noGrad(() => {
+    for (let i = 0; i < 3; i++) {
+      manualSeed(100 + i);
+      const got = opt.call(x) as Tensor;
+      manualSeed(100 + i);
+      const want = m.call(x);
+      close(t, got, want, `call ${i}`);
+    }
+  });
+  t.is(calls, 6, 'the hook ran once per compiled call and once per eager call');
+});
+
+test('gradients: with parameters requiring grad the program runs eagerly and gradients equal eager', (t) => {
+  manualSeed(13);
+  const m = new Mlp();
+  const opt = compile(m);
+  const x = randn([5, 20]);
+  (opt.call(x) as Tensor).sum().backward();
+  const g1 = m.fc1.weight.grad!.clone();
+  m.zeroGrad();
+  m.call(x).sum().backward();
+  close(t, g1, m.fc1.weight.grad!, 'fc1.weight.grad');
+  const xg = randn([2, 20], { requiresGrad: true });
+  const f = compile((a: Tensor) => a.tanh().mul(a).sum());
+  (f(xg) as Tensor).backward();
+  const gx = xg.grad!.clone();
+  xg.grad = null;
+  xg.tanh().mul(xg).sum().backward();
+  close(t, gx, xg.grad!, 'input gradient');
+});
+
+test('bool and float results, int inputs, and outputs that are views keep eager dtypes and shapes', (t) => {
+  const idx = tensor([[1, 2, 3]], { dtype: 'int32' });
+  differential(t, 'int input to float', (a, i) => a.add(i.float()).mul(0.5), [randn([2, 3]), idx]);
+  const xs = randn([5]);
+  differential(t, 'a bool result', (a) => a.gt(0), [xs], oneKernel);
+  differential(t, 'a transposed output', (a) => a.mul(2).t(), [randn([2, 3])], oneKernel);
+});
+
+test.serial('setKernelBackend: an unavailable backend warns once and falls back; results stay correct', (t) => {
+  const warnings: [string, string | undefined][] = [];
+  const emit = process.emitWarning;
+  process.emitWarning = ((w: string, type?: string) => void warnings.push([w, type])) as typeof process.emitWarning;
+  try {
+    t.is(setKernelBackend('headlessgl'), 'webasm');
+    t.is(getKernelBackend(), 'webasm');
+    t.is(warnings.length, 1);
+    const [msg, type] = warnings[0]!;
+    t.is(type, 'KilnWarning');
+    t.regex(msg, /'headlessgl' is unavailable/);
+    t.regex(msg, /'gl'/);
+    t.regex(msg, /using 'webasm' instead/);
+    differential(t, 'after the fallback', (a) => a.exp().add(1), [randn([3])], oneKernel);
+
+    warnings.length = 0;
+    t.is(setKernelBackend('webgpu'), 'webasm');
+    t.is(warnings.length, 1);
+    t.regex(warnings[0]![0], /'webgpu' is unavailable \(.+\); using 'webasm' instead/);
+
+    warnings.length = 0;
+    t.is(setKernelBackend('cpu'), 'cpu');
+    t.is(warnings.length, 0);
+    const text = differential(t, 'on the cpu backend', (a, b) => a.softmax(1).mul(b).sum(0), [randn([3, 4]), randn([4])]);
+    t.regex(text, /on cpu/);
+  } finally {
+    process.emitWarning = emit;
+    setKernelBackend('webasm');
+  }
+});
+
+test('bad input: unknown backend names, and shape errors from the eager check with the op and shapes', (t) => {
+  t.throws(() => setKernelBackend('cuda' as never), {
+    instanceOf: ValueError,
+    message: /unknown kernel backend "cuda" \(expected one of webasm, cpu, headlessgl, webgpu\)/,
+  });
+  const m = new Mlp();
+  const opt = compile(m);
+  noGrad(() => {
+    t.throws(() => opt.call(randn([2, 19])), {
+      instanceOf: ShapeError,
+      message: /Linear\(in_features=20, out_features=32\): expected input \[\.\.\., 20\], got \[2, 19\]/,
+    });
+    const f = compile((a: Tensor, b: Tensor) => a.add(b).relu());
+    t.throws(() => f(randn([2, 3]), randn([4])), { instanceOf: ShapeError, message: /add: shapes \[2, 3\] and \[4\] cannot be broadcast/ });
+  });
+});
