@@ -22,12 +22,13 @@ let pool: GemmPool | undefined;
 
 function poolFor(rt: GemmRuntime, threads: number): GemmPool | undefined {
   if (threads <= 1) return undefined;
-  if (!pool || pool.size < threads - 1) pool = new GemmPool(rt, threads - 1);
+  pool ??= new GemmPool(rt);
+  pool.ensure(threads - 1);
   return pool;
 }
 
-function overlaps(x: ArrayBufferView, y: ArrayBufferView | undefined): boolean {
-  return y !== undefined && x.byteOffset < y.byteOffset + y.byteLength && y.byteOffset < x.byteOffset + x.byteLength;
+function overlaps(x: ArrayBufferView, y: ArrayBufferView): boolean {
+  return x.byteOffset < y.byteOffset + y.byteLength && y.byteOffset < x.byteOffset + x.byteLength;
 }
 
 function run(
@@ -68,8 +69,9 @@ function run(
   };
   try {
     const outInPlace = heap.owns(out);
-    if (outInPlace && [a, b instanceof PackedB ? undefined : b, chk.bias].some((x) => x && heap.owns(x) && overlaps(out, x))) {
-      throw new ValueError(`${op}: out overlaps an input in wasm memory; the result would overwrite operands still being read`);
+    // b and bias are copied (packed, padded) before the kernels run; a is read in place while C is written.
+    if (outInPlace && heap.owns(a) && overlaps(out, a)) {
+      throw new ValueError(`${op}: out overlaps a in wasm memory; the result would overwrite rows of a still to be read`);
     }
     const aAddr = place(a);
     let bp: number;

@@ -136,12 +136,14 @@ export class GemmPool {
   private readonly ctrl: Int32Array;
   private readonly workers: Worker[] = [];
 
-  constructor(
-    private readonly rt: GemmRuntime,
-    workers: number,
-  ) {
+  constructor(private readonly rt: GemmRuntime) {
     this.ctrl = new Int32Array(rt.heap.memory.buffer, 0, CONTROL_BYTES / 4);
-    for (let w = 0; w < workers; w++) {
+  }
+
+  /** Starts workers until there are `count` (never fewer: a worker is never stopped mid-job). */
+  ensure(count: number): void {
+    const { rt } = this;
+    for (let w = this.workers.length; w < Math.min(count, MAX_WORKERS); w++) {
       const scratch: ThreadScratch = allocScratch(rt.heap, rt.cfg);
       const worker = new Worker(WORKER_SOURCE, {
         eval: true,
