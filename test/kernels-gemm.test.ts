@@ -86,6 +86,25 @@ test('gemm matches the triple loop at awkward shapes, with and without bias and 
   }
 });
 
+test('gemm matches the triple loop at 80 random shapes and option sets (seeded)', (t) => {
+  let s = 12345;
+  const next = (n: number): number => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return 1 + (s % n);
+  };
+  for (let i = 0; i < 80; i++) {
+    const [M, K, N] = [next(70), next(300), next(70)];
+    const a = random(M * K, i);
+    const b = random(K * N, i + 1000);
+    const opts: GemmOptions = {
+      bTransposed: next(2) === 1,
+      activation: next(2) === 1 ? 'relu' : 'none',
+      bias: next(2) === 1 ? random(N, i + 2000) : undefined,
+    };
+    assertClose(t, gemm(a, b, M, K, N, opts), naive(a, b, M, K, N, opts), `gemm ${M}x${K}x${N} #${i}`);
+  }
+});
+
 test('the plain-JS reference agrees with the definition', (t) => {
   for (const [M, K, N] of SHAPES.slice(0, 6)) {
     const a = random(M * K, 7);
