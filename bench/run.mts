@@ -1,6 +1,9 @@
 /**
  * `npm run bench`: kiln eager against @tensorflow/tfjs-backend-cpu, measured side by side in one
- * process (interleaved rounds, median of each) so that machine noise hits both alike.
+ * process (interleaved rounds, median of each) so that machine noise hits both alike; then kiln eager and
+ * kiln compiled (`backend: 'kernels'`) against the peers in bench/peers.mts (tfjs-backend-wasm, @jax-js/jax
+ * on wasm, onnxruntime-node) on matmul 256/512/1024, an MLP and a small CNN, every contender's result
+ * checked against a plain-JS reference before it is timed.
  * Writes bench/results.json; the README's table summarises it.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -10,11 +13,32 @@ import '@tensorflow/tfjs-backend-cpu';
 import { createRequire } from 'node:module';
 // tfjs-core's Node bundle leaves its gradient rules out; training needs them registered
 createRequire(import.meta.url)('@tensorflow/tfjs-core/dist/register_all_gradients');
-import { F, compile, manualSeed, nn, optim, randn, tensor, type Tensor } from '../src/index.js';
+import { F, compile, manualSeed, nn, noGrad, ops, optim, randn, tensor, type Tensor } from '../src/index.js';
 import { firstFailing } from '../src/compile/guards.js';
 import { CompiledCallable } from '../src/compile/compiled-callable.js';
 import { symbolicTrace } from '../src/fx.js';
 import { transformSource } from '../src/register/transform-file.js';
+import {
+  CNN,
+  MLP,
+  PEER_NAMES,
+  checkClose,
+  cnnData,
+  loadPeer,
+  matmulData,
+  mlpData,
+  prepareCase,
+  referenceCnn,
+  referenceMatmul,
+  referenceMlp,
+  rng,
+  type CnnWeights,
+  type Loaded,
+  type MlpWeights,
+  type Peer,
+  type PeerName,
+  type Prepared,
+} from './peers.mjs';
 
 interface Result {
   name: string;
@@ -26,6 +50,13 @@ interface Result {
 }
 
 const ROUNDS = Number(process.env.KILN_BENCH_ROUNDS ?? 7);
+/** Rounds for the peer comparisons: at least 10 (odd, so the median is one measured round). */
+const PEER_ROUNDS = Math.max(10, Number(process.env.KILN_BENCH_PEER_ROUNDS ?? 11));
+/**
+ * Untimed calls of each contender before the timed rounds (JIT tiers, caches, kernel compilation), on top
+ * of the two untimed calls every contender already made when its result was checked.
+ */
+const PEER_WARMUP = 1;
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -331,6 +362,291 @@ async function pluginBench(): Promise<Check[]> {
   ];
 }
 
+// ---------------------------------------------------------------------------------------------------------
+// kiln against its peers (bench/peers.mts): matmul, MLP and CNN inference, every result checked first
+
+/** A contender in a side-by-side case: returns the result copied to host (a typed array). */
+type Contender = () => unknown;
+
+/**
+ * The async counterpart of `sideBySide`: warm-up, then `rounds` rounds in which every contender runs once,
+ * in a fresh (seeded) random order each round, so that no contender always runs first or always right after
+ * the same neighbour (whose leftover threads, caches or garbage it would otherwise inherit); median ms each.
+ */
+async function sideBySideAsync(contenders: Record<string, Contender>, rounds: number): Promise<Record<string, number>> {
+  const names = Object.keys(contenders);
+  for (const n of names) for (let i = 0; i < PEER_WARMUP; i++) await contenders[n]!();
+  const times: Record<string, number[]> = Object.fromEntries(names.map((n) => [n, []]));
+  const next = rng(rounds);
+  for (let r = 0; r < rounds; r++) {
+    const order = [...names];
+    for (let i = order.length - 1; i > 0; i--) {
+      const j = Math.floor(next() * (i + 1));
+      [order[i], order[j]] = [order[j]!, order[i]!];
+    }
+    for (const n of order) {
+      const t0 = performance.now();
+      await contenders[n]!();
+      times[n]!.push(performance.now() - t0);
+    }
+  }
+  return Object.fromEntries(names.map((n) => [n, median(times[n]!)]));
+}
+
+interface PeerCase {
+  name: string;
+  /** 'GFLOP/s' for matmul, 'ms' for the models */
+  unit: string;
+  /** floating-point operations of one call (2·n³ for matmul; multiply-adds ×2 of the model's layers) */
+  flop: number;
+  /** median ms per call, by contender ('kiln eager', 'kiln compiled', and each peer) */
+  ms: Record<string, number>;
+  /** the same in `unit` */
+  value: Record<string, number>;
+  /** contenders with no number, and why (not installed, cannot express the case, wrong result) */
+  missing: Record<string, string>;
+  /** 'kernels/X' = X's ms ÷ kiln compiled's ms: > 1 means kiln compiled is faster than X */
+  ratios: Record<string, number>;
+}
+
+/** The contenders' display names: kiln's two, then the peers in PEER_NAMES order. */
+const KILN_EAGER = 'kiln eager';
+const KILN_COMPILED = 'kiln compiled';
+
+/** Check a kiln result like a peer's; a wrong result is reported, never timed. */
+function verifiedKiln(who: string, run: () => Tensor, ref: Float32Array): Contender {
+  run();
+  checkClose(who, run().data() as Float32Array, ref);
+  return () => run().data();
+}
+
+/** How a contender's preparation ended: a runner, a reason it is absent, or a wrong result (an error). */
+type Outcome = { run: Contender } | { why: string; error?: true };
+
+async function outcome(f: () => Promise<Prepared> | Contender): Promise<Outcome> {
+  try {
+    const r = await f();
+    if (typeof r === 'function') return { run: r };
+    return r.available ? { run: r.run } : { why: r.why };
+  } catch (e) {
+    const why = e instanceof Error ? e.message : String(e);
+    console.log(`  ✗ ${why}`);
+    process.exitCode = 1; // the bench still writes its results, but the run fails: a contender is wrong
+    return { why, error: true };
+  }
+}
+
+async function peerCase(
+  name: string,
+  unit: 'GFLOP/s' | 'ms',
+  flop: number,
+  prepare: Record<string, () => Promise<Prepared> | Contender>,
+): Promise<PeerCase> {
+  const runs: Record<string, Contender> = {};
+  const missing: Record<string, string> = {};
+  for (const [who, p] of Object.entries(prepare)) {
+    const o = await outcome(p);
+    if ('run' in o) runs[who] = o.run;
+    else missing[who] = o.why;
+  }
+  const ms = await sideBySideAsync(runs, PEER_ROUNDS);
+  const toUnit = (t: number) => (unit === 'GFLOP/s' ? flop / (t * 1e6) : t);
+  const value = Object.fromEntries(Object.entries(ms).map(([k, t]) => [k, toUnit(t)]));
+  const ratios: Record<string, number> = {};
+  const kernels = ms[KILN_COMPILED];
+  if (kernels !== undefined)
+    for (const [who, t] of Object.entries(ms))
+      if (who !== KILN_COMPILED) ratios[`kernels/${who === KILN_EAGER ? 'eager' : who}`] = t / kernels;
+  const shown = Object.entries(value)
+    .map(([k, v]) => `${k} ${v.toFixed(unit === 'ms' ? 2 : 1)}`)
+    .join(', ');
+  console.log(
+    `  ${name}: ${PEER_ROUNDS} rounds: ${shown} ${unit}${Object.keys(missing).length ? ` (no number: ${Object.keys(missing).join(', ')})` : ''}`,
+  );
+  return { name, unit, flop, ms, value, missing, ratios };
+}
+
+/** Prepare functions for every loaded peer, in PEER_NAMES order; an unloaded peer says why. */
+function peerPreparers(peers: Loaded[], f: (p: Peer) => Promise<Prepared>): Record<string, () => Promise<Prepared>> {
+  return Object.fromEntries(
+    peers.map((l) => [
+      l.name,
+      l.available ? () => prepareCase(l.peer, () => f(l.peer)) : async (): Promise<Prepared> => ({ available: false, why: l.why }),
+    ]),
+  );
+}
+
+function matmulPeerCase(n: number, peers: Loaded[]): Promise<PeerCase> {
+  const { a, b } = matmulData(n);
+  const ref = referenceMatmul(a, b, n);
+  const ta = tensor(a, { shape: [n, n] });
+  const tb = tensor(b, { shape: [n, n] });
+  const mm = compile((x: Tensor, y: Tensor) => ops.matmul(x, y), { backend: 'kernels' });
+  return peerCase(`matmul ${n}x${n} float32`, 'GFLOP/s', 2 * n ** 3, {
+    [KILN_EAGER]: () => verifiedKiln(`kiln eager matmul ${n}`, () => ops.matmul(ta, tb), ref),
+    [KILN_COMPILED]: () => verifiedKiln(`kiln compiled matmul ${n}`, () => mm(ta, tb), ref),
+    ...peerPreparers(peers, (p) => p.matmul(a, b, n)),
+  });
+}
+
+/** kiln's MLP from kiln's nn, with the shared weights loaded through loadStateDict. */
+function kilnMlp(w: MlpWeights): nn.Module {
+  const layers: nn.Module[] = [];
+  w.layers.forEach((l, i) => {
+    layers.push(new nn.Linear(l.inFeatures, l.outFeatures));
+    if (i < w.layers.length - 1) layers.push(new nn.ReLU());
+  });
+  const model = new nn.Sequential(...layers);
+  const sd = model.stateDict();
+  w.layers.forEach((l, i) => {
+    sd[`${2 * i}.weight`] = tensor(l.weight, { shape: [l.outFeatures, l.inFeatures] });
+    sd[`${2 * i}.bias`] = tensor(l.bias);
+  });
+  model.loadStateDict(sd);
+  return model.eval();
+}
+
+/** kiln's CNN: 3× (Conv2d, BatchNorm2d, ReLU), MaxPool2d(2), Flatten, Linear, with the shared weights. */
+function kilnCnn(w: CnnWeights): nn.Module {
+  const layers: nn.Module[] = [];
+  for (const c of w.convs)
+    layers.push(
+      new nn.Conv2d(c.inChannels, c.outChannels, 3, { padding: 1 }),
+      new nn.BatchNorm2d(c.outChannels, { eps: w.eps }),
+      new nn.ReLU(),
+    );
+  layers.push(new nn.MaxPool2d(2), new nn.Flatten(), new nn.Linear(CNN.flat, CNN.classes));
+  const model = new nn.Sequential(...layers);
+  const sd = model.stateDict();
+  w.convs.forEach((c, i) => {
+    const conv = 3 * i;
+    const bn = 3 * i + 1;
+    sd[`${conv}.weight`] = tensor(c.weight, { shape: [c.outChannels, c.inChannels, 3, 3] });
+    sd[`${conv}.bias`] = tensor(c.bias);
+    sd[`${bn}.weight`] = tensor(c.gamma);
+    sd[`${bn}.bias`] = tensor(c.beta);
+    sd[`${bn}.running_mean`] = tensor(c.runningMean);
+    sd[`${bn}.running_var`] = tensor(c.runningVar);
+  });
+  sd[`${layers.length - 1}.weight`] = tensor(w.fcWeight, { shape: [CNN.classes, CNN.flat] });
+  sd[`${layers.length - 1}.bias`] = tensor(w.fcBias);
+  model.loadStateDict(sd);
+  return model.eval();
+}
+
+/** Eager and compiled (`backend: 'kernels'`) inference of `model` under noGrad, checked against `ref`. */
+function kilnModelContenders(label: string, model: nn.Module, x: Tensor, ref: Float32Array): Record<string, () => Contender> {
+  const compiled = compile(model, { backend: 'kernels' });
+  return {
+    [KILN_EAGER]: () => verifiedKiln(`kiln eager ${label}`, () => noGrad(() => model.call(x) as Tensor), ref),
+    [KILN_COMPILED]: () => verifiedKiln(`kiln compiled ${label}`, () => noGrad(() => compiled.call(x) as Tensor), ref),
+  };
+}
+
+function mlpPeerCase(peers: Loaded[]): Promise<PeerCase> {
+  const { weights, x } = mlpData();
+  const ref = referenceMlp(weights, x);
+  const s = MLP.sizes;
+  const flop = 2 * MLP.batch * s.slice(1).reduce((acc, out, i) => acc + s[i]! * out, 0);
+  return peerCase(`MLP ${s.join('-')} inference, batch ${MLP.batch}`, 'ms', flop, {
+    ...kilnModelContenders('MLP', kilnMlp(weights), tensor(x, { shape: [MLP.batch, s[0]] }), ref),
+    ...peerPreparers(peers, (p) => p.mlp(weights, x)),
+  });
+}
+
+function cnnPeerCase(peers: Loaded[]): Promise<PeerCase> {
+  const { weights, x } = cnnData();
+  const ref = referenceCnn(weights, x);
+  const { batch: N, hw: H, channels: ch } = CNN;
+  const flop = 2 * N * H * H * 9 * ch.slice(1).reduce((acc, out, i) => acc + ch[i]! * out, 0) + 2 * N * CNN.flat * CNN.classes;
+  return peerCase(`CNN 3x(conv3x3-bn-relu) ${ch.join('-')}, pool, linear, batch ${N}`, 'ms', flop, {
+    ...kilnModelContenders('CNN', kilnCnn(weights), tensor(x, { shape: [N, ch[0], H, H] }), ref),
+    ...peerPreparers(peers, (p) => p.cnn(weights, x)),
+  });
+}
+
+/** The issue's targets for the kernel backend, from this run's numbers (missing numbers: not passed). */
+function kernelTargets(cases: PeerCase[]): Check[] {
+  const byName = (prefix: string) => cases.find((c) => c.name.startsWith(prefix));
+  const out: Check[] = [];
+  const mlp = byName('MLP');
+  const cnn = byName('CNN');
+  const mm512 = byName('matmul 512');
+  const ratio = (c: PeerCase | undefined, key: string) => c?.ratios[key] ?? NaN;
+  const eagerMlp = ratio(mlp, 'kernels/eager');
+  out.push({ name: 'compiled MLP speed-up over eager', unit: '×', value: eagerMlp, target: '≥ 3', pass: eagerMlp >= 3 });
+  const jaxNames: PeerName[] = ['jax-js-wasm', 'jax-js-wasm-mt'];
+  const jaxBest = jaxNames
+    .map((n) => ({ n, v: mm512?.value[n] }))
+    .filter((j): j is { n: PeerName; v: number } => j.v !== undefined)
+    .sort((p, q) => q.v - p.v)[0];
+  const kernels512 = mm512?.value[KILN_COMPILED] ?? NaN;
+  const ofJax = jaxBest ? kernels512 / jaxBest.v : NaN;
+  out.push({
+    name: `matmul 512 kiln compiled ÷ ${jaxBest?.n ?? 'jax-js'} (the faster jax-js)`,
+    unit: '×',
+    value: ofJax,
+    target: '≥ 0.5',
+    pass: ofJax >= 0.5,
+  });
+  const tfjs512 = mm512?.value['tfjs-wasm'] ?? NaN;
+  const stretch = Math.min(ofJax, kernels512 / tfjs512);
+  out.push({
+    name: 'matmul 512 kiln compiled ÷ max(jax-js, tfjs-wasm) (stretch)',
+    unit: '×',
+    value: stretch,
+    target: '> 1',
+    pass: stretch > 1,
+  });
+  for (const c of [mlp, cnn]) {
+    const slower = 1 / ratio(c, 'kernels/tfjs-wasm'); // compiled ms ÷ tfjs-wasm ms
+    out.push({
+      name: `${c?.name.split(' ')[0] ?? '?'} compiled time ÷ tfjs-wasm time`,
+      unit: '×',
+      value: slower,
+      target: '≤ 1.5',
+      pass: slower <= 1.5,
+    });
+  }
+  return out;
+}
+
+async function peerBench(): Promise<{ peers: object[]; cases: PeerCase[]; targets: Check[] }> {
+  console.log(
+    `\nkiln vs peers: median of ${PEER_ROUNDS} interleaved rounds, each contender first called ${2 + PEER_WARMUP} times untimed (twice to check its result against the reference)`,
+  );
+  const loaded: Loaded[] = [];
+  for (const name of PEER_NAMES) {
+    const l = await loadPeer(name);
+    loaded.push(l);
+    console.log(l.available ? `  ${name}: ${l.peer.version}; ${l.peer.config}` : `  ${name}: not available: ${l.why}`);
+  }
+  const cases: PeerCase[] = [];
+  for (const n of [256, 512, 1024]) cases.push(await matmulPeerCase(n, loaded));
+  cases.push(await mlpPeerCase(loaded));
+  cases.push(await cnnPeerCase(loaded));
+  for (const l of loaded) if (l.available) await l.peer.dispose();
+  const peers = loaded.map((l) => (l.available ? { name: l.name, available: true, version: l.peer.version, config: l.peer.config } : l));
+  return { peers, cases, targets: kernelTargets(cases) };
+}
+
+/** The ratio table: each contender's value, and kiln compiled's speed-up over it. */
+function printPeerTable(cases: PeerCase[]): void {
+  const who = [KILN_EAGER, KILN_COMPILED, ...PEER_NAMES];
+  console.log(`\n${'case'.padEnd(52)}${who.map((w) => w.padStart(17)).join('')}`);
+  for (const c of cases) {
+    const cells = who.map((w) => {
+      const v = c.value[w];
+      if (v === undefined) return '—'.padStart(17);
+      const ratio = c.ratios[`kernels/${w === KILN_EAGER ? 'eager' : w}`];
+      const r = ratio === undefined ? '' : ` (${ratio.toFixed(2)}×)`;
+      return `${v.toFixed(c.unit === 'ms' ? 2 : 1)}${r}`.padStart(17);
+    });
+    console.log(`${`${c.name} [${c.unit}]`.padEnd(52)}${cells.join('')}`);
+  }
+  console.log('(n×) after a value: kiln compiled ÷ it, in speed; > 1 means kiln compiled is faster)');
+}
+
 async function main() {
   await tf.setBackend('cpu');
   console.log(`kiln bench: eager runtime vs @tensorflow/tfjs-backend-cpu ${tf.version_core}, ${ROUNDS} interleaved rounds each`);
@@ -348,12 +664,27 @@ async function main() {
       `${c.name.padEnd(50)} ${c.value.toFixed(2).padStart(13)} ${c.unit.padEnd(8)} target ${c.target} ${c.unit}: ${c.pass ? 'pass' : 'FAIL'}`,
     );
   }
+  // after the tfjs-cpu cases: loading the tfjs-wasm peer switches tfjs' global backend to wasm
+  const peers = await peerBench();
+  printPeerTable(peers.cases);
+  for (const c of peers.targets) {
+    console.log(
+      `${c.name.padEnd(60)} ${c.value.toFixed(2).padStart(8)} ${c.unit.padEnd(2)} target ${c.target}: ${c.pass ? 'pass' : 'miss'}`,
+    );
+  }
   const out = {
     date: new Date().toISOString(),
     machine: { node: process.version, cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length },
     rounds: ROUNDS,
     results,
     checks,
+    peerRounds: PEER_ROUNDS,
+    peerWarmup: PEER_WARMUP,
+    ratioMeaning:
+      "ratios['kernels/X'] = X's median ms ÷ kiln compiled's median ms: > 1 means kiln compiled (backend 'kernels') is faster than X",
+    peers: peers.peers,
+    peerCases: peers.cases,
+    kernelTargets: peers.targets,
   };
   writeFileSync(new URL('./results.json', import.meta.url), JSON.stringify(out, null, 2) + '\n');
   console.log('\nwrote bench/results.json');
