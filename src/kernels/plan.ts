@@ -116,11 +116,18 @@ export class Plan {
   private replay: ReadonlyMap<Node, unknown> | null;
   readonly mode: KernelBackendName;
 
-  constructor(readonly src: PlanSource) {
+  /** Non-tensor node values (shapes, numbers): fixed by the input signature, so kept from the eager run. */
+  private readonly fixed = new Map<Node, unknown>();
+  readonly src: Omit<PlanSource, 'values'>;
+
+  constructor(source: PlanSource) {
+    const { values, ...src } = source;
+    this.src = src;
     this.mode = getKernelBackend();
     this.interp = new Interpreter(src.gm, false);
-    this.replay = src.values;
-    this.build();
+    this.replay = values;
+    for (const [n, v] of values) if (!(v instanceof Tensor)) this.fixed.set(n, v);
+    this.build(values);
   }
 
   get ir(): readonly IRNode[] {
@@ -138,8 +145,8 @@ export class Plan {
     return n.origin ? n.origin.name : `#${id}`;
   }
 
-  private build(): void {
-    const { lowered, groups, values, gm } = this.src;
+  private build(values: ReadonlyMap<Node, unknown>): void {
+    const { lowered, groups, gm } = this.src;
     const ctx: CodegenContext = { ir: lowered.ir, layoutOf: this.layoutOf };
     // Layouts of values that exist before any step: inputs and module tensors.
     for (const n of lowered.ir) {
@@ -154,7 +161,7 @@ export class Plan {
     }
     for (let id = 0; id < lowered.ir.length; id++) {
       const node = eagerAt.get(id);
-      if (node) this.steps.push(this.eagerStep(node, id));
+      if (node) this.steps.push(this.eagerStep(node, id, values.get(node)));
       const g = groupAt.get(id);
       if (g) this.steps.push(this.kernelStep(ctx, g));
     }
@@ -204,11 +211,10 @@ export class Plan {
     if (env.nodes.has(node)) return env.nodes.get(node);
     const id = this.src.lowered.irOf.get(node);
     if (id !== undefined) return this.realise(env, id);
-    return this.src.values.get(node); // a non-tensor value fixed by the input signature (a shape, a number)
+    return this.fixed.get(node);
   }
 
-  private eagerStep(node: Node, id: number): Step {
-    const out = this.src.values.get(node);
+  private eagerStep(node: Node, id: number, out: unknown): Step {
     const reads = node.allInputNodes().flatMap((n) => {
       const r = this.src.lowered.irOf.get(n);
       return r === undefined ? [] : [this.baseOf(r)];

@@ -1,3 +1,4 @@
+import { KilnError } from '../errors.js';
 import type { GraphModule } from '../graph/graph-module.js';
 import { Interpreter } from '../graph/interpreter.js';
 import { targetName } from '../graph/node.js';
@@ -109,7 +110,17 @@ export class KernelProgram {
     countPlan();
     this.plans.set(key, plan);
     logLine(formatPlan(plan, `kiln kernels: ${this.name}`));
-    return plan.run(args);
+    try {
+      return plan.run(args);
+    } catch (e) {
+      if (e instanceof KilnError) throw e;
+      // A kernel gpu.js could not build or run: this signature runs eagerly; the eager run above already
+      // produced this call's result (eager steps replayed it, so nothing ran twice).
+      const reason = `a kernel failed: ${(e instanceof Error ? e.message : String(e)).split('\n')[0]}`;
+      this.plans.set(key, reason);
+      process.emitWarning(`kiln: ${this.name} runs eagerly for inputs ${key} (${reason})`, 'KilnWarning');
+      return eagerResult;
+    }
   }
 
   pprint(): string {
