@@ -1,3 +1,4 @@
+import { KilnError } from '../errors.js';
 import { type CodegenContext, accessOf, type GeneratedKernel } from './elementwise.js';
 import { accessOffset, floatLit, KernelSource } from './index-map.js';
 import { numelOf, type IRNode, type Layout } from './ir.js';
@@ -30,7 +31,7 @@ function windowRead(src: KernelSource, x: string, access: Access, plane: string,
 
 /** The im2row kernel of a conv2d IR node: rows [N·OH·OW, C·kh·kw]. */
 export function im2rowKernel(ctx: CodegenContext, node: IRNode): GeneratedKernel {
-  if (node.kind !== 'conv2d') throw new Error('im2rowKernel: not a conv2d');
+  if (node.kind !== 'conv2d') throw new KilnError(`kernels: im2rowKernel got a ${node.kind} node, not a conv2d`);
   const { access, base } = accessOf(ctx, node.x);
   const [N, C, H, W] = ctx.ir[node.x]!.shape as [number, number, number, number];
   const [, , kh, kw] = ctx.ir[node.w]!.shape as [number, number, number, number];
@@ -61,7 +62,7 @@ export function im2rowKernel(ctx: CodegenContext, node: IRNode): GeneratedKernel
 
 /** Max or average pooling over the last two dims, one output element per cell. */
 export function poolKernel(ctx: CodegenContext, node: IRNode): GeneratedKernel {
-  if (node.kind !== 'pool2d') throw new Error('poolKernel: not a pool2d');
+  if (node.kind !== 'pool2d') throw new KilnError(`kernels: poolKernel got a ${node.kind} node, not a pool2d`);
   const { access, base } = accessOf(ctx, node.x);
   const inShape = ctx.ir[node.x]!.shape;
   const H = inShape[inShape.length - 2]!;

@@ -128,7 +128,8 @@ export function ewCode(
       return e;
     }
     case 'where':
-      return `(${a} !== 0.0 ? ${b} : ${c})`;
+      // a NaN condition is false, as in the eager kernel's `cond ? x : y`
+      return `(${a} !== 0.0 && ${a} === ${a} ? ${b} : ${c})`;
     case 'eq':
       return `(${a} === ${b} ? 1.0 : 0.0)`;
     case 'ne':

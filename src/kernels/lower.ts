@@ -101,7 +101,7 @@ function isNode(v: unknown): v is Node {
   return v !== null && typeof v === 'object' && 'op' in v && 'users' in v && 'graph' in v;
 }
 
-/** A dim in [0, ndim), or null when out of range (the eager run would have thrown already). */
+/** A possibly negative dim wrapped into [0, ndim) (the eager run already rejected bad dims). */
 function dimOf(d: unknown, ndim: number): number {
   const n = Math.max(ndim, 1);
   const v = d as number;

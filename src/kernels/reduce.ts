@@ -1,3 +1,4 @@
+import { KilnError } from '../errors.js';
 import { type CodegenContext, ExprEmitter, type GeneratedKernel } from './elementwise.js';
 import { accessOffset, floatLit, KernelSource, offsetExpr } from './index-map.js';
 import { numelOf } from './ir.js';
@@ -17,7 +18,7 @@ import { broadcastAccess, permuteAccess, type Access } from './views.js';
  */
 export function reduceKernel(ctx: CodegenContext, group: Group): GeneratedKernel {
   const root = ctx.ir[group.root]!;
-  if (root.kind !== 'reduce') throw new Error(`reduceKernel: ${root.kind} is not a reduction`);
+  if (root.kind !== 'reduce') throw new KilnError(`kernels: reduceKernel got a ${root.kind} node, not a reduction`);
   const inShape = ctx.ir[root.arg]!.shape;
   const dims = root.dims;
   const kept = inShape.map((_, d) => d).filter((d) => !dims.includes(d));
