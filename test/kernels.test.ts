@@ -1,3 +1,5 @@
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import test, { type ExecutionContext } from 'ava';
 import {
   F,
@@ -461,4 +463,29 @@ test('bad input: unknown backend names, and shape errors from the eager check wi
     const f = compile((a: Tensor, b: Tensor) => a.add(b).relu());
     t.throws(() => f(randn([2, 3]), randn([4])), { instanceOf: ShapeError, message: /add: shapes \[2, 3\] and \[4\] cannot be broadcast/ });
   });
+});
+
+test('KILN_LOG=kernels prints which nodes went into which kernel, as an aligned table on stderr', (t) => {
+  mkdirSync('test/.tmp', { recursive: true });
+  const script = 'test/.tmp/kernels-log.ts';
+  writeFileSync(
+    script,
+    [
+      "import { compile, nn, noGrad, randn } from '../../src/index.js';",
+      'const m = new nn.Sequential(new nn.Linear(6, 8), new nn.ReLU(), new nn.Linear(8, 2), new nn.Softmax(1));',
+      'noGrad(() => compile(m).call(randn([3, 6])));',
+    ].join('\n'),
+  );
+  const r = spawnSync(process.execPath, ['--import', 'tsx', script], { encoding: 'utf8', env: { ...process.env, KILN_LOG: 'kernels' } });
+  t.is(r.status, 0, r.stderr);
+  const table = r.stderr.split('\n').filter((l) => l.startsWith('kiln kernels') || l.startsWith('  '));
+  t.deepEqual(table, [
+    'kiln kernels: Sequential: 5 kernels, 0 eager steps on webasm',
+    '  #  kind              output  nodes',
+    '  1  matmul+bias+relu  [3, 8]  _0, _1',
+    '  2  matmul+bias       [3, 2]  _2',
+    '  3  reduce max        [3, 1]  _3',
+    '  4  reduce sum        [3, 1]  _3',
+    '  5  elementwise       [3, 2]  _3',
+  ]);
 });
