@@ -405,3 +405,23 @@ test('bad options give clear errors', (t) => {
   t.throws(() => compile(new MLP(), { cacheSizeLimit: -1 }), { instanceOf: ValueError, message: /cacheSizeLimit/ });
   t.throws(() => compile(42 as never), { instanceOf: KilnError, message: /expected an nn.Module or a function/ });
 });
+
+test('a standard layer compiled on its own is captured (its input check is skipped on proxies); bad input still gets the layer’s error', (t) => {
+  const cases: [nn.Module, number[]][] = [
+    [new nn.Linear(4, 2), [3, 4]],
+    [new nn.Conv1d(3, 4, 3), [2, 3, 8]],
+    [new nn.Conv2d(3, 4, 3, { padding: 1 }), [2, 3, 6, 6]],
+    [new nn.BatchNorm2d(3).eval(), [2, 3, 4, 4]],
+  ];
+  for (const [layer, shape] of cases) {
+    const cnt = new testing.CompileCounter();
+    const opt = compile(layer, { backend: cnt });
+    const x = randn(shape);
+    same(t, opt.call(x) as Tensor, layer.call(x));
+    t.is(cnt.frameCount, 1, `${layer.constructor.name}: one graph`);
+  }
+  t.throws(() => new nn.Conv2d(3, 4, 3).call(randn([2, 5, 6, 6])), {
+    instanceOf: KilnError,
+    message: 'Conv2d(3, 4, kernel_size=(3, 3), stride=1): expected input [N, 3, H, W] or [3, H, W], got [2, 5, 6, 6]',
+  });
+});

@@ -1,11 +1,21 @@
 import { ShapeError, ValueError } from '../../errors.js';
 import { noGrad } from '../autograd.js';
+import { activeTrace } from '../dispatch.js';
 import * as O from '../ops/index.js';
 import { fmt } from '../shape.js';
 import type { Tensor } from '../tensor.js';
 import { kaimingUniform_, normal_, uniform_ } from './init.js';
 import { Module } from './module.js';
 import { Parameter } from './parameter.js';
+
+/**
+ * A layer's input check. Symbolic tracing hands layers proxies whose shapes are not numbers (a layer traced as
+ * the root module, e.g. `compile(new nn.Conv2d(…))`): the check is skipped there, and the ops check at run time.
+ */
+function expectInput(x: Tensor, ok: (shape: readonly number[]) => boolean, message: (shape: string) => string): void {
+  if (activeTrace?.symbolic && activeTrace.isTraced(x)) return;
+  if (!ok(x.shape)) throw new ShapeError(message(fmt(x.shape)));
+}
 
 /** The standard layers. Constructors take PyTorch's positional arguments, then an options object. */
 
@@ -46,9 +56,11 @@ export class Linear extends Module {
   }
 
   override forward(x: Tensor): Tensor {
-    if (x.ndim === 0 || x.shape[x.ndim - 1] !== this.inFeatures) {
-      throw new ShapeError(`${this.describe()}: expected input [..., ${this.inFeatures}], got ${fmt(x.shape)}`);
-    }
+    expectInput(
+      x,
+      (s) => s.length > 0 && s[s.length - 1] === this.inFeatures,
+      (got) => `${this.describe()}: expected input [..., ${this.inFeatures}], got ${got}`,
+    );
     return O.linear(x, this.weight, this.bias);
   }
 
@@ -117,11 +129,11 @@ export class Conv1d extends ConvNd {
   }
 
   override forward(x: Tensor): Tensor {
-    if ((x.ndim !== 2 && x.ndim !== 3) || x.shape[x.ndim - 2] !== this.inChannels) {
-      throw new ShapeError(
-        `Conv1d(${this.extraRepr()}): expected input [N, ${this.inChannels}, L] or [${this.inChannels}, L], got ${fmt(x.shape)}`,
-      );
-    }
+    expectInput(
+      x,
+      (s) => (s.length === 2 || s.length === 3) && s[s.length - 2] === this.inChannels,
+      (got) => `Conv1d(${this.extraRepr()}): expected input [N, ${this.inChannels}, L] or [${this.inChannels}, L], got ${got}`,
+    );
     return O.conv1d(x, this.weight, this.bias, this.stride, this.padding, this.dilation, this.groups);
   }
 }
@@ -133,11 +145,11 @@ export class Conv2d extends ConvNd {
   }
 
   override forward(x: Tensor): Tensor {
-    if ((x.ndim !== 3 && x.ndim !== 4) || x.shape[x.ndim - 3] !== this.inChannels) {
-      throw new ShapeError(
-        `Conv2d(${this.extraRepr()}): expected input [N, ${this.inChannels}, H, W] or [${this.inChannels}, H, W], got ${fmt(x.shape)}`,
-      );
-    }
+    expectInput(
+      x,
+      (s) => (s.length === 3 || s.length === 4) && s[s.length - 3] === this.inChannels,
+      (got) => `Conv2d(${this.extraRepr()}): expected input [N, ${this.inChannels}, H, W] or [${this.inChannels}, H, W], got ${got}`,
+    );
     return O.conv2d(x, this.weight, this.bias, this.stride, this.padding, this.dilation, this.groups);
   }
 }
@@ -178,11 +190,11 @@ abstract class BatchNormNd extends Module {
 
   override forward(x: Tensor): Tensor {
     this.checkInput(x);
-    if (x.shape[1] !== this.numFeatures) {
-      throw new ShapeError(
-        `${this.constructor.name}(${this.numFeatures}): expected ${this.numFeatures} channels in dim 1, got input ${fmt(x.shape)}`,
-      );
-    }
+    expectInput(
+      x,
+      (s) => s[1] === this.numFeatures,
+      (got) => `${this.constructor.name}(${this.numFeatures}): expected ${this.numFeatures} channels in dim 1, got input ${got}`,
+    );
     let momentum = this.momentum ?? 0;
     if (this.training && this.num_batches_tracked) {
       const tracked = this.num_batches_tracked;
@@ -212,8 +224,11 @@ export class BatchNorm1d extends BatchNormNd {
     super(numFeatures, opts);
   }
   protected checkInput(x: Tensor): void {
-    if (x.ndim !== 2 && x.ndim !== 3)
-      throw new ShapeError(`BatchNorm1d(${this.numFeatures}): expected 2D or 3D input (got ${x.ndim}D input ${fmt(x.shape)})`);
+    expectInput(
+      x,
+      (s) => s.length === 2 || s.length === 3,
+      (got) => `BatchNorm1d(${this.numFeatures}): expected 2D or 3D input (got ${x.ndim}D input ${got})`,
+    );
   }
 }
 
@@ -222,7 +237,11 @@ export class BatchNorm2d extends BatchNormNd {
     super(numFeatures, opts);
   }
   protected checkInput(x: Tensor): void {
-    if (x.ndim !== 4) throw new ShapeError(`BatchNorm2d(${this.numFeatures}): expected 4D input (got ${x.ndim}D input ${fmt(x.shape)})`);
+    expectInput(
+      x,
+      (s) => s.length === 4,
+      (got) => `BatchNorm2d(${this.numFeatures}): expected 4D input (got ${x.ndim}D input ${got})`,
+    );
   }
 }
 
