@@ -328,6 +328,8 @@ test('conv2d variants and pooling: stride, dilation, padding, relu epilogue, avg
   differential(t, 'avgPool2d countIncludePad false', (a) => F.avgPool2d(a, 2, { padding: 1, countIncludePad: false }), [x]);
   differential(t, 'avgPool2d divisorOverride', (a) => F.avgPool2d(a, 2, { divisorOverride: 3 }), [x]);
   differential(t, 'pooling a transposed input', (a) => F.maxPool2d(a.transpose(2, 3), 2), [x]);
+  const gathered = differential(t, 'conv2d of a transposed input (gpu.js im2row)', (a) => F.conv2d(a.transpose(2, 3), w, b), [x]);
+  t.regex(gathered, /im2row \[\d+, 18\] \(gpu\.js\)/);
 });
 
 test('cache: a second call with the same shapes compiles nothing, and neither does a second compile of the same graph', (t) => {
