@@ -19,6 +19,7 @@ import {
 } from '../src/index.js';
 import { kernelsBackend, type KernelProgramCallable } from '../src/kernels/index.js';
 import { useSimdGemm } from '../src/kernels/matmul.js';
+import { planSlots } from '../src/kernels/memory.js';
 import type { GraphModule } from '../src/fx.js';
 
 /**
@@ -490,4 +491,49 @@ test('KILN_LOG=kernels prints which nodes went into which kernel, as an aligned 
     '  4  reduce sum        [3, 1]  _3',
     '  5  elementwise       [3, 2]  _3',
   ]);
+});
+
+test('liveness: GEMM results whose lifetimes do not overlap share a buffer; escaping ones get none', (t) => {
+  // five chained GEMMs: 1→2→3→4→5, the last one the output
+  const steps = [0, 1, 2, 3, 4].map((i) => ({ defines: 10 + i, reads: i === 0 ? [1] : [10 + i - 1], gemmOutput: true }));
+  const plan = planSlots(
+    steps,
+    (id) => (id === 12 ? 300 : 200),
+    (id) => id === 14,
+  );
+  t.deepEqual(
+    [...plan.slotOf],
+    [
+      [10, 0],
+      [11, 1],
+      [12, 0],
+      [13, 1],
+    ],
+  );
+  t.deepEqual(plan.sizes, [300, 200]);
+  // an MLP's plan reuses them on every call: results stay right
+  manualSeed(14);
+  const m = new nn.Sequential(...[0, 1, 2, 3].flatMap(() => [new nn.Linear(6, 6), new nn.ReLU()]), new nn.Linear(6, 2));
+  differential(t, 'deep MLP with shared buffers', m, [randn([5, 6])], /5 kernels, 0 eager/);
+});
+
+test('several outputs, and graphs with in-place ops (which run eagerly, in order)', (t) => {
+  const two = compile((x: Tensor) => [x.relu(), x.exp().sum(1)]);
+  const x = randn([3, 4]);
+  noGrad(() => {
+    const [a, b] = two(x) as Tensor[];
+    close(t, a!, x.relu(), 'first output');
+    close(t, b!, x.exp().sum(1), 'second output');
+  });
+  const programs: KernelProgramCallable[] = [];
+  const inPlace = compile(
+    (y: Tensor) => {
+      const z = y.mul(2);
+      z.add_(1);
+      return z.relu();
+    },
+    { backend: (gm) => programs[programs.push(kernelsBackend(gm)) - 1]! },
+  );
+  noGrad(() => close(t, inPlace(x) as Tensor, x.mul(2).add(1).relu(), 'in-place'));
+  t.regex(plan(programs), /runs eagerly \(in-place op add_/);
 });

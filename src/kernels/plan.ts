@@ -483,5 +483,3 @@ export class Plan {
   }
 }
 
-export { planSlots };
-export type { Step };
