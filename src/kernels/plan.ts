@@ -482,4 +482,3 @@ export class Plan {
     return out ? mapArg(out.args[0] as Argument, (n) => this.valueOfNode(env, n)) : undefined;
   }
 }
-
