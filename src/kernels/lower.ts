@@ -30,7 +30,7 @@ export interface Lowered {
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
 
 /** Why a node stays eager when the table has no entry for it. */
-const NOT_LOWERED = 'not lowered: runs on the eager runtime';
+const NOT_LOWERED = 'not lowered';
 
 class Builder {
   readonly ir: IRNode[] = [];
@@ -537,7 +537,7 @@ export function lowerGraph(gm: GraphModule, values: ReadonlyMap<Node, unknown>):
     const id = lowering ? lowering(b, call![1], out as Tensor) : null;
     if (id === null || !sameShape(b.node(id).shape, (out as Tensor).shape)) {
       b.ir.length = mark; // drop a half-built expansion
-      opaque(call ? (lowering ? `not lowered for these arguments` : NOT_LOWERED) : NOT_LOWERED);
+      opaque(lowering ? 'not lowered for these arguments' : NOT_LOWERED);
       continue;
     }
     const n = b.node(id) as Mutable<IRNode>;

@@ -66,7 +66,6 @@ export interface PlanSource {
   readonly gm: GraphModule;
   readonly lowered: Lowered;
   readonly groups: readonly Group[];
-  readonly materialised: ReadonlySet<number>;
   /** Every node's value from the eager run the plan was made from. */
   readonly values: ReadonlyMap<Node, unknown>;
 }

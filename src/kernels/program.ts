@@ -4,6 +4,7 @@ import { Interpreter } from '../graph/interpreter.js';
 import { targetName } from '../graph/node.js';
 import { isGradEnabled } from '../runtime/autograd.js';
 import { Tensor } from '../runtime/tensor.js';
+import { getKernelBackend } from './backend.js';
 import { countPlan } from './cache.js';
 import { formatPlan, logLine } from './log.js';
 import { lowerGraph } from './lower.js';
@@ -71,7 +72,8 @@ export class KernelProgram {
       this.loggedGrad = true;
       return this.gm.forward(...args);
     }
-    const key = args.map(describeArg).join(' ');
+    // plans are per kernel backend too: after setKernelBackend the next call plans for the new mode
+    const key = `${getKernelBackend()} ${args.map(describeArg).join(' ')}`;
     const plan = this.plans.get(key);
     if (typeof plan === 'string') return this.gm.forward(...args);
     this.running = true;
@@ -100,7 +102,7 @@ export class KernelProgram {
       const lowered = lowerGraph(this.gm, rec.env);
       const out = this.gm.graph.outputNode;
       const parts = partition(lowered, out ? out.allInputNodes() : []);
-      plan = new Plan({ gm: this.gm, lowered, groups: parts.groups, materialised: parts.materialised, values: rec.env });
+      plan = new Plan({ gm: this.gm, lowered, groups: parts.groups, values: rec.env });
     } catch (e) {
       if (!(e instanceof TooLarge)) throw e;
       this.plans.set(key, e.message);
