@@ -3,6 +3,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import test, { type ExecutionContext } from 'ava';
 import {
   F,
+  IndexError,
   ShapeError,
   Tensor,
   ValueError,
@@ -536,4 +537,40 @@ test('several outputs, and graphs with in-place ops (which run eagerly, in order
   );
   noGrad(() => close(t, inPlace(x) as Tensor, x.mul(2).add(1).relu(), 'in-place'));
   t.regex(plan(programs), /runs eagerly \(in-place op add_/);
+});
+
+test('embedding lookups are a kernel (with the eager index check); a transposed table is read in place', (t) => {
+  manualSeed(15);
+  const emb = new nn.Embedding(10, 6);
+  const ids = tensor(
+    [
+      [1, 0, 9],
+      [3, 3, 7],
+    ],
+    { dtype: 'int32' },
+  );
+  const text = differential(t, 'embedding then layer ops', new Applied(emb, (y) => y.mul(2).sum(-1)), [ids], /embedding/);
+  t.regex(text, /embedding +\[2, 3, 6\]/);
+  const table = randn([6, 10]);
+  differential(t, 'F.embedding of a transposed table', (i) => F.embedding(i, table.t()).relu(), [ids], /embedding/);
+  const opt = compile(new Applied(emb));
+  noGrad(() => {
+    opt.call(ids);
+    // same shape: the cached plan's check; a new shape: the eager run that plans it
+    const bad = tensor(
+      [
+        [1, 10, 2],
+        [0, 0, 0],
+      ],
+      { dtype: 'int32' },
+    );
+    t.throws(() => opt.call(bad), {
+      instanceOf: IndexError,
+      message: 'embedding: index 10 is out of range for an embedding table of 10 rows',
+    });
+    t.throws(() => opt.call(tensor([[1, -1, 2]], { dtype: 'int32' })), {
+      instanceOf: IndexError,
+      message: /^embedding: index -1 is out of range for an embedding table of 10 rows/,
+    });
+  });
 });

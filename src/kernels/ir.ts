@@ -107,7 +107,9 @@ export type IRKind =
       readonly relu: boolean;
       readonly attrs: Conv2dAttrs;
     }
-  | { readonly kind: 'pool2d'; readonly x: number; readonly attrs: Pool2dAttrs };
+  | { readonly kind: 'pool2d'; readonly x: number; readonly attrs: Pool2dAttrs }
+  /** Rows of a 2-D `table` picked by the int32 `index` (embedding): shape [...index.shape, D]. */
+  | { readonly kind: 'gather'; readonly table: number; readonly index: number };
 
 export type ValueSource =
   { readonly from: 'node'; readonly node: Node } | { readonly from: 'tensor'; readonly tensor: Tensor; readonly path: string };

@@ -348,6 +348,12 @@ const LOWERINGS: Record<string, Lowering> = {
     const bias = a.bias === null || a.bias === undefined ? null : b.tensor(a.bias);
     return b.add({ kind: 'conv2d', x, w, bias, relu: false, attrs: { stride: pair(a.stride), padding, dilation } }, out.shape, 'float32');
   },
+  embedding: (b, a, out) => {
+    const index = b.tensor(a.input);
+    const table = b.tensor(a.weight);
+    if (index === null || table === null || b.dtypeOf(index) !== 'int32' || b.dtypeOf(table) !== 'float32') return null;
+    return b.add({ kind: 'gather', table, index }, out.shape, 'float32');
+  },
   maxPool2d: (b, a, out) => pool2dIR(b, a, out, 'max'),
   avgPool2d: (b, a, out) => pool2dIR(b, a, out, 'avg'),
 };
@@ -386,6 +392,7 @@ function moduleCall(m: Module, args: readonly unknown[]): [string, Bound] | null
   if (m.hasForwardHooks() || args.length !== 1) return null;
   const input = args[0];
   if (m instanceof nn.Linear) return ['linear', { input, weight: m.weight, bias: m.bias }];
+  if (m instanceof nn.Embedding) return ['embedding', { input, weight: m.weight, paddingIdx: m.paddingIdx }];
   if (m instanceof nn.ReLU) return ['relu', { input }];
   if (m instanceof nn.GELU) return ['gelu', { input, approximate: m.approximate }];
   if (m instanceof nn.Sigmoid) return ['sigmoid', { input }];

@@ -10,14 +10,14 @@ import type { Lowered } from './lower.js';
  *   when all of them are in one kernel, so chains and diamonds become one kernel and each value is
  *   computed once per element. A node whose users sit in different kernels, or that something other than
  *   a kernel reads (an eager node, the graph's output, a matmul, a view), is materialised instead.
- * - Reductions, matmuls, convolutions and pooling each root a kernel; a reduction takes in the element-wise
+ * - Reductions, matmuls, convolutions, pooling and embedding lookups each root a kernel; a reduction takes in the element-wise
  *   nodes that only feed it (so `sum(exp(x - m))` reads x once and never stores the exponentials).
  * - A matmul or convolution whose only user adds a bias along the output features, and then applies relu,
  *   takes those into the GEMM call as its epilogue.
  * - Views never compute: readers index the materialised tensor beneath them.
  */
 
-export type GroupKind = 'elementwise' | 'reduce' | 'matmul' | 'conv2d' | 'pool2d' | 'eager';
+export type GroupKind = 'elementwise' | 'reduce' | 'matmul' | 'conv2d' | 'pool2d' | 'gather' | 'eager';
 
 export interface Group {
   readonly kind: GroupKind;
@@ -70,6 +70,8 @@ export function reads(n: IRNode): number[] {
       return n.bias === null ? [n.x, n.w] : [n.x, n.w, n.bias];
     case 'pool2d':
       return [n.x];
+    case 'gather':
+      return [n.table, n.index];
     default:
       return n satisfies never;
   }
@@ -151,6 +153,7 @@ export function partition(low: Lowered, outputs: readonly Node[]): Partition {
       case 'matmul':
       case 'conv2d':
       case 'pool2d':
+      case 'gather':
         newGroup(id);
         continue;
       case 'ew': {
@@ -194,6 +197,7 @@ function kindOf(n: IRNode): GroupKind {
     case 'matmul':
     case 'conv2d':
     case 'pool2d':
+    case 'gather':
       return n.kind;
     default:
       return 'eager';

@@ -11,6 +11,7 @@ import { getKernelBackend, type KernelBackendName } from './backend.js';
 import { getKernel } from './cache.js';
 import { convOutputLayout, im2rowKernel, poolKernel } from './conv.js';
 import { elementwiseKernel, type CodegenContext, type GeneratedKernel } from './elementwise.js';
+import { checkIndices, gatherKernel } from './gather.js';
 import { MAX_KERNEL_ELEMENTS } from './index-map.js';
 import { numelOf, type IRNode, type Layout, type TensorMeta } from './ir.js';
 import type { Lowered } from './lower.js';
@@ -258,6 +259,18 @@ export class Plan {
         return this.generatedStep({ ...base, kind: `reduce ${root.op}` }, g.root, reduceKernel(ctx, g));
       case 'pool2d':
         return this.generatedStep({ ...base, kind: `${root.attrs.kind}Pool2d` }, g.root, poolKernel(ctx, root));
+      case 'gather': {
+        const step = this.generatedStep({ ...base, kind: 'embedding' }, g.root, gatherKernel(ctx, root));
+        const rows = this.ir[root.table]!.shape[0]!;
+        const lookup = step.run;
+        return {
+          ...step,
+          run: (env, plan) => {
+            checkIndices(plan.realise(env, root.index), rows);
+            lookup(env, plan);
+          },
+        };
+      }
       case 'matmul':
         return this.matmulStep(base, root);
       case 'conv2d':
