@@ -112,7 +112,7 @@ const CASES: Case[] = [
   },
   {
     name: 'gpu.js webasm, 4 rows/thread',
-    note: 'best gpu.js kernel found: Array(4) of rows, packed A, K unrolled by 2; sync (1 thread)',
+    note: 'best gpu.js kernel found: Array(4) of rows, packed A, K unrolled by 4; sync (1 thread)',
     prepare: async (a, b, n) => ({ run: () => gemmGpuJs(a, b, n, n, n) }),
   },
   kilnSimd(1, false),

@@ -2,13 +2,17 @@
  * The matmul micro-kernel of kiln's 'kernels' backend: out[M×N] = a[M×K] @ b[K×N] (+ bias per column) (then
  * ReLU), with the epilogue fused into the kernel's store so a Linear+bias+ReLU is one call.
  *
- * `gemm` is kiln's own wasm SIMD kernel (simd-kernel.ts), not gpu.js: measured side by side in one run of
- * bench/gemm.mts on this project's 2-core Xeon (Node 20), 512×512×512 float32, medians of 15:
- *   plain JS 0.8 GFLOP/s · gpu.js webasm naive ~1 · best gpu.js webasm (4 rows per thread) ~2 ·
- *   kiln wasm SIMD, 1 thread ~30 · kiln wasm SIMD, 2 threads ~55 (see bench/gemm.mts for the full table).
+ * `gemm` is kiln's own wasm SIMD kernel (simd-kernel.ts), not gpu.js. Measured side by side in one run of
+ * bench/gemm.mts on this project's 2-core Xeon (Node 20, other jobs sharing the machine), 512×512×512 float32,
+ * GFLOP/s, median of 10 interleaved rounds:
+ *   plain JS 0.6 · kiln eager (JS, 4×4 tile) 2.7 · gpu.js webasm naive 0.9 · best gpu.js webasm (4 rows per
+ *   thread) 2.1 · kiln wasm SIMD 1 thread 23.8 copying / 26.6 packed B in place · 2 threads 37.4 / 38.5 ·
+ *   tfjs-wasm (XNNPACK) 19.4 · jax-js wasm 16.8 · onnxruntime-node (native, 2 threads) 105.
  * gpu.js's generated wasm gathers every thread.x-indexed read lane by lane and holds one output per lane, so
- * its matmul stays an order of magnitude behind a register-blocked kernel; the issue allows kiln to emit its
- * own wasm for such a hot micro-kernel, and the gpu.js variants stay here for the comparison.
+ * its best matmul stays an order of magnitude behind a register-blocked kernel. The issue lets kiln emit its
+ * own wasm for such a hot micro-kernel; the gpu.js variants stay exported for the comparison. The second thread
+ * pays off when a core is free (1.4–1.5× at 512) and costs nothing when it is not (chunks are claimed, not
+ * assigned), so gemm uses every core by default (setGemmThreads(1) turns it off).
  */
 
 import type { GemmOptions } from './check.js';
