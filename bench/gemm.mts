@@ -122,24 +122,18 @@ const CASES: Case[] = [
 ];
 
 /** The part of bench/peers.mts used here; typed locally so this bench builds whether or not that file does. */
+type PeerPrepared = { available: true; run: () => Promise<Float32Array> } | { available: false; why: string };
+interface Peer {
+  version: string;
+  config: string;
+  matmul(a: Float32Array, b: Float32Array, n: number): Promise<PeerPrepared>;
+  dispose(): Promise<void>;
+}
+type LoadedPeer = { available: true; peer: Peer } | { available: false; why: string };
 interface PeersModule {
   PEER_NAMES: string[];
-  loadPeer(
-    name: string,
-  ): Promise<
-    | {
-        available: true;
-        peer: {
-          version: string;
-          config: string;
-          matmul(a: Float32Array, b: Float32Array, n: number): Promise<PeerPrepared>;
-          dispose(): Promise<void>;
-        };
-      }
-    | { available: false; why: string }
-  >;
+  loadPeer(name: string): Promise<LoadedPeer>;
 }
-type PeerPrepared = { available: true; run: () => Promise<Float32Array> } | { available: false; why: string };
 
 /** Peers from bench/peers.mts (another file of the bench, loaded only if present and working). */
 async function peerCases(): Promise<{ cases: Case[]; dispose: () => Promise<void> }> {
