@@ -16,7 +16,11 @@ import {
   setGemmThreads,
   type GemmOptions,
 } from '../src/kernels/gemm/index.js';
+import type { GemmExports } from '../src/kernels/gemm/runtime.js';
+import { buildGemmModule, FLAG_BIAS, FLAG_RELU, scratchBytes, type KernelConfig } from '../src/kernels/gemm/simd-kernel.js';
+import { wasm } from '../src/kernels/gemm/wasm-api.js';
 import { ModuleBuilder } from '../src/kernels/gemm/wasm-encoder.js';
+import { WasmHeap } from '../src/kernels/gemm/wasm-heap.js';
 
 /** Deterministic values in [-1, 1). */
 function random(n: number, seed: number): Float32Array {
@@ -332,23 +336,55 @@ test('bad input throws a clear error naming gemm, the shapes and what was expect
   t.throws(() => heapAlloc(-1), { instanceOf: ValueError });
 });
 
+test('other tile shapes, K unrolling and small K/M blocks emit correct kernels too', (t) => {
+  // The shipped config is one point of this space; the generator must be right at every point it accepts.
+  const configs: KernelConfig[] = [
+    { mr: 4, nr: 8, unroll: 4, kc: 256, mc: 64, relaxed: false },
+    { mr: 3, nr: 12, unroll: 2, kc: 16, mc: 6, relaxed: false },
+    { mr: 1, nr: 4, unroll: 1, kc: 5, mc: 3, relaxed: false },
+    { mr: 6, nr: 16, unroll: 8, kc: 40, mc: 12, relaxed: false },
+  ];
+  for (const cfg of configs) {
+    const heap = new WasmHeap();
+    const instance = new wasm.Instance(new wasm.Module(buildGemmModule(cfg)), { env: { memory: heap.memory } });
+    const k = instance.exports as unknown as GemmExports;
+    const sizes = scratchBytes(cfg);
+    const [apack, tile] = [heap.alloc(sizes.apack), heap.alloc(sizes.tile)];
+    for (const [M, K, N] of [
+      [1, 1, 1],
+      [7, 37, 13],
+      [20, 64, 33],
+    ] as const) {
+      const a = random(M * K, M);
+      const b = random(K * N, K);
+      const bias = random(N, N);
+      const np = Math.ceil(N / cfg.nr) * cfg.nr;
+      const [pa, pb, pp, pc, pbias] = [M * K, K * N, K * np, M * N, np].map((n) => heap.alloc(n * 4)) as [
+        number,
+        number,
+        number,
+        number,
+        number,
+      ];
+      heap.f32.set(a, pa >> 2);
+      heap.f32.set(b, pb >> 2);
+      heap.f32.fill(0, pbias >> 2, (pbias >> 2) + np);
+      heap.f32.set(bias, pbias >> 2);
+      k.packB(pb, N * 4, 4, K, N, pp);
+      k.gemm(pa, K * 4, pp, K * cfg.nr * 4, pc, N * 4, M, N, K, FLAG_BIAS | FLAG_RELU, pbias, apack, tile);
+      assertClose(t, heap.view(pc, M * N), naive(a, b, M, K, N, { bias, activation: 'relu' }), `${JSON.stringify(cfg)} ${M}x${K}x${N}`);
+    }
+  }
+});
+
 test('the wasm encoder emits modules the engine validates and runs', (t) => {
   const m = new ModuleBuilder({ initial: 1, maximum: 1, shared: false });
   const f = m.func('addmul', ['i32', 'i32'], ['i32'], true);
   const tmp = f.local('i32');
   // (x + 1000000) * y, with a negative LEB128 constant on the way: x - (-1000000)
   f.get(0).i32(-1000000).i32Sub().tee(tmp).get(1).i32Mul();
-  const WebAssemblyApi = (
-    globalThis as unknown as {
-      WebAssembly: {
-        Module: new (b: Uint8Array) => object;
-        Instance: new (m: object, i: object) => { exports: Record<string, unknown> };
-        Memory: new (d: object) => object;
-      };
-    }
-  ).WebAssembly;
-  const memory = new WebAssemblyApi.Memory({ initial: 1, maximum: 1 });
-  const instance = new WebAssemblyApi.Instance(new WebAssemblyApi.Module(m.toBytes()), { env: { memory } });
+  const memory = new wasm.Memory({ initial: 1, maximum: 1, shared: false });
+  const instance = new wasm.Instance(new wasm.Module(m.toBytes()), { env: { memory } });
   const addmul = instance.exports.addmul as (x: number, y: number) => number;
   t.is(addmul(5, 3), 3000015);
   t.is(addmul(-1000000, 7), 0);

@@ -14,7 +14,8 @@ import { WasmHeap } from './wasm-heap.js';
  * unrolled step to the top of the loop body, so U=2/4 spill: 21–25). The K/M blocks barely mattered (±1
  * GFLOP/s at 256–1024); 256/64 keeps a packed A block at 64 KiB, well inside L2.
  * Where the engine has relaxed SIMD (Node 22; Node 20 behind --experimental-wasm-relaxed-simd) the kernel uses
- * f32x4.relaxed_madd, which V8 lowers to vfmadd231ps: the same 4×8 tile then measured 36–40 GFLOP/s here.
+ * f32x4.relaxed_madd, which V8 lowers to vfmadd231ps: under the flag the same tile's best runs reached 36–40
+ * GFLOP/s against 31–33 for mul + add, though medians on this shared machine were too noisy to separate.
  */
 export const KERNEL_CONFIG: KernelConfig = { mr: 4, nr: 8, unroll: 1, kc: 256, mc: 64, relaxed: false };
 
