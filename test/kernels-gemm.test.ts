@@ -7,6 +7,7 @@ import {
   gemm,
   gemmGpuJs,
   gemmGpuJsNaive,
+  gemmGpuJsThreaded,
   gemmReference,
   getGemmThreads,
   heapAlloc,
@@ -140,6 +141,18 @@ test('the gpu.js variants agree with the definition (every K tail, M not a multi
   const packed = packB(random(5 * 7, 14), 5, 7);
   assertClose(t, gemmGpuJs(random(15, 15), packed, 3, 5, 7), naive(random(15, 15), random(35, 14), 3, 5, 7), 'gemmGpuJs with a PackedB');
   packed.dispose();
+});
+
+test('the threaded gpu.js variant (gpu.js async contract, its worker pool) agrees too', async (t) => {
+  for (const [M, K, N] of [
+    [3, 5, 7],
+    [64, 37, 300], // 16 quads × 300 columns: past gpu.js's 4096-cell threading threshold
+  ] as const) {
+    const a = random(M * K, 51);
+    const b = random(N * K, 52);
+    const opts: GemmOptions = { bias: random(N, 53), activation: 'relu', bTransposed: true };
+    assertClose(t, await gemmGpuJsThreaded(a, b, M, K, N, opts), naive(a, b, M, K, N, opts), `gemmGpuJsThreaded ${M}x${K}x${N}`);
+  }
 });
 
 test('a packed B is reused across calls, from plain or transposed weights, and refuses use after dispose', (t) => {

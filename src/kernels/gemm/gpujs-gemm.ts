@@ -100,15 +100,21 @@ export function gemmGpuJsNaive(
 /** K steps per loop iteration: 1→2→4→8 measured 1.9, 2.3, 2.3, 2.5 GFLOP/s at 512 (wasm time alone, 2.0–2.5). */
 const UNROLL = 4;
 
-/** The fastest gpu.js formulation found (see the file comment): 4 rows per thread, packed A, K unrolled by 4. */
-export function gemmGpuJs(
+/** A rows4 call ready to run: the kernel, its arguments, and how to lay its result out into `out`. */
+interface Rows4Call {
+  run(): unknown;
+  finish(rows: Float32Array[][]): Float32Array;
+}
+
+function prepareRows4(
   a: Float32Array,
   b: Float32Array | PackedB,
   M: number,
   K: number,
   N: number,
-  opts: GemmOptions = {},
-): Float32Array {
+  opts: GemmOptions,
+  threaded: boolean,
+): Rows4Call | Float32Array {
   const chk = checkGemm('gemm', a, b, M, K, N, opts);
   const out = opts.out ?? new Float32Array(M * N);
   if (M === 0 || N === 0 || K === 0) {
@@ -130,7 +136,7 @@ export function gemmGpuJs(
     [0, 1, 2, 3].map((r) => `s${r} += ${k.map((_, j) => `a[${o(j)} + ${r}] * y${j}`).join(' + ')};`).join('\n');
   const steps = Array.from({ length: UNROLL }, (_, j) => `k + ${j}`);
   const tail = Array.from({ length: K - body }, (_, j) => String(body + j));
-  const key = `rows4:${quads}x${K}x${N}:${transposed}:${!!chk.bias}:${chk.relu}`;
+  const key = `rows4:${quads}x${K}x${N}:${transposed}:${!!chk.bias}:${chk.relu}:${threaded}`;
   const kernel = kernelFor(key, (g) =>
     g.createKernel(
       `function (a, b${chk.bias ? ', bias' : ''}) {
@@ -146,21 +152,52 @@ export function gemmGpuJs(
         ${epilogue(['s0', 's1', 's2', 's3'], chk)}
         return [s0, s1, s2, s3];
       }`,
-      { output: [N, quads] },
+      // asyncMode is gpu.js's threaded contract: a Promise, the cells split over its worker pool.
+      { output: [N, quads], asyncMode: threaded },
     ),
   );
-  const rows = (chk.bias ? kernel(ap, B, chk.bias) : kernel(ap, B)) as Float32Array[][];
-  // Cells are stored [quad][column][4 rows]; gpu.js hands them back as subarrays of one flat array.
-  // (read per cell instead should a fallback backend ever return separate arrays).
-  const first = rows[0]![0]!;
-  const contiguous = first.byteOffset === 0 && first.buffer.byteLength >= quads * N * 16;
-  const flat = contiguous ? new Float32Array(first.buffer, 0, quads * N * 4) : undefined;
-  for (let q = 0; q < quads; q++) {
-    for (let r = 0; r < 4 && q * 4 + r < M; r++) {
-      const o = (q * 4 + r) * N;
-      if (flat) for (let x = 0; x < N; x++) out[o + x] = flat[(q * N + x) * 4 + r]!;
-      else for (let x = 0; x < N; x++) out[o + x] = rows[q]![x]![r]!;
-    }
-  }
-  return out;
+  return {
+    run: () => (chk.bias ? kernel(ap, B, chk.bias) : kernel(ap, B)),
+    finish(rows) {
+      // Cells are stored [quad][column][4 rows]; gpu.js hands them back as subarrays of one flat array
+      // (read per cell instead should a fallback backend ever return separate arrays).
+      const first = rows[0]![0]!;
+      const contiguous = first.byteOffset === 0 && first.buffer.byteLength >= quads * N * 16;
+      const flat = contiguous ? new Float32Array(first.buffer, 0, quads * N * 4) : undefined;
+      for (let q = 0; q < quads; q++) {
+        for (let r = 0; r < 4 && q * 4 + r < M; r++) {
+          const o = (q * 4 + r) * N;
+          if (flat) for (let x = 0; x < N; x++) out[o + x] = flat[(q * N + x) * 4 + r]!;
+          else for (let x = 0; x < N; x++) out[o + x] = rows[q]![x]![r]!;
+        }
+      }
+      return out;
+    },
+  };
+}
+
+/** The fastest gpu.js formulation found (see the file comment): 4 rows per thread, packed A, K unrolled by 4. */
+export function gemmGpuJs(
+  a: Float32Array,
+  b: Float32Array | PackedB,
+  M: number,
+  K: number,
+  N: number,
+  opts: GemmOptions = {},
+): Float32Array {
+  const call = prepareRows4(a, b, M, K, N, opts, false);
+  return call instanceof Float32Array ? call : call.finish(call.run() as Float32Array[][]);
+}
+
+/** gemmGpuJs under gpu.js's async contract, which splits the kernel over gpu.js's own worker threads. */
+export async function gemmGpuJsThreaded(
+  a: Float32Array,
+  b: Float32Array | PackedB,
+  M: number,
+  K: number,
+  N: number,
+  opts: GemmOptions = {},
+): Promise<Float32Array> {
+  const call = prepareRows4(a, b, M, K, N, opts, true);
+  return call instanceof Float32Array ? call : call.finish((await call.run()) as Float32Array[][]);
 }
