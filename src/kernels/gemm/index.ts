@@ -3,16 +3,17 @@
  * ReLU), with the epilogue fused into the kernel's store so a Linear+bias+ReLU is one call.
  *
  * `gemm` is kiln's own wasm SIMD kernel (simd-kernel.ts), not gpu.js. Measured side by side in one run of
- * bench/gemm.mts on this project's 2-core Xeon (Node 20, other jobs sharing the machine), 512×512×512 float32,
- * GFLOP/s, median of 10 interleaved rounds:
- *   plain JS 0.6 · kiln eager (JS, 4×4 tile) 2.7 · gpu.js webasm naive 0.9 · best gpu.js webasm (4 rows per
- *   thread) 2.1 · kiln wasm SIMD 1 thread 23.8 copying / 26.6 packed B in place · 2 threads 37.4 / 38.5 ·
- *   tfjs-wasm (XNNPACK) 19.4 · jax-js wasm 16.8 · onnxruntime-node (native, 2 threads) 105.
+ * bench/gemm.mts on this project's 2-core Xeon (Node 20), 512×512×512 float32, GFLOP/s, median of 10
+ * interleaved rounds:
+ *   plain JS 0.77 · kiln eager (JS, 4×4 tile) 2.9 · gpu.js webasm naive 0.96 · best gpu.js webasm (4 rows per
+ *   thread) 2.3, with gpu.js's worker threads 2.6 · kiln wasm SIMD 1 thread 28.2 copying / 31.4 packed B in
+ *   place · 2 threads 41.9 / 48.8 · tfjs-wasm (XNNPACK, 1 thread on Node) 22.4 · jax-js wasm 18.7 (its
+ *   2-worker mode 13.5) · onnxruntime-node (native MLAS, 2 threads) 132.
  * gpu.js's generated wasm gathers every thread.x-indexed read lane by lane and holds one output per lane, so
  * its best matmul stays an order of magnitude behind a register-blocked kernel. The issue lets kiln emit its
  * own wasm for such a hot micro-kernel; the gpu.js variants stay exported for the comparison. The second thread
- * pays off when a core is free (1.4–1.5× at 512) and costs nothing when it is not (chunks are claimed, not
- * assigned), so gemm uses every core by default (setGemmThreads(1) turns it off).
+ * pays off when a core is free (1.55× at 512) and measured no slower when other jobs held the other core
+ * (chunks are claimed, not assigned), so gemm uses every core by default (setGemmThreads(1) turns it off).
  */
 
 import type { GemmOptions } from './check.js';
