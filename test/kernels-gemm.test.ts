@@ -22,6 +22,7 @@ import { buildGemmModule, FLAG_BIAS, FLAG_RELU, scratchBytes, type KernelConfig 
 import { wasm } from '../src/kernels/gemm/wasm-api.js';
 import { ModuleBuilder } from '../src/kernels/gemm/wasm-encoder.js';
 import { WasmHeap } from '../src/kernels/gemm/wasm-heap.js';
+import { lastJobWorkers } from '../src/kernels/gemm/simd-gemm.js';
 
 /** Deterministic values in [-1, 1). */
 function random(n: number, seed: number): Float32Array {
@@ -244,22 +245,28 @@ test('bmm: per-batch B, broadcast B (raw and packed), epilogues', (t) => {
 
 test('two and three threads give bit-identical results to one, for gemm and bmm', (t) => {
   const threads = getGemmThreads();
-  const [M, K, N] = [150, 130, 90]; // past the threading threshold, edges in every direction
+  const [M, K, N] = [150, 130, 250]; // past the threading threshold, edges in every direction
   const a = random(M * K, 41);
   const b = random(K * N, 42);
   const opts: GemmOptions = { bias: random(N, 43), activation: 'relu' };
+  const [ba, bb] = [random(6 * 70 * 130, 44), random(6 * 130 * 90, 45)];
   try {
     setGemmThreads(1);
     const one = gemm(a, b, M, K, N, opts);
-    const [ba, bb] = [random(6 * 40 * 130, 44), random(6 * 130 * 40, 45)];
-    const oneBmm = bmm(ba, bb, 6, 40, 130, 40);
+    const oneBmm = bmm(ba, bb, 6, 70, 130, 90);
     setGemmThreads(2);
-    for (let i = 0; i < 3; i++) t.deepEqual(gemm(a, b, M, K, N, opts), one);
-    t.deepEqual(bmm(ba, bb, 6, 40, 130, 40), oneBmm);
+    // A worker joins once it is awake; until then the caller does every chunk. Retry until one has joined.
+    let joined = 0;
+    for (let i = 0; i < 200 && joined === 0; i++) {
+      t.deepEqual(gemm(a, b, M, K, N, opts), one);
+      joined = lastJobWorkers();
+    }
+    t.is(joined, 1, 'no worker ever joined a job');
+    t.deepEqual(bmm(ba, bb, 6, 70, 130, 90), oneBmm);
+    assertClose(t, one, naive(a, b, M, K, N, opts), 'threaded');
     // More threads than cores: the pool grows by one worker, results stay the same.
     setGemmThreads(3);
     t.deepEqual(gemm(a, b, M, K, N, opts), one);
-    assertClose(t, one, naive(a, b, M, K, N, opts), 'threaded');
   } finally {
     setGemmThreads(threads);
   }

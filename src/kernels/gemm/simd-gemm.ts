@@ -13,10 +13,11 @@ import { FLAG_BIAS, FLAG_RELU } from './simd-kernel.js';
 import { GemmPool, getThreadCount, type Job } from './threads.js';
 
 /**
- * Below this many flops a job runs on the calling thread alone: waking a worker costs tens of µs, about what
- * 2 MFLOP take at 30 GFLOP/s.
+ * Below this many flops a job runs on the calling thread alone. Measured here: 64×256×256 (8.4 MFLOP, ~0.27 ms
+ * on one thread) ran 1.6–2× faster on two, while 16–32×256×256 (2–4 MFLOP) gained nothing: waking a worker and
+ * splitting the work cost about what the second core saves.
  */
-const THREAD_MIN_FLOPS = 1 << 21;
+const THREAD_MIN_FLOPS = 1 << 23;
 
 let pool: GemmPool | undefined;
 
@@ -139,6 +140,11 @@ function run(
     for (const addr of temps) heap.release(addr);
   }
   return out;
+}
+
+/** @internal How many worker threads joined the last threaded job (0 when none did or none was offered). */
+export function lastJobWorkers(): number {
+  return pool?.lastJoined ?? 0;
 }
 
 /** out[M×N] = a[M×K] @ b[K×N] (+ bias per column) (then ReLU), on kiln's wasm SIMD kernels. */
