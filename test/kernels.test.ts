@@ -230,6 +230,15 @@ test('the gpu.js GEMM fallback (no wasm SIMD) gives the same results', (t) => {
     const lin = new nn.Linear(9, 6);
     differential(t, 'linear + relu on the fallback', new Applied(lin, (y) => y.relu()), [randn([5, 9])], /matmul\+bias\+relu/);
     differential(t, 'matmul on the fallback', (a, b) => a.matmul(b), [randn([2, 4, 3]), randn([2, 3, 7])]);
+    // the fallback's gpu.js kernel follows setKernelBackend like every generated kernel
+    const mode = getKernelBackend();
+    t.is(setKernelBackend('cpu'), 'cpu');
+    try {
+      const text = differential(t, 'linear + relu on the cpu fallback', new Applied(lin, (y) => y.relu()), [randn([6, 9])]);
+      t.regex(text, /1 kernel, 0 eager steps on cpu[\s\S]*matmul\+bias\+relu/);
+    } finally {
+      setKernelBackend(mode);
+    }
   } finally {
     useSimdGemm(undefined);
   }

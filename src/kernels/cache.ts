@@ -18,6 +18,8 @@ export interface KernelSpec {
   readonly maxLoop?: number;
   /** Small lookup tables the source reads as `this.constants.name[i]`. */
   readonly constants?: Readonly<Record<string, Float32Array>>;
+  /** gpu.js's async contract: calls return a Promise and webasm splits the cells over its worker pool. */
+  readonly asyncMode?: boolean;
 }
 
 export interface KernelCacheStats {
@@ -51,7 +53,7 @@ export function countPlan(): void {
 
 /** The kernel for `spec` on `mode`, compiled on first use. Argument sizes are fixed by the caller's key. */
 export function getKernel(mode: KernelBackendName, spec: KernelSpec, argKey: string): IKernelRunShortcut {
-  const key = `${mode}|${spec.output.join('x')}x${spec.components ?? 1}|${argKey}|${spec.source}`;
+  const key = `${mode}${spec.asyncMode ? ' async' : ''}|${spec.output.join('x')}x${spec.components ?? 1}|${argKey}|${spec.source}`;
   const hit = cache.get(key);
   if (hit) {
     stats.hits++;
@@ -65,6 +67,7 @@ export function getKernel(mode: KernelBackendName, spec: KernelSpec, argKey: str
     precision: 'single',
     tactic: 'precision',
     ...(spec.components === 4 ? { returnType: 'Array(4)' } : {}),
+    ...(spec.asyncMode ? { asyncMode: true } : {}),
   };
   const kernel = gpuFor(mode).createKernel(spec.source, settings as IGPUKernelSettings);
   stats.compiled++;

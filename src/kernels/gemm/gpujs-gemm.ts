@@ -11,32 +11,28 @@
  * values sit together, and K is unrolled by 4.
  */
 
-import { GPU, type IKernelRunShortcut } from 'gpu.js';
+import type { IKernelRunShortcut } from 'gpu.js';
+import type { KernelBackendName } from '../backend.js';
+import { getKernel, type KernelSpec } from '../cache.js';
 import { checkGemm, type Checked, type GemmOptions } from './check.js';
 import { PackedB, unpackB } from './packed-b.js';
 import { fillEmptyProduct } from './reference.js';
 
-let gpu: GPU | undefined;
-const kernels = new Map<string, IKernelRunShortcut>();
-/** Compiling a gpu.js kernel takes ~100–300 ms; keep the most recent shapes. */
-const CACHE_LIMIT = 32;
+export interface GpuJsGemmOptions extends GemmOptions {
+  /**
+   * The gpu.js mode the kernel runs on: 'webasm' (the default, what the side-by-side measures), or any mode
+   * `setKernelBackend` accepts; kiln's fallback GEMM (matmul.ts) passes the active kernel backend.
+   */
+  mode?: KernelBackendName;
+}
 
-function kernelFor(key: string, build: (gpu: GPU) => IKernelRunShortcut): IKernelRunShortcut {
-  let k = kernels.get(key);
-  if (k) {
-    kernels.delete(key);
-    kernels.set(key, k);
-    return k;
-  }
-  gpu ??= new GPU({ mode: 'webasm' });
-  k = build(gpu);
-  kernels.set(key, k);
-  if (kernels.size > CACHE_LIMIT) {
-    const [oldKey, old] = kernels.entries().next().value!;
-    kernels.delete(oldKey);
-    old.destroy();
-  }
-  return k;
+/**
+ * The compiled kernel for `source` over `output` cells: kiln's shared kernel cache (cache.ts), so these
+ * kernels are compiled once per mode, shape and epilogue, counted with every other kernel, and created on
+ * the same gpu.js instance per mode.
+ */
+function kernelFor(opts: GpuJsGemmOptions, spec: KernelSpec, args: readonly (Float32Array | undefined)[]): IKernelRunShortcut {
+  return getKernel(opts.mode ?? 'webasm', spec, args.map((a) => a?.length ?? 0).join(','));
 }
 
 /** The epilogue lines for accumulators `names` at column `x`. */
@@ -67,7 +63,7 @@ export function gemmGpuJsNaive(
   M: number,
   K: number,
   N: number,
-  opts: GemmOptions = {},
+  opts: GpuJsGemmOptions = {},
 ): Float32Array {
   const chk = checkGemm('gemm', a, b, M, K, N, opts);
   const out = opts.out ?? new Float32Array(M * N);
@@ -76,22 +72,17 @@ export function gemmGpuJsNaive(
     return out;
   }
   const { b: B, transposed } = prepareB(b, opts);
-  const key = `naive:${M}x${K}x${N}:${transposed}:${!!chk.bias}:${chk.relu}`;
-  const kernel = kernelFor(key, (g) =>
-    g.createKernel(
-      `function (a, b${chk.bias ? ', bias' : ''}) {
-        const x = this.thread.x;
-        const ao = this.thread.y * ${K};
-        let s = 0;
-        for (let k = 0; k < ${K}; k++) {
-          s += a[ao + k] * b[${bIndex('k', K, N, transposed)}];
-        }
-        ${epilogue(['s'], chk)}
-        return s;
-      }`,
-      { output: [N, M] },
-    ),
-  );
+  const source = `function (a, b${chk.bias ? ', bias' : ''}) {
+    const x = this.thread.x;
+    const ao = this.thread.y * ${K};
+    let s = 0;
+    for (let k = 0; k < ${K}; k++) {
+      s += a[ao + k] * b[${bIndex('k', K, N, transposed)}];
+    }
+    ${epilogue(['s'], chk)}
+    return s;
+  }`;
+  const kernel = kernelFor(opts, { source, output: [N, M], maxLoop: K }, [a, B, chk.bias]);
   const rows = (chk.bias ? kernel(a, B, chk.bias) : kernel(a, B)) as Float32Array[];
   for (let i = 0; i < M; i++) out.set(rows[i]!, i * N);
   return out;
@@ -112,7 +103,7 @@ function prepareRows4(
   M: number,
   K: number,
   N: number,
-  opts: GemmOptions,
+  opts: GpuJsGemmOptions,
   threaded: boolean,
 ): Rows4Call | Float32Array {
   const chk = checkGemm('gemm', a, b, M, K, N, opts);
@@ -136,26 +127,22 @@ function prepareRows4(
     [0, 1, 2, 3].map((r) => `s${r} += ${k.map((_, j) => `a[${o(j)} + ${r}] * y${j}`).join(' + ')};`).join('\n');
   const steps = Array.from({ length: UNROLL }, (_, j) => `k + ${j}`);
   const tail = Array.from({ length: K - body }, (_, j) => String(body + j));
-  const key = `rows4:${quads}x${K}x${N}:${transposed}:${!!chk.bias}:${chk.relu}:${threaded}`;
-  const kernel = kernelFor(key, (g) =>
-    g.createKernel(
-      `function (a, b${chk.bias ? ', bias' : ''}) {
-        const x = this.thread.x;
-        const ao = this.thread.y * ${K * 4};
-        let s0 = 0; let s1 = 0; let s2 = 0; let s3 = 0;
-        for (let k = 0; k < ${body}; k += ${UNROLL}) {
-          ${loads(steps)}
-          const o = ao + k * 4;
-          ${sums(steps, (j) => `o + ${4 * j}`)}
-        }
-        ${tail.length ? `${loads(tail)}\n${sums(tail, (j) => `ao + ${4 * (body + j)}`)}` : ''}
-        ${epilogue(['s0', 's1', 's2', 's3'], chk)}
-        return [s0, s1, s2, s3];
-      }`,
-      // asyncMode is gpu.js's threaded contract: a Promise, the cells split over its worker pool.
-      { output: [N, quads], asyncMode: threaded },
-    ),
-  );
+  const source = `function (a, b${chk.bias ? ', bias' : ''}) {
+    const x = this.thread.x;
+    const ao = this.thread.y * ${K * 4};
+    let s0 = 0; let s1 = 0; let s2 = 0; let s3 = 0;
+    for (let k = 0; k < ${body}; k += ${UNROLL}) {
+      ${loads(steps)}
+      const o = ao + k * 4;
+      ${sums(steps, (j) => `o + ${4 * j}`)}
+    }
+    ${tail.length ? `${loads(tail)}\n${sums(tail, (j) => `ao + ${4 * (body + j)}`)}` : ''}
+    ${epilogue(['s0', 's1', 's2', 's3'], chk)}
+    return [s0, s1, s2, s3];
+  }`;
+  // asyncMode is gpu.js's threaded contract: a Promise, the cells split over its worker pool.
+  const spec = { source, output: [N, quads], components: 4, maxLoop: K, asyncMode: threaded } as const;
+  const kernel = kernelFor(opts, spec, [ap, B, chk.bias]);
   return {
     run: () => (chk.bias ? kernel(ap, B, chk.bias) : kernel(ap, B)),
     finish(rows) {
@@ -183,20 +170,20 @@ export function gemmGpuJs(
   M: number,
   K: number,
   N: number,
-  opts: GemmOptions = {},
+  opts: GpuJsGemmOptions = {},
 ): Float32Array {
   const call = prepareRows4(a, b, M, K, N, opts, false);
   return call instanceof Float32Array ? call : call.finish(call.run() as Float32Array[][]);
 }
 
-/** gemmGpuJs under gpu.js's async contract, which splits the kernel over gpu.js's own worker threads. */
+/** gemmGpuJs under gpu.js's async contract, which splits the kernel over gpu.js's own worker threads (webasm). */
 export async function gemmGpuJsThreaded(
   a: Float32Array,
   b: Float32Array | PackedB,
   M: number,
   K: number,
   N: number,
-  opts: GemmOptions = {},
+  opts: GpuJsGemmOptions = {},
 ): Promise<Float32Array> {
   const call = prepareRows4(a, b, M, K, N, opts, true);
   return call instanceof Float32Array ? call : call.finish((await call.run()) as Float32Array[][]);

@@ -25,7 +25,7 @@ export { PackedB, packB } from './packed-b.js';
 export { heapAlloc, heapFree, onHeap } from './heap-views.js';
 export { getThreadCount as getGemmThreads, setThreadCount as setGemmThreads } from './threads.js';
 export { gemmSimd, bmmSimd } from './simd-gemm.js';
-export { gemmGpuJs, gemmGpuJsNaive, gemmGpuJsThreaded } from './gpujs-gemm.js';
+export { gemmGpuJs, gemmGpuJsNaive, gemmGpuJsThreaded, type GpuJsGemmOptions } from './gpujs-gemm.js';
 export { gemmReference } from './reference.js';
 
 /** out[M×N] = a[M×K] @ b[K×N] (+ bias) (then ReLU); b may be [N, K] with `bTransposed`, or pre-packed. */

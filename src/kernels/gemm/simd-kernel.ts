@@ -70,6 +70,29 @@ function min(f: FunctionBuilder, a: Body, b: Body): void {
   f.i32LtS().select();
 }
 
+/**
+ * `for (i = 0; i < end; i += step) { len = min(step, end − i); body }`: blocks of `step`, the last one short.
+ * `end` is a local.
+ */
+function forBlocks(f: FunctionBuilder, i: number, len: number, end: number, step: number, body: Body): void {
+  forLoop(
+    f,
+    i,
+    () => f.i32(0),
+    () => f.get(end),
+    step,
+    () => {
+      min(
+        f,
+        () => f.i32(step),
+        () => f.get(end).get(i).i32Sub(),
+      );
+      f.set(len);
+      body();
+    },
+  );
+}
+
 function emitMicroKernel(f: FunctionBuilder, cfg: KernelConfig, mr: number): void {
   // params: ap, bp, cp, ldcB, kc, flags, biasp
   const [ap, bp, cp, ldcB, kc, flags, biasp] = [0, 1, 2, 3, 4, 5, 6];
@@ -265,70 +288,57 @@ function emitPackA(f: FunctionBuilder, cfg: KernelConfig): void {
   const r = f.local('i32');
   const rowBase = f.local('i32');
   const col = f.local('i32');
-  forLoop(
-    f,
-    i,
-    () => f.i32(0),
-    () => f.get(mc),
-    cfg.mr,
-    () => {
-      min(
-        f,
-        () => f.i32(cfg.mr),
-        () => f.get(mc).get(i).i32Sub(),
-      );
-      f.set(mr);
-      f.get(src).get(i).get(ldaB).i32Mul().i32Add().set(rowBase);
-      f.get(mr).i32(cfg.mr).i32Eq().if();
-      // Full micro-panel: MR loads per k with constant row offsets would need ldaB at build time, so walk
-      // k with one column pointer and step rows by ldaB.
-      forLoop(
-        f,
-        k,
-        () => f.i32(0),
-        () => f.get(kc),
-        1,
-        () => {
-          f.get(rowBase).get(k).i32(2).i32Shl().i32Add().set(col);
-          for (let rr = 0; rr < cfg.mr; rr++) {
-            f.get(dst)
-              .get(col)
-              .f32Load()
-              .f32Store(rr * 4);
-            if (rr < cfg.mr - 1) f.get(col).get(ldaB).i32Add().set(col);
-          }
+  forBlocks(f, i, mr, mc, cfg.mr, () => {
+    f.get(src).get(i).get(ldaB).i32Mul().i32Add().set(rowBase);
+    f.get(mr).i32(cfg.mr).i32Eq().if();
+    // Full micro-panel: MR loads per k with constant row offsets would need ldaB at build time, so walk
+    // k with one column pointer and step rows by ldaB.
+    forLoop(
+      f,
+      k,
+      () => f.i32(0),
+      () => f.get(kc),
+      1,
+      () => {
+        f.get(rowBase).get(k).i32(2).i32Shl().i32Add().set(col);
+        for (let rr = 0; rr < cfg.mr; rr++) {
           f.get(dst)
-            .i32(cfg.mr * 4)
-            .i32Add()
-            .set(dst);
-        },
-      );
-      f.else();
-      forLoop(
-        f,
-        k,
-        () => f.i32(0),
-        () => f.get(kc),
-        1,
-        () => {
-          forLoop(
-            f,
-            r,
-            () => f.i32(0),
-            () => f.get(mr),
-            1,
-            () => {
-              f.get(dst);
-              f.get(rowBase).get(r).get(ldaB).i32Mul().i32Add().get(k).i32(2).i32Shl().i32Add().f32Load();
-              f.f32Store();
-              f.get(dst).i32(4).i32Add().set(dst);
-            },
-          );
-        },
-      );
-      f.end();
-    },
-  );
+            .get(col)
+            .f32Load()
+            .f32Store(rr * 4);
+          if (rr < cfg.mr - 1) f.get(col).get(ldaB).i32Add().set(col);
+        }
+        f.get(dst)
+          .i32(cfg.mr * 4)
+          .i32Add()
+          .set(dst);
+      },
+    );
+    f.else();
+    forLoop(
+      f,
+      k,
+      () => f.i32(0),
+      () => f.get(kc),
+      1,
+      () => {
+        forLoop(
+          f,
+          r,
+          () => f.i32(0),
+          () => f.get(mr),
+          1,
+          () => {
+            f.get(dst);
+            f.get(rowBase).get(r).get(ldaB).i32Mul().i32Add().get(k).i32(2).i32Shl().i32Add().f32Load();
+            f.f32Store();
+            f.get(dst).i32(4).i32Add().set(dst);
+          },
+        );
+      },
+    );
+    f.end();
+  });
 }
 
 function emitPackB(f: FunctionBuilder, cfg: KernelConfig): void {
@@ -400,91 +410,39 @@ function emitDriver(f: FunctionBuilder, cfg: KernelConfig, packA: number, tile: 
   const bpj = f.local('i32');
   const nr = f.local('i32');
   const mr = f.local('i32');
-  forLoop(
-    f,
-    pc,
-    () => f.i32(0),
-    () => f.get(K),
-    cfg.kc,
-    () => {
-      min(
-        f,
-        () => f.i32(cfg.kc),
-        () => f.get(K).get(pc).i32Sub(),
-      );
-      f.set(kc);
-      // First K block starts from bias or zero, later ones accumulate; only the last applies ReLU.
-      f.get(pc).if();
-      f.i32(FLAG_ACCUMULATE).set(fl);
-      f.else();
-      f.get(flags).i32(FLAG_BIAS).i32And().set(fl);
-      f.end();
-      f.get(pc).get(kc).i32Add().get(K).i32Eq().if();
-      f.get(fl).get(flags).i32(FLAG_RELU).i32And().i32Or().set(fl);
-      f.end();
-      forLoop(
-        f,
-        ic,
-        () => f.i32(0),
-        () => f.get(M),
-        cfg.mc,
-        () => {
-          min(
-            f,
-            () => f.i32(cfg.mc),
-            () => f.get(M).get(ic).i32Sub(),
-          );
-          f.set(mc);
-          f.get(a).get(ic).get(ldaB).i32Mul().i32Add().get(pc).i32(2).i32Shl().i32Add();
-          f.get(ldaB).get(mc).get(kc).get(apack).call(packA);
-          // Macro-kernel: each B micro-panel (kc×NR, L1) against every row tile of the packed A block (L2).
-          f.get(bp)
-            .get(pc)
-            .i32(cfg.nr * 4)
-            .i32Mul()
-            .i32Add()
-            .set(bpj);
-          forLoop(
-            f,
-            jr,
-            () => f.i32(0),
-            () => f.get(N),
-            cfg.nr,
-            () => {
-              min(
-                f,
-                () => f.i32(cfg.nr),
-                () => f.get(N).get(jr).i32Sub(),
-              );
-              f.set(nr);
-              forLoop(
-                f,
-                ir,
-                () => f.i32(0),
-                () => f.get(mc),
-                cfg.mr,
-                () => {
-                  min(
-                    f,
-                    () => f.i32(cfg.mr),
-                    () => f.get(mc).get(ir).i32Sub(),
-                  );
-                  f.set(mr);
-                  f.get(apack).get(ir).get(kc).i32Mul().i32(2).i32Shl().i32Add();
-                  f.get(bpj);
-                  f.get(c).get(ic).get(ir).i32Add().get(ldcB).i32Mul().i32Add().get(jr).i32(2).i32Shl().i32Add();
-                  f.get(ldcB).get(kc).get(fl);
-                  f.get(biasp).get(jr).i32(2).i32Shl().i32Add();
-                  f.get(mr).get(nr).get(scratch).call(tile);
-                },
-              );
-              f.get(bpj).get(panelB).i32Add().set(bpj);
-            },
-          );
-        },
-      );
-    },
-  );
+  forBlocks(f, pc, kc, K, cfg.kc, () => {
+    // First K block starts from bias or zero, later ones accumulate; only the last applies ReLU.
+    f.get(pc).if();
+    f.i32(FLAG_ACCUMULATE).set(fl);
+    f.else();
+    f.get(flags).i32(FLAG_BIAS).i32And().set(fl);
+    f.end();
+    f.get(pc).get(kc).i32Add().get(K).i32Eq().if();
+    f.get(fl).get(flags).i32(FLAG_RELU).i32And().i32Or().set(fl);
+    f.end();
+    forBlocks(f, ic, mc, M, cfg.mc, () => {
+      f.get(a).get(ic).get(ldaB).i32Mul().i32Add().get(pc).i32(2).i32Shl().i32Add();
+      f.get(ldaB).get(mc).get(kc).get(apack).call(packA);
+      // Macro-kernel: each B micro-panel (kc×NR, L1) against every row tile of the packed A block (L2).
+      f.get(bp)
+        .get(pc)
+        .i32(cfg.nr * 4)
+        .i32Mul()
+        .i32Add()
+        .set(bpj);
+      forBlocks(f, jr, nr, N, cfg.nr, () => {
+        forBlocks(f, ir, mr, mc, cfg.mr, () => {
+          f.get(apack).get(ir).get(kc).i32Mul().i32(2).i32Shl().i32Add();
+          f.get(bpj);
+          f.get(c).get(ic).get(ir).i32Add().get(ldcB).i32Mul().i32Add().get(jr).i32(2).i32Shl().i32Add();
+          f.get(ldcB).get(kc).get(fl);
+          f.get(biasp).get(jr).i32(2).i32Shl().i32Add();
+          f.get(mr).get(nr).get(scratch).call(tile);
+        });
+        f.get(bpj).get(panelB).i32Add().set(bpj);
+      });
+    });
+  });
 }
 
 /** Builds the module's bytes for one configuration. */
