@@ -9,6 +9,8 @@ import {
   ValueError,
   cat,
   compile,
+  explain,
+  formatExplain,
   getKernelBackend,
   kernelCacheStats,
   manualSeed,
@@ -501,6 +503,41 @@ test('KILN_LOG=kernels prints which nodes went into which kernel, as an aligned 
     '  4  reduce sum        [3, 1]  _3',
     '  5  elementwise       [3, 2]  _3',
   ]);
+});
+
+test("explain() shows each graph's kernel plan, the table pprint() prints, with user code run once", (t) => {
+  manualSeed(17);
+  const m = new Mlp();
+  const x = randn([5, 20]);
+  const report = noGrad(() => explain(m)(x));
+  t.is(report.kernels?.length, 1);
+  const programs: KernelProgramCallable[] = [];
+  const opt = compile(m, { backend: (gm: GraphModule) => programs[programs.push(kernelsBackend(gm)) - 1]! });
+  noGrad(() => opt.call(x));
+  t.is(report.kernels![0], programs[0]!.pprint(), 'the same table as the compiled program');
+  t.regex(report.kernels![0]!, /^kiln kernels: Mlp: \d+ kernels, 0 eager steps on webasm\n/);
+  t.regex(
+    report.kernels![0]!,
+    /\n {2}1 {2}matmul\+bias\+relu +\[5, 32\] +fc1, relu\n {2}2 {2}matmul\+bias\+relu +\[5, 32\] +fc2, relu_1\n/,
+  );
+  const text = formatExplain(report);
+  t.regex(text, /\n {2}}\n {2}kernels: \d+ kernels, 0 eager steps on webasm\n {4}# {2}kind +output +nodes\n {4}1 {2}matmul\+bias\+relu /);
+
+  // while gradients are recorded the graph runs eagerly; explain shows what runs under noGrad
+  const grad = explain(m)(x).kernels![0]!;
+  t.regex(grad, /^kiln kernels: Mlp runs eagerly while gradients are recorded; under noGrad: \d+ kernels/);
+  t.is(grad.split('\n').slice(1).join('\n'), report.kernels![0]!.split('\n').slice(1).join('\n'));
+
+  // other backends: no kernels field
+  t.false('kernels' in explain(compile(m, { backend: 'eager' }))(x));
+
+  // capture only traces, so the graph's one run is explain's: a hooked submodule's hook runs once
+  let calls = 0;
+  const hooked = new Applied(new nn.Linear(3, 3), (y) => y.relu());
+  hooked.layer.registerForwardHook(() => void calls++);
+  const h = noGrad(() => explain(hooked)(randn([2, 3])));
+  t.is(calls, 1);
+  t.regex(h.kernels![0]!, /eager +\[2, 3\] +layer \(.+\)\n.*elementwise +\[2, 3\] +relu/);
 });
 
 test('liveness: GEMM results whose lifetimes do not overlap share a buffer; escaping ones get none', (t) => {

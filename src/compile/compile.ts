@@ -50,7 +50,8 @@ export class OptimizedModule extends Module {
   declare readonly _compiled: CompiledCallable;
   /** Runners for plugin-rewritten forwards (by plan: forward may be swapped for another rewritten one). */
   declare private readonly _runners: Map<Plan, PlanRunner>;
-  declare private readonly _options: CompileOptions;
+  /** @internal The options compile() was given (explain reads the backend). */
+  declare readonly _options: CompileOptions;
   /** The cache the last call used (a plan's runner, or run-time capture). */
   declare private _last: PlanRunner | CompiledCallable | undefined;
 

@@ -1,7 +1,8 @@
 import { KilnError } from '../errors.js';
 import type { GraphModule } from '../graph/graph-module.js';
 import { Module } from '../runtime/nn/module.js';
-import { countOps, eagerBackend } from './backends.js';
+import { kernelsBackend, type KernelProgramCallable } from '../kernels/program.js';
+import { countOps, eagerBackend, type BackendOption } from './backends.js';
 import { CompiledCallable, type BreakReason, type CacheEntry, type CaptureOptions } from './compiled-callable.js';
 import { PlanRunner, planOf, recording, type PlanRecorder } from './plan.js';
 import { OptimizedModule } from './compile.js';
@@ -13,11 +14,21 @@ export interface ExplainOutput {
   opCount: number;
   guards: string[];
   graphs: GraphModule[];
+  /**
+   * With the 'kernels' backend (the default): for each graph (same order as `graphs`), its kernel plan for
+   * these inputs as `pprint()` and `KILN_LOG=kernels` print it: one row per kernel or eager step, naming the
+   * graph nodes fused into it. Absent with any other backend.
+   */
+  kernels?: string[];
 }
 
 /**
  * `explain(modelOrFn)(...args)`: capture once, on fresh caches, and report what was captured — graphs, their
- * op count, the guards, and every graph break with its reason and source location.
+ * op count, the guards, and every graph break with its reason and source location. With the 'kernels'
+ * backend each graph is also compiled by it and run once on the inputs (graphs hold only graph ops, so no
+ * user code runs again; a plugin-rewritten method runs once in all, its breaks as written), and `kernels`
+ * holds the plan tables. While gradients are recorded kernels do not run; the table then shows the plan
+ * the graph would run under noGrad.
  */
 export function explain(model: Module | ((...args: never[]) => unknown)): (...args: unknown[]) => ExplainOutput {
   if (!(model instanceof Module) && typeof model !== 'function') throw new KilnError('explain: expected an nn.Module or a function');
@@ -26,17 +37,23 @@ export function explain(model: Module | ((...args: never[]) => unknown)): (...ar
     const graphs: GraphModule[] = [];
     const self = target instanceof Module ? target : undefined;
     const fn = (self ? self.forward : target) as (...a: unknown[]) => unknown;
+    const p = planOf(fn);
+    const programs = usesKernels(model instanceof OptimizedModule ? model._options.backend : undefined, p?.options?.backend)
+      ? new Map<GraphModule, KernelProgramCallable>()
+      : undefined;
     const options: CaptureOptions = {
       backend: (gm, inputs) => {
         graphs.push(gm);
-        return eagerBackend(gm, inputs);
+        if (!programs) return eagerBackend(gm, inputs);
+        const program = kernelsBackend(gm, inputs, { planUnderGrad: true });
+        programs.set(gm, program);
+        return program;
       },
       fullgraph: false,
       dynamic: undefined,
       cacheSizeLimit: 1,
       errorOnRecompile: false,
     };
-    const p = planOf(fn);
     let entries: CacheEntry[];
     let breakReasons: BreakReason[] = [];
     if (p) {
@@ -46,6 +63,8 @@ export function explain(model: Module | ((...args: never[]) => unknown)): (...ar
       entries = [...rec.runners].flatMap((r) => r.graphCallables().flatMap((c) => c.entries));
     } else {
       entries = [new CompiledCallable(fn, self, options).capture(args)];
+      // capture only traces; the kernels backend plans on a graph's first run (graph ops only, no user code)
+      if (programs && entries[0]!.graph) entries[0]!.run(...args);
     }
     for (const e of entries) if (e.breakReason) breakReasons.push(e.breakReason);
     breakReasons = sortByLocation(breakReasons);
@@ -57,8 +76,15 @@ export function explain(model: Module | ((...args: never[]) => unknown)): (...ar
       opCount: graphs.reduce((n, g) => n + countOps(g), 0),
       guards,
       graphs,
+      ...(programs ? { kernels: graphs.map((g) => programs.get(g)?.pprint() ?? '') } : {}),
     };
   };
+}
+
+/** Whether graphs go to the 'kernels' backend: compile()'s option, else the plugin's, else the default ('kernels'). */
+function usesKernels(given: BackendOption | undefined, plugin: BackendOption | undefined): boolean {
+  const b = given ?? plugin;
+  return b === undefined || b === 'kernels' || b === kernelsBackend;
 }
 
 /** Break reasons in source order (file, then line, then column). */
@@ -77,7 +103,12 @@ function sortByLocation(bs: BreakReason[]): BreakReason[] {
 /** The report as text for people: counts, each graph's code, each break with its location, then the guards (summarised). */
 export function formatExplain(r: ExplainOutput): string {
   const lines = [`graphs: ${r.graphCount}   graph breaks: ${r.graphBreakCount}   ops: ${r.opCount}   guards: ${r.guards.length}`];
-  r.graphs.forEach((g, i) => lines.push(`graph ${i + 1}:`, ...g.code.split('\n').map((l) => `  ${l}`)));
+  r.graphs.forEach((g, i) => {
+    lines.push(`graph ${i + 1}:`, ...g.code.split('\n').map((l) => `  ${l}`));
+    // the plan table under its graph, titled `kernels: …` instead of pprint's `kiln kernels: Name…`
+    const plan = r.kernels?.[i];
+    if (plan) lines.push(...plan.split('\n').map((l) => `  ${l.replace(/^kiln kernels: [\w$]+:? ?/, 'kernels: ')}`));
+  });
   for (const b of r.breakReasons) lines.push(`break at ${b.loc}:`, `  ${b.reason}`);
   lines.push('guards:', ...summariseGuards(r.guards).map((g) => `  ${g}`));
   return lines.join('\n');

@@ -1,7 +1,7 @@
 import { KilnError } from '../errors.js';
 import type { GraphModule } from '../graph/graph-module.js';
 import { Interpreter } from '../graph/interpreter.js';
-import { targetName } from '../graph/node.js';
+import { targetName, type Node } from '../graph/node.js';
 import { isGradEnabled } from '../runtime/autograd.js';
 import { Tensor } from '../runtime/tensor.js';
 import { getKernelBackend } from './backend.js';
@@ -38,15 +38,29 @@ function describeArg(a: unknown): string {
   return 'object';
 }
 
+export interface KernelProgramOptions {
+  /**
+   * While gradients are recorded the graph runs eagerly. With this set, such a call also plans the graph
+   * from the values it computed (the plan is not run), so `pprint()` shows what would run under noGrad.
+   * `explain()` sets it; its programs are thrown away after one call.
+   */
+  readonly planUnderGrad?: boolean;
+}
+
 export class KernelProgram {
   readonly plans = new Map<string, Plan | string>();
+  /** Plans made while gradients were recorded (`planUnderGrad`), shown by pprint, never run. */
+  private readonly gradPlans = new Map<string, Plan | string>();
   /** Why the graph runs eagerly on every call, or null. */
   readonly eagerReason: string | null;
   private readonly params: readonly Tensor[];
   private running = false;
   private loggedGrad = false;
 
-  constructor(readonly gm: GraphModule) {
+  constructor(
+    readonly gm: GraphModule,
+    private readonly options: KernelProgramOptions = {},
+  ) {
     this.params = gm.parameters();
     const inPlace = gm.graph.nodes.find(
       (n) =>
@@ -70,10 +84,14 @@ export class KernelProgram {
       if (!this.loggedGrad)
         logLine(`kiln kernels: ${this.name} runs eagerly while gradients are recorded (grad mode on, inputs or parameters require grad)`);
       this.loggedGrad = true;
-      return this.gm.forward(...args);
+      const key = this.keyOf(args);
+      if (!this.options.planUnderGrad || this.gradPlans.has(key)) return this.gm.forward(...args);
+      const rec = new Interpreter(this.gm, false);
+      const result = rec.run(...args); // records the tape as gm.forward would
+      this.gradPlans.set(key, this.makePlan(key, rec.env));
+      return result;
     }
-    // plans are per kernel backend too: after setKernelBackend the next call plans for the new mode
-    const key = `${getKernelBackend()} ${args.map(describeArg).join(' ')}`;
+    const key = this.keyOf(args);
     const plan = this.plans.get(key);
     if (typeof plan === 'string') return this.gm.forward(...args);
     this.running = true;
@@ -92,26 +110,36 @@ export class KernelProgram {
     }
   }
 
+  /** Plans are per input signature, and per kernel backend: after setKernelBackend the next call plans for the new mode. */
+  private keyOf(args: readonly unknown[]): string {
+    return `${getKernelBackend()} ${args.map(describeArg).join(' ')}`;
+  }
+
+  /** Lower, fuse and compile from one eager run's values; a graph too large for kernels gets the reason instead. */
+  private makePlan(key: string, values: ReadonlyMap<Node, unknown>): Plan | string {
+    try {
+      const lowered = lowerGraph(this.gm, values);
+      const out = this.gm.graph.outputNode;
+      const parts = partition(lowered, out ? out.allInputNodes() : []);
+      const plan = new Plan({ gm: this.gm, lowered, groups: parts.groups, values });
+      countPlan();
+      logLine(formatPlan(plan, `kiln kernels: ${this.name}`));
+      return plan;
+    } catch (e) {
+      if (!(e instanceof TooLarge)) throw e;
+      logLine(`kiln kernels: ${this.name} runs eagerly for ${key}: ${e.message}`);
+      return e.message;
+    }
+  }
+
   /** Run eagerly once, recording every value, then plan, compile and run the plan. */
   private planAndRun(key: string, args: unknown[]): unknown {
     const rec = new Interpreter(this.gm, false);
     const eagerResult = rec.run(...args);
     if (this.plans.size >= PLANS_PER_PROGRAM) this.plans.delete(this.plans.keys().next().value!);
-    let plan: Plan;
-    try {
-      const lowered = lowerGraph(this.gm, rec.env);
-      const out = this.gm.graph.outputNode;
-      const parts = partition(lowered, out ? out.allInputNodes() : []);
-      plan = new Plan({ gm: this.gm, lowered, groups: parts.groups, values: rec.env });
-    } catch (e) {
-      if (!(e instanceof TooLarge)) throw e;
-      this.plans.set(key, e.message);
-      logLine(`kiln kernels: ${this.name} runs eagerly for ${key}: ${e.message}`);
-      return eagerResult;
-    }
-    countPlan();
+    const plan = this.makePlan(key, rec.env);
     this.plans.set(key, plan);
-    logLine(formatPlan(plan, `kiln kernels: ${this.name}`));
+    if (typeof plan === 'string') return eagerResult;
     try {
       return plan.run(args);
     } catch (e) {
@@ -126,19 +154,28 @@ export class KernelProgram {
   }
 
   pprint(): string {
-    if (this.eagerReason) return `kiln kernels: ${this.name} runs eagerly (${this.eagerReason})`;
-    if (this.plans.size === 0) return `kiln kernels: ${this.name} has not run yet (plans are made per input signature on first call)`;
-    return [...this.plans]
-      .map(([key, p]) =>
-        typeof p === 'string' ? `kiln kernels: ${this.name} for ${key}: eager (${p})` : formatPlan(p, `kiln kernels: ${this.name}`),
-      )
-      .join('\n');
+    const title = `kiln kernels: ${this.name}`;
+    if (this.eagerReason) return `${title} runs eagerly (${this.eagerReason})`;
+    const underGrad = `${title} runs eagerly while gradients are recorded`;
+    const lines = [
+      ...[...this.plans].map(([key, p]) => (typeof p === 'string' ? `${title} for ${key}: eager (${p})` : formatPlan(p, title))),
+      ...[...this.gradPlans].map(([key, p]) =>
+        typeof p === 'string' ? `${underGrad}; for ${key} under noGrad: eager (${p})` : formatPlan(p, `${underGrad}; under noGrad`),
+      ),
+    ];
+    if (lines.length > 0) return lines.join('\n');
+    if (this.loggedGrad) return `${underGrad} (grad mode on, inputs or parameters require grad); under noGrad it runs kernels`;
+    return `${title} has not run yet (plans are made per input signature on first call)`;
   }
 }
 
 /** The 'kernels' backend (API §8): lower the captured graph to fused gpu.js kernels. */
-export function kernelsBackend(gm: GraphModule): KernelProgramCallable {
-  const program = new KernelProgram(gm);
+export function kernelsBackend(
+  gm: GraphModule,
+  _exampleInputs?: readonly unknown[],
+  options: KernelProgramOptions = {},
+): KernelProgramCallable {
+  const program = new KernelProgram(gm, options);
   const run = ((...args: unknown[]) => program.call(args)) as KernelProgramCallable;
   Object.defineProperties(run, {
     pprint: { value: () => program.pprint() },
