@@ -5,7 +5,10 @@
  * on wasm, onnxruntime-node) on matmul 256/512/1024, an MLP and a small CNN, every contender's result
  * checked against a plain-JS reference before it is timed.
  * Writes bench/results.json; the README's table summarises it.
+ * `KILN_BENCH_ONLY=memory` (or any of fx, compile, plugin, memory, comma-separated) runs just those checks
+ * and prints them, leaving bench/results.json as it is.
  */
+import { spawnSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import * as tf from '@tensorflow/tfjs-core';
@@ -18,6 +21,7 @@ import { firstFailing } from '../src/compile/guards.js';
 import { CompiledCallable } from '../src/compile/compiled-callable.js';
 import { symbolicTrace } from '../src/fx.js';
 import { transformSource } from '../src/register/transform-file.js';
+import type { MemoryReport } from './memory.mjs';
 import {
   CNN,
   MLP,
@@ -195,6 +199,8 @@ interface Check {
   value: number;
   target: string;
   pass: boolean;
+  /** The measurements behind `value`, for results.json. */
+  detail?: object;
 }
 
 /** 200 Linear(64, 64) layers with ReLU between: what the graph IR must trace and run without fuss. */
@@ -359,6 +365,53 @@ async function pluginBench(): Promise<Check[]> {
   return [
     { name: `plugin transform, ${lineCount}-line model file`, unit: 'ms', value: transformMs, target: '< 1000', pass: transformMs < 1000 },
     { name: 'plugin-rewritten dispatch overhead, tiny model', unit: '%', value: overhead, target: '< 10', pass: overhead < 10 },
+  ];
+}
+
+const MiB = (bytes: number) => (bytes / 2 ** 20).toFixed(2);
+
+/** One bench/memory.mts child: a fresh process per variant, with --expose-gc for its full GCs. */
+function memoryChild(variant: 'eager' | 'compiled'): MemoryReport {
+  const script = new URL('./memory.mts', import.meta.url).pathname;
+  const r = spawnSync(process.execPath, ['--expose-gc', '--import', 'tsx', script, variant], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`bench/memory.mts ${variant} failed (exit ${r.status}):\n${r.stderr}`);
+  return JSON.parse(r.stdout.trim().split('\n').pop()!) as MemoryReport;
+}
+
+/**
+ * Peak memory of an MLP 784-512-512-10 forward (batch 64, noGrad), compiled against eager, each in its own
+ * process (bench/memory.mts says how it samples). The first check counts everything the compiled program
+ * holds: the weights it packed for the GEMM (a second copy of them), its planned activation buffers, the
+ * grown wasm memory, its plans and compiled code. The second leaves out the packed weights, which the
+ * compiled program keeps so that no call repacks them: what remains is the working memory of a forward.
+ */
+function memoryBench(): Check[] {
+  const eager = memoryChild('eager');
+  const compiled = memoryChild('compiled');
+  for (const r of [eager, compiled]) {
+    console.log(
+      `  MLP forward memory, ${r.variant}: peak ${MiB(r.peak)} MiB above the built model = held between calls ${MiB(r.retained)} MiB` +
+        ` (wasm ${MiB(r.wasm)}, of it packed weights ${MiB(r.packedWeights)}) + one call ${MiB(r.perCall)} MiB; RSS +${MiB(r.rss)} MiB`,
+    );
+  }
+  const all = compiled.peak / eager.peak;
+  const working = (compiled.peak - compiled.packedWeights) / eager.peak;
+  return [
+    {
+      name: 'MLP forward peak memory, compiled ÷ eager',
+      unit: '×',
+      value: all,
+      target: '≤ 1',
+      pass: all <= 1,
+      detail: { eager, compiled },
+    },
+    {
+      name: 'the same without the packed weight copies',
+      unit: '×',
+      value: working,
+      target: '≤ 1',
+      pass: working <= 1,
+    },
   ];
 }
 
@@ -647,11 +700,43 @@ function printPeerTable(cases: PeerCase[]): void {
   console.log('(n×) after a value: kiln compiled ÷ it, in speed; > 1 means kiln compiled is faster)');
 }
 
+/** The checks kiln must meet on its own, by the names KILN_BENCH_ONLY takes. */
+const CHECKS: Record<string, () => Check[] | Promise<Check[]>> = {
+  fx: fxBench,
+  compile: compileBench,
+  plugin: pluginBench,
+  memory: memoryBench,
+};
+
+function printChecks(checks: Check[]): void {
+  for (const c of checks) {
+    console.log(
+      `${c.name.padEnd(50)} ${c.value.toFixed(2).padStart(13)} ${c.unit.padEnd(8)} target ${c.target} ${c.unit}: ${c.pass ? 'pass' : 'FAIL'}`,
+    );
+  }
+}
+
+/** KILN_BENCH_ONLY=memory,…: just those checks, printed; results.json is left alone. */
+async function runOnly(only: string): Promise<void> {
+  const names = only.split(',').map((n) => n.trim());
+  const unknown = names.filter((n) => !(n in CHECKS));
+  if (unknown.length) throw new Error(`KILN_BENCH_ONLY: unknown check ${unknown.join(', ')} (expected ${Object.keys(CHECKS).join(', ')})`);
+  const checks: Check[] = [];
+  for (const n of names) checks.push(...(await CHECKS[n]!()));
+  console.log();
+  printChecks(checks);
+  console.log('\n(KILN_BENCH_ONLY: bench/results.json not written)');
+}
+
 async function main() {
+  const only = process.env.KILN_BENCH_ONLY;
+  if (only) return runOnly(only);
   await tf.setBackend('cpu');
   console.log(`kiln bench: eager runtime vs @tensorflow/tfjs-backend-cpu ${tf.version_core}, ${ROUNDS} interleaved rounds each`);
   // The overhead checks first: they measure microseconds of dispatch, which the big benchmarks' garbage disturbs.
-  const checks = [...fxBench(), ...compileBench(), ...(await pluginBench())];
+  // (The memory check runs in child processes of its own.)
+  const checks: Check[] = [];
+  for (const run of Object.values(CHECKS)) checks.push(...(await run()));
   const results = [matmulBench(256), matmulBench(512), mlpBench()];
   console.log();
   for (const r of results) {
@@ -659,11 +744,7 @@ async function main() {
       `${r.name.padEnd(50)} kiln ${r.kiln.toFixed(2).padStart(8)} ${r.unit.padEnd(8)} tfjs-cpu ${r.tfjsCpu.toFixed(2).padStart(8)} ${r.unit.padEnd(8)} kiln ${r.speedup.toFixed(2)}×`,
     );
   }
-  for (const c of checks) {
-    console.log(
-      `${c.name.padEnd(50)} ${c.value.toFixed(2).padStart(13)} ${c.unit.padEnd(8)} target ${c.target} ${c.unit}: ${c.pass ? 'pass' : 'FAIL'}`,
-    );
-  }
+  printChecks(checks);
   // after the tfjs-cpu cases: loading the tfjs-wasm peer switches tfjs' global backend to wasm
   const peers = await peerBench();
   printPeerTable(peers.cases);

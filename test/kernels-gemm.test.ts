@@ -8,6 +8,7 @@ import {
   gemmGpuJs,
   gemmGpuJsNaive,
   gemmGpuJsThreaded,
+  gemmHeapBytes,
   gemmReference,
   getGemmThreads,
   heapAlloc,
@@ -178,6 +179,32 @@ test('a packed B is reused across calls, from plain or transposed weights, and r
   t.true(packed.disposed);
   t.throws(() => gemm(random(K, 1), packed, 1, K, N), { instanceOf: ValueError, message: /^gemm: packed b \[37, 21\] was disposed/ });
   packedPlain.dispose();
+});
+
+test('packB stages a B from outside wasm memory a few panels at a time: same result, and memory grows by the packed size only', (t) => {
+  // [K, N] chosen so the staging block holds several panels (2 chunks) or less than one panel (chunks of one)
+  for (const [K, N] of [
+    [300, 250],
+    [9000, 20],
+  ] as const) {
+    for (const transposed of [false, true]) {
+      const b = random(K * N, K + N);
+      const packed = packB(b, K, N, { transposed });
+      const a = random(3 * K, 7);
+      const raw = gemm(a, b, 3, K, N, { bTransposed: transposed });
+      t.deepEqual(gemm(a, packed, 3, K, N), raw, `packed = packed per call, K=${K} N=${N} transposed=${transposed}`);
+      assertClose(t, raw, naive(a, b, 3, K, N, { bTransposed: transposed }), `K=${K} N=${N} transposed=${transposed}`);
+      packed.dispose();
+    }
+  }
+  // wasm memory never shrinks: packing a 4 MiB weight must not leave a second copy's worth of growth behind
+  const [K, N] = [1024, 1024];
+  const w = random(K * N, 5);
+  const before = gemmHeapBytes();
+  const packed = packB(w, K, N, { transposed: true });
+  const grown = gemmHeapBytes() - before;
+  t.true(grown <= K * N * 4 + 256 * 1024 + 65536, `grew ${grown} bytes for a ${K * N * 4}-byte packed weight`);
+  packed.dispose();
 });
 
 test('views on wasm memory are used in place, give the same result, and survive the memory growing', (t) => {

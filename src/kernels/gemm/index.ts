@@ -24,6 +24,7 @@ export type { Activation, GemmOptions } from './check.js';
 export { PackedB, packB } from './packed-b.js';
 export { heapAlloc, heapFree, onHeap } from './heap-views.js';
 export { getThreadCount as getGemmThreads, setThreadCount as setGemmThreads } from './threads.js';
+export { gemmHeapBytes } from './runtime.js';
 export { gemmSimd, bmmSimd } from './simd-gemm.js';
 export { gemmGpuJs, gemmGpuJsNaive, gemmGpuJsThreaded, type GpuJsGemmOptions } from './gpujs-gemm.js';
 export { gemmReference } from './reference.js';

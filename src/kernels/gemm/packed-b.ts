@@ -68,15 +68,41 @@ export function packB(b: Float32Array, K: number, N: number, opts: { transposed?
   checkLength('packB', 'b', b, K * N, describeB(K, N, transposed));
   const rt = getRuntime();
   const dst = rt.heap.alloc(packedBytes(rt, K, N));
-  const owned = rt.heap.owns(b);
-  const src = owned ? b.byteOffset : rt.heap.alloc(b.byteLength);
-  try {
-    if (!owned) rt.heap.f32.set(b, src >> 2);
-    packInto(rt, src, K, N, transposed, dst);
-  } finally {
-    if (!owned) rt.heap.release(src);
-  }
+  packFrom(rt, b, K, N, transposed, dst);
   return new PackedB(K, N, dst, K * rt.cfg.nr * 4);
+}
+
+/** Packs `b` into `dst`: read in place when it is a view on wasm memory, else staged (packStaged). */
+export function packFrom(rt: GemmRuntime, b: Float32Array, K: number, N: number, transposed: boolean, dst: number): void {
+  if (rt.heap.owns(b)) packInto(rt, b.byteOffset, K, N, transposed, dst);
+  else packStaged(rt, b, K, N, transposed, dst);
+}
+
+/** What packB stages in wasm memory at a time (rounded up to whole panels) for a B that lives outside it. */
+const STAGE_BYTES = 256 * 1024;
+
+/**
+ * Packs a B from outside wasm memory a few panels' columns at a time through one small staging block, so
+ * packing takes the packed size plus about STAGE_BYTES of wasm memory, not a second copy of B (wasm memory
+ * never shrinks, so a transient copy would stay in the process's footprint for good).
+ */
+function packStaged(rt: GemmRuntime, b: Float32Array, K: number, N: number, transposed: boolean, dst: number): void {
+  if (K === 0 || N === 0) return;
+  const nr = rt.cfg.nr;
+  const cols = Math.min(N, nr * Math.max(1, Math.floor(STAGE_BYTES / (nr * K * 4))));
+  const stage = rt.heap.alloc(cols * K * 4);
+  try {
+    const f32 = rt.heap.f32;
+    for (let j0 = 0; j0 < N; j0 += cols) {
+      const w = Math.min(cols, N - j0);
+      if (transposed)
+        f32.set(b.subarray(j0 * K, (j0 + w) * K), stage >> 2); // rows j0… of [N, K]
+      else for (let k = 0; k < K; k++) f32.set(b.subarray(k * N + j0, k * N + j0 + w), (stage >> 2) + k * w); // [K, w]
+      packInto(rt, stage, K, w, transposed, dst + (j0 / nr) * K * nr * 4); // j0 is a whole number of panels
+    }
+  } finally {
+    rt.heap.release(stage);
+  }
 }
 
 /** B [K, N] back out of its panels (for the variants that cannot read the packed layout). */

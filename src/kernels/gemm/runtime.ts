@@ -69,6 +69,11 @@ export function allocScratch(heap: WasmHeap, cfg: KernelConfig): ThreadScratch {
   return { apack: heap.alloc(bytes.apack), tile: heap.alloc(bytes.tile) };
 }
 
+/** Bytes of wasm memory the GEMM holds (its heap only grows), or 0 before its first use; does not start it. */
+export function gemmHeapBytes(): number {
+  return runtime?.heap.memory.buffer.byteLength ?? 0;
+}
+
 export function getRuntime(): GemmRuntime {
   if (runtime) return runtime;
   const cfg = { ...KERNEL_CONFIG, relaxed: hasRelaxedSimd() };

@@ -7,7 +7,7 @@
 import { ValueError } from '../../errors.js';
 import { checkGemm, type Checked, type GemmOptions } from './check.js';
 import { fillEmptyProduct } from './reference.js';
-import { packedBytes, packInto, PackedB } from './packed-b.js';
+import { packedBytes, packFrom, PackedB } from './packed-b.js';
 import { getRuntime, type GemmRuntime } from './runtime.js';
 import { FLAG_BIAS, FLAG_RELU } from './simd-kernel.js';
 import { GemmPool, getThreadCount, type Job } from './threads.js';
@@ -81,10 +81,9 @@ function run(
       bp = b.address(op);
     } else {
       const count = chk.bBroadcast ? 1 : batch;
-      const src = place(b);
       const per = packedBytes(rt, K, N);
       bp = temp(per * count);
-      for (let i = 0; i < count; i++) packInto(rt, src + i * K * N * 4, K, N, opts.bTransposed ?? false, bp + i * per);
+      for (let i = 0; i < count; i++) packFrom(rt, b.subarray(i * K * N, (i + 1) * K * N), K, N, opts.bTransposed ?? false, bp + i * per);
       bBatchB = count > 1 ? per : 0;
     }
     let biasp = 0;

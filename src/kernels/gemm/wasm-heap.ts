@@ -90,11 +90,17 @@ export class WasmHeap {
     }
   }
 
-  private grow(atLeast: number): void {
+  /**
+   * Grows by the pages a block of `size` bytes still lacks (a free block at the end counts toward it). Not
+   * geometrically: a shared memory has its maximum reserved up front, so growing commits pages and never
+   * copies, and wasm memory never shrinks, so any slack would stay in the process's footprint for good.
+   */
+  private grow(size: number): void {
     const pages = this.memory.buffer.byteLength / PAGE;
-    // Grow geometrically so a sequence of larger calls does not grow every time.
-    const want = Math.max(Math.ceil(atLeast / PAGE) + 1, Math.ceil(pages / 2));
-    const add = Math.min(want, MAX_PAGES - pages);
+    const last = this.free[this.free.length - 1];
+    const tail = last && last[0] + last[1] === pages * PAGE ? last[1] : 0;
+    const atLeast = size - tail;
+    const add = Math.min(Math.ceil(atLeast / PAGE), MAX_PAGES - pages);
     if (add * PAGE < atLeast) {
       throw new ValueError(`gemm: needs ${atLeast} more bytes of wasm memory, past its ${MAX_PAGES * PAGE} byte (2 GiB) limit`);
     }
