@@ -281,8 +281,8 @@ function randomiseBatchNorms(m: nn.Module): void {
       if (mod instanceof nn.BatchNorm2d) {
         mod.running_mean!.copy_(randn([mod.numFeatures]).mul(0.1));
         mod.running_var!.copy_(randn([mod.numFeatures]).abs().add(0.5));
-        mod.weight!.copy_(randn([mod.numFeatures]));
-        mod.bias!.copy_(randn([mod.numFeatures]));
+        mod.weight?.copy_(randn([mod.numFeatures]));
+        mod.bias?.copy_(randn([mod.numFeatures]));
       }
     }
   });
@@ -317,8 +317,136 @@ test('a small CNN (conv-bn-relu ×3, max pool, linear) compiled in eval mode equ
     close(t, opt.call(x) as Tensor, m.call(x), 'CNN, cached plan');
   });
   const text = plan(programs);
-  t.regex(text, /conv2d\+bias[\s\S]*elementwise[\s\S]*conv2d[\s\S]*maxPool2d[\s\S]*matmul\+bias/, text);
-  t.regex(text, /0 eager steps/, text);
+  // each batch norm and relu went into its conv's GEMM: no element-wise kernel is left
+  t.regex(text, /5 kernels, 0 eager steps/, text);
+  t.regex(text, /(conv2d\+bias\+bn\+relu[\s\S]*){3}maxPool2d[\s\S]*matmul\+bias/, text);
+  t.notRegex(text, /elementwise/, text);
+});
+
+/** conv → batch norm (→ relu) as modules, each randomised so the fold has something to get wrong. */
+function convBn(conv: nn.Conv2d, bn: nn.BatchNorm2d, relu = true): nn.Sequential {
+  const m = new nn.Sequential(conv, bn, ...(relu ? [new nn.ReLU()] : []));
+  randomiseBatchNorms(m);
+  return m.eval();
+}
+
+test('an eval batch norm and its relu fold into the conv GEMM: odd channels, stride 2, no conv bias, no affine, every input layout', (t) => {
+  manualSeed(21);
+  const x = randn([2, 3, 7, 9]);
+  differential(
+    t,
+    'odd channels',
+    convBn(new nn.Conv2d(3, 5, 3, { padding: 1 }), new nn.BatchNorm2d(5)),
+    [x],
+    /1 kernel[\s\S]*conv2d\+bias\+bn\+relu/,
+  );
+  differential(
+    t,
+    'stride 2, dilation 2',
+    convBn(new nn.Conv2d(3, 7, 3, { stride: 2, padding: 2, dilation: 2 }), new nn.BatchNorm2d(7)),
+    [x],
+    /conv2d\+bias\+bn\+relu/,
+  );
+  differential(t, 'no conv bias', convBn(new nn.Conv2d(3, 6, [3, 2], { bias: false }), new nn.BatchNorm2d(6)), [x], /conv2d\+bn\+relu/);
+  const plain = new nn.BatchNorm2d(6, { affine: false, eps: 1e-3 });
+  differential(t, 'batch norm without affine', convBn(new nn.Conv2d(3, 6, 3, { padding: 1 }), plain), [x], /conv2d\+bias\+bn\+relu/);
+  differential(t, 'no relu after', convBn(new nn.Conv2d(3, 4, 1), new nn.BatchNorm2d(4), false), [x], /conv2d\+bias\+bn +\[/);
+  // channels-last inputs (a conv's result): few channels (element copies), many (block copies), a 1×1 window
+  // (the input is the rows), stride 2; then a contiguous NCHW input with many channels (copied to channels-last)
+  const chain = new nn.Sequential(
+    ...convBn(new nn.Conv2d(3, 5, 3, { padding: 1 }), new nn.BatchNorm2d(5)).children(),
+    ...convBn(new nn.Conv2d(5, 9, 3, { padding: 1, bias: false }), new nn.BatchNorm2d(9)).children(),
+    ...convBn(new nn.Conv2d(9, 11, 3, { stride: 2, padding: [0, 1] }), new nn.BatchNorm2d(11, { affine: false })).children(),
+    ...convBn(new nn.Conv2d(11, 6, 1), new nn.BatchNorm2d(6), false).children(),
+  ).eval();
+  const text = differential(t, 'conv-bn chain', chain, [x], /4 kernels, 0 eager steps/);
+  t.regex(text, /column loop[\s\S]*channels-last copies[\s\S]*channels-last copies[\s\S]*the input itself/, text);
+  const wide = differential(t, 'NCHW input, 9 channels', convBn(new nn.Conv2d(9, 4, 3, { padding: 1 }), new nn.BatchNorm2d(4)), [
+    randn([2, 9, 5, 6]),
+  ]);
+  t.regex(wide, /to channels-last, copies/, wide);
+  differential(t, 'channels-last input of one image', chain, [randn([1, 3, 6, 5])]);
+  // rows too many for one round (ROWS_CHUNK): an image or a few at a time, through both channels-last paths
+  const big = new nn.Sequential(
+    ...convBn(new nn.Conv2d(16, 16, 3, { padding: 1 }), new nn.BatchNorm2d(16)).children(),
+    ...convBn(new nn.Conv2d(16, 12, 3, { padding: 1, bias: false }), new nn.BatchNorm2d(12)).children(),
+  ).eval();
+  const rounds = differential(t, 'several im2row rounds', big, [randn([3, 16, 48, 48])]);
+  t.regex(rounds, /to channels-last, copies, 1 image a round[\s\S]*channels-last copies, 1 image a round/, rounds);
+  // functional, with the statistics and the conv weight as graph inputs (folded on every call, not cached)
+  const fn: Fn = (a, w, mean, variance, gamma) => F.batchNorm(F.conv2d(a, w, null, { padding: 1 }), mean, variance, gamma, null).relu();
+  const stats = [randn([2, 3, 3, 3]), randn([2]), randn([2]).abs().add(0.1), randn([2])];
+  differential(t, 'functional batch norm', fn, [x, ...stats], /conv2d\+bn\+relu/);
+});
+
+test('a batch norm stays unfolded when something else reads the conv result, and in training mode', (t) => {
+  manualSeed(22);
+  const x = randn([2, 3, 6, 6]);
+  class Both extends nn.Module {
+    conv = new nn.Conv2d(3, 4, 3, { padding: 1 });
+    bn = new nn.BatchNorm2d(4);
+    override forward(a: Tensor): Tensor {
+      const y = this.conv.call(a);
+      return this.bn.call(y).relu().add(y);
+    }
+  }
+  const both = new Both();
+  randomiseBatchNorms(both);
+  both.eval();
+  const text = differential(t, 'conv result read twice', both, [x], /conv2d\+bias +\[[\s\S]*elementwise/);
+  t.notRegex(text, /\+bn/, text);
+  // training mode: the batch norm runs eagerly (batch statistics, running statistics updated), never folded
+  const m = convBn(new nn.Conv2d(3, 4, 3, { padding: 1 }), new nn.BatchNorm2d(4));
+  const twin = convBn(new nn.Conv2d(3, 4, 3, { padding: 1 }), new nn.BatchNorm2d(4));
+  twin.loadStateDict(m.stateDict());
+  const programs: KernelProgramCallable[] = [];
+  const opt = compile(m, { backend: (gm) => programs[programs.push(kernelsBackend(gm)) - 1]! });
+  const bn = m.at(1) as nn.BatchNorm2d;
+  const twinBn = twin.at(1) as nn.BatchNorm2d;
+  noGrad(() => {
+    close(t, opt.call(x) as Tensor, twin.call(x), 'eval');
+    m.train();
+    twin.train();
+    const before = bn.running_mean!.clone();
+    for (let i = 0; i < 2; i++) close(t, opt.call(x.mul(i + 1)) as Tensor, twin.call(x.mul(i + 1)), `training call ${i}`);
+    close(t, bn.running_mean!, twinBn.running_mean!, 'running mean updated like eager');
+    close(t, bn.running_var!, twinBn.running_var!, 'running var updated like eager');
+    t.true(bn.running_mean!.sub(before).abs().max().item() > 1e-3, 'running mean moved');
+  });
+  const plans = plan(programs);
+  t.regex(plans, /eager +\[2, 4, 6, 6\] +_1/, plans);
+  t.regex(plans, /conv2d\+bias\+bn\+relu/, plans);
+});
+
+test('a folded batch norm follows in-place changes to every operand: running stats, affine, conv weight and bias', (t) => {
+  manualSeed(23);
+  const m = new nn.Sequential(
+    ...convBn(new nn.Conv2d(3, 8, 3, { padding: 1 }), new nn.BatchNorm2d(8)).children(),
+    ...convBn(new nn.Conv2d(8, 6, 3, { padding: 1 }), new nn.BatchNorm2d(6)).children(),
+  ).eval();
+  const opt = compile(m);
+  const x = randn([2, 3, 5, 5]);
+  const [conv1, bn1, , conv2, bn2] = [0, 1, 2, 3, 4].map((i) => m.at(i));
+  const edits: [string, () => void][] = [
+    ['bn running_mean', () => (bn2 as nn.BatchNorm2d).running_mean!.add_(0.7)],
+    ['bn running_var', () => (bn1 as nn.BatchNorm2d).running_var!.mul_(3)],
+    ['bn weight', () => (bn2 as nn.BatchNorm2d).weight!.mul_(-2)],
+    ['bn bias', () => (bn1 as nn.BatchNorm2d).bias!.add_(1)],
+    ['conv weight', () => (conv2 as nn.Conv2d).weight.mul_(0.5)],
+    ['conv bias', () => (conv1 as nn.Conv2d).bias!.sub_(0.3)],
+    ['load_state_dict', () => m.loadStateDict(Object.fromEntries(Object.entries(m.stateDict()).map(([k, v]) => [k, v.mul(1.1)])))],
+  ];
+  noGrad(() => {
+    let prev = opt.call(x) as Tensor;
+    close(t, prev, m.call(x), 'before');
+    for (const [what, edit] of edits) {
+      edit();
+      const got = opt.call(x) as Tensor;
+      close(t, got, m.call(x), `after an in-place change to ${what}`);
+      t.true(got.sub(prev).abs().max().item() > 1e-3, `${what}: the change shows`);
+      prev = got;
+    }
+  });
 });
 
 test('conv2d variants and pooling: stride, dilation, padding, relu epilogue, avg pooling options', (t) => {
@@ -341,6 +469,16 @@ test('conv2d variants and pooling: stride, dilation, padding, relu epilogue, avg
   differential(t, 'avgPool2d countIncludePad false', (a) => F.avgPool2d(a, 2, { padding: 1, countIncludePad: false }), [x]);
   differential(t, 'avgPool2d divisorOverride', (a) => F.avgPool2d(a, 2, { divisorOverride: 3 }), [x]);
   differential(t, 'pooling a transposed input', (a) => F.maxPool2d(a.transpose(2, 3), 2), [x]);
+  // max pooling a conv result (channels-last in memory): the 2×2 loop, the general one, a ceil-mode edge
+  const conv = (a: Tensor) => F.conv2d(a, w, b, { padding: 1 });
+  differential(t, 'maxPool2d(2) of a conv result', (a) => F.maxPool2d(conv(a), 2), [x], /conv2d\+bias +\[[\s\S]*maxPool2d/);
+  differential(t, 'maxPool2d 3/2/1 of a conv result', (a) => F.maxPool2d(conv(a), 3, { stride: 2, padding: 1, dilation: [1, 2] }), [x]);
+  differential(t, 'maxPool2d ceil mode of a conv result', (a) => F.maxPool2d(conv(a), 2, { ceilMode: true }), [x]);
+  const nan = x.clone();
+  nan._storage.data[5] = NaN;
+  nan._storage.data[40] = NaN;
+  differential(t, 'NaN wins in max pooling', (a) => F.maxPool2d(a, 2), [nan]);
+  differential(t, 'NaN wins in max pooling a conv result', (a) => F.maxPool2d(conv(a), 2), [nan]);
   const gathered = differential(t, 'conv2d of a transposed input (gpu.js im2row)', (a) => F.conv2d(a.transpose(2, 3), w, b), [x]);
   t.regex(gathered, /im2row \[\d+, 18\] \(gpu\.js\)/);
 });

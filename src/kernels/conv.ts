@@ -5,11 +5,14 @@ import { numelOf, type IRNode, type Layout } from './ir.js';
 import type { Access } from './views.js';
 
 /**
- * Convolution and pooling kernels. conv2d is im2row + GEMM: a gpu.js kernel gathers each output position's
- * window into a row of [N·OH·OW, C·kh·kw] (zeros in the padding), and the GEMM multiplies it by the weight
- * read as Bᵀ ([O, C·kh·kw] is exactly the weight's layout), with the bias and a following relu as its
- * epilogue. Its result [N·OH·OW, O] is NHWC; kiln exposes it as the NCHW tensor it is, through strides, so
- * the next kernel (batch norm, relu, another im2row) reads it in place instead of anyone transposing it.
+ * Convolution and pooling kernels. conv2d is im2row + GEMM: each output position's window becomes a row of
+ * [N·OH·OW, C·kh·kw] (zeros in the padding), and the GEMM multiplies it by the weight read as Bᵀ
+ * ([O, C·kh·kw] is exactly the weight's layout), with the bias, a folded batch norm and a following relu as
+ * its epilogue. The rows of contiguous and channels-last inputs are gathered by JS loops (conv-host.ts),
+ * those of inputs read through views by the gpu.js kernel here; average pooling is a kernel here too, max
+ * pooling a JS loop (conv-host.ts). Its result [N·OH·OW, O] is NHWC; kiln exposes it as the NCHW tensor it
+ * is, through strides, so the next step (another conv's channels-last im2row, a pool, an element-wise kernel)
+ * reads it in place instead of anyone transposing it.
  */
 
 /** The NCHW layout of a conv2d result stored as [N, OH, OW, O]. */

@@ -66,6 +66,18 @@ export interface Conv2dAttrs {
   readonly dilation: readonly [number, number];
 }
 
+/**
+ * An inference batch norm over a conv2d's output channels, y = (x − mean) / √(var + eps) · weight + bias: the
+ * IR values of its per-channel [C] operands (weight and bias are null without affine).
+ */
+export interface FoldedBatchNorm {
+  readonly mean: number;
+  readonly variance: number;
+  readonly weight: number | null;
+  readonly bias: number | null;
+  readonly eps: number;
+}
+
 export interface Pool2dAttrs {
   readonly kind: 'max' | 'avg';
   readonly kernel: readonly [number, number];
@@ -99,11 +111,13 @@ export type IRKind =
       readonly bias: number | null;
       readonly relu: boolean;
     }
+  /** conv2d (+ bias) (then an eval-mode batch norm folded into its weight and bias) (then relu). */
   | {
       readonly kind: 'conv2d';
       readonly x: number;
       readonly w: number;
       readonly bias: number | null;
+      readonly bn: FoldedBatchNorm | null;
       readonly relu: boolean;
       readonly attrs: Conv2dAttrs;
     }

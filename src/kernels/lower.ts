@@ -8,7 +8,17 @@ import * as nn from '../runtime/nn/index.js';
 import { OPS } from '../runtime/op.js';
 import { broadcastShapes, sameShape } from '../runtime/shape.js';
 import { Tensor } from '../runtime/tensor.js';
-import { isIR, numelOf, type EwOp, type IRKind, type IRNode, type Operand, type Pool2dAttrs, type ViewOp } from './ir.js';
+import {
+  isIR,
+  numelOf,
+  type EwOp,
+  type FoldedBatchNorm,
+  type IRKind,
+  type IRNode,
+  type Operand,
+  type Pool2dAttrs,
+  type ViewOp,
+} from './ir.js';
 
 /**
  * Lowering: a captured graph, with every node's value from one eager run (so shapes, dtypes and the numbers
@@ -25,6 +35,18 @@ export interface Lowered {
   readonly irOf: Map<Node, number>;
   /** Graph nodes that run through the eager runtime, with the reason. */
   readonly opaque: Map<Node, string>;
+  /** Inference batch norms, which partition folds into the conv2d producing their input where it may. */
+  readonly batchNorms: readonly BatchNormExpansion[];
+}
+
+/** An inference batch norm lowered to element-wise IR, and what a conv2d needs to take it in instead. */
+export interface BatchNormExpansion extends FoldedBatchNorm {
+  /** Its input. */
+  readonly x: number;
+  /** Its result. */
+  readonly out: number;
+  /** Every IR node its lowering made (operand values, views, element-wise steps), `out` last. */
+  readonly members: readonly number[];
 }
 
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
@@ -36,6 +58,7 @@ class Builder {
   readonly ir: IRNode[] = [];
   readonly irOf = new Map<Node, number>();
   readonly opaque = new Map<Node, string>();
+  batchNorms: BatchNormExpansion[] = [];
   /** The graph node being lowered: IR nodes made now belong to it. */
   current: Node | null = null;
 
@@ -314,6 +337,7 @@ const LOWERINGS: Record<string, Lowering> = {
     return normalizeIR(b, x, mean, variance, a.eps as number, b.tensor(a.weight), b.tensor(a.bias));
   },
   batchNorm: (b, a) => {
+    const first = b.ir.length;
     const x = b.tensor(a.input);
     const rm = b.tensor(a.runningMean);
     const rv = b.tensor(a.runningVar);
@@ -322,7 +346,16 @@ const LOWERINGS: Record<string, Lowering> = {
     if (shape.length < 2) return null;
     const bshape = shape.map((s, i) => (i === 1 ? s : 1));
     const per = (id: number | null) => (id === null ? null : b.reshape(id, bshape));
-    return normalizeIR(b, x, per(rm)!, per(rv)!, a.eps as number, per(b.tensor(a.weight)), per(b.tensor(a.bias)));
+    const weight = b.tensor(a.weight);
+    const bias = b.tensor(a.bias);
+    const eps = a.eps as number;
+    const out = normalizeIR(b, x, per(rm)!, per(rv)!, eps, per(weight), per(bias));
+    const members = Array.from({ length: out + 1 - first }, (_, i) => first + i);
+    const perChannel = (id: number | null) => id === null || sameShape(b.node(id).shape, [shape[1]!]);
+    if (perChannel(rm) && perChannel(rv) && perChannel(weight) && perChannel(bias)) {
+      b.batchNorms.push({ x, out, members, mean: rm, variance: rv, weight, bias, eps });
+    }
+    return out;
   },
   matmul: (b, a) => {
     const x = b.tensor(a.input);
@@ -346,7 +379,11 @@ const LOWERINGS: Record<string, Lowering> = {
     else if (a.padding === 'same') padding = [(dilation[0] * (kh - 1)) / 2, (dilation[1] * (kw - 1)) / 2];
     else padding = pair(a.padding);
     const bias = a.bias === null || a.bias === undefined ? null : b.tensor(a.bias);
-    return b.add({ kind: 'conv2d', x, w, bias, relu: false, attrs: { stride: pair(a.stride), padding, dilation } }, out.shape, 'float32');
+    return b.add(
+      { kind: 'conv2d', x, w, bias, bn: null, relu: false, attrs: { stride: pair(a.stride), padding, dilation } },
+      out.shape,
+      'float32',
+    );
   },
   embedding: (b, a, out) => {
     const index = b.tensor(a.input);
@@ -544,6 +581,7 @@ export function lowerGraph(gm: GraphModule, values: ReadonlyMap<Node, unknown>):
     const id = lowering ? lowering(b, call![1], out as Tensor) : null;
     if (id === null || !sameShape(b.node(id).shape, (out as Tensor).shape)) {
       b.ir.length = mark; // drop a half-built expansion
+      b.batchNorms = b.batchNorms.filter((bn) => bn.out < mark);
       opaque(lowering ? 'not lowered for these arguments' : NOT_LOWERED);
       continue;
     }
@@ -555,7 +593,7 @@ export function lowerGraph(gm: GraphModule, values: ReadonlyMap<Node, unknown>):
     b.irOf.set(node, id);
   }
   b.current = null;
-  return { ir: b.ir, irOf: b.irOf, opaque: b.opaque };
+  return { ir: b.ir, irOf: b.irOf, opaque: b.opaque, batchNorms: b.batchNorms };
 }
 
 function tensorShape(v: unknown): readonly number[] {

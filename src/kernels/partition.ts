@@ -1,7 +1,7 @@
 import type { Node } from '../graph/node.js';
 import { nodesIn, type Argument } from '../graph/node.js';
 import { isIR, type IRNode } from './ir.js';
-import type { Lowered } from './lower.js';
+import type { BatchNormExpansion, Lowered } from './lower.js';
 
 /**
  * Fusion: which IR nodes are computed together in one kernel.
@@ -14,6 +14,9 @@ import type { Lowered } from './lower.js';
  *   nodes that only feed it (so `sum(exp(x - m))` reads x once and never stores the exponentials).
  * - A matmul or convolution whose only user adds a bias along the output features, and then applies relu,
  *   takes those into the GEMM call as its epilogue.
+ * - A convolution whose only reader is an inference batch norm takes it in (folded into its weight and bias
+ *   at run time, see plan.ts), and then a relu after it: conv → bn → relu is one GEMM call. On the bench CNN
+ *   this removed the element-wise batch norm + relu kernel after each conv (1.9, 4.0, 3.7 ms of 63 ms).
  * - Views never compute: readers index the materialised tensor beneath them.
  */
 
@@ -66,8 +69,11 @@ export function reads(n: IRNode): number[] {
       return [n.arg];
     case 'matmul':
       return n.bias === null ? [n.a, n.b] : [n.a, n.b, n.bias];
-    case 'conv2d':
-      return n.bias === null ? [n.x, n.w] : [n.x, n.w, n.bias];
+    case 'conv2d': {
+      const ids = n.bias === null ? [n.x, n.w] : [n.x, n.w, n.bias];
+      if (n.bn) for (const id of [n.bn.mean, n.bn.variance, n.bn.weight, n.bn.bias]) if (id !== null) ids.push(id);
+      return ids;
+    }
     case 'pool2d':
       return [n.x];
     case 'gather':
@@ -86,10 +92,32 @@ function foldEpilogues(low: Lowered, users: number[][], external: Set<number>, a
     const u = users[id]!;
     return u.length === 1 && !external.has(id) ? low.ir[u[0]!]! : null;
   };
+  const bnOf = new Map(low.batchNorms.map((bn) => [bn.x, bn]));
   for (const n of [...low.ir]) {
     if (absorbed.has(n.id) || (n.kind !== 'matmul' && n.kind !== 'conv2d')) continue;
     let cur: IRNode = n;
     for (;;) {
+      const bn: BatchNormExpansion | null =
+        cur.kind === 'conv2d' && !cur.bn && !cur.relu ? foldableBatchNorm(bnOf.get(cur.id), cur.id, users, external) : null;
+      if (bn && cur.kind === 'conv2d') {
+        const { mean, variance, weight, bias, eps } = bn;
+        const out = low.ir[bn.out]!;
+        for (const m of bn.members) if (m !== bn.out && m !== cur.id && low.ir[m]!.kind !== 'value') absorbed.add(m);
+        absorbed.add(cur.id);
+        const merged = [...(cur.absorbed ?? []), ...(cur.origin && cur.origin !== out.origin ? [cur.origin] : [])];
+        low.ir[bn.out] = {
+          ...cur,
+          id: bn.out,
+          bn: { mean, variance, weight, bias, eps },
+          origin: out.origin,
+          isOriginValue: out.isOriginValue,
+          dtype: out.dtype,
+          absorbed: merged,
+        };
+        // the expansion's readers now read the conv's result (users of bn.out are unchanged)
+        cur = low.ir[bn.out]!;
+        continue;
+      }
       const u = soleUser(cur.id);
       if (!u || u.kind !== 'ew') break;
       let next: IRNode | null = null;
@@ -111,6 +139,28 @@ function foldEpilogues(low: Lowered, users: number[][], external: Set<number>, a
       cur = low.ir[u.id]!;
     }
   }
+}
+
+/**
+ * The batch norm `bn` when a conv2d (IR `conv`) may take it in: it reads the conv's result, nothing else reads
+ * that result (not another node, not an eager step, not the graph's output), and nothing outside the batch norm's
+ * own expansion reads a value inside it. Then the conv computes the normalised values directly: weight · s and
+ * bias · s + t per output channel, with s = weight_bn / √(var + eps) and t = bias_bn − mean · s.
+ */
+function foldableBatchNorm(
+  bn: BatchNormExpansion | undefined,
+  conv: number,
+  users: readonly (readonly number[])[],
+  external: ReadonlySet<number>,
+): BatchNormExpansion | null {
+  if (!bn || bn.x !== conv || external.has(conv)) return null;
+  const inside = new Set(bn.members);
+  if (!users[conv]!.every((u) => inside.has(u))) return null;
+  for (const m of bn.members) {
+    if (m === bn.out) continue;
+    if (external.has(m) || !users[m]!.every((u) => inside.has(u))) return null;
+  }
+  return bn;
 }
 
 function sameDims(a: readonly number[], b: readonly number[]): boolean {

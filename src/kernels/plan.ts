@@ -3,13 +3,14 @@ import { KilnError } from '../errors.js';
 import type { GraphModule } from '../graph/graph-module.js';
 import { Interpreter } from '../graph/interpreter.js';
 import { mapArg, nodesIn, type Argument, type Node } from '../graph/node.js';
-import { im2row, type Window2d } from '../runtime/cpu/conv.js';
+import type { Window2d } from '../runtime/cpu/conv.js';
 import { isContiguousLayout } from '../runtime/cpu/strided.js';
 import { contiguousStrides } from '../runtime/shape.js';
 import { Storage, Tensor } from '../runtime/tensor.js';
 import { getKernelBackend, type KernelBackendName } from './backend.js';
 import { getKernel } from './cache.js';
 import { convOutputLayout, im2rowKernel, poolKernel } from './conv.js';
+import { convWeights, im2rowByColumns, im2rowChannelsLast, isChannelsLast, maxPoolInto, toChannelsLast } from './conv-host.js';
 import { elementwiseKernel, type CodegenContext, type GeneratedKernel } from './elementwise.js';
 import { checkIndices, gatherKernel } from './gather.js';
 import { MAX_KERNEL_ELEMENTS } from './index-map.js';
@@ -101,6 +102,15 @@ function denseData(t: Tensor): Float32Array {
   return t.contiguous().data() as Float32Array;
 }
 
+/**
+ * conv2d gathers and multiplies its rows a few images at a time, so that each round's rows (written by the
+ * im2row loop, then read by the GEMM) stay within this many floats, 2 MiB, the L2 of one core here; a single
+ * image's rows may exceed it. Measured on the bench CNN in one run, interleaved, median of 25 (two runs):
+ * whole batch at once 20.0 / 20.1 ms, 2^18 floats 19.7 / 19.5, 2^19 18.7 / 19.2, 2^20 19.3 / 19.6,
+ * 2^21 19.6 / 19.5; the im2row buffer shrinks from 19 MB to 1.2 MB for the CNN's last conv.
+ */
+const ROWS_CHUNK = 1 << 19;
+
 /** Slot buffers in wasm memory go back to the heap when their plan is garbage collected. */
 const releaseWhenCollected = new FinalizationRegistry<() => void>((free) => free());
 
@@ -112,6 +122,9 @@ export class Plan {
   private readonly lastReader = new Map<number, number>();
   private readonly outputIds = new Set<number>();
   private slots: SlotPlan | null = null;
+  /** The buffers conv2d steps share (see scratch()), and their sizes (the largest any step needs). */
+  private readonly scratchBuffers: ({ data: Float32Array; free: () => void } | undefined)[] = [];
+  private readonly scratchSizes = [0, 0];
   /** Slot buffers, allocated on first use (in wasm memory, where the GEMM reads and writes them in place). */
   private readonly buffers: { data: Float32Array; free: () => void }[] = [];
   /** Values from the eager run that eager steps reuse on the plan's first execution (no side effect twice). */
@@ -258,6 +271,7 @@ export class Plan {
       case 'reduce':
         return this.generatedStep({ ...base, kind: `reduce ${root.op}` }, g.root, reduceKernel(ctx, g));
       case 'pool2d':
+        if (root.attrs.kind === 'max') return this.maxPoolStep(base, root);
         return this.generatedStep({ ...base, kind: `${root.attrs.kind}Pool2d` }, g.root, poolKernel(ctx, root));
       case 'gather': {
         const step = this.generatedStep({ ...base, kind: 'embedding' }, g.root, gatherKernel(ctx, root));
@@ -367,17 +381,26 @@ export class Plan {
   }
 
   /**
-   * conv2d: im2row, then one GEMM against the weight read as Bᵀ. A contiguous input is gathered by the eager
-   * runtime's im2row loop straight into wasm memory the GEMM reads in place: measured 15 ms against 48 ms for
-   * the gpu.js im2row kernel on [16, 32, 32, 32] with a 3×3 window (gpu.js pays index arithmetic per element
-   * and copies 19 MB out of its memory). Inputs read through views go through the generated kernel instead,
-   * which folds the view into its index map.
+   * conv2d: im2row, then a GEMM against the weight read as Bᵀ, with the bias, a folded inference batch norm
+   * and relu in its epilogue, a few images at a time (ROWS_CHUNK). The JS loops write the rows straight into
+   * wasm memory the GEMM reads in place; how they gather depends on the input's layout:
+   * - channels-last (a conv2d result, NHWC read as NCHW): block copies of kw·C floats (conv-host.ts), against
+   *   the weight permuted to [O, kh, kw, C]; a 1×1 window at stride 1 multiplies the input itself;
+   * - contiguous NCHW: with 8 channels or more, copied to channels-last first, else a column-order loop;
+   * - anything read through views: the generated gpu.js kernel, which folds the view into its index map (48 ms
+   *   on [16, 32, 32, 32] 3×3, where the eager runtime's JS loop took 15: gpu.js pays index arithmetic per
+   *   element and copies 19 MB out of its memory).
+   * Measured on the bench CNN in one run (median of 21, this 2-core machine, quiet): the old steps, NCHW
+   * im2row loop + GEMM, then an element-wise batch norm + relu kernel, took per conv 2.1 + 0.6 + 1.9,
+   * 10.7 + 3.9 + 3.7 and 21.3 + 7.7 + 3.6 ms; gathering channels-last with the batch norm folded, 1.5 + 0.5,
+   * 2.4 + 3.3 and 3.5 + 6.4 ms (the whole CNN 60.8 → 21.1 ms, then ~1 ms less in rounds of ROWS_CHUNK).
    */
   private convStep(ctx: CodegenContext, info: Omit<StepInfo, 'kind' | 'note'>, root: IRNode): Step {
     if (root.kind !== 'conv2d') throw new KilnError('kernels: not a conv2d');
     const id = root.id;
     const [N, C, H, W] = this.ir[root.x]!.shape as [number, number, number, number];
-    const [O, , kh, kw] = this.ir[root.w]!.shape as [number, number, number, number];
+    const wShape = this.ir[root.w]!.shape as [number, number, number, number];
+    const [O, , kh, kw] = wShape;
     const [, , OH, OW] = root.shape as [number, number, number, number];
     const P = N * OH * OW;
     const Kc = C * kh * kw;
@@ -396,49 +419,152 @@ export class Plan {
       OH,
       OW,
     };
-    const xMeta = this.ir[root.x]!.kind === 'view' ? null : this.layouts.get(root.x)!;
-    const direct = xMeta !== null && xMeta.dtype === 'float32' && isContiguousLayout(xMeta);
-    const gen = direct ? null : im2rowKernel(ctx, root);
+    const xMeta = this.ir[root.x]!.kind === 'view' || this.layouts.get(root.x)!.dtype !== 'float32' ? null : this.layouts.get(root.x)!;
+    let gatherBy: 'channels-last copies' | 'to channels-last, copies' | 'column loop' | 'gpu.js' = 'gpu.js';
+    if (xMeta && isChannelsLast(xMeta)) gatherBy = 'channels-last copies';
+    else if (xMeta && isContiguousLayout(xMeta)) gatherBy = C >= 8 ? 'to channels-last, copies' : 'column loop';
+    const transpose = gatherBy === 'to channels-last, copies';
+    const channelsLast = gatherBy === 'channels-last copies' || transpose;
+    // a 1×1 window over a channels-last input: the input already is the rows
+    const inPlace = channelsLast && kh === 1 && kw === 1 && stride[0] === 1 && stride[1] === 1 && padding[0] === 0 && padding[1] === 0;
+    const gen = gatherBy === 'gpu.js' ? im2rowKernel(ctx, root) : null;
     const gather = gen ? this.kernelFor(gen) : null;
+    // images per im2row + GEMM round: their rows fill at most ROWS_CHUNK floats (or one image)
+    const images = Math.min(N, Math.max(1, Math.floor(ROWS_CHUNK / (OH * OW * Kc))));
+    if (gatherBy !== 'gpu.js' && !inPlace) this.scratchSizes[0] = Math.max(this.scratchSizes[0]!, images * OH * OW * Kc);
+    if (transpose) this.scratchSizes[1] = Math.max(this.scratchSizes[1]!, N * C * H * W);
     const layout = convOutputLayout(root.shape);
     this.layouts.set(id, { ...layout, dtype: 'float32', storageLength: P * O });
-    const kind = `conv2d${root.bias !== null ? '+bias' : ''}${root.relu ? '+relu' : ''}`;
-    const reads = [root.x, root.w, ...(root.bias !== null ? [root.bias] : [])].map((r) => this.baseOf(r));
-    let scratch: Float32Array | null = null;
+    const bn = root.bn;
+    const kind = `conv2d${root.bias !== null ? '+bias' : ''}${bn ? '+bn' : ''}${root.relu ? '+relu' : ''}`;
+    const bnIds = bn ? [bn.mean, bn.variance, bn.weight, bn.bias] : [];
+    const reads = [root.x, root.w, root.bias, ...bnIds].filter((r): r is number => r !== null).map((r) => this.baseOf(r));
+    const weights = this.convWeightSource(root, wShape, channelsLast);
+    const rounds = gatherBy === 'gpu.js' || images === N ? '' : `, ${images} image${images === 1 ? '' : 's'} a round`;
+    const rowsNote = inPlace ? 'the input itself' : `im2row [${P}, ${Kc}] (${gatherBy}${rounds})`;
     return {
       ...info,
       kind,
-      note: `im2row [${P}, ${Kc}] (${direct ? 'JS loop' : 'gpu.js'}) · weightᵀ, NHWC result read as NCHW`,
+      note: `${rowsNote} · weightᵀ${bn ? ' with the batch norm folded in' : ''}, NHWC result read as NCHW`,
       reads,
       defines: id,
       run: (env, plan) => {
-        let rows: Float32Array;
-        if (gather) rows = gather(env.ir[gen!.args[0]!]!._storage.data) as Float32Array;
-        else {
-          if (!scratch) {
-            const buf = gemmBuffer(P * Kc);
-            releaseWhenCollected.register(plan, buf.free);
-            scratch = buf.data;
-          }
-          const x = env.ir[root.x]!;
-          const data = x._storage.data as Float32Array;
-          for (let n = 0; n < N; n++)
-            im2row(data, x.offset + n * C * H * W, C, geo, scratch.subarray(n * OH * OW * Kc, (n + 1) * OH * OW * Kc));
-          rows = scratch;
-        }
-        const w = plan.realise(env, root.w);
-        const packed = this.isModuleTensor(root.w) ? packedWeight(w, Kc, O, true) : denseData(w);
-        const bias = root.bias !== null ? denseData(plan.realise(env, root.bias)) : undefined;
+        const { b, bias } = weights(env, plan);
         const out = plan.buffer(id) ?? new Float32Array(P * O);
-        gemm(rows, packed, P, Kc, O, {
-          bias,
-          activation: root.relu ? 'relu' : 'none',
-          bTransposed: !isPacked(packed),
-          out,
-        });
+        const opts = { bias: bias ?? undefined, activation: root.relu ? ('relu' as const) : ('none' as const), bTransposed: !isPacked(b) };
+        if (gather) gemm(gather(env.ir[gen!.args[0]!]!._storage.data) as Float32Array, b, P, Kc, O, { ...opts, out });
+        else {
+          const x = env.ir[root.x]!;
+          let data = x._storage.data as Float32Array;
+          let offset = x.offset;
+          let sN = x.strides[0]!;
+          if (transpose) {
+            const nhwc = plan.scratch(1, N * C * H * W);
+            toChannelsLast(data, offset, N, C, H, W, nhwc);
+            [data, offset, sN] = [nhwc, 0, C * H * W];
+          }
+          if (inPlace) gemm(data.subarray(offset, offset + P * Kc), b, P, Kc, O, { ...opts, out });
+          else {
+            const per = OH * OW;
+            for (let n0 = 0; n0 < N; n0 += images) {
+              const nc = Math.min(images, N - n0);
+              const rows = plan.scratch(0, nc * per * Kc);
+              if (channelsLast) im2rowChannelsLast(data, offset + n0 * sN, sN, nc, C, geo, rows);
+              else im2rowByColumns(data, offset + n0 * C * H * W, nc, C, geo, rows);
+              gemm(rows, b, nc * per, Kc, O, { ...opts, out: out.subarray(n0 * per * O, (n0 + nc) * per * O) });
+            }
+          }
+        }
         env.ir[id] = new Tensor(new Storage(out), root.shape, layout.strides, 0, 'float32');
       },
     };
+  }
+
+  /**
+   * The GEMM operand and bias of a conv2d step, per call. The weight as stored, with no batch norm and NCHW
+   * rows, is packed once per weight version (packedWeight). Otherwise the weight is permuted for channels-last
+   * rows and/or has the batch norm folded in (conv-host.ts): when every operand is a module tensor, the result
+   * is packed and kept while every operand's storage and version stay the same (an optimizer step, a load or an
+   * in-place write to a weight or a running statistic bumps its version); graph values are folded every call.
+   * Folding costs O·C·kh·kw multiplies (9k for a 32→32 3×3 conv) and a pack.
+   */
+  private convWeightSource(
+    root: IRNode & { kind: 'conv2d' },
+    wShape: readonly [number, number, number, number],
+    channelsLast: boolean,
+  ): (env: Env, plan: Plan) => { b: Float32Array | PackedB; bias: Float32Array | null } {
+    const [O, C, kh, kw] = wShape;
+    const Kc = C * kh * kw;
+    const bn = root.bn;
+    const operandIds = [root.w, root.bias, ...(bn ? [bn.mean, bn.variance, bn.weight, bn.bias] : [])];
+    const cacheable = operandIds.every((r) => r === null || this.isModuleTensor(r));
+    if (!bn && !channelsLast) {
+      return (env, plan) => {
+        const w = plan.realise(env, root.w);
+        return {
+          b: cacheable ? packedWeight(w, Kc, O, true) : denseData(w),
+          bias: root.bias !== null ? denseData(plan.realise(env, root.bias)) : null,
+        };
+      };
+    }
+    let cached: { storages: Storage[]; versions: number[]; b: PackedB; bias: Float32Array | null } | null = null;
+    return (env, plan) => {
+      const ts = operandIds.map((r) => (r === null ? null : plan.realise(env, r)));
+      const present = ts.filter((t): t is Tensor => t !== null);
+      if (cached && present.every((t, i) => t._storage === cached!.storages[i] && t._storage.version === cached!.versions[i])) {
+        return cached;
+      }
+      const dense = (t: Tensor | null) => (t === null ? null : denseData(t));
+      const [w, bias, mean, variance, gamma, beta] = ts.map(dense);
+      const bnValues = bn ? { mean: mean!, variance: variance!, weight: gamma!, bias: beta!, eps: bn.eps } : null;
+      const folded = convWeights(w!, bias!, bnValues, wShape, channelsLast);
+      if (!cacheable) return { b: folded.weight, bias: folded.bias };
+      if (cached) disposePacked(cached.b);
+      cached = {
+        // module tensors' storages are fixed for the plan's life (a replaced buffer plans again)
+        storages: present.map((t) => t._storage),
+        versions: present.map((t) => t._storage.version),
+        b: packB(folded.weight, Kc, O, { transposed: true }),
+        bias: folded.bias,
+      };
+      return cached;
+    };
+  }
+
+  /** Max pooling as a JS loop over the input read through its strides (conv-host.ts; 2.3 against 3.9 ms for gpu.js). */
+  private maxPoolStep(info: Omit<StepInfo, 'kind' | 'note'>, root: IRNode): Step {
+    if (root.kind !== 'pool2d') throw new KilnError('kernels: not a pool2d');
+    const id = root.id;
+    const OH = root.shape[root.shape.length - 2]!;
+    const OW = root.shape[root.shape.length - 1]!;
+    const numel = numelOf(root.shape);
+    this.layouts.set(id, { shape: root.shape, strides: contiguousStrides(root.shape), offset: 0, dtype: 'float32', storageLength: numel });
+    return {
+      ...info,
+      kind: 'maxPool2d',
+      note: 'JS loop',
+      reads: [this.baseOf(root.x)],
+      defines: id,
+      run: (env, plan) => {
+        const x = plan.realise(env, root.x);
+        const out = new Float32Array(numel);
+        maxPoolInto(x._storage.data as Float32Array, x, root.attrs, OH, OW, out);
+        env.ir[id] = Tensor.fromData(out, root.shape, 'float32');
+      },
+    };
+  }
+
+  /**
+   * The plan's conv2d buffers (in wasm memory, where the GEMM reads them in place), each shared by its conv2d
+   * steps: 0 holds im2row rows, 1 an NCHW input copied to channels-last.
+   */
+  private scratch(which: 0 | 1, length: number): Float32Array {
+    let buf = this.scratchBuffers[which];
+    if (!buf) {
+      buf = this.scratchBuffers[which] = gemmBuffer(this.scratchSizes[which]!);
+      releaseWhenCollected.register(this, buf.free);
+    }
+    return buf.data.subarray(0, length);
   }
 
   private isModuleTensor(id: number): boolean {
