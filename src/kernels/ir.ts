@@ -140,11 +140,8 @@ export type IRNode = IRKind & {
   readonly absorbed?: readonly Node[];
 };
 
-export function numelOf(shape: readonly number[]): number {
-  let n = 1;
-  for (const d of shape) n *= d;
-  return n;
-}
+/** The runtime's numel, under the name the kernels use (`numel` is a common local name there). */
+export { numel as numelOf } from '../runtime/shape.js';
 
 export function isIR(o: Operand): o is { readonly ir: number } {
   return 'ir' in o;

@@ -1,3 +1,4 @@
+import { fmt } from '../runtime/shape.js';
 import type { Plan } from './plan.js';
 
 /**
@@ -6,10 +7,6 @@ import type { Plan } from './plan.js';
  */
 
 export const LOG_KERNELS = (process.env.KILN_LOG ?? '').split(/[\s,]+/).some((s) => s === 'kernels' || s === 'all');
-
-function shapeText(shape: readonly number[]): string {
-  return `[${shape.join(', ')}]`;
-}
 
 function table(rows: string[][]): string[] {
   const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
@@ -28,7 +25,7 @@ export function formatPlan(plan: Plan, title: string): string {
   const rows = [['#', 'kind', 'output', 'nodes']];
   plan.steps.forEach((s, i) => {
     const names = s.nodes.map((n) => n.name).join(', ');
-    rows.push([String(i + 1), s.kind, shapeText(s.shape), s.note ? `${names} (${s.note})` : names]);
+    rows.push([String(i + 1), s.kind, fmt(s.shape), s.note ? `${names} (${s.note})` : names]);
   });
   const head = `${title}: ${kernels} kernel${kernels === 1 ? '' : 's'}, ${eager} eager step${eager === 1 ? '' : 's'} on ${plan.mode}`;
   return [head, ...table(rows).map((l) => `  ${l}`)].join('\n');

@@ -1,5 +1,6 @@
 import type { Node } from '../graph/node.js';
 import { nodesIn, type Argument } from '../graph/node.js';
+import { sameShape } from '../runtime/shape.js';
 import { isIR, type IRNode } from './ir.js';
 import type { BatchNormExpansion, Lowered } from './lower.js';
 
@@ -127,7 +128,7 @@ function foldEpilogues(low: Lowered, users: number[][], external: Set<number>, a
         const N = cur.shape[cur.shape.length - 1]!;
         if (other && isIR(other) && u.args.length === 2) {
           const b = low.ir[other.ir]!;
-          if (b.dtype === 'float32' && b.shape.length === 1 && b.shape[0] === N && sameDims(u.shape, cur.shape)) {
+          if (b.dtype === 'float32' && b.shape.length === 1 && b.shape[0] === N && sameShape(u.shape, cur.shape)) {
             next = { ...cur, id: u.id, bias: other.ir } as IRNode;
           }
         }
@@ -161,10 +162,6 @@ function foldableBatchNorm(
     if (external.has(m) || !users[m]!.every((u) => inside.has(u))) return null;
   }
   return bn;
-}
-
-function sameDims(a: readonly number[], b: readonly number[]): boolean {
-  return a.length === b.length && a.every((d, i) => d === b[i]);
 }
 
 /** Group the lowered IR into kernels, in execution order. */
