@@ -1,7 +1,7 @@
 import { lookupAttr } from '../graph/attrs.js';
 import type { GraphModule } from '../graph/graph-module.js';
 import { bindToSchema } from '../graph/normalize.js';
-import { mapArg, type Argument, type Node } from '../graph/node.js';
+import { mapArg, Node, type Argument } from '../graph/node.js';
 import type { DType } from '../runtime/dtype.js';
 import { Module } from '../runtime/nn/module.js';
 import * as nn from '../runtime/nn/index.js';
@@ -80,7 +80,7 @@ class Builder {
   /** The IR value of a tensor argument (a graph node, or a tensor held by a module). */
   tensor(v: unknown, path = 'tensor'): number | null {
     if (v instanceof Tensor) return this.add({ kind: 'value', source: { from: 'tensor', tensor: v, path } }, v.shape, v.dtype);
-    if (isNode(v)) return this.irOf.get(v) ?? null;
+    if (v instanceof Node) return this.irOf.get(v) ?? null;
     return null;
   }
 
@@ -118,10 +118,6 @@ class Builder {
   dtypeOf(id: number): DType {
     return this.node(id).dtype;
   }
-}
-
-function isNode(v: unknown): v is Node {
-  return v !== null && typeof v === 'object' && 'op' in v && 'users' in v && 'graph' in v;
 }
 
 /** A possibly negative dim wrapped into [0, ndim) (the eager run already rejected bad dims). */
