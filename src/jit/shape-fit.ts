@@ -1,7 +1,8 @@
 import { sym_add, sym_floordiv, sym_mul, sym_size, sym_sub } from '../graph/builtins.js';
 import { Graph } from '../graph/graph.js';
-import { Node, type Argument, type FunctionTarget, type Opcode } from '../graph/node.js';
+import { Node, targetName, type Argument, type FunctionTarget, type Opcode } from '../graph/node.js';
 import { isPlainObject } from '../runtime/plain-object.js';
+import { fmt } from '../runtime/shape.js';
 
 /**
  * Symbolic shapes for runtime traces. JavaScript numbers cannot carry a trace (no operator overloading), so
@@ -47,6 +48,11 @@ export function evalExpr(e: SymExpr, shapes: readonly (readonly number[])[]): nu
   return Math.floor((e.mul * p) / e.div) + e.add;
 }
 
+/** A list of input shapes for messages: `[[2, 3], [4]]`. */
+export function formatShapes(shapes: readonly (readonly number[])[]): string {
+  return `[${shapes.map(fmt).join(', ')}]`;
+}
+
 export function formatExpr(e: SymExpr): string {
   let s = e.dims.map(([i, d]) => `s${i}_${d}`).join('·') || '1';
   if (e.mul !== 1) s = `${e.mul}·${s}`;
@@ -81,7 +87,7 @@ export function graphSkeleton(graph: Graph, constantShapes: (path: string) => st
   };
   return graph.nodes
     .map((n) => {
-      const target = typeof n.target === 'string' ? n.target : ((n.target as { opName?: string }).opName ?? n.target.name);
+      const target = targetName(n.target);
       const extra = n.op === 'get_attr' ? constantShapes(n.target as string) : '';
       return `${n.name} ${n.op} ${target}${extra} ${JSON.stringify(blank(n.args))} ${JSON.stringify(blank(n.kwargs))}`;
     })
@@ -139,7 +145,7 @@ export function fitSamples(samples: readonly ShapeSample[]): FitResult {
     if (values.every((v) => v === values[0])) continue;
     const fits = fitsOf(samples, values);
     if (!fits.length) {
-      const at = samples.map((s, k) => `${values[k]} at [${s.shapes.map((x) => `[${x.join(', ')}]`).join(', ')}]`);
+      const at = samples.map((s, k) => `${values[k]} at ${formatShapes(s.shapes)}`);
       return { ok: false, why: `a number in the graph changed (${at.join('; ')}) and is no simple function of the input shapes` };
     }
     const best = fits[0]!;
@@ -204,9 +210,8 @@ export function symbolicGraph(base: Graph, exprs: readonly (readonly [number, Sy
  */
 export function shapeMismatch(spec: ShapeSpec, shapes: readonly (readonly number[])[]): string | undefined {
   const first = spec.samples[0]!.shapes;
-  const fmt = (ss: readonly (readonly number[])[]) => `[${ss.map((s) => `[${s.join(', ')}]`).join(', ')}]`;
-  if (spec.branches && !spec.samples.some((s) => fmt(s.shapes) === fmt(shapes))) {
-    return `the program compares shapes, and input shapes ${fmt(shapes)} are none of those it was traced at (${spec.samples.map((s) => fmt(s.shapes)).join(', ')})`;
+  if (spec.branches && !spec.samples.some((s) => formatShapes(s.shapes) === formatShapes(shapes))) {
+    return `the program compares shapes, and input shapes ${formatShapes(shapes)} are none of those it was traced at (${spec.samples.map((s) => formatShapes(s.shapes)).join(', ')})`;
   }
   for (let i = 0; i < first.length; i++) {
     const got = shapes[i]!;
@@ -215,7 +220,7 @@ export function shapeMismatch(spec: ShapeSpec, shapes: readonly (readonly number
     for (let d = 0; d < got.length; d++) {
       const seen = traced.map((s) => s[d]!);
       if (seen.every((v) => v === seen[0]) && got[d] !== seen[0]) {
-        return `input ${i} dim ${d} is ${got[d]}, but the trace was specialised to ${seen[0]} (shape [${got.join(', ')}] vs [${first[i]!.join(', ')}])`;
+        return `input ${i} dim ${d} is ${got[d]}, but the trace was specialised to ${seen[0]} (shape ${fmt(got)} vs ${fmt(first[i]!)})`;
       }
     }
   }

@@ -12,7 +12,16 @@ import { viewScatter, type ViewStep } from '../runtime/ops/view.js';
 import { isPlainObject } from '../runtime/plain-object.js';
 import { Tensor } from '../runtime/tensor.js';
 import { decidesControlFlow } from './shape-branches.js';
-import { fitSamples, graphLeaves, graphSkeleton, shapeMismatch, symbolicGraph, type ShapeSample, type ShapeSpec } from './shape-fit.js';
+import {
+  fitSamples,
+  formatShapes,
+  graphLeaves,
+  graphSkeleton,
+  shapeMismatch,
+  symbolicGraph,
+  type ShapeSample,
+  type ShapeSpec,
+} from './shape-fit.js';
 import { TracingError, flatten, flattenAs, unflatten, type Structure } from './structure.js';
 
 /**
@@ -404,9 +413,9 @@ export class TracedModule extends Module {
     if (this.verifiedShapes.has(key)) return m;
     const next = generalise(m, retrace(args), name);
     if (typeof next === 'string') {
-      const traced = `[${m.shapes!.samples[0]!.shapes.map((s) => `[${s.join(', ')}]`).join(', ')}]`;
+      const traced = formatShapes(m.shapes!.samples[0]!.shapes);
       throw new TracingError(
-        `${where}: ${mismatch ?? `traced again at input shapes [${shapes.map((s) => `[${s.join(', ')}]`).join(', ')}] (first traced at ${traced})`}, and tracing it again at these shapes does not give the same program: ${next}`,
+        `${where}: ${mismatch ?? `traced again at input shapes ${formatShapes(shapes)} (first traced at ${traced})`}, and tracing it again at these shapes does not give the same program: ${next}`,
       );
     }
     if (this.verifiedShapes.size > 256) this.verifiedShapes.clear(); // a bound, not a cache policy: re-checks are cheap
