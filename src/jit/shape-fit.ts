@@ -2,7 +2,7 @@ import { sym_add, sym_floordiv, sym_mul, sym_size, sym_sub } from '../graph/buil
 import { Graph } from '../graph/graph.js';
 import { Node, targetName, type Argument, type FunctionTarget, type Opcode } from '../graph/node.js';
 import { isPlainObject } from '../runtime/plain-object.js';
-import { fmt } from '../runtime/shape.js';
+import { fmt, sameShape } from '../runtime/shape.js';
 
 /**
  * Symbolic shapes for runtime traces. JavaScript numbers cannot carry a trace (no operator overloading), so
@@ -210,7 +210,7 @@ export function symbolicGraph(base: Graph, exprs: readonly (readonly [number, Sy
  */
 export function shapeMismatch(spec: ShapeSpec, shapes: readonly (readonly number[])[]): string | undefined {
   const first = spec.samples[0]!.shapes;
-  if (spec.branches && !spec.samples.some((s) => formatShapes(s.shapes) === formatShapes(shapes))) {
+  if (spec.branches && !spec.samples.some((s) => s.shapes.length === shapes.length && s.shapes.every((x, i) => sameShape(x, shapes[i]!)))) {
     return `the program compares shapes, and input shapes ${formatShapes(shapes)} are none of those it was traced at (${spec.samples.map((s) => formatShapes(s.shapes)).join(', ')})`;
   }
   for (let i = 0; i < first.length; i++) {

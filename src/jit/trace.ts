@@ -395,9 +395,9 @@ export class TracedModule extends Module {
    */
   private checkShapes(name: string, m: TracedMethod, args: unknown[], shapes: readonly (readonly number[])[]): TracedMethod {
     const where = `${this.fromFunction ?? this.constructor.name}.${name}`;
-    const mismatch = shapeMismatch(m.shapes!, shapes);
     const retrace = this.retracers.get(name);
     if (!retrace) {
+      const mismatch = shapeMismatch(m.shapes!, shapes);
       if (!mismatch) return m;
       const sites = m.shapes!.reads;
       const reads =
@@ -413,6 +413,7 @@ export class TracedModule extends Module {
     if (this.verifiedShapes.has(key)) return m;
     const next = generalise(m, retrace(args), name);
     if (typeof next === 'string') {
+      const mismatch = shapeMismatch(m.shapes!, shapes);
       const traced = formatShapes(m.shapes!.samples[0]!.shapes);
       throw new TracingError(
         `${where}: ${mismatch ?? `traced again at input shapes ${formatShapes(shapes)} (first traced at ${traced})`}, and tracing it again at these shapes does not give the same program: ${next}`,
