@@ -1,4 +1,5 @@
 import type { Window2d } from '../runtime/cpu/conv.js';
+import { elementOffsets } from '../runtime/cpu/strided.js';
 import { onHeap } from './gemm/index.js';
 import type { Layout } from './ir.js';
 
@@ -217,12 +218,7 @@ export function maxPoolInto(src: Float32Array, layout: Layout, g: MaxPoolGeometr
   const [ph, pw] = g.padding;
   const [dh, dw] = g.dilation;
   // plane offsets of the leading dims, in row-major order
-  let planes = [layout.offset];
-  layout.shape.slice(0, nd - 2).forEach((d, k) => {
-    const next: number[] = [];
-    for (const p of planes) for (let i = 0; i < d; i++) next.push(p + i * layout.strides[k]!);
-    planes = next;
-  });
+  const planes = elementOffsets(layout.shape.slice(0, nd - 2), layout.strides.slice(0, nd - 2), layout.offset);
   let o = 0;
   for (const base of planes) {
     for (let oh = 0; oh < OH; oh++) {
