@@ -6,7 +6,7 @@ import { isGradEnabled } from '../runtime/autograd.js';
 import { Tensor } from '../runtime/tensor.js';
 import { getKernelBackend } from './backend.js';
 import { countPlan } from './cache.js';
-import { formatPlan, logLine } from './log.js';
+import { formatPlan, LOG_KERNELS, logLine } from './log.js';
 import { lowerGraph } from './lower.js';
 import { partition } from './partition.js';
 import { Plan, PlanMismatch, TooLarge } from './plan.js';
@@ -123,7 +123,7 @@ export class KernelProgram {
       const parts = partition(lowered, out ? out.allInputNodes() : []);
       const plan = new Plan({ gm: this.gm, lowered, groups: parts.groups, values });
       countPlan();
-      logLine(formatPlan(plan, `kiln kernels: ${this.name}`));
+      if (LOG_KERNELS) logLine(formatPlan(plan, `kiln kernels: ${this.name}`)); // the table is built only to be logged
       return plan;
     } catch (e) {
       if (!(e instanceof TooLarge)) throw e;
