@@ -151,3 +151,21 @@ test('fitSamples: offsets, multiples, floor division, products and numel; number
     /a number in the graph changed \(2 at \[\[5, 2, 4\]\]; 1000 at \[\[3, 6, 4\]\]\) and is no simple function of the input shapes/,
   );
 });
+
+test('a live trace runs the program again only at shapes it has not seen (the traced ones included as seen)', (t) => {
+  let runs = 0;
+  const counted = (x: Tensor) => {
+    runs++;
+    return x.reshape([x.shape[0] * x.shape[1]]);
+  };
+  const traced = trace(counted, [randn([2, 3])], { checkTrace: false });
+  t.is(runs, 1);
+  traced(randn([2, 3]));
+  t.is(runs, 1, 'the traced shape runs the graph only');
+  const x = randn([4, 5]);
+  t.true(close(traced(x), counted(x)));
+  t.is(runs, 3, 'a new shape: traced once more (plus the eager call here)');
+  traced(randn([4, 5]));
+  traced(randn([2, 3]));
+  t.is(runs, 3);
+});

@@ -29,12 +29,12 @@ function shapeOf(op: string, shape: ShapeArg): number[] {
  * A runtime trace records calls of these creation functions as graph nodes instead of freezing their result,
  * so `full(x.shape, 2)` and `zerosLike(x)` follow the input's shape when the trace generalises.
  */
-function recorded<F extends (...args: never[]) => Tensor>(fn: F): F {
+function recorded<F extends (...args: never[]) => Tensor>(fn: F, name = fn.name): F {
   const wrapped = (...args: unknown[]): Tensor =>
     activeTrace?.recordsEveryOp
       ? (activeTrace.callOp(wrapped, args, undefined) as Tensor)
       : (fn as unknown as (...a: unknown[]) => Tensor)(...args);
-  Object.defineProperty(wrapped, 'name', { value: fn.name });
+  Object.defineProperty(wrapped, 'name', { value: name });
   return wrapped as unknown as F;
 }
 
@@ -156,8 +156,7 @@ function arangeOf(...args: (number | CreateOptions | undefined)[]): Tensor {
   return finish(Tensor.fromData(arr, [n], dtype), opts);
 }
 
-export const arange = recorded(arangeOf);
-Object.defineProperty(arange, 'name', { value: 'arange' });
+export const arange = recorded(arangeOf, 'arange');
 
 function randomTensor(op: string, shape: ShapeArg, opts: CreateOptions, sample: () => number): Tensor {
   const s = shapeOf(op, shape);
