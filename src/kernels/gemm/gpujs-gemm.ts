@@ -14,9 +14,9 @@
 import type { IKernelRunShortcut } from 'gpu.js';
 import type { KernelBackendName } from '../backend.js';
 import { getKernel, type KernelSpec } from '../cache.js';
-import { checkGemm, type Checked, type GemmOptions } from './check.js';
+import type { Checked, GemmOptions } from './check.js';
 import { PackedB, unpackB } from './packed-b.js';
-import { fillEmptyProduct } from './reference.js';
+import { beginGemm } from './reference.js';
 
 export interface GpuJsGemmOptions extends GemmOptions {
   /**
@@ -65,12 +65,8 @@ export function gemmGpuJsNaive(
   N: number,
   opts: GpuJsGemmOptions = {},
 ): Float32Array {
-  const chk = checkGemm('gemm', a, b, M, K, N, opts);
-  const out = opts.out ?? new Float32Array(M * N);
-  if (M === 0 || N === 0 || K === 0) {
-    fillEmptyProduct(out, M, N, chk);
-    return out;
-  }
+  const { chk, out, done } = beginGemm(a, b, M, K, N, opts);
+  if (done) return out;
   const { b: B, transposed } = prepareB(b, opts);
   const source = `function (a, b${chk.bias ? ', bias' : ''}) {
     const x = this.thread.x;
@@ -106,12 +102,8 @@ function prepareRows4(
   opts: GpuJsGemmOptions,
   threaded: boolean,
 ): Rows4Call | Float32Array {
-  const chk = checkGemm('gemm', a, b, M, K, N, opts);
-  const out = opts.out ?? new Float32Array(M * N);
-  if (M === 0 || N === 0 || K === 0) {
-    fillEmptyProduct(out, M, N, chk);
-    return out;
-  }
+  const { chk, out, done } = beginGemm(a, b, M, K, N, opts);
+  if (done) return out;
   const { b: B, transposed } = prepareB(b, opts);
   const quads = Math.ceil(M / 4);
   // A → [⌈M/4⌉][K][4], zero rows past M.

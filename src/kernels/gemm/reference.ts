@@ -17,6 +17,25 @@ export function fillEmptyProduct(out: Float32Array, rows: number, N: number, chk
   }
 }
 
+/**
+ * The common start of a GEMM entry point: the checked arguments, the output (given or new), and whether the
+ * product is empty (M, N or K zero), in which case `out` already holds the bias (or zeros).
+ */
+export function beginGemm(
+  a: Float32Array,
+  b: Float32Array | PackedB,
+  M: number,
+  K: number,
+  N: number,
+  opts: GemmOptions,
+): { chk: Checked; out: Float32Array; done: boolean } {
+  const chk = checkGemm('gemm', a, b, M, K, N, opts);
+  const out = opts.out ?? new Float32Array(M * N);
+  const done = M === 0 || N === 0 || K === 0;
+  if (done) fillEmptyProduct(out, M, N, chk);
+  return { chk, out, done };
+}
+
 export function gemmReference(
   a: Float32Array,
   b: Float32Array | PackedB,
@@ -25,8 +44,8 @@ export function gemmReference(
   N: number,
   opts: GemmOptions = {},
 ): Float32Array {
-  const chk = checkGemm('gemm', a, b, M, K, N, opts);
-  const out = opts.out ?? new Float32Array(M * N);
+  const { chk, out, done } = beginGemm(a, b, M, K, N, opts);
+  if (done) return out;
   const transposed = b instanceof PackedB ? false : (opts.bTransposed ?? false);
   const B = b instanceof PackedB ? unpackB(b, 'gemm') : b;
   const row = new Float64Array(N);
