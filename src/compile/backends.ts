@@ -26,8 +26,13 @@ export function countOps(gm: GraphModule): number {
   return n;
 }
 
+/** Whether `b` names the kernels backend: the default, the string, or the function itself. */
+export function isKernelsBackend(b: BackendOption | undefined): boolean {
+  return b === undefined || b === 'kernels' || b === kernelsBackend;
+}
+
 export function resolveBackend(b: BackendOption | undefined): Backend {
-  if (b === undefined || b === 'kernels') return kernelsBackend;
+  if (isKernelsBackend(b)) return kernelsBackend;
   if (b === 'eager') return eagerBackend;
   if (b === 'aot_eager') {
     throw new KilnError("compile: backend 'aot_eager' needs kiln/aot (AOT autograd), which this version does not have yet; use 'eager'");

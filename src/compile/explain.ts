@@ -2,7 +2,7 @@ import { KilnError } from '../errors.js';
 import type { GraphModule } from '../graph/graph-module.js';
 import { Module } from '../runtime/nn/module.js';
 import { kernelsBackend, type KernelProgramCallable } from '../kernels/program.js';
-import { countOps, eagerBackend, type BackendOption } from './backends.js';
+import { countOps, eagerBackend, isKernelsBackend, type BackendOption } from './backends.js';
 import { CompiledCallable, type BreakReason, type CacheEntry, type CaptureOptions } from './compiled-callable.js';
 import { PlanRunner, planOf, recording, type PlanRecorder } from './plan.js';
 import { OptimizedModule } from './compile.js';
@@ -83,8 +83,7 @@ export function explain(model: Module | ((...args: never[]) => unknown)): (...ar
 
 /** Whether graphs go to the 'kernels' backend: compile()'s option, else the plugin's, else the default ('kernels'). */
 function usesKernels(given: BackendOption | undefined, plugin: BackendOption | undefined): boolean {
-  const b = given ?? plugin;
-  return b === undefined || b === 'kernels' || b === kernelsBackend;
+  return isKernelsBackend(given ?? plugin);
 }
 
 /** Break reasons in source order (file, then line, then column). */
