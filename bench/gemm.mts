@@ -23,6 +23,7 @@ import {
   packB,
   setGemmThreads,
 } from '../src/kernels/gemm/index.js';
+import { matmulData } from './peers/shapes.mjs';
 
 type Runner = () => Float32Array | Promise<Float32Array>;
 
@@ -42,17 +43,6 @@ const SIZES = (arg('--sizes') ?? '256,512,1024').split(',').map(Number);
 const REPS = Math.max(10, Number(arg('--reps') ?? 10));
 const WARMUP = 2;
 const MAX_THREADS = getGemmThreads();
-
-function random(n: number, seed: number): Float32Array {
-  // A small LCG: the same data every run, values in [-1, 1).
-  const out = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = s / 2 ** 31 - 1;
-  }
-  return out;
-}
 
 function kilnSimd(threads: number, inPlace: boolean): Case {
   return {
@@ -198,8 +188,7 @@ async function main(): Promise<void> {
   const copyCost = new Map<number, number>();
 
   for (const n of SIZES) {
-    const a = random(n * n, 1 + n);
-    const b = random(n * n, 2 + n);
+    const { a, b } = matmulData(n, 1 + n);
     const ref = gemmReference(a, b, n, n, n);
     const live: { c: Case; run: Runner; times: number[]; dispose?: () => void | Promise<void> }[] = [];
     for (const c of cases) {
