@@ -10,6 +10,7 @@
  * them; the median of the rounds is reported. The peers (tfjs-wasm, jax-js wasm, onnxruntime-node) come
  * from bench/peers.mts when it loads, so the comparison the issue asks for is made in the same run.
  */
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { gemm as eagerGemm } from '../src/runtime/cpu/matmul.js';
 import {
   gemm,
@@ -227,6 +228,7 @@ async function main(): Promise<void> {
   await peers.dispose();
   setGemmThreads(MAX_THREADS);
   printTable(cases, results, copyCost);
+  recordResults(results);
 }
 
 const gflops = (n: number, ms: number): number => (2 * n ** 3) / (ms * 1e6);
@@ -269,6 +271,25 @@ function printTable(cases: Case[], results: Map<string, Map<number, number | str
   for (const n of SIZES) console.log(`copy a, b in and C out of wasm memory at ${n}: ${copyCost.get(n)!.toFixed(3)} ms (memcpy only)`);
   console.log('');
   for (const c of cases) console.log(`${c.name}: ${c.note}`);
+}
+
+/**
+ * Keep this run beside `npm run bench`'s in bench/results.json (key `gemm`), so the README's GEMM table has its
+ * numbers on file. `--sizes` runs other than the default are not recorded.
+ */
+function recordResults(results: Map<string, Map<number, number | string>>): void {
+  if (SIZES.join(',') !== '256,512,1024') return;
+  const file = new URL('./results.json', import.meta.url);
+  const all = existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>) : {};
+  const gflopsBySize = (m: Map<number, number | string>) =>
+    Object.fromEntries(SIZES.map((n) => [n, typeof m.get(n) === 'number' ? Number(gflops(n, m.get(n) as number).toFixed(2)) : null]));
+  all.gemm = {
+    date: new Date().toISOString(),
+    note: 'bench/gemm.mts: matmul n×n float32, GFLOP/s, median of interleaved rounds (null: skipped)',
+    gflops: Object.fromEntries([...results].map(([name, m]) => [name, gflopsBySize(m)])),
+  };
+  writeFileSync(file, JSON.stringify(all, null, 2) + '\n');
+  console.log('\nwrote the gemm section of bench/results.json');
 }
 
 await main();

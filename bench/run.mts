@@ -9,7 +9,7 @@
  * and prints them, leaving bench/results.json as it is.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
@@ -761,6 +761,12 @@ async function runOnly(only: string): Promise<void> {
   console.log('\n(KILN_BENCH_ONLY: bench/results.json not written)');
 }
 
+/** The `gemm` section bench/gemm.mts wrote into results.json, if any. */
+function previousGemm(): unknown {
+  const file = new URL('./results.json', import.meta.url);
+  return existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as { gemm?: unknown }).gemm : undefined;
+}
+
 async function main() {
   const only = process.env.KILN_BENCH_ONLY;
   if (only) return runOnly(only);
@@ -799,6 +805,7 @@ async function main() {
     peers: peers.peers,
     peerCases: peers.cases,
     kernelTargets: peers.targets,
+    gemm: previousGemm(), // bench/gemm.mts's section, kept: this run does not remeasure it
   };
   writeFileSync(new URL('./results.json', import.meta.url), JSON.stringify(out, null, 2) + '\n');
   console.log('\nwrote bench/results.json');
