@@ -4,3 +4,4 @@
  */
 import './compile/compile.js';
 export { plan, run, attach } from './compile/plan.js';
+export { scope } from './compile/free-vars.js';

@@ -80,6 +80,39 @@ const PURE_GLOBALS = new Set([
   'NaN',
 ]);
 const IMPURE_MEMBERS = new Set(['Math.random', 'Date.now', 'performance.now']);
+/** Globals whose every use is a side effect or differs between calls (the host process, clocks, randomness). */
+const IMPURE_GLOBALS = new Set(['crypto', 'process', 'performance', 'globalThis', 'window', 'document', 'localStorage', 'fetch']);
+/**
+ * Methods that change the object they are called on (arrays, maps, sets, module containers); tensors' in-place
+ * ops end in `_`. `Set.add` is not among them: it cannot be told from `Tensor.add` without types.
+ */
+const MUTATING_METHODS = new Set([
+  'push',
+  'pop',
+  'shift',
+  'unshift',
+  'splice',
+  'sort',
+  'reverse',
+  'fill',
+  'copyWithin',
+  'set',
+  'delete',
+  'clear',
+  'append',
+  'extend',
+  'insert',
+]);
+/** Built-ins that change their first argument. */
+const MUTATING_BUILTINS = new Set([
+  'Object.assign',
+  'Object.defineProperty',
+  'Object.defineProperties',
+  'Object.setPrototypeOf',
+  'Reflect.set',
+  'Reflect.defineProperty',
+  'Reflect.deleteProperty',
+]);
 
 const lineOf = (n: t.Node) => (n.loc ? ` (line ${n.loc.start.line})` : '');
 const code = (n: t.Node, max = 40) => {
@@ -344,8 +377,7 @@ export class Analyzer {
     if (p.isCallExpression()) return this.callBreak(p, cls, tensors);
     if (p.isNewExpression()) {
       const root = FileContext.chainRoot(p.node.callee);
-      if (root && (this.ctx.isKilnBinding(p, root.name) || (PURE_GLOBALS.has(root.name) && !p.scope.hasBinding(root.name))))
-        return undefined;
+      if (root && (this.ctx.isKilnBinding(p, root.name) || (PURE_GLOBALS.has(root.name) && !isBound(p, root.name)))) return undefined;
       if (root && this.isLocal(p, root.name)) return undefined;
       return { reason: `new ${code(p.node.callee)}(): the plugin cannot see what this constructor does`, node: n };
     }
@@ -366,7 +398,7 @@ export class Analyzer {
         t.isIdentifier(target) &&
         !this.isLocal(p, target.name) &&
         p.scope.getBinding(target.name)?.kind !== 'module' &&
-        !p.scope.hasBinding(target.name)
+        !isBound(p, target.name)
       ) {
         return { reason: `assigns the global ${target.name}: kept eager`, node: n };
       }
@@ -401,6 +433,9 @@ export class Analyzer {
     if (p.isSpreadElement() && this.isTensorExpr(p.get('argument'), tensors)) {
       return { reason: `spreads tensor ${code(p.node.argument)} (data-dependent)`, node: n };
     }
+    if (p.isIdentifier() && IMPURE_GLOBALS.has(p.node.name) && p.isReferencedIdentifier() && !isBound(p, p.node.name)) {
+      return { reason: `reads ${p.node.name}, host state that changes between calls: it runs eagerly, every call`, node: n };
+    }
     if (p.isMemberExpression() && cls) {
       const m = p.node;
       if (t.isThisExpression(m.object) && t.isIdentifier(m.property) && !m.computed && !p.parentPath.isCallExpression({ callee: m })) {
@@ -419,12 +454,28 @@ export class Analyzer {
     if (t.isMemberExpression(callee) && t.isIdentifier(callee.property) && !callee.computed) {
       const name = callee.property.name;
       const obj = callee.object;
-      if (t.isIdentifier(obj) && obj.name === 'console' && !p.scope.hasBinding('console')) {
+      if (t.isIdentifier(obj) && obj.name === 'console' && !isBound(p, 'console')) {
         return { reason: `console.${name}() is a side effect: it runs eagerly, every call`, node: n };
       }
       const fullName = t.isIdentifier(obj) ? `${obj.name}.${name}` : '';
-      if (IMPURE_MEMBERS.has(fullName) && !p.scope.hasBinding((obj as t.Identifier).name)) {
-        return { reason: `${fullName}() gives a different value every call`, node: n };
+      if (IMPURE_MEMBERS.has(fullName) && !isBound(p, (obj as t.Identifier).name)) {
+        return { reason: `${fullName}() gives a different value every call: it runs eagerly, every call`, node: n };
+      }
+      if (MUTATING_BUILTINS.has(fullName) && !isBound(p, (obj as t.Identifier).name) && n.arguments[0]) {
+        const target = n.arguments[0];
+        const root = t.isExpression(target) ? (memberRoot(target) ?? target) : undefined;
+        if (root && (t.isThisExpression(root) || (t.isIdentifier(root) && !this.isLocal(p, root.name)))) {
+          return { reason: `${fullName}() changes ${code(target)}, state outside the graph: it runs eagerly, every call`, node: n };
+        }
+      }
+      if (MUTATING_METHODS.has(name) && !this.isTensorExpr((p.get('callee') as NodePath<t.MemberExpression>).get('object'), tensors)) {
+        const root = memberRoot(callee);
+        const outside =
+          (root && t.isThisExpression(root) && t.isMemberExpression(obj)) ||
+          (root && t.isIdentifier(root) && !this.isLocal(p, root.name) && !this.ctx.isKilnBinding(p, root.name));
+        if (outside) {
+          return { reason: `${code(callee)}() changes state outside the graph: it runs eagerly, every call`, node: n };
+        }
       }
       if (
         VALUE_READS.has(name) &&
@@ -544,6 +595,11 @@ export function branchParts(
   }
   if (!value?.isConditionalExpression()) return undefined;
   return { test: value.get('test'), consequent: value.get('consequent'), alternate: value.get('alternate') };
+}
+
+/** Whether `name` is declared in the program (not a global such as `Math` or `console`). */
+function isBound(p: NodePath, name: string): boolean {
+  return p.scope.getBinding(name) !== undefined;
 }
 
 /** The object at the root of a member chain (`this` in `this.a.b`), or undefined for a non-member. */

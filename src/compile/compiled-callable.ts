@@ -3,7 +3,8 @@ import { codeFrameColumns } from '@babel/code-frame';
 import { functionParams } from '../analysis/signature.js';
 import { GraphBreakError, KilnError, RecompileError } from '../errors.js';
 import { GraphModule } from '../graph/graph-module.js';
-import { Tracer } from '../graph/tracer.js';
+import { Tracer, type AttributeRead } from '../graph/tracer.js';
+import { FreeReads, recordingFreeReads } from './free-vars.js';
 import { activeTrace } from '../runtime/dispatch.js';
 import { Module } from '../runtime/nn/module.js';
 import { Tensor } from '../runtime/tensor.js';
@@ -43,10 +44,25 @@ export function resetCompileCaches(): void {
 
 /** A tracer that records attribute reads for guards and keeps hooked modules whole so their hooks run at run time. */
 class GuardingTracer extends Tracer {
-  override attributeReads = new Map<string, unknown>();
+  override attributeReads = new Map<string, AttributeRead>();
+  override adoptForeignModules = true;
   override isLeafModule(m: Module, path: string): boolean {
     return super.isLeafModule(m, path) || (path !== '' && m.hasForwardHooks());
   }
+}
+
+/**
+ * Guards on every module the trace went into: the compiled module's tree (`self`), and each module it
+ * adopted from outside that tree (closures, plain arrays, arguments) under the path the graph gives it.
+ */
+function treeGuards(self: Module | undefined, tracer: GuardingTracer): Guard[] {
+  const foreign = [...tracer.foreignModules];
+  const under = (prefix: string) =>
+    [...tracer.attributeReads]
+      .filter(([path]) => path.startsWith(`${prefix}.`))
+      .map(([path, read]): [string, AttributeRead] => [path.slice(prefix.length + 1), read]);
+  const own = [...tracer.attributeReads].filter(([path]) => !foreign.some(([p]) => path.startsWith(`${p}.`)));
+  return [...(self ? moduleGuards(self, own) : []), ...foreign.flatMap(([path, m]) => moduleGuards(m, under(path), path))];
 }
 
 /**
@@ -183,16 +199,16 @@ export class CompiledCallable {
     });
     const shapes = args.map((a) => (a instanceof Tensor ? [...a.shape] : undefined));
     const tracer = new GuardingTracer();
+    const freeReads = new FreeReads(tracer);
     let gm: GraphModule | undefined;
     let breakReason: BreakReason | undefined;
     try {
       const root = this.self ?? (this.fn as (...a: never[]) => unknown);
-      const graph = tracer.trace(
-        root,
-        concreteArgs(this.names, args),
-        this.viaForward ? undefined : (this.fn as (...a: never[]) => unknown),
+      const graph = recordingFreeReads(freeReads, () =>
+        tracer.trace(root, concreteArgs(this.names, args), this.viaForward ? undefined : (this.fn as (...a: never[]) => unknown)),
       );
-      gm = new GraphModule(tracer.root, graph, this.self ? this.self.constructor.name : this.fn.name || 'GraphModule', tracer.constants);
+      const name = this.self ? this.self.constructor.name : this.fn.name || 'GraphModule';
+      gm = new GraphModule(tracer.targetRoot(), graph, name, tracer.constants);
     } catch (e) {
       if (!(e instanceof KilnError)) throw e;
       breakReason = { reason: e.message.split('\n')[0]!, loc: locationOf(e) };
@@ -203,7 +219,8 @@ export class CompiledCallable {
         );
       }
     }
-    if (this.self) guards.push(...moduleGuards(this.self, tracer.attributeReads));
+    guards.push(...freeReads.guards());
+    guards.push(...treeGuards(this.self, tracer));
     if (!gm) return { guards, run: (...a) => this.eager(a), graph: undefined, breakReason, shapes };
     // As TorchDynamo: a graph that does no work is not worth a backend compile; run its code as is.
     if (countOps(gm) === 0) return { guards, run: (...a) => gm.forward(...a), graph: undefined, breakReason: undefined, shapes };

@@ -1,6 +1,7 @@
 import { isGradEnabled } from '../runtime/autograd.js';
 import { Module as ModuleClass, type Module } from '../runtime/nn/module.js';
 import { Tensor } from '../runtime/tensor.js';
+import type { AttributeRead } from '../graph/tracer.js';
 
 /**
  * Guards: the conditions a captured graph was specialised on. Each is a small closure with a text that
@@ -22,10 +23,10 @@ export function firstFailing(guards: readonly Guard[], args: readonly unknown[],
  * A test for "still equal to `v`": identity for primitives, functions, tensors and objects JSON cannot
  * write; for plain data the JSON text taken now, so later in-place edits are noticed.
  */
-function matcher(v: unknown): (x: unknown) => boolean {
-  const json = typeof v === 'object' && v !== null && !(v instanceof Tensor) ? tryJSON(v) : undefined;
+export function matcher(v: unknown): (x: unknown) => boolean {
+  const json = typeof v === 'object' && v !== null && !(v instanceof Tensor) && !(v instanceof ModuleClass) ? tryJSON(v) : undefined;
   if (json === undefined) return (x) => Object.is(x, v);
-  return (x) => typeof x === 'object' && x !== null && !(x instanceof Tensor) && tryJSON(x) === json;
+  return (x) => typeof x === 'object' && x !== null && !(x instanceof Tensor) && !(x instanceof ModuleClass) && tryJSON(x) === json;
 }
 
 function tryJSON(v: unknown): string | undefined {
@@ -36,7 +37,7 @@ function tryJSON(v: unknown): string | undefined {
   }
 }
 
-function show(v: unknown): string {
+export function show(v: unknown): string {
   if (typeof v === 'function') return `<function ${v.name || 'anonymous'}>`;
   try {
     return JSON.stringify(v) ?? String(v);
@@ -107,22 +108,23 @@ function sameMembers(m: Module, then: readonly unknown[]): boolean {
   return i === then.length;
 }
 
-/** `self` or `self.block.fc`: how guard texts name a module path. */
-const selfPath = (path: string) => (path ? `self.${path}` : 'self');
+/** `self` or `self.block.fc` (or `layers[0].fc` for a module reached another way): how guard texts name a module path. */
+const underLabel = (label: string, path: string) => (path ? `${label}.${path}` : label);
 
 /**
  * Guards on a module: the identity of `forward`, the identity and order of every submodule, parameter
  * and buffer, each module's forward hooks and `training` flag, and the plain attributes the trace read.
+ * `label` names the module in guard texts: `self` for the compiled module, the way it was reached otherwise.
  */
-export function moduleGuards(root: Module, attributeReads: ReadonlyMap<string, unknown>): Guard[] {
+export function moduleGuards(root: Module, attributeReads: Iterable<[string, AttributeRead]>, label = 'self'): Guard[] {
   const forward = root.forward;
   const modules = root.namedModules();
-  const guards: Guard[] = [{ text: 'self.forward is the function that was captured', check: (_a, self) => self!.forward === forward }];
+  const guards: Guard[] = [{ text: `${label}.forward is the function that was captured`, check: () => root.forward === forward }];
   // One cheap check per module: its member submodules, parameters and buffers, by name and identity, in order.
   for (const [path, m] of modules) {
     const members = memberList(m);
     guards.push({
-      text: `${selfPath(path)} submodules, parameters and buffers (identity and order)`,
+      text: `${underLabel(label, path)} submodules, parameters and buffers (identity and order)`,
       check: () => sameMembers(m, members),
     });
   }
@@ -131,7 +133,7 @@ export function moduleGuards(root: Module, attributeReads: ReadonlyMap<string, u
     const hooks = m.forwardHooks();
     const ids = [...hooks.pre, ...hooks.post];
     guards.push({
-      text: `${selfPath(path)}.forwardHooks`,
+      text: `${underLabel(label, path)}.forwardHooks`,
       check: () => {
         if (ids.length === 0) return !m.hasForwardHooks();
         const now = m.forwardHooks();
@@ -139,15 +141,12 @@ export function moduleGuards(root: Module, attributeReads: ReadonlyMap<string, u
       },
     });
     const training = m.training;
-    guards.push({ text: `${selfPath(path)}.training == ${training}`, check: () => m.training === training });
+    guards.push({ text: `${underLabel(label, path)}.training == ${training}`, check: () => m.training === training });
   }
-  for (const [path, value] of attributeReads) {
-    const dot = path.lastIndexOf('.');
-    const owner = dot < 0 ? root : root.getSubmodule(path.slice(0, dot));
-    const name = path.slice(dot + 1);
+  for (const [path, { owner, name, value }] of attributeReads) {
     const matches = matcher(value);
     guards.push({
-      text: `${selfPath(path)} == ${show(value)}`,
+      text: `${underLabel(label, path)} == ${show(value)}`,
       check: () => matches((owner as unknown as Record<string, unknown>)[name]),
     });
   }

@@ -5,6 +5,7 @@ import { setTraceDispatch, type TraceDispatch } from '../runtime/dispatch.js';
 import * as nn from '../runtime/nn/index.js';
 import { Module } from '../runtime/nn/module.js';
 import { Tensor } from '../runtime/tensor.js';
+import { lookupAttr } from './attrs.js';
 import { getattr, getitem } from './builtins.js';
 import { Graph } from './graph.js';
 import { GraphModule } from './graph-module.js';
@@ -38,6 +39,13 @@ const PROXIES = new WeakMap<object, { node: Node; tracer: Tracer }>();
 /** The node a tracing proxy stands for, or undefined for anything else. */
 export function proxyNode(x: unknown): Node | undefined {
   return x !== null && typeof x === 'object' ? PROXIES.get(x)?.node : undefined;
+}
+
+/** A plain attribute of a traced module read during the trace (`self.block.scale`): who holds it and its value then. */
+export interface AttributeRead {
+  readonly owner: Module;
+  readonly name: string;
+  readonly value: unknown;
 }
 
 export interface ConcreteArgs {
@@ -74,7 +82,16 @@ export class Tracer implements TraceDispatch {
    * traced-through modules are recorded here by path (`scale`, `block.eps`), so a compiler can guard on them;
    * assigning to such an attribute during the trace is then a TraceError instead of a silent side effect.
    */
-  attributeReads: Map<string, unknown> | null = null;
+  attributeReads: Map<string, AttributeRead> | null = null;
+  /**
+   * Modules met during the trace that are not in the root's tree (reached through a closure, a plain array or
+   * object, or an argument), by the path they were given in the graph (`layers_0`). A compiler guards them
+   * like the root's own submodules.
+   */
+  readonly foreignModules = new Map<string, Module>();
+  /** Whether such modules are adopted (compile's tracer) or refused, as torch.fx refuses them (symbolicTrace). */
+  adoptForeignModules = false;
+  private undoPatches: (() => void)[] = [];
 
   /** Whether `m` is recorded as one call_module instead of traced through. Default: kiln's standard layers. */
   isLeafModule(m: Module, _path: string): boolean {
@@ -92,17 +109,11 @@ export class Tracer implements TraceDispatch {
     this.constants.clear();
     this.attrNodes.clear();
     this.constantNames.clear();
-    this.modulePaths = new Map(this.root.namedModules().map(([p, m]) => [m, p]));
+    this.modulePaths = new Map();
     this.tensorPaths = new Map();
-    for (const [p, t] of [...this.root.namedParameters(), ...this.root.namedBuffers()]) {
-      if (!this.tensorPaths.has(t)) this.tensorPaths.set(t, p);
-    }
-    // Plain tensor attributes (`this.c = rand([4])`) are read by path too, as FX does for a module's __dict__.
-    for (const [m, path] of this.modulePaths) {
-      for (const [name, v] of Object.entries(m)) {
-        if (v instanceof Tensor && !this.tensorPaths.has(v)) this.tensorPaths.set(v, path ? `${path}.${name}` : name);
-      }
-    }
+    this.foreignModules.clear();
+    this.undoPatches = [];
+    this.indexTree(this.root, '');
     const args = this.placeholders(fn, concreteArgs);
     const restore = this.patchModules();
     const prev = setTraceDispatch(this);
@@ -114,6 +125,59 @@ export class Tracer implements TraceDispatch {
       restore();
     }
     return this.graph;
+  }
+
+  /** Give `m`'s module tree, parameters, buffers and plain tensor attributes their paths under `prefix`. */
+  private indexTree(m: Module, prefix: string): void {
+    const under = (p: string) => (prefix && p ? `${prefix}.${p}` : prefix || p);
+    const modules = m.namedModules().map(([p, sub]) => [sub, under(p)] as const);
+    for (const [sub, p] of modules) if (!this.modulePaths.has(sub)) this.modulePaths.set(sub, p);
+    for (const [p, t] of [...m.namedParameters(), ...m.namedBuffers()]) {
+      if (!this.tensorPaths.has(t)) this.tensorPaths.set(t, under(p));
+    }
+    // Plain tensor attributes (`this.c = rand([4])`) are read by path too, as FX does for a module's __dict__.
+    for (const [sub, path] of modules) {
+      for (const [name, v] of Object.entries(sub)) {
+        if (v instanceof Tensor && !this.tensorPaths.has(v)) this.tensorPaths.set(v, path ? `${path}.${name}` : name);
+      }
+    }
+  }
+
+  /**
+   * Take a module that is not in the traced tree (a layer held in a closure, a plain array or an argument)
+   * into the graph under a new top-level path derived from `hint` (`layers[0]` → `layers_0`), and install
+   * the same tracing stand-ins on it as on the tree's modules. Returns its path; adopting twice is a no-op.
+   */
+  adopt(m: Module, hint: string): string {
+    const known = this.modulePaths.get(m);
+    if (known !== undefined) return known;
+    const base = hint.replace(/[^A-Za-z0-9_$]+/g, '_').replace(/^_+|_+$/g, '') || 'module';
+    let path = /^[0-9]/.test(base) ? `_${base}` : base;
+    const taken = (p: string) => this.foreignModules.has(p) || (this.root as unknown as Record<string, unknown>)[p] !== undefined;
+    for (let i = 1; taken(path); i++) path = `${base}_${i}`;
+    this.foreignModules.set(path, m);
+    const before = new Set(this.modulePaths.keys());
+    this.indexTree(m, path);
+    for (const [sub, p] of this.modulePaths) if (!before.has(sub)) this.patchModule(sub, p);
+    return path;
+  }
+
+  /**
+   * What a GraphModule built from this trace copies its call_module and get_attr targets from: the root, or
+   * when foreign modules were adopted, a record of every target path (the user's module is never changed).
+   */
+  targetRoot(): Module | Record<string, unknown> {
+    if (this.foreignModules.size === 0) return this.root;
+    const record: Record<string, unknown> = {};
+    for (const n of this.graph.nodes) {
+      if ((n.op !== 'call_module' && n.op !== 'get_attr') || this.constants.has(n.target as string)) continue;
+      const path = n.target as string;
+      const dot = path.indexOf('.');
+      const head = dot < 0 ? path : path.slice(0, dot);
+      const foreign = this.foreignModules.get(head);
+      record[path] = foreign ? lookupAttr(foreign, dot < 0 ? '' : path.slice(dot + 1)) : lookupAttr(this.root, path);
+    }
+    return record;
   }
 
   private placeholders(fn: (...a: never[]) => unknown, concreteArgs: ConcreteArgs): unknown[] {
@@ -144,70 +208,87 @@ export class Tracer implements TraceDispatch {
    * Returns the function that puts everything back.
    */
   private patchModules(): () => void {
-    const undo: (() => void)[] = [];
-    const patch = (obj: object, key: string, desc: PropertyDescriptor) => {
-      const orig = Object.getOwnPropertyDescriptor(obj, key);
-      Object.defineProperty(obj, key, { ...desc, configurable: true, enumerable: orig?.enumerable ?? false });
-      undo.push(() => (orig ? Object.defineProperty(obj, key, orig) : delete (obj as Record<string, unknown>)[key]));
-    };
-    for (const [m, path] of this.modulePaths) {
-      if (path !== '' && this.isLeafModule(m, path)) {
-        const forward = m.forward.bind(m) as (...a: unknown[]) => unknown;
-        const record = { value: (...args: unknown[]) => this.callModule(m, forward, args), writable: true };
-        patch(m, 'forward', record);
-        patch(m, 'call', record);
-        continue;
-      }
-      // Listed before the attribute getters go in, so listing them is not recorded as a read.
-      const tensors = [...m.namedParameters('', false), ...m.namedBuffers('', false)];
-      if (this.attributeReads) {
-        const reads = this.attributeReads;
-        for (const [name, v] of Object.entries(m)) {
-          if (v instanceof Module || v instanceof Tensor) continue;
-          const full = path ? `${path}.${name}` : name;
-          patch(m, name, {
-            get: () => {
-              if (!reads.has(full)) reads.set(full, v);
-              return v;
-            },
-            set: () => {
-              throw new TraceError(
-                `symbolic tracing: forward assigns to attribute '${full}'; a captured graph cannot hold that side effect`,
-              );
-            },
-          });
-        }
-      }
-      for (const [name, t] of tensors) {
-        const desc = Object.getOwnPropertyDescriptor(m, name);
-        if (!desc || !('value' in desc) || desc.value !== t) continue; // held elsewhere (keyed containers)
-        const full = path ? `${path}.${name}` : name;
-        patch(m, name, {
-          get: () => this.proxy(this.attrNode(full)),
-          set: () => {
-            throw new TraceError(
-              `symbolic tracing: forward assigns to '${full}'; replacing a parameter or buffer while tracing is not supported`,
-            );
-          },
-        });
-      }
-    }
-    // A layer called in forward but missing from the module tree cannot be named by a call_module.
-    const inTree = (m: Module) => this.modulePaths.has(m);
-    const isLeaf = (m: Module) => this.isLeafModule(m, '');
+    for (const [m, path] of this.modulePaths) this.patchModule(m, path);
+    // A layer called in forward but missing from the module tree (a closure, a plain array, an argument) is
+    // adopted under a path of its own, so a call_module can name it.
+    const tracer = this;
     const origCall = Module.prototype.call;
-    patch(Module.prototype, 'call', {
+    this.patch(Module.prototype, 'call', {
       writable: true,
       value: function (this: Module, ...args: unknown[]) {
-        if (!inTree(this) && isLeaf(this)) {
-          throw new TraceError(
-            `symbolic tracing: ${this.constructor.name} is called in forward but is not a submodule of the traced module; assign it to an attribute in the constructor${userFrame()}`,
-          );
+        if (!tracer.modulePaths.has(this)) {
+          if (!tracer.adoptForeignModules && tracer.isLeafModule(this, '')) {
+            throw new TraceError(
+              `symbolic tracing: ${this.constructor.name} is called in forward but is not a submodule of the traced module; assign it to an attribute in the constructor${userFrame()}`,
+            );
+          }
+          if (tracer.adoptForeignModules)
+            tracer.adopt(
+              this,
+              this.constructor.name.replace(/^./, (c) => c.toLowerCase()),
+            );
+          if (Object.prototype.hasOwnProperty.call(this, 'call')) return this.call(...(args as never[])); // now a recorded leaf
         }
         return (origCall as (...a: unknown[]) => unknown).apply(this, args);
       },
     });
-    return () => undo.reverse().forEach((f) => f());
+    return () => {
+      this.undoPatches.reverse().forEach((f) => f());
+      this.undoPatches = [];
+    };
+  }
+
+  /** Replace `obj[key]` for the duration of the trace. */
+  private patch(obj: object, key: string, desc: PropertyDescriptor): void {
+    const orig = Object.getOwnPropertyDescriptor(obj, key);
+    Object.defineProperty(obj, key, { ...desc, configurable: true, enumerable: orig?.enumerable ?? false });
+    this.undoPatches.push(() => (orig ? Object.defineProperty(obj, key, orig) : delete (obj as Record<string, unknown>)[key]));
+  }
+
+  /**
+   * The tracing stand-ins of one module at `path`: a leaf's `call` and `forward` record call_module; another
+   * module's parameters and buffers read as get_attr proxies, and its plain attributes are recorded when read.
+   */
+  private patchModule(m: Module, path: string): void {
+    const patch = this.patch.bind(this);
+    if (path !== '' && this.isLeafModule(m, path)) {
+      const forward = m.forward.bind(m) as (...a: unknown[]) => unknown;
+      const record = { value: (...args: unknown[]) => this.callModule(m, forward, args), writable: true };
+      patch(m, 'forward', record);
+      patch(m, 'call', record);
+      return;
+    }
+    // Listed before the attribute getters go in, so listing them is not recorded as a read.
+    const tensors = [...m.namedParameters('', false), ...m.namedBuffers('', false)];
+    if (this.attributeReads) {
+      const reads = this.attributeReads;
+      for (const [name, v] of Object.entries(m)) {
+        if (v instanceof Module || v instanceof Tensor) continue;
+        const full = path ? `${path}.${name}` : name;
+        patch(m, name, {
+          get: () => {
+            if (!reads.has(full)) reads.set(full, { owner: m, name, value: v });
+            return v;
+          },
+          set: () => {
+            throw new TraceError(`symbolic tracing: forward assigns to attribute '${full}'; a captured graph cannot hold that side effect`);
+          },
+        });
+      }
+    }
+    for (const [name, t] of tensors) {
+      const desc = Object.getOwnPropertyDescriptor(m, name);
+      if (!desc || !('value' in desc) || desc.value !== t) continue; // held elsewhere (keyed containers)
+      const full = path ? `${path}.${name}` : name;
+      patch(m, name, {
+        get: () => this.proxy(this.attrNode(full)),
+        set: () => {
+          throw new TraceError(
+            `symbolic tracing: forward assigns to '${full}'; replacing a parameter or buffer while tracing is not supported`,
+          );
+        },
+      });
+    }
   }
 
   /** A submodule call during tracing: one call_module node for a leaf, otherwise trace through `forward`. */

@@ -3,6 +3,7 @@ import type { NodePath } from '@babel/traverse';
 import * as t from '@babel/types';
 import { Analyzer, branchParts, type ClassInfo, type Finding, type FunctionPath } from '../analysis/classify.js';
 import { FileContext } from '../analysis/file-context.js';
+import { guardFreeVariables } from './free-vars.js';
 import { SegmentError, buildSegments, type SegmentPlan } from './segments.js';
 
 /**
@@ -73,6 +74,8 @@ export function transformProgram(
     { plan, unsupported }: Analysed = analyse(fn, cls),
   ): { id: t.Identifier; dispatch: t.BlockStatement | undefined } => {
     const id = program.scope.generateUidIdentifier(name.replace('.', '_'));
+    planIds.add(id.name);
+    for (let f = fn.parentPath.getFunctionParent(); f; f = f.parentPath?.getFunctionParent() ?? null) closures.add(f);
     // Unsupported code and functions that keep their body stay as written: the attached function is the eager code.
     const keep = unsupported !== undefined || !rewriteBody;
     if (cls && !keep) makeSuperExplicit(fn, cls);
@@ -168,6 +171,9 @@ export function transformProgram(
     return { id, dispatch };
   };
   const pending: t.Statement[] = [];
+  const planIds = new Set<string>();
+  /** Functions that enclose a rewritten class or function: their variables are closures of captured code. */
+  const closures = new Set<NodePath<t.Function>>();
 
   /** Classify `fn` and cut it into segments; a finding that forbids cutting makes it run eagerly. No AST changes. */
   function analyse(fn: FunctionPath, cls: ClassInfo | undefined): Analysed {
@@ -255,6 +261,13 @@ export function transformProgram(
   }
   // Plans of functions go first, with their attach calls: declarations hoist, so compile(f) may run early.
   const fnDecls = pending.splice(0);
+
+  // Free variables: reads of state that can change between calls go through guarded scope objects.
+  if (report.plans.length > 0 || ctx.kilnNames.size > 0) {
+    program.scope.crawl();
+    const excluded = new Set([...planIds, ...(runtimeId ? [runtimeId.name] : [])]);
+    guardFreeVariables(program, ctx, closures, excluded, () => rt('scope'));
+  }
 
   if (runtimeId) {
     const source = options.runtime ?? 'kiln/plugin/runtime';
