@@ -42,7 +42,7 @@ export function copyAttr(from: Module, to: Module, path: string, value = lookupA
   for (const seg of segs) {
     src = src instanceof Module ? member(src, seg) : undefined;
     let next = member(dst, seg);
-    if (next === src) {
+    if (next !== undefined && next === src) {
       dst = next as Module;
       continue;
     }
