@@ -1,5 +1,17 @@
 import test, { type ExecutionContext } from 'ava';
-import { F, Tensor, compile, kernelCacheStats, manualSeed, nn, noGrad, randn } from '../src/index.js';
+import {
+  F,
+  Tensor,
+  compile,
+  getKernelBackend,
+  kernelCacheStats,
+  manualSeed,
+  nn,
+  noGrad,
+  randn,
+  setKernelBackend,
+  type KernelBackendName,
+} from '../src/index.js';
 import { Graph, GraphModule, type Node } from '../src/fx.js';
 import { kernelsBackend } from '../src/kernels/index.js';
 
@@ -58,6 +70,20 @@ function falses(mask: Tensor): number {
   return mask.data().filter((v) => v === 0).length;
 }
 
+/** The default kernel mode here (webasm, or headlessgl with a GPU), and cpu, whose kernels compute in float64. */
+const MODES: KernelBackendName[] = [...new Set<KernelBackendName>([getKernelBackend(), 'cpu'])];
+
+/** `fn` with kernels compiled for `mode`, then the mode before it again. */
+function inMode(mode: KernelBackendName, fn: () => void): void {
+  const before = getKernelBackend();
+  setKernelBackend(mode);
+  try {
+    fn();
+  } finally {
+    setKernelBackend(before);
+  }
+}
+
 /** `act(lin(x))`, shared by a reduction and by the element-wise consumers of the reduction's result. */
 class Shared extends nn.Module {
   lin = new nn.Linear(16, 10);
@@ -94,30 +120,67 @@ for (const [name, act] of ACTIVATIONS.slice(0, 3)) {
   });
 }
 
-test('a producer shared by reductions and their consumers: invariants hold exactly, values match eager, one plan', (t) => {
-  manualSeed(14);
-  for (const [name, act] of ACTIVATIONS) {
-    const m = new Shared(act);
-    const opt = compile(m);
-    const plans = kernelCacheStats().plans;
-    noGrad(() => {
-      for (let call = 0; call < 3; call++) {
-        const x = randn([1280, 16]).mul(call + 1);
-        const got = opt.call(x) as Tensor[];
-        const want = m.call(x) as Tensor[];
-        const [oneHot, top1, belowMax, aboveMin, argmaxIsMax] = got as [Tensor, Tensor, Tensor, Tensor, Tensor];
-        const at = `${name}, call ${call + 1}`;
-        t.is(rowsWithout(oneHot), 0, `${at}: every row has its max`);
-        t.deepEqual(top1.data(), oneHot.data(), `${at}: s >= max is s == max`);
-        t.is(falses(belowMax), 0, `${at}: s <= s.max()`);
-        t.is(falses(aboveMin), 0, `${at}: s >= s.min()`);
-        t.is(falses(argmaxIsMax), 0, `${at}: s[argmax] == max`);
-        for (const k of [5, 6, 7]) close(t, got[k]!, want[k]!, `${at}: output ${k} against eager`);
+for (const mode of MODES) {
+  test(`a producer shared by reductions and their consumers (${mode}): invariants hold exactly, values match eager, one plan`, (t) => {
+    manualSeed(14);
+    inMode(mode, () => {
+      for (const [name, act] of ACTIVATIONS) {
+        const m = new Shared(act);
+        const opt = compile(m);
+        const plans = kernelCacheStats().plans;
+        noGrad(() => {
+          for (let call = 0; call < 3; call++) {
+            const x = randn([1280, 16]).mul(call + 1);
+            const got = opt.call(x) as Tensor[];
+            const want = m.call(x) as Tensor[];
+            const [oneHot, top1, belowMax, aboveMin, argmaxIsMax] = got as [Tensor, Tensor, Tensor, Tensor, Tensor];
+            const at = `${name}, call ${call + 1}`;
+            t.is(rowsWithout(oneHot), 0, `${at}: every row has its max`);
+            t.deepEqual(top1.data(), oneHot.data(), `${at}: s >= max is s == max`);
+            t.is(falses(belowMax), 0, `${at}: s <= s.max()`);
+            t.is(falses(aboveMin), 0, `${at}: s >= s.min()`);
+            t.is(falses(argmaxIsMax), 0, `${at}: s[argmax] == max`);
+            for (const k of [5, 6, 7]) close(t, got[k]!, want[k]!, `${at}: output ${k} against eager`);
+          }
+        });
+        t.is(kernelCacheStats().plans - plans, 1, `${name}: planned once`);
       }
     });
-    t.is(kernelCacheStats().plans - plans, 1, `${name}: planned once`);
+  });
+}
+
+/** The same activation written twice: one copy fused into a reduction's kernel, the other into a comparison's. */
+class Twice extends nn.Module {
+  lin = new nn.Linear(16, 10);
+  constructor(readonly act: Act) {
+    super();
   }
-});
+  override forward(x: Tensor): Tensor[] {
+    const h = this.lin.call(x) as Tensor;
+    return [this.act(h).le(this.act(h).max()), this.act(h).ge(this.act(h).min()), this.act(h).sub(this.act(h).mean(-1, true))];
+  }
+}
+
+for (const mode of MODES) {
+  test(`one expression in two kernels rounds the same (${mode}): act(h) <= act(h).max() as eagerly`, (t) => {
+    manualSeed(20);
+    inMode(mode, () => {
+      for (const [name, act] of ACTIVATIONS) {
+        const m = new Twice(act);
+        const opt = compile(m);
+        noGrad(() => {
+          for (let call = 0; call < 3; call++) {
+            const x = randn([1280, 16]).mul(3);
+            const [le, ge, centred] = opt.call(x) as Tensor[];
+            t.is(falses(le!), 0, `${name}, call ${call + 1}: act(h) <= act(h).max()`);
+            t.is(falses(ge!), 0, `${name}, call ${call + 1}: act(h) >= act(h).min()`);
+            close(t, centred!, (m.call(x) as Tensor[])[2]!, `${name}, call ${call + 1}: against eager`);
+          }
+        });
+      }
+    });
+  });
+}
 
 test('the first call returns values computed one way: eager steps never see eager values mixed with kernel values', (t) => {
   manualSeed(15);

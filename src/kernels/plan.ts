@@ -190,7 +190,7 @@ export class Plan {
 
   private build(values: ReadonlyMap<Node, unknown>): void {
     const { lowered, groups, gm } = this.src;
-    const ctx: CodegenContext = { ir: lowered.ir, layoutOf: this.layoutOf };
+    const ctx: CodegenContext = { ir: lowered.ir, layoutOf: this.layoutOf, roundEach: this.mode === 'cpu' };
     // Layouts of values that exist before any step: inputs and module tensors.
     for (const n of lowered.ir) {
       if (n.kind !== 'value') continue;
