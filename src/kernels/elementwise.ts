@@ -22,6 +22,12 @@ export interface CodegenContext {
   readonly ir: readonly IRNode[];
   /** The layout each materialised IR value will have at run time. */
   layoutOf(id: number): Layout;
+  /**
+   * Round each IR value to float32 in the kernel (`Math.fround`), for modes whose kernels compute in float64
+   * (cpu): else a value a kernel computes inside and the same value computed in another kernel and stored as
+   * float32 compare unequal (`a.le(b.max())` for two equal nodes a and b fails). webasm and GL compute in float32.
+   */
+  readonly roundEach?: boolean;
 }
 
 /** The materialised value under a chain of views, and the index map through them. */
@@ -58,7 +64,8 @@ export class ExprEmitter {
     if (n.kind === 'ew' && this.members.has(id)) {
       const args = n.args.map((a) => (isIR(a) ? this.emit(src, a.ir) : floatLit(a.value)));
       const consts = n.args.map((a) => (isIR(a) ? undefined : a.value));
-      v = src.let(ewCode(src, this.needs, n.op, args, consts, n.attrs), 'v');
+      const code = ewCode(src, this.needs, n.op, args, consts, n.attrs);
+      v = src.let(this.ctx.roundEach ? `Math.fround(${code})` : code, 'v');
     } else {
       const { base, access } = accessOf(this.ctx, id);
       let k = this.args.indexOf(base);

@@ -5,7 +5,7 @@ import { Interpreter } from '../graph/interpreter.js';
 import { mapArg, nodesIn, type Argument, type Node } from '../graph/node.js';
 import type { Window2d } from '../runtime/cpu/conv.js';
 import { isContiguousLayout } from '../runtime/cpu/strided.js';
-import { contiguousStrides } from '../runtime/shape.js';
+import { contiguousStrides, fmt, sameShape } from '../runtime/shape.js';
 import { Storage, Tensor } from '../runtime/tensor.js';
 import { getKernelBackend, type KernelBackendName } from './backend.js';
 import { getKernel } from './cache.js';
@@ -20,6 +20,7 @@ import { disposePacked, gemm, gemmBuffer, isPacked, packB, simdGemmAvailable, ty
 import { planSlots, type SlotPlan } from './memory.js';
 import type { Group } from './partition.js';
 import { reduceKernel } from './reduce.js';
+import { intoLayout } from './relayout.js';
 import { applyViewToLayout } from './views.js';
 
 /**
@@ -36,7 +37,11 @@ import { applyViewToLayout } from './views.js';
  * kernels directly.
  */
 
-/** A kernel step's result layout differs from the one its consumers were generated for: plan again. */
+/**
+ * The plan does not fit this call: a module tensor changed layout (thrown before any step runs, so the caller
+ * plans again), or an eager step returned another shape, dtype or baked-in number than when the plan was made
+ * (then `run` finishes the call eagerly and sets `Plan.invalidated`).
+ */
 export class PlanMismatch extends Error {}
 
 /** The graph holds a tensor too large for generated kernels' index arithmetic: it runs eagerly. */
@@ -74,6 +79,19 @@ export interface PlanSource {
 
 export function metaOf(t: Tensor): TensorMeta {
   return { shape: t.shape, strides: t.strides, offset: t.offset, dtype: t.dtype, storageLength: t._storage.data.length };
+}
+
+/** Whether an eager step's non-tensor result equals the one lowered nodes baked in (numbers, shapes, flags). */
+function sameConstant(a: unknown, b: unknown): boolean {
+  if (Array.isArray(a) && Array.isArray(b)) return a.length === b.length && a.every((v, i) => sameConstant(v, b[i]));
+  return Object.is(a, b);
+}
+
+function describeConstant(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(describeConstant).join(', ')}]`;
+  if (typeof v === 'string') return JSON.stringify(v);
+  if (v === null || typeof v !== 'object') return String(v);
+  return `a ${v.constructor?.name ?? 'object'}`;
 }
 
 function sameLayout(t: Tensor, m: TensorMeta): boolean {
@@ -127,8 +145,18 @@ export class Plan {
   private readonly scratchSizes = [0, 0];
   /** Slot buffers, allocated on first use (in wasm memory, where the GEMM reads and writes them in place). */
   private readonly buffers: { data: Float32Array; free: () => void }[] = [];
-  /** Values from the eager run that eager steps reuse on the plan's first execution (no side effect twice). */
+  /**
+   * Values from the eager run the plan was made from, which eager steps reuse on the plan's first execution:
+   * that run is the compile check (see KernelProgram.planAndRun), and must not run a side effect a second time.
+   */
   private replay: ReadonlyMap<Node, unknown> | null;
+  /** Materialised values that non-eager steps read in their planned layout (generated kernels bake it in). */
+  private readonly layoutBound = new Set<number>();
+  /**
+   * Why this plan no longer fits its signature, once a call found out halfway (an eager step's result changed
+   * shape, dtype or a number kernels bake in); that call was finished eagerly. Null while it fits.
+   */
+  invalidated: string | null = null;
   readonly mode: KernelBackendName;
 
   /** Non-tensor node values (shapes, numbers): fixed by the input signature, so kept from the eager run. */
@@ -162,7 +190,7 @@ export class Plan {
 
   private build(values: ReadonlyMap<Node, unknown>): void {
     const { lowered, groups, gm } = this.src;
-    const ctx: CodegenContext = { ir: lowered.ir, layoutOf: this.layoutOf };
+    const ctx: CodegenContext = { ir: lowered.ir, layoutOf: this.layoutOf, roundEach: this.mode === 'cpu' };
     // Layouts of values that exist before any step: inputs and module tensors.
     for (const n of lowered.ir) {
       if (n.kind !== 'value') continue;
@@ -186,6 +214,7 @@ export class Plan {
       if (id !== undefined) this.outputIds.add(this.baseOf(id));
     }
     this.steps.forEach((s, i) => s.reads.forEach((id) => this.lastReader.set(id, i)));
+    for (const s of this.steps) if (s.kind !== 'eager') s.reads.forEach((id) => this.layoutBound.add(id));
     this.slots = planSlots(
       this.steps.map((s) => ({
         defines: s.defines,
@@ -236,6 +265,8 @@ export class Plan {
     });
     if (out instanceof Tensor) this.layouts.set(id, metaOf(out));
     const expected = out instanceof Tensor ? metaOf(out) : null;
+    // a non-tensor result (a shape, a number from one) that lowered nodes took in as a constant
+    const baked = !expected && [...node.users.keys()].some((u) => !this.src.lowered.opaque.has(u) && this.src.lowered.irOf.has(u));
     return {
       kind: 'eager',
       nodes: [node],
@@ -253,8 +284,18 @@ export class Plan {
         }
         env.nodes.set(node, value);
         if (expected) {
-          if (!(value instanceof Tensor) || !sameLayout(value, expected)) throw new PlanMismatch(`${node.name} changed layout`);
-          env.ir[id] = value;
+          if (!(value instanceof Tensor) || value.dtype !== expected.dtype || !sameShape(value.shape, expected.shape)) {
+            const got = value instanceof Tensor ? `${value.dtype}${fmt(value.shape)}` : typeof value;
+            throw new PlanMismatch(`${node.name} returned ${got}, planned for ${expected.dtype}${fmt(expected.shape)}`);
+          }
+          // Same values, other strides (its inputs came from kernels laid out unlike the eager run's): kernels
+          // reading it get it in the layout they were generated for; eager readers and the output take it as is.
+          let t: Tensor | null = value;
+          if (plan.layoutBound.has(id) && !sameLayout(value, expected)) t = intoLayout(value, expected);
+          if (!t) throw new PlanMismatch(`${node.name} returned strides [${value.strides.join(', ')}] its readers cannot be given`);
+          env.ir[id] = t;
+        } else if (baked && !sameConstant(value, out)) {
+          throw new PlanMismatch(`${node.name} returned ${describeConstant(value)}, planned for ${describeConstant(out)}`);
         }
       },
     };
@@ -609,14 +650,46 @@ export class Plan {
     }
     this.checkModuleTensors(env);
     try {
-      this.steps.forEach((step, i) => {
+      for (let i = 0; i < this.steps.length; i++) {
+        const step = this.steps[i]!;
         step.run(env, this);
         for (const r of step.reads) if (this.lastReader.get(r) === i && !this.outputIds.has(r)) env.ir[r] = undefined;
-      });
+      }
+    } catch (e) {
+      if (!(e instanceof PlanMismatch)) throw e;
+      this.invalidated = e.message;
+      return this.finishEagerly(env);
     } finally {
       this.replay = null;
     }
     const out = gm.graph.outputNode;
     return out ? mapArg(out.args[0] as Argument, (n) => this.valueOfNode(env, n)) : undefined;
+  }
+
+  /**
+   * The rest of a call whose plan stopped at an eager step: every node not run yet runs through the eager
+   * runtime, in graph order. Eager nodes that already ran keep their values (a side effect never runs twice),
+   * and values kernels computed are kept while still held (a freed one's buffer may be reused, so it is
+   * computed again; lowered nodes are pure).
+   */
+  private finishEagerly(env: Env): unknown {
+    const { gm, lowered } = this.src;
+    const interp = new Interpreter(gm, false);
+    for (const node of gm.graph.nodes) {
+      let value: unknown;
+      if (env.nodes.has(node)) value = env.nodes.get(node);
+      else if (node.op === 'output' || lowered.opaque.has(node)) value = interp.runNode(node);
+      else value = this.heldValue(env, node) ?? interp.runNode(node);
+      if (node.op === 'output') return value;
+      interp.env.set(node, value);
+    }
+    return undefined;
+  }
+
+  /** A lowered node's value, when a step computed it and it is still held (its base not freed). */
+  private heldValue(env: Env, node: Node): Tensor | undefined {
+    const id = this.src.lowered.irOf.get(node);
+    if (id === undefined || env.ir[this.baseOf(id)] === undefined) return undefined;
+    return this.realise(env, id);
   }
 }

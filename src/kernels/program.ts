@@ -14,9 +14,11 @@ import { Plan, PlanMismatch, TooLarge } from './plan.js';
 /**
  * A graph compiled by the 'kernels' backend. Kernels bake in shapes, so a plan is made per input signature
  * (shapes, strides, dtypes): the first call with a new signature runs the graph once on the eager runtime,
- * which gives every node's shape and every number derived from shapes, then lowers, fuses and compiles, and
- * runs the plan; eager nodes reuse their values from that run, so nothing with a side effect runs twice.
- * Later calls with the signature only run the plan.
+ * which gives every node's shape and every number derived from shapes and is that call's result, then lowers,
+ * fuses and compiles, and runs the plan once to build its kernels (eager nodes reuse their values from the
+ * eager run, so nothing with a side effect runs twice) and throws that result away: it mixes eager values
+ * with kernel values, which round differently, so `s.eq(s.max(-1, true).values)` could find no max in a row.
+ * Later calls with the signature only run the plan, where each value is computed once.
  *
  * Autograd: kernels compute values only. When grad mode is on and an input or parameter requires grad, the
  * graph runs on the eager runtime instead, which records the tape, so gradients are exactly eager's.
@@ -98,16 +100,29 @@ export class KernelProgram {
     try {
       if (plan) {
         try {
-          return plan.run(args);
+          const result = plan.run(args);
+          this.dropIfInvalidated(key, plan);
+          return result;
         } catch (e) {
           if (!(e instanceof PlanMismatch)) throw e;
-          this.plans.delete(key); // an eager node's result changed layout: record and plan again
+          this.plans.delete(key); // a module tensor changed layout before any step ran: record and plan again
         }
       }
       return this.planAndRun(key, args);
     } finally {
       this.running = false;
     }
+  }
+
+  /**
+   * After a call whose plan stopped halfway (an eager step's result changed shape, dtype or a baked-in number; the
+   * call was finished eagerly), the signature runs eagerly: planning again would only meet the same change.
+   */
+  private dropIfInvalidated(key: string, plan: Plan): void {
+    if (plan.invalidated === null) return;
+    const reason = `the plan stopped: ${plan.invalidated}`;
+    this.plans.set(key, reason);
+    logLine(`kiln kernels: ${this.name} runs eagerly for ${key}: ${reason}`);
   }
 
   /** Plans are per input signature, and per kernel backend: after setKernelBackend the next call plans for the new mode. */
@@ -132,7 +147,10 @@ export class KernelProgram {
     }
   }
 
-  /** Run eagerly once, recording every value, then plan, compile and run the plan. */
+  /**
+   * Run eagerly once, recording every value (this call's result), then plan, and run the plan once to build its
+   * kernels; its result is dropped (see the class comment).
+   */
   private planAndRun(key: string, args: unknown[]): unknown {
     const rec = new Interpreter(this.gm, false);
     const eagerResult = rec.run(...args);
@@ -141,7 +159,9 @@ export class KernelProgram {
     this.plans.set(key, plan);
     if (typeof plan === 'string') return eagerResult;
     try {
-      return plan.run(args);
+      plan.run(args);
+      this.dropIfInvalidated(key, plan);
+      return eagerResult;
     } catch (e) {
       if (e instanceof KilnError) throw e;
       // A kernel gpu.js could not build or run: this signature runs eagerly; the eager run above already
