@@ -5,6 +5,7 @@ import { GraphBreakError, KilnError, RecompileError } from '../errors.js';
 import { GraphModule } from '../graph/graph-module.js';
 import { Tracer, type AttributeRead } from '../graph/tracer.js';
 import { FreeReads, recordingFreeReads } from './free-vars.js';
+import { isPlainObject } from '../graph/node.js';
 import { activeTrace } from '../runtime/dispatch.js';
 import { Module } from '../runtime/nn/module.js';
 import { Tensor } from '../runtime/tensor.js';
@@ -46,6 +47,22 @@ export function resetCompileCaches(): void {
 class GuardingTracer extends Tracer {
   override attributeReads = new Map<string, AttributeRead>();
   override adoptForeignModules = true;
+  readonly freeReads = new FreeReads(this);
+
+  /** Plain objects and arrays held by a module are guarded by the fields read from them (`self.blocks[0]`), like free variables. */
+  protected override readAttribute(owner: Module, name: string, path: string, value: unknown, reads: Map<string, AttributeRead>): unknown {
+    if (value === null || typeof value !== 'object' || !(Array.isArray(value) || isPlainObject(value))) {
+      return super.readAttribute(owner, name, path, value, reads);
+    }
+    const label = this.foreignLabel(path);
+    return this.freeReads.read(label, () => (owner as unknown as Record<string, unknown>)[name], value);
+  }
+
+  /** `self.blocks` for the compiled module's own attributes; a foreign module's path as the graph names it. */
+  private foreignLabel(path: string): string {
+    const head = path.split('.')[0]!;
+    return this.foreignModules.has(head) ? path : `self.${path}`;
+  }
   override isLeafModule(m: Module, path: string): boolean {
     return super.isLeafModule(m, path) || (path !== '' && m.hasForwardHooks());
   }
@@ -199,7 +216,7 @@ export class CompiledCallable {
     });
     const shapes = args.map((a) => (a instanceof Tensor ? [...a.shape] : undefined));
     const tracer = new GuardingTracer();
-    const freeReads = new FreeReads(tracer);
+    const freeReads = tracer.freeReads;
     let gm: GraphModule | undefined;
     let breakReason: BreakReason | undefined;
     try {

@@ -29,9 +29,19 @@ export function matcher(v: unknown): (x: unknown) => boolean {
   return (x) => typeof x === 'object' && x !== null && !(x instanceof Tensor) && !(x instanceof ModuleClass) && tryJSON(x) === json;
 }
 
+/** Ids for tensors, modules and functions inside guarded data: they compare by identity, never by content. */
+const identities = new WeakMap<object, number>();
+const byIdentity = (_key: string, v: unknown) => {
+  if (!(v instanceof Tensor || v instanceof ModuleClass || typeof v === 'function')) return v;
+  let id = identities.get(v as object);
+  if (id === undefined) identities.set(v as object, (id = nextIdentity++));
+  return `<${v instanceof Tensor ? 'Tensor' : v instanceof ModuleClass ? v.constructor.name : 'function'}#${id}>`;
+};
+let nextIdentity = 0;
+
 function tryJSON(v: unknown): string | undefined {
   try {
-    return JSON.stringify(v);
+    return JSON.stringify(v, byIdentity);
   } catch {
     return undefined;
   }
@@ -40,7 +50,7 @@ function tryJSON(v: unknown): string | undefined {
 export function show(v: unknown): string {
   if (typeof v === 'function') return `<function ${v.name || 'anonymous'}>`;
   try {
-    return JSON.stringify(v) ?? String(v);
+    return JSON.stringify(v, byIdentity) ?? String(v);
   } catch {
     return String(v);
   }

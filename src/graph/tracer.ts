@@ -238,6 +238,15 @@ export class Tracer implements TraceDispatch {
     };
   }
 
+  /**
+   * A traced module's plain attribute read (when `attributeReads` is set): recorded by path with its owner,
+   * and handed to the traced code as is. A compiler may override this to record finer reads.
+   */
+  protected readAttribute(owner: Module, name: string, path: string, value: unknown, reads: Map<string, AttributeRead>): unknown {
+    if (!reads.has(path)) reads.set(path, { owner, name, value });
+    return value;
+  }
+
   /** Replace `obj[key]` for the duration of the trace. */
   private patch(obj: object, key: string, desc: PropertyDescriptor): void {
     const orig = Object.getOwnPropertyDescriptor(obj, key);
@@ -266,10 +275,7 @@ export class Tracer implements TraceDispatch {
         if (v instanceof Module || v instanceof Tensor) continue;
         const full = path ? `${path}.${name}` : name;
         patch(m, name, {
-          get: () => {
-            if (!reads.has(full)) reads.set(full, { owner: m, name, value: v });
-            return v;
-          },
+          get: () => this.readAttribute(m, name, full, v, reads),
           set: () => {
             throw new TraceError(`symbolic tracing: forward assigns to attribute '${full}'; a captured graph cannot hold that side effect`);
           },
