@@ -6,6 +6,7 @@ import * as nn from '../runtime/nn/index.js';
 import { Module } from '../runtime/nn/module.js';
 import { Tensor } from '../runtime/tensor.js';
 import { getattr, getitem } from './builtins.js';
+import { GradModeRegions } from './grad-mode.js';
 import { Graph } from './graph.js';
 import { GraphModule } from './graph-module.js';
 import { Node, isPlainObject, type Argument, type FunctionTarget, type Kwargs, type Opcode, type Target } from './node.js';
@@ -75,6 +76,8 @@ export class Tracer implements TraceDispatch {
    * assigning to such an attribute during the trace is then a TraceError instead of a silent side effect.
    */
   attributeReads: Map<string, unknown> | null = null;
+  /** `noGrad`/`withGradMode` regions the traced code is inside, recorded as `_set_grad_enabled` nodes. */
+  private readonly gradRegions = new GradModeRegions(() => this.graph);
 
   /** Whether `m` is recorded as one call_module instead of traced through. Default: kiln's standard layers. */
   isLeafModule(m: Module, _path: string): boolean {
@@ -218,7 +221,13 @@ export class Tracer implements TraceDispatch {
   }
 
   createNode(op: Opcode, target: Target, args: readonly Argument[] = [], kwargs: Kwargs = {}, name?: string): Node {
+    this.gradRegions.flush();
     return this.graph.createNode(op, target, args, kwargs, name);
+  }
+
+  // TraceDispatch: code entered a grad-mode region.
+  gradModeRegion(enabled: boolean): () => void {
+    return this.gradRegions.enter(enabled);
   }
 
   /** Record a node whose inputs may be proxies, tensors or plain values, and return its proxy. */
