@@ -1,4 +1,5 @@
-import { KilnError } from '../errors.js';
+import { KilnError, ValueError } from '../errors.js';
+import { setGradEnabled } from '../runtime/autograd.js';
 import { arange, full, onesLike, rand, randn, zerosLike } from '../runtime/ops/creation.js';
 import type { FunctionTarget } from './node.js';
 
@@ -51,7 +52,18 @@ export function sym_floordiv(a: number, b: number): number {
   return Math.floor(a / b);
 }
 
-const ALL = { getitem, getattr, _assert, sym_size, sym_add, sym_sub, sym_mul, sym_floordiv };
+/**
+ * Grad mode as a graph step (PyTorch's `torch._C._set_grad_enabled`): a trace records one where captured code
+ * entered a `noGrad`/`withGradMode` region, `_set_grad_enabled(false)`, and one where it left,
+ * `_set_grad_enabled(<that node>)`. Unlike PyTorch's it returns the previous mode, so leaving restores
+ * whatever mode the graph was called in, not the one it was traced in.
+ */
+export function _set_grad_enabled(enabled: boolean): boolean {
+  if (typeof enabled !== 'boolean') throw new ValueError(`_set_grad_enabled: expected a boolean, got ${String(enabled)}`);
+  return setGradEnabled(enabled);
+}
+
+const ALL = { getitem, getattr, _assert, sym_size, sym_add, sym_sub, sym_mul, sym_floordiv, _set_grad_enabled };
 for (const [name, fn] of Object.entries(ALL)) Object.defineProperty(fn, 'opName', { value: name });
 
 /** Creation functions a runtime trace records as calls (they are plain functions, not ops from the table). */

@@ -1,6 +1,7 @@
 import { KilnError } from '../errors.js';
 import { OPS } from '../runtime/op.js';
 import { BUILTINS } from './builtins.js';
+import { firstGradModeNode } from './grad-mode.js';
 import type { Graph } from './graph.js';
 import { isIdentifier, memberAccess, memberChain, propertyKey } from './naming.js';
 import { Node, isPlainObject, targetName, type Argument, type FunctionTarget } from './node.js';
@@ -58,6 +59,10 @@ export function generateForward(graph: Graph): GeneratedForward {
     return `globals[${i}]`;
   };
   let returned = false;
+  // From the first grad-mode switch on, the body runs in try/finally: a throw inside a region still leaves
+  // grad mode as the caller had it (that switch's value).
+  const gradSwitch = firstGradModeNode(graph);
+  let tryFrom = -1;
   for (const n of graph.nodes) {
     if (!isIdentifier(n.name)) throw new KilnError(`codegen: node name ${JSON.stringify(n.name)} is not a valid JavaScript identifier`);
     switch (n.op) {
@@ -69,6 +74,7 @@ export function generateForward(graph: Graph): GeneratedForward {
         break;
       case 'call_function':
         body.push(`const ${n.name} = ${fnRef(n.target as FunctionTarget)}(${callArgs(n.args, n.kwargs)});`);
+        if (n === gradSwitch) tryFrom = body.length;
         break;
       case 'call_method': {
         const [self, ...rest] = n.args;
@@ -91,6 +97,10 @@ export function generateForward(graph: Graph): GeneratedForward {
     }
   }
   if (!returned) throw new KilnError('codegen: the graph has no output node');
+  if (gradSwitch && tryFrom >= 0) {
+    const inner = body.splice(tryFrom).map((l) => `  ${l}`);
+    body.push('try {', ...inner, '} finally {', `  ${fnRef(gradSwitch.target as FunctionTarget)}(${gradSwitch.name});`, '}');
+  }
   const code = `forward(${params.join(', ')}) {\n${body.map((l) => `  ${l}`).join('\n')}\n}`;
   const ops = Object.fromEntries(OPS);
   const fx = Object.fromEntries(BUILTINS);

@@ -2,6 +2,7 @@ import { KilnError } from '../errors.js';
 import { setTraceDispatch } from '../runtime/dispatch.js';
 import type { Module } from '../runtime/nn/module.js';
 import { lookupAttr } from './attrs.js';
+import { firstGradModeNode, restoringGradMode } from './grad-mode.js';
 import { Graph } from './graph.js';
 import { GraphModule } from './graph-module.js';
 import { Node, mapArg, type Argument, type FunctionTarget, type Kwargs, type Target } from './node.js';
@@ -24,6 +25,8 @@ export class Interpreter {
   private args: Args = [];
   private argIndex = 0;
   private readonly freeAfter = new Map<Node, Node[]>();
+  /** Whether the graph switches grad mode (then a run puts the caller's mode back however it ends). */
+  private readonly switchesGradMode: boolean;
 
   constructor(
     readonly module: GraphModule,
@@ -31,6 +34,7 @@ export class Interpreter {
   ) {
     if (!(module instanceof GraphModule)) throw new KilnError('Interpreter: expected a GraphModule (use fx.symbolicTrace first)');
     this.graph = module.graph;
+    this.switchesGradMode = firstGradModeNode(this.graph) !== undefined;
     // For each node, the values whose last reader it is.
     const seen = new Set<Node>();
     for (const n of [...this.graph.nodes].reverse()) {
@@ -46,6 +50,10 @@ export class Interpreter {
 
   /** Run the graph on `args` (one per placeholder) and return what the output node returns. */
   run(...args: Args): unknown {
+    return this.switchesGradMode ? restoringGradMode(() => this.runNodes(args)) : this.runNodes(args);
+  }
+
+  private runNodes(args: Args): unknown {
     this.env = new Map();
     this.args = args;
     this.argIndex = 0;

@@ -212,7 +212,7 @@ export class Node {
 }
 
 /** Functions dead-code elimination must keep (their effect is the point). */
-export const IMPURE_FUNCTIONS = new Set(['_assert']);
+export const IMPURE_FUNCTIONS = new Set(['_assert', '_set_grad_enabled']);
 
 /** A readable form of an argument for printing: nodes as `%name`, JS literals otherwise. */
 export function formatArg(a: unknown, nodePrefix = '%'): string {

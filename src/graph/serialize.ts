@@ -117,6 +117,10 @@ export function graphFromJSON(json: unknown, graph: Graph): Graph {
       target = fn;
     }
     const args = decodeArg(nj.args, byName, `${nj.name}.args`) as Argument[];
+    // A grad-mode switch takes a boolean (or the mode an earlier switch saved): 'false' as a string would read as on.
+    if (target === BUILTINS.get('_set_grad_enabled') && !(args.length === 1 && (typeof args[0] === 'boolean' || args[0] instanceof Node))) {
+      throw new SerializationError(`${where} '${nj.name}': _set_grad_enabled takes one boolean or node, got ${JSON.stringify(nj.args)}`);
+    }
     const kwargs = decodeArg(nj.kwargs ?? { dict: {} }, byName, `${nj.name}.kwargs`);
     if (!isPlainObject(kwargs)) throw new SerializationError(`${where} '${nj.name}': kwargs must be an object`);
     const node = graph.createNode(op, target, args, kwargs as Kwargs, nj.name);

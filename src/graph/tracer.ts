@@ -7,6 +7,7 @@ import { Module } from '../runtime/nn/module.js';
 import { Tensor } from '../runtime/tensor.js';
 import { lookupAttr } from './attrs.js';
 import { getattr, getitem } from './builtins.js';
+import { GradModeRegions } from './grad-mode.js';
 import { Graph } from './graph.js';
 import { GraphModule } from './graph-module.js';
 import { Node, isPlainObject, type Argument, type FunctionTarget, type Kwargs, type Opcode, type Target } from './node.js';
@@ -92,6 +93,8 @@ export class Tracer implements TraceDispatch {
   /** Whether such modules are adopted (compile's tracer) or refused, as torch.fx refuses them (symbolicTrace). */
   adoptForeignModules = false;
   private undoPatches: (() => void)[] = [];
+  /** `noGrad`/`withGradMode` regions the traced code is inside, recorded as `_set_grad_enabled` nodes. */
+  private readonly gradRegions = new GradModeRegions(() => this.graph);
 
   /** Whether `m` is recorded as one call_module instead of traced through. Default: kiln's standard layers. */
   isLeafModule(m: Module, _path: string): boolean {
@@ -211,6 +214,7 @@ export class Tracer implements TraceDispatch {
     for (const [m, path] of this.modulePaths) this.patchModule(m, path);
     // A layer called in forward but missing from the module tree (a closure, a plain array, an argument) is
     // adopted under a path of its own, so a call_module can name it.
+    // eslint-disable-next-line @typescript-eslint/no-this-alias -- the patched method's own `this` is the module
     const tracer = this;
     const origCall = Module.prototype.call;
     this.patch(Module.prototype, 'call', {
@@ -305,7 +309,13 @@ export class Tracer implements TraceDispatch {
   }
 
   createNode(op: Opcode, target: Target, args: readonly Argument[] = [], kwargs: Kwargs = {}, name?: string): Node {
+    this.gradRegions.flush();
     return this.graph.createNode(op, target, args, kwargs, name);
+  }
+
+  // TraceDispatch: code entered a grad-mode region.
+  gradModeRegion(enabled: boolean): () => void {
+    return this.gradRegions.enter(enabled);
   }
 
   /** Record a node whose inputs may be proxies, tensors or plain values, and return its proxy. */

@@ -1,5 +1,6 @@
 import { KilnError } from '../errors.js';
 import { getitem } from '../graph/builtins.js';
+import { GradModeRegions } from '../graph/grad-mode.js';
 import { Graph } from '../graph/graph.js';
 import { GraphModule } from '../graph/graph-module.js';
 import { Node, nodesIn, targetName, type Argument, type FunctionTarget, type Kwargs } from '../graph/node.js';
@@ -68,6 +69,8 @@ class JitTracer implements TraceDispatch {
   private readonly paths = new Map<Tensor, string>();
   private readonly constantNames = new Map<Tensor, string>();
   private readonly warnedSites = new Set<string>();
+  /** `noGrad`/`withGradMode` regions the traced code is inside, recorded as `_set_grad_enabled` nodes around its ops. */
+  private readonly gradRegions = new GradModeRegions(() => this.graph);
 
   /** `quiet`: collect warnings without emitting them (the checker's re-traces would repeat them). */
   constructor(
@@ -93,6 +96,7 @@ class JitTracer implements TraceDispatch {
     } finally {
       setTraceDispatch(prev);
     }
+    this.gradRegions.flush();
     const node = this.graph.callFunction(
       op as unknown as FunctionTarget,
       args.map((a) => this.arg(a)),
@@ -135,8 +139,13 @@ class JitTracer implements TraceDispatch {
   }
 
   derived(from: unknown, to: unknown, method: string): void {
-    if (from instanceof Tensor && to instanceof Tensor && this.isTraced(from))
-      this.nodes.set(to, this.graph.callMethod(method, [this.tensorNode(from)]));
+    if (!(from instanceof Tensor && to instanceof Tensor && this.isTraced(from))) return;
+    this.gradRegions.flush();
+    this.nodes.set(to, this.graph.callMethod(method, [this.tensorNode(from)]));
+  }
+
+  gradModeRegion(enabled: boolean): () => void {
+    return this.gradRegions.enter(enabled);
   }
 
   /** Nodes whose result differs run to run (dropout while training), for the checker's warning. */

@@ -1,4 +1,5 @@
 import { lookupAttr } from '../graph/attrs.js';
+import { isGradModeNode } from '../graph/grad-mode.js';
 import type { GraphModule } from '../graph/graph-module.js';
 import { bindToSchema } from '../graph/normalize.js';
 import { mapArg, Node, type Argument } from '../graph/node.js';
@@ -565,6 +566,10 @@ export function lowerGraph(gm: GraphModule, values: ReadonlyMap<Node, unknown>):
       }
       case 'output':
         continue;
+    }
+    if (isGradModeNode(node)) {
+      opaque('switches grad mode'); // an eager step, in graph order
+      continue;
     }
     const bad = unsupportedValue(out);
     if (bad) {

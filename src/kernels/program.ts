@@ -1,4 +1,5 @@
 import { KilnError } from '../errors.js';
+import { firstGradModeNode, mayEnableGrad, restoringGradMode } from '../graph/grad-mode.js';
 import type { GraphModule } from '../graph/graph-module.js';
 import { Interpreter } from '../graph/interpreter.js';
 import { targetName, type Node } from '../graph/node.js';
@@ -58,12 +59,17 @@ export class KernelProgram {
   private readonly params: readonly Tensor[];
   private running = false;
   private loggedGrad = false;
+  /** The graph switches grad mode (`_set_grad_enabled` nodes); `enablesGrad`: it may turn it on inside. */
+  private readonly switchesGradMode: boolean;
+  private readonly enablesGrad: boolean;
 
   constructor(
     readonly gm: GraphModule,
     private readonly options: KernelProgramOptions = {},
   ) {
     this.params = gm.parameters();
+    this.switchesGradMode = firstGradModeNode(gm.graph) !== undefined;
+    this.enablesGrad = mayEnableGrad(gm.graph);
     const inPlace = gm.graph.nodes.find(
       (n) =>
         (n.op === 'call_method' || n.op === 'call_function') && targetName(n.target).endsWith('_') && targetName(n.target) !== '_assert',
@@ -75,16 +81,24 @@ export class KernelProgram {
     return this.gm.className;
   }
 
+  /** Kernels record no tape: a graph that records gradients (on entry, or in a region that turns grad mode on) runs eagerly. */
   private needsGrad(args: readonly unknown[]): boolean {
-    if (!isGradEnabled()) return false;
+    if (!isGradEnabled() && !this.enablesGrad) return false;
     return args.some((a) => a instanceof Tensor && a.requiresGrad) || this.params.some((p) => p.requiresGrad);
   }
 
   call(args: unknown[]): unknown {
+    // Eager steps run the graph's grad-mode switches: a kernel that throws between two must not leave the mode changed.
+    return this.switchesGradMode ? restoringGradMode(() => this.callOnce(args)) : this.callOnce(args);
+  }
+
+  private callOnce(args: unknown[]): unknown {
     if (this.eagerReason !== null || this.running) return this.gm.forward(...args);
     if (this.needsGrad(args)) {
       if (!this.loggedGrad)
-        logLine(`kiln kernels: ${this.name} runs eagerly while gradients are recorded (grad mode on, inputs or parameters require grad)`);
+        logLine(
+          `kiln kernels: ${this.name} runs eagerly while gradients are recorded (${this.gradWhy()}, inputs or parameters require grad)`,
+        );
       this.loggedGrad = true;
       const key = this.keyOf(args);
       if (!this.options.planUnderGrad || this.gradPlans.has(key)) return this.gm.forward(...args);
@@ -173,18 +187,25 @@ export class KernelProgram {
     }
   }
 
+  /** Why a call records gradients, for the log and pprint. */
+  private gradWhy(): string {
+    return this.enablesGrad ? 'grad mode on, or turned on by a region of the graph' : 'grad mode on';
+  }
+
   pprint(): string {
     const title = `kiln kernels: ${this.name}`;
     if (this.eagerReason) return `${title} runs eagerly (${this.eagerReason})`;
     const underGrad = `${title} runs eagerly while gradients are recorded`;
+    // A graph that turns grad mode on records gradients under noGrad too, unless nothing requires grad.
+    const otherwise = this.enablesGrad ? 'when nothing requires grad' : 'under noGrad';
     const lines = [
       ...[...this.plans].map(([key, p]) => (typeof p === 'string' ? `${title} for ${key}: eager (${p})` : formatPlan(p, title))),
       ...[...this.gradPlans].map(([key, p]) =>
-        typeof p === 'string' ? `${underGrad}; for ${key} under noGrad: eager (${p})` : formatPlan(p, `${underGrad}; under noGrad`),
+        typeof p === 'string' ? `${underGrad}; for ${key} ${otherwise}: eager (${p})` : formatPlan(p, `${underGrad}; ${otherwise}`),
       ),
     ];
     if (lines.length > 0) return lines.join('\n');
-    if (this.loggedGrad) return `${underGrad} (grad mode on, inputs or parameters require grad); under noGrad it runs kernels`;
+    if (this.loggedGrad) return `${underGrad} (${this.gradWhy()}, inputs or parameters require grad); ${otherwise} it runs kernels`;
     return `${title} has not run yet (plans are made per input signature on first call)`;
   }
 }

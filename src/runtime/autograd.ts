@@ -1,4 +1,5 @@
 import { AutogradError } from '../errors.js';
+import { activeTrace } from './dispatch.js';
 import type { Tensor } from './tensor.js';
 
 /**
@@ -30,12 +31,25 @@ export function noGrad<T>(fn: () => T): T {
 /** Run `fn` with gradient recording explicitly on or off. */
 export function withGradMode<T>(enabled: boolean, fn: () => T): T {
   const prev = gradEnabled;
+  // While a trace is active the region is recorded (PyTorch's _set_grad_enabled nodes), so the graph switches here too.
+  const close = activeTrace?.gradModeRegion?.(enabled);
   gradEnabled = enabled;
   try {
     return fn();
   } finally {
     gradEnabled = prev;
+    close?.();
   }
+}
+
+/**
+ * Switch gradient recording on or off and return the previous mode (PyTorch's `torch._C._set_grad_enabled`,
+ * which graphs call where captured code entered or left a grad-mode region). Prefer `withGradMode`.
+ */
+export function setGradEnabled(enabled: boolean): boolean {
+  const prev = gradEnabled;
+  gradEnabled = enabled;
+  return prev;
 }
 
 /**

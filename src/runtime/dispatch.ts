@@ -20,6 +20,11 @@ export interface TraceDispatch {
   wroteInPlace?(self: unknown, result: unknown, name: string): void;
   /** Told when a tensor method made `to` from `from` without an op (e.g. `detach()`). */
   derived?(from: unknown, to: unknown, method: string): void;
+  /**
+   * Told when code enters a grad-mode region (`noGrad`, `withGradMode`) while this tracer is active; returns
+   * what to call when the region is left (normally or by a throw), so the tracer can record both switches.
+   */
+  gradModeRegion?(enabled: boolean): (() => void) | undefined;
 }
 
 /** The active tracer, or null (the common case: one null check per op call). */
