@@ -264,7 +264,7 @@ export function transformProgram(
 
   // Free variables: reads of state that can change between calls go through guarded scope objects.
   if (report.plans.length > 0 || ctx.kilnNames.size > 0) {
-    program.scope.crawl();
+    // No crawl first: references in the emitted segment copies resolve by name through their scopes.
     const excluded = new Set([...planIds, ...(runtimeId ? [runtimeId.name] : [])]);
     guardFreeVariables(program, ctx, closures, excluded, () => rt('scope'));
   }
