@@ -146,7 +146,7 @@ function moduleFromJSON(j: unknown, where: string, options: LoadOptions): Module
     const kinds = Object.keys(mj);
     const kind = kinds[0];
     const expected = kind === 'parameter' ? ['parameter', 'requiresGrad'] : kind === 'buffer' ? ['buffer', 'persistent'] : [kind];
-    if (kinds.length !== expected.length || !expected.every((k) => k !== undefined && Object.hasOwn(mj, k))) {
+    if (kind === undefined || kinds.some((k) => !expected.includes(k))) {
       throw new SerializationError(`${at}: unknown member kind { ${kinds.join(', ')} }`);
     }
     if (kind === 'module') target[name] = moduleFromJSON(mj.module, at, options);

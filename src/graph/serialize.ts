@@ -4,6 +4,7 @@ import { Tensor } from '../runtime/tensor.js';
 import { allocate, isDType, type DType } from '../runtime/dtype.js';
 import { numel } from '../runtime/shape.js';
 import { BUILTINS } from './builtins.js';
+import { checkDepth } from './sealed-file.js';
 import { allowedTensorMethods, isMethodName, isUnsafeMember } from './safe-targets.js';
 import type { Graph } from './graph.js';
 import { Node, OPCODES, isPlainObject, targetName, type Argument, type FunctionTarget, type Kwargs, type Opcode } from './node.js';
@@ -144,6 +145,7 @@ export function graphFromJSON(json: unknown, graph: Graph): Graph {
     throw new SerializationError(`unsupported kiln graph version ${String(json.version)} (this kiln reads version ${GRAPH_VERSION})`);
   }
   if (!Array.isArray(json.nodes)) throw new SerializationError('kiln graph: "nodes" must be an array');
+  checkDepth(json.nodes, 'kiln graph: "nodes"');
   const byName = new Map<string, Node>();
   let computed = false;
   json.nodes.forEach((nj: unknown, i) => {
