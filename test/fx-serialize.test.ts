@@ -140,7 +140,10 @@ test('corrupt, truncated, foreign or wrong-version files throw SerializationErro
     writeFileSync(p, content);
     return p;
   };
-  t.throws(() => load(bad('truncated.json', text.slice(0, text.length / 2))), { instanceOf: SerializationError, message: /not valid JSON/ });
+  t.throws(() => load(bad('truncated.json', text.slice(0, text.length / 2))), {
+    instanceOf: SerializationError,
+    message: /not valid JSON/,
+  });
   t.throws(() => load(bad('foreign.json', '{"hello": 1}')), { instanceOf: SerializationError, message: /format 'kiln.graph_module'/ });
   const json = JSON.parse(text);
   t.throws(() => load(bad('v2.json', JSON.stringify({ ...json, version: 2 }))), { instanceOf: SerializationError, message: /version 2/ });
