@@ -18,6 +18,9 @@ import { tensorFromJSON, tensorToJSON, type GraphJSON, type TensorJSON } from '.
  * `{ module }`, `{ parameter, requiresGrad }`, `{ buffer, persistent }`, `{ tensor }` or `{ value }` (JSON).
  * Tensors are `{ dtype, shape, data }` with little-endian base64 data. Loading regenerates `forward` from the
  * graph; no code is stored. Module types are looked up by class name among kiln's layers and `options.modules`.
+ * A file adds `sha256`, the digest of the rest (sealed-file.ts). A file is data, never code: every field is
+ * type-checked, the graph may name only ops, Tensor's op methods, data attributes and members of the root
+ * (serialize.ts), and any failure is a SerializationError naming the field, thrown before anything is returned.
  */
 
 export const GRAPH_MODULE_FORMAT = 'kiln.graph_module';

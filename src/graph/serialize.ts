@@ -1,4 +1,4 @@
-import { SerializationError } from '../errors.js';
+import { KilnError, SerializationError } from '../errors.js';
 import { OPS } from '../runtime/op.js';
 import { Tensor } from '../runtime/tensor.js';
 import { allocate, isDType, type DType } from '../runtime/dtype.js';
@@ -14,7 +14,8 @@ import { Node, OPCODES, isPlainObject, targetName, type Argument, type FunctionT
  * kwargs, meta? }] }`. A call_function target is stored by op name and looked up in the op registry (or the
  * builtins) on load, so a saved graph never holds code. Arguments are JSON with tagged values:
  * `{ node: name }` a node, `{ dict: {…} }` a plain object, `{ float: 'nan' | 'inf' | '-inf' | '-0' }`,
- * `{ undefined: true }`; arrays, strings, finite numbers, booleans and null are themselves.
+ * `{ undefined: true }`; arrays, strings, finite numbers, booleans and null are themselves. Reading checks every
+ * field and target (see checkedTarget) and decodes arguments without recursion.
  */
 
 export const GRAPH_FORMAT = 'kiln.graph';
@@ -170,7 +171,13 @@ export function graphFromJSON(json: unknown, graph: Graph): Graph {
     const kwargs = decodeArg(nj.kwargs, byName, `${name}.kwargs`);
     if (!isPlainObject(kwargs)) throw new SerializationError(`${at}: kwargs must be an object`);
     const target = checkedTarget(op, nj.target as string, args, at);
-    const node = graph.createNode(op, target, args, kwargs as Kwargs, name);
+    let node: Node;
+    try {
+      node = graph.createNode(op, target, args, kwargs as Kwargs, name);
+    } catch (e) {
+      if (e instanceof KilnError) throw new SerializationError(`${at}: ${e.message}`);
+      throw e;
+    }
     if (node.name !== name) throw new SerializationError(`${where}: duplicate or invalid node name '${name}'`);
     if (isPlainObject(nj.meta) && nj.meta.tensorMeta !== undefined) {
       if (!isTensorMeta(nj.meta.tensorMeta))
