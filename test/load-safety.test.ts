@@ -528,3 +528,20 @@ test('fuzz behind the checksum: 200 re-sealed field corruptions load or give Ser
   }
   t.pass();
 });
+
+test('harmless inherited names stay usable: submodules called name and length save, load and run', (t) => {
+  manualSeed(5);
+  class Named extends nn.Module {
+    name = new nn.Linear(3, 3);
+    length = new nn.Linear(3, 2);
+    override forward(x: Tensor) {
+      return this.length.call(this.name.call(x).relu());
+    }
+  }
+  const m = new Named();
+  const gm = symbolicTrace(m);
+  const p = file('named.json', '');
+  gm.save(p);
+  const x = randn([2, 3]);
+  t.deepEqual((load(p).call(x) as Tensor).toArray(), (m.call(x) as Tensor).toArray());
+});

@@ -2,8 +2,8 @@ import { Tensor } from '../runtime/tensor.js';
 
 /**
  * What a graph may name, so that no graph (loaded or built in memory) can reach JavaScript's `Function`:
- * the gadgets are `x.constructor.constructor('code')`, `x.__lookupGetter__('shape')` and `f.call()`, so
- * no node may read a member that Object or Function give every value, and no node's value may be a function.
+ * the gadgets are `x.constructor.constructor('code')`, `x.__lookupGetter__('shape')` and `f.call()`, so no
+ * node may name a member that leads from a value to a function, and getattr/getitem never yield a function.
  */
 
 /** Tensor.prototype methods that are not tensor ops: autograd machinery, host reads and internals. */
@@ -21,11 +21,22 @@ export function allowedTensorMethods(): ReadonlySet<string> {
   return tensorMethods;
 }
 
-/** Members every object or function inherits (`constructor`, `__proto__`, `call`, `bind`, `__lookupGetter__`, …) and `prototype`. */
+/**
+ * The members through which a value leads to a function it was not given: its constructor (and so `Function`),
+ * its prototype, accessor lookups, and a function's call/apply/bind. Harmless inherited names (`name`, `length`,
+ * `toString`) stay allowed, so a submodule called `name` still works.
+ */
 const UNSAFE = new Set<string>([
-  ...Object.getOwnPropertyNames(Object.prototype),
-  ...Object.getOwnPropertyNames(Function.prototype),
+  'constructor',
   'prototype',
+  '__proto__',
+  '__defineGetter__',
+  '__defineSetter__',
+  '__lookupGetter__',
+  '__lookupSetter__',
+  'call',
+  'apply',
+  'bind',
 ]);
 
 /** Whether a graph may name `name` as a method, attribute or path segment. */
