@@ -109,6 +109,15 @@ function gadgetFile(name: string, build: (g: Graph, x: Node) => Node): string {
   return file(`${name.replace(/\W+/g, '_')}.json`, JSON.stringify(seal(json)));
 }
 
+/** The gadget as the forward method of a `kiln.jit` file with a valid checksum. */
+function gadgetJitFile(name: string, build: (g: Graph, x: Node) => Node): string {
+  const p = file(`${name.replace(/\W+/g, '_')}.jit.json`, '');
+  trace((x: Tensor) => x.relu(), [tensor([1, 2])]).save(p);
+  const json = JSON.parse(readFileSync(p, 'utf8')) as Json;
+  ((json.methods as Record<string, Json>).forward!.module as Json).graph = gadgetGraph(build).toJSON();
+  return file(`${name.replace(/\W+/g, '_')}.jit.json`, resealed(json));
+}
+
 for (const [name, build] of Object.entries(GADGETS)) {
   test(`gadget refused at load, in forward, in the Interpreter and in compile: ${name}`, (t) => {
     delete (globalThis as Record<string, unknown>)[FLAG];
@@ -117,6 +126,8 @@ for (const [name, build] of Object.entries(GADGETS)) {
     // From a file: refused while loading, before anything runs.
     t.throws(() => load(gadgetFile(name, build)), { instanceOf: SerializationError });
     t.false(pwned(), 'load');
+    t.throws(() => jitLoad(gadgetJitFile(name, build)), { instanceOf: SerializationError });
+    t.false(pwned(), 'jit.load');
 
     // Built in memory, run through generated code: refused when the code is generated or when it runs.
     const err = t.throws(() => new GraphModule(new nn.Module(), gadgetGraph(build)).call(x));
