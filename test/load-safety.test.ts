@@ -54,6 +54,8 @@ const GADGETS: Record<string, (g: Graph, x: Node) => Node> = {
     const f = g.callMethod('constructor', [add, CODE]);
     return g.callMethod('call', [f]);
   },
+  // No payload, but the bound method would escape the graph: refused when generated code or the Interpreter runs it.
+  'getattr(x, add) as the output': (g, x) => g.callFunction(getattr as FunctionTarget, [x, 'add']),
   'call_method __lookupGetter__(x, shape) → constructor → call': (g, x) => {
     const getter = g.callMethod('__lookupGetter__', [x, 'shape']);
     const f = g.callMethod('constructor', [getter, CODE]);
@@ -144,10 +146,12 @@ for (const [name, build] of Object.entries(GADGETS)) {
     t.throws(() => new Interpreter(gm).run(x), { instanceOf: KilnError });
     t.false(pwned(), 'Interpreter');
 
-    // Through compile(): the module cannot be built, or its compiled call refuses.
-    const cerr = t.throws(() => compile(new GraphModule(new nn.Module(), gadgetGraph(build)), { backend: 'eager' }).call(x));
-    t.true(cerr instanceof KilnError, `compile: ${String(cerr)}`);
-    t.false(pwned(), 'compile');
+    // Through compile(), on the eager and the kernels backend: the module cannot be built, or its compiled call refuses.
+    for (const backend of ['eager', 'kernels'] as const) {
+      const cerr = t.throws(() => compile(new GraphModule(new nn.Module(), gadgetGraph(build)), { backend }).call(x));
+      t.true(cerr instanceof KilnError, `compile (${backend}): ${String(cerr)}`);
+      t.false(pwned(), `compile (${backend})`);
+    }
   });
 }
 
