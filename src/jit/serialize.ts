@@ -10,8 +10,9 @@ import { TracedModule, asTracedFunction, type TracedFunction, type TracedMethod 
 
 /**
  * Saved traced programs: format `kiln.jit` v1 — each method's GraphModule (format `kiln.graph_module`, weights
- * included) with its input and output structure, and a SHA-256 of all of it, so a corrupted file is refused
- * instead of loading a different model. Loading checks everything before building anything.
+ * included) with its input and output structure, and a SHA-256 of all of it (graph/sealed-file.ts, as fx files
+ * have), so a corrupted file is refused instead of loading a different model. Loading checks everything, method
+ * names and graph arity included, before building anything; each graph is checked as fx.load checks one.
  */
 export const JIT_FORMAT = 'kiln.jit';
 export const JIT_VERSION = 1;
