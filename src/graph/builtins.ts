@@ -2,6 +2,7 @@ import { KilnError, ValueError } from '../errors.js';
 import { setGradEnabled } from '../runtime/autograd.js';
 import { arange, full, onesLike, rand, randn, zerosLike } from '../runtime/ops/creation.js';
 import type { FunctionTarget } from './node.js';
+import { isUnsafeMember } from './safe-targets.js';
 
 /**
  * The few call_function targets that are not tensor ops (Python's `operator.getitem`, `getattr` and
@@ -10,13 +11,31 @@ import type { FunctionTarget } from './node.js';
 
 export function getitem(obj: unknown, index: number | string): unknown {
   if (obj === null || obj === undefined) throw new KilnError(`getitem: cannot index ${String(obj)} with [${index}]`);
-  return (obj as Record<string | number, unknown>)[index];
+  return dataMember('getitem', obj, index, `[${JSON.stringify(index)}]`);
 }
 
+/** Reads a data attribute (`x.shape`, `x.dtype`, `pair.values`); a method or constructor is refused, never returned. */
 export function getattr(obj: unknown, name: string): unknown {
   if (obj === null || obj === undefined) throw new KilnError(`getattr: cannot read '${name}' of ${String(obj)}`);
-  const v = (obj as Record<string, unknown>)[name];
-  return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(obj) : v;
+  return dataMember('getattr', obj, name, `'${String(name)}'`);
+}
+
+/** A graph's values are data: no node may yield a function, or graphs (files included) could build and call `Function`. */
+function dataMember(op: string, obj: unknown, key: unknown, shown: string): unknown {
+  if ((typeof key !== 'string' && typeof key !== 'number') || isUnsafeMember(key)) {
+    throw new KilnError(`${op}: reading ${shown} is not allowed in a graph (only data attributes and items)`);
+  }
+  const v = (obj as Record<string | number, unknown>)[key];
+  if (typeof v === 'function') {
+    throw new KilnError(
+      `${op}: ${shown} of ${describeValue(obj)} is a function; a graph reads only data attributes (call methods with call_method)`,
+    );
+  }
+  return v;
+}
+
+function describeValue(v: unknown): string {
+  return typeof v === 'object' && v !== null ? `a ${(v.constructor as { name?: string } | undefined)?.name ?? 'object'}` : `a ${typeof v}`;
 }
 
 export function _assert(condition: unknown, message: string): void {

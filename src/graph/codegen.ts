@@ -5,6 +5,7 @@ import { firstGradModeNode } from './grad-mode.js';
 import type { Graph } from './graph.js';
 import { isIdentifier, memberAccess, memberChain, propertyKey } from './naming.js';
 import { Node, isPlainObject, targetName, type Argument, type FunctionTarget } from './node.js';
+import { isUnsafeMember } from './safe-targets.js';
 
 /**
  * JavaScript for a graph's `forward`, built only from the graph: names are identifiers the Namespace
@@ -46,6 +47,21 @@ function callArgs(args: readonly Argument[], kwargs: Readonly<Record<string, Arg
   return parts.join(', ');
 }
 
+/**
+ * Refuse methods and path segments every object or function inherits (`constructor`, `call`, `__proto__`, …):
+ * with them a graph could reach `Function` and run code, which no model needs.
+ */
+function checkMemberNames(n: Node): void {
+  const names =
+    n.op === 'call_method' ? [n.target as string] : n.op === 'get_attr' || n.op === 'call_module' ? (n.target as string).split('.') : [];
+  const bad = names.find(isUnsafeMember);
+  if (bad !== undefined) {
+    throw new KilnError(
+      `codegen: ${n.op} node '${n.name}' names '${bad}', which a graph may not use (it leads to JavaScript's Function, not to a tensor op)`,
+    );
+  }
+}
+
 export function generateForward(graph: Graph): GeneratedForward {
   const params: string[] = [];
   const body: string[] = [];
@@ -65,6 +81,7 @@ export function generateForward(graph: Graph): GeneratedForward {
   let tryFrom = -1;
   for (const n of graph.nodes) {
     if (!isIdentifier(n.name)) throw new KilnError(`codegen: node name ${JSON.stringify(n.name)} is not a valid JavaScript identifier`);
+    checkMemberNames(n);
     switch (n.op) {
       case 'placeholder':
         params.push(n.args.length > 0 ? `${n.name} = ${literal(n.args[0])}` : n.name);

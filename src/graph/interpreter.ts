@@ -6,6 +6,7 @@ import { firstGradModeNode, restoringGradMode } from './grad-mode.js';
 import { Graph } from './graph.js';
 import { GraphModule } from './graph-module.js';
 import { Node, mapArg, type Argument, type FunctionTarget, type Kwargs, type Target } from './node.js';
+import { isUnsafeMember } from './safe-targets.js';
 import { Tracer, proxyNode } from './tracer.js';
 
 type Args = unknown[];
@@ -115,6 +116,11 @@ export class Interpreter {
 
   callMethod(target: Target, args: Args, kwargs: KwargsValues): unknown {
     const [self, ...rest] = args;
+    if (isUnsafeMember(target)) {
+      throw new KilnError(
+        `call_method: '${String(target)}' may not be called from a graph (it leads to JavaScript's Function, not to a tensor op)`,
+      );
+    }
     const fn = (self as Record<string, unknown> | null | undefined)?.[target as string];
     if (typeof fn !== 'function') throw new KilnError(`call_method: ${describe(self)} has no method '${String(target)}'`);
     return call(fn as (...a: unknown[]) => unknown, self, rest, kwargs);
@@ -122,6 +128,9 @@ export class Interpreter {
 
   callModule(target: Target, args: Args, kwargs: KwargsValues): unknown {
     const m = this.fetchAttr(target as string) as Module;
+    if (typeof (m as Partial<Module> | null)?.call !== 'function' || typeof m !== 'object') {
+      throw new KilnError(`call_module: '${String(target)}' is ${describe(m)}, not a module`);
+    }
     return call(m.call as (...a: unknown[]) => unknown, m, args, kwargs);
   }
 

@@ -1,21 +1,21 @@
-import { createHash } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
 import { SerializationError } from '../errors.js';
+import type { GraphModule } from '../graph/graph-module.js';
+import { isIdentifier } from '../graph/naming.js';
 import { graphModuleFromJSON, graphModuleToJSON, type LoadOptions } from '../graph/save.js';
+import { readSealed, writeSealed } from '../graph/sealed-file.js';
 import { isPlainObject } from '../runtime/plain-object.js';
 import { isShapeSpec, type ShapeSpec } from './shape-fit.js';
-import { isStructure } from './structure.js';
+import { isStructure, type Structure } from './structure.js';
 import { TracedModule, asTracedFunction, type TracedFunction, type TracedMethod } from './trace.js';
 
 /**
  * Saved traced programs: format `kiln.jit` v1 — each method's GraphModule (format `kiln.graph_module`, weights
- * included) with its input and output structure, and a SHA-256 of all of it, so a corrupted file is refused
- * instead of loading a different model. Loading checks everything before building anything.
+ * included) with its input and output structure, and a SHA-256 of all of it (graph/sealed-file.ts, as fx files
+ * have), so a corrupted file is refused instead of loading a different model. Loading checks everything, method
+ * names and graph arity included, before building anything; each graph is checked as fx.load checks one.
  */
 export const JIT_FORMAT = 'kiln.jit';
 export const JIT_VERSION = 1;
-
-const digest = (payload: unknown) => createHash('sha256').update(JSON.stringify(payload)).digest('hex');
 
 export function saveTraced(traced: TracedModule, path: string): void {
   const methods = Object.fromEntries(
@@ -30,7 +30,7 @@ export function saveTraced(traced: TracedModule, path: string): void {
     ...(traced.fromFunction !== undefined ? { function: traced.fromFunction } : {}),
     methods,
   };
-  writeFileSync(path, JSON.stringify({ ...payload, sha256: digest(payload) }));
+  writeSealed(path, payload);
 }
 
 // Installed here rather than in trace.ts, which this module imports.
@@ -38,39 +38,60 @@ TracedModule.prototype.save = function (this: TracedModule, path: string) {
   saveTraced(this, path);
 };
 
+/** What a TracedModule instance holds besides its weights (see its constructor). */
+const INSTANCE_FIELDS = new Set(['methods', 'fromFunction', 'retracers', 'verifiedShapes', 'training']);
+
 /** Read a traced program: a TracedModule, or a traced function when a function was traced. */
 export function loadTraced(path: string, options: LoadOptions = {}): TracedModule | TracedFunction {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (e) {
-    throw new SerializationError(`jit.load: cannot read ${path}: ${(e as Error).message}`);
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (e) {
-    throw new SerializationError(`jit.load: ${path} is not a kiln.jit file (not valid JSON: ${(e as Error).message})`);
-  }
-  if (!isPlainObject(json)) throw new SerializationError(`jit.load: ${path} is not a kiln.jit file`);
-  const { sha256, ...payload } = json as Record<string, unknown>;
-  if (payload.format !== JIT_FORMAT)
-    throw new SerializationError(`jit.load: ${path} has format ${JSON.stringify(payload.format)}, expected '${JIT_FORMAT}'`);
-  if (payload.version !== JIT_VERSION)
-    throw new SerializationError(`jit.load: ${path} is version ${JSON.stringify(payload.version)}; this kiln reads version ${JIT_VERSION}`);
-  if (sha256 !== digest(payload)) throw new SerializationError(`jit.load: ${path} is corrupt (its SHA-256 does not match its contents)`);
-  if (!isPlainObject(payload.methods) || Object.keys(payload.methods as object).length === 0) {
+  const payload = readSealed(path, { reader: 'jit.load', format: JIT_FORMAT, version: JIT_VERSION });
+  if (!isPlainObject(payload.methods) || Object.keys(payload.methods).length === 0) {
     throw new SerializationError(`jit.load: ${path} has no methods`);
   }
+  if (payload.function !== undefined && typeof payload.function !== 'string') {
+    throw new SerializationError(`jit.load: "function" in ${path} must be a string, got ${JSON.stringify(payload.function)}`);
+  }
   const methods = new Map<string, TracedMethod>();
-  for (const [name, m] of Object.entries(payload.methods as Record<string, Record<string, unknown>>)) {
-    if (!isPlainObject(m) || !isStructure(m.inputs) || !isStructure(m.outputs) || (m.shapes !== undefined && !isShapeSpec(m.shapes)))
-      throw new SerializationError(`jit.load: method '${name}' in ${path} is malformed`);
-    const shapes = m.shapes as ShapeSpec | undefined;
-    methods.set(name, { gm: graphModuleFromJSON(m.module, options), inputs: m.inputs, outputs: m.outputs, warnings: [], shapes });
+  for (const [name, m] of Object.entries(payload.methods)) {
+    const where = `jit.load: method '${name}' in ${path}`;
+    // Each method but forward becomes a property of the TracedModule: it must not replace one it has.
+    if (!isIdentifier(name) || (name !== 'forward' && (name in TracedModule.prototype || INSTANCE_FIELDS.has(name)))) {
+      throw new SerializationError(`${where}: '${name}' is not a method name a traced program can have`);
+    }
+    if (!isPlainObject(m)) throw new SerializationError(`${where} is malformed`);
+    if (!isStructure(m.inputs)) throw new SerializationError(`${where}: "inputs" is not an input structure`);
+    if (!isStructure(m.outputs)) throw new SerializationError(`${where}: "outputs" is not an output structure`);
+    if (m.shapes !== undefined && !isShapeSpec(m.shapes)) throw new SerializationError(`${where}: "shapes" is malformed`);
+    let gm: GraphModule;
+    try {
+      gm = graphModuleFromJSON(m.module, options);
+    } catch (e) {
+      if (e instanceof SerializationError) throw new SerializationError(`${where}: ${e.message}`);
+      throw e;
+    }
+    checkArity(gm, m.inputs, m.outputs, where);
+    methods.set(name, { gm, inputs: m.inputs, outputs: m.outputs, warnings: [], shapes: m.shapes as ShapeSpec | undefined });
+  }
+  const forward = methods.get('forward') ?? [...methods.values()][0]!;
+  for (const [name] of methods) {
+    if (name !== 'forward' && forward.gm.namedChildren().some(([n]) => n === name)) {
+      throw new SerializationError(`jit.load: method '${name}' in ${path} has the name of one of the program's modules`);
+    }
   }
   const tm = new TracedModule(methods);
-  if (typeof payload.function !== 'string') return tm;
+  if (payload.function === undefined) return tm;
   tm.fromFunction = payload.function;
   return asTracedFunction(tm, payload.function);
+}
+
+const leaves = (s: Structure): number => (s.kind === 'tensor' ? 1 : s.items.reduce((n, x) => n + leaves(x), 0));
+
+/** A method's graph takes one input per tensor of its input structure and returns a list of one per output tensor. */
+function checkArity(gm: GraphModule, inputs: Structure, outputs: Structure, where: string): void {
+  const params = gm.graph.nodes.filter((n) => n.op === 'placeholder').length;
+  if (params !== leaves(inputs))
+    throw new SerializationError(`${where}: its graph takes ${params} inputs, its input structure holds ${leaves(inputs)} tensors`);
+  const out = gm.graph.nodes.find((n) => n.op === 'output')!.args[0];
+  if (!Array.isArray(out) || out.length !== leaves(outputs)) {
+    throw new SerializationError(`${where}: its graph's output does not hold the ${leaves(outputs)} tensors its output structure names`);
+  }
 }
