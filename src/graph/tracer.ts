@@ -153,9 +153,8 @@ export class Tracer implements TraceDispatch {
     for (const [m, path] of this.modulePaths) {
       if (path !== '' && this.isLeafModule(m, path)) {
         const forward = m.forward.bind(m) as (...a: unknown[]) => unknown;
-        const record = { value: (...args: unknown[]) => this.callModule(m, forward, args), writable: true };
-        patch(m, 'forward', record);
-        patch(m, 'call', record);
+        patch(m, 'forward', { value: (...args: unknown[]) => this.callModuleForward(m, forward, args), writable: true });
+        patch(m, 'call', { value: (...args: unknown[]) => this.callModule(m, forward, args), writable: true });
         continue;
       }
       // Listed before the attribute getters go in, so listing them is not recorded as a read.
@@ -215,6 +214,11 @@ export class Tracer implements TraceDispatch {
     const path = this.modulePaths.get(m) ?? '';
     if (this.isLeafModule(m, path)) return this.createProxy('call_module', path, args);
     return forward(...args);
+  }
+
+  /** A direct `m.forward(…)` call during tracing (eagerly it runs no hooks); by default the same as a call. */
+  callModuleForward(m: Module, forward: (...args: unknown[]) => unknown, args: readonly unknown[]): unknown {
+    return this.callModule(m, forward, args);
   }
 
   createNode(op: Opcode, target: Target, args: readonly Argument[] = [], kwargs: Kwargs = {}, name?: string): Node {
