@@ -300,3 +300,16 @@ test('node --import kiln/register rewrites compile(constArrow): the log is a bre
   t.is(r.status, 0, r.stderr);
   t.deepEqual(JSON.parse(r.stdout), { logs: 4, graphs: 1, warnings: [] });
 });
+
+test('importing kiln loads no Babel parser or traverse; capturing code the plugin never saw loads them', (t) => {
+  const script = `
+    import { createRequire } from 'node:module';
+    const loaded = () => Object.keys(createRequire(import.meta.url).cache).filter((k) => /@babel[\\\\/](parser|core|traverse)[\\\\/]/.test(k)).length > 0;
+    const kiln = await import('kiln');
+    const atImport = loaded();
+    kiln.compile((x) => x.neg(), { backend: 'eager' })(kiln.randn([2]));
+    console.log(JSON.stringify({ atImport, afterCapture: loaded() }));`;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' });
+  t.is(r.status, 0, r.stderr);
+  t.deepEqual(JSON.parse(r.stdout), { atImport: false, afterCapture: true });
+});
