@@ -161,7 +161,10 @@ test('reordering, replacing forward, hooks, dtype and resetCompileCaches each ca
     (m) => {
       // no closure: a free variable (such as the old forward) would make run-time capture run it eagerly
       m.forward = function (this: MLP, x: Tensor) {
-        return this.fc2.call(F.relu(this.fc1.call(x))).softmax(-1).neg();
+        return this.fc2
+          .call(F.relu(this.fc1.call(x)))
+          .softmax(-1)
+          .neg();
       };
     },
     /forward/,

@@ -1,19 +1,7 @@
 import test, { type ExecutionContext } from 'ava';
 import { spawnSync } from 'node:child_process';
 import { same } from './helpers.js';
-import {
-  F,
-  GraphBreakError,
-  ValueError,
-  compile,
-  explain,
-  formatExplain,
-  nn,
-  ops,
-  randn,
-  testing,
-  type Tensor,
-} from '../src/index.js';
+import { F, GraphBreakError, ValueError, compile, explain, formatExplain, nn, ops, randn, testing, type Tensor } from '../src/index.js';
 
 /**
  * Run-time capture of code the kiln plugin never rewrote (issue 13, item 3): ava runs this file through tsx,

@@ -132,7 +132,8 @@ function programText(q: SourceQuery): string {
     const given = cls.id?.name;
     const name = given && !seen.has(given) && given !== '__kiln_own' ? given : `__kiln_class${i}`;
     seen.add(name);
-    lines.push(`class ${name}${parent ? ` extends ${parent}` : ''} ${body}`);
+    // The base-most user class extends a stand-in for kiln's Module (its `super()` calls must parse).
+    lines.push(`class ${name} extends ${parent ?? '__kiln_Module'} ${body}`);
     parent = name;
   });
   lines.push(`class __kiln_own${parent ? ` extends ${parent}` : ''} { ${asMethod(q.fn)} }`);
@@ -143,6 +144,7 @@ function programText(q: SourceQuery): string {
   const head = [
     ...(kiln.length ? [`import { ${kiln.join(', ')} } from 'kiln';`] : []),
     'function __name(f) { return f; }',
+    'class __kiln_Module {}',
   ];
   return `${head.join('\n')}\n${code}`;
 }
@@ -153,9 +155,7 @@ function asMethod(src: string): string {
   if (!fn) throw new Error('not a function');
   const { node, offset } = fn;
   const at = (n: t.Node) => [n.start! - offset, n.end! - offset] as const;
-  const params = node.params.length
-    ? src.slice(at(node.params[0]!)[0], at(node.params[node.params.length - 1]!)[1])
-    : '';
+  const params = node.params.length ? src.slice(at(node.params[0]!)[0], at(node.params[node.params.length - 1]!)[1]) : '';
   const [b0, b1] = at(node.body);
   const body = t.isBlockStatement(node.body) ? src.slice(b0, b1) : `{ return (${src.slice(b0, b1)}); }`;
   return `${node.async ? 'async ' : ''}${node.generator ? '*' : ''}${TARGET}(${params}) ${body}`;

@@ -31,7 +31,8 @@ export interface SourceBreak {
 type SourceClassify = typeof import('../analysis/source-classify.js');
 type Verdict = ReturnType<SourceClassify['classifySource']>;
 
-export const PLUGIN_FIX = "let the kiln plugin rewrite the file: run with `node --import kiln/register`, or add 'kiln/plugin' to your Babel config";
+export const PLUGIN_FIX =
+  "let the kiln plugin rewrite the file: run with `node --import kiln/register`, or add 'kiln/plugin' to your Babel config";
 
 let loaded: SourceClassify | { error: string } | undefined;
 /** The analysis, loaded on first use: Babel's parser and traverse are not needed until code is captured. */
@@ -139,7 +140,9 @@ export function sourceBreak(fn: (...a: never[]) => unknown, self: Module | undef
 }
 
 function explained(what: string, loc: string, name: string, free: readonly string[] = []): SourceBreak {
-  const also = free.length ? ` It also reads the free variable${free.length > 1 ? 's' : ''} ${free.join(', ')}, which run-time capture cannot guard.` : '';
+  const also = free.length
+    ? ` It also reads the free variable${free.length > 1 ? 's' : ''} ${free.join(', ')}, which run-time capture cannot guard.`
+    : '';
   return {
     reason: what,
     loc,
