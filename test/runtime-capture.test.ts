@@ -301,3 +301,30 @@ test('importing kiln loads no Babel parser or traverse; capturing code the plugi
   t.is(r.status, 0, r.stderr);
   t.deepEqual(JSON.parse(r.stdout), { atImport: false, afterCapture: true });
 });
+
+test('a user module held in a plain array is checked before the trace enters it: its side effect runs once per call', (t) => {
+  let steps = 0;
+  class Step extends nn.Module {
+    override forward(x: Tensor): Tensor {
+      steps++;
+      return x.mul(2);
+    }
+  }
+  class Chain extends nn.Module {
+    steps: Step[] = [new Step(), new Step()];
+    override forward(x: Tensor): Tensor {
+      for (const s of this.steps) x = s.call(x);
+      return x;
+    }
+  }
+  const m = new Chain();
+  const opt = compile(m, { backend: 'eager' });
+  fourCalls(
+    t,
+    (x) => opt.call(x) as Tensor,
+    (x) => m.call(x),
+    () => steps,
+  );
+  t.is(steps, 16);
+  t.regex(explain(m)(randn([2])).breakReasons[0]!.reason, /Step\.forward/);
+});

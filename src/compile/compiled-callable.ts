@@ -1,9 +1,9 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { codeFrameColumns } from '@babel/code-frame';
 import { functionParams } from '../analysis/signature.js';
-import { GraphBreakError, KilnError, RecompileError } from '../errors.js';
+import { GraphBreakError, KilnError, RecompileError, TraceError } from '../errors.js';
 import { GraphModule } from '../graph/graph-module.js';
-import { KILN_FRAME, Tracer } from '../graph/tracer.js';
+import { KILN_FRAME, Tracer, userFrame } from '../graph/tracer.js';
 import { activeTrace } from '../runtime/dispatch.js';
 import { Module } from '../runtime/nn/module.js';
 import { Tensor } from '../runtime/tensor.js';
@@ -46,6 +46,12 @@ export function resetCompileCaches(): void {
 class GuardingTracer extends Tracer {
   override attributeReads = new Map<string, unknown>();
   override isLeafModule(m: Module, path: string): boolean {
+    // Asked with path '' about a module other than the root: one outside the module tree is being called
+    // (held in a plain array or object). Its forward, code the plugin never saw, is checked before it runs.
+    if (path === '' && m !== this.root && !super.isLeafModule(m, path)) {
+      const b = sourceBreak(m.forward as (...a: never[]) => unknown, m, `${m.constructor.name}.forward`);
+      if (b) throw new TraceError(`symbolic tracing: ${b.loc} ${b.reason}${userFrame()}`);
+    }
     return super.isLeafModule(m, path) || (path !== '' && m.hasForwardHooks());
   }
   /** `m.forward(x)` runs no hooks eagerly: a module that is a leaf for its hooks is traced through instead. */
