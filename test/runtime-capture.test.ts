@@ -1,7 +1,20 @@
 import test, { type ExecutionContext } from 'ava';
 import { spawnSync } from 'node:child_process';
 import { same } from './helpers.js';
-import { F, GraphBreakError, ValueError, compile, explain, formatExplain, nn, ops, randn, testing, type Tensor } from '../src/index.js';
+import {
+  F,
+  GraphBreakError,
+  ValueError,
+  compile,
+  explain,
+  formatExplain,
+  nn,
+  noGrad,
+  ops,
+  randn,
+  testing,
+  type Tensor,
+} from '../src/index.js';
 
 /**
  * Run-time capture of code the kiln plugin never rewrote (issue 13, item 3): ava runs this file through tsx,
@@ -327,4 +340,11 @@ test('a user module held in a plain array is checked before the trace enters it:
   );
   t.is(steps, 16);
   t.regex(explain(m)(randn([2])).breakReasons[0]!.reason, /Step\.forward/);
+});
+
+test('noGrad inside a plain function is not dropped by run-time capture: gradients equal eager (grad 1, not 3)', (t) => {
+  const f = (x: Tensor) => noGrad(() => x.mul(2)).add(x);
+  const x = randn([3], { requiresGrad: true });
+  (compile(f, { backend: 'eager' })(x) as Tensor).sum().backward();
+  same(t, x.grad!, randn([3]).mul(0).add(1));
 });

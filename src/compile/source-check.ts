@@ -1,7 +1,5 @@
 import { createRequire } from 'node:module';
-import * as ops from '../ops.js';
 import { GraphModule } from '../graph/graph-module.js';
-import * as F from '../runtime/nn/functional.js';
 import * as nn from '../runtime/nn/index.js';
 import { Module } from '../runtime/nn/module.js';
 
@@ -47,15 +45,19 @@ function analysis(): SourceClassify | { error: string } {
   return loaded;
 }
 
-/** kiln's exports (and the namespaces tsc and esbuild bind `import … from 'kiln'` to). */
+/**
+ * Free names taken for kiln's own exports (as `src/index.ts` exports them, and the namespaces tsc and
+ * esbuild bind `import … from 'kiln'` to): calls through them are ops the tracer records. Left out, so
+ * they stay unknown calls (breaks): bare random draws and `manualSeed` (a trace would freeze them: they
+ * take no traced value), `noGrad`/`withGradMode` (grad-mode regions a trace does not record), `optim`,
+ * `testing` and `compile` (not graph code). Bare op names (`relu`, `log`) are not kiln exports: a free
+ * `log(…)` is the user's.
+ */
 const KILN_NAMES = new Set([
-  ...Object.keys(ops),
-  ...Object.keys(F),
-  ...['F', 'ops', 'nn', 'optim', 'testing', 'fx', 'jit', 'kiln', 'Tensor', 'tensor', 'zeros', 'ones', 'full', 'arange'],
-  ...['zerosLike', 'onesLike', 'cat', 'stack', 'noGrad', 'isGradEnabled', 'withGradMode', 'allclose', 'graphBreak'],
+  ...['kiln', 'F', 'ops', 'nn', 'fx', 'Tensor', 'tensor', 'zeros', 'ones', 'full', 'arange', 'zerosLike', 'onesLike'],
+  ...['cat', 'stack', 'isGradEnabled', 'allclose', 'graphBreak', 'KilnError', 'ShapeError', 'DTypeError', 'IndexError'],
+  ...['ValueError', 'TraceError'],
 ]);
-// Bare random draws take no traced value, so a trace would freeze them: they stay unknown calls (breaks).
-for (const n of ['rand', 'randn', 'randint', 'manualSeed']) KILN_NAMES.delete(n);
 const isKilnName = (n: string) => KILN_NAMES.has(n) || /^(kiln_\d+|import_kiln\d*)$/.test(n);
 
 /** Classes whose `forward` is kiln's own code: standard layers, containers, Module, GraphModule, OptimizedModule. */
