@@ -159,8 +159,13 @@ test('reordering, replacing forward, hooks, dtype and resetCompileCaches each ca
     t,
     'forward replaced',
     (m) => {
-      const orig = m.forward.bind(m);
-      m.forward = (x: Tensor) => orig(x).neg();
+      // no closure: a free variable (such as the old forward) would make run-time capture run it eagerly
+      m.forward = function (this: MLP, x: Tensor) {
+        return this.fc2
+          .call(F.relu(this.fc1.call(x)))
+          .softmax(-1)
+          .neg();
+      };
     },
     /forward/,
   );

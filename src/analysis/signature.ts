@@ -1,5 +1,10 @@
-import { parseExpression } from '@babel/parser';
+import { createRequire } from 'node:module';
 import type * as t from '@babel/types';
+
+/** Babel's parser, loaded on first use: importing kiln does not load it, capturing code does. */
+let parser: typeof import('@babel/parser') | undefined;
+const parseExpression: (typeof import('@babel/parser'))['parseExpression'] = (code, options) =>
+  (parser ??= createRequire(import.meta.url)('@babel/parser') as typeof import('@babel/parser')).parseExpression(code, options);
 
 /** One parameter of a JS function as written in its source. */
 export interface ParamInfo {

@@ -4,6 +4,7 @@ import { activeTrace } from '../runtime/dispatch.js';
 import { Module } from '../runtime/nn/module.js';
 import { resolveBackend, type BackendOption } from './backends.js';
 import { CompiledCallable, type CaptureOptions } from './compiled-callable.js';
+import { markKilnClass } from './source-check.js';
 import { PlanRunner, compileDisabled, planOf, setPlanOptionResolver, type Plan } from './plan.js';
 
 export interface CompileOptions {
@@ -98,6 +99,9 @@ export class OptimizedModule extends Module {
     return r;
   }
 }
+
+// Its forward is kiln's dispatcher, not user code for the source check (the original module's is).
+markKilnClass(OptimizedModule);
 
 type AnyFn = (...args: never[]) => unknown;
 

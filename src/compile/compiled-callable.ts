@@ -1,9 +1,9 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { codeFrameColumns } from '@babel/code-frame';
 import { functionParams } from '../analysis/signature.js';
-import { GraphBreakError, KilnError, RecompileError } from '../errors.js';
+import { GraphBreakError, KilnError, RecompileError, TraceError } from '../errors.js';
 import { GraphModule } from '../graph/graph-module.js';
-import { Tracer, type AttributeRead } from '../graph/tracer.js';
+import { KILN_FRAME, Tracer, userFrame, type AttributeRead } from '../graph/tracer.js';
 import { FreeReads, recordingFreeReads } from './free-vars.js';
 import { isPlainObject } from '../graph/node.js';
 import { activeTrace } from '../runtime/dispatch.js';
@@ -11,6 +11,7 @@ import { Module } from '../runtime/nn/module.js';
 import { Tensor } from '../runtime/tensor.js';
 import { countOps, type Backend } from './backends.js';
 import { argGuards, firstFailing, gradModeGuard, moduleGuards, type Guard } from './guards.js';
+import { PLUGIN_FIX, sourceBreak, type SourceBreak } from './source-check.js';
 
 export interface CaptureOptions {
   readonly backend: Backend;
@@ -66,6 +67,20 @@ class GuardingTracer extends Tracer {
   override isLeafModule(m: Module, path: string): boolean {
     return super.isLeafModule(m, path) || (path !== '' && m.hasForwardHooks());
   }
+
+  /** A module from outside the tree (a closure, a plain array or object): its forward is checked before the trace enters it. */
+  override adopt(m: Module, hint: string): string {
+    if (!this.isKnownModule(m) && !super.isLeafModule(m, '')) {
+      const b = sourceBreak(m.forward as (...a: never[]) => unknown, m, `${m.constructor.name}.forward`);
+      if (b) throw new TraceError(`symbolic tracing: ${b.loc} ${b.reason}${userFrame()}`);
+    }
+    return super.adopt(m, hint);
+  }
+
+  /** `m.forward(x)` runs no hooks eagerly: a module that is a leaf for its hooks is traced through instead. */
+  override callModuleForward(m: Module, forward: (...args: unknown[]) => unknown, args: readonly unknown[]): unknown {
+    return m.hasForwardHooks() ? forward(...args) : super.callModuleForward(m, forward, args);
+  }
 }
 
 /**
@@ -107,6 +122,14 @@ function locationOf(e: Error): string {
   return m ? m[1]!.replace(/^file:\/\//, '') : '<unknown>';
 }
 
+/** Where a non-Kiln error was thrown: its first stack frame in user code, as `file:line:col`. */
+function thrownAt(e: unknown): string {
+  const frames = (e instanceof Error ? (e.stack ?? '') : '').split('\n').slice(1);
+  const f = frames.find((l) => /^\s*at /.test(l) && !KILN_FRAME.test(l));
+  const m = f && /\(?((?:file:\/\/)?[^\s()]+:\d+:\d+)\)?\s*$/.exec(f);
+  return m ? m[1]!.replace(/^file:\/\//, '') : '<unknown>';
+}
+
 /** A Babel code frame around `file:line:col`, or '' when the source cannot be read. */
 export function codeFrameAt(loc: string): string {
   const m = /^(.*):(\d+):(\d+)$/.exec(loc);
@@ -129,6 +152,7 @@ export class CompiledCallable {
   compileCount = 0;
   private generation = generation;
   private warned = false;
+  private warnedSource = false;
   private readonly names: string[];
   private readonly dynamicDims = new Map<number, Set<number>>();
 
@@ -143,6 +167,11 @@ export class CompiledCallable {
     readonly options: CaptureOptions,
     readonly viaForward = self !== undefined,
     private readonly label?: string,
+    /**
+     * Code the plugin never saw (everything but plugin segments, which pass a label): its source is
+     * classified before it is traced (see source-check.ts).
+     */
+    private readonly unseen = label === undefined,
   ) {
     this.names = functionParams(fn).map((p) => p.name);
   }
@@ -206,7 +235,11 @@ export class CompiledCallable {
     });
   }
 
-  capture(args: unknown[]): CacheEntry {
+  /**
+   * Capture a graph for `args`, or decide to run eagerly. `locate`: when the source check says eager, trace
+   * anyway to report where the trace itself stops, with its exact location (explain, fullgraph).
+   */
+  capture(args: unknown[], locate = this.options.fullgraph): CacheEntry {
     this.compileCount++;
     this.updateDynamic(args);
     const guards: Guard[] = [gradModeGuard()];
@@ -215,6 +248,13 @@ export class CompiledCallable {
       guards.push(...argGuards(this.name(i), i, a, all));
     });
     const shapes = args.map((a) => (a instanceof Tensor ? [...a.shape] : undefined));
+    const source = this.unseen ? this.sourceBreak() : undefined;
+    if (source && !locate) {
+      // Not traced at all: a trace would run the side effects it found once more before the eager run.
+      this.warnSource(source);
+      if (this.self) guards.push(...moduleGuards(this.self, new Map()));
+      return { guards, run: (...a) => this.eager(a), graph: undefined, breakReason: { reason: source.reason, loc: source.loc }, shapes };
+    }
     const tracer = new GuardingTracer();
     const freeReads = tracer.freeReads;
     let gm: GraphModule | undefined;
@@ -227,12 +267,26 @@ export class CompiledCallable {
       const name = this.self ? this.self.constructor.name : this.fn.name || 'GraphModule';
       gm = new GraphModule(tracer.targetRoot(), graph, name, tracer.constants);
     } catch (e) {
-      if (!(e instanceof KilnError)) throw e;
-      breakReason = { reason: e.message.split('\n')[0]!, loc: locationOf(e) };
+      // Any error, not only kiln's: code that runs fine eagerly (`x.shape.join('x')`) may still defeat a trace.
+      // The eager run then either works or throws the same error to the caller.
+      breakReason =
+        e instanceof KilnError
+          ? { reason: e.message.split('\n')[0]!, loc: locationOf(e) }
+          : { reason: `tracing threw ${e instanceof Error ? `${e.name}: ${e.message.split('\n')[0]}` : String(e)}`, loc: thrownAt(e) };
       if (this.options.fullgraph) {
         const frame = codeFrameAt(breakReason.loc);
         throw new GraphBreakError(
           `compile(fullgraph): ${this.describe()} cannot be captured as one graph at ${breakReason.loc}: ${breakReason.reason}${frame ? `\n${frame}` : ''}`,
+        );
+      }
+    }
+    if (source && gm) {
+      // The trace went through, but the source says a graph would drop or freeze something.
+      gm = undefined;
+      breakReason = { reason: source.reason, loc: source.loc };
+      if (this.options.fullgraph) {
+        throw new GraphBreakError(
+          `compile(fullgraph): ${this.describe()} cannot be captured as one graph: in ${source.loc}, ${source.reason}. To capture it in pieces, ${PLUGIN_FIX}.`,
         );
       }
     }
@@ -246,5 +300,18 @@ export class CompiledCallable {
       args.filter((a): a is Tensor => a instanceof Tensor),
     );
     return { guards, run: compiled as (...a: unknown[]) => unknown, graph: gm, breakReason: undefined, shapes };
+  }
+
+  /** What the source check finds in the code this captures (its function or forward, and user submodules). */
+  private sourceBreak(): SourceBreak | undefined {
+    const fn = this.viaForward ? (this.self!.forward as (...a: never[]) => unknown) : (this.fn as (...a: never[]) => unknown);
+    return sourceBreak(fn, this.self, this.describe());
+  }
+
+  /** One KilnWarning per compiled callable, the first time its source check sends it eager. */
+  private warnSource(b: SourceBreak): void {
+    if (this.warnedSource) return;
+    this.warnedSource = true;
+    process.emitWarning(b.warning, 'KilnWarning');
   }
 }

@@ -62,7 +62,7 @@ export function explain(model: Module | ((...args: never[]) => unknown)): (...ar
       recording(rec, () => new PlanRunner(p, self, options).call(args));
       entries = [...rec.runners].flatMap((r) => r.graphCallables().flatMap((c) => c.entries));
     } else {
-      entries = [new CompiledCallable(fn, self, options).capture(args)];
+      entries = [new CompiledCallable(fn, self, options).capture(args, true)];
       // capture only traces; the kernels backend plans on a graph's first run (graph ops only, no user code)
       if (programs && entries[0]!.graph) entries[0]!.run(...args);
     }

@@ -108,11 +108,15 @@ export function plan(spec: PlanSpec): Plan {
   return { ...spec, eager, ownEager: spec.eager !== undefined, breaks, runners: new WeakMap(), readsParams };
 }
 
-/** Mark `fn` (a rewritten method or function) as running `p`, so `compile` and `explain` can find the plan. */
-export function attach(fn: unknown, p: Plan): void {
+/**
+ * Mark `fn` (a rewritten method or function) as running `p`, so `compile` and `explain` can find the plan.
+ * Returns `fn`, so an inline `compile((x) => …)` can be rewritten to `compile(attach((x) => …, plan))`.
+ */
+export function attach<F>(fn: F, p: Plan): F {
   if (typeof fn !== 'function') throw new KilnError(`kiln plugin runtime: cannot attach the plan for ${p.name} to a ${typeof fn}`);
   Object.defineProperty(fn, PLAN, { value: p, configurable: true });
   if (!p.ownEager) p.eager = fn as (...args: unknown[]) => unknown; // the function as written is the eager code
+  return fn;
 }
 
 /** The plan behind a rewritten method or function, if the plugin rewrote it. */

@@ -151,6 +151,11 @@ export class Tracer implements TraceDispatch {
    * into the graph under a new top-level path derived from `hint` (`layers[0]` → `layers_0`), and install
    * the same tracing stand-ins on it as on the tree's modules. Returns its path; adopting twice is a no-op.
    */
+  /** Whether `m` already has a path in this trace (in the root's tree, or adopted). */
+  isKnownModule(m: Module): boolean {
+    return this.modulePaths.has(m);
+  }
+
   adopt(m: Module, hint: string): string {
     const known = this.modulePaths.get(m);
     if (known !== undefined) return known;
@@ -266,9 +271,8 @@ export class Tracer implements TraceDispatch {
     const patch = this.patch.bind(this);
     if (path !== '' && this.isLeafModule(m, path)) {
       const forward = m.forward.bind(m) as (...a: unknown[]) => unknown;
-      const record = { value: (...args: unknown[]) => this.callModule(m, forward, args), writable: true };
-      patch(m, 'forward', record);
-      patch(m, 'call', record);
+      patch(m, 'forward', { value: (...args: unknown[]) => this.callModuleForward(m, forward, args), writable: true });
+      patch(m, 'call', { value: (...args: unknown[]) => this.callModule(m, forward, args), writable: true });
       return;
     }
     // Listed before the attribute getters go in, so listing them is not recorded as a read.
@@ -306,6 +310,11 @@ export class Tracer implements TraceDispatch {
     const path = this.modulePaths.get(m) ?? '';
     if (this.isLeafModule(m, path)) return this.createProxy('call_module', path, args);
     return forward(...args);
+  }
+
+  /** A direct `m.forward(…)` call during tracing (eagerly it runs no hooks); by default the same as a call. */
+  callModuleForward(m: Module, forward: (...args: unknown[]) => unknown, args: readonly unknown[]): unknown {
+    return this.callModule(m, forward, args);
   }
 
   createNode(op: Opcode, target: Target, args: readonly Argument[] = [], kwargs: Kwargs = {}, name?: string): Node {

@@ -237,20 +237,51 @@ export function transformProgram(
 
   // Functions marked /** @compile */ (rewritten) and functions handed to kiln's compile() (plan attached).
   const compiled = new Set<string>();
+  // Arrows and function expressions handed to compile(): bound to a module-level variable, or inline.
+  const compiledExprs: { fn: NodePath<t.ArrowFunctionExpression | t.FunctionExpression>; name: string; after?: NodePath }[] = [];
   program.traverse({
     CallExpression(call) {
       const callee = call.node.callee;
-      const arg = call.node.arguments[0];
-      if (!t.isIdentifier(arg)) return;
+      const arg = call.get('arguments')[0];
       const isCompile =
         (t.isIdentifier(callee) && callee.name === 'compile' && ctx.isKilnBinding(call, 'compile')) ||
         (t.isMemberExpression(callee) &&
           t.isIdentifier(callee.property, { name: 'compile' }) &&
           t.isIdentifier(callee.object) &&
           ctx.isKilnBinding(call, callee.object.name));
-      if (isCompile && ctx.functions.has(arg.name) && call.scope.getBinding(arg.name)?.scope === program.scope) compiled.add(arg.name);
+      if (!isCompile || !arg) return;
+      if (arg.isArrowFunctionExpression() || arg.isFunctionExpression()) {
+        const holder = call.parentPath;
+        const name = holder.isVariableDeclarator() && t.isIdentifier(holder.node.id) ? holder.node.id.name : 'compiled';
+        if (standsAlone(arg, program)) compiledExprs.push({ fn: arg, name });
+        return;
+      }
+      if (!arg.isIdentifier()) return;
+      const binding = call.scope.getBinding(arg.node.name);
+      if (binding?.scope !== program.scope) return;
+      if (ctx.functions.has(arg.node.name)) compiled.add(arg.node.name);
+      else if (binding.constant && binding.path.isVariableDeclarator() && !compiledExprs.some((e) => e.fn.parentPath === binding.path)) {
+        const init = binding.path.get('init');
+        const decl = binding.path.parentPath!;
+        const after = decl.parentPath?.isExportNamedDeclaration() ? decl.parentPath : decl;
+        if ((init.isArrowFunctionExpression() || init.isFunctionExpression()) && standsAlone(init, program))
+          compiledExprs.push({ fn: init, name: arg.node.name, after });
+      }
     },
   });
+  // Like declarations passed by name: a plan attached, the function itself left as written (it is the eager code).
+  for (const { fn, name, after } of compiledExprs) {
+    // `x => e` is `x => { return e; }`: statements to segment (the return keeps `e`'s location for reports)
+    if (t.isArrowFunctionExpression(fn.node) && !t.isBlockStatement(fn.node.body)) {
+      const arrow: NodePath<t.ArrowFunctionExpression> = fn as NodePath<t.ArrowFunctionExpression>;
+      const loc = fn.node.body.loc;
+      arrow.ensureBlock();
+      (arrow.node.body as t.BlockStatement).body[0]!.loc = loc;
+    }
+    const { id } = planFor(fn, name, undefined, false);
+    if (after) after.insertAfter(t.expressionStatement(t.callExpression(rt('attach'), [t.identifier(name), t.cloneNode(id)])));
+    else fn.replaceWith(t.callExpression(rt('attach'), [fn.node, t.cloneNode(id)]));
+  }
   const topAttach: t.Statement[] = [];
   for (const [name, fn] of ctx.functions) {
     const marked = hasCompileTag(fn);
@@ -314,6 +345,30 @@ function methodName(fn: FunctionPath): string | undefined {
   }
   if (fn.isFunctionDeclaration()) return fn.node.id?.name;
   return undefined;
+}
+
+/**
+ * Whether a function expression's segments can live at module level, where plans go: it reads no variable
+ * of an enclosing function (a closure) and, for an arrow, not `this` (its own would then be lost).
+ */
+function standsAlone(fn: NodePath<t.ArrowFunctionExpression | t.FunctionExpression>, program: NodePath<t.Program>): boolean {
+  let ok = true;
+  fn.traverse({
+    ThisExpression(p) {
+      const owner = p.findParent((q) => q.isFunction() && !q.isArrowFunctionExpression());
+      if (fn.isArrowFunctionExpression() && (!owner || !isWithin(owner, fn))) ok = false;
+    },
+    Identifier(p) {
+      if (!p.isReferencedIdentifier()) return;
+      const b = p.scope.getBinding(p.node.name);
+      if (b && b.scope !== program.scope && !isWithin(b.scope.path, fn)) ok = false;
+    },
+  });
+  return ok;
+}
+
+function isWithin(p: NodePath, ancestor: NodePath): boolean {
+  return p === ancestor || p.isDescendant(ancestor);
 }
 
 function hasCompileTag(fn: NodePath<t.FunctionDeclaration>): boolean {
