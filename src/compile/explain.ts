@@ -134,7 +134,7 @@ export function summariseGuards(guards: readonly string[]): string[] {
     else if ((m = /^(\w+)\.dtype == (\w+)$/.exec(g))) tensor(m[1]!).dtype = m[2]!;
     else if ((m = /^(\w+)\.requiresGrad == (\w+)$/.exec(g))) tensor(m[1]!).grad = m[2]!;
     else if (
-      (m = /^(self(?:\.[\w.]+)?)(\.forwardHooks| submodules, parameters and buffers \(identity and order\)|\.training == \w+)$/.exec(g))
+      (m = /^([\w$]+(?:\.[\w.$]+)?)(\.forwardHooks| submodules, parameters and buffers \(identity and order\)|\.training == \w+)$/.exec(g))
     ) {
       const kind = m[2]!.replace(/^[. ]/, '');
       perModule.set(kind, [...(perModule.get(kind) ?? []), m[1]!]);
@@ -151,7 +151,14 @@ export function summariseGuards(guards: readonly string[]): string[] {
       : kind === 'forwardHooks'
         ? 'forward hooks unchanged'
         : kind;
-    out.push(mods.length === 1 ? `${mods[0]} ${what}` : `${what}: self and ${mods.length - 1} submodule${mods.length === 2 ? '' : 's'}`);
+    const own = mods.filter((p) => p === 'self' || p.startsWith('self.'));
+    // Modules reached outside self's tree (closures, plain arrays, arguments) are named: their paths are new.
+    const others = mods.filter((p) => !own.includes(p));
+    const whose = [
+      ...(own.length ? [own.length === 1 ? own[0]! : `self and ${own.length - 1} submodule${own.length === 2 ? '' : 's'}`] : []),
+      ...others,
+    ];
+    out.push(mods.length === 1 ? `${mods[0]} ${what}` : `${what}: ${whose.join(', ')}`);
   }
   return [...out, ...rest];
 }
