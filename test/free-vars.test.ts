@@ -276,3 +276,39 @@ test('run-time route: a layer held in a closure gives compiled = eager after its
   lin.forward = (z: Tensor) => z.sigmoid();
   t.true(same(f(x) as Tensor, ref()));
 });
+
+test('run-time route: the same module-state file run without the plugin gives compiled = eager after each change, with one KilnWarning naming the free variables', async (t) => {
+  const mod = (await import('./fixtures/free-vars/module-state.js')) as unknown as Fixture;
+  const warnings: string[] = [];
+  const onWarning = (w: Error) => {
+    if (w.name === 'KilnWarning') warnings.push(w.message);
+  };
+  process.on('warning', onWarning);
+  try {
+    const m = new mod.Tempered();
+    const c = kiln.compile(m);
+    const x = kiln.randn([2, 4]);
+    const check = () =>
+      t.true(
+        same(
+          c.call(x) as Tensor,
+          eager(() => m.call(x) as Tensor),
+        ),
+      );
+    check();
+    mod.setTemperature(5);
+    check();
+    mod.cfg.scale = 10;
+    check();
+    mod.layers[0] = new kiln.nn.Linear(4, 4);
+    check();
+    await new Promise((r) => setImmediate(r)); // warnings are emitted on the next tick
+    t.is(warnings.length, 1);
+    t.regex(warnings[0]!, /layers/);
+    t.regex(warnings[0]!, /temperature/);
+    mod.setTemperature(1);
+    mod.cfg.scale = 1;
+  } finally {
+    process.off('warning', onWarning);
+  }
+});
