@@ -23,7 +23,7 @@ import {
 import { kernelsBackend, type KernelProgramCallable } from '../src/kernels/index.js';
 import { useSimdGemm } from '../src/kernels/matmul.js';
 import { planSlots } from '../src/kernels/memory.js';
-import type { GraphModule } from '../src/fx.js';
+import { symbolicTrace, type GraphModule } from '../src/fx.js';
 
 /**
  * The 'kernels' backend against the eager runtime: every lowered op and fusion pattern at awkward shapes,
@@ -84,7 +84,9 @@ function differential(
   const programs: KernelProgramCallable[] = [];
   const backend = (gm: GraphModule) => programs[programs.push(kernelsBackend(gm)) - 1]!;
   const eager = fn instanceof nn.Module ? (...xs: Tensor[]) => fn.call(...xs) as Tensor : fn;
-  const opt = fn instanceof nn.Module ? compile(fn, { backend }) : compile(fn, { backend });
+  // A function here closes over test tensors: run-time compile() would run it eagerly (it cannot guard free
+  // variables), so it is traced directly. Lowering, not capture policy, is what these tests check.
+  const opt = fn instanceof nn.Module ? compile(fn, { backend }) : (backend(symbolicTrace(fn)) as unknown as Fn);
   const compiled = (...xs: Tensor[]) => (opt instanceof nn.Module ? opt.call(...xs) : opt(...xs)) as Tensor;
   noGrad(() => {
     const want = eager(...inputs);
@@ -205,9 +207,9 @@ test('matmul and linear call the GEMM with bias and relu fused; batched and tran
   differential(t, 'linear on a 3-D input', new Applied(lin), [randn([2, 3, 7])], /matmul\+bias/);
   differential(
     t,
-    'F.linear with a closure weight, then gelu',
-    (a) => F.gelu(F.linear(a, lin.weight, lin.bias)),
-    [randn([4, 7])],
+    'F.linear with the weight as an argument, then gelu',
+    (a, w, b) => F.gelu(F.linear(a, w, b)),
+    [randn([4, 7]), lin.weight, lin.bias!],
     /matmul\+bias/,
   );
   differential(
@@ -457,8 +459,8 @@ test('conv2d variants and pooling: stride, dilation, padding, relu epilogue, avg
   differential(
     t,
     'conv2d stride/dilation + relu',
-    (a) => F.conv2d(a, w, b, { stride: [2, 1], padding: [1, 2], dilation: [1, 2] }).relu(),
-    [x],
+    (a, cw, cb) => F.conv2d(a, cw, cb, { stride: [2, 1], padding: [1, 2], dilation: [1, 2] }).relu(),
+    [x, w, b],
     /conv2d\+bias\+relu/,
   );
   const w2 = randn([2, 3, 3, 3]);
@@ -736,7 +738,7 @@ test('embedding lookups are a kernel (with the eager index check); a transposed 
   const text = differential(t, 'embedding then layer ops', new Applied(emb, (y) => y.mul(2).sum(-1)), [ids], /embedding/);
   t.regex(text, /embedding +\[2, 3, 6\]/);
   const table = randn([6, 10]);
-  differential(t, 'F.embedding of a transposed table', (i) => F.embedding(i, table.t()).relu(), [ids], /embedding/);
+  differential(t, 'F.embedding of a transposed table', (i, tab) => F.embedding(i, tab.t()).relu(), [ids, table], /embedding/);
   const opt = compile(new Applied(emb));
   noGrad(() => {
     opt.call(ids);
