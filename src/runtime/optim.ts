@@ -49,7 +49,11 @@ abstract class Optimizer<O extends object> {
   readonly paramGroups: ParamGroup<O>[];
   protected readonly state = new Map<Tensor, Record<string, Float32Array | number>>();
 
-  constructor(params: Iterable<Tensor> | Iterable<{ params: Iterable<Tensor> } & Partial<O>>, defaults: Required<O>, rules: OptionRules<O>) {
+  constructor(
+    params: Iterable<Tensor> | Iterable<{ params: Iterable<Tensor> } & Partial<O>>,
+    defaults: Required<O>,
+    rules: OptionRules<O>,
+  ) {
     const op = this.constructor.name;
     const names = Object.keys(rules);
     const check = (opts: Record<string, unknown>, where: string) => {
@@ -143,7 +147,9 @@ export class SGD extends Optimizer<SGDOptions> {
 
   protected override checkOptions(o: Partial<SGDOptions>): void {
     if (o.nesterov && ((o.momentum ?? 0) <= 0 || (o.dampening ?? 0) !== 0)) {
-      throw new ValueError(`SGD: nesterov momentum requires a momentum and zero dampening, got momentum=${o.momentum}, dampening=${o.dampening}`);
+      throw new ValueError(
+        `SGD: nesterov momentum requires a momentum and zero dampening, got momentum=${o.momentum}, dampening=${o.dampening}`,
+      );
     }
   }
 
@@ -184,7 +190,15 @@ const ADAM_RULES: OptionRules<AdamOptions> = {
 export class Adam extends Optimizer<AdamOptions> {
   constructor(params: Iterable<Tensor> | Iterable<{ params: Iterable<Tensor> } & AdamOptions>, options: AdamOptions = {}) {
     const given = checkOptions('Adam', options, Object.keys(ADAM_RULES));
-    const defaults = { lr: 1e-3, betas: [0.9, 0.999] as [number, number], eps: 1e-8, weightDecay: 0, amsgrad: false, maximize: false, ...definedOnly(given) };
+    const defaults = {
+      lr: 1e-3,
+      betas: [0.9, 0.999] as [number, number],
+      eps: 1e-8,
+      weightDecay: 0,
+      amsgrad: false,
+      maximize: false,
+      ...definedOnly(given),
+    };
     super(params, defaults as Required<AdamOptions>, ADAM_RULES);
   }
 

@@ -32,7 +32,8 @@ function next32(): number {
 export function manualSeed(seed: number): void {
   // PyTorch takes integers only; a string or a fraction would silently become some other seed
   if (!Number.isSafeInteger(seed)) {
-    const shown = typeof seed === 'string' ? `'${seed}'` : typeof seed === 'number' || typeof seed === 'boolean' ? String(seed) : typeof seed;
+    const shown =
+      typeof seed === 'string' ? `'${seed}'` : typeof seed === 'number' || typeof seed === 'boolean' ? String(seed) : typeof seed;
     throw new ValueError(`manualSeed: seed must be an integer, got ${shown}`);
   }
   // splitmix32 spreads the seed over the four state words

@@ -106,13 +106,15 @@ abstract class ConvNd extends Module {
     // PyTorch checks these when the layer is built, not at its first call
     const dims = kernelSize.length;
     const spatial = (what: string, v: unknown, min: number) => {
-      if (Array.isArray(v) && v.length !== dims) throw new ValueError(`${name}: ${what} must have ${dims} entries, got ${JSON.stringify(v)}`);
+      if (Array.isArray(v) && v.length !== dims)
+        throw new ValueError(`${name}: ${what} must have ${dims} entries, got ${JSON.stringify(v)}`);
       pair(name, what, v as Pair, min);
     };
     spatial('stride', stride, 1);
     spatial('dilation', dilation, 1);
     if (padding !== 'same' && padding !== 'valid') {
-      if (typeof padding === 'string') throw new ValueError(`${name}: padding must be a number, a pair, 'valid' or 'same', got '${padding}'`);
+      if (typeof padding === 'string')
+        throw new ValueError(`${name}: padding must be a number, a pair, 'valid' or 'same', got '${padding}'`);
       spatial('padding', padding, 0);
     } else if (padding === 'same' && pair(name, 'stride', stride, 1).some((v) => v !== 1)) {
       throw new ValueError(`${name}: padding='same' is not supported for strided convolutions (stride ${JSON.stringify(stride)})`);
@@ -279,10 +281,7 @@ export class LayerNorm extends Module {
   readonly normalizedShape: number[];
   readonly eps: number;
 
-  constructor(
-    normalizedShape: number | readonly number[],
-    options: { eps?: number; elementwiseAffine?: boolean; bias?: boolean } = {},
-  ) {
+  constructor(normalizedShape: number | readonly number[], options: { eps?: number; elementwiseAffine?: boolean; bias?: boolean } = {}) {
     super();
     const { eps = 1e-5, elementwiseAffine = true, bias = true } = checkOptions('LayerNorm', options, ['eps', 'elementwiseAffine', 'bias']);
     checkBoolean('LayerNorm', 'elementwiseAffine', elementwiseAffine);

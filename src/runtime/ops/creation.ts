@@ -51,11 +51,14 @@ function finish(t: Tensor, opts: CreateOptions | undefined): Tensor {
   return t;
 }
 
+/** Typed arrays whose values a tensor holds exactly (Float64Array as float32, like plain JS numbers). */
+export type TensorData = NestedArray | TypedArray | Float64Array | Int16Array | Uint16Array | Int8Array | readonly NestedArray[];
+
 /**
  * Build a tensor from a number, nested arrays or a typed array. JS numbers carry no int/float distinction,
  * so plain numbers become float32 (booleans become bool) unless `dtype` says otherwise.
  */
-export function tensor(data: NestedArray | TypedArray | readonly NestedArray[], opts: TensorOptions = {}): Tensor {
+export function tensor(data: TensorData, opts: TensorOptions = {}): Tensor {
   createOptions('tensor', opts, ['dtype', 'shape', 'requiresGrad']);
   let flat: ArrayLike<number | boolean>;
   let shape: number[];
@@ -187,7 +190,8 @@ function arangeOf(...args: unknown[]): Tensor {
     throw new ValueError(`arange: upper bound and larger bound inconsistent with step sign (start=${start}, end=${end}, step=${step})`);
   }
   const n = Math.max(0, Math.ceil((end - start) / step));
-  if (n > MAX_NUMEL) throw new ShapeError(`arange: ${n} elements (start=${start}, end=${end}, step=${step}) exceed the ${MAX_NUMEL} a tensor can hold`);
+  if (n > MAX_NUMEL)
+    throw new ShapeError(`arange: ${n} elements (start=${start}, end=${end}, step=${step}) exceed the ${MAX_NUMEL} a tensor can hold`);
   const dtype = opts.dtype ?? ([start, end, step].every(Number.isInteger) ? 'int32' : 'float32');
   const arr = allocate(dtype, n);
   for (let i = 0; i < n; i++) arr[i] = start + i * step;
