@@ -45,6 +45,14 @@ const AUDIT: [call: string, fn: () => unknown, cls: ErrorClass, mentions: string
   ['zeros(null)', () => zeros(bad(null)), ShapeError, ['zeros', 'null']],
   ['ones([2**53])', () => ones([2 ** 53]), ShapeError, ['ones', '9007199254740992']],
   ['ones([65536, 32768])', () => ones([65536, 32768]), ShapeError, ['ones', '[65536, 32768]', '2147483648']],
+  ['ones([2], {}, 5)', () => bad<(...a: unknown[]) => unknown>(ones)([2], {}, 5), ValueError, ['ones', '3 arguments']],
+  [
+    'zeros(2, 3, {}, {})',
+    () => bad<(...a: unknown[]) => unknown>(zeros)(2, 3, {}, {}),
+    ValueError,
+    ['zeros', 'sizes then one options object'],
+  ],
+  ["zeros(2, 'a')", () => bad<(...a: unknown[]) => unknown>(zeros)(2, 'a'), ValueError, ['zeros', "'a'"]],
   ['zeros([1.5])', () => zeros([1.5]), ShapeError, ['zeros', '1.5']],
   ['zeros([-1])', () => zeros([-1]), ShapeError, ['zeros', '-1']],
   ["ones(['3'])", () => ones(bad(['3'])), ShapeError, ['ones', "'3'"]],
@@ -208,6 +216,18 @@ for (const [call, fn, cls, mentions] of AUDIT) {
 test('expand keeps accepting -1 for an existing dim and 0-sized dims', (t) => {
   t.deepEqual(ones([1, 3]).expand([2, -1]).shape, [2, 3]);
   t.deepEqual(ones([1, 3]).expand([0, 3]).shape, [0, 3]);
+});
+
+test("PyTorch's separate sizes make a shape: zeros(4, 4), ones(2, 3, { dtype }), rand(2, 3, { requiresGrad })", (t) => {
+  // ones(4, 4) used to be ones([4]) with the second 4 dropped as an 'options object'
+  t.deepEqual(ones(4, 4).shape, [4, 4]);
+  t.deepEqual(zeros(2, 3, 4).shape, [2, 3, 4]);
+  const i = ones(2, 3, { dtype: 'int32' });
+  t.deepEqual([i.shape, i.dtype], [[2, 3], 'int32']);
+  const r = rand(2, 3, { requiresGrad: true });
+  t.deepEqual([r.shape, r.requiresGrad], [[2, 3], true]);
+  t.deepEqual(randn(5).shape, [5]);
+  t.deepEqual(zeros([2, 2], { dtype: 'bool' }).shape, [2, 2]);
 });
 
 test('valid input is still accepted: seeds, typed arrays, optimizer groups, options with undefined values', (t) => {

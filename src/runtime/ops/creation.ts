@@ -128,12 +128,35 @@ export const full = recorded(function full(shape: ShapeArg, value: number | bool
 });
 
 // zeros and ones are recorded as `full` by a runtime trace; eagerly their errors carry their own name.
-export function zeros(shape: ShapeArg, opts: CreateOptions = {}): Tensor {
-  return activeTrace?.recordsEveryOp ? full(shape, 0, opts) : filled('zeros', shape, 0, opts);
+/** PyTorch's sizes as separate arguments, optionally followed by the options: `zeros(2, 3)`, `rand(2, 3, { requiresGrad })`. */
+type SizesThenOptions = [...sizes: number[], opts: CreateOptions] | number[];
+
+/** Split a factory's arguments into its shape and options; extra arguments are an error, never ignored. */
+function shapeAndOptions(op: string, args: readonly unknown[]): [unknown, unknown] {
+  if (args.length >= 2 && typeof args[0] === 'number' && typeof args[1] === 'number') {
+    const sizes = args.filter((a) => typeof a === 'number');
+    const rest = args.slice(sizes.length);
+    if (rest.length > 1 || args.slice(0, sizes.length).some((a) => typeof a !== 'number')) {
+      throw new ValueError(`${op}: expected sizes then one options object, got ${describe(args)}`);
+    }
+    return [sizes, rest[0]];
+  }
+  if (args.length > 2) throw new ValueError(`${op}: expected (shape, options?), got ${args.length} arguments ${describe(args)}`);
+  return [args[0], args[1]];
 }
 
-export function ones(shape: ShapeArg, opts: CreateOptions = {}): Tensor {
-  return activeTrace?.recordsEveryOp ? full(shape, 1, opts) : filled('ones', shape, 1, opts);
+export function zeros(shape: ShapeArg, opts?: CreateOptions): Tensor;
+export function zeros(...sizes: SizesThenOptions): Tensor;
+export function zeros(...args: unknown[]): Tensor {
+  const [shape, opts] = shapeAndOptions('zeros', args);
+  return activeTrace?.recordsEveryOp ? full(shape as ShapeArg, 0, opts as CreateOptions) : filled('zeros', shape, 0, opts);
+}
+
+export function ones(shape: ShapeArg, opts?: CreateOptions): Tensor;
+export function ones(...sizes: SizesThenOptions): Tensor;
+export function ones(...args: unknown[]): Tensor {
+  const [shape, opts] = shapeAndOptions('ones', args);
+  return activeTrace?.recordsEveryOp ? full(shape as ShapeArg, 1, opts as CreateOptions) : filled('ones', shape, 1, opts);
 }
 
 function likeOf(op: string, t: unknown): Tensor {
@@ -200,7 +223,8 @@ function arangeOf(...args: unknown[]): Tensor {
 
 export const arange = recorded(arangeOf, 'arange');
 
-function randomTensor(op: string, shape: ShapeArg, options: CreateOptions, sample: () => number): Tensor {
+function randomTensor(op: string, args: readonly unknown[], sample: () => number): Tensor {
+  const [shape, options] = shapeAndOptions(op, args);
   const s = shapeOf(op, shape);
   const opts = createOptions(op, options);
   if (opts.dtype && opts.dtype !== 'float32') throw new DTypeError(`${op}: only float32 is supported, got ${opts.dtype}`);
@@ -210,11 +234,17 @@ function randomTensor(op: string, shape: ShapeArg, options: CreateOptions, sampl
 }
 
 /** Uniform samples in [0, 1). */
-export const rand = recorded(function rand(shape: ShapeArg, opts: CreateOptions = {}): Tensor {
-  return randomTensor('rand', shape, opts, uniform);
-});
+function randOf(shape: ShapeArg, opts?: CreateOptions): Tensor;
+function randOf(...sizes: SizesThenOptions): Tensor;
+function randOf(...args: unknown[]): Tensor {
+  return randomTensor('rand', args, uniform);
+}
+export const rand = recorded(randOf, 'rand');
 
 /** Standard normal samples. */
-export const randn = recorded(function randn(shape: ShapeArg, opts: CreateOptions = {}): Tensor {
-  return randomTensor('randn', shape, opts, normal);
-});
+function randnOf(shape: ShapeArg, opts?: CreateOptions): Tensor;
+function randnOf(...sizes: SizesThenOptions): Tensor;
+function randnOf(...args: unknown[]): Tensor {
+  return randomTensor('randn', args, normal);
+}
+export const randn = recorded(randnOf, 'randn');
