@@ -143,6 +143,10 @@ const AUDIT: [call: string, fn: () => unknown, cls: ErrorClass, mentions: string
   ["GELU approximate 'fast'", () => new nn.GELU(bad({ approximate: 'fast' })), ValueError, ['GELU', "'fast'"]],
   ['Softmax(1.5)', () => new nn.Softmax(1.5), ValueError, ['Softmax', '1.5']],
   ["Flatten('a')", () => new nn.Flatten(bad('a')), ValueError, ['Flatten', "'a'"]],
+  ['MaxPool2d(0)', () => new nn.MaxPool2d(0), ValueError, ['MaxPool2d', 'kernelSize', '0']],
+  ['AvgPool2d stride [1, 2, 3]', () => new nn.AvgPool2d(2, { stride: [1, 2, 3] }), ValueError, ['AvgPool2d', 'stride', '[1,2,3]']],
+  ["AdaptiveAvgPool2d('x')", () => new nn.AdaptiveAvgPool2d(bad('x')), ValueError, ['AdaptiveAvgPool2d', '"x"']],
+  ["train('false')", () => new nn.Linear(2, 2).train(bad('false')), ValueError, ['Linear.train', "'false'"]],
   ['Sequential(5)', () => new nn.Sequential(bad(5)), ValueError, ['Sequential', '5']],
   // state dicts
   ['loadStateDict(null)', () => new nn.Linear(2, 2).loadStateDict(bad(null)), StateDictError, ['loadStateDict', 'Linear', 'null']],

@@ -464,6 +464,11 @@ export class MaxPool2d extends Module {
     }: { stride?: Pair | null; padding?: Pair; dilation?: Pair; ceilMode?: boolean } = {},
   ) {
     super();
+    pair('MaxPool2d', 'kernelSize', kernelSize, 1);
+    if (stride !== undefined && stride !== null) pair('MaxPool2d', 'stride', stride, 1);
+    pair('MaxPool2d', 'padding', padding, 0);
+    pair('MaxPool2d', 'dilation', dilation, 1);
+    checkBoolean('MaxPool2d', 'ceilMode', ceilMode);
     this.stride = stride ?? kernelSize;
     this.padding = padding;
     this.dilation = dilation;
@@ -494,6 +499,12 @@ export class AvgPool2d extends Module {
     }: { stride?: Pair | null; padding?: Pair; ceilMode?: boolean; countIncludePad?: boolean; divisorOverride?: number | null } = {},
   ) {
     super();
+    pair('AvgPool2d', 'kernelSize', kernelSize, 1);
+    if (stride !== undefined && stride !== null) pair('AvgPool2d', 'stride', stride, 1);
+    pair('AvgPool2d', 'padding', padding, 0);
+    checkBoolean('AvgPool2d', 'ceilMode', ceilMode);
+    checkBoolean('AvgPool2d', 'countIncludePad', countIncludePad);
+    if (divisorOverride !== null) checkNumber('AvgPool2d', 'divisorOverride', divisorOverride, { integer: true, min: 1 });
     this.stride = stride ?? kernelSize;
     this.padding = padding;
     this.ceilMode = ceilMode;
@@ -511,6 +522,7 @@ export class AvgPool2d extends Module {
 export class AdaptiveAvgPool2d extends Module {
   constructor(readonly outputSize: Pair) {
     super();
+    pair('AdaptiveAvgPool2d', 'outputSize', outputSize, 1);
   }
   override forward(x: Tensor): Tensor {
     return O.adaptiveAvgPool2d(x, this.outputSize);

@@ -190,6 +190,8 @@ export class Module {
   }
 
   train(mode = true): this {
+    // train('false') would be truthy: BatchNorm and Dropout silently in training mode
+    checkBoolean(`${this.constructor.name}.train`, 'mode', mode);
     for (const m of this.modules()) m.training = mode;
     return this;
   }
