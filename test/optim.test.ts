@@ -59,8 +59,10 @@ test('optimizers accept parameter groups and skip params without grads', (t) => 
 
 test('bad optimizer settings are rejected', (t) => {
   t.throws(() => new optim.SGD([], { lr: 0.1 }), { instanceOf: ValueError, message: 'SGD: got an empty parameter list' });
-  t.throws(() => new optim.SGD([param([1])], { lr: -1 }), { message: 'SGD: invalid learning rate -1' });
-  t.throws(() => new optim.Adam([param([1])], { betas: [0.9, 1] }), { message: 'Adam: invalid betas [0.9,1]' });
+  t.throws(() => new optim.SGD([param([1])], { lr: -1 }), { message: 'SGD: lr must be a finite number ≥ 0, got -1' });
+  t.throws(() => new optim.Adam([param([1])], { betas: [0.9, 1] }), {
+    message: 'Adam: betas[1] must be a finite number ≥ 0 and < 1, got 1',
+  });
   const nonLeaf = param([1]).mul(2);
   t.throws(() => new optim.SGD([nonLeaf]), { message: /can't optimize a non-leaf tensor/ });
 });

@@ -1,13 +1,34 @@
-import { KilnError } from '../errors.js';
+import { KilnError, ValueError } from '../errors.js';
 import { Module } from '../runtime/nn/module.js';
 import type { Tensor } from '../runtime/tensor.js';
 import { copyAttr, lookupAttr } from './attrs.js';
-import { generateForward } from './codegen.js';
+import { generateForward, literal } from './codegen.js';
 import type { Graph } from './graph.js';
 import { loadGraphModule, saveGraphModule, type LoadOptions } from './save.js';
 
 function hide(obj: object, key: string, value: unknown): void {
   Object.defineProperty(obj, key, { value, writable: true, configurable: true, enumerable: false });
+}
+
+/**
+ * `forward` behind an argument count check with the same parameter list (re-tracing reads it): JavaScript
+ * would run a call with a missing argument on `undefined` and drop an extra one. FX raises a TypeError.
+ */
+function checkedArity(className: string, graph: Graph, forward: (...args: unknown[]) => unknown): (...args: unknown[]) => unknown {
+  const placeholders = graph.nodes.filter((n) => n.op === 'placeholder');
+  const params = placeholders.map((n) => (n.args.length > 0 ? `${n.name} = ${literal(n.args[0])}` : n.name));
+  const required = placeholders.reduce((r, n, i) => (n.args.length === 0 ? i + 1 : r), 0);
+  const check = (count: number) => {
+    if (count >= required && count <= params.length) return;
+    const want = required === params.length ? `${required}` : `${required} to ${params.length}`;
+    throw new ValueError(`${className}.forward(${params.join(', ')}) takes ${want} argument(s), got ${count}`);
+  };
+  const make = new Function(
+    'inner',
+    'check',
+    `"use strict";\nreturn function forward(${params.join(', ')}) {\n  check(arguments.length);\n  return inner.apply(this, arguments);\n};`,
+  ) as (inner: unknown, check: unknown) => (...args: unknown[]) => unknown;
+  return make(forward, check);
 }
 
 /**
@@ -70,7 +91,7 @@ export class GraphModule extends Module {
     hide(this, '_code', code);
     hide(this, '_forward', forward);
     // The generated function is this instance's forward, so its parameter names are visible (re-tracing a GraphModule).
-    hide(this, 'forward', forward);
+    hide(this, 'forward', checkedArity(this.className, this._graph, forward));
     return code;
   }
 

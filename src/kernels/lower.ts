@@ -373,8 +373,11 @@ const LOWERINGS: Record<string, Lowering> = {
     const dilation = pair(a.dilation);
     let padding: [number, number];
     if (a.padding === 'valid') padding = [0, 0];
-    else if (a.padding === 'same') padding = [(dilation[0] * (kh - 1)) / 2, (dilation[1] * (kw - 1)) / 2];
-    else padding = pair(a.padding);
+    else if (a.padding === 'same') {
+      // An odd total pads one more after than before (PyTorch); these kernels pad symmetrically, so it runs eagerly.
+      if ((dilation[0] * (kh - 1)) % 2 !== 0 || (dilation[1] * (kw - 1)) % 2 !== 0) return null;
+      padding = [(dilation[0] * (kh - 1)) / 2, (dilation[1] * (kw - 1)) / 2];
+    } else padding = pair(a.padding);
     const bias = a.bias === null || a.bias === undefined ? null : b.tensor(a.bias);
     return b.add(
       { kind: 'conv2d', x, w, bias, bn: null, relu: false, attrs: { stride: pair(a.stride), padding, dilation } },

@@ -1,5 +1,6 @@
-import { AutogradError } from '../errors.js';
+import { AutogradError, ValueError } from '../errors.js';
 import { activeTrace } from './dispatch.js';
+import { describe } from './validate.js';
 import type { Tensor } from './tensor.js';
 
 /**
@@ -25,11 +26,14 @@ export function isGradEnabled(): boolean {
 
 /** Run `fn` without recording operations (like `torch.no_grad()`). */
 export function noGrad<T>(fn: () => T): T {
+  if (typeof fn !== 'function') throw new ValueError(`noGrad: expected a function to run without grad, got ${describe(fn)}`);
   return withGradMode(false, fn);
 }
 
 /** Run `fn` with gradient recording explicitly on or off. */
 export function withGradMode<T>(enabled: boolean, fn: () => T): T {
+  if (typeof enabled !== 'boolean') throw new ValueError(`withGradMode: enabled must be true or false, got ${describe(enabled)}`);
+  if (typeof fn !== 'function') throw new ValueError(`withGradMode: expected a function to run, got ${describe(fn)}`);
   const prev = gradEnabled;
   // While a trace is active the region is recorded (PyTorch's _set_grad_enabled nodes), so the graph switches here too.
   const close = activeTrace?.gradModeRegion?.(enabled);

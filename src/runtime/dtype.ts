@@ -1,4 +1,4 @@
-import { DTypeError } from '../errors.js';
+import { DTypeError, ShapeError } from '../errors.js';
 
 export type DType = 'float32' | 'int32' | 'bool';
 export type TypedArray = Float32Array | Int32Array | Uint8Array;
@@ -9,7 +9,28 @@ export function isDType(x: unknown): x is DType {
   return x === 'float32' || x === 'int32' || x === 'bool';
 }
 
+/** A DTypeError naming `op` unless `dtype` is one of kiln's dtypes. */
+export function checkDType(op: string, dtype: unknown): DType {
+  if (!isDType(dtype)) {
+    const shown = typeof dtype === 'string' ? `'${dtype}'` : dtype === null ? 'null' : typeof dtype;
+    throw new DTypeError(`${op}: unknown dtype ${shown} (expected 'float32', 'int32' or 'bool')`);
+  }
+  return dtype;
+}
+
+/** Memory for `size` elements. Shapes are checked before this (shape.ts MAX_NUMEL); this is the backstop. */
 export function allocate(dtype: DType, size: number): TypedArray {
+  if (!(size <= 2147483647)) throw new ShapeError(`cannot allocate a ${dtype} tensor of ${size} elements (at most 2147483647)`);
+  try {
+    return allocateUnchecked(dtype, size);
+  } catch (e) {
+    // the engine could not reserve the memory: say so with the size, not as a raw RangeError
+    if (e instanceof RangeError) throw new ShapeError(`cannot allocate a ${dtype} tensor of ${size} elements: ${e.message}`);
+    throw e;
+  }
+}
+
+function allocateUnchecked(dtype: DType, size: number): TypedArray {
   switch (dtype) {
     case 'float32':
       return new Float32Array(size);

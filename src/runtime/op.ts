@@ -4,6 +4,7 @@ import { activeTrace, hasTraced } from './dispatch.js';
 import { isPlainObject } from './plain-object.js';
 import { fmt, sameShape } from './shape.js';
 import { Tensor } from './tensor.js';
+import { describe } from './validate.js';
 
 /**
  * The op table. Every op is defined once by `defineOp`: a PyTorch-style schema (argument names, types,
@@ -130,12 +131,6 @@ function splitTopLevel(s: string): string[] {
   }
   if (cur.trim()) out.push(cur);
   return out;
-}
-
-function describe(x: unknown): string {
-  if (x instanceof Tensor) return `Tensor(${x.dtype} ${fmt(x.shape)})`;
-  if (Array.isArray(x)) return 'an array';
-  return x === null ? 'null' : typeof x;
 }
 
 function checkArg(op: string, p: Param, v: unknown): void {
@@ -303,7 +298,7 @@ export function markView(view: Tensor, input: Tensor, replay: (base: Tensor) => 
  * Run an in-place op: compute the out-of-place result, write it into `self`'s storage, and rebase the
  * autograd history of `self` (and of its base, when `self` is a view) onto the result.
  */
-export function applyInplace(name: string, self: Tensor, compute: (src: Tensor) => Tensor): Tensor {
+export function applyInplace(name: string, self: Tensor, compute: (src: Tensor) => Tensor, other?: unknown): Tensor {
   const recording = isGradEnabled();
   if (recording && self.requiresGrad && self.isLeaf) {
     throw new AutogradError(`${name}: a leaf tensor that requires grad is being used in an in-place operation`);
@@ -312,8 +307,10 @@ export function applyInplace(name: string, self: Tensor, compute: (src: Tensor) 
   if (recording && base && base.requiresGrad && base.isLeaf) {
     throw new AutogradError(`${name}: a view of a leaf tensor that requires grad is being used in an in-place operation`);
   }
-  // The out-of-place rule may save `self` for its gradient; give it a copy that the write cannot clobber.
-  const src = recording && self.requiresGrad ? self.clone() : self;
+  // The out-of-place rule may save `self` for its gradient (its own, or `other`'s: mul_ saves self for
+  // other's gradient); give it a copy that the write cannot clobber, as PyTorch saves `original_self`.
+  const otherNeedsGrad = other instanceof Tensor && other.requiresGrad;
+  const src = recording && (self.requiresGrad || otherNeedsGrad) ? self.clone() : self;
   const result = compute(src);
   if (!sameShape(result.shape, self.shape)) {
     throw new ShapeError(`${name}: output with shape ${fmt(self.shape)} doesn't match the broadcast shape ${fmt(result.shape)}`);

@@ -1,3 +1,5 @@
+import { ValueError } from '../errors.js';
+
 /**
  * kiln's global random generator: a seeded 32-bit generator (sfc32) so that `manualSeed(n)` makes
  * `rand`, `randn`, dropout and parameter initialisation reproducible. Like PyTorch, the default seed is
@@ -26,8 +28,14 @@ function next32(): number {
   return t >>> 0;
 }
 
-/** Seed the global generator (any integer; the same seed gives the same stream). */
+/** Seed the global generator (any safe integer; the same seed gives the same stream). */
 export function manualSeed(seed: number): void {
+  // PyTorch takes integers only; a string or a fraction would silently become some other seed
+  if (!Number.isSafeInteger(seed)) {
+    const shown =
+      typeof seed === 'string' ? `'${seed}'` : typeof seed === 'number' || typeof seed === 'boolean' ? String(seed) : typeof seed;
+    throw new ValueError(`manualSeed: seed must be an integer, got ${shown}`);
+  }
   // splitmix32 spreads the seed over the four state words
   let s = Math.trunc(seed) >>> 0;
   const mix = () => {

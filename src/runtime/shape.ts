@@ -1,4 +1,5 @@
 import { IndexError, ShapeError, ValueError } from '../errors.js';
+import { describe } from './validate.js';
 
 export type Shape = readonly number[];
 
@@ -32,7 +33,7 @@ export function sameShape(a: Shape, b: Shape): boolean {
 export function normDim(op: string, dim: number, ndim: number): number {
   const n = Math.max(ndim, 1);
   if (!Number.isInteger(dim) || dim < -n || dim >= n) {
-    throw new IndexError(`${op}: dim ${dim} is out of range for a tensor with ${ndim} dims (expected -${n}..${n - 1})`);
+    throw new IndexError(`${op}: dim ${describe(dim)} is out of range for a tensor with ${ndim} dims (expected -${n}..${n - 1})`);
   }
   return dim < 0 ? dim + n : dim;
 }
@@ -45,16 +46,36 @@ export function normDims(op: string, dims: number | readonly number[] | undefine
   return out.sort((a, b) => a - b);
 }
 
-export function checkShape(op: string, shape: readonly number[]): void {
-  for (const d of shape) {
-    if (!Number.isInteger(d) || d < 0) throw new ShapeError(`${op}: invalid shape ${fmt(shape)} (sizes must be non-negative integers)`);
+/**
+ * The most elements one tensor may have: int32 offsets (strided reads, argmax indices) address every
+ * element, and a bigger request fails here with the op's name instead of as a raw RangeError.
+ */
+export const MAX_NUMEL = 2 ** 31 - 1;
+
+/** A ShapeError unless a tensor of `shape` fits in MAX_NUMEL elements. */
+export function checkNumel(op: string, shape: Shape): void {
+  const n = numel(shape);
+  if (n > MAX_NUMEL) {
+    throw new ShapeError(`${op}: shape ${fmt(shape)} has ${n} elements, more than the ${MAX_NUMEL} a tensor can hold`);
   }
+}
+
+/** An array of non-negative integer sizes whose product fits in a tensor; `name` is the argument's name. */
+export function checkShape(op: string, shape: unknown, name = 'shape'): asserts shape is readonly number[] {
+  if (!Array.isArray(shape)) throw new ShapeError(`${op}: ${name} must be an array of sizes, got ${describe(shape)}`);
+  for (const d of shape) {
+    if (!Number.isSafeInteger(d) || (d as number) < 0) {
+      throw new ShapeError(`${op}: invalid ${name} ${describe(shape)} (sizes must be non-negative integers, got ${describe(d)})`);
+    }
+  }
+  checkNumel(op, shape as number[]);
 }
 
 /** PyTorch broadcasting: align trailing dims; each pair must be equal or one of them 1. */
 export function broadcastShapes(op: string, a: Shape, b: Shape): number[] {
   const n = Math.max(a.length, b.length);
   const out = new Array<number>(n);
+  let total = 1;
   for (let i = 0; i < n; i++) {
     const da = a[a.length - n + i] ?? 1;
     const db = b[b.length - n + i] ?? 1;
@@ -62,8 +83,20 @@ export function broadcastShapes(op: string, a: Shape, b: Shape): number[] {
       throw new ShapeError(`${op}: shapes ${fmt(a)} and ${fmt(b)} cannot be broadcast together (dim ${i}: ${da} vs ${db})`);
     }
     out[i] = da === 1 ? db : da;
+    total *= out[i]!;
   }
+  if (total > MAX_NUMEL) checkNumel(op, out);
   return out;
+}
+
+/** A ShapeError naming `op` unless a tensor of shape `from` broadcasts to exactly `to` (copy_, expand). */
+export function checkBroadcastTo(op: string, from: Shape, to: Shape): void {
+  let ok = from.length <= to.length;
+  for (let i = 1; ok && i <= from.length; i++) {
+    const f = from[from.length - i]!;
+    ok = f === 1 || f === to[to.length - i];
+  }
+  if (!ok) throw new ShapeError(`${op}: a tensor of shape ${fmt(from)} cannot be broadcast to ${fmt(to)}`);
 }
 
 /** Resolve a single -1 in a target shape against a known element count (reshape/view). */

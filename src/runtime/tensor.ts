@@ -3,11 +3,12 @@ import { inspect } from 'node:util';
 import { AutogradError, DTypeError, IndexError, ValueError } from '../errors.js';
 import { GradNode, runBackward } from './autograd.js';
 import { elementOffsets, gatherContiguous, isContiguousLayout } from './cpu/strided.js';
-import { castValue, type DType, type TypedArray } from './dtype.js';
+import { castValue, checkDType, type DType, type TypedArray } from './dtype.js';
 import { applyInplace } from './op.js';
 import * as O from './ops/index.js';
 import type { IndexSpec } from './ops/view.js';
-import { contiguousStrides, fmt, numel, sameShape, type Shape } from './shape.js';
+import { checkBroadcastTo, contiguousStrides, fmt, normDim, numel, sameShape, type Shape } from './shape.js';
+import { describe } from './validate.js';
 
 /** Typed-array memory shared by a tensor and its views; `version` counts in-place writes. */
 export class Storage {
@@ -70,9 +71,8 @@ export class Tensor {
   size(dim: number): number;
   size(dim?: number): number | readonly number[] {
     if (dim === undefined) return this.shape;
-    const d = dim < 0 ? dim + this.ndim : dim;
-    if (d < 0 || d >= this.ndim) throw new IndexError(`size: dim ${dim} is out of range for shape ${fmt(this.shape)}`);
-    return this.shape[d]!;
+    if (this.ndim === 0) throw new IndexError(`size: dim ${describe(dim)} is out of range for a 0-d tensor (it has no dims)`);
+    return this.shape[normDim('size', dim, this.ndim)]!;
   }
 
   isContiguous(): boolean {
@@ -94,6 +94,7 @@ export class Tensor {
   }
 
   requiresGrad_(flag = true): this {
+    if (typeof flag !== 'boolean') throw new ValueError(`requiresGrad_: flag must be true or false, got ${describe(flag)}`);
     if (!this.isLeaf) {
       if (flag) return this;
       throw new AutogradError(`requiresGrad_: can only change the flag of leaf tensors; detach() this ${fmt(this.shape)} result first`);
@@ -132,6 +133,9 @@ export class Tensor {
         `backward: this ${fmt(this.shape)} tensor does not require grad and has no gradFn ` +
           `(did you create its inputs with requiresGrad: true, or call it inside noGrad?)`,
       );
+    }
+    if (grad !== undefined && !(grad instanceof Tensor)) {
+      throw new AutogradError(`backward: grad must be a Tensor of the output's shape ${fmt(this.shape)}, got ${describe(grad)}`);
     }
     let seed = grad;
     if (!seed) {
@@ -279,7 +283,7 @@ export class Tensor {
   }
   /** Cast to another dtype (a no-op returning `this` when the dtype already matches). */
   to(dtype: DType): Tensor {
-    return dtype === this.dtype ? this : O.toDType(this, dtype);
+    return dtype === this.dtype ? this : O.toDType(this, checkDType('to', dtype));
   }
   float(): Tensor {
     return this.to('float32');
@@ -377,27 +381,34 @@ export class Tensor {
 
   // ---- in-place ----
   add_(other: Tensor | number, alpha?: number): this {
-    return applyInplace('add_', this, (s) => O.add(s, other, alpha)) as this;
+    return applyInplace('add_', this, (s) => O.add(s, other, alpha), other) as this;
   }
   sub_(other: Tensor | number, alpha?: number): this {
-    return applyInplace('sub_', this, (s) => O.sub(s, other, alpha)) as this;
+    return applyInplace('sub_', this, (s) => O.sub(s, other, alpha), other) as this;
   }
   mul_(other: Tensor | number): this {
-    return applyInplace('mul_', this, (s) => O.mul(s, other)) as this;
+    return applyInplace('mul_', this, (s) => O.mul(s, other), other) as this;
   }
   div_(other: Tensor | number): this {
-    return applyInplace('div_', this, (s) => O.div(s, other)) as this;
+    return applyInplace('div_', this, (s) => O.div(s, other), other) as this;
   }
   clamp_(min?: number | null, max?: number | null): this {
     return applyInplace('clamp_', this, (s) => O.clamp(s, min ?? null, max ?? null)) as this;
   }
   fill_(value: number): this {
+    if (activeTrace === null && typeof value !== 'number' && typeof value !== 'boolean') {
+      throw new ValueError(`fill_: value must be a number or a boolean, got ${describe(value)}`);
+    }
     return applyInplace('fill_', this, (s) => O.full(s.shape, value, { dtype: s.dtype })) as this;
   }
   zero_(): this {
     return applyInplace('zero_', this, (s) => O.full(s.shape, 0, { dtype: s.dtype })) as this;
   }
   copy_(src: Tensor): this {
+    if (activeTrace === null) {
+      if (!(src instanceof Tensor)) throw new DTypeError(`copy_: src must be a Tensor, got ${describe(src)}`);
+      checkBroadcastTo('copy_', src._shape, this._shape);
+    }
     return applyInplace('copy_', this, (s) => O.expand(src, s.shape).to(s.dtype)) as this;
   }
 

@@ -1,5 +1,7 @@
 import { IndexError, KilnError, ValueError } from '../../errors.js';
+import { isPlainObject } from '../plain-object.js';
 import { Tensor } from '../tensor.js';
+import { describe } from '../validate.js';
 import { Module } from './module.js';
 import { Parameter } from './parameter.js';
 
@@ -52,14 +54,14 @@ export class Sequential extends IndexedContainer<Module> {
   constructor(...modules: (Module | Record<string, Module>)[]) {
     super();
     const first = modules[0];
-    if (modules.length === 1 && first && !(first instanceof Module)) {
+    if (modules.length === 1 && isPlainObject(first)) {
       // named children: new Sequential({ conv: …, relu: … })
       for (const [k, m] of Object.entries(first)) (this as Record<string, unknown>)[k] = this.accept(m);
     } else this.extend(modules);
   }
 
   protected accept(v: unknown): Module {
-    if (!(v instanceof Module)) throw new ValueError(`Sequential: expected a Module, got ${typeof v}`);
+    if (!(v instanceof Module)) throw new ValueError(`Sequential: expected a Module or a record of them, got ${describe(v)}`);
     return v;
   }
 

@@ -2,8 +2,10 @@ import { ShapeError, ValueError } from '../../errors.js';
 import { noGrad } from '../autograd.js';
 import { activeTrace } from '../dispatch.js';
 import * as O from '../ops/index.js';
+import { pair } from '../ops/conv.js';
 import { fmt } from '../shape.js';
 import type { Tensor } from '../tensor.js';
+import { checkBoolean, checkChoice, checkNumber, checkOptions } from '../validate.js';
 import { kaimingUniform_, normal_, uniform_ } from './init.js';
 import { Module } from './module.js';
 import { Parameter } from './parameter.js';
@@ -45,11 +47,13 @@ export class Linear extends Module {
   constructor(
     readonly inFeatures: number,
     readonly outFeatures: number,
-    { bias = true }: { bias?: boolean } = {},
+    options: { bias?: boolean } = {},
   ) {
     super();
     positiveInt('Linear', 'inFeatures', inFeatures);
     positiveInt('Linear', 'outFeatures', outFeatures);
+    const { bias = true } = checkOptions('Linear', options, ['bias']);
+    checkBoolean('Linear', 'bias', bias);
     this.weight = new Parameter(O.zeros([outFeatures, inFeatures]));
     this.bias = bias ? new Parameter(O.zeros([outFeatures])) : null;
     resetLinearLike(this.weight, this.bias, inFeatures);
@@ -93,10 +97,29 @@ abstract class ConvNd extends Module {
     readonly inChannels: number,
     readonly outChannels: number,
     readonly kernelSize: number[],
-    { stride = 1, padding = 0, dilation = 1, groups = 1, bias = true }: ConvOptions,
+    options: ConvOptions,
   ) {
     super();
     const name = this.constructor.name;
+    const opts = checkOptions(name, options, ['stride', 'padding', 'dilation', 'groups', 'bias']) as ConvOptions;
+    const { stride = 1, padding = 0, dilation = 1, groups = 1, bias = true } = opts;
+    // PyTorch checks these when the layer is built, not at its first call
+    const dims = kernelSize.length;
+    const spatial = (what: string, v: unknown, min: number) => {
+      if (Array.isArray(v) && v.length !== dims)
+        throw new ValueError(`${name}: ${what} must have ${dims} entries, got ${JSON.stringify(v)}`);
+      pair(name, what, v as Pair, min);
+    };
+    spatial('stride', stride, 1);
+    spatial('dilation', dilation, 1);
+    if (padding !== 'same' && padding !== 'valid') {
+      if (typeof padding === 'string')
+        throw new ValueError(`${name}: padding must be a number, a pair, 'valid' or 'same', got '${padding}'`);
+      spatial('padding', padding, 0);
+    } else if (padding === 'same' && pair(name, 'stride', stride, 1).some((v) => v !== 1)) {
+      throw new ValueError(`${name}: padding='same' is not supported for strided convolutions (stride ${JSON.stringify(stride)})`);
+    }
+    checkBoolean(name, 'bias', bias);
     positiveInt(name, 'inChannels', inChannels);
     positiveInt(name, 'outChannels', outChannels);
     kernelSize.forEach((k) => positiveInt(name, 'kernelSize', k));
@@ -173,10 +196,17 @@ abstract class BatchNormNd extends Module {
 
   constructor(
     readonly numFeatures: number,
-    { eps = 1e-5, momentum = 0.1, affine = true, trackRunningStats = true }: BatchNormOptions,
+    options: BatchNormOptions,
   ) {
     super();
-    positiveInt(this.constructor.name, 'numFeatures', numFeatures);
+    const name = this.constructor.name;
+    positiveInt(name, 'numFeatures', numFeatures);
+    const opts = checkOptions(name, options, ['eps', 'momentum', 'affine', 'trackRunningStats']) as BatchNormOptions;
+    const { eps = 1e-5, momentum = 0.1, affine = true, trackRunningStats = true } = opts;
+    checkNumber(name, 'eps', eps, { min: 0 });
+    if (momentum !== null) checkNumber(name, 'momentum', momentum, { min: 0, max: 1 });
+    checkBoolean(name, 'affine', affine);
+    checkBoolean(name, 'trackRunningStats', trackRunningStats);
     this.weight = affine ? new Parameter(O.ones([numFeatures])) : null;
     this.bias = affine ? new Parameter(O.zeros([numFeatures])) : null;
     this.registerBuffer('running_mean', trackRunningStats ? O.zeros([numFeatures]) : null);
@@ -251,17 +281,20 @@ export class LayerNorm extends Module {
   readonly normalizedShape: number[];
   readonly eps: number;
 
-  constructor(
-    normalizedShape: number | readonly number[],
-    { eps = 1e-5, elementwiseAffine = true, bias = true }: { eps?: number; elementwiseAffine?: boolean; bias?: boolean } = {},
-  ) {
+  constructor(normalizedShape: number | readonly number[], options: { eps?: number; elementwiseAffine?: boolean; bias?: boolean } = {}) {
     super();
+    const { eps = 1e-5, elementwiseAffine = true, bias = true } = checkOptions('LayerNorm', options, ['eps', 'elementwiseAffine', 'bias']);
+    checkBoolean('LayerNorm', 'elementwiseAffine', elementwiseAffine);
+    checkBoolean('LayerNorm', 'bias', bias);
+    if (typeof normalizedShape !== 'number' && !Array.isArray(normalizedShape)) {
+      throw new ValueError(`LayerNorm: normalizedShape must be a size or an array of sizes, got ${typeof normalizedShape}`);
+    }
     const ns = typeof normalizedShape === 'number' ? [normalizedShape] : [...normalizedShape];
     ns.forEach((d) => positiveInt('LayerNorm', 'normalizedShape', d));
     this.weight = elementwiseAffine ? new Parameter(O.ones(ns)) : null;
     this.bias = elementwiseAffine && bias ? new Parameter(O.zeros(ns)) : null;
     this.normalizedShape = ns;
-    this.eps = eps;
+    this.eps = checkNumber('LayerNorm', 'eps', eps, { min: 0 });
   }
 
   override forward(x: Tensor): Tensor {
@@ -280,13 +313,15 @@ export class Embedding extends Module {
   constructor(
     readonly numEmbeddings: number,
     readonly embeddingDim: number,
-    { paddingIdx = null }: { paddingIdx?: number | null } = {},
+    options: { paddingIdx?: number | null } = {},
   ) {
     super();
     positiveInt('Embedding', 'numEmbeddings', numEmbeddings);
     positiveInt('Embedding', 'embeddingDim', embeddingDim);
-    let pad = paddingIdx;
+    const { paddingIdx = null } = checkOptions('Embedding', options, ['paddingIdx']);
+    let pad = paddingIdx as number | null;
     if (pad !== null) {
+      checkNumber('Embedding', 'paddingIdx', pad, { integer: true });
       if (pad < -numEmbeddings || pad >= numEmbeddings)
         throw new ValueError(`Embedding: paddingIdx ${pad} must be within numEmbeddings (${numEmbeddings})`);
       if (pad < 0) pad += numEmbeddings;
@@ -312,13 +347,15 @@ export class EmbeddingBag extends Module {
   constructor(
     readonly numEmbeddings: number,
     readonly embeddingDim: number,
-    { mode = 'mean' }: { mode?: 'sum' | 'mean' } = {},
+    options: { mode?: 'sum' | 'mean' } = {},
   ) {
     super();
     positiveInt('EmbeddingBag', 'numEmbeddings', numEmbeddings);
     positiveInt('EmbeddingBag', 'embeddingDim', embeddingDim);
+    const { mode = 'mean' } = checkOptions('EmbeddingBag', options, ['mode']);
+    checkChoice('EmbeddingBag', 'mode', mode, ['sum', 'mean']);
     this.weight = new Parameter(normal_(O.zeros([numEmbeddings, embeddingDim])));
-    this.mode = mode;
+    this.mode = mode as 'sum' | 'mean';
   }
 
   override forward(input: Tensor, offsets: Tensor | null = null, perSampleWeights: Tensor | null = null): Tensor {
@@ -333,7 +370,7 @@ export class EmbeddingBag extends Module {
 export class Dropout extends Module {
   constructor(readonly p = 0.5) {
     super();
-    if (p < 0 || p > 1) throw new ValueError(`Dropout: probability has to be between 0 and 1, got ${p}`);
+    checkNumber('Dropout', 'p (the probability of an element to be zeroed)', p, { min: 0, max: 1 });
   }
   override forward(x: Tensor): Tensor {
     return O.dropout(x, this.p, this.training);
@@ -351,9 +388,10 @@ export class ReLU extends Module {
 
 export class GELU extends Module {
   readonly approximate: 'none' | 'tanh';
-  constructor({ approximate = 'none' }: { approximate?: 'none' | 'tanh' } = {}) {
+  constructor(options: { approximate?: 'none' | 'tanh' } = {}) {
     super();
-    this.approximate = approximate;
+    const { approximate = 'none' } = checkOptions('GELU', options, ['approximate']);
+    this.approximate = checkChoice('GELU', 'approximate', approximate, ['none', 'tanh']);
   }
   override forward(x: Tensor): Tensor {
     return O.gelu(x, this.approximate);
@@ -378,6 +416,7 @@ export class Tanh extends Module {
 export class Softmax extends Module {
   constructor(readonly dim: number) {
     super();
+    checkNumber('Softmax', 'dim', dim, { integer: true });
   }
   override forward(x: Tensor): Tensor {
     return O.softmax(x, this.dim);
@@ -393,6 +432,8 @@ export class Flatten extends Module {
     readonly endDim = -1,
   ) {
     super();
+    checkNumber('Flatten', 'startDim', startDim, { integer: true });
+    checkNumber('Flatten', 'endDim', endDim, { integer: true });
   }
   override forward(x: Tensor): Tensor {
     return O.flatten(x, this.startDim, this.endDim);
@@ -423,6 +464,11 @@ export class MaxPool2d extends Module {
     }: { stride?: Pair | null; padding?: Pair; dilation?: Pair; ceilMode?: boolean } = {},
   ) {
     super();
+    pair('MaxPool2d', 'kernelSize', kernelSize, 1);
+    if (stride !== undefined && stride !== null) pair('MaxPool2d', 'stride', stride, 1);
+    pair('MaxPool2d', 'padding', padding, 0);
+    pair('MaxPool2d', 'dilation', dilation, 1);
+    checkBoolean('MaxPool2d', 'ceilMode', ceilMode);
     this.stride = stride ?? kernelSize;
     this.padding = padding;
     this.dilation = dilation;
@@ -453,6 +499,12 @@ export class AvgPool2d extends Module {
     }: { stride?: Pair | null; padding?: Pair; ceilMode?: boolean; countIncludePad?: boolean; divisorOverride?: number | null } = {},
   ) {
     super();
+    pair('AvgPool2d', 'kernelSize', kernelSize, 1);
+    if (stride !== undefined && stride !== null) pair('AvgPool2d', 'stride', stride, 1);
+    pair('AvgPool2d', 'padding', padding, 0);
+    checkBoolean('AvgPool2d', 'ceilMode', ceilMode);
+    checkBoolean('AvgPool2d', 'countIncludePad', countIncludePad);
+    if (divisorOverride !== null) checkNumber('AvgPool2d', 'divisorOverride', divisorOverride, { integer: true, min: 1 });
     this.stride = stride ?? kernelSize;
     this.padding = padding;
     this.ceilMode = ceilMode;
@@ -470,6 +522,7 @@ export class AvgPool2d extends Module {
 export class AdaptiveAvgPool2d extends Module {
   constructor(readonly outputSize: Pair) {
     super();
+    pair('AdaptiveAvgPool2d', 'outputSize', outputSize, 1);
   }
   override forward(x: Tensor): Tensor {
     return O.adaptiveAvgPool2d(x, this.outputSize);

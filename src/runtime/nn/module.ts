@@ -1,7 +1,9 @@
 import { KilnError, StateDictError, ValueError } from '../../errors.js';
 import { noGrad } from '../autograd.js';
 import { fmt } from '../shape.js';
+import { isPlainObject } from '../plain-object.js';
 import { Tensor } from '../tensor.js';
+import { checkBoolean, checkOptions, describe } from '../validate.js';
 import { Parameter } from './parameter.js';
 
 export interface RemovableHandle {
@@ -188,6 +190,8 @@ export class Module {
   }
 
   train(mode = true): this {
+    // train('false') would be truthy: BatchNorm and Dropout silently in training mode
+    checkBoolean(`${this.constructor.name}.train`, 'mode', mode);
     for (const m of this.modules()) m.training = mode;
     return this;
   }
@@ -209,7 +213,13 @@ export class Module {
   }
 
   /** Copy values from `stateDict` into this module's parameters and buffers. */
-  loadStateDict(stateDict: Record<string, Tensor>, { strict = true }: { strict?: boolean } = {}): LoadResult {
+  loadStateDict(stateDict: Record<string, Tensor>, options: { strict?: boolean } = {}): LoadResult {
+    const name = this.constructor.name;
+    if (!isPlainObject(stateDict)) {
+      throw new StateDictError(`loadStateDict: ${name} expects a state dict (a plain object of key → Tensor), got ${describe(stateDict)}`);
+    }
+    const { strict = true } = checkOptions(`${name}.loadStateDict`, options, ['strict']);
+    checkBoolean(`${name}.loadStateDict`, 'strict', strict);
     const own = this.stateDict();
     const missingKeys = Object.keys(own).filter((k) => !(k in stateDict));
     const unexpectedKeys = Object.keys(stateDict).filter((k) => !(k in own));
@@ -217,9 +227,9 @@ export class Module {
     if (strict && missingKeys.length) errors.push(`Missing key(s) in state_dict: ${missingKeys.map((k) => `"${k}"`).join(', ')}.`);
     if (strict && unexpectedKeys.length) errors.push(`Unexpected key(s) in state_dict: ${unexpectedKeys.map((k) => `"${k}"`).join(', ')}.`);
     for (const [k, dst] of Object.entries(own)) {
+      if (!(k in stateDict)) continue;
       const src = stateDict[k];
-      if (!src) continue;
-      if (!(src instanceof Tensor)) errors.push(`While copying the parameter named "${k}", expected a Tensor, got ${typeof src}.`);
+      if (!(src instanceof Tensor)) errors.push(`While copying the parameter named "${k}", expected a Tensor, got ${describe(src)}.`);
       else if (src.shape.join() !== dst.shape.join()) {
         errors.push(
           `size mismatch for ${k}: copying a param with shape ${fmt(src.shape)} from checkpoint, the shape in current model is ${fmt(dst.shape)}.`,
@@ -230,7 +240,7 @@ export class Module {
       throw new StateDictError(`Error(s) in loading state_dict for ${this.constructor.name}:\n\t${errors.join('\n\t')}`);
     }
     noGrad(() => {
-      for (const [k, dst] of Object.entries(own)) if (stateDict[k]) dst.copy_(stateDict[k]!);
+      for (const [k, dst] of Object.entries(own)) if (k in stateDict) dst.copy_(stateDict[k]!);
     });
     return { missingKeys, unexpectedKeys };
   }

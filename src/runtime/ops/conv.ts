@@ -2,7 +2,7 @@ import { DTypeError, ShapeError, ValueError } from '../../errors.js';
 import { im2row, row2imAdd, windowOut, type Window2d } from '../cpu/conv.js';
 import { gemm } from '../cpu/matmul.js';
 import { defineOp } from '../op.js';
-import { fmt } from '../shape.js';
+import { checkNumel, fmt } from '../shape.js';
 import { Tensor } from '../tensor.js';
 
 /** Convolution via im2row + the blocked matmul kernel; pooling with direct loops. */
@@ -22,25 +22,28 @@ function floatData(t: Tensor): Float32Array {
   return t.contiguous().data() as Float32Array;
 }
 
-/** Resolve PyTorch's string paddings ('valid', 'same' for stride 1) to numbers. */
+/**
+ * Resolve PyTorch's string paddings ('valid', 'same' for stride 1) to numbers: the padding before each
+ * spatial dim, and the padding after it when that differs. 'same' pads d·(k-1) in total; when that is odd
+ * the extra one goes after (right/bottom), as PyTorch does for even kernels.
+ */
 function resolvePadding(
   op: string,
   padding: Pair | string,
   k: [number, number],
   d: [number, number],
   s: [number, number],
-): [number, number] {
-  if (padding === 'valid') return [0, 0];
+): { before: [number, number]; after: [number, number] } {
+  if (padding === 'valid') return { before: [0, 0], after: [0, 0] };
   if (padding === 'same') {
     if (s[0] !== 1 || s[1] !== 1) throw new ValueError(`${op}: padding='same' is not supported for strided convolutions`);
-    const total = [d[0] * (k[0] - 1), d[1] * (k[1] - 1)];
-    if (total.some((t) => t % 2 !== 0)) {
-      throw new ValueError(`${op}: padding='same' needs an odd effective kernel size, got kernel ${fmt(k)} with dilation ${fmt(d)}`);
-    }
-    return [total[0]! / 2, total[1]! / 2];
+    const total = [d[0] * (k[0] - 1), d[1] * (k[1] - 1)] as const;
+    const before: [number, number] = [Math.floor(total[0] / 2), Math.floor(total[1] / 2)];
+    return { before, after: [total[0] - before[0], total[1] - before[1]] };
   }
   if (typeof padding === 'string') throw new ValueError(`${op}: padding must be a number, a pair, 'valid' or 'same', got '${padding}'`);
-  return pair(op, 'padding', padding, 0);
+  const p = pair(op, 'padding', padding, 0);
+  return { before: p, after: p };
 }
 
 export const conv2d = defineOp<
@@ -73,14 +76,18 @@ export const conv2d = defineOp<
     }
     const [sh, sw] = pair('conv2d', 'stride', stride, 1);
     const [dh, dw] = pair('conv2d', 'dilation', dilation, 1);
-    const [ph, pw] = resolvePadding('conv2d', padding, [kh, kw], [dh, dw], [sh, sw]);
-    const OH = windowOut(H, kh, sh, ph, dh, false);
-    const OW = windowOut(W, kw, sw, pw, dw, false);
+    const pads = resolvePadding('conv2d', padding, [kh, kw], [dh, dw], [sh, sw]);
+    const [ph, pw] = pads.before;
+    // Extra padding after the image only adds output positions: im2row reads zeros past H and W.
+    const OH = windowOut(H + pads.after[0] - ph, kh, sh, ph, dh, false);
+    const OW = windowOut(W + pads.after[1] - pw, kw, sw, pw, dw, false);
     if (OH <= 0 || OW <= 0) {
       throw new ShapeError(
         `conv2d: input ${fmt(input.shape)} (padded by ${fmt([ph, pw])}) is smaller than the kernel ${fmt([kh, kw])} with dilation ${fmt([dh, dw])}`,
       );
     }
+    checkNumel('conv2d', [N, O, OH, OW]);
+    checkNumel('conv2d', [OH * OW, Cg * kh * kw]);
     const geo: Window2d = { kh, kw, sh, sw, ph, pw, dh, dw, H, W, OH, OW };
     const xs = floatData(x);
     const ws = floatData(weight);

@@ -1,4 +1,4 @@
-import { ValueError } from '../../errors.js';
+import { DTypeError, ValueError } from '../../errors.js';
 import { map1, map2, map3 } from '../cpu/elementwise.js';
 import { promote, promoteScalar, type DType } from '../dtype.js';
 import { defineOp, type OpContext } from '../op.js';
@@ -259,6 +259,7 @@ export const clamp = defineOp<(input: Tensor, min?: number | null, max?: number 
 export const where = defineOp<(condition: Tensor, input: Operand, other: Operand) => Tensor>({
   schema: 'where(Tensor condition, Tensor|Scalar input, Tensor|Scalar other)',
   forward(ctx, c, a, b) {
+    if (c.dtype !== 'bool') throw new DTypeError(`where: condition must be a bool tensor (e.g. x.gt(0)), got ${c.dtype}`);
     const dtype = resultType(a, b);
     ctx.c = ctx.save(c);
     ctx.aShape = shapeOf(a);

@@ -1,7 +1,7 @@
 import { DTypeError, ShapeError } from '../../errors.js';
 import { gemm } from '../cpu/matmul.js';
 import { defineOp } from '../op.js';
-import { broadcastShapes, fmt, numel } from '../shape.js';
+import { broadcastShapes, checkNumel, fmt, MAX_NUMEL, numel } from '../shape.js';
 import { Tensor } from '../tensor.js';
 import { add } from './elementwise.js';
 import { sumTo } from './reduce.js';
@@ -47,6 +47,25 @@ function bmm(a: Tensor, b: Tensor): Tensor {
   return Tensor.fromData(out, [...batch, M, N], 'float32');
 }
 
+/** Batch dims must broadcast and the product must fit in a tensor; the message names both full shapes. */
+function checkBatchDims(a: Tensor, b: Tensor): void {
+  const batchA = a.shape.slice(0, -2);
+  const batchB = b.shape.slice(0, -2);
+  const batch = batchA.length >= batchB.length ? [...batchA] : [...batchB];
+  for (let i = 1; i <= Math.min(batchA.length, batchB.length); i++) {
+    const da = batchA[batchA.length - i]!;
+    const db = batchB[batchB.length - i]!;
+    if (da !== db && da !== 1 && db !== 1) {
+      throw new ShapeError(
+        `matmul: shapes ${fmt(a.shape)} and ${fmt(b.shape)} cannot be multiplied: batch dims ${fmt(batchA)} and ${fmt(batchB)} ` +
+          `do not broadcast (${da} vs ${db})`,
+      );
+    }
+    batch[batch.length - i] = da === 1 ? db : da;
+  }
+  checkNumel('matmul', [...batch, a.ndim === 1 ? 1 : a.shape[a.ndim - 2]!, b.shape[b.ndim - 1]!]);
+}
+
 export const matmul = defineOp<(input: Tensor, other: Tensor) => Tensor>({
   schema: 'matmul(Tensor input, Tensor other)',
   forward(ctx, a, b) {
@@ -60,6 +79,10 @@ export const matmul = defineOp<(input: Tensor, other: Tensor) => Tensor>({
     const k2 = b.shape[b.ndim === 1 ? 0 : b.ndim - 2]!;
     if (k1 !== k2) {
       throw new ShapeError(`matmul: shapes ${fmt(a.shape)} and ${fmt(b.shape)} cannot be multiplied (${k1} != ${k2})`);
+    }
+    if (a.ndim > 2 || b.ndim > 2) checkBatchDims(a, b);
+    else if ((a.ndim === 1 ? 1 : a.shape[0]!) * b.shape[b.ndim - 1]! > MAX_NUMEL) {
+      checkNumel('matmul', [a.ndim === 1 ? 1 : a.shape[0]!, b.shape[b.ndim - 1]!]);
     }
     // 1-D operands become a row (left) or a column (right), removed again from the result.
     const a2 = a.ndim === 1 ? a.unsqueeze(0) : a;

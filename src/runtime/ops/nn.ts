@@ -1,7 +1,7 @@
 import { DTypeError, IndexError, ShapeError, ValueError } from '../../errors.js';
 import { noGrad } from '../autograd.js';
 import { defineOp } from '../op.js';
-import { fmt } from '../shape.js';
+import { broadcastShapes, fmt, sameShape } from '../shape.js';
 import { Tensor } from '../tensor.js';
 import { rand } from './creation.js';
 import { dropoutMask, where } from './elementwise.js';
@@ -186,40 +186,44 @@ function classesLast(input: Tensor, target: Tensor | null): [Tensor, Tensor | nu
   return [input.permute(perm).reshape([-1, C]), target?.reshape([-1]) ?? null, outShape];
 }
 
+/** The negative log-likelihood of log-probabilities `input`; errors are named after `op` (nllLoss or crossEntropy). */
+function nll(op: string, input: Tensor, target: Tensor, weight: Tensor | null, ignoreIndex: number, reduction: Reduction): Tensor {
+  checkReduction(op, reduction);
+  if (target.dtype !== 'int32') {
+    throw new DTypeError(`${op}: target must be an int32 tensor of class indices, got ${target.dtype}`);
+  }
+  const expected = input.ndim === 1 ? [] : [input.shape[0]!, ...input.shape.slice(2)];
+  if (target.shape.join() !== expected.join()) {
+    throw new ShapeError(`${op}: expected target of shape ${fmt(expected)} for input ${fmt(input.shape)}, got ${fmt(target.shape)}`);
+  }
+  const [logp, tgt, outShape] = classesLast(input, target);
+  const C = logp.shape[1]!;
+  if (weight && (weight.ndim !== 1 || weight.shape[0] !== C)) {
+    throw new ShapeError(`${op}: weight must have shape [${C}], got ${fmt(weight.shape)}`);
+  }
+  const t = tgt!.data();
+  for (const v of t) {
+    if (v !== ignoreIndex && (v < 0 || v >= C)) throw new IndexError(`${op}: target ${v} is out of bounds for ${C} classes`);
+  }
+  const valid = Float32Array.from(t, (v) => (v === ignoreIndex ? 0 : 1));
+  const safe = Int32Array.from(t, (v) => (v === ignoreIndex ? 0 : v));
+  const safeT = Tensor.fromData(safe, [safe.length, 1], 'int32');
+  let w = Tensor.fromData(valid, [valid.length], 'float32');
+  if (weight) w = w.mul(indexSelect(weight, 0, safeT.reshape([-1])));
+  const picked = logp.gather(1, safeT).reshape([-1]);
+  const losses = picked.mul(w).neg();
+  if (reduction === 'none') return losses.reshape(outShape);
+  if (reduction === 'sum') return losses.sum();
+  return losses.sum().div(w.sum());
+}
+
 export const nllLoss = defineOp<
   (input: Tensor, target: Tensor, weight?: Tensor | null, ignoreIndex?: number, reduction?: Reduction) => Tensor
 >({
   schema: 'nllLoss(Tensor input, Tensor target, Tensor? weight=null, int ignoreIndex=-100, str reduction="mean")',
   composite: true,
-  forward(_ctx, input, target, weight = null, ignoreIndex = -100, reduction = 'mean') {
-    checkReduction('nllLoss', reduction);
-    if (target.dtype !== 'int32') {
-      throw new DTypeError(`nllLoss: target must be an int32 tensor of class indices, got ${target.dtype}`);
-    }
-    const expected = input.ndim === 1 ? [] : [input.shape[0]!, ...input.shape.slice(2)];
-    if (target.shape.join() !== expected.join()) {
-      throw new ShapeError(`nllLoss: expected target of shape ${fmt(expected)} for input ${fmt(input.shape)}, got ${fmt(target.shape)}`);
-    }
-    const [logp, tgt, outShape] = classesLast(input, target);
-    const C = logp.shape[1]!;
-    if (weight && (weight.ndim !== 1 || weight.shape[0] !== C)) {
-      throw new ShapeError(`nllLoss: weight must have shape [${C}], got ${fmt(weight.shape)}`);
-    }
-    const t = tgt!.data();
-    for (const v of t) {
-      if (v !== ignoreIndex && (v < 0 || v >= C)) throw new IndexError(`nllLoss: target ${v} is out of bounds for ${C} classes`);
-    }
-    const valid = Float32Array.from(t, (v) => (v === ignoreIndex ? 0 : 1));
-    const safe = Int32Array.from(t, (v) => (v === ignoreIndex ? 0 : v));
-    const safeT = Tensor.fromData(safe, [safe.length, 1], 'int32');
-    let w = Tensor.fromData(valid, [valid.length], 'float32');
-    if (weight) w = w.mul(indexSelect(weight, 0, safeT.reshape([-1])));
-    const picked = logp.gather(1, safeT).reshape([-1]);
-    const losses = picked.mul(w).neg();
-    if (reduction === 'none') return losses.reshape(outShape);
-    if (reduction === 'sum') return losses.sum();
-    return losses.sum().div(w.sum());
-  },
+  forward: (_ctx, input, target, weight = null, ignoreIndex = -100, reduction = 'mean') =>
+    nll('nllLoss', input, target, weight, ignoreIndex, reduction),
 });
 
 export const crossEntropy = defineOp<
@@ -248,15 +252,15 @@ export const crossEntropy = defineOp<
       if (reduction === 'sum') return losses.sum();
       return losses.sum().div(input.ndim === 1 ? 1 : losses.numel());
     }
-    const nll = nllLoss(logp, target, weight, ignoreIndex, reduction);
-    if (labelSmoothing === 0) return nll;
+    const nllOut = nll('crossEntropy', logp, target, weight, ignoreIndex, reduction);
+    if (labelSmoothing === 0) return nllOut;
     if (weight) throw new ValueError('crossEntropy: labelSmoothing with class weights is not supported');
     const C = input.shape[classDim]!;
     const [flat, tgt, outShape] = classesLast(logp, target);
     const valid = tgt!.ne(ignoreIndex).float();
     const smooth = flat.sum(1).neg().mul(valid);
     const smoothR = reduction === 'none' ? smooth.reshape(outShape) : reduction === 'sum' ? smooth.sum() : smooth.sum().div(valid.sum());
-    return nll.mul(1 - labelSmoothing).add(smoothR.mul(labelSmoothing / C));
+    return nllOut.mul(1 - labelSmoothing).add(smoothR.mul(labelSmoothing / C));
   },
 });
 
@@ -265,6 +269,7 @@ export const mseLoss = defineOp<(input: Tensor, target: Tensor, reduction?: Redu
   composite: true,
   forward(_ctx, input, target, reduction = 'mean') {
     checkReduction('mseLoss', reduction);
+    if (!sameShape(input.shape, target.shape)) broadcastShapes('mseLoss', input.shape, target.shape);
     const d = input.sub(target);
     const sq = d.mul(d);
     return reduction === 'none' ? sq : reduction === 'sum' ? sq.sum() : sq.mean();

@@ -2,7 +2,7 @@ import { DTypeError, IndexError, ShapeError, ValueError } from '../../errors.js'
 import { gatherContiguous } from '../cpu/strided.js';
 import { allocate, promote } from '../dtype.js';
 import { OPS, defineOp, type GradResult } from '../op.js';
-import { contiguousStrides, fmt, inferShape, normDim, numel, viewStrides } from '../shape.js';
+import { checkNumel, contiguousStrides, fmt, inferShape, normDim, numel, viewStrides } from '../shape.js';
 import { Storage, Tensor } from '../tensor.js';
 import { zeros } from './creation.js';
 import { scatterInto, sumTo } from './reduce.js';
@@ -151,6 +151,7 @@ export const expand = defineOp<(input: Tensor, shape: readonly number[]) => Tens
     const outShape: number[] = [];
     const strides: number[] = [];
     shape.forEach((s, i) => {
+      if (s < -1) throw new ShapeError(`expand: invalid size ${s} at dim ${i} of ${fmt(shape)} (sizes are ≥ 0, or -1 to keep a dim)`);
       const src = i - lead;
       const have = src >= 0 ? x.shape[src]! : 1;
       const want = s === -1 ? have : s;
@@ -164,6 +165,7 @@ export const expand = defineOp<(input: Tensor, shape: readonly number[]) => Tens
       outShape.push(want);
       strides.push(src < 0 || (have === 1 && want !== 1) ? 0 : x.strides[src]!);
     });
+    checkNumel('expand', outShape);
     return aliasOf(x, outShape, strides);
   },
   backward: (ctx, g) => [sumTo(g, ctx.shape as number[])],
