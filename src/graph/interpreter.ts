@@ -5,6 +5,7 @@ import { lookupAttr } from './attrs.js';
 import { Graph } from './graph.js';
 import { GraphModule } from './graph-module.js';
 import { Node, mapArg, type Argument, type FunctionTarget, type Kwargs, type Target } from './node.js';
+import { annotateGraphError } from './source-lines.js';
 import { Tracer, proxyNode } from './tracer.js';
 
 type Args = unknown[];
@@ -54,6 +55,7 @@ export class Interpreter {
       try {
         value = this.runNode(n);
       } catch (e) {
+        annotateGraphError(e, n);
         if (e instanceof KilnError && !e.message.includes('\n  while executing ')) e.message += `\n  while executing ${n.format()}`;
         throw e;
       }

@@ -9,6 +9,7 @@ import { getattr, getitem } from './builtins.js';
 import { Graph } from './graph.js';
 import { GraphModule } from './graph-module.js';
 import { Node, isPlainObject, type Argument, type FunctionTarget, type Kwargs, type Opcode, type Target } from './node.js';
+import { userStackFrame } from './source-lines.js';
 
 /**
  * Symbolic tracing (torch.fx's Tracer): run `forward` once on Proxy values that record every op into a
@@ -75,6 +76,8 @@ export class Tracer implements TraceDispatch {
    * assigning to such an attribute during the trace is then a TraceError instead of a silent side effect.
    */
   attributeReads: Map<string, unknown> | null = null;
+  /** Set while `trace` runs the user's code: call nodes then record the user's stack frame. */
+  private recordingFrames = false;
 
   /** Whether `m` is recorded as one call_module instead of traced through. Default: kiln's standard layers. */
   isLeafModule(m: Module, _path: string): boolean {
@@ -106,10 +109,12 @@ export class Tracer implements TraceDispatch {
     const args = this.placeholders(fn, concreteArgs);
     const restore = this.patchModules();
     const prev = setTraceDispatch(this);
+    this.recordingFrames = true;
     try {
       const result = fn.apply(root instanceof Module ? root : undefined, args);
       this.createNode('output', 'output', [this.createArg(result, 'the return value')]);
     } finally {
+      this.recordingFrames = false;
       setTraceDispatch(prev);
       restore();
     }
@@ -218,7 +223,13 @@ export class Tracer implements TraceDispatch {
   }
 
   createNode(op: Opcode, target: Target, args: readonly Argument[] = [], kwargs: Kwargs = {}, name?: string): Node {
-    return this.graph.createNode(op, target, args, kwargs, name);
+    const node = this.graph.createNode(op, target, args, kwargs, name);
+    // The user's line of each op traced from their code, for errors at run time (FX's meta['stack_trace']).
+    if (this.recordingFrames && (op === 'call_function' || op === 'call_method' || op === 'call_module')) {
+      const frame = userStackFrame();
+      if (frame) node.meta.stackTrace = frame;
+    }
+    return node;
   }
 
   /** Record a node whose inputs may be proxies, tensors or plain values, and return its proxy. */
