@@ -131,3 +131,11 @@ export class CompileCounter implements BackendObject {
     this.opCount = 0;
   }
 }
+export {
+  differential,
+  type DifferentialBackend,
+  type DifferentialMismatch,
+  type DifferentialOptions,
+  type DifferentialReport,
+  type NamedBackend,
+} from './compile/differential.js';
