@@ -294,7 +294,7 @@ function differ(a: unknown, b: unknown, { rtol, atol }: { rtol: number; atol: nu
       }
     }
     if (bad === 0) return undefined;
-    return `${bad} of ${x.length} elements differ; worst at ${worst}: ${Number(y[worst])}, eager ${Number(x[worst])}`;
+    return `${bad} of ${x.length} elements differ; worst at ${worst}: ${short(Number(y[worst]))}, eager ${short(Number(x[worst]))}`;
   }
   if (a === null && b === null) return undefined;
   if (a instanceof Tensor || b instanceof Tensor) {
@@ -313,7 +313,7 @@ function localise(calls: readonly GraphCall[], backend: Backend, tol: { rtol: nu
     localisation:
       calls.length === 0
         ? 'no graph was captured: the compiled run took an eager path'
-        : `all ${calls.length} graph run${calls.length === 1 ? '' : 's'} agree with the Interpreter on their inputs: the capture differs from eager (guards, side effects, grad mode, code between graphs) or the model keeps state outside its parameters, buffers and attributes`,
+        : `${calls.length === 1 ? 'the graph run agrees' : `all ${calls.length} graph runs agree`} with the Interpreter on its inputs: the capture differs from eager (guards, side effects, grad mode, code between graphs) or the model keeps state outside its parameters, buffers and attributes`,
   };
   for (const c of calls) {
     let reference: Map<Node, unknown>;
@@ -408,6 +408,11 @@ function saveState(owner: Module) {
   };
 }
 
+/** A value for the report: 6 significant digits. */
+function short(v: number): string {
+  return String(Number(v.toPrecision(6)));
+}
+
 /** Mismatch lines the text report shows; the report object keeps them all. */
 const MAX_LINES = 12;
 
@@ -425,9 +430,12 @@ function formatReport(runs: number, graphs: number, mismatches: readonly Differe
   ]);
   const widths = rows[0]!.slice(0, 5).map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   const shown = rows.slice(0, MAX_LINES);
-  const lines = shown.map((r) => {
-    const cols = r.slice(0, 5).map((c, i) => c.padEnd(widths[i]!));
-    return `  ${cols.join('  ')}  ${r[5]}${r[6] ? `\n  ${' '.repeat(widths.reduce((s, w) => s + w + 2, 0))}${r[6]}` : ''}`;
+  const indent = ' '.repeat(widths.reduce((s, w) => s + w + 2, 2));
+  const lines = shown.map((r, i) => {
+    const cols = r.slice(0, 5).map((c, k) => c.padEnd(widths[k]!));
+    // Where it diverged, unless the row above said the same.
+    const where = r[6] && !shown.slice(0, i).some((above) => above[6] === r[6]) ? `\n${indent}${r[6]}` : '';
+    return `  ${cols.join('  ')}  ${r[5]}${where}`;
   });
   if (rows.length > shown.length) lines.push(`  … and ${rows.length - shown.length} more (report.mismatches lists all)`);
   return [`${head}${mismatches.length} mismatch${mismatches.length === 1 ? '' : 'es'}`, ...lines].join('\n');
