@@ -4,20 +4,26 @@
  * (Linear, Conv2d, BatchNorm, LayerNorm, ReLU, Dropout in eval), plain arrays of layers and numeric
  * attributes. Each program's `forward` runs its list of steps, so run-time capture traces the mix.
  */
-import { nn, randn, type Tensor } from '../src/index.js';
+import { nn, noGrad, randn, type Tensor } from '../src/index.js';
 
 /**
  * Features left out of the generator because they hit kiln bugs that other parts of issue 13 fix (item
  * numbers of ISSUE13): listed here so the fuzz can turn them on once those land.
  */
-export const KNOWN_BUG_FEATURES = {
+export const KNOWN_BUG_FEATURES: Readonly<Record<KnownBugFeature, boolean>> = {
   /** item 6: a reduction and its element-wise consumer of one fused producer round differently (`s.eq(s.max(...))`). */
   sharedReductionCompare: false,
   /** item 5: `noGrad(() => …)` inside forward is dropped by capture. */
   noGradRegion: false,
   /** items 2-4: side effects, `Math.random`, module-level state and closures over modules in forward. */
   sideEffectsAndClosures: false,
-} as const;
+};
+export type KnownBugFeature = 'sharedReductionCompare' | 'noGradRegion' | 'sideEffectsAndClosures';
+
+/** Module-level state for the side-effect steps: forward appends to the log and reads the scale. */
+const sideLog: number[] = [];
+// eslint-disable-next-line prefer-const -- a live module-level binding, the case the issue's guards cover
+let sideScale = 1.5;
 
 /** mulberry32: a small seeded generator for the program shapes and choices. */
 export function prng(seed: number): () => number {
@@ -41,8 +47,8 @@ export interface Program {
   readonly mode: 'train' | 'eval';
 }
 
-/** Build program `index` of the fuzz with seed `seed`. */
-export function generateProgram(seed: number, index: number): Program {
+/** Build program `index` of the fuzz with seed `seed`; `features` turns on steps that hit known bugs. */
+export function generateProgram(seed: number, index: number, features = KNOWN_BUG_FEATURES): Program {
   const rand = prng(seed * 100003 + index);
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!;
   const B = pick([2, 3]);
@@ -83,12 +89,13 @@ export function generateProgram(seed: number, index: number): Program {
   }
   const yShape = [B, F];
 
+  const buggy = (Object.keys(features) as KnownBugFeature[]).filter((k) => features[k]);
   const count = 2 + Math.floor(rand() * 5);
   for (let i = 0; i < count; i++) {
     const kind = pick(
       asFunction
         ? ['unary', 'unary', 'binary', 'scalar', 'matmulSelf', 'reduce', 'view', 'softmax']
-        : ['unary', 'binary', 'scalar', 'attr', 'linear', 'matmulParam', 'reduce', 'view', 'softmax', 'norm', 'layer', 'array'],
+        : ['unary', 'binary', 'scalar', 'attr', 'linear', 'matmulParam', 'reduce', 'view', 'softmax', 'norm', 'layer', 'array', ...buggy],
     );
     switch (kind) {
       case 'unary': {
@@ -171,6 +178,23 @@ export function generateProgram(seed: number, index: number): Program {
         layers[key] = which === 'ReLU' ? new nn.ReLU() : new nn.Dropout(0.3);
         hasDropout ||= which === 'Dropout';
         add(`${which}()`, (s, h) => (s[key] as nn.Module).call(h) as Tensor);
+        break;
+      }
+      case 'sharedReductionCompare':
+        add('tanh().exp() == its row max, as float', (_s, h) => {
+          const e = h.tanh().exp();
+          return e.eq(e.max(-1, true).values).float().add(e);
+        });
+        break;
+      case 'noGradRegion':
+        add('noGrad(() => mul(2)).add(h)', (_s, h) => noGrad(() => h.mul(2)).add(h));
+        break;
+      case 'sideEffectsAndClosures': {
+        const closed = new nn.Linear(F, F); // a module reached only through a closure
+        add('log.push(1); mul(module-level scale); closure Linear', (_s, h) => {
+          sideLog.push(1);
+          return closed.call(h.mul(sideScale));
+        });
         break;
       }
       case 'array': {
