@@ -1,3 +1,5 @@
+import { join, sep } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { KilnError } from '../errors.js';
 import type { Node } from './node.js';
 
@@ -8,8 +10,13 @@ import type { Node } from './node.js';
  * with the node's name, to the KilnError that escapes, once, at the innermost graph.
  */
 
-/** Frames of kiln's own code (or Node's), which are never the user's line. */
-const KILN_OWN_FRAME = /[\\/](src|dist[\\/]src)[\\/](graph|runtime|analysis|compile|jit|kernels)[\\/]|node:internal/;
+/**
+ * kiln's own source folders (this package's `src/`, its built `dist/src/` and `plugin/`, wherever it is
+ * installed), so a user's own `src/runtime/…` is still the user's. Node's internals are never the user's either.
+ */
+const packageRoot = fileURLToPath(import.meta.url).replace(/[\\/](dist[\\/])?src[\\/]graph[\\/]source-lines\.[jt]s$/, '');
+const KILN_DIRS = ['src', 'dist', 'plugin'].map((d) => join(packageRoot, d) + sep);
+const isKilnFrame = (line: string) => line.includes('node:internal') || KILN_DIRS.some((d) => line.includes(d));
 
 /** The first stack frame outside kiln, trimmed (`at Model.forward (model.ts:12:5)`), or undefined. */
 export function userStackFrame(): string | undefined {
@@ -20,7 +27,7 @@ export function userStackFrame(): string | undefined {
   const frame = stack
     .split('\n')
     .slice(2)
-    .find((l) => l.trimStart().startsWith('at ') && !KILN_OWN_FRAME.test(l));
+    .find((l) => l.trimStart().startsWith('at ') && !isKilnFrame(l));
   return frame?.trim();
 }
 
