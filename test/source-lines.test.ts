@@ -95,6 +95,11 @@ test('the Interpreter names the failing node and its user line before the node i
     e.message,
     /\(in graph node 'matmul'\)\n {4}at Projector\.forward \(.*source-lines\.test\.ts:\d+:\d+\)\n {2}while executing %matmul/,
   );
+  t.regex(
+    e.stack!,
+    /^ShapeError: matmul: .*\(in graph node 'matmul'\)\n {4}at Projector\.forward .*\n {2}while executing %matmul/,
+    'the stack too',
+  );
 });
 
 test('kernels: an error in a planned graph (second call, same signature) names the node and user line', (t) => {

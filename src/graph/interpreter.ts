@@ -55,8 +55,8 @@ export class Interpreter {
       try {
         value = this.runNode(n);
       } catch (e) {
-        annotateGraphError(e, n);
         if (e instanceof KilnError && !e.message.includes('\n  while executing ')) e.message += `\n  while executing ${n.format()}`;
+        annotateGraphError(e, n);
         throw e;
       }
       this.env.set(n, value);

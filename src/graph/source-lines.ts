@@ -44,7 +44,10 @@ export function annotateGraphError(e: unknown, node: Node | undefined): unknown 
   const before = e.message;
   const stack = e.stack; // formatted now, with the message as it was
   const frame = node.meta.stackTrace;
-  e.message = `${before} (in graph node '${node.name}')${typeof frame === 'string' ? `\n    ${frame}` : ''}`;
+  // After the first line, so a message that goes on (a code frame, the node being executed) keeps its tail below.
+  const cut = before.indexOf('\n') < 0 ? before.length : before.indexOf('\n');
+  const where = ` (in graph node '${node.name}')${typeof frame === 'string' ? `\n    ${frame}` : ''}`;
+  e.message = before.slice(0, cut) + where + before.slice(cut);
   const at = typeof stack === 'string' ? stack.indexOf(before) : -1;
   if (at >= 0) e.stack = stack!.slice(0, at) + e.message + stack!.slice(at + before.length);
   return e;
