@@ -53,6 +53,9 @@ test('kiln check: usage errors exit 2 with the usage line; a missing file or exp
   const missing = check(MODELS, '--export', 'Nope', '--input', '8x4');
   t.is(missing.status, 1);
   t.regex(missing.stderr, /exports no class or function 'Nope' \(found: HiddenState, Lookup, Mlp, pairScore\)/);
+  const wrongShape = check(MODELS, '--export', 'Mlp', '--input', '8x5');
+  t.is(wrongShape.status, 1, 'a model that does not run eagerly on those shapes has nothing to compare');
+  t.regex(wrongShape.stderr, /^Linear\(in_features=4, out_features=8\): expected input \[\.\.\., 4\], got \[8, 5\]/);
   const noFile = check('no/such/model.ts', '--export', 'Mlp', '--input', '8x4');
   t.is(noFile.status, 1);
   t.regex(noFile.stderr, /'no\/such\/model\.ts' does not exist/);

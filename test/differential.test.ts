@@ -1,7 +1,7 @@
 import test from 'ava';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { KilnError, manualSeed, nn, randn, testing, ValueError, type Backend, type Tensor } from '../src/index.js';
+import { KilnError, manualSeed, nn, randn, ShapeError, testing, ValueError, type Backend, type Tensor } from '../src/index.js';
 import * as fx from '../src/fx.js';
 import { generateProgram, KNOWN_BUG_FEATURES } from './fuzz-programs.js';
 
@@ -137,6 +137,19 @@ test('differential rejects bad arguments with a ValueError naming them', (t) => 
     message: /unknown backend "tpu"/,
   });
   t.throws(() => testing.differential(m, [randn([2, 4])], { randomInputs: -1 }), { instanceOf: ValueError, message: /randomInputs/ });
+  t.throws(() => testing.differential(m, [randn([2, 4])], { modes: ['test' as never] }), { instanceOf: ValueError, message: /modes/ });
+  t.throws(() => testing.differential(m, [randn([2, 4])], { grad: ['yes' as never] }), {
+    instanceOf: ValueError,
+    message: /grad takes booleans/,
+  });
+});
+
+test('differential throws the eager error when the model does not run on the inputs (nothing to compare)', (t) => {
+  const m = new Net();
+  t.throws(() => testing.differential(m, [randn([2, 5])]), {
+    instanceOf: ShapeError,
+    message: /^Linear\(in_features=4, out_features=6\): expected input \[\.\.\., 4\], got \[2, 5\]/,
+  });
 });
 
 test('differential fuzz: 300 seeded generated programs (modules and functions) compiled at run time match eager', (t) => {

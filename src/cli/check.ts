@@ -87,7 +87,14 @@ export async function checkFile(args: CheckArgs): Promise<{ text: string; ok: bo
           .to('int32')
       : kiln.randn([...s]),
   );
-  const report = kiln.testing.differential(target as never, inputs, { seed, modes: isModule ? ['train', 'eval'] : undefined });
+  let report;
+  try {
+    report = kiln.testing.differential(target as never, inputs, { seed, modes: isModule ? ['train', 'eval'] : undefined });
+  } catch (e) {
+    // The package's KilnError (the model's own kiln) is a bad-input error for the CLI too: printed without a stack.
+    if (e instanceof kiln.KilnError && !(e instanceof KilnError)) throw new KilnError((e as Error).message);
+    throw e;
+  }
   const title = `${name} on inputs ${shapes.map((s) => `[${s.join(', ')}]`).join(', ')} ${dtype}, seed ${seed}:`;
   return { text: `${title}\n${String(report)}`, ok: report.ok };
 }

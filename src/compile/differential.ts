@@ -21,7 +21,7 @@ import { kernelsBackend } from '../kernels/program.js';
  * the same shapes; compare outputs, buffers and input/parameter gradients; for a mismatch, find the captured
  * graph and the node whose backend value first leaves eager's (each graph is re-run node by node through
  * the Interpreter). The model's parameters, buffers, grads, `training` flags and the global generator are
- * put back as they were.
+ * put back as they were. When the model does not run eagerly on the inputs, the eager run's error is thrown.
  */
 
 export type DifferentialBackend = 'eager' | 'kernels';
@@ -106,7 +106,12 @@ export function differential(model: Callable, inputs: readonly unknown[], option
   const randomSets = options.randomInputs ?? 1;
   if (!Number.isInteger(randomSets) || randomSets < 0)
     throw new ValueError(`differential: randomInputs must be a non-negative integer, got ${randomSets}`);
+  for (const m of modes)
+    if (m !== undefined && m !== 'train' && m !== 'eval')
+      throw new ValueError(`differential: modes are 'train' or 'eval', got ${JSON.stringify(m)}`);
+  for (const g of grads) if (typeof g !== 'boolean') throw new ValueError(`differential: grad takes booleans, got ${JSON.stringify(g)}`);
   const seed = options.seed ?? 0;
+  if (!Number.isSafeInteger(seed)) throw new ValueError(`differential: seed must be an integer, got ${seed}`);
   const tol = { rtol: options.rtol ?? 1e-4, atol: options.atol ?? 1e-5 };
 
   const saved = owner ? saveState(owner) : undefined;
@@ -126,6 +131,8 @@ export function differential(model: Callable, inputs: readonly unknown[], option
           // The eager reference, once per input set, mode and grad mode.
           saved?.restore(mode);
           const want = runOnce((args) => eagerly(() => invoke(model, args)), ins, grad, owner, seed);
+          // Nothing to compare against: the model itself does not run on these inputs.
+          if (want.error) throw want.error;
           for (const { name: backend, backend: base } of backends) {
             runs++;
             const where = { backend, grad, mode, inputs: inputName };
