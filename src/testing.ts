@@ -131,6 +131,8 @@ export class CompileCounter implements BackendObject {
     this.opCount = 0;
   }
 }
+
+/** Compiled against eager on given and random inputs, mismatches traced to a graph node (`kiln check`). */
 export {
   differential,
   type DifferentialBackend,
