@@ -1,13 +1,15 @@
 #!/usr/bin/env node
 /**
  * The `kiln` command: `build` (Babel + kiln/plugin over a folder), `explain` (what the plugin does to a
- * file: graph segments, breaks with code frames) and `bench` (the benchmark suite, from a checkout).
+ * file: graph segments, breaks with code frames), `check` (compiled against eager on random inputs) and
+ * `bench` (the benchmark suite, from a checkout).
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from '../src/cli/build.js';
+import { checkFile, parseCheckArgs } from '../src/cli/check.js';
 import { explainFile } from '../src/cli/explain.js';
 import { explainRun, parseShapes } from '../src/cli/explain-run.js';
 import { KilnError } from '../src/errors.js';
@@ -31,6 +33,9 @@ usage:
                                   report each rewritten function's graph segments and breaks
   kiln explain <file.ts> --export Name --input 2x4[,3x4]
                                   run it once on random inputs: graphs, ops, breaks with code frames, guards
+  kiln check <file.ts> --export Name --input 8x4 [--input 8x4 ...] [--dtype float32|int32] [--seed 0]
+                                  run it compiled (each backend, grad on and off, train and eval) against
+                                  eager on seeded random inputs; report mismatches, exit 1 on any
   kiln --version | --help`;
 
 /** Run a command; a KilnError (bad input) is printed without a stack and exits 1. */
@@ -84,6 +89,24 @@ async function main(argv: string[]): Promise<number> {
       }
       if (j >= 0) return reportErrors(async () => console.log(await explainRun(file, rest[i + 1]!, parseShapes(rest[j + 1]!))));
       return reportErrors(() => console.log(explainFile(file, i >= 0 ? rest[i + 1] : undefined)));
+    }
+    case 'check': {
+      let parsed;
+      try {
+        parsed = parseCheckArgs(argv.slice(1));
+      } catch (e) {
+        if (!(e instanceof KilnError)) throw e;
+        console.error(e.message);
+        return 2;
+      }
+      const args = parsed;
+      let ok = false;
+      const status = await reportErrors(async () => {
+        const r = await checkFile(args);
+        console.log(r.text);
+        ok = r.ok;
+      });
+      return status !== 0 ? status : ok ? 0 : 1;
     }
     default:
       console.error(`kiln: unknown command '${cmd}'\n\n${USAGE}`);

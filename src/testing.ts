@@ -131,3 +131,13 @@ export class CompileCounter implements BackendObject {
     this.opCount = 0;
   }
 }
+
+/** Compiled against eager on given and random inputs, mismatches traced to a graph node (`kiln check`). */
+export {
+  differential,
+  type DifferentialBackend,
+  type DifferentialMismatch,
+  type DifferentialOptions,
+  type DifferentialReport,
+  type NamedBackend,
+} from './compile/differential.js';

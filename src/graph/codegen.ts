@@ -6,6 +6,7 @@ import type { Graph } from './graph.js';
 import { isIdentifier, memberAccess, memberChain, propertyKey } from './naming.js';
 import { Node, isPlainObject, targetName, type Argument, type FunctionTarget } from './node.js';
 import { isUnsafeMember } from './safe-targets.js';
+import { annotateGraphError } from './source-lines.js';
 
 /**
  * JavaScript for a graph's `forward`, built only from the graph: names are identifiers the Namespace
@@ -121,10 +122,41 @@ export function generateForward(graph: Graph): GeneratedForward {
   const code = `forward(${params.join(', ')}) {\n${body.map((l) => `  ${l}`).join('\n')}\n}`;
   const ops = Object.fromEntries(OPS);
   const fx = Object.fromEntries(BUILTINS);
-  const make = new Function('ops', 'fx', 'globals', `"use strict";\nreturn function ${code};`) as (
+  const { source, handler, failed } = withFailingNode(graph, params, body);
+  const make = new Function('ops', 'fx', 'globals', handler, `"use strict";\nreturn function ${source};`) as (
     o: unknown,
     f: unknown,
     g: unknown,
+    h: unknown,
   ) => (...args: unknown[]) => unknown;
-  return { code, forward: make(ops, fx, globals) };
+  return { code, forward: make(ops, fx, globals, failed) };
+}
+
+/**
+ * The forward that runs: `code`'s body inside one try/catch, each call node preceded by `at = i`, so an
+ * error that escapes names the node that threw (and its user source line) without a try per node.
+ * The counter and handler get names no node or parameter has.
+ */
+function withFailingNode(graph: Graph, params: readonly string[], body: readonly string[]) {
+  const taken = new Set([...graph.nodes.map((n) => n.name), ...params.map((p) => p.split(' ')[0]!)]);
+  const fresh = (base: string) => {
+    let name = base;
+    while (taken.has(name)) name += '$';
+    return name;
+  };
+  const at = fresh('$at');
+  const handler = fresh('$failed');
+  const calls: Node[] = [];
+  const lines: string[] = [];
+  let line = 0;
+  for (const n of graph.nodes) {
+    if (n.op === 'placeholder' || n.op === 'root') continue;
+    const text = body[line++]!;
+    if (n.op === 'call_function' || n.op === 'call_method' || n.op === 'call_module') lines.push(`${at} = ${calls.push(n) - 1}; ${text}`);
+    else lines.push(text);
+  }
+  const source =
+    `forward(${params.join(', ')}) {\n  let ${at} = -1;\n  try {\n${lines.map((l) => `    ${l}`).join('\n')}\n  } ` +
+    `catch (e) {\n    throw ${handler}(e, ${at});\n  }\n}`;
+  return { source, handler, failed: (e: unknown, i: number) => annotateGraphError(e, calls[i]) };
 }

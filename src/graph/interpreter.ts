@@ -7,6 +7,7 @@ import { Graph } from './graph.js';
 import { GraphModule } from './graph-module.js';
 import { Node, mapArg, type Argument, type FunctionTarget, type Kwargs, type Target } from './node.js';
 import { isUnsafeMember } from './safe-targets.js';
+import { annotateGraphError } from './source-lines.js';
 import { Tracer, proxyNode } from './tracer.js';
 
 type Args = unknown[];
@@ -64,6 +65,7 @@ export class Interpreter {
         value = this.runNode(n);
       } catch (e) {
         if (e instanceof KilnError && !e.message.includes('\n  while executing ')) e.message += `\n  while executing ${n.format()}`;
+        annotateGraphError(e, n);
         throw e;
       }
       this.env.set(n, value);

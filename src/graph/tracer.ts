@@ -11,6 +11,7 @@ import { GradModeRegions } from './grad-mode.js';
 import { Graph } from './graph.js';
 import { GraphModule } from './graph-module.js';
 import { Node, isPlainObject, type Argument, type FunctionTarget, type Kwargs, type Opcode, type Target } from './node.js';
+import { userStackFrame } from './source-lines.js';
 
 /**
  * Symbolic tracing (torch.fx's Tracer): run `forward` once on Proxy values that record every op into a
@@ -95,6 +96,8 @@ export class Tracer implements TraceDispatch {
   private undoPatches: (() => void)[] = [];
   /** `noGrad`/`withGradMode` regions the traced code is inside, recorded as `_set_grad_enabled` nodes. */
   private readonly gradRegions = new GradModeRegions(() => this.graph);
+  /** Set while `trace` runs the user's code: call nodes then record the user's stack frame. */
+  private recordingFrames = false;
 
   /** Whether `m` is recorded as one call_module instead of traced through. Default: kiln's standard layers. */
   isLeafModule(m: Module, _path: string): boolean {
@@ -120,10 +123,12 @@ export class Tracer implements TraceDispatch {
     const args = this.placeholders(fn, concreteArgs);
     const restore = this.patchModules();
     const prev = setTraceDispatch(this);
+    this.recordingFrames = true;
     try {
       const result = fn.apply(root instanceof Module ? root : undefined, args);
       this.createNode('output', 'output', [this.createArg(result, 'the return value')]);
     } finally {
+      this.recordingFrames = false;
       setTraceDispatch(prev);
       restore();
     }
@@ -319,7 +324,13 @@ export class Tracer implements TraceDispatch {
 
   createNode(op: Opcode, target: Target, args: readonly Argument[] = [], kwargs: Kwargs = {}, name?: string): Node {
     this.gradRegions.flush();
-    return this.graph.createNode(op, target, args, kwargs, name);
+    const node = this.graph.createNode(op, target, args, kwargs, name);
+    // The user's line of each op traced from their code, for errors at run time (FX's meta['stack_trace']).
+    if (this.recordingFrames && (op === 'call_function' || op === 'call_method' || op === 'call_module')) {
+      const frame = userStackFrame();
+      if (frame) node.meta.stackTrace = frame;
+    }
+    return node;
   }
 
   // TraceDispatch: code entered a grad-mode region.

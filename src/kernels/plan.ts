@@ -3,6 +3,7 @@ import { KilnError } from '../errors.js';
 import type { GraphModule } from '../graph/graph-module.js';
 import { Interpreter } from '../graph/interpreter.js';
 import { mapArg, nodesIn, type Argument, type Node } from '../graph/node.js';
+import { annotateGraphError } from '../graph/source-lines.js';
 import type { Window2d } from '../runtime/cpu/conv.js';
 import { isContiguousLayout } from '../runtime/cpu/strided.js';
 import { contiguousStrides, fmt, sameShape } from '../runtime/shape.js';
@@ -649,14 +650,16 @@ export class Plan {
       if (id !== undefined && v instanceof Tensor) env.ir[id] = v;
     }
     this.checkModuleTensors(env);
+    let at = 0;
     try {
       for (let i = 0; i < this.steps.length; i++) {
+        at = i;
         const step = this.steps[i]!;
         step.run(env, this);
         for (const r of step.reads) if (this.lastReader.get(r) === i && !this.outputIds.has(r)) env.ir[r] = undefined;
       }
     } catch (e) {
-      if (!(e instanceof PlanMismatch)) throw e;
+      if (!(e instanceof PlanMismatch)) throw annotateGraphError(e, this.steps[at]?.nodes[0]); // an eager step's node, or a kernel's first
       this.invalidated = e.message;
       return this.finishEagerly(env);
     } finally {

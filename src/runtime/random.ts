@@ -74,3 +74,13 @@ export function normal(): number {
 }
 
 manualSeed(DEFAULT_SEED);
+
+/** @internal The generator's state, so a tool that reseeds (testing.differential) can put it back after. */
+export function rngState(): readonly [number, number, number, number, number | null] {
+  return [a, b, c, d, spareNormal];
+}
+
+/** @internal Restore a state taken by `rngState`. */
+export function setRngState(state: readonly [number, number, number, number, number | null]): void {
+  [a, b, c, d, spareNormal] = state;
+}
