@@ -115,14 +115,19 @@ export function generateForward(graph: Graph): GeneratedForward {
     }
   }
   if (!returned) throw new KilnError('codegen: the graph has no output node');
-  if (gradSwitch && tryFrom >= 0) {
-    const inner = body.splice(tryFrom).map((l) => `  ${l}`);
-    body.push('try {', ...inner, '} finally {', `  ${fnRef(gradSwitch.target as FunctionTarget)}(${gradSwitch.name});`, '}');
-  }
-  const code = `forward(${params.join(', ')}) {\n${body.map((l) => `  ${l}`).join('\n')}\n}`;
+  // `body` holds one line per node; the grad-mode try/finally goes around them for both the shown and the run code.
+  const withGradRestore = (lines: readonly string[]): string[] => {
+    if (!gradSwitch || tryFrom < 0) return [...lines];
+    const inner = lines.slice(tryFrom).map((l) => `  ${l}`);
+    const restore = `  ${fnRef(gradSwitch.target as FunctionTarget)}(${gradSwitch.name});`;
+    return [...lines.slice(0, tryFrom), 'try {', ...inner, '} finally {', restore, '}'];
+  };
+  const code = `forward(${params.join(', ')}) {\n${withGradRestore(body)
+    .map((l) => `  ${l}`)
+    .join('\n')}\n}`;
   const ops = Object.fromEntries(OPS);
   const fx = Object.fromEntries(BUILTINS);
-  const { source, handler, failed } = withFailingNode(graph, params, body);
+  const { source, handler, failed } = withFailingNode(graph, params, body, withGradRestore);
   const make = new Function('ops', 'fx', 'globals', handler, `"use strict";\nreturn function ${source};`) as (
     o: unknown,
     f: unknown,
@@ -137,7 +142,7 @@ export function generateForward(graph: Graph): GeneratedForward {
  * error that escapes names the node that threw (and its user source line) without a try per node.
  * The counter and handler get names no node or parameter has.
  */
-function withFailingNode(graph: Graph, params: readonly string[], body: readonly string[]) {
+function withFailingNode(graph: Graph, params: readonly string[], body: readonly string[], wrap: (lines: readonly string[]) => string[]) {
   const taken = new Set([...graph.nodes.map((n) => n.name), ...params.map((p) => p.split(' ')[0]!)]);
   const fresh = (base: string) => {
     let name = base;
@@ -156,7 +161,8 @@ function withFailingNode(graph: Graph, params: readonly string[], body: readonly
     else lines.push(text);
   }
   const source =
-    `forward(${params.join(', ')}) {\n  let ${at} = -1;\n  try {\n${lines.map((l) => `    ${l}`).join('\n')}\n  } ` +
-    `catch (e) {\n    throw ${handler}(e, ${at});\n  }\n}`;
+    `forward(${params.join(', ')}) {\n  let ${at} = -1;\n  try {\n${wrap(lines)
+      .map((l) => `    ${l}`)
+      .join('\n')}\n  } ` + `catch (e) {\n    throw ${handler}(e, ${at});\n  }\n}`;
   return { source, handler, failed: (e: unknown, i: number) => annotateGraphError(e, calls[i]) };
 }
