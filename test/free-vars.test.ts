@@ -29,6 +29,13 @@ const load = async () => (await loadRewritten<Fixture>('test/fixtures/free-vars/
 const eager = <T>(f: () => T): T => kiln.testing.eagerly(f);
 const same = (a: Tensor, b: Tensor) => kiln.allclose(a, b, { atol: 1e-5 });
 
+/** The compiled module's result equals the eager one's on `x`. */
+const agrees = (c: Module, m: Module, x: Tensor) =>
+  same(
+    c.call(x) as Tensor,
+    eager(() => m.call(x) as Tensor),
+  );
+
 function counted(m: Module) {
   const counter = new kiln.testing.CompileCounter();
   const failures: string[] = [];
@@ -41,31 +48,16 @@ test('module-level let and const object fields are guarded: temperature = 5 and 
   const m = new mod.Tempered();
   const { c, counter, failures } = counted(m);
   const x = kiln.randn([2, 4]);
-  t.true(
-    same(
-      c.call(x) as Tensor,
-      eager(() => m.call(x) as Tensor),
-    ),
-  );
+  t.true(agrees(c, m, x));
   c.call(x);
   t.is(counter.frameCount, 1, 'the second call reuses the graph');
   mod.setTemperature(5);
-  t.true(
-    same(
-      c.call(x) as Tensor,
-      eager(() => m.call(x) as Tensor),
-    ),
-  );
+  t.true(agrees(c, m, x));
   t.is(counter.frameCount, 2);
   t.deepEqual(failures, ['temperature == 1']);
   mod.cfg.scale = 10;
   mod.cfg.nested.bias = 2; // read by a module-level helper the graph inlines
-  t.true(
-    same(
-      c.call(x) as Tensor,
-      eager(() => m.call(x) as Tensor),
-    ),
-  );
+  t.true(agrees(c, m, x));
   t.is(counter.frameCount, 3);
   const guards = kiln.explain(m)(x).guards;
   for (const g of ['temperature == 5', 'cfg.scale == 10', 'cfg.nested.bias == 2', 'layers[0] is the Linear that was captured']) {
@@ -84,31 +76,16 @@ test('a layer in a module-level array is traced, and replacing it or hooking it 
   c.call(x);
   const before = mod.layers[0]!;
   mod.layers[0] = new kiln.nn.Linear(4, 4);
-  t.true(
-    same(
-      c.call(x) as Tensor,
-      eager(() => m.call(x) as Tensor),
-    ),
-  );
+  t.true(agrees(c, m, x));
   t.is(counter.frameCount, 2);
   t.is(failures.at(-1), 'layers[0] is the Linear that was captured');
   const fresh = counted(m);
   fresh.c.call(x);
   const hook = mod.layers[0].registerForwardHook((_m, _i, out) => (out as Tensor).mul(0));
-  t.true(
-    same(
-      fresh.c.call(x) as Tensor,
-      eager(() => m.call(x) as Tensor),
-    ),
-  );
+  t.true(agrees(fresh.c, m, x));
   t.deepEqual(fresh.failures, ['layers_0.forwardHooks']);
   hook.remove();
-  t.true(
-    same(
-      fresh.c.call(x) as Tensor,
-      eager(() => m.call(x) as Tensor),
-    ),
-  );
+  t.true(agrees(fresh.c, m, x));
   t.is(fresh.counter.frameCount, 2, 'the unhooked graph is reused after remove()');
   mod.layers[0] = before;
 });
@@ -172,30 +149,15 @@ test('layers outside the tree (a module-level const and a plain array) are captu
   const m = new mod.Stacked();
   const { c, counter, failures } = counted(m);
   const x = kiln.randn([2, 4]);
-  t.true(
-    same(
-      c.call(x) as Tensor,
-      eager(() => m.call(x) as Tensor),
-    ),
-  );
+  t.true(agrees(c, m, x));
   t.is(counter.frameCount, 1);
   t.is(counter.opCount, 4, 'encoder, three blocks');
   // In-place weight changes are seen without a recompile (the graph holds the parameter itself).
   kiln.noGrad(() => mod.encoder.weight.mul_(2));
-  t.true(
-    same(
-      c.call(x) as Tensor,
-      eager(() => m.call(x) as Tensor),
-    ),
-  );
+  t.true(agrees(c, m, x));
   t.is(counter.frameCount, 1);
   mod.blocks.push(new kiln.nn.Sigmoid());
-  t.true(
-    same(
-      c.call(x) as Tensor,
-      eager(() => m.call(x) as Tensor),
-    ),
-  );
+  t.true(agrees(c, m, x));
   t.is(counter.frameCount, 2);
   t.regex(failures[0]!, /^blocks/);
   mod.blocks.pop();
@@ -288,13 +250,7 @@ test('run-time route: the same module-state file run without the plugin gives co
     const m = new mod.Tempered();
     const c = kiln.compile(m);
     const x = kiln.randn([2, 4]);
-    const check = () =>
-      t.true(
-        same(
-          c.call(x) as Tensor,
-          eager(() => m.call(x) as Tensor),
-        ),
-      );
+    const check = () => t.true(agrees(c, m, x));
     check();
     mod.setTemperature(5);
     check();

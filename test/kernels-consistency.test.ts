@@ -1,4 +1,4 @@
-import test, { type ExecutionContext } from 'ava';
+import test from 'ava';
 import {
   F,
   Tensor,
@@ -14,6 +14,7 @@ import {
 } from '../src/index.js';
 import { Graph, GraphModule, type Node } from '../src/fx.js';
 import { kernelsBackend } from '../src/kernels/index.js';
+import { close } from './helpers.js';
 
 /**
  * The 'kernels' backend computes each value once per call (issue 13, item 6): a value that a reduction and
@@ -36,22 +37,6 @@ const ACTIVATIONS: [string, Act][] = [
   ['logSoftmax', (s) => s.logSoftmax(-1)],
   ['layerNorm', (s) => F.layerNorm(s, [10])],
 ];
-
-/** max |got - want| ≤ 1e-4 · max(1, max |want|), same shape and dtype. */
-function close(t: ExecutionContext, got: Tensor, want: Tensor, what: string): void {
-  t.deepEqual(got.shape, want.shape, `${what}: shape`);
-  t.is(got.dtype, want.dtype, `${what}: dtype`);
-  const g = got.data();
-  const w = want.data();
-  let err = 0;
-  let scale = 1;
-  for (let i = 0; i < w.length; i++) {
-    if (g[i] === w[i]) continue;
-    err = Math.max(err, Math.abs(g[i]! - w[i]!));
-    scale = Math.max(scale, Math.abs(w[i]!));
-  }
-  t.true(err <= 1e-4 * scale, `${what}: max abs error ${err} (scale ${scale})`);
-}
 
 /** Rows of a [rows, n] mask with no true element. */
 function rowsWithout(mask: Tensor): number {

@@ -24,6 +24,7 @@ import { kernelsBackend, type KernelProgramCallable } from '../src/kernels/index
 import { useSimdGemm } from '../src/kernels/matmul.js';
 import { planSlots } from '../src/kernels/memory.js';
 import { symbolicTrace, type GraphModule } from '../src/fx.js';
+import { close } from './helpers.js';
 
 /**
  * The 'kernels' backend against the eager runtime: every lowered op and fusion pattern at awkward shapes,
@@ -31,28 +32,6 @@ import { symbolicTrace, type GraphModule } from '../src/fx.js';
  */
 
 type Fn = (...xs: Tensor[]) => Tensor;
-
-/** max |got - want| ≤ 1e-4 · max(1, max |want|), same shape and dtype. */
-function close(t: ExecutionContext, got: Tensor, want: Tensor, what: string): void {
-  t.deepEqual(got.shape, want.shape, `${what}: shape`);
-  t.is(got.dtype, want.dtype, `${what}: dtype`);
-  const g = got.data();
-  const w = want.data();
-  let err = 0;
-  let scale = 1;
-  for (let i = 0; i < w.length; i++) {
-    const a = g[i]!;
-    const b = w[i]!;
-    if (Number.isNaN(b) || Number.isNaN(a)) {
-      t.true(Number.isNaN(a) && Number.isNaN(b), `${what}: NaN at ${i}`);
-      continue;
-    }
-    if (a === b) continue; // also equal infinities
-    err = Math.max(err, Math.abs(a - b));
-    scale = Math.max(scale, Math.abs(b));
-  }
-  t.true(err <= 1e-4 * scale, `${what}: max abs error ${err} (scale ${scale})`);
-}
 
 /** The plan table of the one program compiled so far. */
 function plan(programs: KernelProgramCallable[]): string {

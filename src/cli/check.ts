@@ -1,6 +1,4 @@
-import { existsSync } from 'node:fs';
-import { resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { loadExport } from './load-export.js';
 import { KilnError } from '../errors.js';
 
 /**
@@ -65,19 +63,7 @@ export function parseCheckArgs(argv: readonly string[]): CheckArgs {
 /** Run the check; returns the report's text and whether everything matched. */
 export async function checkFile(args: CheckArgs): Promise<{ text: string; ok: boolean }> {
   const { file, name, shapes, dtype, seed } = args;
-  if (!existsSync(file)) throw new KilnError(`kiln check: '${file}' does not exist`);
-  await import('../register/index.js');
-  // The same `kiln` the loaded file imports (the package), so its modules and tensors are ours.
-  const kiln = (await import('kiln')) as typeof import('../index.js');
-  const mod = (await import(pathToFileURL(resolve(file)).href)) as Record<string, unknown>;
-  const Export = mod[name];
-  if (typeof Export !== 'function') {
-    const found = Object.keys(mod).filter((k) => typeof mod[k] === 'function');
-    throw new KilnError(`kiln check: ${file} exports no class or function '${name}' (found: ${found.join(', ') || 'none'})`);
-  }
-  kiln.manualSeed(seed);
-  const isModule = Export.prototype instanceof kiln.nn.Module;
-  const target = isModule ? new (Export as new () => InstanceType<typeof kiln.nn.Module>)() : (Export as () => unknown);
+  const { kiln, target, isModule } = await loadExport('kiln check', file, name, seed);
   // int32 inputs (indices, labels) are drawn from 0..9; float inputs from a standard normal.
   const inputs = shapes.map((s) =>
     dtype === 'int32'

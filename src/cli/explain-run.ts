@@ -1,6 +1,4 @@
-import { existsSync } from 'node:fs';
-import { resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { loadExport } from './load-export.js';
 import { codeFrameAt } from '../compile/compiled-callable.js';
 import { KilnError } from '../errors.js';
 
@@ -18,20 +16,7 @@ export function parseShapes(spec: string): number[][] {
 }
 
 export async function explainRun(file: string, name: string, shapes: number[][]): Promise<string> {
-  if (!existsSync(file)) throw new KilnError(`kiln explain: '${file}' does not exist`);
-  await import('../register/index.js');
-  // The same `kiln` the loaded file imports (the package), so its modules and tensors are ours.
-  const kiln = (await import('kiln')) as typeof import('../index.js');
-  const mod = (await import(pathToFileURL(resolve(file)).href)) as Record<string, unknown>;
-  const Export = mod[name];
-  if (typeof Export !== 'function') {
-    const found = Object.keys(mod).filter((k) => typeof mod[k] === 'function');
-    throw new KilnError(`kiln explain: ${file} exports no class or function '${name}' (found: ${found.join(', ') || 'none'})`);
-  }
-  const target =
-    Export.prototype instanceof kiln.nn.Module
-      ? new (Export as new () => InstanceType<typeof kiln.nn.Module>)()
-      : (Export as () => unknown);
+  const { kiln, target } = await loadExport('kiln explain', file, name);
   kiln.manualSeed(0);
   const report = kiln.explain(target as never)(...shapes.map((s) => kiln.randn(s)));
   const frames = report.breakReasons.map((b) => `source of the break at ${b.loc}:\n${codeFrameAt(b.loc).replace(/^/gm, '  ')}`);

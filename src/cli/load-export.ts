@@ -1,0 +1,33 @@
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { KilnError } from '../errors.js';
+
+type Kiln = typeof import('../index.js');
+
+/**
+ * What `kiln explain --export` and `kiln check` run: the model file loaded through kiln/register (so the
+ * plugin rewrites it), the `kiln` it imports, and an instance of the exported class (or the exported function).
+ */
+export async function loadExport(
+  command: string,
+  file: string,
+  name: string,
+  /** Seeds kiln's generator before the module is built, so its weights follow the seed. */
+  seed?: number,
+): Promise<{ kiln: Kiln; target: unknown; isModule: boolean }> {
+  if (!existsSync(file)) throw new KilnError(`${command}: '${file}' does not exist`);
+  await import('../register/index.js');
+  // The same `kiln` the loaded file imports (the package), so its modules and tensors are ours.
+  const kiln = (await import('kiln')) as Kiln;
+  const mod = (await import(pathToFileURL(resolve(file)).href)) as Record<string, unknown>;
+  const Export = mod[name];
+  if (typeof Export !== 'function') {
+    const found = Object.keys(mod).filter((k) => typeof mod[k] === 'function');
+    throw new KilnError(`${command}: ${file} exports no class or function '${name}' (found: ${found.join(', ') || 'none'})`);
+  }
+  if (seed !== undefined) kiln.manualSeed(seed);
+  const isModule = Export.prototype instanceof kiln.nn.Module;
+  const target = isModule ? new (Export as new () => InstanceType<Kiln['nn']['Module']>)() : Export;
+  return { kiln, target, isModule };
+}
