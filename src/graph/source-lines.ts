@@ -1,3 +1,4 @@
+import { findSourceMap } from 'node:module';
 import { join, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { KilnError } from '../errors.js';
@@ -18,17 +19,57 @@ const packageRoot = fileURLToPath(import.meta.url).replace(/[\\/](dist[\\/])?src
 const KILN_DIRS = ['src', 'dist', 'plugin'].map((d) => join(packageRoot, d) + sep);
 const isKilnFrame = (line: string) => line.includes('node:internal') || KILN_DIRS.some((d) => line.includes(d));
 
-/** The first stack frame outside kiln, trimmed (`at Model.forward (model.ts:12:5)`), or undefined. */
+/**
+ * The first stack frame outside kiln (`at Model.forward (model.ts:12:5)`), or undefined. Read from V8's call
+ * sites rather than the formatted stack: formatting every frame makes V8 keep line tables for each function on
+ * the stack (about 0.8 MiB for a small model), and only the user's frame needs a line. Positions go through the
+ * file's source map when Node has one (kiln/register turns them on), as a formatted stack would.
+ */
 export function userStackFrame(): string | undefined {
   const limit = Error.stackTraceLimit;
+  const prepare = Error.prepareStackTrace;
   Error.stackTraceLimit = 40; // kiln's own frames (dispatch, nn containers) come first; the user's is below them
-  const stack = new Error().stack ?? '';
-  Error.stackTraceLimit = limit;
-  const frame = stack
-    .split('\n')
-    .slice(2)
-    .find((l) => l.trimStart().startsWith('at ') && !isKilnFrame(l));
-  return frame?.trim();
+  Error.prepareStackTrace = (_e, sites) => sites;
+  let sites: NodeJS.CallSite[];
+  try {
+    sites = (new Error().stack as unknown as NodeJS.CallSite[] | undefined) ?? [];
+  } finally {
+    Error.stackTraceLimit = limit;
+    Error.prepareStackTrace = prepare;
+  }
+  const site = sites.slice(1).find((c) => {
+    const file = c.getFileName();
+    return file !== undefined && file !== null && !file.startsWith('node:') && !isKilnFrame(file);
+  });
+  return site ? formatSite(site) : undefined;
+}
+
+/** `at Type.method (file:line:col)` as V8 writes a frame, with the position mapped through a source map if any. */
+function formatSite(site: NodeJS.CallSite): string {
+  let file = site.getFileName()!;
+  let line = site.getLineNumber() ?? 0;
+  let column = site.getColumnNumber() ?? 0;
+  const map = sourceMapOf(file);
+  const entry = map?.findEntry(line - 1, column - 1) as
+    { originalSource?: string; originalLine?: number; originalColumn?: number } | undefined;
+  if (entry?.originalSource !== undefined && entry.originalLine !== undefined) {
+    file = entry.originalSource;
+    line = entry.originalLine + 1;
+    column = (entry.originalColumn ?? 0) + 1;
+  }
+  const fn = site.getFunctionName() ?? site.getMethodName();
+  const type = site.isToplevel() ? null : site.getTypeName();
+  const name = fn ? (type && !fn.startsWith(`${type}.`) ? `${type}.${fn}` : fn) : undefined;
+  const where = `${file}:${line}:${column}`;
+  return name ? `at ${name} (${where})` : `at ${where}`;
+}
+
+function sourceMapOf(file: string): { findEntry(line: number, column: number): object } | undefined {
+  try {
+    return findSourceMap(file) ?? undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 const annotated = new WeakSet<object>();
