@@ -268,3 +268,15 @@ test('run-time route: the same module-state file run without the plugin gives co
     process.off('warning', onWarning);
   }
 });
+
+test('a module-level Map read in forward is guarded by its entries: set() after capture recompiles', async (t) => {
+  const { mod } = await loadRewritten<{ Lookup: new () => Module; table: Map<string, number> }>('test/fixtures/free-vars/lookup.ts');
+  const m = new mod.Lookup();
+  const { c, counter, failures } = counted(m);
+  const x = kiln.ones([2]);
+  t.deepEqual((c.call(x) as Tensor).toArray(), [2, 2]);
+  mod.table.set('scale', 5);
+  t.deepEqual((c.call(x) as Tensor).toArray(), [5, 5]);
+  t.is(counter.frameCount, 2);
+  t.regex(failures[0]!, /^table == \{"Map":\[\["scale",2\]\]\}$/);
+});

@@ -32,6 +32,9 @@ export function matcher(v: unknown): (x: unknown) => boolean {
 /** Ids for tensors, modules and functions inside guarded data: they compare by identity, never by content. */
 const identities = new WeakMap<object, number>();
 const byIdentity = (_key: string, v: unknown) => {
+  // JSON writes a Map or Set as {}: their entries are what a guard must see change.
+  if (v instanceof Map) return { Map: [...v] };
+  if (v instanceof Set) return { Set: [...v] };
   if (!(v instanceof Tensor || v instanceof ModuleClass || typeof v === 'function')) return v;
   let id = identities.get(v as object);
   if (id === undefined) identities.set(v as object, (id = nextIdentity++));
