@@ -280,3 +280,97 @@ test('a module-level Map read in forward is guarded by its entries: set() after 
   t.is(counter.frameCount, 2);
   t.regex(failures[0]!, /^table == \{"Map":\[\["scale",2\]\]\}$/);
 });
+
+// Cases a review of this change found unguarded (each failed before its fix): the value after the change must
+// be eager's, through a guard that fails (or through a break, or by running eagerly).
+interface Review {
+  [name: string]: unknown;
+  setMode(v: number): void;
+  setScale(v: number): void;
+  setActivation(f: (x: Tensor) => Tensor): void;
+  makeBlockScoped(): { model: Module; set(v: number): void };
+  useLarge(): void;
+  DEFAULTS: { k: number };
+  settings: { s: number };
+  dotted: Record<string, unknown>;
+  registry: { items: number[] };
+}
+const review = async () => (await loadRewritten<Review>('test/fixtures/free-vars/review-cases.ts')).mod;
+const build = (mod: Review, name: string) => new (mod[name] as new () => Module)();
+const first = (t: Tensor) => (t.toArray() as number[])[0];
+
+async function staysEager(t: import('ava').ExecutionContext, name: string, change: (mod: Review) => void, want: [number, number]) {
+  const mod = await review();
+  const m = build(mod, name);
+  const c = kiln.compile(m);
+  const x = kiln.ones([1]);
+  t.is(first(c.call(x) as Tensor), want[0], `${name} before`);
+  change(mod);
+  t.is(first(c.call(x) as Tensor), want[1], `${name} after`);
+  t.is(first(eager(() => m.call(x) as Tensor)), want[1], `${name} eager`);
+}
+
+test('review: typeof of a module-level let is guarded', (t) => staysEager(t, 'TypeofRead', (mod) => mod.setMode(1), [2, 3]));
+test("review: a helper's own state in a file the plugin leaves alone makes that call a break", async (t) => {
+  const helper = await import('./fixtures/free-vars/plain-helper.js');
+  await staysEager(t, 'OtherFileHelper', () => helper.setFactor(7), [2, 7]);
+  helper.setFactor(2);
+});
+test('review: a class-field arrow reads through the guarded scope', (t) => staysEager(t, 'FieldArrow', (mod) => mod.setScale(9), [2, 9]));
+test('review: a getter over a #private field is part of an instance guard', (t) =>
+  staysEager(t, 'PrivateGetter', (mod) => (mod.settings.s = 13), [2, 13]));
+test('review: a reassigned function declaration is guarded by identity', (t) =>
+  staysEager(t, 'ReassignedFunction', (mod) => mod.setActivation((x) => x.mul(17)), [1, 17]));
+test("review: a class's static field is guarded", (t) =>
+  staysEager(t, 'Statics', (mod) => ((mod.Statics as { scale: number }).scale = 7), [2, 7]));
+test("review: 'a.b' and a.b are two guards", (t) => staysEager(t, 'DottedKeys', (mod) => ((mod.dotted.a as { b: number }).b = 5), [2, 5]));
+test('review: one object reached two ways is guarded both ways', (t) => staysEager(t, 'Aliased', (mod) => mod.useLarge(), [4, 12]));
+
+test('review: an argument compared with === against a module-level object sees the same object, not a stand-in', async (t) => {
+  const mod = await review();
+  const m = build(mod, 'SameObject');
+  const x = kiln.ones([1]);
+  t.is(first(kiln.compile(m).call(x, mod.DEFAULTS) as Tensor), 2);
+});
+
+test('review: closure variables in a block around the class are guarded', async (t) => {
+  const mod = await review();
+  const { model, set } = mod.makeBlockScoped();
+  const c = kiln.compile(model);
+  const x = kiln.ones([1]);
+  t.is(first(c.call(x) as Tensor), 2);
+  set(17);
+  t.is(first(c.call(x) as Tensor), 17);
+});
+
+test('review: a method of a user class instance held at module level is a break (its side effect runs every call)', async (t) => {
+  const mod = await review();
+  const c = kiln.compile(build(mod, 'RemembersCalls'));
+  const before = mod.registry.items.length;
+  for (let i = 0; i < 3; i++) c.call(kiln.ones([1]));
+  t.is(mod.registry.items.length - before, 3);
+});
+
+test('review: Object.keys of an array guards its keys without recompiling on identical calls', async (t) => {
+  const mod = await review();
+  const counter = new kiln.testing.CompileCounter();
+  const c = kiln.compile(build(mod, 'KeysOfArray'), { backend: counter });
+  for (let i = 0; i < 4; i++) c.call(kiln.ones([1]));
+  t.is(counter.frameCount, 1);
+});
+
+test('review: a Map too large to compare every call runs its segment eagerly', async (t) => {
+  const mod = await review();
+  const counter = new kiln.testing.CompileCounter();
+  const c = kiln.compile(build(mod, 'BigTable'), { backend: counter });
+  t.is(first(c.call(kiln.ones([1])) as Tensor), 3);
+  t.is(counter.frameCount, 0);
+  t.regex(kiln.explain(build(mod, 'BigTable'))(kiln.ones([1])).breakReasons[0]!.reason, /vocab holds 10000 entries, too many to compare/);
+});
+
+test("review: compile() of a rewritten class applies forward's default parameters", async (t) => {
+  const mod = await review();
+  const c = kiln.compile(build(mod, 'DefaultParam'));
+  t.is(first(c.call(kiln.ones([1])) as Tensor), 2);
+  t.is(first(c.call(kiln.ones([1]), 3) as Tensor), 3);
+});

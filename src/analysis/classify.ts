@@ -1,5 +1,6 @@
 import type { Binding, NodePath } from '@babel/traverse';
 import * as t from '@babel/types';
+import { guarded } from '../rewrite/free-vars.js';
 import { FileContext, type ImportRef } from './file-context.js';
 
 /**
@@ -526,6 +527,16 @@ export class Analyzer {
           const b = this.functionBreak(init, undefined);
           return b ? { reason: `calls ${name}(), which breaks: ${b.reason}${lineOf(b.node)}`, node: n } : undefined;
         }
+        // An instance of a user class: its methods may change it (registry.remember(x)), which a graph would drop.
+        if (t.isMemberExpression(callee) && init?.isNewExpression()) {
+          const ctor = FileContext.chainRoot(init.node.callee);
+          if (ctor && !this.ctx.isKilnBinding(init, ctor.name) && !(PURE_GLOBALS.has(ctor.name) && !isBound(init, ctor.name))) {
+            return {
+              reason: `calls ${code(callee)}() on an instance of ${ctor.name}, which the plugin does not see into; it runs eagerly`,
+              node: n,
+            };
+          }
+        }
         return undefined; // a module-level value (config object, table): methods on data
       }
       const imp = this.ctx.otherImports.get(name);
@@ -567,11 +578,34 @@ function importedFunctionBreak(ctx: FileContext, imp: ImportRef): Finding | 'cle
   try {
     let analyzer = analyzers.get(target.ctx);
     if (!analyzer) analyzers.set(target.ctx, (analyzer = new Analyzer(target.ctx)));
-    return analyzer.functionBreak(target.path, undefined) ?? 'clean';
+    return analyzer.functionBreak(target.path, undefined) ?? unguardedState(target.ctx, target.path) ?? 'clean';
   } finally {
     resolving.delete(target.path.node);
   }
 }
+/**
+ * A helper in a file the plugin leaves as it is (no kiln import, nothing to rewrite) that reads its own
+ * module-level state: nothing guards that read, so calling the helper breaks the graph.
+ */
+function unguardedState(ctx: FileContext, fn: NodePath<t.FunctionDeclaration>): Finding | undefined {
+  // A file that imports kiln or has module classes is rewritten too, and its reads guarded there.
+  if (ctx.kilnNames.size > 0 || [...ctx.classes.values()].some((c) => ctx.isModuleClass(c))) return undefined;
+  let found: Finding | undefined;
+  fn.traverse({
+    Identifier(p) {
+      if (found || !p.isReferencedIdentifier()) return;
+      const b = p.scope.getBinding(p.node.name);
+      if (b && b.scope === ctx.program.scope && guarded(b, ctx)) {
+        found = {
+          reason: `reads ${p.node.name}, state of a file the plugin does not rewrite (it imports nothing from kiln), so no guard sees it change`,
+          node: p.node,
+        };
+      }
+    },
+  });
+  return found;
+}
+
 /** One analyzer per other file looked into, so each imported helper is analysed once. */
 const analyzers = new WeakMap<FileContext, Analyzer>();
 const resolving = new Set<t.Node>();

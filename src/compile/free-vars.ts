@@ -8,11 +8,12 @@ import { matcher, show, type Guard } from './guards.js';
 /**
  * Free variables of captured code: module-level `let`/`var`, imported live bindings, closure variables and the
  * objects they hold. The plugin reads them through a scope object (`_kiln.scope({ temperature: () => temperature })`)
- * whose getters are plain reads when nothing is being captured. While a graph is captured, each read is
- * recorded, and plain objects and arrays come back wrapped so that the fields read through them are recorded
- * too (`cfg.scale`, `layers[0]`, `layers.length`). Every recorded read becomes a guard that reads the variable
- * again through its accessor: numbers, strings, booleans and `null` by value, functions, modules and tensors
- * by identity, other objects by identity and content.
+ * whose getters are plain reads when nothing is being captured. While a graph is captured, each variable read is
+ * recorded and guarded on what it held then: numbers, strings, booleans and `null` by value; functions, modules
+ * and tensors by identity; plain objects and arrays field by field (`cfg.scale == 1`, `layers.length == 2`,
+ * `layers[0] is the Linear that was captured`, their keys); Maps, Sets and other objects by identity and content.
+ * The values themselves are handed to the code unchanged, so identity (`===`, Map keys) is what it is eagerly.
+ * A guard re-reads the variable through its accessor and walks the same path.
  */
 
 type Accessor = () => unknown;
@@ -22,23 +23,72 @@ interface Read {
   readonly text: string;
   readonly get: Accessor;
   readonly path: readonly Key[];
-  /** `value`: the value there; `keys`: its own keys in order (Object.keys, for…in); `has`: whether a key is there. */
-  readonly kind: 'value' | 'keys' | 'has';
+  /** `value`: the value there (`matcher`); `keys`: its own keys in order; `same`: the very object. */
+  readonly kind: 'value' | 'keys' | 'same';
   readonly value: unknown;
-  readonly key?: Key;
 }
+
+/** Leaves past which a value is too large to guard field by field (and too costly to compare every call). */
+const MAX_GUARDED_LEAVES = 4096;
+
+const isIdentifierName = (k: string) => /^[A-Za-z_$][\w$]*$/.test(k);
+const fieldText = (text: string, k: Key) =>
+  typeof k === 'number' ? `${text}[${k}]` : isIdentifierName(k) ? `${text}.${k}` : `${text}[${JSON.stringify(k)}]`;
 
 /** The reads of one capture, turned into guards when it ends. */
 export class FreeReads {
   private readonly reads = new Map<string, Read>();
-  /** Wrapped objects, so a value read twice is wrapped once (and compares equal to itself). */
-  private readonly wrapped = new WeakMap<object, object>();
 
   constructor(private readonly tracer: Tracer | undefined) {}
 
-  /** A read of the free variable `name` (through `get`) that gave `value`: record it, and wrap plain objects. */
+  /** A read of the free variable `name` (through `get`) that gave `value`: guard what it holds. Returns `value`. */
   read(name: string, get: Accessor, value: unknown): unknown {
-    return this.at(name, get, [], value);
+    const before = this.reads.size;
+    let leaves = 0;
+    const seen = new Set<object>();
+    const walk = (text: string, path: readonly Key[], v: unknown): void => {
+      if (++leaves > MAX_GUARDED_LEAVES) {
+        throw new TraceError(
+          `${name} holds more than ${MAX_GUARDED_LEAVES} values, too many to guard on every call; pass what the graph needs as an argument`,
+        );
+      }
+      if ((v instanceof Map || v instanceof Set) && (leaves += v.size) > MAX_GUARDED_LEAVES) {
+        throw new TraceError(
+          `${text} holds ${v.size} entries, too many to compare on every call; pass what the graph needs as an argument`,
+        );
+      }
+      const plain = v !== null && typeof v === 'object' && (Array.isArray(v) || isPlainObject(v));
+      if (!plain || seen.has(v as object)) {
+        this.record({ text, get, path, kind: plain ? 'same' : 'value', value: v });
+        if (typeof v === 'function' && !seen.has(v) && Object.keys(v).length > 0) {
+          seen.add(v);
+          walkFields(text, path, v);
+        }
+        if (v instanceof Tensor)
+          this.record({ text: `${text}.requiresGrad`, get, path: [...path, 'requiresGrad'], kind: 'value', value: v.requiresGrad });
+        if (v instanceof Module && this.tracer?.adoptForeignModules && !this.tracer.isKnownModule(v)) this.tracer.adopt(v, text);
+        return;
+      }
+      seen.add(v as object);
+      walkFields(text, path, v as object);
+    };
+    /** A plain object's or array's keys and each field; also a class's static fields (`C.scale`), which can change. */
+    const walkFields = (text: string, path: readonly Key[], v: object): void => {
+      const keys = Object.keys(v);
+      this.record({ text: Array.isArray(v) ? `${text}.length` : `keys(${text})`, get, path, kind: 'keys', value: keys });
+      for (const k of keys) {
+        const key: Key = Array.isArray(v) && /^\d+$/.test(k) ? Number(k) : k;
+        walk(fieldText(text, key), [...path, key], (v as Record<Key, unknown>)[key]);
+      }
+    };
+    try {
+      walk(name, [], value);
+    } catch (e) {
+      // Nothing half-recorded: the capture fails as a whole (and that segment runs eagerly).
+      for (const k of [...this.reads.keys()].slice(before)) this.reads.delete(k);
+      throw e;
+    }
+    return value;
   }
 
   guards(): Guard[] {
@@ -51,61 +101,6 @@ export class FreeReads {
 
   private record(r: Read): void {
     if (!this.reads.has(r.text)) this.reads.set(r.text, r);
-  }
-
-  private at(text: string, get: Accessor, path: readonly Key[], value: unknown): unknown {
-    if (value !== null && typeof value === 'object' && (Array.isArray(value) || isPlainObject(value))) {
-      return this.wrap(text, get, path, value);
-    }
-    this.record({ text, get, path, kind: 'value', value });
-    if (value instanceof Tensor)
-      this.record({ text: `${text}.requiresGrad`, get, path: [...path, 'requiresGrad'], kind: 'value', value: value.requiresGrad });
-    if (value instanceof Module && this.tracer?.adoptForeignModules) this.tracer.adopt(value, text);
-    return value;
-  }
-
-  /** A stand-in for a plain object or array that records what is read from it and refuses writes. */
-  private wrap(text: string, get: Accessor, path: readonly Key[], target: object): object {
-    const done = this.wrapped.get(target);
-    if (done) return done;
-    const field = (k: Key) => (typeof k === 'number' || /^\d+$/.test(String(k)) ? `${text}[${k}]` : `${text}.${k}`);
-    const refuse = (k: string | symbol) => {
-      throw new TraceError(
-        `captured code changes ${typeof k === 'symbol' ? text : field(k)}, which lives outside the graph; the kiln plugin runs such statements eagerly — make it a break (graphBreak()) or move the change out of forward`,
-      );
-    };
-    const proxy = new Proxy(target, {
-      get: (t, k, receiver) => {
-        const v = Reflect.get(t, k, receiver);
-        if (typeof k === 'symbol') return v;
-        const own = Object.prototype.hasOwnProperty.call(t, k);
-        if (!own && typeof v === 'function') return v; // Array.prototype.map and friends read through the proxy
-        const d = own ? Object.getOwnPropertyDescriptor(t, k) : undefined;
-        const key: Key = Array.isArray(t) && /^\d+$/.test(k) ? Number(k) : k;
-        if (d && !d.configurable && !d.writable) {
-          // A frozen field must read as itself (a Proxy invariant): guard its content instead of wrapping it.
-          this.record({ text: field(key), get, path: [...path, key], kind: 'value', value: v });
-          return v;
-        }
-        return this.at(field(key), get, [...path, key], v);
-      },
-      has: (t, k) => {
-        const there = Reflect.has(t, k);
-        if (typeof k !== 'symbol') this.record({ text: `'${k}' in ${text}`, get, path, kind: 'has', value: there, key: k });
-        return there;
-      },
-      ownKeys: (t) => {
-        const keys = Reflect.ownKeys(t);
-        this.record({ text: `keys(${text})`, get, path, kind: 'keys', value: keys.filter((k) => typeof k === 'string') });
-        return keys;
-      },
-      set: (_t, k) => refuse(k),
-      deleteProperty: (_t, k) => refuse(k),
-      defineProperty: (_t, k) => refuse(k),
-      setPrototypeOf: () => refuse(Symbol()),
-    });
-    this.wrapped.set(target, proxy);
-    return proxy;
   }
 }
 
@@ -130,24 +125,21 @@ function guardOf(r: Read): Guard {
   const { get, path } = r;
   if (r.kind === 'keys') {
     const then = JSON.stringify(r.value);
+    const isArray = r.text.endsWith('.length');
     return {
-      text: `${r.text} == ${then}`,
+      text: isArray ? `${r.text} == ${(r.value as string[]).length}` : `${r.text} == ${then}`,
       check: () => {
         const v = walk(get, path);
-        return v !== null && typeof v === 'object' && JSON.stringify(Object.keys(v)) === then;
+        return (
+          v !== null &&
+          (typeof v === 'object' || typeof v === 'function') &&
+          Array.isArray(v) === isArray &&
+          JSON.stringify(Object.keys(v)) === then
+        );
       },
     };
   }
-  if (r.kind === 'has') {
-    const key = r.key!;
-    return {
-      text: `${r.text} == ${String(r.value)}`,
-      check: () => {
-        const v = walk(get, path);
-        return v !== null && typeof v === 'object' && key in v === r.value;
-      },
-    };
-  }
+  if (r.kind === 'same') return { text: `${r.text} is the object that was captured`, check: () => walk(get, path) === r.value };
   const matches = matcher(r.value);
   const what =
     r.value instanceof Module || r.value instanceof Tensor ? `is the ${r.value.constructor.name} that was captured` : `== ${show(r.value)}`;

@@ -35,12 +35,40 @@ const byIdentity = (_key: string, v: unknown) => {
   // JSON writes a Map or Set as {}: their entries are what a guard must see change.
   if (v instanceof Map) return { Map: [...v] };
   if (v instanceof Set) return { Set: [...v] };
+  if (isInstance(v)) return { [(v as object).constructor?.name || 'Object']: instanceState(v as object) };
   if (!(v instanceof Tensor || v instanceof ModuleClass || typeof v === 'function')) return v;
   let id = identities.get(v as object);
   if (id === undefined) identities.set(v as object, (id = nextIdentity++));
   return `<${v instanceof Tensor ? 'Tensor' : v instanceof ModuleClass ? v.constructor.name : 'function'}#${id}>`;
 };
 let nextIdentity = 0;
+
+/** An object of some class (not plain data, a tensor, a module, a Map/Set or a typed array). */
+function isInstance(v: unknown): boolean {
+  if (v === null || typeof v !== 'object' || Array.isArray(v) || ArrayBuffer.isView(v)) return false;
+  if (v instanceof Tensor || v instanceof ModuleClass || v instanceof Map || v instanceof Set) return false;
+  const proto = Object.getPrototypeOf(v);
+  return proto !== null && proto !== Object.prototype;
+}
+
+/**
+ * What a class instance shows: its own fields and the values of its getters (a getter may read a `#private`
+ * field, which JSON cannot see). A getter that throws is left out.
+ */
+function instanceState(v: object): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...v };
+  for (let p = Object.getPrototypeOf(v); p !== null && p !== Object.prototype; p = Object.getPrototypeOf(p)) {
+    for (const [name, d] of Object.entries(Object.getOwnPropertyDescriptors(p))) {
+      if (!d.get || name in out) continue;
+      try {
+        out[name] = (v as Record<string, unknown>)[name];
+      } catch {
+        /* not part of the state we can compare */
+      }
+    }
+  }
+  return out;
+}
 
 function tryJSON(v: unknown): string | undefined {
   try {

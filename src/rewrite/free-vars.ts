@@ -30,30 +30,42 @@ export function guardFreeVariables(
         let h = holders.get(b.scope);
         if (!h) holders.set(b.scope, (h = { id: b.scope.generateUidIdentifier('free'), names: new Set() }));
         h.names.add(b.identifier.name);
-        replaceRead(p, h.id);
+        // At module level the holder is a hoisted function, so a function called early (an import cycle) can read it.
+        replaceRead(p, b.scope.path.isProgram() ? t.callExpression(t.cloneNode(h.id), []) : t.cloneNode(h.id));
       },
     });
   visit(program, (b) => b.scope === program.scope && guarded(b, ctx));
   // Closures: variables of a function that encloses a rewritten class or function.
   for (const fn of closures) {
+    visit(fn, (b) => holderPlace(b.scope) !== undefined && b.scope.path.getFunctionParent()?.node === fn.node && guarded(b, ctx));
     if (fn.node.body.type === 'BlockStatement') visit(fn, (b) => b.scope === fn.scope && guarded(b, ctx));
   }
   for (const [scope, { id, names }] of holders) {
-    const decl = scopeDeclaration(id, names, scopeFn());
     if (scope.path.isProgram()) {
+      const decl = hoistedScope(id, names, scopeFn());
       const body = scope.path.get('body');
       const first = body.find((st) => !st.isImportDeclaration());
       if (first) first.insertBefore(decl);
       else scope.path.pushContainer('body', decl);
-    } else (scope.path.get('body') as NodePath<t.BlockStatement>).unshiftContainer('body', decl);
+    } else holderPlace(scope)!.unshiftContainer('body', scopeDeclaration(id, names, scopeFn()));
   }
 }
 
+/** The block a closure scope's holder goes at the top of: a function's body or a `{ … }` block. */
+function holderPlace(scope: Scope): NodePath<t.BlockStatement> | undefined {
+  const p = scope.path;
+  if (p.isBlockStatement()) return p;
+  if (p.isFunction() && t.isBlockStatement(p.node.body)) return p.get('body') as NodePath<t.BlockStatement>;
+  return undefined;
+}
+
 /** Whether reads of `b` need a guard. */
-function guarded(b: Binding, ctx: FileContext): boolean {
+export function guarded(b: Binding, ctx: FileContext): boolean {
   const name = b.identifier.name;
   if (b.kind === 'module') return !ctx.kilnNames.has(name) && b.referencePaths.some((r) => !isCalleeOrType(r));
-  if (b.kind === 'hoisted' || b.kind === 'local' || b.path.isClassDeclaration() || b.path.isFunctionDeclaration()) return false;
+  if (b.path.isFunctionDeclaration()) return !b.constant; // reassigned somewhere: its identity can change
+  if (b.path.isClassDeclaration()) return !b.constant || b.referencePaths.some(readsStaticField);
+  if (b.kind === 'hoisted' || b.kind === 'local') return false;
   if (b.kind === 'param') return true; // an enclosing function's parameter: its value (or contents) may change
   if (b.kind === 'let' || b.kind === 'var') return true;
   if (b.kind === 'const' && b.path.isVariableDeclarator()) {
@@ -61,6 +73,15 @@ function guarded(b: Binding, ctx: FileContext): boolean {
     return !!init && !isImmutableValue(init);
   }
   return false;
+}
+
+/** `C.scale` (not `C.make(…)`): a read of a class's static field, which can be reassigned. */
+function readsStaticField(r: NodePath): boolean {
+  const member = r.parentPath;
+  if (!member?.isMemberExpression() || member.node.object !== r.node) return false;
+  if (t.isIdentifier(member.node.property, { name: 'prototype' }) && !member.node.computed) return false;
+  const call = member.parentPath;
+  return !(call?.isCallExpression() && call.node.callee === member.node);
 }
 
 /** A const's initial value that can never change: a primitive literal, a function or a class. */
@@ -86,7 +107,7 @@ function isWrite(p: NodePath<t.Identifier>): boolean {
   if (parent.isUpdateExpression()) return true;
   if (parent.isAssignmentExpression() && parent.node.left === p.node) return true;
   if ((parent.isForOfStatement() || parent.isForInStatement()) && parent.node.left === p.node) return true;
-  return parent.isExportSpecifier() || parent.isUnaryExpression({ operator: 'typeof' });
+  return parent.isExportSpecifier();
 }
 
 /**
@@ -96,12 +117,14 @@ function isWrite(p: NodePath<t.Identifier>): boolean {
 function insideCapturedFunction(p: NodePath, owner: Scope): boolean {
   const fn = p.getFunctionParent();
   if (!fn || fn.scope === owner || fn.isClassMethod({ kind: 'constructor' })) return false;
-  return p.findParent((q) => q.isClassProperty() || q.node === owner.path.node)?.node === owner.path.node;
+  // A field initialiser runs once, at construction, unless the read sits in a function it creates (`f = (x) => …`).
+  const stop = p.findParent((q) => q.isFunction() || q.isClassProperty() || q.node === owner.path.node);
+  return stop !== null && !stop.isClassProperty();
 }
 
 /** `x` → `_free.x`; a call `x(a)` → `(0, _free.x)(a)` so `this` stays undefined; `{ x }` → `{ x: _free.x }`. */
-function replaceRead(p: NodePath<t.Identifier>, holder: t.Identifier): void {
-  const read = t.memberExpression(t.cloneNode(holder), t.identifier(p.node.name));
+function replaceRead(p: NodePath<t.Identifier>, holder: t.Expression): void {
+  const read = t.memberExpression(holder, t.identifier(p.node.name));
   const parent = p.parentPath;
   if (parent.isObjectProperty() && parent.node.shorthand && parent.node.value === p.node) {
     parent.node.shorthand = false;
@@ -115,10 +138,18 @@ function replaceRead(p: NodePath<t.Identifier>, holder: t.Identifier): void {
   p.skip();
 }
 
+function accessors(names: Iterable<string>): t.ObjectExpression {
+  return t.objectExpression([...names].map((n) => t.objectProperty(t.identifier(n), t.arrowFunctionExpression([], t.identifier(n)))));
+}
+
+/** `function _free() { return (_free.vars ??= _kiln.scope({ a: () => a, … })); }`: a module's guarded variables. */
+function hoistedScope(holder: t.Identifier, names: Iterable<string>, scopeFn: t.Expression): t.FunctionDeclaration {
+  const cache = t.memberExpression(t.cloneNode(holder), t.identifier('vars'));
+  const made = t.assignmentExpression('??=', cache, t.callExpression(scopeFn, [accessors(names)]));
+  return t.functionDeclaration(t.cloneNode(holder), [], t.blockStatement([t.returnStatement(made)]));
+}
+
 /** `const _free = _kiln.scope({ a: () => a, … })` for one scope's guarded variables. */
-export function scopeDeclaration(holder: t.Identifier, names: Iterable<string>, scopeFn: t.Expression): t.VariableDeclaration {
-  const accessors = [...names].map((n) => t.objectProperty(t.identifier(n), t.arrowFunctionExpression([], t.identifier(n))));
-  return t.variableDeclaration('const', [
-    t.variableDeclarator(t.cloneNode(holder), t.callExpression(scopeFn, [t.objectExpression(accessors)])),
-  ]);
+function scopeDeclaration(holder: t.Identifier, names: Iterable<string>, scopeFn: t.Expression): t.VariableDeclaration {
+  return t.variableDeclaration('const', [t.variableDeclarator(t.cloneNode(holder), t.callExpression(scopeFn, [accessors(names)]))]);
 }

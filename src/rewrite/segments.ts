@@ -22,7 +22,10 @@ export interface SegmentPlan {
   /** Slot names: the parameters' bound names in order, then the body's variables. */
   readonly slots: string[];
   readonly paramCount: number;
-  /** Parameters are patterns, rest or defaults on non-identifiers: arguments need a bind step. */
+  /**
+   * Parameters are patterns, rest or defaults: arguments need a bind step (defaults too, so a caller that
+   * runs the plan without the rewritten method, such as compile()'s OptimizedModule, still gets them).
+   */
   readonly needsBind: boolean;
   readonly segments: Segment[];
 }
@@ -37,7 +40,7 @@ export function buildSegments(fn: FunctionPath, analysis: FunctionAnalysis): Seg
   const params: string[] = [];
   let needsBind = false;
   for (const p of fn.node.params) {
-    if (!t.isIdentifier(p) && !(t.isAssignmentPattern(p) && t.isIdentifier(p.left))) needsBind = true;
+    if (!t.isIdentifier(p)) needsBind = true;
     params.push(...Object.keys(t.getBindingIdentifiers(p as t.Node)));
   }
   const segments: Segment[] = [];
