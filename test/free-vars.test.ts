@@ -374,3 +374,35 @@ test("review: compile() of a rewritten class applies forward's default parameter
   t.is(first(c.call(kiln.ones([1])) as Tensor), 2);
   t.is(first(c.call(kiln.ones([1]), 3) as Tensor), 3);
 });
+
+test('review: a method of a user-class object a module holds runs every call, on both routes', async (t) => {
+  const mod = await review();
+  for (const m of [build(mod, 'TracksCalls'), new RuntimeTracks()]) {
+    const c = kiln.compile(m);
+    for (let i = 0; i < 3; i++) t.is(first(c.call(kiln.ones([1])) as Tensor), 2);
+    t.is((m as unknown as { tracker: { calls: number } }).tracker.calls, 3);
+  }
+});
+
+/** The same shape of module, written in this file (not rewritten by the plugin). */
+class RuntimeTracks extends kiln.nn.Module {
+  tracker = {
+    calls: 0,
+    record() {
+      this.calls++;
+    },
+  };
+  override forward(x: Tensor): Tensor {
+    this.tracker.record();
+    return x.mul(2);
+  }
+}
+
+test('review: a method of a module-level object literal is a break (its side effect runs every call)', async (t) => {
+  const mod = await review();
+  const c = kiln.compile(build(mod, 'BumpsCounter'));
+  const counter = mod.counter as { n: number };
+  const before = counter.n;
+  for (let i = 0; i < 3; i++) c.call(kiln.ones([1]));
+  t.is(counter.n - before, 3);
+});

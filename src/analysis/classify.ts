@@ -527,6 +527,22 @@ export class Analyzer {
           const b = this.functionBreak(init, undefined);
           return b ? { reason: `calls ${name}(), which breaks: ${b.reason}${lineOf(b.node)}`, node: n } : undefined;
         }
+        // A function written in an object literal (`const log = { add(x) { … } }`): the plugin does not see into it.
+        if (t.isMemberExpression(callee) && !callee.computed && t.isIdentifier(callee.property) && init?.isObjectExpression()) {
+          const key = callee.property.name;
+          const fnProp = init.node.properties.find(
+            (pr) =>
+              (t.isObjectMethod(pr) || (t.isObjectProperty(pr) && t.isFunction(pr.value))) &&
+              !pr.computed &&
+              t.isIdentifier(pr.key, { name: key }),
+          );
+          if (fnProp && t.isIdentifier(callee.object, { name })) {
+            return {
+              reason: `calls ${name}.${key}(), a function of a module-level object that may change state; it runs eagerly`,
+              node: n,
+            };
+          }
+        }
         // An instance of a user class: its methods may change it (registry.remember(x)), which a graph would drop.
         if (t.isMemberExpression(callee) && init?.isNewExpression()) {
           const ctor = FileContext.chainRoot(init.node.callee);

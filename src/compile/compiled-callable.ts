@@ -10,7 +10,7 @@ import { activeTrace } from '../runtime/dispatch.js';
 import { Module } from '../runtime/nn/module.js';
 import { Tensor } from '../runtime/tensor.js';
 import { countOps, type Backend } from './backends.js';
-import { argGuards, firstFailing, gradModeGuard, moduleGuards, type Guard } from './guards.js';
+import { argGuards, firstFailing, gradModeGuard, isInstance, moduleGuards, type Guard } from './guards.js';
 import { PLUGIN_FIX, sourceBreak, type SourceBreak } from './source-check.js';
 
 export interface CaptureOptions {
@@ -52,6 +52,7 @@ class GuardingTracer extends Tracer {
 
   /** Plain objects and arrays held by a module are guarded by the fields read from them (`self.blocks[0]`), like free variables. */
   protected override readAttribute(owner: Module, name: string, path: string, value: unknown, reads: Map<string, AttributeRead>): unknown {
+    if (isInstance(value)) return methodsRefused(super.readAttribute(owner, name, path, value, reads) as object, this.foreignLabel(path));
     if (value === null || typeof value !== 'object' || !(Array.isArray(value) || isPlainObject(value))) {
       return super.readAttribute(owner, name, path, value, reads);
     }
@@ -81,6 +82,26 @@ class GuardingTracer extends Tracer {
   override callModuleForward(m: Module, forward: (...args: unknown[]) => unknown, args: readonly unknown[]): unknown {
     return m.hasForwardHooks() ? forward(...args) : super.callModuleForward(m, forward, args);
   }
+}
+
+/**
+ * A user-class object a module holds (`this.tracker`), as traced code sees it: fields and getters read as they
+ * are (its content is guarded), but calling one of its methods is a TraceError, so that code runs eagerly. The
+ * trace would run the method once and the graph never again, dropping whatever it changes (`this.tracker.record(x)`).
+ */
+function methodsRefused(obj: object, label: string): object {
+  return new Proxy(obj, {
+    get(target, prop, receiver) {
+      const v = Reflect.get(target, prop, receiver);
+      if (typeof v !== 'function' || typeof prop === 'symbol' || Object.prototype.hasOwnProperty.call(target, prop)) return v;
+      if (v === (Object.prototype as unknown as Record<string, unknown>)[prop]) return v; // toString and friends
+      return () => {
+        throw new TraceError(
+          `calls ${label}.${prop}(), a method of ${target.constructor?.name ?? 'an object'} that a graph cannot see into (it may change state); it runs eagerly${userFrame()}`,
+        );
+      };
+    },
+  });
 }
 
 /**

@@ -44,7 +44,7 @@ const byIdentity = (_key: string, v: unknown) => {
 let nextIdentity = 0;
 
 /** An object of some class (not plain data, a tensor, a module, a Map/Set or a typed array). */
-function isInstance(v: unknown): boolean {
+export function isInstance(v: unknown): boolean {
   if (v === null || typeof v !== 'object' || Array.isArray(v) || ArrayBuffer.isView(v)) return false;
   if (v instanceof Tensor || v instanceof ModuleClass || v instanceof Map || v instanceof Set) return false;
   const proto = Object.getPrototypeOf(v);
