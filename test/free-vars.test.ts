@@ -377,6 +377,12 @@ test("review: compile() of a rewritten class applies forward's default parameter
 
 test('review: a method of a user-class object a module holds runs every call, on both routes', async (t) => {
   const mod = await review();
+  const log = mod.trackerLog as number[];
+  const counter = new kiln.testing.CompileCounter();
+  const plain = kiln.compile(build(mod, 'PlainTracker'), { backend: counter });
+  for (let i = 0; i < 3; i++) t.is(first(plain.call(kiln.ones([1])) as Tensor), 2);
+  t.is(log.length, 3);
+  t.is(counter.frameCount, 0, 'runs eagerly from the start (no recompile per call on the changed log)');
   for (const m of [build(mod, 'TracksCalls'), new RuntimeTracks()]) {
     const c = kiln.compile(m);
     for (let i = 0; i < 3; i++) t.is(first(c.call(kiln.ones([1])) as Tensor), 2);

@@ -57,7 +57,10 @@ class GuardingTracer extends Tracer {
       return super.readAttribute(owner, name, path, value, reads);
     }
     const label = this.foreignLabel(path);
-    return this.freeReads.read(label, () => (owner as unknown as Record<string, unknown>)[name], value);
+    this.freeReads.read(label, () => (owner as unknown as Record<string, unknown>)[name], value);
+    // A function stored in it (`this.tracker = { record() { … } }`) may change state: only kiln's ops are traced.
+    const userFunction = (v: unknown) => typeof v === 'function' && typeof (v as { opName?: unknown }).opName !== 'string';
+    return Object.values(value).some(userFunction) ? methodsRefused(value, label, true) : value;
   }
 
   /** `self.blocks` for the compiled module's own attributes; a foreign module's path as the graph names it. */
@@ -88,12 +91,15 @@ class GuardingTracer extends Tracer {
  * A user-class object a module holds (`this.tracker`), as traced code sees it: fields and getters read as they
  * are (its content is guarded), but calling one of its methods is a TraceError, so that code runs eagerly. The
  * trace would run the method once and the graph never again, dropping whatever it changes (`this.tracker.record(x)`).
+ * With `ownFunctions`, the same for functions stored in a plain object's own fields (kiln's ops excepted).
  */
-function methodsRefused(obj: object, label: string): object {
+function methodsRefused(obj: object, label: string, ownFunctions = false): object {
   return new Proxy(obj, {
     get(target, prop, receiver) {
       const v = Reflect.get(target, prop, receiver);
-      if (typeof v !== 'function' || typeof prop === 'symbol' || Object.prototype.hasOwnProperty.call(target, prop)) return v;
+      if (typeof v !== 'function' || typeof prop === 'symbol') return v;
+      const own = Object.prototype.hasOwnProperty.call(target, prop);
+      if (own !== ownFunctions || typeof (v as { opName?: unknown }).opName === 'string') return v;
       if (v === (Object.prototype as unknown as Record<string, unknown>)[prop]) return v; // toString and friends
       return () => {
         throw new TraceError(
