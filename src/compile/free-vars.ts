@@ -95,10 +95,6 @@ export class FreeReads {
     return [...this.reads.values()].map(guardOf);
   }
 
-  get size(): number {
-    return this.reads.size;
-  }
-
   private record(r: Read): void {
     if (!this.reads.has(r.text)) this.reads.set(r.text, r);
   }
