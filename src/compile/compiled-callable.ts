@@ -145,16 +145,19 @@ function mayHoldTensors(a: unknown): boolean {
 
 /** Where a trace failure happened, from the TraceError's own "at …" line, as `file:line:col`. */
 function locationOf(e: Error): string {
-  const m = /\(?((?:file:\/\/)?[^\s()]+:\d+:\d+)\)?\s*$/m.exec(e.message.split('\n').slice(1).join('\n'));
+  return fileLocation(e.message.split('\n').slice(1).join('\n'));
+}
+
+/** The `file:line:col` a stack line ends with (`at f (file:///m.ts:3:5)`), without `file://`, or `<unknown>`. */
+function fileLocation(text: string | undefined): string {
+  const m = text ? /\(?((?:file:\/\/)?[^\s()]+:\d+:\d+)\)?\s*$/m.exec(text) : null;
   return m ? m[1]!.replace(/^file:\/\//, '') : '<unknown>';
 }
 
 /** Where a non-Kiln error was thrown: its first stack frame in user code, as `file:line:col`. */
 function thrownAt(e: unknown): string {
   const frames = (e instanceof Error ? (e.stack ?? '') : '').split('\n').slice(1);
-  const f = frames.find((l) => /^\s*at /.test(l) && !KILN_FRAME.test(l));
-  const m = f && /\(?((?:file:\/\/)?[^\s()]+:\d+:\d+)\)?\s*$/.exec(f);
-  return m ? m[1]!.replace(/^file:\/\//, '') : '<unknown>';
+  return fileLocation(frames.find((l) => /^\s*at /.test(l) && !KILN_FRAME.test(l)));
 }
 
 /** A Babel code frame around `file:line:col`, or '' when the source cannot be read. */

@@ -23,8 +23,9 @@ interface Read {
   readonly text: string;
   readonly get: Accessor;
   readonly path: readonly Key[];
-  /** `value`: the value there (`matcher`); `keys`: its own keys in order; `same`: the very object. */
+  /** `value`: the value there (`matcher`); `keys`: its own keys in order (of an array when `array`); `same`: the very object. */
   readonly kind: 'value' | 'keys' | 'same';
+  readonly array?: boolean;
   readonly value: unknown;
 }
 
@@ -75,7 +76,8 @@ export class FreeReads {
     /** A plain object's or array's keys and each field; also a class's static fields (`C.scale`), which can change. */
     const walkFields = (text: string, path: readonly Key[], v: object): void => {
       const keys = Object.keys(v);
-      this.record({ text: Array.isArray(v) ? `${text}.length` : `keys(${text})`, get, path, kind: 'keys', value: keys });
+      const array = Array.isArray(v);
+      this.record({ text: array ? `${text}.length` : `keys(${text})`, get, path, kind: 'keys', value: keys, array });
       for (const k of keys) {
         const key: Key = Array.isArray(v) && /^\d+$/.test(k) ? Number(k) : k;
         walk(fieldText(text, key), [...path, key], (v as Record<Key, unknown>)[key]);
@@ -103,7 +105,7 @@ export class FreeReads {
 const MISSING = Symbol('missing');
 
 /** Follow `path` from the variable's current value; MISSING where something on the way is gone. */
-function walk(get: Accessor, path: readonly Key[]): unknown {
+function follow(get: Accessor, path: readonly Key[]): unknown {
   let v: unknown;
   try {
     v = get();
@@ -121,11 +123,11 @@ function guardOf(r: Read): Guard {
   const { get, path } = r;
   if (r.kind === 'keys') {
     const then = JSON.stringify(r.value);
-    const isArray = r.text.endsWith('.length');
+    const isArray = r.array === true;
     return {
       text: isArray ? `${r.text} == ${(r.value as string[]).length}` : `${r.text} == ${then}`,
       check: () => {
-        const v = walk(get, path);
+        const v = follow(get, path);
         return (
           v !== null &&
           (typeof v === 'object' || typeof v === 'function') &&
@@ -135,11 +137,11 @@ function guardOf(r: Read): Guard {
       },
     };
   }
-  if (r.kind === 'same') return { text: `${r.text} is the object that was captured`, check: () => walk(get, path) === r.value };
+  if (r.kind === 'same') return { text: `${r.text} is the object that was captured`, check: () => follow(get, path) === r.value };
   const matches = matcher(r.value);
   const what =
     r.value instanceof Module || r.value instanceof Tensor ? `is the ${r.value.constructor.name} that was captured` : `== ${show(r.value)}`;
-  return { text: `${r.text} ${what}`, check: () => matches(walk(get, path)) };
+  return { text: `${r.text} ${what}`, check: () => matches(follow(get, path)) };
 }
 
 /** The reads of the capture now running, if any (set by CompiledCallable around a trace). */
