@@ -3,7 +3,8 @@ import { codeFrameColumns } from '@babel/code-frame';
 import { functionParams } from '../analysis/signature.js';
 import { GraphBreakError, KilnError, RecompileError, TraceError } from '../errors.js';
 import { GraphModule } from '../graph/graph-module.js';
-import { KILN_FRAME, Tracer, userFrame, type AttributeRead } from '../graph/tracer.js';
+import { isKilnFrame } from '../graph/source-lines.js';
+import { Tracer, userFrame, type AttributeRead } from '../graph/tracer.js';
 import { FreeReads, recordingFreeReads } from './free-vars.js';
 import { isPlainObject } from '../graph/node.js';
 import { activeTrace } from '../runtime/dispatch.js';
@@ -157,7 +158,7 @@ function fileLocation(text: string | undefined): string {
 /** Where a non-Kiln error was thrown: its first stack frame in user code, as `file:line:col`. */
 function thrownAt(e: unknown): string {
   const frames = (e instanceof Error ? (e.stack ?? '') : '').split('\n').slice(1);
-  return fileLocation(frames.find((l) => /^\s*at /.test(l) && !KILN_FRAME.test(l)));
+  return fileLocation(frames.find((l) => /^\s*at /.test(l) && !isKilnFrame(l)));
 }
 
 /** A Babel code frame around `file:line:col`, or '' when the source cannot be read. */

@@ -17,7 +17,7 @@ import type { Node } from './node.js';
  */
 const packageRoot = fileURLToPath(import.meta.url).replace(/[\\/](dist[\\/])?src[\\/]graph[\\/]source-lines\.[jt]s$/, '');
 const KILN_DIRS = ['src', 'dist', 'plugin'].map((d) => join(packageRoot, d) + sep);
-const isKilnFrame = (line: string) => line.includes('node:internal') || KILN_DIRS.some((d) => line.includes(d));
+export const isKilnFrame = (line: string): boolean => line.includes('node:internal') || KILN_DIRS.some((d) => line.includes(d));
 
 /**
  * The first stack frame outside kiln (`at Model.forward (model.ts:12:5)`), or undefined. Read from V8's call

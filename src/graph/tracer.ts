@@ -11,7 +11,7 @@ import { GradModeRegions } from './grad-mode.js';
 import { Graph } from './graph.js';
 import { GraphModule } from './graph-module.js';
 import { Node, isPlainObject, type Argument, type FunctionTarget, type Kwargs, type Opcode, type Target } from './node.js';
-import { userStackFrame } from './source-lines.js';
+import { isKilnFrame, userStackFrame } from './source-lines.js';
 
 /**
  * Symbolic tracing (torch.fx's Tracer): run `forward` once on Proxy values that record every op into a
@@ -54,13 +54,10 @@ export interface ConcreteArgs {
   readonly [param: string]: unknown;
 }
 
-/** A stack frame in kiln's own code (or Node's), as opposed to the user's. */
-export const KILN_FRAME = /[\\/](src|dist[\\/]src)[\\/](graph|runtime|analysis|compile|jit)[\\/]|node:internal/;
-
 /** Where in user code tracing is, for error messages: the first stack frame outside kiln's graph and runtime. */
 export function userFrame(): string {
   const frames = (new Error().stack ?? '').split('\n').slice(1);
-  const f = frames.find((l) => !KILN_FRAME.test(l));
+  const f = frames.find((l) => !isKilnFrame(l));
   return f ? `\n    ${f.trim()}` : '';
 }
 

@@ -4,7 +4,8 @@ import { GradModeRegions } from '../graph/grad-mode.js';
 import { Graph } from '../graph/graph.js';
 import { GraphModule } from '../graph/graph-module.js';
 import { Node, nodesIn, targetName, type Argument, type FunctionTarget, type Kwargs } from '../graph/node.js';
-import { KILN_FRAME, userFrame } from '../graph/tracer.js';
+import { isKilnFrame } from '../graph/source-lines.js';
+import { userFrame } from '../graph/tracer.js';
 import { noGrad } from '../runtime/autograd.js';
 import { setTraceDispatch, type TraceDispatch } from '../runtime/dispatch.js';
 import { Module } from '../runtime/nn/module.js';
@@ -111,7 +112,7 @@ class JitTracer implements TraceDispatch {
     // Tensor's own accessors (size(), numel(), ndim) read for their caller; kiln's layers only check shapes.
     const frames = (new Error().stack ?? '').split('\n').slice(1);
     const reader = frames.find((f) => !/[\\/](jit[\\/]trace|runtime[\\/]tensor)\.[jt]s/.test(f));
-    if (!reader || KILN_FRAME.test(reader)) return;
+    if (!reader || isKilnFrame(reader)) return;
     if (!this.readSites.has(reader)) {
       this.readSites.add(reader);
       if (decidesControlFlow(reader)) {
