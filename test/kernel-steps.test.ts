@@ -5,7 +5,7 @@ import { kernelsBackend, type KernelProgramCallable } from '../src/kernels/index
 import type { IRNode } from '../src/kernels/ir.js';
 import type { Group } from '../src/kernels/partition.js';
 import { Plan } from '../src/kernels/plan.js';
-import { STEP_BUILDERS, buildKernelStep, type StepContext } from '../src/kernels/steps/index.js';
+import { STEP_BUILDERS, buildKernelStep, type ScratchHandle, type StepContext } from '../src/kernels/steps/index.js';
 import { close } from './helpers.js';
 
 /**
@@ -89,6 +89,22 @@ test('every IR kind a lowered graph holds has a step builder, or a stated reason
     t.true(entry.notAStep.length > 20, `${kind} says why it never roots a step`);
   }
   for (const g of plan.src.groups) t.is(typeof STEP_BUILDERS[plan.ir[g.root]!.kind], 'function', `group root ${g.root}`);
+});
+
+test('scratch buffers steps share hold what was reserved while planning; asking for more is a KilnError, not a short buffer', (t) => {
+  const { model, x, ids } = everyStepModel();
+  const programs: KernelProgramCallable[] = [];
+  const opt = compile(model, { backend: (gm: GraphModule) => programs[programs.push(kernelsBackend(gm)) - 1]! });
+  noGrad(() => opt.call(x, ids));
+  const plan = [...programs[0]!.program.plans.values()][0];
+  if (!(plan instanceof Plan)) return t.fail(`no plan: ${String(plan)}`);
+  // the conv2d step (3 channels, so a column loop) reserved its im2row rows, [2·8·8, 3·3·3]
+  const rows = 0 as ScratchHandle;
+  t.is(plan.scratch(rows, 128 * 27).length, 128 * 27);
+  t.throws(() => plan.scratch(rows, 128 * 27 + 1), {
+    instanceOf: KilnError,
+    message: "kernels: a step asked for 3457 floats of scratch 'im2row rows', which was reserved at 3456",
+  });
 });
 
 /** A step context holding just `ir`: a builder lookup that fails must fail before asking anything else. */

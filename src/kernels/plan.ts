@@ -11,8 +11,16 @@ import type { Lowered } from './lower.js';
 import { gemmBuffer } from './matmul.js';
 import { planSlots, type SlotPlan } from './memory.js';
 import type { Group } from './partition.js';
-import { buildKernelStep, eagerStep, PlanMismatch, type Env, type Step, type StepContext, type StepRunContext } from './steps/index.js';
-import type { ScratchHandle } from './steps/step.js';
+import {
+  buildKernelStep,
+  eagerStep,
+  PlanMismatch,
+  type Env,
+  type ScratchHandle,
+  type Step,
+  type StepContext,
+  type StepRunContext,
+} from './steps/index.js';
 import { metaOf, sameLayout } from './tensor-meta.js';
 import { applyViewToLayout } from './views.js';
 
@@ -225,6 +233,9 @@ export class Plan implements StepRunContext {
   /** A scratch buffer (in wasm memory, where the GEMM reads it in place), allocated on first use at its reserved size. */
   scratch(handle: ScratchHandle, length: number): Float32Array {
     const s = this.scratchBuffers[handle]!;
+    if (length > s.size) {
+      throw new KilnError(`kernels: a step asked for ${length} floats of scratch '${s.name}', which was reserved at ${s.size}`);
+    }
     if (!s.buffer) {
       s.buffer = gemmBuffer(s.size);
       releaseWhenCollected.register(this, s.buffer.free);

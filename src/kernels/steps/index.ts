@@ -10,7 +10,16 @@ import { reduceStep } from './reduce.js';
 import type { KernelStep, NotAStep, StepBuilder, StepContext } from './step.js';
 
 export { eagerStep } from './opaque.js';
-export { PlanMismatch, TooLarge, type Env, type Step, type StepContext, type StepInfo, type StepRunContext } from './step.js';
+export {
+  PlanMismatch,
+  TooLarge,
+  type Env,
+  type ScratchHandle,
+  type Step,
+  type StepContext,
+  type StepInfo,
+  type StepRunContext,
+} from './step.js';
 
 type IRKindName = IRKind['kind'];
 
