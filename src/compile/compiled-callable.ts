@@ -1,5 +1,5 @@
 import { existsSync, readFileSync } from 'node:fs';
-import { codeFrameColumns } from '@babel/code-frame';
+import { createRequire } from 'node:module';
 import { functionParams } from '../analysis/signature.js';
 import { GraphBreakError, KilnError, RecompileError, TraceError } from '../errors.js';
 import { GraphModule } from '../graph/graph-module.js';
@@ -167,6 +167,8 @@ export function codeFrameAt(loc: string): string {
   const m = /^(.*):(\d+):(\d+)$/.exec(loc);
   if (!m || !existsSync(m[1]!)) return '';
   const source = readFileSync(m[1]!, 'utf8');
+  // Loaded here, for an error message: Babel stays off the run-time path.
+  const { codeFrameColumns } = createRequire(import.meta.url)('@babel/code-frame') as typeof import('@babel/code-frame');
   return codeFrameColumns(
     source,
     { start: { line: Number(m[2]), column: Number(m[3]) } },
