@@ -173,39 +173,7 @@ export function transformProgram(
   });
 
   // Functions marked /** @compile */ (rewritten) and functions handed to kiln's compile() (plan attached).
-  const compiled = new Set<string>();
-  // Arrows and function expressions handed to compile(): bound to a module-level variable, or inline.
-  const compiledExprs: { fn: NodePath<t.ArrowFunctionExpression | t.FunctionExpression>; name: string; after?: NodePath }[] = [];
-  program.traverse({
-    CallExpression(call) {
-      const callee = call.node.callee;
-      const arg = call.get('arguments')[0];
-      const isCompile =
-        (t.isIdentifier(callee) && callee.name === 'compile' && ctx.isKilnBinding(call, 'compile')) ||
-        (t.isMemberExpression(callee) &&
-          t.isIdentifier(callee.property, { name: 'compile' }) &&
-          t.isIdentifier(callee.object) &&
-          ctx.isKilnBinding(call, callee.object.name));
-      if (!isCompile || !arg) return;
-      if (arg.isArrowFunctionExpression() || arg.isFunctionExpression()) {
-        const holder = call.parentPath;
-        const name = holder.isVariableDeclarator() && t.isIdentifier(holder.node.id) ? holder.node.id.name : 'compiled';
-        if (standsAlone(arg, program)) compiledExprs.push({ fn: arg, name });
-        return;
-      }
-      if (!arg.isIdentifier()) return;
-      const binding = call.scope.getBinding(arg.node.name);
-      if (binding?.scope !== program.scope) return;
-      if (ctx.functions.has(arg.node.name)) compiled.add(arg.node.name);
-      else if (binding.constant && binding.path.isVariableDeclarator() && !compiledExprs.some((e) => e.fn.parentPath === binding.path)) {
-        const init = binding.path.get('init');
-        const decl = binding.path.parentPath!;
-        const after = decl.parentPath?.isExportNamedDeclaration() ? decl.parentPath : decl;
-        if ((init.isArrowFunctionExpression() || init.isFunctionExpression()) && standsAlone(init, program))
-          compiledExprs.push({ fn: init, name: arg.node.name, after });
-      }
-    },
-  });
+  const { compiled, compiledExprs } = compileTargets(program, ctx);
   // Like declarations passed by name: a plan attached, the function itself left as written (it is the eager code).
   for (const { fn, name, after } of compiledExprs) {
     // `x => e` is `x => { return e; }`: statements to segment (the return keeps `e`'s location for reports)
@@ -248,6 +216,53 @@ export function transformProgram(
     const decls = pending.splice(0);
     if (decls.length) statement.insertBefore(decls);
   }
+}
+
+interface CompiledExpression {
+  readonly fn: NodePath<t.ArrowFunctionExpression | t.FunctionExpression>;
+  readonly name: string;
+  readonly after?: NodePath;
+}
+
+/**
+ * What the file hands to kiln's `compile()`: names of module-level function declarations, and arrows or
+ * function expressions, bound to a module-level constant (`after`: its declaration) or written inline.
+ */
+function compileTargets(program: NodePath<t.Program>, ctx: FileContext): { compiled: Set<string>; compiledExprs: CompiledExpression[] } {
+  const compiled = new Set<string>();
+  // Arrows and function expressions handed to compile(): bound to a module-level variable, or inline.
+  const compiledExprs: CompiledExpression[] = [];
+  program.traverse({
+    CallExpression(call) {
+      const callee = call.node.callee;
+      const arg = call.get('arguments')[0];
+      const isCompile =
+        (t.isIdentifier(callee) && callee.name === 'compile' && ctx.isKilnBinding(call, 'compile')) ||
+        (t.isMemberExpression(callee) &&
+          t.isIdentifier(callee.property, { name: 'compile' }) &&
+          t.isIdentifier(callee.object) &&
+          ctx.isKilnBinding(call, callee.object.name));
+      if (!isCompile || !arg) return;
+      if (arg.isArrowFunctionExpression() || arg.isFunctionExpression()) {
+        const holder = call.parentPath;
+        const name = holder.isVariableDeclarator() && t.isIdentifier(holder.node.id) ? holder.node.id.name : 'compiled';
+        if (standsAlone(arg, program)) compiledExprs.push({ fn: arg, name });
+        return;
+      }
+      if (!arg.isIdentifier()) return;
+      const binding = call.scope.getBinding(arg.node.name);
+      if (binding?.scope !== program.scope) return;
+      if (ctx.functions.has(arg.node.name)) compiled.add(arg.node.name);
+      else if (binding.constant && binding.path.isVariableDeclarator() && !compiledExprs.some((e) => e.fn.parentPath === binding.path)) {
+        const init = binding.path.get('init');
+        const decl = binding.path.parentPath!;
+        const after = decl.parentPath?.isExportNamedDeclaration() ? decl.parentPath : decl;
+        if ((init.isArrowFunctionExpression() || init.isFunctionExpression()) && standsAlone(init, program))
+          compiledExprs.push({ fn: init, name: arg.node.name, after });
+      }
+    },
+  });
+  return { compiled, compiledExprs };
 }
 
 function methodName(fn: FunctionPath): string | undefined {
