@@ -1,6 +1,8 @@
 import test from 'ava';
 import * as kiln from 'kiln';
 import { splitSegmentResult } from '../src/compile/segment-output.js';
+import { passes, symbolicTrace } from '../src/fx.js';
+import { nn as srcNn, type Tensor as SrcTensor } from '../src/index.js';
 import { loadRewritten } from './plugin-helpers.js';
 
 /**
@@ -176,4 +178,25 @@ test('splitSegmentResult: flags and unset slots leave the output and come back i
   const odd = splitSegmentResult('either', [2, a]);
   t.deepEqual(odd.output, [2, a]);
   t.deepEqual(odd.rebuild(odd.output), [2, a]);
+});
+
+test('printed calls follow torch.fx: as recorded (x.flatten(1)), and normalised with every default shown', (t) => {
+  // kiln's sources, like fx (the plugin tests above load the built package)
+  class Flat extends srcNn.Module {
+    override forward(x: SrcTensor): SrcTensor {
+      return x.flatten(1).relu();
+    }
+  }
+  const gm = symbolicTrace(new Flat());
+  t.is(gm.code, forward('x', 'const flatten = x.flatten(1);', 'const relu = flatten.relu();', 'return relu;'));
+  const normalised = new passes.NormalizeArgs(new passes.NormalizeOperators(gm).transform()).transform();
+  t.is(
+    normalised.code,
+    forward(
+      'x',
+      'const flatten = ops.flatten({ input: x, startDim: 1, endDim: -1 });',
+      'const relu = ops.relu({ input: flatten });',
+      'return relu;',
+    ),
+  );
 });
