@@ -1,5 +1,5 @@
 import { existsSync, readFileSync } from 'node:fs';
-import { codeFrameColumns } from '@babel/code-frame';
+import { createRequire } from 'node:module';
 import { functionParams } from '../analysis/signature.js';
 import { GraphBreakError, KilnError, RecompileError, TraceError } from '../errors.js';
 import { GraphModule } from '../graph/graph-module.js';
@@ -12,6 +12,7 @@ import { Module } from '../runtime/nn/module.js';
 import { Tensor } from '../runtime/tensor.js';
 import { countOps, type Backend } from './backends.js';
 import { argGuards, firstFailing, gradModeGuard, isInstance, moduleGuards, type Guard } from './guards.js';
+import { splitSegmentResult, type SegmentExit } from './segment-output.js';
 import { PLUGIN_FIX, sourceBreak, type SourceBreak } from './source-check.js';
 
 export interface CaptureOptions {
@@ -166,6 +167,8 @@ export function codeFrameAt(loc: string): string {
   const m = /^(.*):(\d+):(\d+)$/.exec(loc);
   if (!m || !existsSync(m[1]!)) return '';
   const source = readFileSync(m[1]!, 'utf8');
+  // Loaded here, for an error message: Babel stays off the run-time path.
+  const { codeFrameColumns } = createRequire(import.meta.url)('@babel/code-frame') as typeof import('@babel/code-frame');
   return codeFrameColumns(
     source,
     { start: { line: Number(m[2]), column: Number(m[3]) } },
@@ -203,6 +206,8 @@ export class CompiledCallable {
      * classified before it is traced (see source-check.ts).
      */
     private readonly unseen = label === undefined,
+    /** A plugin segment's exit: its graph outputs the user's values, the plan's flag and slot layout go around it. */
+    private readonly exit?: SegmentExit,
   ) {
     this.names = functionParams(fn).map((p) => p.name);
   }
@@ -290,11 +295,19 @@ export class CompiledCallable {
     const freeReads = tracer.freeReads;
     let gm: GraphModule | undefined;
     let breakReason: BreakReason | undefined;
+    let rebuild: ((graphOutput: unknown) => unknown) | undefined;
+    const exit = this.exit;
+    const output = exit
+      ? (result: unknown) => {
+          const split = splitSegmentResult(exit, result);
+          rebuild = split.rebuild;
+          return split.output;
+        }
+      : undefined;
     try {
       const root = this.self ?? (this.fn as (...a: never[]) => unknown);
-      const graph = recordingFreeReads(freeReads, () =>
-        tracer.trace(root, concreteArgs(this.names, args), this.viaForward ? undefined : (this.fn as (...a: never[]) => unknown)),
-      );
+      const method = this.viaForward ? undefined : (this.fn as (...a: never[]) => unknown);
+      const graph = recordingFreeReads(freeReads, () => tracer.trace(root, concreteArgs(this.names, args), method, output));
       const name = this.self ? this.self.constructor.name : this.fn.name || 'GraphModule';
       gm = new GraphModule(tracer.targetRoot(), graph, name, tracer.constants);
     } catch (e) {
@@ -324,13 +337,16 @@ export class CompiledCallable {
     guards.push(...freeReads.guards());
     guards.push(...treeGuards(this.self, tracer));
     if (!gm) return { guards, run: (...a) => this.eager(a), graph: undefined, breakReason, shapes };
+    const around = rebuild;
+    const withLayout = (f: (...a: unknown[]) => unknown) => (around ? (...a: unknown[]) => around(f(...a)) : f);
     // As TorchDynamo: a graph that does no work is not worth a backend compile; run its code as is.
-    if (countOps(gm) === 0) return { guards, run: (...a) => gm.forward(...a), graph: undefined, breakReason: undefined, shapes };
+    if (countOps(gm) === 0)
+      return { guards, run: withLayout((...a) => gm.forward(...a)), graph: undefined, breakReason: undefined, shapes };
     const compiled = this.options.backend(
       gm,
       args.filter((a): a is Tensor => a instanceof Tensor),
     );
-    return { guards, run: compiled as (...a: unknown[]) => unknown, graph: gm, breakReason: undefined, shapes };
+    return { guards, run: withLayout(compiled as (...a: unknown[]) => unknown), graph: gm, breakReason: undefined, shapes };
   }
 
   /** What the source check finds in the code this captures (its function or forward, and user submodules). */

@@ -11,7 +11,9 @@ import { CompiledCallable, codeFrameAt, type BreakReason, type CaptureOptions } 
  *
  * How a segment function hands back control is its `exit`: `return` (its result is the method's),
  * `next` (it returns the `out` values as an array, or nothing when there are none) or `either`
- * (`[1, value]` when the source returned `value`, `[0, ...outs]` when control falls through).
+ * (`[1, value]` when the source returned `value`, `[0, ...outs]` when control falls through). That protocol
+ * stays out of captured graphs: a graph segment's graph outputs the user's values only, and its compiled
+ * callable puts the flag and slot layout back around them (segment-output.ts).
  */
 export interface SegmentSpec {
   /**
@@ -280,7 +282,7 @@ export class PlanRunner {
     if (!c) {
       const seg = this.plan.segments[i]!;
       const where = `${this.plan.name} (${arm ? `${arm} branch of the if` : 'segment'} at ${this.plan.file}:${seg.loc})`;
-      table[i] = c = new CompiledCallable(fn, this.self, this.options, false, where);
+      table[i] = c = new CompiledCallable(fn, this.self, this.options, false, where, false, seg.exit);
     }
     return c;
   }

@@ -104,8 +104,15 @@ export class Tracer implements TraceDispatch {
   /**
    * Trace `root.forward` (or the function `root`) into a Graph. `concreteArgs` fixes parameters to values.
    * `method` traces that function instead of `forward`, with `this` = `root` (a plugin segment or helper).
+   * `output` picks the graph's output from what the function returned (a plugin segment's values without
+   * the plan's protocol around them).
    */
-  trace(root: Module | ((...args: never[]) => unknown), concreteArgs: ConcreteArgs = {}, method?: (...args: never[]) => unknown): Graph {
+  trace(
+    root: Module | ((...args: never[]) => unknown),
+    concreteArgs: ConcreteArgs = {},
+    method?: (...args: never[]) => unknown,
+    output: (result: unknown) => unknown = (r) => r,
+  ): Graph {
     const fn = (method ?? (root instanceof Module ? root.forward : root)) as (...args: unknown[]) => unknown;
     this.root = root instanceof Module ? root : new Module();
     this.graph = new Graph();
@@ -122,7 +129,7 @@ export class Tracer implements TraceDispatch {
     const prev = setTraceDispatch(this);
     this.recordingFrames = true;
     try {
-      const result = fn.apply(root instanceof Module ? root : undefined, args);
+      const result = output(fn.apply(root instanceof Module ? root : undefined, args));
       this.createNode('output', 'output', [this.createArg(result, 'the return value')]);
     } finally {
       this.recordingFrames = false;

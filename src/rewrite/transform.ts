@@ -1,8 +1,13 @@
 import { relative } from 'node:path';
 import type { NodePath } from '@babel/traverse';
 import * as t from '@babel/types';
-import { Analyzer, branchParts, type ClassInfo, type Finding, type FunctionPath } from '../analysis/classify.js';
+import { Analyzer, type ClassInfo, type Finding, type FunctionPath } from '../analysis/classify.js';
 import { FileContext } from '../analysis/file-context.js';
+import { attach, attachInline, bindFunctionFor, dispatcher, eagerFunction, replaceBody } from './emit/dispatch.js';
+import { emitPrologue } from './emit/imports.js';
+import { planLiteral } from './emit/plan-literal.js';
+import { segmentLiteral } from './emit/segment.js';
+import { makeSuperExplicit } from './emit/super.js';
 import { guardFreeVariables } from './free-vars.js';
 import { SegmentError, buildSegments, type SegmentPlan } from './segments.js';
 
@@ -57,15 +62,17 @@ export function transformProgram(
   const file = filename ? relative(cwd, filename) || filename : '<unknown>';
   let runtimeId: t.Identifier | undefined;
   const runtime = () => (runtimeId ??= program.scope.generateUidIdentifier('kiln'));
-  const rt = (member: string) => t.memberExpression(t.cloneNode(runtime()), t.identifier(member));
-  const pluginOptions = t.objectExpression([
-    ...(options.backend ? [t.objectProperty(t.identifier('backend'), t.stringLiteral(options.backend))] : []),
-    ...(options.cacheSizeLimit !== undefined
-      ? [t.objectProperty(t.identifier('cacheSizeLimit'), t.numericLiteral(options.cacheSizeLimit))]
-      : []),
-  ]);
+  const pluginOptions =
+    options.backend || options.cacheSizeLimit !== undefined
+      ? { backend: options.backend || undefined, cacheSizeLimit: options.cacheSizeLimit }
+      : undefined;
+  /** Plan declarations not yet placed: before their class, or (functions) at the top of the file. */
+  const pending: t.Statement[] = [];
+  const planIds = new Set<string>();
+  /** Functions that enclose a rewritten class or function: their variables are closures of captured code. */
+  const closures = new Set<NodePath<t.Function>>();
 
-  /** Build `_kiln.plan({...})` for `fn` and the dispatcher body; returns the plan's identifier. */
+  /** Emit `const _id = _kiln.plan({...})` for `fn` (pending) and build its dispatcher body; returns the plan's identifier. */
   const planFor = (
     fn: FunctionPath,
     name: string,
@@ -79,101 +86,37 @@ export function transformProgram(
     // Unsupported code and functions that keep their body stay as written: the attached function is the eager code.
     const keep = unsupported !== undefined || !rewriteBody;
     if (cls && !keep) makeSuperExplicit(fn, cls);
-    const props: t.ObjectProperty[] = [
-      prop('name', t.stringLiteral(name)),
-      prop('file', t.stringLiteral(file)),
-      prop('slots', t.arrayExpression((plan?.slots ?? []).map((s) => t.stringLiteral(s)))),
-      ...(keep
-        ? []
-        : [
-            prop(
-              'eager',
-              t.functionExpression(t.identifier(methodName(fn) ?? 'eager'), params(fn), t.cloneNode(fn.node.body as t.BlockStatement)),
-            ),
-          ]),
-    ];
-    const segReport: PlanReport['segments'] = [];
-    if (plan?.needsBind) {
-      const bound = plan.slots.slice(0, plan.paramCount).map((s) => t.identifier(s));
-      props.push(prop('bind', t.functionExpression(null, params(fn), t.blockStatement([t.returnStatement(t.arrayExpression(bound))]))));
-    }
-    if (plan && !unsupported) {
-      props.push(
-        prop(
-          'segments',
-          t.arrayExpression(
-            plan.segments.map((seg) => {
-              const loc = locOf(seg.brk?.node ?? seg.statements[0]!.node);
-              segReport.push({ kind: seg.kind, loc, ...(seg.brk ? { reason: seg.brk.reason } : {}), statements: seg.statements.length });
-              const common = [
-                prop('kind', t.stringLiteral(seg.kind)),
-                prop('loc', t.stringLiteral(loc)),
-                ...(seg.brk ? [prop('reason', t.stringLiteral(seg.brk.reason))] : []),
-                prop('in', t.arrayExpression(seg.in.map((i) => t.numericLiteral(i)))),
-                prop('out', t.arrayExpression(seg.out.map((i) => t.numericLiteral(i)))),
-              ];
-              if (seg.kind === 'branch') {
-                const { test, then, otherwise } = branchArms(seg.statements[0]!);
-                const params = seg.in.map((i) => t.identifier(plan!.slots[i]!));
-                const arm = (body: t.Statement[]) => segmentFunction(body, plan!.slots, seg.in, seg.out, true).fn;
-                return t.objectExpression([
-                  ...common,
-                  prop('exit', t.stringLiteral('either')),
-                  prop('test', t.functionExpression(null, params, t.blockStatement([t.returnStatement(test)]))),
-                  prop('then', arm(then)),
-                  prop('else', arm(otherwise)),
-                ]);
-              }
-              const { fn: segFn, exit } = segmentFunction(
-                seg.statements.map((p) => p.node),
-                plan!.slots,
-                seg.in,
-                seg.out,
-              );
-              return t.objectExpression([...common, prop('exit', t.stringLiteral(exit)), prop('fn', segFn)]);
-            }),
-          ),
-        ),
-      );
-    } else {
-      props.push(prop('segments', t.arrayExpression([])));
-      props.push(
-        prop(
-          'unsupported',
-          t.objectExpression([
-            prop('reason', t.stringLiteral(unsupported!.reason)),
-            prop('loc', t.stringLiteral(locOf(unsupported!.node))),
-          ]),
-        ),
-      );
-    }
-    if (pluginOptions.properties.length) props.push(prop('options', pluginOptions));
+    const paramSlots = plan?.slots.slice(0, plan.paramCount);
+    const segments = plan && !unsupported ? plan.segments : [];
+    const segReport: PlanReport['segments'] = segments.map((seg) => ({
+      kind: seg.kind,
+      loc: locOf(seg.brk?.node ?? seg.statements[0]!.node),
+      ...(seg.brk ? { reason: seg.brk.reason } : {}),
+      statements: seg.statements.length,
+    }));
+    const why = unsupported && { reason: unsupported.reason, loc: locOf(unsupported.node) };
+    const literal = planLiteral({
+      runtime: runtime(),
+      name,
+      file,
+      slots: plan?.slots ?? [],
+      eager: keep ? undefined : eagerFunction(fn, methodName(fn)),
+      bind: plan?.needsBind ? bindFunctionFor(fn, paramSlots!) : undefined,
+      segments: segments.map((seg, i) => segmentLiteral(seg, plan!, segReport[i]!.loc)),
+      unsupported: why,
+      options: pluginOptions,
+    });
     report.plans.push({
       name,
       line: fn.node.loc?.start.line ?? 0,
-      ...(unsupported ? { unsupported: { reason: unsupported.reason, loc: locOf(unsupported.node) } } : {}),
+      ...(why ? { unsupported: why } : {}),
       segments: segReport,
       slots: plan?.slots ?? [],
     });
-    const decl = t.variableDeclaration('const', [t.variableDeclarator(id, t.callExpression(rt('plan'), [t.objectExpression(props)]))]);
-    pending.push(decl);
+    pending.push(t.variableDeclaration('const', [t.variableDeclarator(id, literal)]));
     if (keep) return { id, dispatch: undefined };
-    const args = plan && !plan.needsBind ? t.arrayExpression(plan.slots.slice(0, plan.paramCount).map((s) => t.identifier(s))) : undefined;
-    const dispatch = t.blockStatement([
-      t.returnStatement(
-        t.callExpression(rt('run'), [
-          fn.isArrowFunctionExpression() ? t.identifier('undefined') : t.thisExpression(),
-          t.cloneNode(id),
-          args ?? t.identifier(RUN_ARGS),
-        ]),
-      ),
-    ]);
-    return { id, dispatch };
+    return { id, dispatch: dispatcher(runtime(), id, fn, plan && !plan.needsBind ? paramSlots : undefined) };
   };
-  const pending: t.Statement[] = [];
-  const planIds = new Set<string>();
-  /** Functions that enclose a rewritten class or function: their variables are closures of captured code. */
-  const closures = new Set<NodePath<t.Function>>();
 
   /** Classify `fn` and cut it into segments; a finding that forbids cutting makes it run eagerly. No AST changes. */
   function analyse(fn: FunctionPath, cls: ClassInfo | undefined): Analysed {
@@ -221,14 +164,8 @@ export function transformProgram(
         const name = methodName(m)!;
         const { id, dispatch } = planFor(m, `${className}.${name}`, info, true, result);
         if (dispatch) replaceBody(m, dispatch);
-        attachStatements.push(
-          t.expressionStatement(
-            t.callExpression(rt('attach'), [
-              t.memberExpression(t.memberExpression(t.identifier(className), t.identifier('prototype')), t.identifier(name)),
-              t.cloneNode(id),
-            ]),
-          ),
-        );
+        const method = t.memberExpression(t.memberExpression(t.identifier(className), t.identifier('prototype')), t.identifier(name));
+        attachStatements.push(attach(runtime(), method, id));
       }
       flush(statement);
       if (attachStatements.length) statement.insertAfter(attachStatements);
@@ -236,9 +173,65 @@ export function transformProgram(
   });
 
   // Functions marked /** @compile */ (rewritten) and functions handed to kiln's compile() (plan attached).
+  const { compiled, compiledExprs } = compileTargets(program, ctx);
+  // Like declarations passed by name: a plan attached, the function itself left as written (it is the eager code).
+  for (const { fn, name, after } of compiledExprs) {
+    // `x => e` is `x => { return e; }`: statements to segment (the return keeps `e`'s location for reports)
+    if (t.isArrowFunctionExpression(fn.node) && !t.isBlockStatement(fn.node.body)) {
+      const arrow: NodePath<t.ArrowFunctionExpression> = fn as NodePath<t.ArrowFunctionExpression>;
+      const loc = fn.node.body.loc;
+      arrow.ensureBlock();
+      (arrow.node.body as t.BlockStatement).body[0]!.loc = loc;
+    }
+    const { id } = planFor(fn, name, undefined, false);
+    if (after) after.insertAfter(attach(runtime(), t.identifier(name), id));
+    else fn.replaceWith(attachInline(runtime(), fn.node, id));
+  }
+  const topAttach: t.Statement[] = [];
+  for (const [name, fn] of ctx.functions) {
+    const marked = hasCompileTag(fn);
+    if (!marked && !compiled.has(name)) continue;
+    const { id, dispatch } = planFor(fn, name, undefined, marked);
+    if (dispatch) replaceBody(fn, dispatch);
+    topAttach.push(attach(runtime(), t.identifier(name), id));
+  }
+  // Plans of functions go first, with their attach calls: declarations hoist, so compile(f) may run early.
+  const fnDecls = pending.splice(0);
+
+  // Free variables: reads of state that can change between calls go through guarded scope objects.
+  if (report.plans.length > 0 || ctx.kilnNames.size > 0) {
+    // No crawl first: references in the emitted segment copies resolve by name through their scopes.
+    const excluded = new Set([...planIds, ...(runtimeId ? [runtimeId.name] : [])]);
+    guardFreeVariables(program, ctx, closures, excluded, () => t.memberExpression(t.cloneNode(runtime()), t.identifier('scope')));
+  }
+
+  if (runtimeId) {
+    emitPrologue(program, runtimeId, options.runtime ?? 'kiln/plugin/runtime', [...fnDecls, ...topAttach]);
+    program.scope.crawl(); // new references (e.g. to kiln imports inside segments) must count for later plugins
+  }
+  return report;
+
+  /** Emit the pending plan declarations before `statement` (the class they belong to). */
+  function flush(statement: NodePath): void {
+    const decls = pending.splice(0);
+    if (decls.length) statement.insertBefore(decls);
+  }
+}
+
+interface CompiledExpression {
+  readonly fn: NodePath<t.ArrowFunctionExpression | t.FunctionExpression>;
+  readonly name: string;
+  readonly after?: NodePath;
+}
+
+/**
+ * What the file hands to kiln's `compile()`: names of module-level function declarations, and arrows or
+ * function expressions, bound to a module-level constant (`after`: its declaration) or written inline.
+ */
+function compileTargets(program: NodePath<t.Program>, ctx: FileContext): { compiled: Set<string>; compiledExprs: CompiledExpression[] } {
   const compiled = new Set<string>();
   // Arrows and function expressions handed to compile(): bound to a module-level variable, or inline.
-  const compiledExprs: { fn: NodePath<t.ArrowFunctionExpression | t.FunctionExpression>; name: string; after?: NodePath }[] = [];
+  const compiledExprs: CompiledExpression[] = [];
   program.traverse({
     CallExpression(call) {
       const callee = call.node.callee;
@@ -269,73 +262,7 @@ export function transformProgram(
       }
     },
   });
-  // Like declarations passed by name: a plan attached, the function itself left as written (it is the eager code).
-  for (const { fn, name, after } of compiledExprs) {
-    // `x => e` is `x => { return e; }`: statements to segment (the return keeps `e`'s location for reports)
-    if (t.isArrowFunctionExpression(fn.node) && !t.isBlockStatement(fn.node.body)) {
-      const arrow: NodePath<t.ArrowFunctionExpression> = fn as NodePath<t.ArrowFunctionExpression>;
-      const loc = fn.node.body.loc;
-      arrow.ensureBlock();
-      (arrow.node.body as t.BlockStatement).body[0]!.loc = loc;
-    }
-    const { id } = planFor(fn, name, undefined, false);
-    if (after) after.insertAfter(t.expressionStatement(t.callExpression(rt('attach'), [t.identifier(name), t.cloneNode(id)])));
-    else fn.replaceWith(t.callExpression(rt('attach'), [fn.node, t.cloneNode(id)]));
-  }
-  const topAttach: t.Statement[] = [];
-  for (const [name, fn] of ctx.functions) {
-    const marked = hasCompileTag(fn);
-    if (!marked && !compiled.has(name)) continue;
-    const { id, dispatch } = planFor(fn, name, undefined, marked);
-    if (dispatch) replaceBody(fn, dispatch);
-    topAttach.push(t.expressionStatement(t.callExpression(rt('attach'), [t.identifier(name), t.cloneNode(id)])));
-  }
-  // Plans of functions go first, with their attach calls: declarations hoist, so compile(f) may run early.
-  const fnDecls = pending.splice(0);
-
-  // Free variables: reads of state that can change between calls go through guarded scope objects.
-  if (report.plans.length > 0 || ctx.kilnNames.size > 0) {
-    // No crawl first: references in the emitted segment copies resolve by name through their scopes.
-    const excluded = new Set([...planIds, ...(runtimeId ? [runtimeId.name] : [])]);
-    guardFreeVariables(program, ctx, closures, excluded, () => rt('scope'));
-  }
-
-  if (runtimeId) {
-    const source = options.runtime ?? 'kiln/plugin/runtime';
-    const imp = t.importDeclaration([t.importNamespaceSpecifier(t.cloneNode(runtimeId))], t.stringLiteral(source));
-    program.unshiftContainer('body', imp);
-    if (fnDecls.length || topAttach.length) {
-      const body = program.get('body');
-      const first = body.find((st) => !st.isImportDeclaration());
-      if (first) {
-        // A comment between the imports and `first` belongs to `first` (e.g. `/** @compile */`), not the import.
-        const prev = body[body.indexOf(first) - 1];
-        const leading = new Set(first.node.leadingComments ?? []);
-        if (prev?.node.trailingComments) prev.node.trailingComments = prev.node.trailingComments.filter((c) => !leading.has(c));
-        first.insertBefore([...fnDecls, ...topAttach]);
-      } else program.pushContainer('body', [...fnDecls, ...topAttach]);
-    }
-    program.scope.crawl(); // new references (e.g. to kiln imports inside segments) must count for later plugins
-  }
-  return report;
-
-  /** Emit the pending plan declarations before `statement` (the class they belong to). */
-  function flush(statement: NodePath): void {
-    const decls = pending.splice(0);
-    if (decls.length) statement.insertBefore(decls);
-  }
-}
-
-/** Name of the argument array the dispatcher passes when parameters need binding (rest/patterns). */
-const RUN_ARGS = 'args';
-
-/** The parameters, cloned (TypeScript parameter properties only occur in constructors, never rewritten). */
-function params(fn: FunctionPath): t.FunctionParameter[] {
-  return fn.node.params.map((p) => t.cloneNode(p as t.FunctionParameter));
-}
-
-function prop(key: string, value: t.Expression): t.ObjectProperty {
-  return t.objectProperty(t.identifier(key), value);
+  return { compiled, compiledExprs };
 }
 
 function methodName(fn: FunctionPath): string | undefined {
@@ -392,129 +319,4 @@ function methodsToRewrite(info: ClassInfo, analyzer: Analyzer): NodePath<t.Class
     else if (called.has(name) && info.method(name)?.path === m && analyzer.functionBreak(m, info)) out.push(m);
   }
   return out;
-}
-
-/** Replace a function's body with the dispatcher; rest/pattern parameters become one `...args`. */
-function replaceBody(fn: FunctionPath, dispatch: t.BlockStatement): void {
-  const usesArgs = (dispatch.body[0] as t.ReturnStatement).argument;
-  const passesArray = t.isCallExpression(usesArgs) && t.isIdentifier(usesArgs.arguments[2], { name: RUN_ARGS });
-  if (passesArray) fn.node.params = [t.restElement(t.identifier(RUN_ARGS))];
-  fn.get('body').replaceWith(dispatch);
-}
-
-/**
- * Code outside the class cannot say `super`: `super.m(a)` becomes `Object.getPrototypeOf(C.prototype).m.call(this, a)`
- * and a `super.x` read `Reflect.get(Object.getPrototypeOf(C.prototype), "x", this)` (so getters see `this`).
- */
-function makeSuperExplicit(fn: FunctionPath, cls: ClassInfo): void {
-  const home = () => {
-    const c = t.identifier(cls.name);
-    const target = fn.isClassMethod() && fn.node.static ? c : t.memberExpression(c, t.identifier('prototype'));
-    return t.callExpression(t.memberExpression(t.identifier('Object'), t.identifier('getPrototypeOf')), [target]);
-  };
-  fn.traverse({
-    Function(p) {
-      if (!p.isArrowFunctionExpression()) p.skip();
-    },
-    Class(p) {
-      p.skip();
-    },
-    Super(p) {
-      const member = p.parentPath;
-      if (!member.isMemberExpression()) return;
-      const computed = member.node.computed;
-      const key = computed ? (member.node.property as t.Expression) : t.stringLiteral((member.node.property as t.Identifier).name);
-      const call = member.parentPath;
-      if (call.isCallExpression() && call.node.callee === member.node) {
-        const method = t.memberExpression(home(), computed ? key : t.identifier((member.node.property as t.Identifier).name), computed);
-        call.replaceWith(t.callExpression(t.memberExpression(method, t.identifier('call')), [t.thisExpression(), ...call.node.arguments]));
-      } else {
-        member.replaceWith(
-          t.callExpression(t.memberExpression(t.identifier('Reflect'), t.identifier('get')), [home(), key, t.thisExpression()]),
-        );
-      }
-    },
-  });
-}
-
-/**
- * One segment as a function of the slots it reads, and how it exits:
- * - `return`: it always ends in the source's `return`; its result is the method's;
- * - `next`: it never returns; it ends with `return [...out]` for the later segments (or nothing, if none);
- * - `either`: it may do both, so each `return e` becomes `return [1, e]` and the end `return [0, ...out]`.
- */
-function segmentFunction(
-  statements: readonly t.Statement[],
-  slots: readonly string[],
-  ins: readonly number[],
-  outs: readonly number[],
-  either = false,
-): { fn: t.FunctionExpression; exit: 'return' | 'next' | 'either' } {
-  const body = statements.map((s) => t.cloneNode(s));
-  const last = body[body.length - 1];
-  const endsInExit = last !== undefined && (t.isReturnStatement(last) || t.isThrowStatement(last));
-  const innerReturn = body.some((s, i) => (i < body.length - 1 || !t.isReturnStatement(s)) && containsReturn(s));
-  const outValues = outs.map((i) => t.identifier(slots[i]!));
-  let exit: 'return' | 'next' | 'either';
-  if (!innerReturn && endsInExit && !either) exit = 'return';
-  else if (!innerReturn && !either) {
-    exit = 'next';
-    if (outValues.length) body.push(t.returnStatement(t.arrayExpression(outValues)));
-  } else {
-    exit = 'either';
-    for (const s of body) markReturns(s);
-    if (!endsInExit) body.push(t.returnStatement(t.arrayExpression([t.numericLiteral(0), ...outValues])));
-  }
-  const fn = t.functionExpression(
-    null,
-    ins.map((i) => t.identifier(slots[i]!)),
-    t.blockStatement(body),
-  );
-  return { fn, exit };
-}
-
-/**
- * A branch statement as its condition and two arms of statements: an `if`'s blocks, or the statement
- * rebuilt around each side of its conditional (`return a` / `return b`, `const v = a` / `const v = b`, …).
- */
-function branchArms(stmt: NodePath<t.Statement>): { test: t.Expression; then: t.Statement[]; otherwise: t.Statement[] } {
-  const parts = branchParts(stmt)!;
-  const test = t.cloneNode(parts.test.node as t.Expression);
-  if (stmt.isIfStatement()) {
-    const block = (n: t.Statement | null | undefined) => (!n ? [] : t.isBlockStatement(n) ? n.body : [n]);
-    return { test, then: block(stmt.node.consequent), otherwise: block(stmt.node.alternate) };
-  }
-  const around = (value: t.Expression): t.Statement => {
-    const n = t.cloneNode(stmt.node);
-    if (t.isReturnStatement(n)) n.argument = value;
-    else if (t.isVariableDeclaration(n)) n.declarations[0]!.init = value;
-    else ((n as t.ExpressionStatement).expression as t.AssignmentExpression).right = value;
-    return n;
-  };
-  return { test, then: [around(parts.consequent.node as t.Expression)], otherwise: [around(parts.alternate!.node as t.Expression)] };
-}
-
-/** Whether `node` holds a `return` of the function it is in (not one of a nested function or class). */
-function containsReturn(node: t.Node): boolean {
-  if (t.isFunction(node) || t.isClass(node)) return false;
-  if (t.isReturnStatement(node)) return true;
-  for (const key of t.VISITOR_KEYS[node.type] ?? []) {
-    const child = (node as unknown as Record<string, t.Node | t.Node[] | null | undefined>)[key];
-    if (Array.isArray(child) ? child.some((c) => c && containsReturn(c)) : child && containsReturn(child)) return true;
-  }
-  return false;
-}
-
-/** `return e` → `return [1, e]` throughout `node`, not inside nested functions or classes. */
-function markReturns(node: t.Node): void {
-  if (t.isFunction(node) || t.isClass(node)) return;
-  if (t.isReturnStatement(node)) {
-    node.argument = t.arrayExpression([t.numericLiteral(1), node.argument ?? t.identifier('undefined')]);
-    return;
-  }
-  for (const key of t.VISITOR_KEYS[node.type] ?? []) {
-    const child = (node as unknown as Record<string, t.Node | t.Node[] | null | undefined>)[key];
-    if (Array.isArray(child)) child.forEach((c) => c && markReturns(c));
-    else if (child) markReturns(child);
-  }
 }
