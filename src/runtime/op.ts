@@ -1,7 +1,7 @@
 import { AutogradError, DTypeError, KilnError, ShapeError, ValueError } from '../errors.js';
 import { GradNode, SavedTensors, isGradEnabled, withGradMode } from './autograd.js';
 import { activeTrace, hasTraced } from './dispatch.js';
-import type { Eager, Lowering } from './lowering.js';
+import { isEager, type Eager, type Lowering } from './lowering.js';
 import { isPlainObject } from './plain-object.js';
 import { fmt, sameShape } from './shape.js';
 import { Tensor } from './tensor.js';
@@ -240,6 +240,9 @@ function edgeOf(t: Tensor): GradNode | null {
 export function defineOp<F extends AnyFn>(spec: OpSpec<F>): Op<F> {
   const schema = parseSchema(spec.schema);
   const { name, params } = schema;
+  if (typeof spec.lower !== 'function' && !(isEager(spec.lower) && spec.lower.eager.trim() !== '')) {
+    throw new KilnError(`defineOp ${name}: 'lower' must be a lowering or { eager: 'why it runs eagerly' }, got ${describe(spec.lower)}`);
+  }
   const tensorParams = params.map((p) => p.type === 'Tensor' || p.type === 'Tensor?' || p.type === 'Tensor|Scalar');
   const listParams = params.map((p) => p.type === 'Tensor[]');
 
