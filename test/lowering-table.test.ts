@@ -1,19 +1,5 @@
 import test from 'ava';
-import {
-  F,
-  KilnError,
-  Tensor,
-  cat,
-  compile,
-  explain,
-  formatExplain,
-  manualSeed,
-  nn,
-  noGrad,
-  ops,
-  randn,
-  tensor,
-} from '../src/index.js';
+import { F, KilnError, Tensor, cat, compile, explain, formatExplain, manualSeed, nn, noGrad, ops, randn, tensor } from '../src/index.js';
 import { symbolicTrace } from '../src/fx.js';
 import { kernelsBackend, type KernelProgramCallable } from '../src/kernels/index.js';
 import { METHOD_ALIASES } from '../src/kernels/method-aliases.js';
@@ -68,7 +54,10 @@ const NO_LOWERING: OpSpec<(x: Tensor) => Tensor> = { schema: 'noLowering(Tensor 
 test('an op defined without a lowering or an eager reason is refused (and does not compile)', (t) => {
   const err = t.throws(() => defineOp(NO_LOWERING), { instanceOf: KilnError });
   t.regex(err!.message, /^defineOp noLowering: 'lower' must be a lowering or \{ eager: 'why it runs eagerly' \}, got undefined/);
-  t.throws(() => defineOp({ ...NO_LOWERING, lower: { eager: ' ' } }), { instanceOf: KilnError, message: /defineOp noLowering/ });
+  t.throws(() => defineOp<(x: Tensor) => Tensor>({ ...NO_LOWERING, lower: { eager: ' ' } }), {
+    instanceOf: KilnError,
+    message: /defineOp noLowering/,
+  });
   t.false(ops.registry.has('noLowering'));
 });
 
@@ -93,8 +82,26 @@ const LAYER_CASES: Record<string, () => [nn.Module, Tensor]> = {
   BatchNorm1d: () => [new nn.BatchNorm1d(3).eval(), randn([4, 3])],
   BatchNorm2d: () => [new nn.BatchNorm2d(3), randn([2, 3, 4, 4])], // training mode: eager
   LayerNorm: () => [new nn.LayerNorm(5), randn([2, 5])],
-  Embedding: () => [new nn.Embedding(6, 3), tensor([[1, 5], [0, 2]], { dtype: 'int32' })],
-  EmbeddingBag: () => [new nn.EmbeddingBag(6, 3), tensor([[1, 5], [0, 2]], { dtype: 'int32' })],
+  Embedding: () => [
+    new nn.Embedding(6, 3),
+    tensor(
+      [
+        [1, 5],
+        [0, 2],
+      ],
+      { dtype: 'int32' },
+    ),
+  ],
+  EmbeddingBag: () => [
+    new nn.EmbeddingBag(6, 3),
+    tensor(
+      [
+        [1, 5],
+        [0, 2],
+      ],
+      { dtype: 'int32' },
+    ),
+  ],
   Dropout: () => [new nn.Dropout(0.3).eval(), randn([3, 4])],
   ReLU: () => [new nn.ReLU(), randn([3, 4])],
   GELU: () => [new nn.GELU({ approximate: 'tanh' }), randn([3, 4])],
@@ -127,7 +134,11 @@ function declaredReason(form: LayerForm): string | null {
 
 test('every standard layer reaches the kernels as the op call it declares: lowered, or eager with the declared reason', (t) => {
   manualSeed(5);
-  t.deepEqual(STANDARD_LAYERS.map(([n]) => n).filter((n) => !(n in LAYER_CASES)), [], 'a case for every standard layer');
+  t.deepEqual(
+    STANDARD_LAYERS.map(([n]) => n).filter((n) => !(n in LAYER_CASES)),
+    [],
+    'a case for every standard layer',
+  );
   const lowered: string[] = [];
   for (const [name, make] of Object.entries(LAYER_CASES)) {
     const [layer, input] = make();

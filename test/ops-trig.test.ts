@@ -15,8 +15,14 @@ const f32 = (v: number) => Math.fround(v);
 test('sin, cos and exp2 match PyTorch at known points (torch.sin(pi/2) = 1, torch.exp2(3) = 8)', (t) => {
   const x = tensor([0, Math.PI / 6, Math.PI / 2, Math.PI, -Math.PI / 2, 10]);
   const xs = Array.from(x.data());
-  t.deepEqual(Array.from(ops.sin(x).data()), xs.map((v) => f32(Math.sin(v))));
-  t.deepEqual(Array.from(x.cos().data()), xs.map((v) => f32(Math.cos(v))));
+  t.deepEqual(
+    Array.from(ops.sin(x).data()),
+    xs.map((v) => f32(Math.sin(v))),
+  );
+  t.deepEqual(
+    Array.from(x.cos().data()),
+    xs.map((v) => f32(Math.cos(v))),
+  );
   t.is(x.sin().data()[2], 1);
   t.is(x.cos().data()[0], 1);
   t.deepEqual(Array.from(ops.exp2(tensor([3, 0, -1, 0.5, -149, 128, -200])).data()), [8, 1, 0.5, f32(Math.SQRT2), 2 ** -149, Infinity, 0]);
