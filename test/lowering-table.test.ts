@@ -251,3 +251,18 @@ test('relu and clamp are max/min as in PyTorch: NaN stays NaN, and clamp gives m
     noGrad(() => close(t, (program as unknown as (x: Tensor) => Tensor)(x), fn(x), String(fn)));
   }
 });
+
+test('a traced method call with an options object lowers with those keyword arguments (x.add(y, { alpha: 2 }))', (t) => {
+  // Regression: the options object was bound as `alpha` itself and the kernel failed to compile (eager fallback).
+  manualSeed(8);
+  const fn = (x: Tensor, y: Tensor) =>
+    x
+      .add(y, { alpha: 2 } as unknown as number)
+      .sub(x, { alpha: -0.5 } as unknown as number)
+      .sum(1, { keepdim: true } as unknown as boolean);
+  const program = kernelsBackend(symbolicTrace(fn));
+  const x = randn([3, 4]);
+  const y = randn([4]);
+  noGrad(() => close(t, (program as unknown as typeof fn)(x, y), fn(x, y), 'alpha and keepdim as options'));
+  t.regex(program.pprint(), /: 1 kernel, 0 eager steps/, program.pprint());
+});

@@ -19,7 +19,7 @@ import {
   type Prim,
 } from '../runtime/lowering.js';
 import { Module } from '../runtime/nn/module.js';
-import { OPS, type Schema } from '../runtime/op.js';
+import { OPS, splitOptions, type Schema } from '../runtime/op.js';
 import { broadcastShapes, sameShape } from '../runtime/shape.js';
 import { Tensor } from '../runtime/tensor.js';
 import { isIR, type FoldedBatchNorm, type IRKind, type IRNode, type Operand } from './ir.js';
@@ -33,8 +33,6 @@ import { methodAlias } from './method-aliases.js';
  * the `LowerContext` the Builder implements. An op that declares `{ eager }`, or a lowering that answers so
  * for these arguments, leaves the node opaque: it runs eagerly and the plan (and `explain`) print why.
  */
-
-export type Bound = Record<string, unknown>;
 
 export interface Lowered {
   readonly ir: IRNode[];
@@ -198,13 +196,17 @@ interface Passthrough {
 
 type Normalised = OpCall | Passthrough | Eager;
 
-/** Bind `args`/`kwargs` by `op`'s schema. */
+/**
+ * Bind `args`/`kwargs` by `op`'s schema. A trailing options object among `args` holds keyword arguments, as in
+ * an eager call: a traced `x.add(y, { alpha: 2 })` keeps it positional.
+ */
 function bindOp(
   op: { readonly opName: string; readonly lower: Lowering | Eager; readonly schema: Schema },
   args: readonly unknown[],
   kwargs: Readonly<Record<string, unknown>>,
 ): Normalised {
-  const bound = bindToSchema(op.schema.params, [...args], kwargs);
+  const [positional, options] = splitOptions(op.schema, args);
+  const bound = bindToSchema(op.schema.params, [...positional], { ...kwargs, ...options });
   return bound ? { name: op.opName, lower: op.lower, args: bound } : { eager: `${op.opName}: its arguments do not fit its schema` };
 }
 
