@@ -1,6 +1,6 @@
 import test from 'ava';
 import { F, KilnError, Tensor, cat, compile, explain, formatExplain, manualSeed, nn, noGrad, ops, randn, tensor } from '../src/index.js';
-import { symbolicTrace } from '../src/fx.js';
+import { GraphModule, Tracer, symbolicTrace } from '../src/fx.js';
 import { kernelsBackend, type KernelProgramCallable } from '../src/kernels/index.js';
 import { METHOD_ALIASES } from '../src/kernels/method-aliases.js';
 import { isEager, type Eager, type LayerForm } from '../src/runtime/lowering.js';
@@ -265,4 +265,25 @@ test('a traced method call with an options object lowers with those keyword argu
   const y = randn([4]);
   noGrad(() => close(t, (program as unknown as typeof fn)(x, y), fn(x, y), 'alpha and keepdim as options'));
   t.regex(program.pprint(), /: 1 kernel, 0 eager steps/, program.pprint());
+});
+
+test('a subclass of a standard layer that overrides forward is not lowered by the parent form', (t) => {
+  // A custom tracer may keep it as one call_module; the form beside Linear.forward does not describe it.
+  class Doubled extends nn.Linear {
+    override forward(x: Tensor): Tensor {
+      return super.forward(x).mul(2);
+    }
+  }
+  class LeafTracer extends Tracer {
+    override isLeafModule(m: nn.Module, path: string): boolean {
+      return m instanceof Doubled || super.isLeafModule(m, path);
+    }
+  }
+  manualSeed(9);
+  const m = new Applied(new Doubled(4, 3));
+  const gm = new GraphModule(m, new LeafTracer().trace(m));
+  const program = kernelsBackend(gm);
+  const x = randn([2, 4]);
+  noGrad(() => close(t, (program as unknown as (x: Tensor) => Tensor)(x), m.call(x), 'Doubled'));
+  t.regex(program.pprint(), /\(not lowered: Doubled: its forward is not the one its functional form describes\)/);
 });

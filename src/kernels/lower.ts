@@ -216,12 +216,25 @@ function layerCall(m: Module, args: readonly unknown[], kwargs: Record<string, u
   if (m.hasForwardHooks()) return { eager: `${name}: has forward hooks, which run with its eager forward` };
   const functional = (m as { functional?: (...a: unknown[]) => LayerForm }).functional;
   if (typeof functional !== 'function') return { eager: `${name}: not a standard layer (no functional form)` };
+  if (!declaresItsForward(m)) return { eager: `${name}: its forward is not the one its functional form describes` };
   if (Object.keys(kwargs).length > 0) return { eager: `${name}: called with keyword arguments` };
   const form = functional.apply(m, [...args]);
   if (isEager(form)) return { name, lower: form, args: {} }; // declared by the layer, like an op's
   if ('identity' in form) return form;
   const op = OPS.get(form.op.opName);
   return op ? bindOp(op, form.args, {}) : { eager: `${name}: calls '${form.op.opName}', which is not in the op table` };
+}
+
+/**
+ * Whether `m`'s forward is the one declared beside its `functional`: the class that defines the forward it runs
+ * also defines `functional` (a subclass, or an instance, that overrides forward gets no form it did not write).
+ */
+function declaresItsForward(m: Module): boolean {
+  if (Object.hasOwn(m, 'forward')) return false;
+  for (let p: object | null = Object.getPrototypeOf(m); p && p !== Module.prototype; p = Object.getPrototypeOf(p)) {
+    if (Object.hasOwn(p, 'forward')) return Object.hasOwn(p, 'functional');
+  }
+  return false;
 }
 
 /** The node as the op it calls, with non-tensor node arguments replaced by their values. */
