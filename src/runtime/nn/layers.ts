@@ -21,8 +21,6 @@ function expectInput(x: Tensor, ok: (shape: readonly number[]) => boolean, messa
   if (!ok(x.shape)) throw new ShapeError(message(fmt(x.shape)));
 }
 
-/** The standard layers. Constructors take PyTorch's positional arguments, then an options object. */
-
 /** The op call a layer's forward makes: `run()` computes it, and the kernels lower `op` with `args` instead. */
 export interface OpCall<R> {
   readonly op: Op<(...args: never[]) => unknown>;
@@ -43,6 +41,8 @@ abstract class Layer extends Module {
   /** For these forward arguments (graph values when lowering: this only packs them), the op call forward makes. */
   abstract functional(...args: never[]): LayerForm;
 }
+
+/** The standard layers. Constructors take PyTorch's positional arguments, then an options object. */
 
 type Pair = number | readonly number[];
 
