@@ -287,3 +287,21 @@ test('a subclass of a standard layer that overrides forward is not lowered by th
   noGrad(() => close(t, (program as unknown as (x: Tensor) => Tensor)(x), m.call(x), 'Doubled'));
   t.regex(program.pprint(), /\(not lowered: Doubled: its forward is not the one its functional form describes\)/);
 });
+
+test('an argument a trace recorded as undefined takes its default: a held tensor plus an input (this.bias.add(x))', (t) => {
+  // Regression: `this.bias.add(x)` runs Tensor.add with alpha undefined, which the trace keeps; the lowering
+  // multiplied by undefined and threw while planning.
+  class Held extends nn.Module {
+    bias = randn([4]);
+    override forward(x: Tensor): Tensor {
+      return this.bias.add(x).sub(x.relu());
+    }
+  }
+  manualSeed(10);
+  const programs: KernelProgramCallable[] = [];
+  const m = new Held();
+  const opt = compile(m, { backend: (gm) => programs[programs.push(kernelsBackend(gm)) - 1]! });
+  const x = randn([3, 4]);
+  noGrad(() => close(t, opt.call(x), m.call(x), 'held tensor plus input'));
+  t.regex(programs[0]!.pprint(), /: 1 kernel, 0 eager steps/, programs[0]!.pprint());
+});

@@ -197,8 +197,8 @@ interface Passthrough {
 type Normalised = OpCall | Passthrough | Eager;
 
 /**
- * Bind `args`/`kwargs` by `op`'s schema. A trailing options object among `args` holds keyword arguments, as in
- * an eager call: a traced `x.add(y, { alpha: 2 })` keeps it positional.
+ * Bind `args`/`kwargs` by `op`'s schema as an eager call does: a trailing options object among `args` holds
+ * keyword arguments (a traced `x.add(y, { alpha: 2 })` keeps it positional), and undefined takes the default.
  */
 function bindOp(
   op: { readonly opName: string; readonly lower: Lowering | Eager; readonly schema: Schema },
@@ -207,6 +207,8 @@ function bindOp(
 ): Normalised {
   const [positional, options] = splitOptions(op.schema, args);
   const bound = bindToSchema(op.schema.params, [...positional], { ...kwargs, ...options });
+  // an argument passed as undefined takes its default, as in the eager call (`x.add(y)` traces alpha as undefined)
+  for (const p of op.schema.params) if (bound && bound[p.name] === undefined && p.hasDefault) bound[p.name] = structuredClone(p.default);
   return bound ? { name: op.opName, lower: op.lower, args: bound } : { eager: `${op.opName}: its arguments do not fit its schema` };
 }
 
