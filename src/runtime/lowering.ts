@@ -3,8 +3,8 @@ import type { DType } from './dtype.js';
 /**
  * How each op reaches the kernels backend, declared beside its `defineOp` as the op's `lower` field: either a
  * lowering (a function building kernel IR through `LowerContext`) or `{ eager: 'why' }`. The field is required,
- * so an op without one does not compile. This file holds types only: the runtime never imports the kernels;
- * `src/kernels/lower` implements `LowerContext`.
+ * so an op without one does not compile. This file holds types (and the `isEager` guard) only: the runtime never
+ * imports the kernels; `src/kernels/lower.ts` implements `LowerContext`.
  */
 
 /**
