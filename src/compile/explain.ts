@@ -17,7 +17,8 @@ export interface ExplainOutput {
   /**
    * With the 'kernels' backend (the default): for each graph (same order as `graphs`), its kernel plan for
    * these inputs as `pprint()` and `KILN_LOG=kernels` print it: one row per kernel or eager step, naming the
-   * graph nodes fused into it. Absent with any other backend.
+   * graph nodes fused into it; an eager step says why (`not lowered: …` with the reason its op or layer
+   * declares in its `lower` field or `functional` form). Absent with any other backend.
    */
   kernels?: string[];
 }

@@ -1,7 +1,7 @@
 import type { KernelSpec } from './cache.js';
 import { accessOffset, floatLit, KernelSource } from './index-map.js';
 import { isIR, numelOf, type IRNode, type Layout } from './ir.js';
-import { ewCode, POW2_TABLE, type MathNeeds } from './kmath.js';
+import { POW2_TABLE, primCode, type MathNeeds } from './kmath.js';
 import type { Group } from './partition.js';
 import { applyView, broadcastAccess, accessKey, type Access } from './views.js';
 
@@ -64,7 +64,7 @@ export class ExprEmitter {
     if (n.kind === 'ew' && this.members.has(id)) {
       const args = n.args.map((a) => (isIR(a) ? this.emit(src, a.ir) : floatLit(a.value)));
       const consts = n.args.map((a) => (isIR(a) ? undefined : a.value));
-      const code = ewCode(src, this.needs, n.op, args, consts, n.attrs);
+      const code = primCode(src, this.needs, n.op, args, consts);
       v = src.let(this.ctx.roundEach ? `Math.fround(${code})` : code, 'v');
     } else {
       const { base, access } = accessOf(this.ctx, id);

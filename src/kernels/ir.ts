@@ -1,5 +1,6 @@
 import type { Node } from '../graph/node.js';
 import type { DType } from '../runtime/dtype.js';
+import type { Conv2dAttrs, KView as ViewOp, Pool2dAttrs, Prim } from '../runtime/lowering.js';
 import type { Tensor } from '../runtime/tensor.js';
 
 /**
@@ -24,47 +25,11 @@ export interface TensorMeta extends Layout {
 /** An element-wise operand: another IR value, or a number baked into the kernel. */
 export type Operand = { readonly ir: number } | { readonly value: number };
 
-export type EwOp =
-  | 'add'
-  | 'sub'
-  | 'mul'
-  | 'div'
-  | 'pow'
-  | 'neg'
-  | 'exp'
-  | 'log'
-  | 'sqrt'
-  | 'rsqrt'
-  | 'abs'
-  | 'tanh'
-  | 'sigmoid'
-  | 'relu'
-  | 'gelu'
-  | 'geluTanh'
-  | 'clamp'
-  | 'where'
-  | 'eq'
-  | 'ne'
-  | 'lt'
-  | 'le'
-  | 'gt'
-  | 'ge'
-  | 'identity'
-  | 'toBool';
+/** Element-wise IR nodes apply one primitive; the set is declared with the op table's lowering interface. */
+export type { Prim } from '../runtime/lowering.js';
 
 /** A metadata-only view op, applied to a layout (never to data). */
-export type ViewOp =
-  | { readonly op: 'reshape'; readonly shape: readonly number[] }
-  | { readonly op: 'permute'; readonly dims: readonly number[] }
-  | { readonly op: 'expand'; readonly shape: readonly number[] }
-  | { readonly op: 'select'; readonly dim: number; readonly index: number }
-  | { readonly op: 'slice'; readonly dim: number; readonly start: number; readonly end: number; readonly step: number };
-
-export interface Conv2dAttrs {
-  readonly stride: readonly [number, number];
-  readonly padding: readonly [number, number];
-  readonly dilation: readonly [number, number];
-}
+export type { KView as ViewOp, Conv2dAttrs, Pool2dAttrs } from '../runtime/lowering.js';
 
 /**
  * An inference batch norm over a conv2d's output channels, y = (x − mean) / √(var + eps) · weight + bias: the
@@ -78,20 +43,10 @@ export interface FoldedBatchNorm {
   readonly eps: number;
 }
 
-export interface Pool2dAttrs {
-  readonly kind: 'max' | 'avg';
-  readonly kernel: readonly [number, number];
-  readonly stride: readonly [number, number];
-  readonly padding: readonly [number, number];
-  readonly dilation: readonly [number, number];
-  readonly countIncludePad: boolean;
-  readonly divisorOverride: number | null;
-}
-
 export type IRKind =
   /** A value the program holds at run time: a graph input, a parameter, an opaque node's result. */
   | { readonly kind: 'value'; readonly source: ValueSource }
-  | { readonly kind: 'ew'; readonly op: EwOp; readonly args: readonly Operand[]; readonly attrs?: Readonly<Record<string, number>> }
+  | { readonly kind: 'ew'; readonly op: Prim; readonly args: readonly Operand[] }
   | { readonly kind: 'view'; readonly arg: number; readonly view: ViewOp }
   /** sum/max/min over `dims` of the argument; `scale` multiplies a sum (mean), `keepdim` as in PyTorch. */
   | {
@@ -102,7 +57,7 @@ export type IRKind =
       readonly keepdim: boolean;
       readonly divisor?: number;
     }
-  /** a · b (+ bias along the last dim) (then relu); `b` holds [K, N], or [N, K] when `bTransposed`. */
+  /** a · b (+ bias along the last dim) (then relu, folded from `max(·, 0)`); `b` holds [K, N], or [N, K] when `bTransposed`. */
   | {
       readonly kind: 'matmul';
       readonly a: number;
@@ -111,7 +66,7 @@ export type IRKind =
       readonly bias: number | null;
       readonly relu: boolean;
     }
-  /** conv2d (+ bias) (then an eval-mode batch norm folded into its weight and bias) (then relu). */
+  /** conv2d (+ bias) (then an eval-mode batch norm folded into its weight and bias) (then relu, from `max(·, 0)`). */
   | {
       readonly kind: 'conv2d';
       readonly x: number;

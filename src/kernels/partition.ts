@@ -1,7 +1,7 @@
 import type { Node } from '../graph/node.js';
 import { nodesIn, type Argument } from '../graph/node.js';
 import { sameShape } from '../runtime/shape.js';
-import { isIR, type IRNode } from './ir.js';
+import { isIR, type IRNode, type Operand } from './ir.js';
 import type { BatchNormExpansion, Lowered } from './lower.js';
 
 /**
@@ -13,8 +13,9 @@ import type { BatchNormExpansion, Lowered } from './lower.js';
  *   a kernel reads (an eager node, the graph's output, a matmul, a view), is materialised instead.
  * - Reductions, matmuls, convolutions, pooling and embedding lookups each root a kernel; a reduction takes in the element-wise
  *   nodes that only feed it (so `sum(exp(x - m))` reads x once and never stores the exponentials).
- * - A matmul or convolution whose only user adds a bias along the output features, and then applies relu,
- *   takes those into the GEMM call as its epilogue.
+ * - A matmul or convolution whose only user adds a bias along the output features, and then takes
+ *   `max(·, 0)` (relu's lowering), takes those into the GEMM call as its epilogue (the pattern, not the op name:
+ *   any op lowering to that primitive folds).
  * - A convolution whose only reader is an inference batch norm takes it in (folded into its weight and bias
  *   at run time, see plan.ts), and then a relu after it: conv → bn → relu is one GEMM call. On the bench CNN
  *   this removed the element-wise batch norm + relu kernel after each conv (1.9, 4.0, 3.7 ms of 63 ms).
@@ -85,7 +86,7 @@ export function reads(n: IRNode): number[] {
 }
 
 /**
- * Fold `matmul → add(bias along N) → relu` (and `conv2d → relu`) chains into the matmul/conv node, in place:
+ * Fold `matmul → add(bias along N) → max(·, 0)` (and `conv2d → max(·, 0)`) chains into the matmul/conv node, in place:
  * the absorbing node takes the id of the last node it absorbed, so its users need no rewiring.
  */
 function foldEpilogues(low: Lowered, users: number[][], external: Set<number>, absorbed: Set<number>): void {
@@ -122,8 +123,8 @@ function foldEpilogues(low: Lowered, users: number[][], external: Set<number>, a
       const u = soleUser(cur.id);
       if (!u || u.kind !== 'ew') break;
       let next: IRNode | null = null;
-      if (u.op === 'relu' && !(cur as { relu: boolean }).relu) next = { ...cur, id: u.id, relu: true } as IRNode;
-      if (u.op === 'add' && cur.kind === 'matmul' && cur.bias === null && !cur.relu && !u.attrs?.alpha) {
+      if (isReluOf(u, cur.id) && !(cur as { relu: boolean }).relu) next = { ...cur, id: u.id, relu: true } as IRNode;
+      if (u.op === 'add' && cur.kind === 'matmul' && cur.bias === null && !cur.relu) {
         const other = u.args.find((a) => !(isIR(a) && a.ir === cur.id));
         const N = cur.shape[cur.shape.length - 1]!;
         if (other && isIR(other) && u.args.length === 2) {
@@ -140,6 +141,15 @@ function foldEpilogues(low: Lowered, users: number[][], external: Set<number>, a
       cur = low.ir[u.id]!;
     }
   }
+}
+
+/** Whether `u` is `max(id, 0)` (either order): relu's lowering, which the GEMM epilogue applies as its activation. */
+function isReluOf(u: IRNode & { kind: 'ew' }, id: number): boolean {
+  if (u.op !== 'max' || u.args.length !== 2) return false;
+  const [a, b] = u.args as [Operand, Operand];
+  const isZero = (o: Operand) => !isIR(o) && o.value === 0;
+  const isId = (o: Operand) => isIR(o) && o.ir === id;
+  return (isId(a) && isZero(b)) || (isZero(a) && isId(b));
 }
 
 /**

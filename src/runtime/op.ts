@@ -1,6 +1,7 @@
 import { AutogradError, DTypeError, KilnError, ShapeError, ValueError } from '../errors.js';
 import { GradNode, SavedTensors, isGradEnabled, withGradMode } from './autograd.js';
 import { activeTrace, hasTraced } from './dispatch.js';
+import { isEager, type Eager, type Lowering } from './lowering.js';
 import { isPlainObject } from './plain-object.js';
 import { fmt, sameShape } from './shape.js';
 import { Tensor } from './tensor.js';
@@ -76,6 +77,12 @@ export interface OpSpec<F extends AnyFn> {
    * so the op needs no gradient rule of its own.
    */
   readonly composite?: boolean;
+  /**
+   * How the kernels backend computes the op: a lowering to kernel IR, or `{ eager: 'why' }` when it runs
+   * through this forward inside compiled programs (`explain` prints the reason). Required, so that a new op
+   * states one or the other.
+   */
+  readonly lower: Lowering | Eager;
 }
 
 /** Every leading run of a parameter list: `[]`, `[a]`, `[a, b]`, … (optional parameters included). */
@@ -97,6 +104,8 @@ export type Op<F extends AnyFn> = F &
   WithOptions<F> & {
     readonly opName: string;
     readonly schema: Schema;
+    /** The spec's `lower`: its kernel lowering, or why it runs eagerly. */
+    readonly lower: Lowering | Eager;
     /** Call with positional args and keyword args by parameter name, as a graph node stores them. */
     readonly callWith: (args: readonly unknown[], kwargs?: Readonly<Record<string, unknown>>) => ReturnType<F>;
   };
@@ -231,6 +240,9 @@ function edgeOf(t: Tensor): GradNode | null {
 export function defineOp<F extends AnyFn>(spec: OpSpec<F>): Op<F> {
   const schema = parseSchema(spec.schema);
   const { name, params } = schema;
+  if (typeof spec.lower !== 'function' && !(isEager(spec.lower) && spec.lower.eager.trim() !== '')) {
+    throw new KilnError(`defineOp ${name}: 'lower' must be a lowering or { eager: 'why it runs eagerly' }, got ${describe(spec.lower)}`);
+  }
   const tensorParams = params.map((p) => p.type === 'Tensor' || p.type === 'Tensor?' || p.type === 'Tensor|Scalar');
   const listParams = params.map((p) => p.type === 'Tensor[]');
 
@@ -279,6 +291,7 @@ export function defineOp<F extends AnyFn>(spec: OpSpec<F>): Op<F> {
   Object.assign(op, {
     opName: name,
     schema,
+    lower: spec.lower,
     callWith: (args: readonly unknown[], kwargs?: Readonly<Record<string, unknown>>) =>
       activeTrace && hasTraced(activeTrace, [args, kwargs]) ? activeTrace.callOp(op, args, kwargs) : run(bindArgs(schema, args, kwargs)),
   });

@@ -239,6 +239,15 @@ export class Tensor {
   exp(): Tensor {
     return O.exp(this);
   }
+  exp2(): Tensor {
+    return O.exp2(this);
+  }
+  sin(): Tensor {
+    return O.sin(this);
+  }
+  cos(): Tensor {
+    return O.cos(this);
+  }
   log(): Tensor {
     return O.log(this);
   }

@@ -1,6 +1,8 @@
 import { ShapeError, ValueError } from '../../errors.js';
 import { noGrad } from '../autograd.js';
 import { activeTrace } from '../dispatch.js';
+import type { Eager, LayerForm } from '../lowering.js';
+import type { Op } from '../op.js';
 import * as O from '../ops/index.js';
 import { pair } from '../ops/conv.js';
 import { fmt } from '../shape.js';
@@ -17,6 +19,27 @@ import { Parameter } from './parameter.js';
 function expectInput(x: Tensor, ok: (shape: readonly number[]) => boolean, message: (shape: string) => string): void {
   if (activeTrace?.symbolic && activeTrace.isTraced(x)) return;
   if (!ok(x.shape)) throw new ShapeError(message(fmt(x.shape)));
+}
+
+/** The op call a layer's forward makes: `run()` computes it, and the kernels lower `op` with `args` instead. */
+export interface OpCall<R> {
+  readonly op: Op<(...args: never[]) => unknown>;
+  readonly args: readonly unknown[];
+  run(): R;
+}
+
+function opCall<F extends (...args: never[]) => unknown>(op: Op<F>, ...args: Parameters<F>): OpCall<ReturnType<F>> {
+  return { op: op as unknown as OpCall<unknown>['op'], args, run: () => (op as unknown as (...a: unknown[]) => ReturnType<F>)(...args) };
+}
+
+/**
+ * A standard layer: its forward is one op call, which `functional` declares, so that the kernels lower that op
+ * (and never re-encode the layer's arguments); or it states why it runs eagerly. The tracer records standard
+ * layers as one call_module each (with forward hooks, they stay opaque).
+ */
+abstract class Layer extends Module {
+  /** For these forward arguments (graph values when lowering: this only packs them), the op call forward makes. */
+  abstract functional(...args: never[]): LayerForm;
 }
 
 /** The standard layers. Constructors take PyTorch's positional arguments, then an options object. */
@@ -40,7 +63,7 @@ function resetLinearLike(weight: Tensor, bias: Tensor | null, fanIn: number): vo
   }
 }
 
-export class Linear extends Module {
+export class Linear extends Layer {
   weight: Parameter;
   bias: Parameter | null;
 
@@ -65,7 +88,11 @@ export class Linear extends Module {
       (s) => s.length > 0 && s[s.length - 1] === this.inFeatures,
       (got) => `${this.describe()}: expected input [..., ${this.inFeatures}], got ${got}`,
     );
-    return O.linear(x, this.weight, this.bias);
+    return this.functional(x).run();
+  }
+
+  override functional(x: Tensor): OpCall<Tensor> {
+    return opCall(O.linear, x, this.weight, this.bias);
   }
 
   describe(): string {
@@ -85,7 +112,7 @@ export interface ConvOptions {
   bias?: boolean;
 }
 
-abstract class ConvNd extends Module {
+abstract class ConvNd extends Layer {
   weight: Parameter;
   bias: Parameter | null;
   readonly stride: Pair;
@@ -157,7 +184,11 @@ export class Conv1d extends ConvNd {
       (s) => (s.length === 2 || s.length === 3) && s[s.length - 2] === this.inChannels,
       (got) => `Conv1d(${this.extraRepr()}): expected input [N, ${this.inChannels}, L] or [${this.inChannels}, L], got ${got}`,
     );
-    return O.conv1d(x, this.weight, this.bias, this.stride, this.padding, this.dilation, this.groups);
+    return this.functional(x).run();
+  }
+
+  override functional(x: Tensor): OpCall<Tensor> {
+    return opCall(O.conv1d, x, this.weight, this.bias, this.stride, this.padding, this.dilation, this.groups);
   }
 }
 
@@ -173,7 +204,11 @@ export class Conv2d extends ConvNd {
       (s) => (s.length === 3 || s.length === 4) && s[s.length - 3] === this.inChannels,
       (got) => `Conv2d(${this.extraRepr()}): expected input [N, ${this.inChannels}, H, W] or [${this.inChannels}, H, W], got ${got}`,
     );
-    return O.conv2d(x, this.weight, this.bias, this.stride, this.padding, this.dilation, this.groups);
+    return this.functional(x).run();
+  }
+
+  override functional(x: Tensor): OpCall<Tensor> {
+    return opCall(O.conv2d, x, this.weight, this.bias, this.stride, this.padding, this.dilation, this.groups);
   }
 }
 
@@ -185,7 +220,7 @@ export interface BatchNormOptions {
   trackRunningStats?: boolean;
 }
 
-abstract class BatchNormNd extends Module {
+abstract class BatchNormNd extends Layer {
   weight: Parameter | null;
   bias: Parameter | null;
   declare running_mean: Tensor | null;
@@ -231,8 +266,19 @@ abstract class BatchNormNd extends Module {
       noGrad(() => tracked.add_(1));
       if (this.momentum === null) momentum = 1 / tracked.item();
     }
+    return this.batchNorm(x, momentum).run();
+  }
+
+  /** Training mode updates the running statistics (forward's side effect) and normalises with the batch's. */
+  override functional(x: Tensor): OpCall<Tensor> | Eager {
+    if (this.training) return { eager: `${this.constructor.name}: training mode uses batch statistics and updates the running ones` };
+    return this.batchNorm(x, this.momentum ?? 0);
+  }
+
+  private batchNorm(x: Tensor, momentum: number): OpCall<Tensor> {
     const useBatchStats = this.training || !this.running_mean;
-    return O.batchNorm(
+    return opCall(
+      O.batchNorm,
       x,
       !this.training || this.running_mean ? this.running_mean : null,
       !this.training || this.running_var ? this.running_var : null,
@@ -275,7 +321,7 @@ export class BatchNorm2d extends BatchNormNd {
   }
 }
 
-export class LayerNorm extends Module {
+export class LayerNorm extends Layer {
   weight: Parameter | null;
   bias: Parameter | null;
   readonly normalizedShape: number[];
@@ -298,7 +344,11 @@ export class LayerNorm extends Module {
   }
 
   override forward(x: Tensor): Tensor {
-    return O.layerNorm(x, this.normalizedShape, this.weight, this.bias, this.eps);
+    return this.functional(x).run();
+  }
+
+  override functional(x: Tensor): OpCall<Tensor> {
+    return opCall(O.layerNorm, x, this.normalizedShape, this.weight, this.bias, this.eps);
   }
 
   override extraRepr(): string {
@@ -306,7 +356,7 @@ export class LayerNorm extends Module {
   }
 }
 
-export class Embedding extends Module {
+export class Embedding extends Layer {
   weight: Parameter;
   readonly paddingIdx: number | null;
 
@@ -332,7 +382,11 @@ export class Embedding extends Module {
   }
 
   override forward(input: Tensor): Tensor {
-    return O.embedding(input, this.weight, this.paddingIdx);
+    return this.functional(input).run();
+  }
+
+  override functional(input: Tensor): OpCall<Tensor> {
+    return opCall(O.embedding, input, this.weight, this.paddingIdx);
   }
 
   override extraRepr(): string {
@@ -340,7 +394,7 @@ export class Embedding extends Module {
   }
 }
 
-export class EmbeddingBag extends Module {
+export class EmbeddingBag extends Layer {
   weight: Parameter;
   readonly mode: 'sum' | 'mean';
 
@@ -359,7 +413,11 @@ export class EmbeddingBag extends Module {
   }
 
   override forward(input: Tensor, offsets: Tensor | null = null, perSampleWeights: Tensor | null = null): Tensor {
-    return O.embeddingBag(input, this.weight, offsets, this.mode, perSampleWeights);
+    return this.functional(input, offsets, perSampleWeights).run();
+  }
+
+  override functional(input: Tensor, offsets: Tensor | null = null, perSampleWeights: Tensor | null = null): OpCall<Tensor> {
+    return opCall(O.embeddingBag, input, this.weight, offsets, this.mode, perSampleWeights);
   }
 
   override extraRepr(): string {
@@ -367,26 +425,34 @@ export class EmbeddingBag extends Module {
   }
 }
 
-export class Dropout extends Module {
+export class Dropout extends Layer {
   constructor(readonly p = 0.5) {
     super();
     checkNumber('Dropout', 'p (the probability of an element to be zeroed)', p, { min: 0, max: 1 });
   }
   override forward(x: Tensor): Tensor {
-    return O.dropout(x, this.p, this.training);
+    return this.functional(x).run();
+  }
+
+  override functional(x: Tensor): OpCall<Tensor> {
+    return opCall(O.dropout, x, this.p, this.training);
   }
   override extraRepr(): string {
     return `p=${this.p}`;
   }
 }
 
-export class ReLU extends Module {
+export class ReLU extends Layer {
   override forward(x: Tensor): Tensor {
-    return O.relu(x);
+    return this.functional(x).run();
+  }
+
+  override functional(x: Tensor): OpCall<Tensor> {
+    return opCall(O.relu, x);
   }
 }
 
-export class GELU extends Module {
+export class GELU extends Layer {
   readonly approximate: 'none' | 'tanh';
   constructor(options: { approximate?: 'none' | 'tanh' } = {}) {
     super();
@@ -394,39 +460,55 @@ export class GELU extends Module {
     this.approximate = checkChoice('GELU', 'approximate', approximate, ['none', 'tanh']);
   }
   override forward(x: Tensor): Tensor {
-    return O.gelu(x, this.approximate);
+    return this.functional(x).run();
+  }
+
+  override functional(x: Tensor): OpCall<Tensor> {
+    return opCall(O.gelu, x, this.approximate);
   }
   override extraRepr(): string {
     return `approximate='${this.approximate}'`;
   }
 }
 
-export class Sigmoid extends Module {
+export class Sigmoid extends Layer {
   override forward(x: Tensor): Tensor {
-    return O.sigmoid(x);
+    return this.functional(x).run();
+  }
+
+  override functional(x: Tensor): OpCall<Tensor> {
+    return opCall(O.sigmoid, x);
   }
 }
 
-export class Tanh extends Module {
+export class Tanh extends Layer {
   override forward(x: Tensor): Tensor {
-    return O.tanh(x);
+    return this.functional(x).run();
+  }
+
+  override functional(x: Tensor): OpCall<Tensor> {
+    return opCall(O.tanh, x);
   }
 }
 
-export class Softmax extends Module {
+export class Softmax extends Layer {
   constructor(readonly dim: number) {
     super();
     checkNumber('Softmax', 'dim', dim, { integer: true });
   }
   override forward(x: Tensor): Tensor {
-    return O.softmax(x, this.dim);
+    return this.functional(x).run();
+  }
+
+  override functional(x: Tensor): OpCall<Tensor> {
+    return opCall(O.softmax, x, this.dim);
   }
   override extraRepr(): string {
     return `dim=${this.dim}`;
   }
 }
 
-export class Flatten extends Module {
+export class Flatten extends Layer {
   constructor(
     readonly startDim = 1,
     readonly endDim = -1,
@@ -436,20 +518,28 @@ export class Flatten extends Module {
     checkNumber('Flatten', 'endDim', endDim, { integer: true });
   }
   override forward(x: Tensor): Tensor {
-    return O.flatten(x, this.startDim, this.endDim);
+    return this.functional(x).run();
+  }
+
+  override functional(x: Tensor): OpCall<Tensor> {
+    return opCall(O.flatten, x, this.startDim, this.endDim);
   }
   override extraRepr(): string {
     return `start_dim=${this.startDim}, end_dim=${this.endDim}`;
   }
 }
 
-export class Identity extends Module {
+export class Identity extends Layer {
   override forward<T>(x: T): T {
     return x;
   }
+
+  override functional(x: unknown): LayerForm {
+    return { identity: x };
+  }
 }
 
-export class MaxPool2d extends Module {
+export class MaxPool2d extends Layer {
   readonly stride: Pair;
   readonly padding: Pair;
   readonly dilation: Pair;
@@ -475,14 +565,18 @@ export class MaxPool2d extends Module {
     this.ceilMode = ceilMode;
   }
   override forward(x: Tensor): Tensor {
-    return O.maxPool2d(x, this.kernelSize, this.stride, this.padding, this.dilation, this.ceilMode);
+    return this.functional(x).run();
+  }
+
+  override functional(x: Tensor): OpCall<Tensor> {
+    return opCall(O.maxPool2d, x, this.kernelSize, this.stride, this.padding, this.dilation, this.ceilMode);
   }
   override extraRepr(): string {
     return `kernel_size=${py(this.kernelSize)}, stride=${py(this.stride)}, padding=${py(this.padding)}, dilation=${py(this.dilation)}, ceil_mode=${py(this.ceilMode)}`;
   }
 }
 
-export class AvgPool2d extends Module {
+export class AvgPool2d extends Layer {
   readonly stride: Pair;
   readonly padding: Pair;
   readonly ceilMode: boolean;
@@ -512,20 +606,28 @@ export class AvgPool2d extends Module {
     this.divisorOverride = divisorOverride;
   }
   override forward(x: Tensor): Tensor {
-    return O.avgPool2d(x, this.kernelSize, this.stride, this.padding, this.ceilMode, this.countIncludePad, this.divisorOverride);
+    return this.functional(x).run();
+  }
+
+  override functional(x: Tensor): OpCall<Tensor> {
+    return opCall(O.avgPool2d, x, this.kernelSize, this.stride, this.padding, this.ceilMode, this.countIncludePad, this.divisorOverride);
   }
   override extraRepr(): string {
     return `kernel_size=${py(this.kernelSize)}, stride=${py(this.stride)}, padding=${py(this.padding)}`;
   }
 }
 
-export class AdaptiveAvgPool2d extends Module {
+export class AdaptiveAvgPool2d extends Layer {
   constructor(readonly outputSize: Pair) {
     super();
     pair('AdaptiveAvgPool2d', 'outputSize', outputSize, 1);
   }
   override forward(x: Tensor): Tensor {
-    return O.adaptiveAvgPool2d(x, this.outputSize);
+    return this.functional(x).run();
+  }
+
+  override functional(x: Tensor): OpCall<Tensor> {
+    return opCall(O.adaptiveAvgPool2d, x, this.outputSize);
   }
   override extraRepr(): string {
     return `output_size=${py(this.outputSize)}`;

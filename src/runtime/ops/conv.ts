@@ -2,6 +2,7 @@ import { DTypeError, ShapeError, ValueError } from '../../errors.js';
 import { im2row, row2imAdd, windowOut, type Window2d } from '../cpu/conv.js';
 import { gemm } from '../cpu/matmul.js';
 import { defineOp } from '../op.js';
+import { pairOf } from './lower.js';
 import { checkNumel, fmt } from '../shape.js';
 import { Tensor } from '../tensor.js';
 
@@ -182,6 +183,26 @@ export const conv2d = defineOp<
     const gxT = Tensor.fromData(gx, [N, C, H, W], 'float32');
     return [ctx.batched ? gxT : gxT.squeeze(0), Tensor.fromData(gw, weight.shape, 'float32'), gb];
   },
+  lower(k, a, out) {
+    const x = k.tensor(a.input);
+    const w = k.tensor(a.weight);
+    if (x === null || w === null) return null;
+    if (a.groups !== 1) return { eager: `conv2d: groups=${String(a.groups)} (the GEMM kernel takes groups=1)` };
+    if (k.shape(x).length !== 4) return { eager: 'conv2d: an unbatched 3-d input' };
+    const [, , kh, kw] = k.shape(w) as [number, number, number, number];
+    const dilation = pairOf(a.dilation);
+    let padding: [number, number];
+    if (a.padding === 'valid') padding = [0, 0];
+    else if (a.padding === 'same') {
+      // An odd total pads one more after than before (PyTorch); these kernels pad symmetrically.
+      if ((dilation[0] * (kh - 1)) % 2 !== 0 || (dilation[1] * (kw - 1)) % 2 !== 0) {
+        return { eager: "conv2d: padding='same' with an even kernel (asymmetric padding)" };
+      }
+      padding = [(dilation[0] * (kh - 1)) / 2, (dilation[1] * (kw - 1)) / 2];
+    } else padding = pairOf(a.padding);
+    const bias = a.bias === null || a.bias === undefined ? null : k.tensor(a.bias);
+    return k.conv2d(x, w, bias, { stride: pairOf(a.stride), padding, dilation }, out.shape);
+  },
 });
 
 export const conv1d = defineOp<
@@ -200,4 +221,5 @@ export const conv1d = defineOp<
     const y = conv2d(input.unsqueeze(-2), weight.unsqueeze(2), bias, [1, one(stride)], pad, [1, one(dilation)], groups);
     return y.squeeze(-2);
   },
+  lower: { eager: 'conv1d: no 1-d convolution kernel yet' },
 });

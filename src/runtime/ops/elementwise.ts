@@ -1,9 +1,11 @@
 import { DTypeError, ValueError } from '../../errors.js';
 import { map1, map2, map3 } from '../cpu/elementwise.js';
 import { promote, promoteScalar, type DType } from '../dtype.js';
+import type { Lowering } from '../lowering.js';
 import { defineOp, type OpContext } from '../op.js';
 import { Tensor } from '../tensor.js';
 import { scalarTensor } from './creation.js';
+import { binaryPrim, unaryPrim } from './lower.js';
 import { sumTo } from './reduce.js';
 
 /** Element-wise ops: schema, eager kernel and gradient rule side by side. */
@@ -43,6 +45,17 @@ function binary(name: string, fn: (x: number, y: number) => number) {
   };
 }
 
+/** `input ∘ alpha·other`, as `prim(input, mul(other, alpha))` when alpha is not 1. */
+function withAlpha(p: 'add' | 'sub'): Lowering {
+  return (k, a) => {
+    const x = k.operand(a.input);
+    const y = k.operand(a.other);
+    if (x === null || y === null) return null;
+    const alpha = a.alpha as number;
+    return k.prim(p, x, alpha === 1 ? y : typeof y === 'number' ? alpha * y : k.prim('mul', y, alpha));
+  };
+}
+
 export const add = defineOp<(input: Tensor, other: Operand, alpha?: number) => Tensor>({
   schema: 'add(Tensor input, Tensor|Scalar other, Scalar alpha=1)',
   forward(ctx, a, b, alpha = 1) {
@@ -54,6 +67,7 @@ export const add = defineOp<(input: Tensor, other: Operand, alpha?: number) => T
     const alpha = ctx.alpha as number;
     return [sumTo(g, ctx.aShape as number[]), sumTo(alpha === 1 ? g : g.mul(alpha), ctx.bShape as number[])];
   },
+  lower: withAlpha('add'),
 });
 
 export const sub = defineOp<(input: Tensor, other: Operand, alpha?: number) => Tensor>({
@@ -65,6 +79,7 @@ export const sub = defineOp<(input: Tensor, other: Operand, alpha?: number) => T
   backward(ctx, g) {
     return [sumTo(g, ctx.aShape as number[]), sumTo(g.mul(-(ctx.alpha as number)), ctx.bShape as number[])];
   },
+  lower: withAlpha('sub'),
 });
 
 export const mul = defineOp<(input: Tensor, other: Operand) => Tensor>({
@@ -80,6 +95,7 @@ export const mul = defineOp<(input: Tensor, other: Operand) => Tensor>({
     const b = ctx.b as Tensor | null;
     return [b && sumTo(g.mul(b), ctx.aShape as number[]), a && sumTo(g.mul(a), ctx.bShape as number[])];
   },
+  lower: binaryPrim('mul'),
 });
 
 /** True division: integer inputs give float32, as in PyTorch. */
@@ -104,6 +120,7 @@ export const div = defineOp<(input: Tensor, other: Operand) => Tensor>({
         ),
     ];
   },
+  lower: binaryPrim('div'),
 });
 
 export const pow = defineOp<(input: Tensor, exponent: Operand) => Tensor>({
@@ -125,6 +142,7 @@ export const pow = defineOp<(input: Tensor, exponent: Operand) => Tensor>({
     const ge = out && map3('pow', g, out, a, 'float32', (gg, o, x) => (x > 0 ? gg * o * Math.log(x) : 0));
     return [ga && sumTo(ga, ctx.aShape as number[]), ge && sumTo(ge, ctx.bShape as number[])];
   },
+  lower: binaryPrim('pow'),
 });
 
 /**
@@ -136,6 +154,7 @@ function unary(
   fn: (x: number) => number,
   saves: 'x' | 'y' | 'none',
   grad: (g: number, v: number) => number,
+  lower: Lowering,
   keepInt = false,
 ) {
   return defineOp<(input: Tensor) => Tensor>({
@@ -148,6 +167,7 @@ function unary(
     backward(ctx, g) {
       return [saves === 'none' ? map1(g, 'float32', (gg) => grad(gg, 0)) : map2(name, g, ctx.v as Tensor, 'float32', grad)];
     },
+    lower,
   });
 }
 
@@ -156,25 +176,42 @@ export const neg = unary(
   (x) => -x,
   'none',
   (g) => -g,
+  unaryPrim('neg'),
   true,
 );
-export const exp = unary('exp', Math.exp, 'y', (g, y) => g * y);
-export const log = unary('log', Math.log, 'x', (g, x) => g / x);
-export const sqrt = unary('sqrt', Math.sqrt, 'y', (g, y) => g / (2 * y));
-export const abs = unary('abs', Math.abs, 'x', (g, x) => (x > 0 ? g : x < 0 ? -g : 0), true);
-export const tanh = unary('tanh', Math.tanh, 'y', (g, y) => g * (1 - y * y));
+export const exp = unary('exp', Math.exp, 'y', (g, y) => g * y, unaryPrim('exp'));
+export const log = unary('log', Math.log, 'x', (g, x) => g / x, unaryPrim('log'));
+export const sqrt = unary('sqrt', Math.sqrt, 'y', (g, y) => g / (2 * y), unaryPrim('sqrt'));
+export const abs = unary('abs', Math.abs, 'x', (g, x) => (x > 0 ? g : x < 0 ? -g : 0), unaryPrim('abs'), true);
+export const tanh = unary('tanh', Math.tanh, 'y', (g, y) => g * (1 - y * y), unaryPrim('tanh'));
 export const sigmoid = unary(
   'sigmoid',
   (x) => 1 / (1 + Math.exp(-x)),
   'y',
   (g, y) => g * y * (1 - y),
+  unaryPrim('sigmoid'),
 );
+/** relu is `max(x, 0)`: NaN stays NaN, as in PyTorch (and the GEMM epilogue that applies it after a matmul). */
 export const relu = unary(
   'relu',
-  (x) => (x > 0 ? x : 0),
+  (x) => (x > 0 || x !== x ? x : 0),
   'y',
   (g, y) => (y > 0 ? g : 0),
+  (k, a) => {
+    const x = k.operand(a.input);
+    return x === null ? null : k.prim('max', x, 0);
+  },
   true,
+);
+export const sin = unary('sin', Math.sin, 'x', (g, x) => g * Math.cos(x), unaryPrim('sin'));
+export const cos = unary('cos', Math.cos, 'x', (g, x) => -g * Math.sin(x), unaryPrim('cos'));
+/** 2^x; its gradient is 2^x · ln 2. */
+export const exp2 = unary(
+  'exp2',
+  (x) => 2 ** x,
+  'y',
+  (g, y) => g * y * Math.LN2,
+  unaryPrim('exp2'),
 );
 
 /** erf with |error| < 1.2e-7 (Numerical Recipes' erfc Chebyshev fit), ample for float32. */
@@ -233,6 +270,14 @@ export const gelu = defineOp<(input: Tensor, approximate?: 'none' | 'tanh') => T
     const d = ctx.tanh ? geluTanhGrad : geluExactGrad;
     return [map2('gelu', g, ctx.x as Tensor, 'float32', (gg, x) => gg * d(x))];
   },
+  lower(k, a) {
+    const x = k.operand(a.input);
+    if (x === null) return null;
+    const half = k.prim('mul', x, 0.5);
+    if (a.approximate !== 'tanh') return k.prim('mul', half, k.prim('add', k.prim('erf', k.prim('mul', x, SQRT1_2)), 1));
+    const cubic = k.prim('mul', k.prim('mul', k.prim('mul', x, 0.044715), x), x);
+    return k.prim('mul', half, k.prim('add', k.prim('tanh', k.prim('mul', k.prim('add', x, cubic), TANH_C)), 1));
+  },
 });
 
 export const clamp = defineOp<(input: Tensor, min?: number | null, max?: number | null) => Tensor>({
@@ -247,12 +292,19 @@ export const clamp = defineOp<(input: Tensor, min?: number | null, max?: number 
     ctx.lo = lo;
     ctx.hi = hi;
     const dtype = x.dtype === 'float32' || (Number.isInteger(lo) && Number.isInteger(hi)) ? x.dtype : 'float32';
-    return map1(x, dtype === 'bool' ? 'int32' : dtype, (v) => (v < lo ? lo : v > hi ? hi : v));
+    // min(max(x, lo), hi) as PyTorch: NaN stays NaN, and hi wins when lo > hi
+    return map1(x, dtype === 'bool' ? 'int32' : dtype, (v) => Math.min(Math.max(v, lo), hi));
   },
   backward(ctx, g) {
     const lo = ctx.lo as number;
     const hi = ctx.hi as number;
     return [map2('clamp', g, ctx.x as Tensor, 'float32', (gg, v) => (v >= lo && v <= hi ? gg : 0))];
+  },
+  lower(k, a) {
+    const x = k.tensor(a.input);
+    if (x === null) return null;
+    const lo = typeof a.min === 'number' ? k.prim('max', x, a.min) : x;
+    return typeof a.max === 'number' ? k.prim('min', lo, a.max) : lo;
   },
 });
 
@@ -280,14 +332,21 @@ export const where = defineOp<(condition: Tensor, input: Operand, other: Operand
       ),
     ];
   },
+  lower(k, a) {
+    const c = k.operand(a.condition);
+    const x = k.operand(a.input);
+    const y = k.operand(a.other);
+    return c === null || x === null || y === null ? null : k.prim('where', c, x, y);
+  },
 });
 
-function compare(name: string, fn: (x: number, y: number) => boolean) {
+function compare(name: 'eq' | 'ne' | 'lt' | 'le' | 'gt' | 'ge', fn: (x: number, y: number) => boolean) {
   return defineOp<(input: Tensor, other: Operand) => Tensor>({
     schema: `${name}(Tensor input, Tensor|Scalar other)`,
     forward(_ctx, a, b) {
       return map2(name, a, asTensor(b, resultType(a, b)), 'bool', (x, y) => (fn(x, y) ? 1 : 0));
     },
+    lower: binaryPrim(name),
   });
 }
 
@@ -302,6 +361,7 @@ export const clone = defineOp<(input: Tensor) => Tensor>({
   schema: 'clone(Tensor input)',
   forward: (_ctx, x) => map1(x, x.dtype, (v) => v),
   backward: (_ctx, g) => [g],
+  lower: unaryPrim('copy'),
 });
 
 /** Cast to `dtype`; the gradient flows back only into float32 inputs. */
@@ -309,6 +369,13 @@ export const toDType = defineOp<(input: Tensor, dtype: DType) => Tensor>({
   schema: 'toDType(Tensor input, dtype? dtype)',
   forward: (_ctx, x, dtype) => map1(x, dtype, (v) => v),
   backward: (_ctx, g) => [g],
+  lower(k, a) {
+    const x = k.operand(a.input);
+    if (x === null) return null;
+    if (a.dtype === 'float32') return k.prim('copy', x);
+    if (a.dtype === 'bool') return k.prim('toBool', x);
+    return { eager: `toDType: the kernels compute float32 and bool, not ${String(a.dtype)}` };
+  },
 });
 
 /** Random keep-mask dropout: zero with probability p and scale survivors by 1/(1-p). */
@@ -323,4 +390,5 @@ export const dropoutMask = defineOp<(input: Tensor, mask: Tensor, scale: number)
     const scale = ctx.scale as number;
     return [map2('dropout', g, ctx.mask as Tensor, 'float32', (gg, m) => (m ? gg * scale : 0))];
   },
+  lower: { eager: 'dropoutMask: applies the random mask of a training-mode dropout, which runs eagerly' },
 });

@@ -112,6 +112,11 @@ export const matmul = defineOp<(input: Tensor, other: Tensor) => Tensor>({
     const gb = ctx.wantB ? sumTo(bmm(a2.transpose(-1, -2), g2), b2.shape).reshape(ctx.bShape as number[]) : null;
     return [ga, gb];
   },
+  lower(k, a) {
+    const x = k.tensor(a.input);
+    const y = k.tensor(a.other);
+    return x === null || y === null ? null : k.matmul(x, y, false, null);
+  },
 });
 
 /** y = x · Wᵀ + b, with `weight` of shape [out, in] like PyTorch. */
@@ -126,5 +131,13 @@ export const linear = defineOp<(input: Tensor, weight: Tensor, bias?: Tensor | n
     }
     const y = matmul(x, w.t());
     return bias ? add(y, bias) : y;
+  },
+  lower(k, a) {
+    const x = k.tensor(a.input);
+    const w = k.tensor(a.weight);
+    if (x === null || w === null) return null;
+    if (k.shape(w).length !== 2) return { eager: `linear: a ${k.shape(w).length}-d weight (the GEMM takes [out, in])` };
+    const bias = a.bias === null || a.bias === undefined ? null : k.tensor(a.bias);
+    return k.matmul(x, w, true, bias);
   },
 });

@@ -1,7 +1,7 @@
 import { DTypeError, IndexError, ShapeError, ValueError } from '../../errors.js';
 import { noGrad } from '../autograd.js';
 import { defineOp } from '../op.js';
-import { broadcastShapes, fmt, sameShape } from '../shape.js';
+import { broadcastShapes, fmt, numel, sameShape } from '../shape.js';
 import { Tensor } from '../tensor.js';
 import { rand } from './creation.js';
 import { dropoutMask, where } from './elementwise.js';
@@ -34,6 +34,24 @@ export const layerNorm = defineOp<
     let y = centered.div(variance.add(eps).sqrt());
     if (weight) y = y.mul(weight);
     if (bias) y = y.add(bias);
+    return y;
+  },
+  lower(k, a) {
+    const x = k.tensor(a.input);
+    if (x === null) return null;
+    const shape = k.shape(x);
+    const ns = typeof a.normalizedShape === 'number' ? [a.normalizedShape] : (a.normalizedShape as number[]);
+    const dims = ns.map((_, i) => shape.length - ns.length + i);
+    const count = numel(ns);
+    const mean = k.reduce('sum', x, dims, true, count);
+    const c = k.prim('sub', x, mean);
+    const variance = k.reduce('sum', k.prim('mul', c, c), dims, true, count);
+    // (x - mean) / sqrt(var + eps) · w + b, in the order the eager forward computes it
+    let y = k.prim('div', k.prim('sub', x, mean), k.prim('sqrt', k.prim('add', variance, a.eps as number)));
+    const w = k.tensor(a.weight);
+    const b = k.tensor(a.bias);
+    if (w !== null) y = k.prim('mul', y, w);
+    if (b !== null) y = k.prim('add', y, b);
     return y;
   },
 });
@@ -93,6 +111,15 @@ export const batchNorm = defineOp<
     if (bias) y = y.add(bias.reshape(bshape));
     return y;
   },
+  lower(k, a) {
+    if (a.training === true) return { eager: 'batchNorm: training mode normalises with batch statistics and updates the running ones' };
+    const x = k.tensor(a.input);
+    const mean = k.tensor(a.runningMean);
+    const variance = k.tensor(a.runningVar);
+    if (x === null || mean === null || variance === null) return null;
+    if (k.shape(x).length < 2) return { eager: 'batchNorm: a 1-d input' };
+    return k.batchNorm(x, { mean, variance, weight: k.tensor(a.weight), bias: k.tensor(a.bias), eps: a.eps as number });
+  },
 });
 
 function checkIndices(op: string, idx: Tensor, rows: number): void {
@@ -116,6 +143,14 @@ export const embedding = defineOp<(input: Tensor, weight: Tensor, paddingIdx?: n
       rows = where(keep, rows, rows.detach());
     }
     return rows.reshape([...input.shape, weight.shape[1]!]);
+  },
+  lower(k, a, out) {
+    const index = k.tensor(a.input);
+    const table = k.tensor(a.weight);
+    if (index === null || table === null) return null;
+    if (k.dtype(index) !== 'int32' || k.dtype(table) !== 'float32')
+      return { eager: 'embedding: indices other than int32 or a table other than float32' };
+    return k.gather(table, index, out.shape);
   },
 });
 
@@ -155,6 +190,7 @@ export const embeddingBag = defineOp<
     if (perSampleWeights) rows = rows.mul(perSampleWeights.reshape([-1, 1]));
     return matmul(Tensor.fromData(pooling, [B, T], 'float32'), rows);
   },
+  lower: { eager: 'embeddingBag: bags of varying length (offsets) have no kernel yet' },
 });
 
 export const dropout = defineOp<(input: Tensor, p?: number, training?: boolean) => Tensor>({
@@ -166,6 +202,11 @@ export const dropout = defineOp<(input: Tensor, p?: number, training?: boolean) 
     if (p === 1) return x.mul(0);
     const mask = rand(x.shape).lt(1 - p);
     return dropoutMask(x, mask, 1 / (1 - p));
+  },
+  lower(k, a) {
+    if (a.training === true && a.p !== 0) return { eager: 'dropout: training mode draws a random mask' };
+    const x = k.operand(a.input);
+    return x === null ? null : k.prim('copy', x);
   },
 });
 
@@ -224,6 +265,7 @@ export const nllLoss = defineOp<
   composite: true,
   forward: (_ctx, input, target, weight = null, ignoreIndex = -100, reduction = 'mean') =>
     nll('nllLoss', input, target, weight, ignoreIndex, reduction),
+  lower: { eager: 'nllLoss: a loss (picks by int32 targets); losses run eagerly' },
 });
 
 export const crossEntropy = defineOp<
@@ -262,6 +304,7 @@ export const crossEntropy = defineOp<
     const smoothR = reduction === 'none' ? smooth.reshape(outShape) : reduction === 'sum' ? smooth.sum() : smooth.sum().div(valid.sum());
     return nllOut.mul(1 - labelSmoothing).add(smoothR.mul(labelSmoothing / C));
   },
+  lower: { eager: 'crossEntropy: a loss (picks by int32 targets); losses run eagerly' },
 });
 
 export const mseLoss = defineOp<(input: Tensor, target: Tensor, reduction?: Reduction) => Tensor>({
@@ -274,4 +317,5 @@ export const mseLoss = defineOp<(input: Tensor, target: Tensor, reduction?: Redu
     const sq = d.mul(d);
     return reduction === 'none' ? sq : reduction === 'sum' ? sq.sum() : sq.mean();
   },
+  lower: { eager: 'mseLoss: a loss; losses run eagerly' },
 });

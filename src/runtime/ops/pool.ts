@@ -1,11 +1,33 @@
 import { DTypeError, ShapeError, ValueError } from '../../errors.js';
 import { windowOut } from '../cpu/conv.js';
 import { defineOp } from '../op.js';
+import type { Eager, KValue, LowerArgs, LowerContext, LowerResult, Pool2dAttrs } from '../lowering.js';
+import { pairOf } from './lower.js';
 import { fmt } from '../shape.js';
 import { Tensor } from '../tensor.js';
 import { pair, type Pair } from './conv.js';
 
 /** 2-D pooling over the last two dims of a [C, H, W] or [N, C, H, W] tensor. */
+
+/** max/avg pooling's lowering: one pool2d kernel over the float32 input. */
+function pool2dIR(k: LowerContext, a: LowerArgs, out: LowerResult, kind: 'max' | 'avg'): KValue | Eager | null {
+  const x = k.tensor(a.input);
+  if (x === null) return null;
+  if (k.dtype(x) !== 'float32') return { eager: `${kind}Pool2d: a ${k.dtype(x)} input (the kernel pools float32)` };
+  const kernel = pairOf(a.kernelSize);
+  const stride =
+    a.stride === null || a.stride === undefined || (Array.isArray(a.stride) && a.stride.length === 0) ? kernel : pairOf(a.stride);
+  const attrs: Pool2dAttrs = {
+    kind,
+    kernel,
+    stride,
+    padding: pairOf(a.padding ?? 0),
+    dilation: pairOf(a.dilation ?? 1),
+    countIncludePad: (a.countIncludePad as boolean | undefined) ?? true,
+    divisorOverride: (a.divisorOverride as number | null | undefined) ?? null,
+  };
+  return k.pool2d(x, attrs, out.shape);
+}
 
 interface Planes {
   data: Float32Array;
@@ -87,6 +109,7 @@ export const maxPool2d = defineOp<
     for (let o = 0; o < arg.length; o++) gx[Math.floor(o / per) * HW + arg[o]!] += gs[o]!;
     return [Tensor.fromData(gx, ctx.shape as number[], 'float32')];
   },
+  lower: (k, a, out) => pool2dIR(k, a, out, 'max'),
 });
 
 /** One average-pooling window clipped to the image, [h0, h1) × [w0, w1), and the divisor it uses. */
@@ -158,6 +181,7 @@ export const avgPool2d = defineOp<
     }
     return [Tensor.fromData(gx, ctx.shape as number[], 'float32')];
   },
+  lower: (k, a, out) => pool2dIR(k, a, out, 'avg'),
 });
 
 export const adaptiveAvgPool2d = defineOp<(input: Tensor, outputSize: Pair) => Tensor>({
@@ -199,4 +223,5 @@ export const adaptiveAvgPool2d = defineOp<(input: Tensor, outputSize: Pair) => T
     }
     return [Tensor.fromData(gx, ctx.shape as number[], 'float32')];
   },
+  lower: { eager: 'adaptiveAvgPool2d: no adaptive pooling kernel yet' },
 });

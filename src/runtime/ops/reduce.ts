@@ -1,9 +1,11 @@
 import { DTypeError, IndexError } from '../../errors.js';
 import { reducedShape, rowsOver } from '../cpu/reduce.js';
 import { allocate } from '../dtype.js';
+import type { KValue, LowerContext } from '../lowering.js';
 import { defineOp } from '../op.js';
-import { fmt, normDim, normDims, sameShape } from '../shape.js';
+import { fmt, normDim, normDims, numel, sameShape } from '../shape.js';
 import { Tensor } from '../tensor.js';
+import { dimOf, reducedDims } from './lower.js';
 
 /** Reductions and the normalisations built on a dim (softmax, logSoftmax). */
 
@@ -52,6 +54,12 @@ export const sum = defineOp<(input: Tensor, dim?: Dims, keepdim?: boolean) => Te
   backward(ctx, g) {
     return [expandBack(g, ctx.shape as number[], ctx.dims as number[], ctx.keepdim as boolean)];
   },
+  lower(k, a) {
+    const x = k.tensor(a.input);
+    if (x === null) return null;
+    if (k.dtype(x) !== 'float32') return { eager: `sum: of ${k.dtype(x)} values (an int32 result)` };
+    return k.reduce('sum', x, reducedDims(a.dim, k.shape(x).length), a.keepdim as boolean);
+  },
 });
 
 export const mean = defineOp<(input: Tensor, dim?: Dims, keepdim?: boolean) => Tensor>({
@@ -77,6 +85,13 @@ export const mean = defineOp<(input: Tensor, dim?: Dims, keepdim?: boolean) => T
   },
   backward(ctx, g) {
     return [expandBack(g.div(ctx.count as number), ctx.shape as number[], ctx.dims as number[], ctx.keepdim as boolean)];
+  },
+  lower(k, a) {
+    const x = k.tensor(a.input);
+    if (x === null) return null;
+    const shape = k.shape(x);
+    const dims = reducedDims(a.dim, shape.length);
+    return k.reduce('sum', x, dims, a.keepdim as boolean, numel(dims.map((d) => shape[d]!)));
   },
 });
 
@@ -106,7 +121,7 @@ function extremeRows(x: Tensor, dims: number[], better: (a: number, b: number) =
   return { values, indices };
 }
 
-function allReduce(name: string, better: (a: number, b: number) => boolean) {
+function allReduce(name: 'amax' | 'amin', better: (a: number, b: number) => boolean) {
   return defineOp<(input: Tensor) => Tensor>({
     schema: `${name}(Tensor input)`,
     forward(ctx, x) {
@@ -122,6 +137,10 @@ function allReduce(name: string, better: (a: number, b: number) => boolean) {
       const x = ctx.x as Tensor;
       const mask = x.eq(ctx.out as Tensor).float();
       return [mask.mul(g.div(mask.sum()))];
+    },
+    lower(k, a) {
+      const x = k.tensor(a.input);
+      return x === null ? null : k.reduce(name === 'amax' ? 'max' : 'min', x, reducedDims(null, k.shape(x).length), false);
     },
   });
 }
@@ -146,6 +165,7 @@ function dimReduce(name: string, better: (a: number, b: number) => boolean) {
       const keep = (t: Tensor) => (ctx.keepdim ? t : t.unsqueeze(d));
       return [scatterInto(ctx.shape as number[], d, keep(ctx.idx as Tensor), keep(g))];
     },
+    lower: { eager: `${name}: returns (values, indices), and the kernels compute no indices` },
   });
 }
 
@@ -164,6 +184,7 @@ export const argmax = defineOp<(input: Tensor, dim?: number | null, keepdim?: bo
     const { indices } = extremeRows(x, [d], (a, b) => a > b);
     return Tensor.fromData(indices, reducedShape(x.shape, [d], keepdim), 'int32');
   },
+  lower: { eager: 'argmax: an int32 result (the kernels compute float32 and bool values)' },
 });
 
 /** zeros(shape) with `src` added at `index` along `dim` (the backward of gather and of max along a dim). */
@@ -213,6 +234,14 @@ function softmaxRow(src: ArrayLike<number>, base: number, out: Float32Array, n: 
   }
 }
 
+/** exp(x - max) / sum(exp(x - max)) along `dim` (minus log of the sum for logSoftmax), as the row kernel computes it. */
+function softmaxIR(k: LowerContext, x: KValue, dim: number, log: boolean): KValue {
+  const m = k.reduce('max', x, [dim], true);
+  const s = k.reduce('sum', k.prim('exp', k.prim('sub', x, m)), [dim], true);
+  const shifted = k.prim('sub', x, m);
+  return log ? k.prim('sub', shifted, k.prim('log', s)) : k.prim('div', k.prim('exp', shifted), s);
+}
+
 /** softmax and logSoftmax share the stable row kernel; only the output form and the gradient differ. */
 function softmaxOp(name: 'softmax' | 'logSoftmax', grad: (y: Tensor, g: Tensor, dim: number) => Tensor) {
   const log = name === 'logSoftmax';
@@ -226,6 +255,10 @@ function softmaxOp(name: 'softmax' | 'logSoftmax', grad: (y: Tensor, g: Tensor, 
       return y;
     },
     backward: (ctx, g) => [grad(ctx.y as Tensor, g, ctx.dim as number)],
+    lower(k, a) {
+      const x = k.tensor(a.input);
+      return x === null ? null : softmaxIR(k, x, dimOf(a.dim, k.shape(x).length), log);
+    },
   });
 }
 

@@ -5,6 +5,7 @@ import { OPS, defineOp, type GradResult } from '../op.js';
 import { checkNumel, contiguousStrides, fmt, inferShape, normDim, numel, viewStrides } from '../shape.js';
 import { Storage, Tensor } from '../tensor.js';
 import { zeros } from './creation.js';
+import { dimOf, reshapeLike } from './lower.js';
 import { scatterInto, sumTo } from './reduce.js';
 import { noGrad } from '../autograd.js';
 
@@ -42,6 +43,7 @@ export const view = defineOp<(input: Tensor, shape: readonly number[]) => Tensor
     return aliasOf(x, target, strides);
   },
   backward: (ctx, g) => [g.reshape(ctx.shape as number[])],
+  lower: reshapeLike,
 });
 
 /** A view when the layout allows one, otherwise a contiguous copy (like PyTorch). */
@@ -55,6 +57,7 @@ export const reshape = defineOp<(input: Tensor, shape: readonly number[]) => Ten
     return strides ? aliasOf(x, target, strides) : copyOf(x, target);
   },
   backward: (ctx, g) => [g.reshape(ctx.shape as number[])],
+  lower: reshapeLike,
 });
 
 export const flatten = defineOp<(input: Tensor, startDim?: number, endDim?: number) => Tensor>({
@@ -68,6 +71,7 @@ export const flatten = defineOp<(input: Tensor, startDim?: number, endDim?: numb
     const shape = [...x.shape.slice(0, s), numel(x.shape.slice(s, e + 1)), ...x.shape.slice(e + 1)];
     return reshape(x, shape);
   },
+  lower: reshapeLike,
 });
 
 export const permute = defineOp<(input: Tensor, dims: readonly number[]) => Tensor>({
@@ -89,6 +93,12 @@ export const permute = defineOp<(input: Tensor, dims: readonly number[]) => Tens
     );
   },
   backward: (ctx, g) => [g.permute(ctx.inverse as number[])],
+  lower(k, a, out) {
+    const x = k.tensor(a.input);
+    if (x === null) return null;
+    const nd = k.shape(x).length;
+    return k.view(x, { op: 'permute', dims: (a.dims as number[]).map((d) => dimOf(d, nd)) }, out.shape);
+  },
 });
 
 export const transpose = defineOp<(input: Tensor, dim0: number, dim1: number) => Tensor>({
@@ -106,6 +116,17 @@ export const transpose = defineOp<(input: Tensor, dim0: number, dim1: number) =>
     return aliasOf(x, shape, strides);
   },
   backward: (ctx, g) => [g.ndim === 0 ? g : g.transpose(ctx.a as number, ctx.b as number)],
+  lower(k, a, out) {
+    const x = k.tensor(a.input);
+    if (x === null) return null;
+    const nd = k.shape(x).length;
+    if (nd < 2) return x; // transposing a 0-d or 1-d tensor returns it as it is
+    const dims = Array.from({ length: nd }, (_, i) => i);
+    const d0 = dimOf(a.dim0, nd);
+    const d1 = dimOf(a.dim1, nd);
+    [dims[d0], dims[d1]] = [dims[d1]!, dims[d0]!];
+    return k.view(x, { op: 'permute', dims }, out.shape);
+  },
 });
 
 export const unsqueeze = defineOp<(input: Tensor, dim: number) => Tensor>({
@@ -121,6 +142,7 @@ export const unsqueeze = defineOp<(input: Tensor, dim: number) => Tensor>({
     return aliasOf(x, shape, strides);
   },
   backward: (ctx, g) => [g.reshape(ctx.shape as number[])],
+  lower: reshapeLike,
 });
 
 export const squeeze = defineOp<(input: Tensor, dim?: number | null) => Tensor>({
@@ -137,6 +159,7 @@ export const squeeze = defineOp<(input: Tensor, dim?: number | null) => Tensor>(
     );
   },
   backward: (ctx, g) => [g.reshape(ctx.shape as number[])],
+  lower: reshapeLike,
 });
 
 export const expand = defineOp<(input: Tensor, shape: readonly number[]) => Tensor>({
@@ -169,6 +192,10 @@ export const expand = defineOp<(input: Tensor, shape: readonly number[]) => Tens
     return aliasOf(x, outShape, strides);
   },
   backward: (ctx, g) => [sumTo(g, ctx.shape as number[])],
+  lower(k, a, out) {
+    const x = k.tensor(a.input);
+    return x === null ? null : k.view(x, { op: 'expand', shape: out.shape }, out.shape);
+  },
 });
 
 /** Elements start, start+step, … < end along `dim`, as a view (Python's `x[start:end:step]`). */
@@ -193,6 +220,17 @@ export const slice = defineOp<(input: Tensor, dim: number, start?: number | null
     const { d, s, e, step } = ctx as unknown as { d: number; s: number; e: number; step: number };
     return [embedGrad(ctx.shape as number[], g, (z): Tensor => slice(z, d, s, e, step))];
   },
+  lower(k, a, out) {
+    const x = k.tensor(a.input);
+    if (x === null) return null;
+    const shape = k.shape(x);
+    const dim = dimOf(a.dim, shape.length);
+    const n = shape[dim]!;
+    const clampIdx = (v: number) => Math.min(Math.max(v < 0 ? v + n : v, 0), n);
+    const start = a.start === null ? 0 : clampIdx(a.start as number);
+    const end = Math.max(start, a.end === null ? n : clampIdx(a.end as number));
+    return k.view(x, { op: 'slice', dim, start, end, step: a.step as number }, out.shape);
+  },
 });
 
 export const narrow = defineOp<(input: Tensor, dim: number, start: number, length: number) => Tensor>({
@@ -207,6 +245,14 @@ export const narrow = defineOp<(input: Tensor, dim: number, start: number, lengt
       throw new IndexError(`narrow: start (${s}) + length (${length}) exceeds dim ${d} of size ${n} (shape ${fmt(x.shape)})`);
     }
     return slice(x, d, s, s + length, 1);
+  },
+  lower(k, a, out) {
+    const x = k.tensor(a.input);
+    if (x === null) return null;
+    const shape = k.shape(x);
+    const dim = dimOf(a.dim, shape.length);
+    const s = (a.start as number) < 0 ? (a.start as number) + shape[dim]! : (a.start as number);
+    return k.view(x, { op: 'slice', dim, start: s, end: s + (a.length as number), step: 1 }, out.shape);
   },
 });
 
@@ -236,6 +282,7 @@ export const split = defineOp<(input: Tensor, splitSize: number | number[], dim?
       return piece;
     });
   },
+  lower: { eager: 'split: returns a list of tensors (its readers index it eagerly)' },
 });
 
 export const select = defineOp<(input: Tensor, dim: number, index: number) => Tensor>({
@@ -259,6 +306,14 @@ export const select = defineOp<(input: Tensor, dim: number, index: number) => Te
   },
   backward(ctx, g): GradResult[] {
     return [embedGrad(ctx.shape as number[], g, (z): Tensor => select(z, ctx.d as number, ctx.i as number))];
+  },
+  lower(k, a, out) {
+    const x = k.tensor(a.input);
+    if (x === null) return null;
+    const shape = k.shape(x);
+    const dim = dimOf(a.dim, shape.length);
+    const i = a.index as number;
+    return k.view(x, { op: 'select', dim, index: i < 0 ? i + shape[dim]! : i }, out.shape);
   },
 });
 
@@ -299,6 +354,7 @@ export const gather = defineOp<(input: Tensor, dim: number, index: Tensor) => Te
     return Tensor.fromData(out, index.shape, x.dtype);
   },
   backward: (ctx, g) => [scatterInto(ctx.shape as number[], ctx.d as number, ctx.index as Tensor, g)],
+  lower: { eager: 'gather: no kernel for gathering along a dim by an index tensor yet' },
 });
 
 /** Rows (along `dim`) picked by a 1-D int32 index; the backward adds into the picked rows. */
@@ -323,6 +379,7 @@ export const indexSelect = defineOp<(input: Tensor, dim: number, index: Tensor) 
     return gather(x, d, expanded.contiguous());
   },
   backward: (ctx, g) => [scatterInto(ctx.shape as number[], ctx.d as number, ctx.expanded as Tensor, g)],
+  lower: { eager: 'indexSelect: no kernel for selecting by an index tensor yet' },
 });
 
 export const cat = defineOp<(tensors: readonly Tensor[], dim?: number) => Tensor>({
@@ -364,6 +421,7 @@ export const cat = defineOp<(tensors: readonly Tensor[], dim?: number) => Tensor
       }),
     ];
   },
+  lower: { eager: 'cat: no concatenation kernel yet (the kernels compute one output per group)' },
 });
 
 export const stack = defineOp<(tensors: readonly Tensor[], dim?: number) => Tensor>({
@@ -385,6 +443,7 @@ export const stack = defineOp<(tensors: readonly Tensor[], dim?: number) => Tens
       d,
     );
   },
+  lower: { eager: 'stack: no concatenation kernel yet (the kernels compute one output per group)' },
 });
 
 /** One entry of `x.index([...])`: an integer, a slice (`'1:3'`, `'::2'`, `{ start, end, step }`), `null` (new axis), `'...'` or an index tensor. */
@@ -442,6 +501,7 @@ export const index = defineOp<(input: Tensor, slices: IndexSpec | readonly Index
     }
     return out;
   },
+  lower: { eager: 'index: mixed integer, slice and tensor indexing runs eagerly' },
 });
 
 /** One step of a view chain: a view op's name, its arguments after the input, and its options. */
@@ -470,4 +530,5 @@ export const viewScatter = defineOp<(input: Tensor, src: Tensor, chain: readonly
     v.copy_(src);
     return out;
   },
+  lower: { eager: 'viewScatter: writes through a chain of views (an in-place write replayed on a copy)' },
 });
