@@ -17,7 +17,7 @@ import type { BatchNormExpansion, Lowered } from './lower.js';
  *   `max(·, 0)` (relu's lowering), takes those into the GEMM call as its epilogue (the pattern, not the op name:
  *   any op lowering to that primitive folds).
  * - A convolution whose only reader is an inference batch norm takes it in (folded into its weight and bias
- *   at run time, see plan.ts), and then a relu after it: conv → bn → relu is one GEMM call. On the bench CNN
+ *   at run time, see steps/conv-weights.ts), and then a relu after it: conv → bn → relu is one GEMM call. On the bench CNN
  *   this removed the element-wise batch norm + relu kernel after each conv (1.9, 4.0, 3.7 ms of 63 ms).
  * - Views never compute: readers index the materialised tensor beneath them.
  */
