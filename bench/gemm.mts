@@ -253,7 +253,8 @@ async function main(): Promise<void> {
 /**
  * The threaded GEMM (2 threads, copying) at 256 and 512: CALLS calls back to back with nothing between them,
  * against CALLS calls each preceded by ~2 ms of other JS work (the worker has gone to sleep by then), in
- * interleaved rounds; the median GFLOP/s per pattern and the share of chunks the worker did.
+ * interleaved rounds; the median GFLOP/s per pattern, the share of chunks the worker did, and how many calls
+ * ThreadingPolicy kept on the calling thread because threaded calls had been running slower than one thread.
  */
 function threadPatterns(): void {
   const CALLS = 15;
@@ -272,6 +273,7 @@ function threadPatterns(): void {
     const patterns = { 'back to back': 0, 'interleaved with 2 ms of other work': 2 };
     const rates = new Map<string, number[]>(Object.keys(patterns).map((k) => [k, []]));
     const shares = new Map<string, number[]>(Object.keys(patterns).map((k) => [k, []]));
+    const solo = new Map<string, number>(Object.keys(patterns).map((k) => [k, 0]));
     for (let round = 0; round < rounds; round++) {
       const order = Object.entries(patterns);
       if (round % 2) order.reverse();
@@ -284,6 +286,7 @@ function threadPatterns(): void {
           times.push(performance.now() - t0);
           const { chunks, byWorkers } = lastJobChunks();
           shares.get(name)!.push(chunks > 0 ? byWorkers / chunks : 0);
+          if (chunks === 0) solo.set(name, solo.get(name)! + 1);
         }
         rates.get(name)!.push(gflops(n, median(times)));
       }
@@ -291,7 +294,8 @@ function threadPatterns(): void {
     for (const name of Object.keys(patterns)) {
       const share = shares.get(name)!.reduce((x, y) => x + y, 0) / shares.get(name)!.length;
       console.log(
-        `  ${n}: ${name.padEnd(36)} ${median(rates.get(name)!).toFixed(1).padStart(6)} GFLOP/s, worker did ${(100 * share).toFixed(0)}% of chunks`,
+        `  ${n}: ${name.padEnd(36)} ${median(rates.get(name)!).toFixed(1).padStart(6)} GFLOP/s, worker did ${(100 * share).toFixed(0)}% of chunks` +
+          `, ${solo.get(name)} of ${rounds * CALLS} calls held on one thread (threading measured slower)`,
       );
     }
   }

@@ -2,6 +2,7 @@ import test from 'ava';
 import { bmm, gemm, gemmReference, getGemmThreads, setGemmThreads, type GemmOptions } from '../src/kernels/gemm/index.js';
 import { lastJobChunks, lastJobWorkers } from '../src/kernels/gemm/simd-gemm.js';
 import { bmmStrided } from '../src/kernels/gemm/strided.js';
+import { ThreadingPolicy } from '../src/kernels/gemm/threads.js';
 
 /**
  * The threaded GEMM called back to back, with nothing between the calls: every job's result must be the one
@@ -116,4 +117,28 @@ test('the single-thread results the threaded ones are compared with agree with t
   } finally {
     setGemmThreads(threads);
   }
+});
+
+test('the threading policy holds the workers back for a while once threaded jobs run slower than one thread would', (t) => {
+  const policy = new ThreadingPolicy();
+  // The caller did half the chunks in 1 ms: alone the job would take 2 ms. Jobs of 1.2 ms are a win.
+  for (let i = 0; i < 20; i++) {
+    t.true(policy.offer());
+    policy.record(1, 1.2, 8, 16);
+  }
+  // Waiting for a descheduled worker: 3 ms against 2 ms alone. One slow job is not enough (the average is
+  // 0.6 → 0.83 → 0.99); the third tips it over 1, and the next SOLO_JOBS jobs run on the caller.
+  policy.record(1, 3, 8, 16);
+  policy.record(1, 3, 8, 16);
+  t.true(policy.offer());
+  policy.record(1, 3, 8, 16);
+  const offered = Array.from({ length: ThreadingPolicy.SOLO_JOBS }, () => policy.offer());
+  t.deepEqual(offered, Array<boolean>(ThreadingPolicy.SOLO_JOBS).fill(false));
+  // Then the workers are tried again, and one good job keeps them.
+  t.true(policy.offer());
+  policy.record(1, 1.1, 8, 16);
+  t.true(policy.offer());
+  // Jobs the workers took no part in say nothing about threading.
+  policy.record(2, 2, 16, 16);
+  t.true(policy.offer());
 });

@@ -124,10 +124,11 @@ export function executeJob(rt: GemmRuntime, job: Job): void {
   const { batch, M, N, K } = job;
   const threads = 2 * batch * M * N * K >= THREAD_MIN_FLOPS ? getThreadCount() : 1;
   const workers = poolFor(rt, threads);
-  if (workers) {
+  if (workers?.policy.offer()) {
     workers.run(job, rt.scratch, threads);
     return;
   }
+  workers?.noteSolo();
   for (let i = 0; i < batch; i++) {
     rt.kernels.gemm(
       job.a + i * job.aBatchB,

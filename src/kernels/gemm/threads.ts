@@ -4,8 +4,9 @@
  * A job is cut into chunks (batch entry × row block × column block), and every thread claims chunks from one
  * atomic claim word until none are left, so a core that is busy with something else simply does fewer chunks.
  * The caller waits only for chunks that were claimed, never for a worker that did no work, and never at all
- * if a worker failed to start (the hand-off is described above CHUNK_LOOP). Workers are unref'd: a pool never
- * keeps the process alive.
+ * if a worker failed to start (the hand-off is described above CHUNK_LOOP). Where threading has been
+ * measured slower than one thread (a busy machine), ThreadingPolicy keeps jobs on the caller for a while.
+ * Workers are unref'd: a pool never keeps the process alive.
  */
 
 import { availableParallelism } from 'node:os';
@@ -79,9 +80,9 @@ const SPIN_MS = 0.5;
  * The caller waits for DONE to reach the chunk count, that is only for chunks some thread actually claimed:
  * a worker that wakes late (or is descheduled before it claims) holds nothing up, and one that wakes after
  * the caller has moved on sees another job number on the claim word and does nothing. (The previous
- * protocol waited for every worker that had joined a job to report back, so a worker that joined and was
- * then preempted before claiming stalled the caller; under load that made back-to-back calls slower than
- * calls with other work between them.) Every control word is read and written with Atomics.
+ * protocol, one offered/joined/done slot per worker, waited for every worker that had joined a job to report
+ * back, including one that joined and was then descheduled before claiming anything.) Every control word is
+ * read and written with Atomics.
  */
 
 // The chunk loop, as plain JS so the worker (an eval'd script, no loader) runs exactly the caller's loop.
@@ -217,11 +218,21 @@ export class GemmPool {
     return this.workers.length;
   }
 
+  /** Whether the workers are offered jobs, or the caller runs them alone for a while (see ThreadingPolicy). */
+  readonly policy = new ThreadingPolicy();
+
   /** How many workers did part of the last job (for tests: the caller may well finish before any wakes). */
   lastJoined = 0;
   /** How many of the last job's chunks workers did, and how many it had (for the bench). */
   lastWorkerChunks = 0;
   lastChunks = 0;
+
+  /** The last job ran on the caller alone (the policy held the workers back): no worker took part. */
+  noteSolo(): void {
+    this.lastJoined = 0;
+    this.lastWorkerChunks = 0;
+    this.lastChunks = 0;
+  }
 
   /** Runs `job` on the caller (with `scratch`) and whichever workers wake in time; returns when every chunk is done. */
   run(job: Job, scratch: ThreadScratch, threads: number): void {
@@ -237,17 +248,53 @@ export class GemmPool {
     Atomics.store(claim, CLAIM64, BigInt(seq) << 32n);
     Atomics.store(ctrl, SEQ, seq);
     if (used > 0) Atomics.notify(ctrl, SEQ);
-    runChunks(ctrl, claim, seq, rt.kernels.gemm, rt.cfg.nr, scratch.apack, scratch.tile, 0);
+    const t0 = performance.now();
+    const mine = runChunks(ctrl, claim, seq, rt.kernels.gemm, rt.cfg.nr, scratch.apack, scratch.tile, 0);
+    const t1 = performance.now();
     // Only chunks a worker claimed can still be running: spin briefly for them, then sleep.
     const total = geo[4];
-    const spinUntil = performance.now() + SPIN_MS;
+    const spinUntil = t1 + SPIN_MS;
     for (let done = Atomics.load(ctrl, DONE); done < total; done = Atomics.load(ctrl, DONE)) {
       if (performance.now() > spinUntil) Atomics.wait(ctrl, DONE, done);
     }
+    if (mine < total) this.policy.record(t1 - t0, performance.now() - t0, mine, total);
     this.lastJoined = popcount(Atomics.load(ctrl, JOINED));
     this.lastWorkerChunks = Atomics.load(ctrl, WORKER_CHUNKS);
     this.lastChunks = total;
     if (Atomics.load(ctrl, ERROR) !== 0) throw new KilnError('gemm: a thread failed while running its part of the matmul');
+  }
+}
+
+/**
+ * Keeps threading from making jobs slower than one thread would. On a machine whose other core is busy, a
+ * worker can be descheduled while it holds a chunk, and the caller then waits for it longer than doing the
+ * whole job alone would have taken (measured here under load: the caller spent as long waiting for the
+ * worker's last chunks as computing). After each threaded job the caller compares the job's time with its
+ * estimate of running it alone (its own chunks' time × all chunks ÷ its chunks); when the running average
+ * says threading lost, the next SOLO_JOBS jobs run on the caller alone, then the workers are tried again.
+ */
+export class ThreadingPolicy {
+  static readonly SOLO_JOBS = 64;
+  /** Exponential average of (threaded job time ÷ estimated time alone); 0 when nothing is measured yet. */
+  private slowdown = 0;
+  private soloLeft = 0;
+
+  /** Whether the next big job should be offered to the workers. */
+  offer(): boolean {
+    if (this.soloLeft === 0) return true;
+    this.soloLeft--;
+    return false;
+  }
+
+  /** A threaded job: the caller's own chunks took `callerMs`, the whole job `jobMs`; it did `mine` of `total` chunks. */
+  record(callerMs: number, jobMs: number, mine: number, total: number): void {
+    if (mine <= 0 || mine >= total || !(callerMs > 0)) return;
+    const ratio = jobMs / ((callerMs * total) / mine);
+    this.slowdown = this.slowdown === 0 ? ratio : 0.75 * this.slowdown + 0.25 * ratio;
+    if (this.slowdown > 1) {
+      this.soloLeft = ThreadingPolicy.SOLO_JOBS;
+      this.slowdown = 0;
+    }
   }
 }
 
