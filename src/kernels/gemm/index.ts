@@ -13,7 +13,9 @@
  * its best matmul stays an order of magnitude behind a register-blocked kernel. The issue lets kiln emit its
  * own wasm for such a hot micro-kernel; the gpu.js variants stay exported for the comparison. The second thread
  * pays off when a core is free (1.55× at 512) and measured no slower when other jobs held the other core
- * (chunks are claimed, not assigned), so gemm uses every core by default (setGemmThreads(1) turns it off).
+ * (chunks are claimed, not assigned), so gemm uses every core by default (setGemmThreads(1) turns it off), and
+ * threads.ts's ThreadingPolicy runs jobs on one thread for a while when threaded ones measure slower.
+ * The eager runtime (src/runtime/cpu/matmul.ts) calls ./strided.js directly, not this index, which loads gpu.js.
  */
 
 import type { GemmOptions } from './check.js';

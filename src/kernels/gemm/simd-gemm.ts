@@ -111,29 +111,7 @@ function run(
       bBatchB,
       cBatchB: M * N * 4,
     };
-    const threads = 2 * batch * M * N * K >= THREAD_MIN_FLOPS ? getThreadCount() : 1;
-    const workers = poolFor(rt, threads);
-    if (workers) {
-      workers.run(job, rt.scratch, threads);
-    } else {
-      for (let i = 0; i < batch; i++) {
-        rt.kernels.gemm(
-          job.a + i * job.aBatchB,
-          job.ldaB,
-          job.bp + i * job.bBatchB,
-          job.panelB,
-          job.c + i * job.cBatchB,
-          job.ldcB,
-          M,
-          N,
-          K,
-          job.flags,
-          biasp,
-          rt.scratch.apack,
-          rt.scratch.tile,
-        );
-      }
-    }
+    executeJob(rt, job);
     if (!outInPlace) out.set(heap.view(c, out.length));
   } finally {
     for (const addr of temps) heap.release(addr);
@@ -141,9 +119,43 @@ function run(
   return out;
 }
 
+/** Runs a job whose operands are already in wasm memory: on this thread and the pool's workers when it is big enough. */
+export function executeJob(rt: GemmRuntime, job: Job): void {
+  const { batch, M, N, K } = job;
+  const threads = 2 * batch * M * N * K >= THREAD_MIN_FLOPS ? getThreadCount() : 1;
+  const workers = poolFor(rt, threads);
+  if (workers?.policy.offer()) {
+    workers.run(job, rt.scratch, threads);
+    return;
+  }
+  workers?.noteSolo();
+  for (let i = 0; i < batch; i++) {
+    rt.kernels.gemm(
+      job.a + i * job.aBatchB,
+      job.ldaB,
+      job.bp + i * job.bBatchB,
+      job.panelB,
+      job.c + i * job.cBatchB,
+      job.ldcB,
+      M,
+      N,
+      K,
+      job.flags,
+      job.biasp,
+      rt.scratch.apack,
+      rt.scratch.tile,
+    );
+  }
+}
+
 /** @internal How many worker threads joined the last threaded job (0 when none did or none was offered). */
 export function lastJobWorkers(): number {
   return pool?.lastJoined ?? 0;
+}
+
+/** @internal The last threaded job's chunk count and how many of its chunks worker threads did (for the bench). */
+export function lastJobChunks(): { chunks: number; byWorkers: number } {
+  return { chunks: pool?.lastChunks ?? 0, byWorkers: pool?.lastWorkerChunks ?? 0 };
 }
 
 /** out[M×N] = a[M×K] @ b[K×N] (+ bias per column) (then ReLU), on kiln's wasm SIMD kernels. */

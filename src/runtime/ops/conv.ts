@@ -19,6 +19,14 @@ export function pair(op: string, name: string, v: Pair, min: number): [number, n
   return p as [number, number];
 }
 
+/**
+ * How many images one convolution GEMM covers: as many as keep their im2row rows within ~1M floats (a
+ * 4 MiB buffer, copied into wasm memory, which never shrinks), at least one.
+ */
+function imagesPerChunk(N: number, rowsPerImage: number): number {
+  return Math.max(1, Math.min(N, Math.floor((1 << 20) / Math.max(1, rowsPerImage))));
+}
+
 function floatData(t: Tensor): Float32Array {
   return t.contiguous().data() as Float32Array;
 }
@@ -96,19 +104,28 @@ export const conv2d = defineOp<
     const K = Cg * kh * kw;
     const L = OH * OW;
     const out = new Float32Array(N * O * L);
-    const rows = new Float32Array(L * K);
-    for (let n = 0; n < N; n++) {
+    const chunk = imagesPerChunk(N, L * K);
+    const rows = new Float32Array(chunk * L * K);
+    const part = new Float32Array(chunk * L * Og);
+    for (let n0 = 0; n0 < N; n0 += chunk) {
+      const nc = Math.min(chunk, N - n0);
       for (let g = 0; g < groups; g++) {
-        im2row(xs, (n * C + g * Cg) * H * W, Cg, geo, rows);
+        for (let n = 0; n < nc; n++) im2row(xs, ((n0 + n) * C + g * Cg) * H * W, Cg, geo, rows.subarray(n * L * K));
+        // part [nc·L, Og] = rows [nc·L, K] · W_gᵀ [K, Og]: one GEMM for the chunk's images, W_g packed once
         gemm(
-          { data: ws, offset: g * Og * K, rowStride: K, colStride: 1 },
-          { data: rows, offset: 0, rowStride: 1, colStride: K },
+          { data: rows, offset: 0, rowStride: K, colStride: 1 },
+          { data: ws, offset: g * Og * K, rowStride: 1, colStride: K },
+          nc * L,
           Og,
-          L,
           K,
-          out,
-          (n * O + g * Og) * L,
+          part,
         );
+        for (let n = 0; n < nc; n++) {
+          for (let o = 0; o < Og; o++) {
+            const dst = ((n0 + n) * O + g * Og + o) * L;
+            for (let l = 0, src = n * L * Og + o; l < L; l++, src += Og) out[dst + l] = part[src]!;
+          }
+        }
       }
     }
     if (bias) {
@@ -140,32 +157,42 @@ export const conv2d = defineOp<
     const ws = floatData(weight);
     const gx = new Float32Array(N * C * H * W);
     const gw = new Float32Array(O * K);
-    const rows = new Float32Array(L * K);
+    const chunk = imagesPerChunk(N, L * K);
+    const rows = new Float32Array(chunk * L * K);
+    const dRows = new Float32Array(chunk * L * K);
+    const dYt = new Float32Array(chunk * L * Og);
     const gwPart = new Float32Array(Og * K);
-    for (let n = 0; n < N; n++) {
+    for (let n0 = 0; n0 < N; n0 += chunk) {
+      const nc = Math.min(chunk, N - n0);
       for (let gi = 0; gi < groups; gi++) {
-        const gOff = (n * O + gi * Og) * L;
-        // dW_g += dY_g [Og, L] · rows [L, K]
-        im2row(xs, (n * C + gi * Cg) * H * W, Cg, geo, rows);
+        // dYt [nc·L, Og]: the chunk's output gradient for this group, one row per output position
+        for (let n = 0; n < nc; n++) {
+          im2row(xs, ((n0 + n) * C + gi * Cg) * H * W, Cg, geo, rows.subarray(n * L * K));
+          for (let o = 0; o < Og; o++) {
+            const src = ((n0 + n) * O + gi * Og + o) * L;
+            for (let l = 0, dst = n * L * Og + o; l < L; l++, dst += Og) dYt[dst] = gs[src + l]!;
+          }
+        }
+        // dW_g += dY_g [Og, nc·L] · rows [nc·L, K]
         gemm(
-          { data: gs, offset: gOff, rowStride: L, colStride: 1 },
+          { data: dYt, offset: 0, rowStride: 1, colStride: Og },
           { data: rows, offset: 0, rowStride: K, colStride: 1 },
           Og,
           K,
-          L,
+          nc * L,
           gwPart,
         );
         for (let i = 0; i < gwPart.length; i++) gw[gi * Og * K + i] += gwPart[i]!;
-        // dRows [L, K] = dY_gᵀ [L, Og] · W_g [Og, K], then scatter back to the image
+        // dRows [nc·L, K] = dY_gᵀ [nc·L, Og] · W_g [Og, K], then scattered back to each image
         gemm(
-          { data: gs, offset: gOff, rowStride: 1, colStride: L },
+          { data: dYt, offset: 0, rowStride: Og, colStride: 1 },
           { data: ws, offset: gi * Og * K, rowStride: K, colStride: 1 },
-          L,
+          nc * L,
           K,
           Og,
-          rows,
+          dRows,
         );
-        row2imAdd(rows, Cg, geo, gx, (n * C + gi * Cg) * H * W);
+        for (let n = 0; n < nc; n++) row2imAdd(dRows.subarray(n * L * K), Cg, geo, gx, ((n0 + n) * C + gi * Cg) * H * W);
       }
     }
     let gb: Tensor | null = null;

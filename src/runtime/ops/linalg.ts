@@ -1,5 +1,5 @@
 import { DTypeError, ShapeError } from '../../errors.js';
-import { gemm } from '../cpu/matmul.js';
+import { bmm as bmmKernel } from '../cpu/matmul.js';
 import { defineOp } from '../op.js';
 import { broadcastShapes, checkNumel, fmt, MAX_NUMEL, numel } from '../shape.js';
 import { Tensor } from '../tensor.js';
@@ -21,30 +21,46 @@ function bmm(a: Tensor, b: Tensor): Tensor {
   const out = new Float32Array(count * M * N);
   const ab = a.expand([...batch, M, K]);
   const bb = b.expand([...batch, K, N]);
-  const idx = new Array<number>(batch.length).fill(0);
-  for (let n = 0; n < count; n++) {
-    let aOff = ab.offset;
-    let bOff = bb.offset;
-    idx.forEach((v, d) => {
-      aOff += v * ab.strides[d]!;
-      bOff += v * bb.strides[d]!;
-    });
-    const sa = ab.strides.length;
-    gemm(
-      { data: ab._storage.data, offset: aOff, rowStride: ab.strides[sa - 2]!, colStride: ab.strides[sa - 1]! },
-      { data: bb._storage.data, offset: bOff, rowStride: bb.strides[sa - 2]!, colStride: bb.strides[sa - 1]! },
-      M,
-      N,
-      K,
-      out,
-      n * M * N,
-    );
-    for (let d = batch.length - 1; d >= 0; d--) {
-      if (++idx[d]! < batch[d]!) break;
-      idx[d] = 0;
+  const sa = ab.strides.length;
+  // Where each batch entry's matrices start, in row-major batch order; one offset when the operand is
+  // broadcast over the whole batch (every batch stride 0), so the GEMM packs it once.
+  const offsets = (t: Tensor): number[] => {
+    let offs = [t.offset];
+    if (batch.every((n, d) => n === 1 || t.strides[d] === 0)) return offs;
+    for (let d = 0; d < batch.length; d++) {
+      const next: number[] = [];
+      for (const o of offs) for (let v = 0; v < batch[d]!; v++) next.push(o + v * t.strides[d]!);
+      offs = next;
     }
-  }
+    return offs;
+  };
+  bmmKernel(
+    { data: ab._storage.data as Float32Array, offsets: offsets(ab), rowStride: ab.strides[sa - 2]!, colStride: ab.strides[sa - 1]! },
+    { data: bb._storage.data as Float32Array, offsets: offsets(bb), rowStride: bb.strides[sa - 2]!, colStride: bb.strides[sa - 1]! },
+    count,
+    M,
+    N,
+    K,
+    out,
+  );
   return Tensor.fromData(out, [...batch, M, N], 'float32');
+}
+
+/** Whether `t`'s last two dims are laid out as the transpose of a contiguous matrix (a `w.t()` view). */
+function transposedLayout(t: Tensor): boolean {
+  const r = t.ndim - 2;
+  return t.shape[r]! > 1 && t.shape[r + 1]! > 1 && t.strides[r] === 1 && t.strides[r + 1] === t.shape[r];
+}
+
+/**
+ * The gradient `lhs @ rhs` of an operand `x`, summed over broadcast batch dims, laid out like `x`: for a
+ * transposed `x` it is computed as (rhsᵀ @ lhsᵀ)ᵀ, as PyTorch's mm backward does, so a Linear weight (used as
+ * `w.t()`) gets a contiguous [out, in] gradient back through `t`, not a strided view every consumer gathers.
+ */
+function gradLike(x: Tensor, lhs: Tensor, rhs: Tensor): Tensor {
+  if (!transposedLayout(x)) return sumTo(bmm(lhs, rhs), x.shape);
+  const shapeT = [...x.shape.slice(0, -2), x.shape[x.ndim - 1]!, x.shape[x.ndim - 2]!];
+  return sumTo(bmm(rhs.transpose(-1, -2), lhs.transpose(-1, -2)), shapeT).transpose(-1, -2);
 }
 
 /** Batch dims must broadcast and the product must fit in a tensor; the message names both full shapes. */
@@ -108,8 +124,8 @@ export const matmul = defineOp<(input: Tensor, other: Tensor) => Tensor>({
     const a2 = ctx.a as Tensor;
     const b2 = ctx.b as Tensor;
     const g2 = g.reshape(ctx.g2Shape as number[]);
-    const ga = ctx.wantA ? sumTo(bmm(g2, b2.transpose(-1, -2)), a2.shape).reshape(ctx.aShape as number[]) : null;
-    const gb = ctx.wantB ? sumTo(bmm(a2.transpose(-1, -2), g2), b2.shape).reshape(ctx.bShape as number[]) : null;
+    const ga = ctx.wantA ? gradLike(a2, g2, b2.transpose(-1, -2)).reshape(ctx.aShape as number[]) : null;
+    const gb = ctx.wantB ? gradLike(b2, a2.transpose(-1, -2), g2).reshape(ctx.bShape as number[]) : null;
     return [ga, gb];
   },
   lower(k, a) {
