@@ -33,7 +33,11 @@ type Rest<P extends readonly unknown[]> = P extends readonly [unknown, ...infer 
     ? R
     : never;
 
-/** The arguments after the input, as the method call gave them: omitted ones are `undefined`, or `null` where the schema's default is null (PyTorch's None). */
+/**
+ * The arguments after the input, as the method call gave them: omitted ones are `undefined`, or `null` where
+ * the schema's default is null (PyTorch's None), so a traced call lists the arguments the hand-written
+ * methods passed (`x.sum()` records `sum(x, null, undefined)`).
+ */
 function fillArgs(op: Op<AnyFn>, args: readonly unknown[]): unknown[] {
   return op.schema.params.slice(1).map((p, i) => (p.default === null && p.hasDefault ? (args[i] ?? null) : args[i]));
 }
@@ -50,8 +54,8 @@ function method<F extends AnyFn>(op: Op<F>): (this: Tensor, ...args: Rest<Parame
 function inplace<F extends AnyFn>(name: string, op: Op<F>): <T extends Tensor>(this: T, ...args: Rest<Parameters<F>>) => T {
   const call = op as unknown as (...a: unknown[]) => Tensor;
   return function <T extends Tensor>(this: T, ...args: unknown[]): T {
-    const full = fillArgs(op as unknown as Op<AnyFn>, args);
-    return applyInplace(name, this, (s) => call(s, ...full), args[0]) as T;
+    const rest = fillArgs(op as unknown as Op<AnyFn>, args);
+    return applyInplace(name, this, (s) => call(s, ...rest), args[0]) as T;
   } as <T extends Tensor>(this: T, ...args: Rest<Parameters<F>>) => T;
 }
 
