@@ -9,7 +9,7 @@ export type { IndexSpec } from './runtime/ops/view.js';
 export { manualSeed } from './runtime/random.js';
 export { noGrad, isGradEnabled, withGradMode } from './runtime/autograd.js';
 export { allclose } from './testing.js';
-export * as ops from './ops.js';
+export { ops } from './ops.js';
 export * as nn from './runtime/nn/index.js';
 export * as F from './runtime/nn/functional.js';
 export * as optim from './runtime/optim.js';

@@ -1,70 +1,49 @@
-/** `ops`: every tensor op as a function taking the tensor first (`ops.add(a, b)` is `a.add(b)`). */
-export {
-  add,
-  sub,
-  mul,
-  div,
-  neg,
-  pow,
-  exp,
-  exp2,
-  log,
-  sqrt,
-  sin,
-  cos,
-  abs,
-  tanh,
-  sigmoid,
-  relu,
-  gelu,
-  clamp,
-  where,
-  eq,
-  ne,
-  lt,
-  le,
-  gt,
-  ge,
-  clone,
-  toDType,
-  matmul,
-  linear,
-  sum,
-  mean,
-  argmax,
-  softmax,
-  logSoftmax,
-  reshape,
-  view,
-  flatten,
-  transpose,
-  permute,
-  unsqueeze,
-  squeeze,
-  expand,
-  narrow,
-  split,
-  viewScatter,
-  select,
-  slice,
-  index,
-  gather,
-  indexSelect,
-  cat,
-  stack,
-  conv1d,
-  conv2d,
-  maxPool2d,
-  avgPool2d,
-  adaptiveAvgPool2d,
-  layerNorm,
-  batchNorm,
-  embedding,
-  embeddingBag,
-  dropout,
-  nllLoss,
-  crossEntropy,
-  mseLoss,
-} from './runtime/ops/index.js';
-export { max, min, add_, mul_, zero_, fill_, copy_, contiguous, detach } from './runtime/functions.js';
-export { OPS as registry, type Op, type Schema, type Param } from './runtime/op.js';
+import { add_, contiguous, copy_, detach, fill_, max, min, mul_, zero_ } from './runtime/functions.js';
+import { OPS } from './runtime/op.js';
+import * as table from './runtime/ops/index.js';
+import type { Op as OpType, Param as ParamType, Schema as SchemaType } from './runtime/op.js';
+
+type Table = typeof table;
+
+/** Ops that are parts of a public one: `max`/`min` dispatch to amax/maxDim and amin/minDim; `dropout` draws dropoutMask's mask. */
+const PARTS = ['amax', 'amin', 'maxDim', 'minDim', 'dropoutMask'] as const;
+
+/** The names under which the op modules export an op (a `defineOp` result, not a factory or a helper). */
+type OpExports = { [K in keyof Table]: Table[K] extends { readonly opName: string; readonly callWith: unknown } ? K : never }[keyof Table];
+
+/** Every op in the table, by its exported name. */
+export type TableOps = Omit<Pick<Table, OpExports>, (typeof PARTS)[number]>;
+
+function isOp(v: unknown): boolean {
+  return typeof v === 'function' && OPS.get((v as { opName?: string }).opName ?? '') === v;
+}
+
+const tableOps = Object.fromEntries(
+  Object.entries(table).filter(([name, v]) => isOp(v) && !(PARTS as readonly string[]).includes(name)),
+) as unknown as TableOps;
+
+/**
+ * `ops`: every tensor op as a function taking the tensor first (`ops.add(a, b)` is `a.add(b)`), taken from the
+ * op table, plus the function forms of the methods that are not ops on their own and the registry itself.
+ */
+export const ops = Object.freeze({
+  ...tableOps,
+  max,
+  min,
+  add_,
+  mul_,
+  zero_,
+  fill_,
+  copy_,
+  contiguous,
+  detach,
+  registry: OPS,
+});
+
+/** The registry's types, reachable as `ops.Op`, `ops.Schema` and `ops.Param` as when `ops` was a module. */
+// eslint-disable-next-line @typescript-eslint/no-namespace
+export declare namespace ops {
+  export type Op<F extends (...args: never[]) => unknown> = OpType<F>;
+  export type Schema = SchemaType;
+  export type Param = ParamType;
+}

@@ -109,9 +109,9 @@ class JitTracer implements TraceDispatch {
 
   shapeRead(t: unknown): void {
     if (!(t instanceof Tensor) || !this.nodes.has(t)) return; // parameter shapes do not change with the inputs
-    // Tensor's own accessors (size(), numel(), ndim) read for their caller; kiln's layers only check shapes.
+    // Tensor's own accessors (size(), numel(), ndim) and methods (t(), contiguous()) read for their caller; kiln's layers only check shapes.
     const frames = (new Error().stack ?? '').split('\n').slice(1);
-    const reader = frames.find((f) => !/[\\/](jit[\\/]trace|runtime[\\/]tensor)\.[jt]s/.test(f));
+    const reader = frames.find((f) => !/[\\/](jit[\\/]trace|runtime[\\/]tensor(-methods)?)\.[jt]s/.test(f));
     if (!reader || isKilnFrame(reader)) return;
     if (!this.readSites.has(reader)) {
       this.readSites.add(reader);

@@ -3,11 +3,9 @@ import { inspect } from 'node:util';
 import { AutogradError, DTypeError, IndexError, ValueError } from '../errors.js';
 import { GradNode, runBackward } from './autograd.js';
 import { elementOffsets, gatherContiguous, isContiguousLayout } from './cpu/strided.js';
-import { castValue, checkDType, type DType, type TypedArray } from './dtype.js';
-import { applyInplace } from './op.js';
-import * as O from './ops/index.js';
-import type { IndexSpec } from './ops/view.js';
-import { checkBroadcastTo, contiguousStrides, fmt, normDim, numel, sameShape, type Shape } from './shape.js';
+import { allocate, castValue, type DType, type TypedArray } from './dtype.js';
+import { contiguousStrides, fmt, normDim, numel, sameShape, type Shape } from './shape.js';
+import { TENSOR_BRAND } from './tensor-brand.js';
 import { describe } from './validate.js';
 
 /** Typed-array memory shared by a tensor and its views; `version` counts in-place writes. */
@@ -21,7 +19,11 @@ export type NestedArray = number | boolean | NestedArray[];
 /** A reduction along one dim returns both the values and their indices, like PyTorch's named tuple. */
 export type ValuesIndices = [Tensor, Tensor] & { readonly values: Tensor; readonly indices: Tensor };
 
-/** A strided n-d array over typed-array storage, with autograd. */
+/**
+ * A strided n-d array over typed-array storage, with autograd. This class holds the storage, the layout, the
+ * autograd state and the methods that are not ops; the op methods (`add`, `sum`, `add_`, …) are installed on
+ * its prototype from the op table by tensor-methods.ts, which also declares their types.
+ */
 export class Tensor {
   private readonly _shape: readonly number[];
   readonly strides: readonly number[];
@@ -145,7 +147,8 @@ export class Tensor {
             `pass a grad of that shape`,
         );
       }
-      seed = O.onesLike(this);
+      // onesLike(this), made here: tensor.ts imports no op (the ops import Tensor)
+      seed = Tensor.fromData(allocate(this.dtype, 1).fill(1), this.shape, this.dtype);
     } else if (!sameShape(seed.shape, this.shape)) {
       throw new AutogradError(`backward: grad has shape ${fmt(seed.shape)}, but the output has shape ${fmt(this.shape)}`);
     }
@@ -217,210 +220,6 @@ export class Tensor {
     this._storage.version++;
   }
 
-  // ---- element-wise ----
-  add(other: Tensor | number, alpha?: number): Tensor {
-    return O.add(this, other, alpha);
-  }
-  sub(other: Tensor | number, alpha?: number): Tensor {
-    return O.sub(this, other, alpha);
-  }
-  mul(other: Tensor | number): Tensor {
-    return O.mul(this, other);
-  }
-  div(other: Tensor | number): Tensor {
-    return O.div(this, other);
-  }
-  pow(exponent: Tensor | number): Tensor {
-    return O.pow(this, exponent);
-  }
-  neg(): Tensor {
-    return O.neg(this);
-  }
-  exp(): Tensor {
-    return O.exp(this);
-  }
-  exp2(): Tensor {
-    return O.exp2(this);
-  }
-  sin(): Tensor {
-    return O.sin(this);
-  }
-  cos(): Tensor {
-    return O.cos(this);
-  }
-  log(): Tensor {
-    return O.log(this);
-  }
-  sqrt(): Tensor {
-    return O.sqrt(this);
-  }
-  abs(): Tensor {
-    return O.abs(this);
-  }
-  tanh(): Tensor {
-    return O.tanh(this);
-  }
-  sigmoid(): Tensor {
-    return O.sigmoid(this);
-  }
-  relu(): Tensor {
-    return O.relu(this);
-  }
-  clamp(min?: number | null, max?: number | null): Tensor {
-    return O.clamp(this, min ?? null, max ?? null);
-  }
-  where(condition: Tensor, other: Tensor | number): Tensor {
-    return O.where(condition, this, other);
-  }
-  eq(other: Tensor | number): Tensor {
-    return O.eq(this, other);
-  }
-  ne(other: Tensor | number): Tensor {
-    return O.ne(this, other);
-  }
-  lt(other: Tensor | number): Tensor {
-    return O.lt(this, other);
-  }
-  le(other: Tensor | number): Tensor {
-    return O.le(this, other);
-  }
-  gt(other: Tensor | number): Tensor {
-    return O.gt(this, other);
-  }
-  ge(other: Tensor | number): Tensor {
-    return O.ge(this, other);
-  }
-  /** Cast to another dtype (a no-op returning `this` when the dtype already matches). */
-  to(dtype: DType): Tensor {
-    return dtype === this.dtype ? this : O.toDType(this, checkDType('to', dtype));
-  }
-  float(): Tensor {
-    return this.to('float32');
-  }
-  int(): Tensor {
-    return this.to('int32');
-  }
-  bool(): Tensor {
-    return this.to('bool');
-  }
-  clone(): Tensor {
-    return O.clone(this);
-  }
-  contiguous(): Tensor {
-    return this.isContiguous() ? this : O.clone(this);
-  }
-
-  // ---- reductions ----
-  sum(dim?: number | readonly number[] | null, keepdim?: boolean): Tensor {
-    return O.sum(this, dim ?? null, keepdim);
-  }
-  mean(dim?: number | readonly number[] | null, keepdim?: boolean): Tensor {
-    return O.mean(this, dim ?? null, keepdim);
-  }
-  max(): Tensor;
-  max(dim: number, keepdim?: boolean): ValuesIndices;
-  max(dim?: number, keepdim = false): Tensor | ValuesIndices {
-    return dim === undefined ? O.amax(this) : valuesIndices(O.maxDim(this, dim, keepdim));
-  }
-  min(): Tensor;
-  min(dim: number, keepdim?: boolean): ValuesIndices;
-  min(dim?: number, keepdim = false): Tensor | ValuesIndices {
-    return dim === undefined ? O.amin(this) : valuesIndices(O.minDim(this, dim, keepdim));
-  }
-  argmax(dim?: number | null, keepdim?: boolean): Tensor {
-    return O.argmax(this, dim ?? null, keepdim);
-  }
-  softmax(dim: number): Tensor {
-    return O.softmax(this, dim);
-  }
-  logSoftmax(dim: number): Tensor {
-    return O.logSoftmax(this, dim);
-  }
-
-  // ---- linear algebra ----
-  matmul(other: Tensor): Tensor {
-    return O.matmul(this, other);
-  }
-
-  // ---- shape and views ----
-  reshape(shape: readonly number[]): Tensor {
-    return O.reshape(this, shape);
-  }
-  view(shape: readonly number[]): Tensor {
-    return O.view(this, shape);
-  }
-  flatten(startDim?: number, endDim?: number): Tensor {
-    return O.flatten(this, startDim, endDim);
-  }
-  transpose(dim0: number, dim1: number): Tensor {
-    return O.transpose(this, dim0, dim1);
-  }
-  /** The 2-D transpose (`x.t()` in PyTorch). */
-  t(): Tensor {
-    return this.ndim < 2 ? this : O.transpose(this, 0, 1);
-  }
-  permute(dims: readonly number[]): Tensor {
-    return O.permute(this, dims);
-  }
-  unsqueeze(dim: number): Tensor {
-    return O.unsqueeze(this, dim);
-  }
-  squeeze(dim?: number | null): Tensor {
-    return O.squeeze(this, dim ?? null);
-  }
-  expand(shape: readonly number[]): Tensor {
-    return O.expand(this, shape);
-  }
-  expandAs(other: Tensor): Tensor {
-    return O.expand(this, other.shape);
-  }
-  narrow(dim: number, start: number, length: number): Tensor {
-    return O.narrow(this, dim, start, length);
-  }
-  select(dim: number, index: number): Tensor {
-    return O.select(this, dim, index);
-  }
-  /** Python-style indexing: `x.index([0, '1:3', null, '...'])` is `x[0, 1:3, None, ...]`. */
-  index(slices: IndexSpec | readonly IndexSpec[]): Tensor {
-    return O.index(this, slices);
-  }
-  gather(dim: number, index: Tensor): Tensor {
-    return O.gather(this, dim, index);
-  }
-
-  // ---- in-place ----
-  add_(other: Tensor | number, alpha?: number): this {
-    return applyInplace('add_', this, (s) => O.add(s, other, alpha), other) as this;
-  }
-  sub_(other: Tensor | number, alpha?: number): this {
-    return applyInplace('sub_', this, (s) => O.sub(s, other, alpha), other) as this;
-  }
-  mul_(other: Tensor | number): this {
-    return applyInplace('mul_', this, (s) => O.mul(s, other), other) as this;
-  }
-  div_(other: Tensor | number): this {
-    return applyInplace('div_', this, (s) => O.div(s, other), other) as this;
-  }
-  clamp_(min?: number | null, max?: number | null): this {
-    return applyInplace('clamp_', this, (s) => O.clamp(s, min ?? null, max ?? null)) as this;
-  }
-  fill_(value: number): this {
-    if (activeTrace === null && typeof value !== 'number' && typeof value !== 'boolean') {
-      throw new ValueError(`fill_: value must be a number or a boolean, got ${describe(value)}`);
-    }
-    return applyInplace('fill_', this, (s) => O.full(s.shape, value, { dtype: s.dtype })) as this;
-  }
-  zero_(): this {
-    return applyInplace('zero_', this, (s) => O.full(s.shape, 0, { dtype: s.dtype })) as this;
-  }
-  copy_(src: Tensor): this {
-    if (activeTrace === null) {
-      if (!(src instanceof Tensor)) throw new DTypeError(`copy_: src must be a Tensor, got ${describe(src)}`);
-      checkBroadcastTo('copy_', src._shape, this._shape);
-    }
-    return applyInplace('copy_', this, (s) => O.expand(src, s.shape).to(s.dtype)) as this;
-  }
-
   // ---- printing ----
   toString(): string {
     const body = inspect(this.toArray(), { depth: null, breakLength: 100, maxArrayLength: 20 });
@@ -433,6 +232,4 @@ export class Tensor {
   }
 }
 
-function valuesIndices([values, indices]: [Tensor, Tensor]): ValuesIndices {
-  return Object.assign([values, indices] as [Tensor, Tensor], { values, indices });
-}
+Object.defineProperty(Tensor.prototype, TENSOR_BRAND, { value: true });

@@ -1,6 +1,6 @@
 import { ValueError } from '../errors.js';
 import { isPlainObject } from './plain-object.js';
-import { Tensor } from './tensor.js';
+import { isTensor } from './tensor-brand.js';
 
 /**
  * Argument checks for the API edge (options objects, seeds, flags, numbers that are not op arguments).
@@ -11,7 +11,7 @@ import { Tensor } from './tensor.js';
 
 /** How a value reads in an error message: primitives and short arrays by value, anything else by kind. */
 export function describe(x: unknown): string {
-  if (x instanceof Tensor) return `Tensor(${x.dtype} [${x.shape.join(', ')}])`;
+  if (isTensor(x)) return `Tensor(${x.dtype} [${x.shape.join(', ')}])`;
   if (typeof x === 'string') return `'${x.length > 40 ? `${x.slice(0, 40)}…` : x}'`;
   if (typeof x === 'number' || typeof x === 'boolean' || typeof x === 'bigint') return String(x);
   if (x === null || x === undefined) return String(x);

@@ -1,5 +1,5 @@
 import type { Module } from '../../runtime/nn/module.js';
-import { cat, matmul, split } from '../../ops.js';
+import { cat, matmul, split } from '../../runtime/ops/index.js';
 import { getattr, getitem } from '../builtins.js';
 import { Graph } from '../graph.js';
 import type { GraphModule } from '../graph-module.js';

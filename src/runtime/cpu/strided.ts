@@ -8,6 +8,12 @@ export interface Layout {
   readonly offset: number;
 }
 
+/** A typed array read through a layout: what a CPU kernel takes where the ops have a tensor. */
+export interface StridedArray extends Layout {
+  readonly data: TypedArray;
+  readonly dtype: DType;
+}
+
 export function isContiguousLayout(l: Layout): boolean {
   let expected = 1;
   for (let i = l.shape.length - 1; i >= 0; i--) {

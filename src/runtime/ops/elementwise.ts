@@ -1,5 +1,5 @@
 import { DTypeError, ValueError } from '../../errors.js';
-import { map1, map2, map3 } from '../cpu/elementwise.js';
+import { map1, map2, map3 } from './cpu.js';
 import { promote, promoteScalar, type DType } from '../dtype.js';
 import type { Lowering } from '../lowering.js';
 import { defineOp, type OpContext } from '../op.js';

@@ -1,5 +1,5 @@
 import { DTypeError, IndexError } from '../../errors.js';
-import { reducedShape, rowsOver } from '../cpu/reduce.js';
+import { reducedShape, rowsOver } from './cpu.js';
 import { allocate } from '../dtype.js';
 import type { KValue, LowerContext } from '../lowering.js';
 import { defineOp } from '../op.js';
