@@ -1084,7 +1084,8 @@ async function main() {
     peerRounds: PEER_ROUNDS,
     peerWarmup: PEER_WARMUP,
     ratioMeaning:
-      "ratios['kernels/X'] = X's median ms ÷ kiln compiled's median ms: > 1 means kiln compiled (backend 'kernels') is faster than X",
+      "ratios['kernels/X'] = X's median ms ÷ kiln compiled's median ms: > 1 means kiln compiled (backend 'kernels') is faster than X; " +
+      "'kernels-1t/X' the same against kiln compiled with its GEMM on one thread; 'sameThreads/X' against the kiln compiled run on X's thread count",
     peers: peers.peers,
     peerCases: peers.cases,
     kernelTargets: peers.targets,
