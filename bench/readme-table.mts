@@ -77,7 +77,7 @@ const TFJS_FOLDED = 'tfjs-wasm folded-BN';
 /** Column headings: what each contender is, with its thread count. */
 const HEADINGS: Record<string, string> = {
   [KILN_EAGER]: 'kiln eager',
-  [KILN_COMPILED_1T]: 'kiln compiled, 1 thread',
+  [KILN_COMPILED_1T]: 'kiln compiled',
   [KILN_COMPILED]: 'kiln compiled',
   'tfjs-wasm': 'tfjs-wasm (XNNPACK)',
   [TFJS_FOLDED]: 'tfjs-wasm, BN folded',
