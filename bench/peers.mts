@@ -16,12 +16,13 @@ import { dirname, join, sep } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { Tensor as TfTensor, Tensor2D, Tensor4D } from '@tensorflow/tfjs-core';
 import { cnnModel, matmulModel, mlpModel } from './peers/onnx-writer.mjs';
-import { checkClose, cnnRef, matmulRef, mlpRef } from './peers/reference.mjs';
-import { CNN, MLP, cnnData, matmulData, mlpData, rng, type CnnWeights, type MlpWeights } from './peers/shapes.mjs';
+import { checkClose, checkCloseScaled, cnnRef, matmulRef, mlpGradientsRef, mlpRef } from './peers/reference.mjs';
+import { CNN, MLP, cnnData, matmulData, mlpData, rng, type CnnWeights, type ConvBnWeights, type MlpWeights } from './peers/shapes.mjs';
 import { createWebWorkerShim, type WebWorkerShim } from './peers/web-worker-shim.mjs';
 
-export { CNN, MLP, cnnData, matmulData, mlpData, rng, checkClose, cnnRef, matmulRef, mlpRef };
+export { CNN, MLP, cnnData, matmulData, mlpData, rng, checkClose, checkCloseScaled, cnnRef, matmulRef, mlpGradientsRef, mlpRef };
 export type { CnnWeights, ConvBnWeights, LinearWeights, MlpWeights } from './peers/shapes.mjs';
+export type { MlpGradients } from './peers/reference.mjs';
 
 export type Runner = () => Promise<Float32Array>;
 export type Prepared = { available: true; run: Runner } | { available: false; why: string };
@@ -33,12 +34,20 @@ export interface Peer {
   version: string;
   /** How it runs: threads, SIMD, layouts, anything a reader of the numbers should know. */
   config: string;
+  /** Threads it computes on, so the bench can set it beside kiln at the same count. */
+  threads: number;
   /** C = A·B, both n×n row-major, both given at run time. */
   matmul(a: Float32Array, b: Float32Array, n: number): Promise<Prepared>;
   /** MLP 784-512-512-10 inference on x [64, 784]. */
   mlp(w: MlpWeights, x: Float32Array): Promise<Prepared>;
   /** The small CNN on x [16, 3, 32, 32] NCHW. */
   cnn(w: CnnWeights, x: Float32Array): Promise<Prepared>;
+  /**
+   * The same CNN with each batch norm folded into its conv's weights and bias at prepare time, as an
+   * inference-graph converter does (and as kiln compiled and onnxruntime do themselves); only peers that run
+   * the unfolded graph as written have it.
+   */
+  cnnFoldedBn?(w: CnnWeights, x: Float32Array): Promise<Prepared>;
   /** Release threads and memory (the bench calls it at the end). */
   dispose(): Promise<void>;
 }
@@ -79,8 +88,25 @@ async function verified(who: string, run: Runner, ref: Float32Array): Promise<Pr
   return { available: true, run };
 }
 
+/**
+ * A conv + inference batch norm as one conv: w' = w·γ/√(var + eps) per output channel and
+ * b' = (b − mean)·γ/√(var + eps) + β, computed in float64 and rounded once (tfjs-converter's and
+ * onnxruntime's fold; the rounding differs from the unfolded graph's by float ULPs, well inside the check).
+ */
+export function foldBatchNorm(c: ConvBnWeights, eps: number): { weight: Float32Array; bias: Float32Array } {
+  const per = c.weight.length / c.outChannels;
+  const weight = new Float32Array(c.weight.length);
+  const bias = new Float32Array(c.outChannels);
+  for (let o = 0; o < c.outChannels; o++) {
+    const scale = c.gamma[o]! / Math.sqrt(c.runningVar[o]! + eps);
+    for (let i = o * per; i < (o + 1) * per; i++) weight[i] = c.weight[i]! * scale;
+    bias[o] = (c.bias[o]! - c.runningMean[o]!) * scale + c.beta[o]!;
+  }
+  return { weight, bias };
+}
+
 /** A row-major [rows, cols] matrix transposed to [cols, rows]. */
-function transpose2d(m: Float32Array, rows: number, cols: number): Float32Array {
+export function transpose2d(m: Float32Array, rows: number, cols: number): Float32Array {
   const t = new Float32Array(rows * cols);
   for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) t[c * rows + r] = m[r * cols + c]!;
   return t;
@@ -114,8 +140,9 @@ async function loadTfjsWasm(): Promise<Peer> {
     `${wasm.getThreadsCount()} thread(s): tfjs turns wasm threads off on Node (WASM_HAS_MULTITHREAD_SUPPORT is false ` +
     `under IS_NODE, tfjs issue #3830; forcing it fails: its pthread workers are blob: URLs, which worker_threads refuses ` +
     `with ERR_WORKER_PATH). Linear as tf.fused.matMul (bias, relu), conv as tf.fused.conv2d (bias) then tf.batchNorm ` +
-    `and tf.relu, as tfjs-layers would run them; the CNN input is transposed NCHW→NHWC once, outside the timed region; ` +
-    `conv and Linear weights converted to tfjs layouts at prepare time`;
+    `and tf.relu, as tfjs-layers would run them (its folded-BN variant: tf.fused.conv2d with the batch norm folded into ` +
+    `filter and bias and relu fused, as tfjs-converter emits for an inference graph); the CNN input is transposed ` +
+    `NCHW→NHWC once, outside the timed region; conv and Linear weights converted to tfjs layouts at prepare time`;
 
   /** Tensors a prepare function made (inputs, converted weights): kept until dispose(). */
   const owned: TfTensor[] = [];
@@ -126,6 +153,30 @@ async function loadTfjsWasm(): Promise<Peer> {
 
   const ensureBackend = () => {
     if (tf.getBackend() !== 'wasm') throw new Error(`tfjs backend is ${tf.getBackend()}, expected wasm`);
+  };
+
+  /** A PyTorch [out, in, kh, kw] conv weight as a tfjs [kh, kw, in, out] filter. */
+  const tfjsFilter = (weight: Float32Array, out: number, inC: number): Tensor4D =>
+    tf.tidy(() => tf.transpose(tf.tensor4d(weight, [out, inC, 3, 3]), [2, 3, 1, 0]));
+
+  /** The CNN's input (NHWC) and its tail (MaxPool2d(2), flatten, Linear), shared by both CNN variants. */
+  const cnnHead = (w: CnnWeights, x: Float32Array) => {
+    const { batch: N, hw: H, classes } = CNN;
+    const C = w.convs[w.convs.length - 1]!.outChannels;
+    const Hp = H / 2;
+    // Linear(8192, 10) columns are in NCHW flatten order (c, h, w); tfjs flattens NHWC as (h, w, c):
+    // permute the columns once and store the kernel as [in, out].
+    const fcKernel = new Float32Array(CNN.flat * classes);
+    for (let o = 0; o < classes; o++)
+      for (let c = 0; c < C; c++)
+        for (let p = 0; p < Hp * Hp; p++) fcKernel[(p * C + c) * classes + o] = w.fcWeight[o * CNN.flat + c * Hp * Hp + p]!;
+    const fcK = keep(tf.tensor2d(fcKernel, [CNN.flat, classes]));
+    const fcB = keep(tf.tensor1d(w.fcBias));
+    return {
+      // the input arrives NCHW; tfjs convolves NHWC: transposed once here, outside the timed region
+      x: keep(tf.tidy(() => tf.transpose(tf.tensor4d(x, [N, CNN.channels[0], H, H]), [0, 2, 3, 1])) as Tensor4D),
+      poolLinear: (h: Tensor4D) => tf.fused.matMul({ a: tf.reshape(tf.maxPool(h, 2, 2, 'valid'), [N, CNN.flat]), b: fcK, bias: fcB }),
+    };
   };
 
   /** Wrap a tidy forward: result copied to host, every intermediate and the result disposed. */
@@ -155,6 +206,7 @@ async function loadTfjsWasm(): Promise<Peer> {
     name: 'tfjs-wasm',
     version: `tfjs-core ${tf.version_core}, tfjs-backend-wasm ${wasm.version_wasm}`,
     config,
+    threads: wasm.getThreadsCount(),
     async matmul(a, b, n) {
       const ta = keep(tf.tensor2d(a, [n, n]));
       const tb = keep(tf.tensor2d(b, [n, n]));
@@ -180,38 +232,37 @@ async function loadTfjsWasm(): Promise<Peer> {
       return prepared('tfjs-wasm MLP', runnerOf(forward), referenceMlp(w, x));
     },
     async cnn(w, x) {
-      const { batch: N, hw: H, classes } = CNN;
       const convs = w.convs.map((c) => ({
-        // PyTorch [out, in, kh, kw] → tfjs [kh, kw, in, out]
-        filter: keep(tf.tidy(() => tf.transpose(tf.tensor4d(c.weight, [c.outChannels, c.inChannels, 3, 3]), [2, 3, 1, 0])) as Tensor4D),
+        filter: keep(tfjsFilter(c.weight, c.outChannels, c.inChannels)),
         bias: keep(tf.tensor1d(c.bias)),
         gamma: keep(tf.tensor1d(c.gamma)),
         beta: keep(tf.tensor1d(c.beta)),
         mean: keep(tf.tensor1d(c.runningMean)),
         variance: keep(tf.tensor1d(c.runningVar)),
       }));
-      const C = w.convs[w.convs.length - 1]!.outChannels;
-      const Hp = H / 2;
-      // Linear(8192, 10) columns are in NCHW flatten order (c, h, w); tfjs flattens NHWC as (h, w, c):
-      // permute the columns once and store the kernel as [in, out].
-      const fcKernel = new Float32Array(CNN.flat * classes);
-      for (let o = 0; o < classes; o++)
-        for (let c = 0; c < C; c++)
-          for (let p = 0; p < Hp * Hp; p++) fcKernel[(p * C + c) * classes + o] = w.fcWeight[o * CNN.flat + c * Hp * Hp + p]!;
-      const fcK = keep(tf.tensor2d(fcKernel, [CNN.flat, classes]));
-      const fcB = keep(tf.tensor1d(w.fcBias));
-      // the input arrives NCHW; tfjs convolves NHWC: transposed once here, outside the timed region
-      const tx = keep(tf.tidy(() => tf.transpose(tf.tensor4d(x, [N, CNN.channels[0], H, H]), [0, 2, 3, 1])) as Tensor4D);
+      const head = cnnHead(w, x);
       const forward = () => {
-        let h = tx;
+        let h = head.x;
         for (const c of convs) {
           h = tf.fused.conv2d({ x: h, filter: c.filter, strides: 1, pad: 'same', bias: c.bias });
           h = tf.relu(tf.batchNorm(h, c.mean, c.variance, c.beta, c.gamma, w.eps));
         }
-        const pooled = tf.maxPool(h, 2, 2, 'valid');
-        return tf.fused.matMul({ a: tf.reshape(pooled, [N, CNN.flat]), b: fcK, bias: fcB });
+        return head.poolLinear(h);
       };
       return prepared('tfjs-wasm CNN', runnerOf(forward), referenceCnn(w, x));
+    },
+    async cnnFoldedBn(w, x) {
+      const convs = w.convs.map((c) => {
+        const f = foldBatchNorm(c, w.eps);
+        return { filter: keep(tfjsFilter(f.weight, c.outChannels, c.inChannels)), bias: keep(tf.tensor1d(f.bias)) };
+      });
+      const head = cnnHead(w, x);
+      const forward = () => {
+        let h = head.x;
+        for (const c of convs) h = tf.fused.conv2d({ x: h, filter: c.filter, strides: 1, pad: 'same', bias: c.bias, activation: 'relu' });
+        return head.poolLinear(h);
+      };
+      return prepared('tfjs-wasm CNN (folded BN)', runnerOf(forward), referenceCnn(w, x));
     },
     async dispose() {
       for (const t of owned.splice(0)) t.dispose();
@@ -350,6 +401,7 @@ async function loadJax(threads: number): Promise<Peer> {
     name,
     version: `@jax-js/jax ${versionOf('@jax-js/jax')}`,
     config,
+    threads: Math.max(1, threads),
     matmul: (a, b, n) => inScope(() => matmul(a, b, n)),
     mlp: (w, x) => inScope(() => mlp(w, x)),
     cnn: (w, x) => inScope(() => cnn(w, x)),
@@ -392,6 +444,7 @@ async function loadOrt(): Promise<Peer> {
   return {
     name: 'onnxruntime-node',
     version: `onnxruntime-node ${versionOf('onnxruntime-node')}`,
+    threads: ORT_THREADS,
     config:
       `CPU execution provider (native MLAS), intraOpNumThreads ${ORT_THREADS}, interOpNumThreads 1, sequential, thread ` +
       `spinning off (so ORT does not hold the cores during its neighbours' rounds), graphOptimizationLevel all (ORT ` +
@@ -472,12 +525,15 @@ async function selfCheck(): Promise<void> {
       continue;
     }
     const p = l.peer;
-    console.log(`${name} (${p.version}): ${p.config}`);
-    for (const [label, prep] of [
+    console.log(`${name} (${p.version}, ${p.threads} thread(s)): ${p.config}`);
+    const cases: [string, () => Promise<Prepared>][] = [
       ['matmul 512', () => p.matmul(mm.a, mm.b, 512)],
       ['MLP', () => p.mlp(mlp.weights, mlp.x)],
       ['CNN', () => p.cnn(cnn.weights, cnn.x)],
-    ] as const) {
+    ];
+    const folded = p.cnnFoldedBn?.bind(p);
+    if (folded) cases.push(['CNN, folded BN', () => folded(cnn.weights, cnn.x)]);
+    for (const [label, prep] of cases) {
       const c = await prepareCase(p, prep);
       console.log(c.available ? `  ${label}: correct, ${(await time(c.run)).toFixed(2)} ms` : `  ${label}: not available: ${c.why}`);
     }

@@ -4,9 +4,28 @@
  * kiln compiled (`backend: 'kernels'`) against the peers in bench/peers.mts (tfjs-backend-wasm, @jax-js/jax
  * on wasm, onnxruntime-node) on matmul 256/512/1024, an MLP and a small CNN, every contender's result
  * checked against a plain-JS reference before it is timed.
- * Writes bench/results.json; the README's table summarises it.
- * `KILN_BENCH_ONLY=memory` (or any of fx, compile, plugin, memory, comma-separated) runs just those checks
- * and prints them, leaving bench/results.json as it is.
+ * Fairness: every contender's result is checked before it is timed (the tfjs-cpu cases too); kiln compiled also
+ * runs with its GEMM held to one thread, beside the 1-thread peers; the CNN has a folded-BN tfjs-wasm variant
+ * beside the unfolded one; jax-js runs both on the main thread and on its worker pool. Last, bench/gemm.mts runs
+ * in a child process (its GEMM variants, copying and packed; `KILN_BENCH_GEMM=0` skips it).
+ * Writes bench/results.json; `npx tsx bench/readme-table.mts --write` makes the README's tables from it.
+ * `KILN_BENCH_ONLY=memory` (or any of fusion, fx, compile, plugin, memory, and the sections eager, peers, gemm,
+ * comma-separated) runs just those and prints them, leaving bench/results.json as it is (gemm: bench/gemm.mts
+ * records its own section, as it always does). `KILN_BENCH_CASES=matmul256,matmul512,matmul1024,mlp,cnn` picks
+ * peer cases, `KILN_BENCH_PEERS=tfjs-wasm,…` peers.
+ *
+ * results.json keys added for the fairness columns (the older keys keep their meaning):
+ * - `gemmThreads`: `{ default, peerCases }`: kiln's default GEMM thread count, and the count kiln compiled runs
+ *   on in the peer cases (at most 2, the multi-threaded peers' count).
+ * - `results[i].kiln1Thread`, `.speedup1Thread`: kiln eager with its GEMM held to one thread, and tfjs-cpu's
+ *   time ÷ its time (the 1-thread-against-1-thread ratio); `.kilnThreads`: kiln eager's default GEMM thread
+ *   count; `.verified`: every contender matched the reference before it was timed.
+ * - `peerCases[i].ms` / `.value` gain the contenders 'kiln compiled 1-thread' and, in the CNN case,
+ *   'tfjs-wasm folded-BN'; `.threads`: threads per contender; `.ratios` gains 'kernels/compiled-1t',
+ *   'kernels-1t/X' (X's ms ÷ kiln compiled 1-thread's) and 'sameThreads/X' (X's ms ÷ the kiln compiled run on
+ *   X's thread count) for every peer X.
+ * - `peers[i].threads`: threads each peer computes on.
+ * - `gemmRemeasured`: whether this run's bench/gemm.mts child wrote the `gemm` section (false: kept from before).
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -17,6 +36,7 @@ import { createRequire } from 'node:module';
 // tfjs-core's Node bundle leaves its gradient rules out; training needs them registered
 createRequire(import.meta.url)('@tensorflow/tfjs-core/dist/register_all_gradients');
 import { F, compile, manualSeed, nn, noGrad, ops, optim, randn, tensor, type Tensor } from '../src/index.js';
+import { getGemmThreads, setGemmThreads } from '../src/kernels/gemm/index.js';
 import { firstFailing } from '../src/compile/guards.js';
 import { CompiledCallable } from '../src/compile/compiled-callable.js';
 import { symbolicTrace } from '../src/fx.js';
@@ -27,17 +47,22 @@ import {
   MLP,
   PEER_NAMES,
   checkClose,
+  checkCloseScaled,
   cnnData,
   loadPeer,
   matmulData,
+  matmulRef,
   mlpData,
+  mlpGradientsRef,
   prepareCase,
   referenceCnn,
   referenceMatmul,
   referenceMlp,
   rng,
+  transpose2d,
   type CnnWeights,
   type Loaded,
+  type MlpGradients,
   type MlpWeights,
   type Peer,
   type PeerName,
@@ -47,10 +72,19 @@ import {
 interface Result {
   name: string;
   unit: string;
+  /** kiln eager at its default GEMM thread count (`kilnThreads`) */
   kiln: number;
   tfjsCpu: number;
   /** kiln ÷ tfjs for throughputs, tfjs ÷ kiln for times: > 1 means kiln is faster. */
   speedup: number;
+  /** kiln eager with its GEMM held to one thread, as tfjs-backend-cpu runs */
+  kiln1Thread: number;
+  /** `speedup` for kiln1Thread: the one-thread-against-one-thread ratio */
+  speedup1Thread: number;
+  /** kiln's default GEMM thread count in this run */
+  kilnThreads: number;
+  /** every contender's result matched the plain-JS reference (checkClose) before it was timed */
+  verified: true;
 }
 
 const ROUNDS = Number(process.env.KILN_BENCH_ROUNDS ?? 7);
@@ -82,6 +116,25 @@ function sideBySide(label: string, contenders: Record<string, () => void>): Reco
   }
   console.log(`${process.stdout.isTTY ? '\r' : ''}  ${label}: ${ROUNDS} rounds done`);
   return Object.fromEntries(names.map((n) => [n, median(times[n]!)]));
+}
+
+/** kiln's default GEMM thread count (every core), before any contender changes it. */
+const DEFAULT_GEMM_THREADS = getGemmThreads();
+
+/**
+ * `f` with kiln's wasm GEMM held to `threads` threads (the only threaded part of kiln: gpu.js's webasm kernels
+ * run on the calling thread when called synchronously). The setting is process-wide and read at each GEMM
+ * call, so it is set on every call and put back after, leaving the other contenders at the default.
+ */
+function withGemmThreads<T>(threads: number, f: () => T): () => T {
+  return () => {
+    setGemmThreads(threads);
+    try {
+      return f();
+    } finally {
+      setGemmThreads(DEFAULT_GEMM_THREADS);
+    }
+  };
 }
 
 /** `f` run `n` times per sample, so a ratio measures per-call overhead rather than timer noise. */
@@ -121,19 +174,27 @@ function pairedOverhead(label: string, base: () => void, candidate: () => void, 
 }
 
 function matmulBench(n: number): Result {
-  manualSeed(0);
-  const a = randn([n, n]);
-  const b = randn([n, n]);
-  const ta = tf.tensor2d(a.data() as Float32Array, [n, n]);
-  const tb = tf.tensor2d(b.data() as Float32Array, [n, n]);
-  const ms = sideBySide(`matmul ${n}×${n}`, {
-    kiln: () => void a.matmul(b),
-    tfjs: () => {
-      const r = tf.matMul(ta, tb);
-      r.dataSync();
+  const { a: da, b: db } = matmulData(n);
+  const ref = matmulRef(da, db, n);
+  const a = tensor(da, { shape: [n, n] });
+  const b = tensor(db, { shape: [n, n] });
+  const ta = tf.tensor2d(da, [n, n]);
+  const tb = tf.tensor2d(db, [n, n]);
+  const kiln = () => a.matmul(b).data() as Float32Array;
+  const kiln1 = withGemmThreads(1, kiln);
+  const tfjs = () => {
+    const r = tf.matMul(ta, tb);
+    try {
+      return r.dataSync() as Float32Array;
+    } finally {
       r.dispose();
-    },
-  });
+    }
+  };
+  // every contender checked against the plain-JS reference before it is timed, as in the peer cases
+  checkClose(`kiln eager matmul ${n}`, kiln(), ref);
+  checkClose(`kiln eager matmul ${n}, 1 thread`, kiln1(), ref);
+  checkClose(`tfjs-cpu matmul ${n}`, tfjs(), ref);
+  const ms = sideBySide(`matmul ${n}×${n}`, { kiln, kiln1, tfjs });
   const gflops = (t: number) => (2 * n ** 3) / (t * 1e6);
   return {
     name: `matmul ${n}x${n} float32`,
@@ -141,31 +202,85 @@ function matmulBench(n: number): Result {
     kiln: gflops(ms.kiln!),
     tfjsCpu: gflops(ms.tfjs!),
     speedup: ms.tfjs! / ms.kiln!,
+    kiln1Thread: gflops(ms.kiln1!),
+    speedup1Thread: ms.tfjs! / ms.kiln1!,
+    kilnThreads: DEFAULT_GEMM_THREADS,
+    verified: true,
   };
 }
 
-/** One SGD step (forward, cross-entropy, backward, update) of a 784-512-512-10 ReLU MLP on a batch of 64. */
-function mlpBench(): Result {
-  const sizes = [784, 512, 512, 10];
-  const batch = 64;
-  manualSeed(0);
-  const model = new nn.Sequential(new nn.Linear(784, 512), new nn.ReLU(), new nn.Linear(512, 512), new nn.ReLU(), new nn.Linear(512, 10));
-  const opt = new optim.SGD(model.parameters(), { lr: 0.01 });
-  const x = randn([batch, 784]);
-  const labels = Int32Array.from({ length: batch }, (_, i) => i % 10);
-  const y = tensor(labels, { dtype: 'int32' });
-  const kilnStep = () => {
-    opt.zeroGrad();
-    const loss = F.crossEntropy(model.call(x) as Tensor, y);
-    loss.backward();
-    opt.step();
-  };
+/**
+ * Checks one training step against the float64 reference: the loss it reported, and each parameter's
+ * gradient as the step applied it, (before − after) / lr, from PyTorch-layout [out, in] weights.
+ */
+function checkTrainingStep(
+  who: string,
+  ref: MlpGradients,
+  lr: number,
+  loss: number,
+  before: { weight: Float32Array; bias: Float32Array }[],
+  after: { weight: Float32Array; bias: Float32Array }[],
+): void {
+  checkClose(`${who}: loss`, [loss], [ref.loss]);
+  const grad = (b: Float32Array, a: Float32Array) => Float64Array.from(b, (v, i) => (v - a[i]!) / lr);
+  before.forEach((b, i) => {
+    checkCloseScaled(`${who}: layer ${i} weight gradient`, grad(b.weight, after[i]!.weight), ref.weight[i]!);
+    checkCloseScaled(`${who}: layer ${i} bias gradient`, grad(b.bias, after[i]!.bias), ref.bias[i]!);
+  });
+}
 
-  const weights = sizes.slice(1).map((out, i) => tf.variable(tf.randomUniform([sizes[i]!, out], -0.05, 0.05)));
-  const biases = sizes.slice(1).map((out) => tf.variable(tf.zeros([out])));
-  const tx = tf.tensor2d(x.data() as Float32Array, [batch, 784]);
-  const ty = tf.oneHot(tf.tensor1d(labels, 'int32'), 10);
-  const tfOpt = tf.train.sgd(0.01);
+/**
+ * One SGD step (forward, cross-entropy, backward, update) of a 784-512-512-10 ReLU MLP on a batch of 64, both
+ * from the same weights (bench/peers/shapes.mts); each side's first step is checked against the float64
+ * reference (loss and every gradient) before any is timed.
+ */
+function mlpBench(): Result {
+  const { weights: w, x } = mlpData();
+  const { batch } = MLP;
+  const lr = 0.01;
+  const labels = Int32Array.from({ length: batch }, (_, i) => i % 10);
+  const ref = mlpGradientsRef(w, x, labels);
+
+  /** kiln: one model per contender (the 1-thread one too), since each step moves its weights. */
+  const kilnTrainer = () => {
+    const model = kilnMlp(w).train();
+    const opt = new optim.SGD(model.parameters(), { lr });
+    const tx = tensor(x, { shape: [batch, MLP.sizes[0]] });
+    const y = tensor(labels, { dtype: 'int32' });
+    const step = () => {
+      opt.zeroGrad();
+      const loss = F.crossEntropy(model.call(tx) as Tensor, y);
+      loss.backward();
+      opt.step();
+      return loss.item();
+    };
+    const params = () =>
+      w.layers.map((_, i) => {
+        const sd = model.stateDict();
+        return { weight: sd[`${2 * i}.weight`]!.data() as Float32Array, bias: sd[`${2 * i}.bias`]!.data() as Float32Array };
+      });
+    return { step, params };
+  };
+  const copy = (ps: { weight: Float32Array; bias: Float32Array }[]) => ps.map((p) => ({ weight: p.weight.slice(), bias: p.bias.slice() }));
+  const kilnStep = (who: string, threads: number) => {
+    const k = kilnTrainer();
+    const step = withGemmThreads(threads, k.step);
+    const before = copy(k.params());
+    const loss = step();
+    checkTrainingStep(who, ref, lr, loss, before, k.params());
+    return () => void step();
+  };
+  const kiln = kilnStep('kiln eager MLP training step', DEFAULT_GEMM_THREADS);
+  const kiln1 = kilnStep('kiln eager MLP training step, 1 thread', 1);
+
+  // tfjs: kernels as [in, out]
+  const weights = w.layers.map((l) =>
+    tf.variable(tf.tensor2d(transpose2d(l.weight, l.outFeatures, l.inFeatures), [l.inFeatures, l.outFeatures])),
+  );
+  const biases = w.layers.map((l) => tf.variable(tf.tensor1d(l.bias)));
+  const tx = tf.tensor2d(x, [batch, MLP.sizes[0]]);
+  const ty = tf.oneHot(tf.tensor1d(labels, 'int32'), MLP.sizes[MLP.sizes.length - 1]);
+  const tfOpt = tf.train.sgd(lr);
   const tfjsStep = () => {
     const cost = tfOpt.minimize(
       () =>
@@ -179,16 +294,31 @@ function mlpBench(): Result {
         }),
       true,
     );
-    cost?.dataSync();
-    cost?.dispose();
+    try {
+      return cost!.dataSync()[0]!;
+    } finally {
+      cost?.dispose();
+    }
   };
-  const ms = sideBySide('MLP training step', { kiln: kilnStep, tfjs: tfjsStep });
+  const tfParams = () =>
+    w.layers.map((l, i) => ({
+      weight: transpose2d(weights[i]!.dataSync() as Float32Array, l.inFeatures, l.outFeatures),
+      bias: biases[i]!.dataSync() as Float32Array,
+    }));
+  const tfBefore = copy(tfParams());
+  checkTrainingStep('tfjs-cpu MLP training step', ref, lr, tfjsStep(), tfBefore, tfParams());
+
+  const ms = sideBySide('MLP training step', { kiln, kiln1, tfjs: () => void tfjsStep() });
   return {
     name: 'MLP 784-512-512-10 training step, batch 64',
     unit: 'ms',
     kiln: ms.kiln!,
     tfjsCpu: ms.tfjs!,
     speedup: ms.tfjs! / ms.kiln!,
+    kiln1Thread: ms.kiln1!,
+    speedup1Thread: ms.tfjs! / ms.kiln1!,
+    kilnThreads: DEFAULT_GEMM_THREADS,
+    verified: true,
   };
 }
 
@@ -458,13 +588,30 @@ interface PeerCase {
   value: Record<string, number>;
   /** contenders with no number, and why (not installed, cannot express the case, wrong result) */
   missing: Record<string, string>;
-  /** 'kernels/X' = X's ms ÷ kiln compiled's ms: > 1 means kiln compiled is faster than X */
+  /**
+   * 'kernels/X' = X's ms ÷ kiln compiled's ms: > 1 means kiln compiled is faster than X ('kernels/eager' for
+   * kiln eager, 'kernels/compiled-1t' for kiln compiled on one thread). 'kernels-1t/X' = X's ms ÷ kiln compiled
+   * 1-thread's ms. 'sameThreads/X' = X's ms ÷ the ms of the kiln compiled contender on X's thread count (the
+   * 1-thread one for a 1-thread X), absent when kiln ran no contender on that count.
+   */
   ratios: Record<string, number>;
+  /** threads each contender computes on */
+  threads: Record<string, number>;
 }
 
-/** The contenders' display names: kiln's two, then the peers in PEER_NAMES order. */
+/** The contenders' display names: kiln's three, then the peers in PEER_NAMES order. */
 const KILN_EAGER = 'kiln eager';
 const KILN_COMPILED = 'kiln compiled';
+const KILN_COMPILED_1T = 'kiln compiled 1-thread';
+/** The CNN case's extra contender: tfjs-wasm with each batch norm folded into its conv, as kiln compiled folds. */
+const TFJS_FOLDED = 'tfjs-wasm folded-BN';
+/**
+ * Threads kiln compiled runs on in the peer cases: the multi-threaded peers (onnxruntime-node, jax-js's worker
+ * pool) run 2, so kiln does too, even on a machine with more cores.
+ */
+const KILN_THREADS = Math.min(2, DEFAULT_GEMM_THREADS);
+/** How a contender's name reads in a ratio key. */
+const ratioName = (who: string): string => (who === KILN_EAGER ? 'eager' : who === KILN_COMPILED_1T ? 'compiled-1t' : who);
 
 /** Check a kiln result like a peer's; a wrong result is reported, never timed. */
 function verifiedKiln(who: string, run: () => Tensor, ref: Float32Array): Contender {
@@ -494,6 +641,7 @@ async function peerCase(
   unit: 'GFLOP/s' | 'ms',
   flop: number,
   prepare: Record<string, () => Promise<Prepared> | Contender>,
+  threads: Record<string, number>,
 ): Promise<PeerCase> {
   const runs: Record<string, Contender> = {};
   const missing: Record<string, string> = {};
@@ -508,15 +656,30 @@ async function peerCase(
   const ratios: Record<string, number> = {};
   const kernels = ms[KILN_COMPILED];
   if (kernels !== undefined)
-    for (const [who, t] of Object.entries(ms))
-      if (who !== KILN_COMPILED) ratios[`kernels/${who === KILN_EAGER ? 'eager' : who}`] = t / kernels;
+    for (const [who, t] of Object.entries(ms)) if (who !== KILN_COMPILED) ratios[`kernels/${ratioName(who)}`] = t / kernels;
+  const kernels1 = ms[KILN_COMPILED_1T];
+  const kilnAt: Record<number, number | undefined> = { 1: kernels1, [threads[KILN_COMPILED] ?? KILN_THREADS]: kernels };
+  for (const [who, t] of Object.entries(ms)) {
+    if (who.startsWith('kiln ')) continue;
+    if (kernels1 !== undefined) ratios[`kernels-1t/${who}`] = t / kernels1;
+    const same = kilnAt[threads[who] ?? NaN];
+    if (same !== undefined) ratios[`sameThreads/${who}`] = t / same;
+  }
   const shown = Object.entries(value)
     .map(([k, v]) => `${k} ${v.toFixed(unit === 'ms' ? 2 : 1)}`)
     .join(', ');
   console.log(
     `  ${name}: ${PEER_ROUNDS} rounds: ${shown} ${unit}${Object.keys(missing).length ? ` (no number: ${Object.keys(missing).join(', ')})` : ''}`,
   );
-  return { name, unit, flop, ms, value, missing, ratios };
+  return { name, unit, flop, ms, value, missing, ratios, threads };
+}
+
+/** Threads per contender: kiln's three, and every loaded peer's (the folded-BN tfjs variant is tfjs-wasm's). */
+function threadsOf(peers: Loaded[]): Record<string, number> {
+  const out: Record<string, number> = { [KILN_EAGER]: DEFAULT_GEMM_THREADS, [KILN_COMPILED]: KILN_THREADS, [KILN_COMPILED_1T]: 1 };
+  for (const l of peers) if (l.available) out[l.name] = l.peer.threads;
+  if (out['tfjs-wasm'] !== undefined) out[TFJS_FOLDED] = out['tfjs-wasm'];
+  return out;
 }
 
 /** Prepare functions for every loaded peer, in PEER_NAMES order; an unloaded peer says why. */
@@ -535,11 +698,28 @@ function matmulPeerCase(n: number, peers: Loaded[]): Promise<PeerCase> {
   const ta = tensor(a, { shape: [n, n] });
   const tb = tensor(b, { shape: [n, n] });
   const mm = compile((x: Tensor, y: Tensor) => ops.matmul(x, y), { backend: 'kernels' });
-  return peerCase(`matmul ${n}x${n} float32`, 'GFLOP/s', 2 * n ** 3, {
-    [KILN_EAGER]: () => verifiedKiln(`kiln eager matmul ${n}`, () => ops.matmul(ta, tb), ref),
-    [KILN_COMPILED]: () => verifiedKiln(`kiln compiled matmul ${n}`, () => mm(ta, tb), ref),
-    ...peerPreparers(peers, (p) => p.matmul(a, b, n)),
-  });
+  return peerCase(
+    `matmul ${n}x${n} float32`,
+    'GFLOP/s',
+    2 * n ** 3,
+    {
+      [KILN_EAGER]: () => verifiedKiln(`kiln eager matmul ${n}`, () => ops.matmul(ta, tb), ref),
+      ...kilnCompiledContenders(`matmul ${n}`, () => mm(ta, tb), ref),
+      ...peerPreparers(peers, (p) => p.matmul(a, b, n)),
+    },
+    threadsOf(peers),
+  );
+}
+
+/**
+ * kiln compiled twice over, on KILN_THREADS and on one thread (the same compiled code: the GEMM's thread
+ * count is read at each call), each checked against the reference.
+ */
+function kilnCompiledContenders(label: string, run: () => Tensor, ref: Float32Array): Record<string, () => Contender> {
+  return {
+    [KILN_COMPILED]: () => verifiedKiln(`kiln compiled ${label}`, withGemmThreads(KILN_THREADS, run), ref),
+    [KILN_COMPILED_1T]: () => verifiedKiln(`kiln compiled ${label}, 1 thread`, withGemmThreads(1, run), ref),
+  };
 }
 
 /** kiln's MLP from kiln's nn, with the shared weights loaded through loadStateDict. */
@@ -592,7 +772,7 @@ function kilnModelContenders(label: string, model: nn.Module, x: Tensor, ref: Fl
   const compiled = compile(model, { backend: 'kernels' });
   return {
     [KILN_EAGER]: () => verifiedKiln(`kiln eager ${label}`, () => noGrad(() => model.call(x) as Tensor), ref),
-    [KILN_COMPILED]: () => verifiedKiln(`kiln compiled ${label}`, () => noGrad(() => compiled.call(x) as Tensor), ref),
+    ...kilnCompiledContenders(label, () => noGrad(() => compiled.call(x) as Tensor), ref),
   };
 }
 
@@ -601,10 +781,16 @@ function mlpPeerCase(peers: Loaded[]): Promise<PeerCase> {
   const ref = referenceMlp(weights, x);
   const s = MLP.sizes;
   const flop = 2 * MLP.batch * s.slice(1).reduce((acc, out, i) => acc + s[i]! * out, 0);
-  return peerCase(`MLP ${s.join('-')} inference, batch ${MLP.batch}`, 'ms', flop, {
-    ...kilnModelContenders('MLP', kilnMlp(weights), tensor(x, { shape: [MLP.batch, s[0]] }), ref),
-    ...peerPreparers(peers, (p) => p.mlp(weights, x)),
-  });
+  return peerCase(
+    `MLP ${s.join('-')} inference, batch ${MLP.batch}`,
+    'ms',
+    flop,
+    {
+      ...kilnModelContenders('MLP', kilnMlp(weights), tensor(x, { shape: [MLP.batch, s[0]] }), ref),
+      ...peerPreparers(peers, (p) => p.mlp(weights, x)),
+    },
+    threadsOf(peers),
+  );
 }
 
 function cnnPeerCase(peers: Loaded[]): Promise<PeerCase> {
@@ -612,10 +798,20 @@ function cnnPeerCase(peers: Loaded[]): Promise<PeerCase> {
   const ref = referenceCnn(weights, x);
   const { batch: N, hw: H, channels: ch } = CNN;
   const flop = 2 * N * H * H * 9 * ch.slice(1).reduce((acc, out, i) => acc + ch[i]! * out, 0) + 2 * N * CNN.flat * CNN.classes;
-  return peerCase(`CNN 3x(conv3x3-bn-relu) ${ch.join('-')}, pool, linear, batch ${N}`, 'ms', flop, {
-    ...kilnModelContenders('CNN', kilnCnn(weights), tensor(x, { shape: [N, ch[0], H, H] }), ref),
-    ...peerPreparers(peers, (p) => p.cnn(weights, x)),
-  });
+  const tfjs = peers.find((l): l is Extract<Loaded, { available: true }> => l.name === 'tfjs-wasm' && l.available)?.peer;
+  const folded = tfjs?.cnnFoldedBn?.bind(tfjs);
+  return peerCase(
+    `CNN 3x(conv3x3-bn-relu) ${ch.join('-')}, pool, linear, batch ${N}`,
+    'ms',
+    flop,
+    {
+      ...kilnModelContenders('CNN', kilnCnn(weights), tensor(x, { shape: [N, ch[0], H, H] }), ref),
+      ...peerPreparers(peers, (p) => p.cnn(weights, x)),
+      // beside the unfolded tfjs graph: tfjs-wasm on the graph an inference converter would give it
+      ...(tfjs && folded ? { [TFJS_FOLDED]: () => prepareCase(tfjs, () => folded(weights, x)) } : {}),
+    },
+    threadsOf(peers),
+  );
 }
 
 /** The issue's targets for the kernel backend, from this run's numbers (missing numbers: not passed). */
@@ -674,30 +870,68 @@ async function peerBench(): Promise<{ peers: object[]; cases: PeerCase[]; target
     loaded.push(l);
     console.log(l.available ? `  ${name}: ${l.peer.version}; ${l.peer.config}` : `  ${name}: not available: ${l.why}`);
   }
+  console.log(`  kiln compiled: ${KILN_THREADS} GEMM thread(s), and 1 in the '${KILN_COMPILED_1T}' column`);
   const cases: PeerCase[] = [];
-  for (const n of [256, 512, 1024]) cases.push(await matmulPeerCase(n, loaded));
-  cases.push(await mlpPeerCase(loaded));
-  cases.push(await cnnPeerCase(loaded));
+  const selected = PEER_CASES.filter((c) => PEER_CASE_FILTER === undefined || PEER_CASE_FILTER.includes(c.key));
+  for (const c of selected) cases.push(await c.run(loaded));
   for (const l of loaded) if (l.available) await l.peer.dispose();
-  const peers = loaded.map((l) => (l.available ? { name: l.name, available: true, version: l.peer.version, config: l.peer.config } : l));
+  const peers = loaded.map((l) =>
+    l.available ? { name: l.name, available: true, version: l.peer.version, config: l.peer.config, threads: l.peer.threads } : l,
+  );
   return { peers, cases, targets: kernelTargets(cases) };
 }
 
+/** The peer cases, by the names KILN_BENCH_CASES takes. */
+const PEER_CASES: { key: string; run: (peers: Loaded[]) => Promise<PeerCase> }[] = [
+  { key: 'matmul256', run: (p) => matmulPeerCase(256, p) },
+  { key: 'matmul512', run: (p) => matmulPeerCase(512, p) },
+  { key: 'matmul1024', run: (p) => matmulPeerCase(1024, p) },
+  { key: 'mlp', run: mlpPeerCase },
+  { key: 'cnn', run: cnnPeerCase },
+];
+/** `KILN_BENCH_CASES=matmul512,cnn`: only those peer cases (with KILN_BENCH_ONLY=peers, while iterating). */
+const PEER_CASE_FILTER = process.env.KILN_BENCH_CASES?.split(',').map((c) => c.trim());
+if (PEER_CASE_FILTER) {
+  const unknown = PEER_CASE_FILTER.filter((c) => !PEER_CASES.some((p) => p.key === c));
+  if (unknown.length)
+    throw new Error(`KILN_BENCH_CASES: unknown case ${unknown.join(', ')} (expected ${PEER_CASES.map((p) => p.key).join(', ')})`);
+}
+
 /** The ratio table: each contender's value, and kiln compiled's speed-up over it. */
+/** The peer table's columns: kiln's three, then the peers, the folded-BN tfjs variant beside tfjs-wasm. */
+function peerColumns(): string[] {
+  return [KILN_EAGER, KILN_COMPILED_1T, KILN_COMPILED, ...PEER_NAMES.flatMap((n) => (n === 'tfjs-wasm' ? [n, TFJS_FOLDED] : [n]))];
+}
+
+/**
+ * The ratio a table shows after a contender's value: for a peer, kiln compiled's speed on the same thread
+ * count over the peer's; for kiln eager, kiln compiled's (default threads) over eager's.
+ */
+function shownRatio(c: PeerCase, who: string): number | undefined {
+  if (who === KILN_EAGER) return c.ratios['kernels/eager'];
+  if (who.startsWith('kiln ')) return undefined;
+  return c.ratios[`sameThreads/${who}`];
+}
+
+/** The ratio table: each contender's value, and kiln compiled's speed-up over it at the same thread count. */
 function printPeerTable(cases: PeerCase[]): void {
-  const who = [KILN_EAGER, KILN_COMPILED, ...PEER_NAMES];
-  console.log(`\n${'case'.padEnd(52)}${who.map((w) => w.padStart(17)).join('')}`);
+  const who = peerColumns();
+  const w = 24;
+  console.log(`\n${'case'.padEnd(52)}${who.map((n) => n.padStart(w)).join('')}`);
+  console.log(`${'threads'.padEnd(52)}${who.map((n) => String(cases[0]?.threads[n] ?? '?').padStart(w)).join('')}`);
   for (const c of cases) {
-    const cells = who.map((w) => {
-      const v = c.value[w];
-      if (v === undefined) return '—'.padStart(17);
-      const ratio = c.ratios[`kernels/${w === KILN_EAGER ? 'eager' : w}`];
+    const cells = who.map((n) => {
+      const v = c.value[n];
+      if (v === undefined) return '—'.padStart(w);
+      const ratio = shownRatio(c, n);
       const r = ratio === undefined ? '' : ` (${ratio.toFixed(2)}×)`;
-      return `${v.toFixed(c.unit === 'ms' ? 2 : 1)}${r}`.padStart(17);
+      return `${v.toFixed(c.unit === 'ms' ? 2 : 1)}${r}`.padStart(w);
     });
     console.log(`${`${c.name} [${c.unit}]`.padEnd(52)}${cells.join('')}`);
   }
-  console.log('(n×) after a value: kiln compiled ÷ it, in speed; > 1 means kiln compiled is faster)');
+  console.log(
+    '(n×) after a peer: kiln compiled on the same thread count ÷ it, in speed (> 1: kiln is faster); after kiln eager: kiln compiled ÷ eager',
+  );
 }
 
 /** The checks kiln must meet on its own, by the names KILN_BENCH_ONLY takes. */
@@ -749,13 +983,69 @@ function printChecks(checks: Check[]): void {
   }
 }
 
-/** KILN_BENCH_ONLY=memory,…: just those checks, printed; results.json is left alone. */
+/** The eager runtime against tfjs-backend-cpu (tfjs' global backend must be 'cpu'). */
+async function eagerBench(): Promise<Result[]> {
+  await tf.setBackend('cpu');
+  console.log(`kiln bench: eager runtime vs @tensorflow/tfjs-backend-cpu ${tf.version_core}, ${ROUNDS} interleaved rounds each`);
+  return [matmulBench(256), matmulBench(512), mlpBench()];
+}
+
+function printEager(results: Result[]): void {
+  for (const r of results) {
+    const v = (x: number) => `${x.toFixed(2).padStart(8)} ${r.unit.padEnd(8)}`;
+    console.log(
+      `${r.name.padEnd(50)} kiln ${v(r.kiln)} kiln 1-thread ${v(r.kiln1Thread)} tfjs-cpu ${v(r.tfjsCpu)} kiln ${r.speedup.toFixed(2)}×, 1 thread ${r.speedup1Thread.toFixed(2)}×`,
+    );
+  }
+}
+
+function printTargets(targets: Check[]): void {
+  for (const c of targets) {
+    console.log(
+      `${c.name.padEnd(60)} ${c.value.toFixed(2).padStart(8)} ${c.unit.padEnd(2)} target ${c.target}: ${c.pass ? 'pass' : 'miss'}`,
+    );
+  }
+}
+
+/**
+ * bench/gemm.mts in a child process (its own GEMM-variant table, which it records under `gemm` in
+ * bench/results.json); false if it failed.
+ */
+function gemmChild(): boolean {
+  const script = new URL('./gemm.mts', import.meta.url).pathname;
+  console.log('\nbench/gemm.mts (a child process; it records the gemm section of bench/results.json):');
+  const r = spawnSync(process.execPath, ['--import', 'tsx', script], { stdio: 'inherit' });
+  if (r.status === 0) return true;
+  console.log(`  ✗ bench/gemm.mts failed (exit ${r.status}); results.json keeps its previous gemm section`);
+  process.exitCode = 1;
+  return false;
+}
+
+/** Sections KILN_BENCH_ONLY takes besides the checks: the tfjs-cpu cases, the peer cases, the GEMM variants. */
+const SECTIONS: Record<string, () => Promise<void>> = {
+  eager: async () => printEager(await eagerBench()),
+  peers: async () => {
+    const p = await peerBench();
+    printPeerTable(p.cases);
+    printTargets(p.targets);
+  },
+  gemm: async () => void gemmChild(),
+};
+
+/**
+ * KILN_BENCH_ONLY=memory,peers,…: just those checks and sections, printed; results.json is left alone (except
+ * by `gemm`, which runs bench/gemm.mts as it is, and that records its own section).
+ */
 async function runOnly(only: string): Promise<void> {
   const names = only.split(',').map((n) => n.trim());
-  const unknown = names.filter((n) => !(n in CHECKS));
-  if (unknown.length) throw new Error(`KILN_BENCH_ONLY: unknown check ${unknown.join(', ')} (expected ${Object.keys(CHECKS).join(', ')})`);
+  const known = [...Object.keys(CHECKS), ...Object.keys(SECTIONS)];
+  const unknown = names.filter((n) => !known.includes(n));
+  if (unknown.length) throw new Error(`KILN_BENCH_ONLY: unknown check ${unknown.join(', ')} (expected ${known.join(', ')})`);
   const checks: Check[] = [];
-  for (const n of names) checks.push(...(await CHECKS[n]!()));
+  for (const n of names) {
+    if (n in SECTIONS) await SECTIONS[n]!();
+    else checks.push(...(await CHECKS[n]!()));
+  }
   console.log();
   printChecks(checks);
   console.log('\n(KILN_BENCH_ONLY: bench/results.json not written)');
@@ -770,42 +1060,37 @@ function previousGemm(): unknown {
 async function main() {
   const only = process.env.KILN_BENCH_ONLY;
   if (only) return runOnly(only);
-  await tf.setBackend('cpu');
-  console.log(`kiln bench: eager runtime vs @tensorflow/tfjs-backend-cpu ${tf.version_core}, ${ROUNDS} interleaved rounds each`);
   // The overhead checks first: they measure microseconds of dispatch, which the big benchmarks' garbage disturbs.
   // (The memory check runs in child processes of its own.)
   const checks: Check[] = [];
   for (const run of Object.values(CHECKS)) checks.push(...(await run()));
-  const results = [matmulBench(256), matmulBench(512), mlpBench()];
+  const results = await eagerBench();
   console.log();
-  for (const r of results) {
-    console.log(
-      `${r.name.padEnd(50)} kiln ${r.kiln.toFixed(2).padStart(8)} ${r.unit.padEnd(8)} tfjs-cpu ${r.tfjsCpu.toFixed(2).padStart(8)} ${r.unit.padEnd(8)} kiln ${r.speedup.toFixed(2)}×`,
-    );
-  }
+  printEager(results);
   printChecks(checks);
   // after the tfjs-cpu cases: loading the tfjs-wasm peer switches tfjs' global backend to wasm
   const peers = await peerBench();
   printPeerTable(peers.cases);
-  for (const c of peers.targets) {
-    console.log(
-      `${c.name.padEnd(60)} ${c.value.toFixed(2).padStart(8)} ${c.unit.padEnd(2)} target ${c.target}: ${c.pass ? 'pass' : 'miss'}`,
-    );
-  }
+  printTargets(peers.targets);
+  // last, in its own process: bench/gemm.mts's GEMM variants (KILN_BENCH_GEMM=0 keeps the recorded ones)
+  const gemmRan = process.env.KILN_BENCH_GEMM !== '0' && gemmChild();
   const out = {
     date: new Date().toISOString(),
     machine: { node: process.version, cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length },
+    gemmThreads: { default: DEFAULT_GEMM_THREADS, peerCases: KILN_THREADS },
     rounds: ROUNDS,
     results,
     checks,
     peerRounds: PEER_ROUNDS,
     peerWarmup: PEER_WARMUP,
     ratioMeaning:
-      "ratios['kernels/X'] = X's median ms ÷ kiln compiled's median ms: > 1 means kiln compiled (backend 'kernels') is faster than X",
+      "ratios['kernels/X'] = X's median ms ÷ kiln compiled's median ms: > 1 means kiln compiled (backend 'kernels') is faster than X; " +
+      "'kernels-1t/X' the same against kiln compiled with its GEMM on one thread; 'sameThreads/X' against the kiln compiled run on X's thread count",
     peers: peers.peers,
     peerCases: peers.cases,
     kernelTargets: peers.targets,
-    gemm: previousGemm(), // bench/gemm.mts's section, kept: this run does not remeasure it
+    gemm: previousGemm(), // bench/gemm.mts's section: written by the child above, or kept from an earlier run
+    gemmRemeasured: gemmRan,
   };
   writeFileSync(new URL('./results.json', import.meta.url), JSON.stringify(out, null, 2) + '\n');
   console.log('\nwrote bench/results.json');

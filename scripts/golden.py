@@ -3,6 +3,8 @@
 
 Run with Debian's PyTorch 1.13 (apt-get install python3-torch):  /usr/bin/python3 scripts/golden.py
 Writes test/fixtures/golden/ops.json and models.json. Never edit the JSON by hand: regenerate it.
+It pins oneDNN and ATen to AVX2 and torch to one thread (PINNED_ENV below), so the JSON is byte-identical
+whichever x86 machine regenerates it.
 
 ops.json is a list of cases, each described in kiln's terms so the test can replay it generically:
   { "name", "op", "args": [...], "kwargs": {...}, "out": T | [T, ...], "gradOut": T | [T|null, ...] | null,
@@ -14,13 +16,31 @@ tensor of each float output's shape; `grads` are d/d(arg) of sum(out * G) for ea
 grad (a list arg, as for cat, gets a list), null otherwise; `kwargsGrads` is the same for tensors in
 kwargs. `argsAfter` holds the values of arguments the op updated in place (batch norm running stats).
 """
-import json
 import os
 
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
+# Pinned before torch loads its libraries, so that regeneration is byte-identical on any x86 machine: oneDNN
+# (conv) and ATen's vectorised kernels pick their instruction set from the CPU at run time, and on an AVX-512
+# host their wider vectors sum in another order (conv cases then differ by float ULPs); more than one thread
+# splits reductions by thread count. These variables are read when the libraries load or first dispatch, so
+# they must be in the environment before `import torch` (os.environ sets the process environment).
+PINNED_ENV = {
+    'DNNL_MAX_CPU_ISA': 'AVX2',  # oneDNN: no AVX-512 kernels
+    'ATEN_CPU_CAPABILITY': 'avx2',  # ATen's own vectorised CPU kernels: the AVX2 build
+    'OMP_NUM_THREADS': '1',
+    'MKL_NUM_THREADS': '1',
+    'OPENBLAS_NUM_THREADS': '1',
+    'OPENBLAS_CORETYPE': 'Haswell',  # if libblas.so.3 is OpenBLAS: its AVX2 kernels, not SkylakeX's
+}
+os.environ.update(PINNED_ENV)
 
+import json  # noqa: E402
+
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+torch.set_num_threads(1)
+torch.set_num_interop_threads(1)
 torch.manual_seed(0)
 torch.set_default_dtype(torch.float32)
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'test', 'fixtures', 'golden')

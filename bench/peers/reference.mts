@@ -132,3 +132,90 @@ export function checkClose(who: string, got: ArrayLike<number>, ref: ArrayLike<n
   }
   return worst;
 }
+
+/** Gradients of one training step of the MLP: the loss, and d loss / d (each layer's weight and bias). */
+export interface MlpGradients {
+  loss: number;
+  /** per layer: [out, in] (PyTorch's layout), and [out] */
+  weight: Float64Array[];
+  bias: Float64Array[];
+}
+
+/**
+ * One step of the MLP (Linear layers with ReLU between) under mean softmax cross-entropy against integer
+ * `labels`, in float64: the loss and every parameter's gradient, so a training step's update can be checked.
+ */
+export function mlpGradientsRef(w: MlpWeights, x: Float32Array, labels: Int32Array): MlpGradients {
+  const B = labels.length;
+  const L = w.layers;
+  // forward: inputs[i] feeds layer i; pre[i] is layer i's output before its ReLU
+  const inputs: Float64Array[] = [Float64Array.from(x)];
+  const pre: Float64Array[] = [];
+  for (const [i, l] of L.entries()) {
+    const h = inputs[i]!;
+    const z = new Float64Array(B * l.outFeatures);
+    for (let r = 0; r < B; r++)
+      for (let o = 0; o < l.outFeatures; o++) {
+        let s = l.bias[o]!;
+        for (let k = 0; k < l.inFeatures; k++) s += h[r * l.inFeatures + k]! * l.weight[o * l.inFeatures + k]!;
+        z[r * l.outFeatures + o] = s;
+      }
+    pre.push(z);
+    if (i < L.length - 1) inputs.push(z.map((v) => (v > 0 ? v : 0)));
+  }
+  // mean cross-entropy of softmax(logits); its gradient is (softmax − one-hot) / B
+  const C = L[L.length - 1]!.outFeatures;
+  const logits = pre[pre.length - 1]!;
+  let g = new Float64Array(B * C);
+  let loss = 0;
+  for (let r = 0; r < B; r++) {
+    let max = -Infinity;
+    for (let c = 0; c < C; c++) max = Math.max(max, logits[r * C + c]!);
+    let sum = 0;
+    for (let c = 0; c < C; c++) sum += Math.exp(logits[r * C + c]! - max);
+    for (let c = 0; c < C; c++) g[r * C + c] = Math.exp(logits[r * C + c]! - max) / sum / B;
+    g[r * C + labels[r]!]! -= 1 / B;
+    loss -= (logits[r * C + labels[r]!]! - max - Math.log(sum)) / B;
+  }
+  // backward, last layer first
+  const weight: Float64Array[] = [];
+  const bias: Float64Array[] = [];
+  for (let i = L.length - 1; i >= 0; i--) {
+    const l = L[i]!;
+    const h = inputs[i]!;
+    const dw = new Float64Array(l.outFeatures * l.inFeatures);
+    const db = new Float64Array(l.outFeatures);
+    for (let r = 0; r < B; r++)
+      for (let o = 0; o < l.outFeatures; o++) {
+        const go = g[r * l.outFeatures + o]!;
+        db[o]! += go;
+        for (let k = 0; k < l.inFeatures; k++) dw[o * l.inFeatures + k]! += go * h[r * l.inFeatures + k]!;
+      }
+    weight[i] = dw;
+    bias[i] = db;
+    if (i === 0) break;
+    const gh = new Float64Array(B * l.inFeatures);
+    const below = pre[i - 1]!;
+    for (let r = 0; r < B; r++)
+      for (let k = 0; k < l.inFeatures; k++) {
+        if (!(below[r * l.inFeatures + k]! > 0)) continue; // ReLU'
+        let s = 0;
+        for (let o = 0; o < l.outFeatures; o++) s += g[r * l.outFeatures + o]! * l.weight[o * l.inFeatures + k]!;
+        gh[r * l.inFeatures + k] = s;
+      }
+    g = gh;
+  }
+  return { loss, weight, bias };
+}
+
+/**
+ * `checkClose` on values scaled by the reference's largest magnitude: for gradients, whose entries are far
+ * below 1, an absolute 1e-3 would pass almost anything; this bounds the error at 1e-3 of the largest entry.
+ */
+export function checkCloseScaled(who: string, got: ArrayLike<number>, ref: ArrayLike<number>): number {
+  let scale = 0;
+  for (let i = 0; i < ref.length; i++) scale = Math.max(scale, Math.abs(ref[i]!));
+  if (scale === 0) return checkClose(who, got, ref);
+  const div = (v: ArrayLike<number>) => Float64Array.from({ length: v.length }, (_, i) => v[i]! / scale);
+  return checkClose(who, div(got), div(ref));
+}
