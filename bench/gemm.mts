@@ -245,9 +245,8 @@ async function main(): Promise<void> {
   await peers.dispose();
   setGemmThreads(MAX_THREADS);
   printTable(cases, results, copyCost);
-  recordResults(results);
-  if (MAX_THREADS > 1) threadPatterns();
-  eagerMlp();
+  const handoff = MAX_THREADS > 1 ? threadPatterns() : null;
+  recordResults(results, handoff, eagerMlp());
 }
 
 /**
@@ -256,7 +255,11 @@ async function main(): Promise<void> {
  * interleaved rounds; the median GFLOP/s per pattern, the share of chunks the worker did, and how many calls
  * ThreadingPolicy kept on the calling thread because threaded calls had been running slower than one thread.
  */
-function threadPatterns(): void {
+/** Median GFLOP/s by size and pattern, and the worker's share of chunks. */
+type Handoff = Record<number, Record<string, { gflops: number; workerShare: number; heldOnOneThread: number }>>;
+
+function threadPatterns(): Handoff {
+  const record: Handoff = {};
   const CALLS = 15;
   const rounds = Math.max(5, Math.round(REPS / 2));
   const otherWork = (ms: number): number => {
@@ -291,19 +294,23 @@ function threadPatterns(): void {
         rates.get(name)!.push(gflops(n, median(times)));
       }
     }
+    record[n] = {};
     for (const name of Object.keys(patterns)) {
       const share = shares.get(name)!.reduce((x, y) => x + y, 0) / shares.get(name)!.length;
+      const rate = median(rates.get(name)!);
+      record[n][name] = { gflops: Number(rate.toFixed(2)), workerShare: Number(share.toFixed(3)), heldOnOneThread: solo.get(name)! };
       console.log(
-        `  ${n}: ${name.padEnd(36)} ${median(rates.get(name)!).toFixed(1).padStart(6)} GFLOP/s, worker did ${(100 * share).toFixed(0)}% of chunks` +
+        `  ${n}: ${name.padEnd(36)} ${rate.toFixed(1).padStart(6)} GFLOP/s, worker did ${(100 * share).toFixed(0)}% of chunks` +
           `, ${solo.get(name)} of ${rounds * CALLS} calls held on one thread (threading measured slower)`,
       );
     }
   }
   setGemmThreads(MAX_THREADS);
+  return record;
 }
 
 /** The eager MLP 784-512-512-10 training step (batch 64, forward, cross-entropy, backward, Adam), wasm GEMM vs plain JS. */
-function eagerMlp(): void {
+function eagerMlp(): { wasmMs: number; plainJsMs: number; speedup: number; target: string; pass: boolean } {
   const step = (): (() => number) => {
     manualSeed(0);
     const model = new nn.Sequential(new nn.Linear(784, 512), new nn.ReLU(), new nn.Linear(512, 512), new nn.ReLU(), new nn.Linear(512, 10));
@@ -337,7 +344,10 @@ function eagerMlp(): void {
   useWasmGemm(undefined);
   const [fast, slow] = [...steps.values()].map((s) => median(s.times));
   console.log(`\neager MLP 784-512-512-10 training step (batch 64, Adam), median of ${rounds} interleaved rounds:`);
-  console.log(`  wasm SIMD GEMM ${fast!.toFixed(1)} ms, plain-JS GEMM ${slow!.toFixed(1)} ms: ${(slow! / fast!).toFixed(2)}× faster`);
+  const speedup = slow! / fast!;
+  console.log(`  wasm SIMD GEMM ${fast!.toFixed(1)} ms, plain-JS GEMM ${slow!.toFixed(1)} ms: ${speedup.toFixed(2)}× faster (target ≥ 3×)`);
+  const round2 = (v: number) => Number(v.toFixed(2));
+  return { wasmMs: round2(fast!), plainJsMs: round2(slow!), speedup: round2(speedup), target: '≥ 3×', pass: speedup >= 3 };
 }
 
 const gflops = (n: number, ms: number): number => (2 * n ** 3) / (ms * 1e6);
@@ -386,7 +396,11 @@ function printTable(cases: Case[], results: Map<string, Map<number, number | str
  * Keep this run beside `npm run bench`'s in bench/results.json (key `gemm`), so the README's GEMM table has its
  * numbers on file. `--sizes` runs other than the default are not recorded.
  */
-function recordResults(results: Map<string, Map<number, number | string>>): void {
+function recordResults(
+  results: Map<string, Map<number, number | string>>,
+  handoff: Handoff | null,
+  eagerMlpStep: ReturnType<typeof eagerMlp>,
+): void {
   if (SIZES.join(',') !== '256,512,1024') return;
   const file = new URL('./results.json', import.meta.url);
   const all = existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>) : {};
@@ -396,6 +410,10 @@ function recordResults(results: Map<string, Map<number, number | string>>): void
     date: new Date().toISOString(),
     note: 'bench/gemm.mts: matmul n×n float32, GFLOP/s, median of interleaved rounds (null: skipped)',
     gflops: Object.fromEntries([...results].map(([name, m]) => [name, gflopsBySize(m)])),
+    // the threaded GEMM called back to back vs with other work between calls (null on one core)
+    handoff,
+    // the eager MLP 784-512-512-10 training step on the wasm GEMM vs the plain-JS GEMM it replaced
+    eagerMlpStep,
   };
   writeFileSync(file, JSON.stringify(all, null, 2) + '\n');
   console.log('\nwrote the gemm section of bench/results.json');
