@@ -86,34 +86,34 @@ function kilnSimd(threads: number, inPlace: boolean): Case {
   };
 }
 
+/** An eager matmul kernel taking strided operands, run on dense row-major n×n inputs. */
+function eagerCase(name: string, note: string, kernel: typeof eagerGemm): Case {
+  const dense = (data: Float32Array, n: number) => ({ data, offset: 0, rowStride: n, colStride: 1 });
+  return {
+    name,
+    note,
+    prepare: async (a, b, n) => ({
+      run: () => {
+        const c = new Float32Array(n * n);
+        kernel(dense(a, n), dense(b, n), n, n, n, c);
+        return c;
+      },
+    }),
+  };
+}
+
 const CASES: Case[] = [
   {
     name: 'plain JS (i-k-j triple loop)',
     note: 'gemmReference: float64 row accumulator',
     prepare: async (a, b, n) => ({ run: () => gemmReference(a, b, n, n, n) }),
   },
-  {
-    name: 'kiln eager (plain JS, 4×4 tile)',
-    note: "the eager runtime's matmul (src/runtime/cpu/matmul.ts)",
-    prepare: async (a, b, n) => ({
-      run: () => {
-        const c = new Float32Array(n * n);
-        eagerGemmJs({ data: a, offset: 0, rowStride: n, colStride: 1 }, { data: b, offset: 0, rowStride: n, colStride: 1 }, n, n, n, c);
-        return c;
-      },
-    }),
-  },
-  {
-    name: 'kiln eager (wasm SIMD, strided entry)',
-    note: "the eager runtime's matmul now: operands copied/packed from tensor storage into wasm memory, threaded",
-    prepare: async (a, b, n) => ({
-      run: () => {
-        const c = new Float32Array(n * n);
-        eagerGemm({ data: a, offset: 0, rowStride: n, colStride: 1 }, { data: b, offset: 0, rowStride: n, colStride: 1 }, n, n, n, c);
-        return c;
-      },
-    }),
-  },
+  eagerCase('kiln eager (plain JS, 4×4 tile)', "the eager runtime's plain-JS matmul (src/runtime/cpu/matmul.ts)", eagerGemmJs),
+  eagerCase(
+    'kiln eager (wasm SIMD, strided entry)',
+    "the eager runtime's matmul: operands copied/packed from tensor storage into wasm memory, threaded",
+    eagerGemm,
+  ),
   {
     name: 'gpu.js webasm, naive',
     note: 'one output per thread, sync (1 thread); includes gpu.js argument upload and readback',

@@ -74,12 +74,17 @@ test('one model through every step family (conv+bn+relu, pools, linear, embeddin
   }
 });
 
-test('every IR kind a lowered graph holds has a step builder, or a stated reason it never roots a step', (t) => {
+/** The kernel plan of everyStepModel's first compiled call (or whatever the program holds instead). */
+function everyStepPlan(): unknown {
   const { model, x, ids } = everyStepModel();
   const programs: KernelProgramCallable[] = [];
   const opt = compile(model, { backend: (gm: GraphModule) => programs[programs.push(kernelsBackend(gm)) - 1]! });
   noGrad(() => opt.call(x, ids));
-  const plan = [...programs[0]!.program.plans.values()][0];
+  return [...programs[0]!.program.plans.values()][0];
+}
+
+test('every IR kind a lowered graph holds has a step builder, or a stated reason it never roots a step', (t) => {
+  const plan = everyStepPlan();
   if (!(plan instanceof Plan)) return t.fail(`no plan: ${String(plan)}`);
   const kinds = new Set(plan.ir.map((n) => n.kind));
   // the model above covers every kind: a new IR kind gets a builder (the table's type demands it) and a place here
@@ -92,11 +97,7 @@ test('every IR kind a lowered graph holds has a step builder, or a stated reason
 });
 
 test('scratch buffers steps share hold what was reserved while planning; asking for more is a KilnError, not a short buffer', (t) => {
-  const { model, x, ids } = everyStepModel();
-  const programs: KernelProgramCallable[] = [];
-  const opt = compile(model, { backend: (gm: GraphModule) => programs[programs.push(kernelsBackend(gm)) - 1]! });
-  noGrad(() => opt.call(x, ids));
-  const plan = [...programs[0]!.program.plans.values()][0];
+  const plan = everyStepPlan();
   if (!(plan instanceof Plan)) return t.fail(`no plan: ${String(plan)}`);
   // the conv2d step (3 channels, so a column loop) reserved its im2row rows, [2·8·8, 3·3·3]
   const rows = 0 as ScratchHandle;

@@ -56,12 +56,8 @@ function run(
   }
   const rt = getRuntime();
   const { heap, cfg } = rt;
-  const temps: number[] = [];
-  const temp = (bytes: number): number => {
-    const addr = heap.alloc(bytes);
-    temps.push(addr);
-    return addr;
-  };
+  const scratch = heap.scratch();
+  const temp = scratch.take;
   const place = (x: Float32Array): number => {
     if (heap.owns(x)) return x.byteOffset;
     const addr = temp(x.byteLength);
@@ -114,7 +110,7 @@ function run(
     executeJob(rt, job);
     if (!outInPlace) out.set(heap.view(c, out.length));
   } finally {
-    for (const addr of temps) heap.release(addr);
+    scratch.releaseAll();
   }
   return out;
 }

@@ -100,12 +100,8 @@ export function bmmStrided(
   checkOperand('bmm', 'b', b, batch);
   const rt = getRuntime();
   const { heap, cfg } = rt;
-  const temps: number[] = [];
-  const temp = (bytes: number): number => {
-    const addr = heap.alloc(bytes);
-    temps.push(addr);
-    return addr;
-  };
+  const scratch = heap.scratch();
+  const temp = scratch.take;
   try {
     // One B for the whole batch with one A per entry: the batch is just more rows of A.
     let rowsM = M;
@@ -142,6 +138,6 @@ export function bmmStrided(
     executeJob(rt, job);
     out.set(heap.view(c, batch * M * N), outOffset);
   } finally {
-    for (const addr of temps) heap.release(addr);
+    scratch.releaseAll();
   }
 }

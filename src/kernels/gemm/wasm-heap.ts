@@ -61,6 +61,21 @@ export class WasmHeap {
     return this.used.has(addr);
   }
 
+  /** Blocks taken for one call and given back together, in that call's `finally`. */
+  scratch(): { take(bytes: number): number; releaseAll(): void } {
+    const taken: number[] = [];
+    return {
+      take: (bytes) => {
+        const addr = this.alloc(bytes);
+        taken.push(addr);
+        return addr;
+      },
+      releaseAll: () => {
+        for (const addr of taken.splice(0)) this.release(addr);
+      },
+    };
+  }
+
   release(addr: number): void {
     const size = this.used.get(addr);
     if (size === undefined) return;
