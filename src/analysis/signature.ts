@@ -37,8 +37,12 @@ export function functionParams(fn: (...a: never[]) => unknown): readonly ParamIn
 
 function readParams(fn: (...a: never[]) => unknown): readonly ParamInfo[] {
   const list = parameterList(Function.prototype.toString.call(fn));
-  if (list === undefined) return Array.from({ length: fn.length }, (_v, i) => ({ name: `arg${i}`, hasDefault: false }));
-  return splitTopLevel(list).map((p, i) => paramInfo(p, i));
+  const params = list === undefined ? undefined : splitTopLevel(list).map((p, i) => paramInfo(p, i));
+  // fewer names than `fn.length` (the parameters before the first default) means the text was misread
+  if (params === undefined || params.length < fn.length) {
+    return Array.from({ length: fn.length }, (_v, i) => ({ name: `arg${i}`, hasDefault: false }));
+  }
+  return params;
 }
 
 /** The text between a function's parameter parentheses (or an unparenthesised arrow's one name), if readable. */
@@ -187,6 +191,7 @@ const BEFORE_REGEX = new Set([...'(,=:[!&|?{};+-*%<>~^'].concat(''));
 function* codeChars(src: string, from: number): Generator<CodeChar> {
   let depth = 0;
   let prev = '';
+  let beforePrev = '';
   for (let i = from; i < src.length; i++) {
     const ch = src[i]!;
     if (/\s/.test(ch)) continue;
@@ -204,7 +209,8 @@ function* codeChars(src: string, from: number): Generator<CodeChar> {
       i = commentEnd(src, i) - 1;
       continue;
     }
-    if (ch === '/' && BEFORE_REGEX.has(prev)) {
+    // after `x++` or `x--` a `/` divides
+    if (ch === '/' && BEFORE_REGEX.has(prev) && !((prev === '+' || prev === '-') && beforePrev === prev)) {
       i = regexEnd(src, i) - 1;
       prev = 'x';
       continue;
@@ -217,6 +223,7 @@ function* codeChars(src: string, from: number): Generator<CodeChar> {
       yield { ch, i, depth: depth < 0 ? -1 : depth };
       if (depth < 0) return;
     } else yield { ch, i, depth };
+    beforePrev = prev;
     prev = ch;
   }
 }

@@ -340,12 +340,16 @@ export function lowerGraph(gm: GraphModule, values: ReadonlyMap<Node, unknown>):
       opaque(`not lowered: ${isEager(result) ? result.eager : 'its lowering gave another shape than the eager result'}`);
       continue;
     }
-    const n = b.node(result.ir) as Mutable<IRNode>;
+    let id = result.ir;
+    // A bool result computed by float primitives (bool + bool, -bool) must be cast, not relabelled: relabelling
+    // stored a 2 or a -1 in a bool tensor where eager holds 1.
+    if ((out as Tensor).dtype === 'bool' && b.node(id).dtype !== 'bool') id = b.prim('toBool', { ir: id }).ir;
+    const n = b.node(id) as Mutable<IRNode>;
     if (n.origin === node) {
       n.isOriginValue = true;
       n.dtype = (out as Tensor).dtype;
     }
-    b.irOf.set(node, result.ir);
+    b.irOf.set(node, id);
   }
   b.current = null;
   return { ir: b.ir, irOf: b.irOf, opaque: b.opaque, batchNorms: b.batchNorms };

@@ -81,7 +81,7 @@ export function castValue(dtype: DType, v: number): number {
     case 'int32':
       return Math.trunc(v) | 0;
     case 'bool':
-      return v ? 1 : 0;
+      return v !== 0 ? 1 : 0; // NaN is true, as in PyTorch (and the kernels' toBool)
     default:
       return dtype satisfies never;
   }

@@ -40,7 +40,8 @@ export function simdGemmWorks(): boolean {
 }
 
 function checkOperand(op: string, name: string, x: StridedMatrices, batch: number): void {
-  if (!(x.data instanceof Float32Array)) throw new DTypeError(`${op}: ${name} must be float32 data, got ${x.data}`);
+  if (!(x.data instanceof Float32Array))
+    throw new DTypeError(`${op}: ${name} must be float32 data, got ${(x.data as object).constructor.name}`);
   if (x.offsets.length !== 1 && x.offsets.length !== batch) {
     throw new ValueError(`${op}: ${name} has ${x.offsets.length} matrices, expected 1 (broadcast) or batch=${batch}`);
   }

@@ -13,7 +13,7 @@
  * in cache. Accumulation is in float64 (JS numbers), rounded once on store.
  */
 
-import { bmmStrided, simdGemmWorks } from '../../kernels/gemm/strided.js';
+import { bmmStrided, simdGemmWorks, type StridedMatrices } from '../../kernels/gemm/strided.js';
 
 export interface MatrixView {
   readonly data: ArrayLike<number> & { subarray?: unknown };
@@ -101,12 +101,7 @@ function dot(A: Float32Array, a: number, B: Float32Array, b: number, K: number):
 }
 
 /** Batched operands: entry i's matrix starts at `offsets[i]`; a single offset is shared by every entry. */
-export interface BatchView {
-  readonly data: Float32Array;
-  readonly offsets: ArrayLike<number>;
-  readonly rowStride: number;
-  readonly colStride: number;
-}
+export type BatchView = StridedMatrices;
 
 /**
  * Below this many multiply-adds per matrix the plain-JS kernel is faster: the wasm path's fixed cost (copies

@@ -2,7 +2,7 @@ import { DTypeError, ShapeError, ValueError } from '../../errors.js';
 import { im2row, row2imAdd, windowOut, type Window2d } from '../cpu/conv.js';
 import { gemm } from '../cpu/matmul.js';
 import { defineOp } from '../op.js';
-import { pairOf } from './lower.js';
+import { pairOf, optionalTensor } from './lowering-helpers.js';
 import { checkNumel, fmt } from '../shape.js';
 import { Tensor } from '../tensor.js';
 
@@ -227,8 +227,8 @@ export const conv2d = defineOp<
       }
       padding = [(dilation[0] * (kh - 1)) / 2, (dilation[1] * (kw - 1)) / 2];
     } else padding = pairOf(a.padding);
-    const bias = a.bias === null || a.bias === undefined ? null : k.tensor(a.bias);
-    return k.conv2d(x, w, bias, { stride: pairOf(a.stride), padding, dilation }, out.shape);
+    const bias = optionalTensor(k, a.bias);
+    return bias === false ? null : k.conv2d(x, w, bias, { stride: pairOf(a.stride), padding, dilation }, out.shape);
   },
 });
 

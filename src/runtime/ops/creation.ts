@@ -1,5 +1,5 @@
 import { DTypeError, ShapeError, ValueError } from '../../errors.js';
-import { allocate, checkDType, type DType, type TypedArray } from '../dtype.js';
+import { allocate, castValue, checkDType, type DType, type TypedArray } from '../dtype.js';
 import { normal, uniform } from '../random.js';
 import { checkShape, fmt, MAX_NUMEL, numel } from '../shape.js';
 import { activeTrace } from '../dispatch.js';
@@ -104,8 +104,7 @@ export function tensor(data: TensorData, opts: TensorOptions = {}): Tensor {
   }
   const arr = allocate(dtype, flat.length);
   for (let i = 0; i < flat.length; i++) {
-    const v = Number(flat[i]);
-    arr[i] = dtype === 'bool' ? (v ? 1 : 0) : v;
+    arr[i] = castValue(dtype, Number(flat[i]));
   }
   return finish(Tensor.fromData(arr, shape, dtype), opts);
 }
@@ -119,7 +118,7 @@ function filled(op: string, shape: unknown, value: unknown, opts: unknown): Tens
   }
   const dtype = o.dtype ?? (typeof value === 'boolean' ? 'bool' : 'float32');
   const arr = allocate(dtype, numel(s));
-  arr.fill(dtype === 'bool' ? (value ? 1 : 0) : Number(value));
+  arr.fill(castValue(dtype, Number(value)));
   return finish(Tensor.fromData(arr, s, dtype), o);
 }
 

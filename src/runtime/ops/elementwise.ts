@@ -1,11 +1,11 @@
 import { DTypeError, ValueError } from '../../errors.js';
-import { map1, map2, map3 } from './cpu.js';
+import { map1, map2, map3 } from './cpu-adapters.js';
 import { promote, promoteScalar, type DType } from '../dtype.js';
 import type { Lowering } from '../lowering.js';
 import { defineOp, type OpContext } from '../op.js';
 import { Tensor } from '../tensor.js';
 import { scalarTensor } from './creation.js';
-import { binaryPrim, unaryPrim } from './lower.js';
+import { binaryPrim, unaryPrim } from './lowering-helpers.js';
 import { sumTo } from './reduce.js';
 
 /** Element-wise ops: schema, eager kernel and gradient rule side by side. */

@@ -5,6 +5,7 @@ import { broadcastShapes, checkNumel, fmt, MAX_NUMEL, numel } from '../shape.js'
 import { Tensor } from '../tensor.js';
 import { add } from './elementwise.js';
 import { sumTo } from './reduce.js';
+import { optionalTensor } from './lowering-helpers.js';
 
 /** Batched matmul of ≥2-D operands with broadcast batch dims; both float32. */
 function bmm(a: Tensor, b: Tensor): Tensor {
@@ -13,7 +14,7 @@ function bmm(a: Tensor, b: Tensor): Tensor {
   const N = b.shape[b.ndim - 1]!;
   // A 2-D right operand (a Linear weight): fold the left batch dims into rows, one big gemm.
   if (b.ndim === 2 && a.ndim > 2) {
-    const rows = a.reshape([-1, K]);
+    const rows = a.reshape([numel(a.shape.slice(0, -1)), K]); // not -1: K may be 0
     return bmm(rows, b).reshape([...a.shape.slice(0, -1), N]);
   }
   const batch = broadcastShapes('matmul', a.shape.slice(0, -2), b.shape.slice(0, -2));
@@ -145,6 +146,9 @@ export const linear = defineOp<(input: Tensor, weight: Tensor, bias?: Tensor | n
     if (x.ndim === 0 || x.shape[x.ndim - 1] !== inF) {
       throw new ShapeError(`linear: expected input [..., ${inF}] for weight ${fmt(w.shape)}, got ${fmt(x.shape)}`);
     }
+    if (bias && !(bias.ndim === 1 && bias.shape[0] === w.shape[0])) {
+      throw new ShapeError(`linear: bias must be [${w.shape[0]}] for weight ${fmt(w.shape)}, got ${fmt(bias.shape)}`);
+    }
     const y = matmul(x, w.t());
     return bias ? add(y, bias) : y;
   },
@@ -153,7 +157,7 @@ export const linear = defineOp<(input: Tensor, weight: Tensor, bias?: Tensor | n
     const w = k.tensor(a.weight);
     if (x === null || w === null) return null;
     if (k.shape(w).length !== 2) return { eager: `linear: a ${k.shape(w).length}-d weight (the GEMM takes [out, in])` };
-    const bias = a.bias === null || a.bias === undefined ? null : k.tensor(a.bias);
-    return k.matmul(x, w, true, bias);
+    const bias = optionalTensor(k, a.bias);
+    return bias === false ? null : k.matmul(x, w, true, bias);
   },
 });

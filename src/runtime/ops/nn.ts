@@ -7,6 +7,7 @@ import { rand } from './creation.js';
 import { dropoutMask, where } from './elementwise.js';
 import { matmul } from './linalg.js';
 import { indexSelect } from './view.js';
+import { optionalTensor } from './lowering-helpers.js';
 
 /** Normalisation, embedding, dropout and loss functions, written with the primitive ops. */
 
@@ -48,8 +49,9 @@ export const layerNorm = defineOp<
     const variance = k.reduce('sum', k.prim('mul', c, c), dims, true, count);
     // (x - mean) / sqrt(var + eps) · w + b, in the order the eager forward computes it
     let y = k.prim('div', k.prim('sub', x, mean), k.prim('sqrt', k.prim('add', variance, a.eps as number)));
-    const w = k.tensor(a.weight);
-    const b = k.tensor(a.bias);
+    const w = optionalTensor(k, a.weight);
+    const b = optionalTensor(k, a.bias);
+    if (w === false || b === false) return null;
     if (w !== null) y = k.prim('mul', y, w);
     if (b !== null) y = k.prim('add', y, b);
     return y;
@@ -118,7 +120,10 @@ export const batchNorm = defineOp<
     const variance = k.tensor(a.runningVar);
     if (x === null || mean === null || variance === null) return null;
     if (k.shape(x).length < 2) return { eager: 'batchNorm: a 1-d input' };
-    return k.batchNorm(x, { mean, variance, weight: k.tensor(a.weight), bias: k.tensor(a.bias), eps: a.eps as number });
+    const weight = optionalTensor(k, a.weight);
+    const bias = optionalTensor(k, a.bias);
+    if (weight === false || bias === false) return null;
+    return k.batchNorm(x, { mean, variance, weight, bias, eps: a.eps as number });
   },
 });
 

@@ -2,7 +2,7 @@ import { DTypeError, ShapeError, ValueError } from '../../errors.js';
 import { windowOut } from '../cpu/conv.js';
 import { defineOp } from '../op.js';
 import type { Eager, KValue, LowerArgs, LowerContext, LowerResult, Pool2dAttrs } from '../lowering.js';
-import { pairOf } from './lower.js';
+import { pairOf } from './lowering-helpers.js';
 import { fmt } from '../shape.js';
 import { Tensor } from '../tensor.js';
 import { pair, type Pair } from './conv.js';

@@ -1,11 +1,11 @@
 import { DTypeError, IndexError } from '../../errors.js';
-import { reducedShape, rowsOver } from './cpu.js';
+import { reducedShape, rowsOver } from './cpu-adapters.js';
 import { allocate } from '../dtype.js';
 import type { KValue, LowerContext } from '../lowering.js';
 import { defineOp } from '../op.js';
 import { fmt, normDim, normDims, numel, sameShape } from '../shape.js';
 import { Tensor } from '../tensor.js';
-import { dimOf, reducedDims } from './lower.js';
+import { dimOf, reducedDims } from './lowering-helpers.js';
 
 /** Reductions and the normalisations built on a dim (softmax, logSoftmax). */
 

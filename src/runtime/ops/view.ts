@@ -5,7 +5,7 @@ import { OPS, defineOp, type GradResult } from '../op.js';
 import { checkNumel, contiguousStrides, fmt, inferShape, normDim, numel, viewStrides } from '../shape.js';
 import { Storage, Tensor } from '../tensor.js';
 import { zeros } from './creation.js';
-import { dimOf, reshapeLike } from './lower.js';
+import { dimOf, reshapeLike } from './lowering-helpers.js';
 import { scatterInto, sumTo } from './reduce.js';
 import { noGrad } from '../autograd.js';
 

@@ -1,4 +1,4 @@
-import type { Lowering, Prim } from '../lowering.js';
+import type { KValue, LowerContext, Lowering, Prim } from '../lowering.js';
 
 /**
  * Building blocks for the ops' `lower` fields: the common shapes of a lowering (one primitive on the
@@ -47,4 +47,13 @@ export function pairOf(v: unknown): [number, number] {
   if (typeof v === 'number') return [v, v];
   const p = v as number[];
   return [p[0]!, p[1] ?? p[0]!];
+}
+
+/**
+ * An optional tensor argument (a bias, an affine weight): null when it is absent, `false` when it is given but is
+ * not a value the kernels hold, so that the lowering runs the op eagerly instead of silently dropping it.
+ */
+export function optionalTensor(k: LowerContext, v: unknown): KValue | null | false {
+  if (v === null || v === undefined) return null;
+  return k.tensor(v) ?? false;
 }
