@@ -142,6 +142,9 @@ TORCH = {
     'tanh': unary(torch.tanh),
     'sigmoid': unary(torch.sigmoid),
     'relu': unary(torch.relu),
+    'sin': unary(torch.sin),
+    'cos': unary(torch.cos),
+    'exp2': unary(torch.exp2),
     'matmul': torch.matmul,
     'sum': reduce_dim('sum'),
     'mean': reduce_dim('mean'),
@@ -355,6 +358,10 @@ CASES = [
     ('F.mseLoss', 'F.mseLoss', [r(2, 3), r(2, 3)], {}),
     ('F.mseLoss sum', 'F.mseLoss', [r(2, 3), r(2, 3)], {'reduction': 'sum'}),
     ('F.mseLoss none', 'F.mseLoss', [r(2, 3), r(2, 3)], {'reduction': 'none'}),
+    # added with issue 14 (kept last so the seeded inputs of the cases above do not move)
+    ('sin', 'sin', [r(2, 3)], {}),
+    ('cos', 'cos', [r(2, 3)], {}),
+    ('exp2', 'exp2', [r(2, 3)], {}),
 ]
 
 
