@@ -205,13 +205,14 @@ test('mm and addmm lower to the GEMM: compiled under noGrad they equal eager, wi
   const w = randn([5, 4]);
   const bias = randn([4]);
   const col = randn([6, 1]);
-  const fns: [string, (...xs: Tensor[]) => Tensor, Tensor[]][] = [
-    ['mm', (a, b) => ops.mm(a, b).relu(), [x, w]],
-    ['addmm (bias folded)', (c, a, b) => ops.addmm(c, a, b).relu(), [bias, x, w]],
-    ['addmm (beta, alpha, [n, 1] input)', (c, a, b) => ops.addmm(c, a, b, { beta: 0.5, alpha: -2 }).mul(3), [col, x, w]],
-    ['addmm (beta = 0)', (c, a, b) => c.addmm(a, b, 0, 1.5), [tensor([NaN, 1, 2, 3]), x, w]],
+  // [name, fn, args, the plan's first kernel: the GEMM with the epilogue it took in]
+  const fns: [string, (...xs: Tensor[]) => Tensor, Tensor[], RegExp][] = [
+    ['mm', (a, b) => ops.mm(a, b).relu(), [x, w], /matmul\+relu /],
+    ['addmm (bias folded)', (c, a, b) => ops.addmm(c, a, b).relu(), [bias, x, w], /matmul\+bias\+relu /],
+    ['addmm (beta, alpha, [n, 1] input)', (c, a, b) => ops.addmm(c, a, b, { beta: 0.5, alpha: -2 }).mul(3), [col, x, w], /matmul /],
+    ['addmm (beta = 0)', (c, a, b) => c.addmm(a, b, 0, 1.5), [tensor([NaN, 1, 2, 3]), x, w], /matmul /],
   ];
-  for (const [name, fn, args] of fns) {
+  for (const [name, fn, args, gemm] of fns) {
     const program = kernelsBackend(symbolicTrace(fn));
     const compiled = program as unknown as (...xs: Tensor[]) => Tensor;
     noGrad(() => {
@@ -221,6 +222,7 @@ test('mm and addmm lower to the GEMM: compiled under noGrad they equal eager, wi
     const plan = program.pprint();
     t.regex(plan, / 0 eager steps/, `${name}\n${plan}`);
     t.notRegex(plan, /not lowered/, `${name}\n${plan}`);
+    t.regex(plan, new RegExp(`\\n +1 +${gemm.source}`), `${name}\n${plan}`);
   }
   const viaCompile = compile((a: Tensor, b: Tensor, c: Tensor) => a.addmm(b, c).mm(c.t()));
   noGrad(() => close(t, viaCompile(bias, x, w), bias.addmm(x, w).mm(w.t()), 'compile(fn)'));
