@@ -146,6 +146,9 @@ TORCH = {
     'cos': unary(torch.cos),
     'exp2': unary(torch.exp2),
     'matmul': torch.matmul,
+    'mm': torch.mm,
+    'addmm': lambda x, m1, m2, beta=1, alpha=1: torch.addmm(x, m1, m2, beta=beta, alpha=alpha),
+    'unbind': lambda x, dim=0: torch.unbind(x, dim),
     'sum': reduce_dim('sum'),
     'mean': reduce_dim('mean'),
     'max': values_indices('max'),
@@ -362,6 +365,11 @@ CASES = [
     ('sin', 'sin', [r(2, 3)], {}),
     ('cos', 'cos', [r(2, 3)], {}),
     ('exp2', 'exp2', [r(2, 3)], {}),
+    # added with issue 15 (kept last, as above)
+    ('mm', 'mm', [r(3, 4), r(4, 5)], {}),
+    ('addmm bias [5]', 'addmm', [r(5), r(3, 4), r(4, 5)], {}),
+    ('addmm beta alpha [3,1]', 'addmm', [r(3, 1), r(3, 4), r(4, 5)], {'beta': 0.5, 'alpha': -2.0}),
+    ('unbind dim 1', 'unbind', [r(2, 3, 2), 1], {}),
 ]
 
 

@@ -39,6 +39,29 @@ const cases: Case[] = [
   ['toDType', () => ({ fn: (a) => ops.toDType(a, 'float32'), inputs: [g(randn([2]))] })],
   ['matmul', () => ({ fn: (a, b) => ops.matmul(a, b), inputs: [g(randn([2, 3, 4])), g(randn([4, 5]))] })],
   ['matmul (1-D, broadcast batch)', () => ({ fn: (a, b) => ops.matmul(a, b), inputs: [g(randn([4])), g(randn([2, 4, 3]))] })],
+  ['mm', () => ({ fn: (a, b) => ops.mm(a, b), inputs: [g(randn([3, 4])), g(randn([4, 2]))] })],
+  ['mm (transposed operand)', () => ({ fn: (a, b) => ops.mm(a.t(), b), inputs: [g(randn([4, 3])), g(randn([4, 2]))] })],
+  [
+    'addmm',
+    () => ({
+      fn: (x, a, b) => ops.addmm(x, a, b, { beta: 0.5, alpha: -2 }),
+      inputs: [g(randn([2])), g(randn([3, 4])), g(randn([4, 2]))],
+    }),
+  ],
+  [
+    'addmm (defaults, [n, 1] input)',
+    () => ({ fn: (x, a, b) => ops.addmm(x, a, b), inputs: [g(randn([3, 1])), g(randn([3, 4])), g(randn([4, 2]))] }),
+  ],
+  [
+    'unbind',
+    () => ({
+      fn: (a) => {
+        const [p, q, r] = ops.unbind(a, 1);
+        return ops.stack([p!.mul(2), r!.neg(), q!.mul(r!)]);
+      },
+      inputs: [g(randn([2, 3]))],
+    }),
+  ],
   ['linear', () => ({ fn: (x, w, b) => ops.linear(x, w, b), inputs: [g(randn([3, 4])), g(randn([2, 4])), g(randn([2]))] })],
   ['sum', () => ({ fn: (a) => ops.sum(a, [0, 2], true), inputs: [g(randn([2, 3, 4]))] })],
   ['mean', () => ({ fn: (a) => ops.mean(a, 1), inputs: [g(randn([2, 3]))] })],

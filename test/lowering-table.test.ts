@@ -21,6 +21,7 @@ const EAGER_OPS = [
   'argmax',
   'dropoutMask',
   'split',
+  'unbind',
   'gather',
   'indexSelect',
   'cat',

@@ -120,6 +120,10 @@ export interface TensorOpMethods {
 
   // ---- linear algebra ----
   matmul(other: Tensor): Tensor;
+  /** The product of two matrices (`torch.mm`: 2-D only, no broadcasting). */
+  mm(mat2: Tensor): Tensor;
+  /** beta·x + alpha·(mat1 @ mat2) (`torch.addmm`; beta = 0 ignores x). */
+  addmm(mat1: Tensor, mat2: Tensor, beta?: number, alpha?: number): Tensor;
 
   // ---- shape and views ----
   reshape(shape: readonly number[]): Tensor;
@@ -135,6 +139,8 @@ export interface TensorOpMethods {
   expandAs(other: Tensor): Tensor;
   narrow(dim: number, start: number, length: number): Tensor;
   select(dim: number, index: number): Tensor;
+  /** Every slice along `dim`, as views. */
+  unbind(dim?: number): Tensor[];
   /** Python-style indexing: `x.index([0, '1:3', null, '...'])` is `x[0, 1:3, None, ...]`. */
   index(slices: IndexSpec | readonly IndexSpec[]): Tensor;
   gather(dim: number, index: Tensor): Tensor;
@@ -160,7 +166,7 @@ declare module './tensor.js' {
  * arguments `TensorOpMethods` allows (the last overload for max/min).
  */
 type MethodImpls = {
-  readonly [K in keyof TensorOpMethods]: (this: Tensor, ...args: Parameters<TensorOpMethods[K]>) => Tensor | ValuesIndices;
+  readonly [K in keyof TensorOpMethods]: (this: Tensor, ...args: Parameters<TensorOpMethods[K]>) => Tensor | Tensor[] | ValuesIndices;
 };
 
 export const TENSOR_METHODS: MethodImpls = {
@@ -221,6 +227,8 @@ export const TENSOR_METHODS: MethodImpls = {
 
   // ---- linear algebra ----
   matmul: method(L.matmul),
+  mm: method(L.mm),
+  addmm: method(L.addmm),
 
   // ---- shape and views ----
   reshape: method(V.reshape),
@@ -241,6 +249,7 @@ export const TENSOR_METHODS: MethodImpls = {
   },
   narrow: method(V.narrow),
   select: method(V.select),
+  unbind: method(V.unbind),
   /** Python-style indexing: `x.index([0, '1:3', null, '...'])` is `x[0, 1:3, None, ...]`. */
   index: method(V.index),
   gather: method(V.gather),

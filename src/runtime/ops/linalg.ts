@@ -1,11 +1,13 @@
 import { DTypeError, ShapeError } from '../../errors.js';
 import { bmm as bmmKernel } from '../cpu/matmul.js';
-import { defineOp } from '../op.js';
+import { defineOp, type GradResult } from '../op.js';
 import { broadcastShapes, checkNumel, fmt, MAX_NUMEL, numel } from '../shape.js';
 import { Tensor } from '../tensor.js';
+import { zeros } from './creation.js';
 import { add } from './elementwise.js';
 import { sumTo } from './reduce.js';
 import { optionalTensor } from './lowering-helpers.js';
+import { isEager } from '../lowering.js';
 
 /** Batched matmul of ≥2-D operands with broadcast batch dims; both float32. */
 function bmm(a: Tensor, b: Tensor): Tensor {
@@ -159,5 +161,102 @@ export const linear = defineOp<(input: Tensor, weight: Tensor, bias?: Tensor | n
     if (k.shape(w).length !== 2) return { eager: `linear: a ${k.shape(w).length}-d weight (the GEMM takes [out, in])` };
     const bias = optionalTensor(k, a.bias);
     return bias === false ? null : k.matmul(x, w, true, bias);
+  },
+});
+
+function broadcastsTo(from: readonly number[], to: readonly number[]): boolean {
+  return from.length <= to.length && from.every((n, i) => n === 1 || n === to[to.length - from.length + i]);
+}
+
+/** PyTorch's mm/addmm operand checks: float32 matrices whose inner dims agree; the message names the shapes. */
+function checkMatrices(op: string, a: Tensor, b: Tensor, names: readonly [string, string]): void {
+  for (const [t, name] of [
+    [a, names[0]],
+    [b, names[1]],
+  ] as const) {
+    if (t.dtype !== 'float32') throw new DTypeError(`${op}: expected float32 tensors, got ${name} of dtype ${t.dtype}`);
+    if (t.ndim !== 2) throw new ShapeError(`${op}: ${name} must be a matrix, got a ${t.ndim}-D tensor of shape ${fmt(t.shape)}`);
+  }
+  if (a.shape[1] !== b.shape[0]) {
+    throw new ShapeError(
+      `${op}: ${names[0]} and ${names[1]} shapes cannot be multiplied (${a.shape[0]}x${a.shape[1]} and ${b.shape[0]}x${b.shape[1]})`,
+    );
+  }
+  checkNumel(op, [a.shape[0]!, b.shape[1]!]);
+}
+
+/** torch.mm: the product of two matrices (no broadcasting, no 1-D operands; `matmul` has those). */
+export const mm = defineOp<(input: Tensor, mat2: Tensor) => Tensor>({
+  schema: 'mm(Tensor input, Tensor mat2)',
+  forward(ctx, a, b) {
+    checkMatrices('mm', a, b, ['self', 'mat2']);
+    ctx.a = b.requiresGrad ? ctx.save(a) : null;
+    ctx.b = a.requiresGrad ? ctx.save(b) : null;
+    return bmm(a, b);
+  },
+  backward(ctx, g): GradResult[] {
+    const a = ctx.a as Tensor | null;
+    const b = ctx.b as Tensor | null;
+    return [b && mm(g, b.t()), a && mm(a.t(), g)];
+  },
+  lower(k, a) {
+    const x = k.tensor(a.input);
+    const y = k.tensor(a.mat2);
+    return x === null || y === null ? null : k.matmul(x, y, false, null);
+  },
+});
+
+/**
+ * torch.addmm: beta·input + alpha·(mat1 @ mat2), `input` broadcast to [n, p]. As in PyTorch (BLAS's gemm),
+ * beta = 0 ignores `input` and alpha = 0 ignores the product: NaN and Inf in the ignored term do not propagate.
+ */
+export const addmm = defineOp<(input: Tensor, mat1: Tensor, mat2: Tensor, beta?: number, alpha?: number) => Tensor>({
+  schema: 'addmm(Tensor input, Tensor mat1, Tensor mat2, Scalar beta=1, Scalar alpha=1)',
+  forward(ctx, input, m1, m2, beta = 1, alpha = 1) {
+    checkMatrices('addmm', m1, m2, ['mat1', 'mat2']);
+    if (input.dtype !== 'float32') throw new DTypeError(`addmm: expected float32 tensors, got input of dtype ${input.dtype}`);
+    const outShape = [m1.shape[0]!, m2.shape[1]!];
+    if (!broadcastsTo(input.shape, outShape)) {
+      throw new ShapeError(
+        `addmm: input of shape ${fmt(input.shape)} cannot be broadcast to the product's shape ${fmt(outShape)} ` +
+          `(mat1 ${fmt(m1.shape)} @ mat2 ${fmt(m2.shape)})`,
+      );
+    }
+    const b = Number(beta);
+    const al = Number(alpha);
+    Object.assign(ctx, { inputShape: input.shape, beta: b, alpha: al });
+    ctx.m1 = m2.requiresGrad ? ctx.save(m1) : null;
+    ctx.m2 = m1.requiresGrad ? ctx.save(m2) : null;
+    const term = b === 0 ? null : b === 1 ? input : input.mul(b);
+    if (al === 0) return term === null ? zeros(outShape) : term.expand(outShape).contiguous();
+    const product = bmm(m1, m2);
+    const scaled = al === 1 ? product : product.mul(al);
+    return term === null ? scaled : scaled.add(term);
+  },
+  backward(ctx, g) {
+    const beta = ctx.beta as number;
+    const alpha = ctx.alpha as number;
+    const m1 = ctx.m1 as Tensor | null;
+    const m2 = ctx.m2 as Tensor | null;
+    const gScaled = alpha === 1 ? g : g.mul(alpha);
+    return [sumTo(beta === 1 ? g : g.mul(beta), ctx.inputShape as number[]), m2 && mm(gScaled, m2.t()), m1 && mm(m1.t(), gScaled)];
+  },
+  lower(k, a) {
+    const input = k.tensor(a.input);
+    const x = k.tensor(a.mat1);
+    const y = k.tensor(a.mat2);
+    if (input === null || x === null || y === null) return null;
+    const beta = Number(a.beta);
+    const alpha = Number(a.alpha);
+    if (alpha === 0) return { eager: 'addmm: alpha = 0 (the result is beta·input broadcast, no product)' };
+    const p = k.shape(y)[1]!;
+    // The GEMM adds a [p] bias itself (as linear's does).
+    const inputShape = k.shape(input);
+    const foldBias = beta === 1 && alpha === 1 && inputShape.length === 1 && inputShape[0] === p && k.dtype(input) === 'float32';
+    const product = k.matmul(x, y, false, foldBias ? input : null);
+    if (foldBias || isEager(product)) return product;
+    const scaled = alpha === 1 ? product : k.prim('mul', product, alpha);
+    if (beta === 0) return scaled;
+    return k.prim('add', scaled, beta === 1 ? input : k.prim('mul', input, beta));
   },
 });

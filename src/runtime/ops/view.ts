@@ -285,6 +285,18 @@ export const split = defineOp<(input: Tensor, splitSize: number | number[], dim?
   lower: { eager: 'split: returns a list of tensors (its readers index it eagerly)' },
 });
 
+/** torch.unbind: every slice along `dim` as a view (`select(input, dim, i)`), the gradient flowing through each. */
+export const unbind = defineOp<(input: Tensor, dim?: number) => Tensor[]>({
+  schema: 'unbind(Tensor input, int dim=0)',
+  composite: true,
+  forward(_ctx, x, dim = 0) {
+    if (x.ndim === 0) throw new IndexError('unbind: dimension specified as 0 but tensor has no dimensions');
+    const d = normDim('unbind', dim, x.ndim);
+    return Array.from({ length: x.shape[d]! }, (_, i) => select(x, d, i));
+  },
+  lower: { eager: 'unbind: returns a list of tensors (its readers index it eagerly)' },
+});
+
 export const select = defineOp<(input: Tensor, dim: number, index: number) => Tensor>({
   schema: 'select(Tensor input, int dim, int index)',
   view: true,
