@@ -91,12 +91,17 @@ export function broadcastShapes(op: string, a: Shape, b: Shape): number[] {
 
 /** A ShapeError naming `op` unless a tensor of shape `from` broadcasts to exactly `to` (copy_, expand). */
 export function checkBroadcastTo(op: string, from: Shape, to: Shape): void {
+  if (!broadcastsTo(from, to)) throw new ShapeError(`${op}: a tensor of shape ${fmt(from)} cannot be broadcast to ${fmt(to)}`);
+}
+
+/** Whether `from` broadcasts to `to` (trailing dims equal or 1, no more dims than `to`). */
+export function broadcastsTo(from: Shape, to: Shape): boolean {
   let ok = from.length <= to.length;
   for (let i = 1; ok && i <= from.length; i++) {
     const f = from[from.length - i]!;
     ok = f === 1 || f === to[to.length - i];
   }
-  if (!ok) throw new ShapeError(`${op}: a tensor of shape ${fmt(from)} cannot be broadcast to ${fmt(to)}`);
+  return ok;
 }
 
 /** Resolve a single -1 in a target shape against a known element count (reshape/view). */

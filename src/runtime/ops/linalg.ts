@@ -1,7 +1,7 @@
 import { DTypeError, ShapeError } from '../../errors.js';
 import { bmm as bmmKernel } from '../cpu/matmul.js';
 import { defineOp, type GradResult } from '../op.js';
-import { broadcastShapes, checkNumel, fmt, MAX_NUMEL, numel } from '../shape.js';
+import { broadcastShapes, broadcastsTo, checkNumel, fmt, MAX_NUMEL, numel } from '../shape.js';
 import { Tensor } from '../tensor.js';
 import { zeros } from './creation.js';
 import { add } from './elementwise.js';
@@ -163,10 +163,6 @@ export const linear = defineOp<(input: Tensor, weight: Tensor, bias?: Tensor | n
     return bias === false ? null : k.matmul(x, w, true, bias);
   },
 });
-
-function broadcastsTo(from: readonly number[], to: readonly number[]): boolean {
-  return from.length <= to.length && from.every((n, i) => n === 1 || n === to[to.length - from.length + i]);
-}
 
 /** PyTorch's mm/addmm operand checks: float32 matrices whose inner dims agree; the message names the shapes. */
 function checkMatrices(op: string, a: Tensor, b: Tensor, names: readonly [string, string]): void {
