@@ -106,6 +106,13 @@ export type Op<F extends AnyFn> = F &
     readonly schema: Schema;
     /** The spec's `lower`: its kernel lowering, or why it runs eagerly. */
     readonly lower: Lowering | Eager;
+    /** Written with other ops that record their own gradients: tracers that build joint graphs trace into it. */
+    readonly composite: boolean;
+    /**
+     * Run the op itself, not handing the call to the active tracer: a tracer calls this for the ops it
+     * records. A composite op's body still dispatches its inner ops, so a tracer can trace into it.
+     */
+    readonly invoke: (args: readonly unknown[], kwargs?: Readonly<Record<string, unknown>>) => ReturnType<F>;
     /** Call with positional args and keyword args by parameter name, as a graph node stores them. */
     readonly callWith: (args: readonly unknown[], kwargs?: Readonly<Record<string, unknown>>) => ReturnType<F>;
   };
@@ -292,6 +299,8 @@ export function defineOp<F extends AnyFn>(spec: OpSpec<F>): Op<F> {
     opName: name,
     schema,
     lower: spec.lower,
+    composite: spec.composite === true,
+    invoke: (args: readonly unknown[], kwargs?: Readonly<Record<string, unknown>>) => run(bindArgs(schema, args, kwargs)),
     callWith: (args: readonly unknown[], kwargs?: Readonly<Record<string, unknown>>) =>
       activeTrace && hasTraced(activeTrace, [args, kwargs]) ? activeTrace.callOp(op, args, kwargs) : run(bindArgs(schema, args, kwargs)),
   });
