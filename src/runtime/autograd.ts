@@ -64,7 +64,27 @@ export function runBackward(root: GradNode, grad: Tensor): void {
   withGradMode(false, () => sweep(root, grad));
 }
 
-function sweep(root: GradNode, grad: Tensor): void {
+/**
+ * The gradients of `outputs` (seeded with `gradOutputs`) with respect to the leaf tensors `inputs`, returned
+ * instead of accumulated into any `.grad` (PyTorch's `torch.autograd.grad`); null where an input gets none.
+ * The sweep runs the ops of the gradient rules, so a tracer that is active records the backward.
+ */
+export function gradients(outputs: readonly Tensor[], gradOutputs: readonly Tensor[], inputs: readonly Tensor[]): (Tensor | null)[] {
+  const capture = new Map<GradNode, Tensor | null>();
+  const nodes = inputs.map((t) => {
+    if (!t.isLeaf) throw new AutogradError(`gradients: input of shape [${t.shape.join(', ')}] is not a leaf tensor`);
+    const n = t._gradAccumulator();
+    capture.set(n, null);
+    return n;
+  });
+  const edges = outputs.map((o) => o.gradFn ?? (o.requiresGrad ? o._gradAccumulator() : null));
+  const root = new GradNode('GradientsRoot', edges, () => gradOutputs);
+  withGradMode(false, () => sweep(root, gradOutputs[0]!, capture));
+  return nodes.map((n) => capture.get(n) ?? null);
+}
+
+/** `capture`: gradients reaching these nodes are stored there, and no AccumulateGrad node runs. */
+function sweep(root: GradNode, grad: Tensor, capture?: Map<GradNode, Tensor | null>): void {
   const pending = new Map<GradNode, number>();
   const seen = new Set<GradNode>([root]);
   const stack = [root];
@@ -85,6 +105,10 @@ function sweep(root: GradNode, grad: Tensor): void {
     const node = ready.pop()!;
     const g = grads.get(node)!;
     grads.delete(node);
+    if (capture) {
+      if (capture.has(node)) capture.set(node, g);
+      if (node.name === 'AccumulateGrad') continue;
+    }
     for (const hook of node.preHooks) hook(g);
     const inputGrads = node.apply(g);
     node.next.forEach((nxt, i) => {

@@ -1,0 +1,228 @@
+import { ValueError } from '../errors.js';
+import { isGradEnabled } from '../runtime/autograd.js';
+import { Module } from '../runtime/nn/module.js';
+import type { Tensor } from '../runtime/tensor.js';
+import { CompiledProgram, type CompilerSet } from './compiled-program.js';
+import { nextGraphId, type Compiler } from './context.js';
+import { checkDecompositions, type Decompositions } from './decompositions.js';
+import { AotError } from './errors.js';
+import { defaultPartition, type PartitionFn } from './partition.js';
+import { flattenTensors, rebuild, type Tree } from './pytree.js';
+import { generaliseShapes, shapeProblem } from './symbolic.js';
+import { traceProgram, type TracedProgram } from './trace-program.js';
+
+/**
+ * aotFunction, aotModule and aotModuleSimplified (PyTorch's aot_function / aot_module /
+ * aot_module_simplified): trace the program once per kind of call (input shapes, dtypes, which inputs
+ * require grad, which are the same tensor, grad mode), as one joint forward+backward graph when gradients
+ * are wanted and as an inference graph otherwise, and run the compiled graphs from then on.
+ */
+
+export interface AotOptions {
+  fwCompiler: Compiler;
+  bwCompiler?: Compiler;
+  inferenceCompiler?: Compiler;
+  partitionFn?: PartitionFn;
+  decompositions?: Decompositions;
+  /** Trace with symbolic sizes: one graph serves every size that takes the same path. */
+  dynamic?: boolean;
+  /** Keep in-place writes to inputs in inference graphs as `copy_` nodes (instead of returning new values). */
+  keepInferenceInputMutations?: boolean;
+}
+
+interface Resolved {
+  readonly compilers: CompilerSet;
+  readonly decompositions?: Decompositions;
+  readonly dynamic: boolean;
+}
+
+function resolve(options: AotOptions | undefined, what: string): Resolved {
+  if (!options || typeof options !== 'object') throw new ValueError(`${what}: expected an options object with fwCompiler, got ${typeof options}`);
+  const { fwCompiler, bwCompiler = fwCompiler, inferenceCompiler = fwCompiler, partitionFn = defaultPartition } = options;
+  for (const [name, f] of [
+    ['fwCompiler', fwCompiler],
+    ['bwCompiler', bwCompiler],
+    ['inferenceCompiler', inferenceCompiler],
+    ['partitionFn', partitionFn],
+  ] as const) {
+    if (typeof f !== 'function') throw new ValueError(`${what}: ${name} must be a function, got ${typeof f}`);
+  }
+  return {
+    compilers: { fwCompiler, bwCompiler, inferenceCompiler, partitionFn },
+    decompositions: checkDecompositions(options.decompositions, what),
+    dynamic: options.dynamic === true,
+  };
+}
+
+/** What a compiled program assumed about its flat inputs: duplicates and which required grad. */
+interface Assumptions {
+  readonly dupOf: readonly number[];
+  readonly requiresGrad: readonly boolean[];
+  readonly shapes: readonly (readonly number[])[];
+}
+
+function assumptionsOf(primals: readonly Tensor[]): Assumptions {
+  return {
+    dupOf: primals.map((p) => primals.indexOf(p)),
+    requiresGrad: primals.map((p) => p.requiresGrad),
+    shapes: primals.map((p) => [...p.shape]),
+  };
+}
+
+/** The cache key of a call: everything a traced program may have specialised on, sizes aside when dynamic. */
+function callKey(tree: Tree, primals: readonly Tensor[], joint: boolean, dynamic: boolean, extra: string): string {
+  const a = assumptionsOf(primals);
+  const tensors = primals.map((p, i) => `${p.dtype}${dynamic ? `r${p.ndim}` : `[${p.shape.join(',')}]`}${a.requiresGrad[i] ? 'g' : ''}${a.dupOf[i] !== i ? `=${a.dupOf[i]}` : ''}`);
+  return `${joint ? 'joint' : 'inference'}|${extra}|${JSON.stringify(tree)}|${tensors.join(';')}`;
+}
+
+/** A compiled program with the input shapes it was traced at (a dynamic one runs at others too). */
+type Traced = CompiledProgram & { readonly tracedShapes: readonly (readonly number[])[] };
+
+/**
+ * The shared engine: `run(copies, args)` calls the program on traced copies of the flat tensors. `module`
+ * has its parameters and buffers first among the primals (their values are restored after tracing).
+ */
+class AotRunner {
+  private readonly cache = new Map<string, Traced[]>();
+
+  constructor(
+    private readonly call: (primals: Tensor[], tree: Tree) => unknown,
+    private readonly opts: Resolved,
+    private readonly what: string,
+    private readonly module?: Module,
+  ) {}
+
+  run(primals: Tensor[], tree: Tree, extraKey = ''): unknown {
+    const joint = isGradEnabled() && primals.some((p) => p.requiresGrad);
+    const key = callKey(tree, primals, joint, this.opts.dynamic, extraKey);
+    let entries = this.cache.get(key);
+    let entry = entries?.find((e) => !this.opts.dynamic || !shapeProblem(e.program.gm, e.tracedShapes, primals.map((p) => p.shape)));
+    if (!entry) {
+      entry = this.compile(primals, tree, joint);
+      if (!entries) this.cache.set(key, (entries = []));
+      entries.push(entry);
+    }
+    return entry.run(primals);
+  }
+
+  compile(primals: Tensor[], tree: Tree, joint: boolean): Traced {
+    const trace = (inputs: Tensor[]): TracedProgram =>
+      traceProgram(inputs, (copies) => this.call(copies, tree), {
+        joint,
+        decompositions: this.opts.decompositions,
+        what: this.what,
+        naming: 'primals',
+      }, this.module);
+    let program = trace(primals);
+    if (this.opts.dynamic) {
+      const gm = generaliseShapes(program.gm, primals, (inputs) => trace(inputs).gm);
+      program = { ...program, gm };
+    }
+    const compiled = CompiledProgram.compile(nextGraphId(), program, joint, this.opts.compilers, primals, this.what);
+    return Object.assign(compiled, { tracedShapes: primals.map((p) => [...p.shape]) });
+  }
+
+  /** For aotModuleSimplified: one program, checked against the assumptions it was compiled under. */
+  checked(primals: Tensor[], tree: Tree): (primals: Tensor[]) => unknown {
+    const joint = isGradEnabled() && primals.some((p) => p.requiresGrad);
+    const entry = this.compile(primals, tree, joint);
+    const assumed = assumptionsOf(primals);
+    return (now) => {
+      assumed.dupOf.forEach((j, i) => {
+        if (j !== i && now[i] !== now[j]) {
+          throw new AotError(
+            `At compilation time, graph ${entry.id} was compiled under the assumption that input ${i} would be a duplicate of input ${j}, but at runtime this was not the case.  This indicates a guard bug in AOTAutograd or Dynamo, please file a bug to PyTorch.`,
+          );
+        }
+      });
+      assumed.requiresGrad.forEach((r, i) => {
+        if (!r && now[i]!.requiresGrad && isGradEnabled()) {
+          throw new AotError(
+            `At compilation time, graph ${entry.id} was compiled under the assumption that input ${i} would not require grad, but at runtime this was not the case.  This indicates a guard bug in AOTAutograd or Dynamo, please file a bug to PyTorch.`,
+          );
+        }
+      });
+      return entry.run(now);
+    };
+  }
+}
+
+/** AOT-compile a function: it keeps `fn`'s signature; tensors anywhere in its arguments are the graph's inputs. */
+export function aotFunction<F extends (...args: never[]) => unknown>(fn: F, options: AotOptions): F {
+  if (typeof fn !== 'function') throw new ValueError(`aotFunction: expected a function, got ${typeof fn}`);
+  const opts = resolve(options, 'aotFunction');
+  const call = fn as unknown as (...a: unknown[]) => unknown;
+  const runner = new AotRunner((copies, tree) => call(...(rebuild(tree, copies) as unknown[])), opts, 'aotFunction');
+  const compiled = (...args: unknown[]) => {
+    const { tensors, tree } = flattenTensors(args, 'aotFunction: argument');
+    return runner.run(tensors, tree);
+  };
+  Object.defineProperty(compiled, 'name', { value: fn.name });
+  return compiled as unknown as F;
+}
+
+/** The module's own tensors, entered as graph inputs ahead of the user's: parameters, then buffers. */
+function stateOf(module: Module): Tensor[] {
+  return [...module.parameters(), ...module.buffers()];
+}
+
+/** An `nn.Module` running `module`'s forward through AOT-compiled graphs, sharing its parameters and buffers. */
+export class AotModule extends Module {
+  declare readonly origModule: Module;
+  private declare readonly runner: AotRunner;
+
+  constructor(module: Module, options: AotOptions) {
+    super();
+    if (!(module instanceof Module)) throw new ValueError(`aotModule: expected an nn.Module, got ${typeof module}`);
+    const opts = resolve(options, 'aotModule');
+    this.origModule = module; // a child: parameters() and stateDict() see the same tensors
+    const nState = () => stateOf(module).length;
+    const runner = new AotRunner(
+      (copies, tree) => module.forward(...(rebuild(tree, copies.slice(nState())) as unknown[])),
+      opts,
+      'aotModule',
+      module,
+    );
+    Object.defineProperty(this, 'runner', { value: runner, enumerable: false });
+  }
+
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  override forward(...args: any[]): any {
+    const { tensors, tree } = flattenTensors(args, 'aotModule: argument');
+    const mod = this.origModule;
+    const modes = mod.modules().map((m) => (m.training ? 1 : 0)).join('');
+    return this.runner.run([...stateOf(mod), ...tensors], tree, `training=${modes}`);
+  }
+}
+
+export function aotModule(module: Module, options: AotOptions): AotModule {
+  return new AotModule(module, options);
+}
+
+/**
+ * Compile `module` once, for calls like `exampleInputs` (PyTorch's aot_module_simplified, which TorchDynamo
+ * uses after guarding the call itself): the result takes the user inputs only, and checks at run time the
+ * assumptions it was compiled under (duplicated inputs, inputs that did not require grad).
+ */
+export function aotModuleSimplified(module: Module, exampleInputs: readonly unknown[], options: AotOptions): (...args: unknown[]) => unknown {
+  if (!(module instanceof Module)) throw new ValueError(`aotModuleSimplified: expected an nn.Module, got ${typeof module}`);
+  if (!Array.isArray(exampleInputs)) throw new ValueError(`aotModuleSimplified: exampleInputs must be an array of the arguments`);
+  const opts = resolve(options, 'aotModuleSimplified');
+  const nState = stateOf(module).length;
+  const runner = new AotRunner(
+    (copies, tree) => module.forward(...(rebuild(tree, copies.slice(nState)) as unknown[])),
+    opts,
+    'aotModuleSimplified',
+    module,
+  );
+  const { tensors, tree } = flattenTensors(exampleInputs, 'aotModuleSimplified: argument');
+  const run = runner.checked([...stateOf(module), ...tensors], tree);
+  return (...args: unknown[]) => {
+    const { tensors: now, tree: nowTree } = flattenTensors(args, 'aotModuleSimplified: argument');
+    if (JSON.stringify(nowTree) !== JSON.stringify(tree)) {
+      throw new AotError(`aotModuleSimplified: called with arguments shaped ${JSON.stringify(nowTree)}, but compiled for ${JSON.stringify(tree)}`);
+    }
+    return run([...stateOf(module), ...now]);
+  };
+}

@@ -1,0 +1,173 @@
+import type { GraphModule } from '../graph/graph-module.js';
+import { GradNode, isGradEnabled, withGradMode } from '../runtime/autograd.js';
+import { OPS } from '../runtime/op.js';
+import type { ViewStep } from '../runtime/ops/view.js';
+import { Tensor } from '../runtime/tensor.js';
+import { describe } from '../runtime/validate.js';
+import { runCompiler, type Compiler } from './context.js';
+import { AotError } from './errors.js';
+import { partitionInfo, type PartitionFn } from './partition.js';
+import { unflattenTensors } from './pytree.js';
+import type { TracedProgram } from './trace-program.js';
+
+/**
+ * One compiled program and how to run it (PyTorch's runtime wrappers around `CompiledFunction`): the forward
+ * (or inference) graph runs compiled; mutated inputs get their new values; outputs that are views are rebuilt
+ * outside the graph; and for training, one tape node runs the backward graph (compiled at the first
+ * `backward()`) with the tensors the forward saved.
+ */
+
+export interface CompilerSet {
+  readonly fwCompiler: Compiler;
+  readonly bwCompiler: Compiler;
+  readonly inferenceCompiler: Compiler;
+  readonly partitionFn: PartitionFn;
+}
+
+/** A 0-d placeholder the per-output tape nodes hand on: the real gradients travel in `slots`. */
+const TOKEN = Tensor.fromData(new Float32Array(1), [], 'float32');
+
+export class CompiledProgram {
+  private forward!: (...args: Tensor[]) => unknown;
+  private bwGm?: GraphModule;
+  private backward?: (...args: Tensor[]) => unknown;
+  private numSaved = 0;
+
+  private constructor(
+    readonly id: number,
+    readonly program: TracedProgram,
+    readonly joint: boolean,
+    private readonly compilers: CompilerSet,
+    private readonly what: string,
+  ) {}
+
+  /** Partition (for a joint program) and compile the forward or inference graph now. */
+  static compile(id: number, program: TracedProgram, joint: boolean, compilers: CompilerSet, primals: Tensor[], what: string): CompiledProgram {
+    const c = new CompiledProgram(id, program, joint, compilers, what);
+    if (!joint) {
+      c.forward = runCompiler(compilers.inferenceCompiler, program.gm, primals, `${id}_inference`, what);
+      return c;
+    }
+    const parts = compilers.partitionFn(program.gm, { numFwdOutputs: program.numFwdOutputs });
+    if (!Array.isArray(parts) || parts.length !== 2) {
+      throw new AotError(`${what}: the partition function returned ${describe(parts)} for graph ${id}; expected [forward, backward] GraphModules`);
+    }
+    const [fw, bw] = parts;
+    const info = partitionInfo(fw, bw);
+    c.numSaved = info.numSavedTensors + info.numSavedSizes;
+    c.bwGm = bw;
+    c.forward = runCompiler(compilers.fwCompiler, fw, primals, `${id}_forward`, what);
+    return c;
+  }
+
+  /** The forward and backward graphs (after partitioning), for explain and tests. */
+  get graphs(): { forward?: GraphModule; backward?: GraphModule } {
+    return { backward: this.bwGm };
+  }
+
+  run(primals: Tensor[]): unknown {
+    const { program } = this;
+    const raw = this.forward(...primals);
+    const expected = program.numFwdOutputs + this.numSaved;
+    if (!Array.isArray(raw) || raw.length !== expected || !raw.every((t) => t instanceof Tensor || typeof t === 'number')) {
+      throw new AotError(
+        `${this.what}: the compiled graph ${this.id}_${this.joint ? 'forward' : 'inference'} returned ${describe(raw)}; ` +
+          `expected an array of ${expected} tensors (the graph's outputs)`,
+      );
+    }
+    // Fresh tensor objects: a compiled graph may hand back its inputs, and the tape is attached to these.
+    const fwd = (raw.slice(0, program.numFwdOutputs) as Tensor[]).map((t) => t.detach());
+    this.copyBackMutations(primals, fwd);
+    const graphOuts = fwd.slice(program.numMutated);
+    if (this.joint && isGradEnabled() && program.tangentsFor.length > 0) this.attachBackward(primals, fwd, raw.slice(program.numFwdOutputs) as Tensor[]);
+    const outs = program.outputs.map((src) => {
+      switch (src.kind) {
+        case 'graph':
+          return graphOuts[src.index]!;
+        case 'input':
+          return primals[src.input]!;
+        case 'inputView':
+          return replay(primals[src.input]!, src.chain);
+        case 'baseView':
+          return replay(graphOuts[src.index]!, src.chain);
+        default:
+          return src satisfies never;
+      }
+    });
+    return unflattenTensors(program.outStructure, outs);
+  }
+
+  private copyBackMutations(primals: Tensor[], fwd: Tensor[]): void {
+    let k = 0;
+    withGradMode(false, () => {
+      for (const m of this.program.mutations) {
+        const target = primals[m.input]!;
+        if (m.layout) setLayout(target, m.layout);
+        if (m.data) target._writeFrom(fwd[k++]!);
+      }
+    });
+  }
+
+  /**
+   * One tape node for the whole backward (its edges go to the primals), reached through one node per
+   * differentiable output that parks the output's gradient in a slot: the engine runs the backward node
+   * once, after every output node it reaches, which is when all slots that will be filled are filled.
+   */
+  private attachBackward(primals: Tensor[], fwd: Tensor[], saved: Tensor[]): void {
+    const { program, id } = this;
+    const slots: (Tensor | null)[] = program.tangentsFor.map(() => null);
+    let savedAlive: Tensor[] | null = saved;
+    const edges = primals.map((p, i) => (program.gradFor[i] ? (p.gradFn ?? (p.requiresGrad ? p._gradAccumulator() : null)) : null));
+    const node = new GradNode('CompiledFunction', edges, () => {
+      if (!savedAlive) {
+        throw new AotError(
+          `${this.what}: backward through graph ${id}_backward a second time: the tensors its forward saved were freed after the first backward (compute the outputs again)`,
+        );
+      }
+      const tangents = program.tangentsFor.map((k, j) => slots[j] ?? zerosOf(fwd[k]!));
+      const inputs = [...savedAlive, ...tangents];
+      const grads = this.backwardFn(inputs)(...inputs);
+      if (!Array.isArray(grads) || grads.length !== primals.length) {
+        throw new AotError(
+          `${this.what}: the compiled graph ${id}_backward returned ${describe(grads)}; expected an array of ${primals.length} gradients (null where none)`,
+        );
+      }
+      savedAlive = null;
+      slots.fill(null);
+      return grads.map((g) => (g instanceof Tensor ? g : null));
+    });
+    program.tangentsFor.forEach((k, j) => {
+      fwd[k]!.gradFn = new GradNode('CompiledFunctionBackward', [node], (g) => {
+        slots[j] = g;
+        return [TOKEN];
+      });
+    });
+  }
+
+  /** The backward graph compiled at its first use, with that call's saved tensors and tangents as examples. */
+  private backwardFn(inputs: Tensor[]): (...args: Tensor[]) => unknown {
+    if (!this.backward) {
+      this.backward = runCompiler(this.compilers.bwCompiler, this.bwGm!, inputs, `${this.id}_backward`, this.what);
+    }
+    return this.backward;
+  }
+}
+
+/** A metadata mutation traced on a copy (`t_`, `unsqueeze_`), applied to the caller's tensor. */
+function setLayout(t: Tensor, layout: { readonly shape: readonly number[]; readonly strides: readonly number[]; readonly offset: number }): void {
+  const fields = t as unknown as { _shape: readonly number[]; strides: readonly number[]; offset: number };
+  fields._shape = Object.freeze([...layout.shape]);
+  fields.strides = Object.freeze([...layout.strides]);
+  fields.offset = layout.offset;
+}
+
+function zerosOf(t: Tensor): Tensor {
+  return Tensor.fromData(new Float32Array(t.numel()), t.shape, 'float32');
+}
+
+/** Rebuild a view outside the graph: the same view ops, run eagerly on the real base (so it aliases it). */
+function replay(base: Tensor, chain: readonly ViewStep[]): Tensor {
+  let v = base;
+  for (const [name, args, kwargs] of chain) v = OPS.get(name)!.callWith([v, ...args], kwargs) as Tensor;
+  return v;
+}

@@ -1,0 +1,82 @@
+import { GraphModule } from '../graph/graph-module.js';
+import { fitSamples, graphLeaves, graphSkeleton, shapeMismatch, symbolicGraph, type ShapeSpec } from '../jit/shape-fit.js';
+import { withGradMode } from '../runtime/autograd.js';
+import { tensor } from '../runtime/ops/creation.js';
+import { indexSelect } from '../runtime/ops/view.js';
+import type { Tensor } from '../runtime/tensor.js';
+
+/**
+ * Symbolic shapes for AOT graphs, reusing kiln/jit's machinery: JavaScript numbers cannot carry a trace, so
+ * the program is traced again at other sizes and the integers of the graph that followed the inputs become
+ * `sym_size` arithmetic (sizes 0 and 1 stay specialised, as in PyTorch). The spec kept with the graph says
+ * which sizes it runs at; `shapeProblem` checks a call against it.
+ */
+
+const SPECS = new WeakMap<GraphModule, ShapeSpec>();
+
+/** The shape spec of a graph made by `generaliseShapes`, if the generalisation held. */
+export function shapeSpecOf(gm: GraphModule): ShapeSpec | undefined {
+  return SPECS.get(gm);
+}
+
+/** Why `shapes` cannot run on `gm`, or undefined when they can (a static graph needs the traced shapes). */
+export function shapeProblem(gm: GraphModule, traced: readonly (readonly number[])[], shapes: readonly (readonly number[])[]): string | undefined {
+  const spec = SPECS.get(gm) ?? { reads: [], samples: [{ shapes: traced, leaves: [] }], exprs: [], guards: [] };
+  return shapeMismatch(spec, shapes);
+}
+
+/**
+ * `gm` traced at `inputs`, generalised with a second trace at sizes moved by one (every size ≥ 2, the same
+ * new size for equal sizes, so matching dims still match). When that trace fails or records another program,
+ * only the leading dims move; when that fails too the graph stays static (and `shapeProblem` holds it to
+ * the traced shapes). `branches`: the program decided control flow on a shape, so only traced shapes run.
+ */
+export function generaliseShapes(
+  gm: GraphModule,
+  inputs: readonly Tensor[],
+  retrace: (inputs: Tensor[]) => GraphModule,
+  branches = false,
+): GraphModule {
+  const shapes = inputs.map((t) => [...t.shape]);
+  for (const moved of [moveSizes(shapes, () => true), moveSizes(shapes, (d) => d === 0)]) {
+    if (JSON.stringify(moved) === JSON.stringify(shapes)) continue;
+    let again: GraphModule;
+    try {
+      again = retrace(inputs.map((t, i) => resized(t, moved[i]!)));
+    } catch {
+      continue;
+    }
+    if (graphSkeleton(gm.graph) !== graphSkeleton(again.graph)) continue;
+    const samples = [
+      { shapes, leaves: graphLeaves(gm.graph) },
+      { shapes: moved, leaves: graphLeaves(again.graph) },
+    ];
+    const fit = fitSamples(samples);
+    if (!fit.ok) continue;
+    const placeholders = gm.graph.nodes.filter((n) => n.op === 'placeholder');
+    const out = new GraphModule(gm, symbolicGraph(gm.graph, fit.exprs, placeholders), gm.className);
+    SPECS.set(out, { reads: [], branches, samples, exprs: fit.exprs, guards: fit.guards });
+    return out;
+  }
+  return gm;
+}
+
+function moveSizes(shapes: readonly number[][], which: (dim: number) => boolean): number[][] {
+  return shapes.map((s) => s.map((v, d) => (v >= 2 && which(d) ? v + 1 : v)));
+}
+
+/** A tensor of `shape` with values like `t`'s (its elements repeated), requiring grad as `t` does. */
+function resized(t: Tensor, shape: readonly number[]): Tensor {
+  return withGradMode(false, () => {
+    const flat = t.detach().reshape([-1]);
+    const n = shape.reduce((a, b) => a * b, 1);
+    const idx = Array.from({ length: n }, (_, i) => (flat.shape[0]! ? i % flat.shape[0]! : 0));
+    const values = flat.shape[0]! ? indexSelect(flat, 0, idxTensor(idx)) : flat;
+    const out = values.reshape([...shape]).contiguous().clone();
+    return t.requiresGrad ? out.requiresGrad_(true) : out;
+  });
+}
+
+function idxTensor(idx: number[]): Tensor {
+  return tensor(idx, { dtype: 'int32' });
+}

@@ -1,0 +1,211 @@
+import { GraphModule } from '../graph/graph-module.js';
+import type { Argument, Node } from '../graph/node.js';
+import { gradients, isGradEnabled, withGradMode } from '../runtime/autograd.js';
+import { setTraceDispatch } from '../runtime/dispatch.js';
+import { Module } from '../runtime/nn/module.js';
+import type { ViewStep } from '../runtime/ops/view.js';
+import { rngState, setRngState } from '../runtime/random.js';
+import { sameShape } from '../runtime/shape.js';
+import { Tensor } from '../runtime/tensor.js';
+import type { Decompositions } from './decompositions.js';
+import { AotError } from './errors.js';
+import { FxTracer } from './fx-tracer.js';
+import { flattenTensors, unflattenTensors, type Tree } from './pytree.js';
+
+/**
+ * Trace one call of a program into a functional graph: the forward only (`joint: false`, for inference and
+ * makeFx), or one joint forward+backward graph (`joint: true`) whose backward is recorded by running the
+ * tape's gradient rules with the tracer active. The program runs on copies of its inputs, and the random
+ * generator is put back afterwards, so tracing has no effect the caller can see.
+ */
+
+/** Where each user output comes from when the compiled program runs. */
+export type OutputSource =
+  | { kind: 'graph'; index: number } // graph output `index` (after the mutated inputs)
+  | { kind: 'input'; input: number } // the input itself, returned as is
+  | { kind: 'inputView'; input: number; chain: readonly ViewStep[] } // a view of an input, rebuilt outside the graph
+  | { kind: 'baseView'; index: number; chain: readonly ViewStep[] }; // a view of graph output `index` (an intermediate base)
+
+export interface InputMutation {
+  readonly input: number;
+  /** Data writes come back as a graph output and are copied into the caller's tensor. */
+  readonly data: boolean;
+  /** A changed shape or strides (`t_`, `unsqueeze_`): the caller's tensor gets the traced layout. */
+  readonly layout?: { readonly shape: readonly number[]; readonly strides: readonly number[]; readonly offset: number };
+}
+
+export interface TracedProgram {
+  /** The joint graph, or the forward graph. Its output is one flat array (see `numFwdOutputs`). */
+  readonly gm: GraphModule;
+  /** Graph outputs of the forward: new values of data-mutated inputs, user outputs, intermediate bases. */
+  readonly numFwdOutputs: number;
+  readonly numMutated: number;
+  readonly mutations: readonly InputMutation[];
+  readonly outputs: readonly OutputSource[];
+  readonly outStructure: Tree;
+  /** Forward outputs (by index) that get a tangent in the joint graph. */
+  readonly tangentsFor: readonly number[];
+  /** Which primals get a gradient. */
+  readonly gradFor: readonly boolean[];
+}
+
+export interface TraceProgramOptions {
+  readonly joint: boolean;
+  readonly decompositions?: Decompositions;
+  readonly what: string;
+  /** Placeholder names: `primals` (`primals_1`…) or `arg` (`arg0_1`…). */
+  readonly naming: 'primals' | 'arg';
+  readonly className?: string;
+  /** makeFx: the graph returns the program's own output structure, every output a node; no mutation bookkeeping. */
+  readonly plainOutputs?: boolean;
+}
+
+/**
+ * `run(primalCopies)` calls the user's program on the traced copies of the primals (the flat input tensors)
+ * and returns its result. `module`, when given, has its parameters and buffers among the primals: their
+ * values are restored afterwards, so that in-place updates (running statistics) made while tracing vanish.
+ */
+export function traceProgram(
+  primals: readonly Tensor[],
+  run: (copies: Tensor[]) => unknown,
+  opts: TraceProgramOptions,
+  module?: Module,
+): TracedProgram {
+  const tracer = new FxTracer(opts.decompositions, opts.what, opts.joint);
+  const rng = rngState();
+  const restoreState = module ? snapshotState(module) : () => {};
+  const copies = copyPrimals(primals, opts.joint, new Set(module ? [...module.parameters(), ...module.buffers()] : []));
+  copies.forEach((c, i) => tracer.placeholder(opts.naming === 'primals' ? `primals_${i + 1}` : `arg${i}_1`, c));
+  const prev = setTraceDispatch(tracer);
+  let program: TracedProgram;
+  try {
+    const result = opts.joint ? run(copies) : withGradMode(false, () => run(copies));
+    program = finish(tracer, primals, copies, result, opts);
+  } finally {
+    setTraceDispatch(prev);
+    setRngState(rng);
+    restoreState();
+  }
+  return program;
+}
+
+/**
+ * A module's own tensors are traced as themselves (their identity is what `parameters()` returns, and their
+ * values are restored afterwards); user inputs are copied, so the caller's tensors are never written.
+ */
+function copyPrimals(primals: readonly Tensor[], joint: boolean, asIs: ReadonlySet<Tensor>): Tensor[] {
+  const seen = new Map<Tensor, Tensor>();
+  return primals.map((p) => {
+    let c = seen.get(p);
+    if (asIs.has(p)) return p;
+    if (!c) {
+      c = withGradMode(false, () => p.detach().clone());
+      if (joint && p.requiresGrad) c.requiresGrad_(true);
+      seen.set(p, c);
+    }
+    return c;
+  });
+}
+
+function finish(tracer: FxTracer, primals: readonly Tensor[], copies: Tensor[], result: unknown, opts: TraceProgramOptions): TracedProgram {
+  const { tensors: outs, tree: outStructure } = flattenTensors(result, `${opts.what}: output`);
+  const graph = tracer.graph;
+  if (opts.plainOutputs) {
+    graph.output(unflattenTensors(outStructure, outs.map((o) => tracer.tensorNode(o))) as Argument);
+    graph.eliminateDeadCode();
+    graph.lint();
+    const gm = new GraphModule(new Module(), graph, opts.className ?? 'GraphModule', tracer.constants);
+    const none: never[] = [];
+    return { gm, numFwdOutputs: outs.length, numMutated: 0, mutations: none, outputs: none, outStructure, tangentsFor: none, gradFor: none };
+  }
+  const mutations: InputMutation[] = [];
+  const graphOuts: Node[] = [];
+  const outTensors: Tensor[] = [];
+  copies.forEach((c, i) => {
+    if (copies.indexOf(c) !== i) return; // a duplicated input: its first occurrence speaks for it
+    const p = primals[i]!;
+    const data = tracer.wasWritten(c);
+    const layoutChanged = !sameShape(c.shape, p.shape) || !sameShape(c.strides, p.strides);
+    if (!data && !layoutChanged) return;
+    if (data && opts.joint && c.requiresGrad) {
+      throw new AotError(
+        `${opts.what}: input ${i} (shape [${p.shape.join(', ')}]) requires grad and is written in place by the program; ` +
+          'a leaf tensor that requires grad cannot be modified in place',
+      );
+    }
+    mutations.push({
+      input: i,
+      data,
+      layout: layoutChanged ? { shape: [...c.shape], strides: [...c.strides], offset: c.offset } : undefined,
+    });
+    if (data) {
+      graphOuts.push(tracer.tensorNode(c));
+      outTensors.push(c);
+    }
+  });
+  const numMutated = graphOuts.length;
+  const bases = new Map<Tensor, number>();
+  const outputs: OutputSource[] = outs.map((o) => {
+    const input = copies.indexOf(o);
+    if (input >= 0) return { kind: 'input', input };
+    const view = tracer.viewOf(o);
+    if (view && view.chain.length > 0) {
+      const viewed = copies.indexOf(view.base);
+      if (viewed >= 0) return { kind: 'inputView', input: viewed, chain: view.chain };
+      let index = bases.get(view.base);
+      if (index === undefined) {
+        index = graphOuts.length - numMutated;
+        bases.set(view.base, index);
+        graphOuts.push(tracer.tensorNode(view.base));
+        outTensors.push(view.base);
+      }
+      return { kind: 'baseView', index, chain: view.chain };
+    }
+    graphOuts.push(tracer.tensorNode(o));
+    outTensors.push(o);
+    return { kind: 'graph', index: graphOuts.length - 1 - numMutated };
+  });
+  const numFwdOutputs = graphOuts.length;
+  let tangentsFor: number[] = [];
+  let gradFor: boolean[] = copies.map(() => false);
+  const gradNodes: Argument[] = [];
+  if (opts.joint && isGradEnabled()) {
+    tangentsFor = outTensors.flatMap((t, i) => (t.requiresGrad && t.dtype === 'float32' ? [i] : []));
+    const firstUse = copies.map((c, i) => copies.indexOf(c) === i);
+    gradFor = copies.map((c, i) => firstUse[i]! && c.requiresGrad);
+    const lastPlaceholder = graph.nodes.filter((n) => n.op === 'placeholder').at(-1);
+    let at = lastPlaceholder;
+    const tangents = tangentsFor.map((k, j) => {
+      const t = withGradMode(false, () => outTensors[k]!.detach().clone().fill_(1));
+      at = graph.insertAfter(at, () => tracer.placeholder(`tangents_${j + 1}`, t));
+      return t;
+    });
+    const wanted = copies.filter((_c, i) => gradFor[i]);
+    tracer.inBackward = true;
+    const grads = tangents.length && wanted.length ? gradients(tangentsFor.map((k) => outTensors[k]!), tangents, wanted) : [];
+    let w = 0;
+    gradFor.forEach((g) => {
+      const grad = g ? grads[w++] : null;
+      gradNodes.push(grad ? tracer.tensorNode(grad) : null);
+    });
+  }
+  graph.output([...graphOuts, ...gradNodes]);
+  graph.eliminateDeadCode();
+  graph.lint();
+  const gm = new GraphModule(new Module(), graph, opts.className ?? 'GraphModule', tracer.constants);
+  return { gm, numFwdOutputs, numMutated, mutations, outputs, outStructure, tangentsFor, gradFor };
+}
+
+/** Save the values of a module's parameters and buffers; the returned function writes them back. */
+function snapshotState(module: Module): () => void {
+  const saved = [...module.parameters(), ...module.buffers()].map((t) => [t, t.detach().clone(), t._storage.version] as const);
+  return () =>
+    withGradMode(false, () => {
+      for (const [t, copy, version] of saved) {
+        if (t._storage.version === version) continue;
+        t.detach()._writeFrom(copy);
+        t._storage.version = version;
+      }
+    });
+}
+
