@@ -161,10 +161,10 @@ test('test_default_partitioner_saves_symints_not_tensors_for_bw: an input read o
   checkRuns(t, j, fw, bw);
 });
 
-test('test_default_partitioner_getitem: a multi-output op is saved item by item, and items the backward skips are dropped', (t) => {
+/** values = x.max(dim=1).values * w; the backward routes the gradient to the arg-max by comparing x with values. */
+function maxValuesTimesW(): Joint {
   const maxDim = OPS.get('max')!;
-  // values = x.max(dim=1).values * w; the backward routes the gradient to the arg-max by comparing x with values.
-  const j = buildJoint([[4, 5], [4]], [[4]], (call, [x, w], [g]) => {
+  return buildJoint([[4, 5], [4]], [[4]], (call, [x, w], [g]) => {
     const max = call(maxDim, x, 1);
     const values = call(getitem, max, 0);
     const mul = call(ops.mul, values, w);
@@ -174,6 +174,10 @@ test('test_default_partitioner_getitem: a multi-output op is saved item by item,
     const gw = call(ops.mul, g, values);
     return { fwd: [mul], grads: [gx, gw] };
   });
+}
+
+test('test_default_partitioner_getitem: a multi-output op is saved item by item, and items the backward skips are dropped', (t) => {
+  const j = maxValuesTimesW();
   const [fw, bw] = defaultPartition(j.gm, { numFwdOutputs: 1 });
   // Saved: x and w (read by the backward) and the values item; the indices item is not read, so not saved.
   t.deepEqual(outputNames(fw), ['mul', 'primals_1', 'primals_2', 'getitem']);
@@ -183,19 +187,27 @@ test('test_default_partitioner_getitem: a multi-output op is saved item by item,
   checkRuns(t, j, fw, bw);
 });
 
-test('default partition recomputes a saved view from its saved base', (t) => {
-  const j = buildJoint([[3]], [[1, 3]], (call, [x], [g]) => {
+/** x * x.unsqueeze(0): the backward reads x and the view. */
+function viewOfInput(): Joint {
+  return buildJoint([[3]], [[1, 3]], (call, [x], [g]) => {
     const unsq = call(ops.unsqueeze, x, 0);
     const mul = call(ops.mul, x, unsq);
     const g1 = call(ops.sum, call(ops.mul, g, unsq), 0);
     const g2 = call(ops.squeeze, call(ops.mul, g, x), 0);
     return { fwd: [mul], grads: [call(ops.add, g1, g2)] };
   });
+}
+
+test('default partition saves a view the backward reads, as PyTorch does; min-cut with recomputeViews rebuilds it from its base', (t) => {
+  const j = viewOfInput();
   const [fw, bw] = defaultPartition(j.gm, { numFwdOutputs: 1 });
-  t.deepEqual(outputNames(fw), ['mul', 'primals_1']);
-  t.deepEqual(placeholderNames(bw), ['primals_1', 'tangents_1']);
-  t.true(bw.graph.nodes.some((n) => n.name === 'unsqueeze'));
+  t.deepEqual(outputNames(fw), ['mul', 'primals_1', 'unsqueeze']);
   checkRuns(t, j, fw, bw);
+  const [mfw, mbw] = minCutRematerializationPartition(j.gm, { numFwdOutputs: 1, recomputeViews: true });
+  t.deepEqual(outputNames(mfw), ['mul', 'primals_1']);
+  t.deepEqual(placeholderNames(mbw), ['primals_1', 'tangents_1']);
+  t.true(mbw.graph.nodes.some((n) => n.name === 'unsqueeze'));
+  checkRuns(t, j, mfw, mbw);
 });
 
 test('test_recompute_partitioning: sin(sin(a)) + b gives the joint graph results through both partitioners', (t) => {
@@ -357,6 +369,14 @@ test('a joint graph that breaks the convention is refused with a KilnError namin
       instanceOf: KilnError,
       message: /placeholder 'x' is neither primals_<i> nor tangents_<i>/,
     });
+    const inPlace = badJoint((g) => {
+      const x = g.placeholder('primals_1');
+      g.output([g.callFunction(ops.mul_, [x, 2]), null]);
+    });
+    t.throws(() => partition(inPlace, { numFwdOutputs: 1 }), {
+      instanceOf: KilnError,
+      message: /joint graph 'BadJoint': node 'mul_' is the in-place op 'mul_'; partition a functionalised joint graph/,
+    });
     const fwdNeedsTangent = badJoint((g) => {
       const x = g.placeholder('primals_1');
       const tg = g.placeholder('tangents_1');
@@ -395,4 +415,16 @@ test('FlowNetwork: max flow equals the min cut, and ties go to the cut nearest t
   const inf = new FlowNetwork();
   inf.addEdge('s', 't', Infinity);
   t.throws(() => inf.minCut('s', 't'), { instanceOf: KilnError, message: /no finite cut/ });
+});
+
+test('both partitioners give the joint graph results on every joint graph of this file', (t) => {
+  const joints = [cosCosCos(), sumDim1(), maxValuesTimesW(), viewOfInput(), geluMlp(8)];
+  for (const j of joints) {
+    for (const partition of [defaultPartition, minCutRematerializationPartition] as PartitionFn[]) {
+      const [fw, bw] = partition(j.gm, { numFwdOutputs: j.numFwdOutputs });
+      fw.graph.lint();
+      bw.graph.lint();
+      checkRuns(t, j, fw, bw);
+    }
+  }
 });

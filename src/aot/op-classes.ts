@@ -22,8 +22,13 @@ export const VIEW_OPS: ReadonlySet<string> = new Set([
   'select', 'split', 'unbind', 'asStrided', 'alias',
 ]); // prettier-ignore
 
-/** Reductions cheap enough to recompute (PyTorch's `reduction_ops`). */
-export const REDUCTION_OPS: ReadonlySet<string> = new Set(['sum', 'mean', 'amax', 'amin', 'softmax', 'logSoftmax']);
+/**
+ * Reductions and reads by index cheap enough to recompute (PyTorch's list has sum, mean, amax, max, min, argmax,
+ * and "we should allow recomputing indexing": index, gather).
+ */
+export const REDUCTION_OPS: ReadonlySet<string> = new Set([
+  'sum', 'mean', 'amax', 'amin', 'max', 'min', 'argmax', 'softmax', 'logSoftmax', 'gather', 'index',
+]); // prettier-ignore
 
 /** Casts, item reads and shape arithmetic, plus the cheap fills (PyTorch's `misc_ops` and its `full`, `zeros`, `arange`). */
 export const MISC_OPS: ReadonlySet<string> = new Set([
@@ -46,12 +51,12 @@ export const UNRECOMPUTABLE_OPS: ReadonlySet<string> = new Set([
   'maxPool2d', 'avgPool2d', 'adaptiveAvgPool2d', 'maxPool2dBackward', 'avgPool2dBackward', 'adaptiveAvgPool2dBackward',
   'layerNorm', 'batchNorm', 'nativeLayerNorm', 'nativeLayerNormBackward', 'nativeBatchNorm', 'nativeBatchNormBackward',
   'embedding', 'embeddingBag', 'embeddingDenseBackward', 'nllLoss', 'crossEntropy', 'mseLoss',
-  'max', 'min', 'argmax', 'gather', 'indexSelect', 'index', 'cat', 'stack',
+  'indexSelect', 'cat', 'stack',
   'viewScatter', 'selectScatter', 'sliceScatter', 'asStridedScatter', 'diagonalScatter', 'scatterAdd', 'indexAdd',
 ]); // prettier-ignore
 
 function opName(n: Node): string | undefined {
-  return n.op === 'call_function' ? targetName(n.target) : undefined;
+  return n.op === 'call_function' || n.op === 'call_method' ? targetName(n.target) : undefined;
 }
 
 /** PyTorch's `recomputable_ops`: element-wise, views, cheap reductions and misc. */
@@ -65,6 +70,13 @@ export function isRecomputable(n: Node): boolean {
 export function isFusible(n: Node): boolean {
   const name = opName(n);
   return name !== undefined && (isRecomputable(n) || RANDOM_OPS.has(name));
+}
+
+/** Whether `b` can fuse `a` in: both fusible, or `b` concatenates (a producer can write into a cat's output). */
+export function canFuse(a: Node, b: Node): boolean {
+  const name = opName(b);
+  if (name === 'cat' || name === 'stack') return true;
+  return isFusible(a) && isFusible(b);
 }
 
 export function isViewOp(n: Node): boolean {

@@ -4,7 +4,7 @@ import { GraphModule } from '../graph/graph-module.js';
 import { Node, targetName } from '../graph/node.js';
 import type { TensorMeta } from '../graph/shape-prop.js';
 import { FlowNetwork } from './min-cut.js';
-import { isFusible, isRecomputable, isViewOp } from './op-classes.js';
+import { canFuse, isRecomputable, isViewOp } from './op-classes.js';
 
 /**
  * The partitioners of kiln/aot (PyTorch's torch/_functorch/partitioners.py): they split a joint
@@ -26,6 +26,14 @@ import { isFusible, isRecomputable, isViewOp } from './op-classes.js';
 export interface PartitionOptions {
   /** How many of the joint output's entries are forward outputs (the rest are the primals' gradients). */
   readonly numFwdOutputs: number;
+}
+
+export interface MinCutOptions extends PartitionOptions {
+  /**
+   * Never save a view: the backward rebuilds it from its base (PyTorch's `functorch.config.recompute_views`,
+   * off by default there too).
+   */
+  readonly recomputeViews?: boolean;
 }
 
 export type PartitionFn = (joint: GraphModule, options: PartitionOptions) => [GraphModule, GraphModule];
@@ -56,6 +64,9 @@ export function isSizeNode(n: Node): boolean {
 export function nodeBytes(n: Node): number | undefined {
   const m = tensorMetaOf(n);
   if (m === undefined) return undefined;
+  if (!m.shape.every((d) => Number.isInteger(d) && d >= 0)) {
+    throw new KilnError(`partition: node '${n.name}' has shape [${m.shape.join(', ')}]; byte counts need concrete (hint) sizes`);
+  }
   const per = BYTES_PER_ELEMENT[m.dtype];
   if (per === undefined) throw new KilnError(`partition: node '${n.name}' has an unknown dtype '${m.dtype}'`);
   return m.shape.reduce((a, b) => a * b, 1) * per;
@@ -86,6 +97,11 @@ function jointParts(joint: unknown, options: PartitionOptions | undefined, who: 
   for (const n of nodes) {
     if (n.op === 'placeholder' && !isPrimal(n) && !isTangent(n)) {
       throw new KilnError(`${where}: placeholder '${n.name}' is neither primals_<i> nor tangents_<i>`);
+    }
+    const name = n.op === 'call_function' || n.op === 'call_method' ? targetName(n.target) : '';
+    if (name.endsWith('_') && !name.startsWith('_')) {
+      // Extraction copies every node its inputs allow into both graphs: a mutation would run twice.
+      throw new KilnError(`${where}: node '${n.name}' is the in-place op '${name}'; partition a functionalised joint graph`);
     }
     if (n.op === 'call_module') {
       throw new KilnError(`${where}: node '${n.name}' calls module '${String(n.target)}'; a joint graph holds op-table calls only`);
@@ -189,13 +205,13 @@ function forwardNodeNames(joint: GraphModule, parts: JointParts): Set<string> {
 /**
  * PyTorch's `default_partition`: the forward is what the forward outputs need; it saves every forward value the
  * backward reads, except that a tensor the backward reads only the sizes of is saved as those sizes, and a
- * multi-output op's results are saved item by item (its `getitem`s). A saved view whose inputs are all saved
- * too is recomputed in the backward from them instead (it costs a header, and saves an output).
+ * multi-output op's results are saved item by item (its `getitem`s). Views are saved like any value (PyTorch's
+ * default partition does not rebuild them; `minCutRematerializationPartition` with `recomputeViews` does).
  */
 export function defaultPartition(joint: GraphModule, options: PartitionOptions): [GraphModule, GraphModule] {
   const parts = jointParts(joint, options, 'defaultPartition');
   const fwNames = forwardNodeNames(joint, parts);
-  let saved: Node[] = [];
+  const saved: Node[] = [];
   const savedSizes: Node[] = [];
   for (const n of joint.graph.nodes) {
     if (!fwNames.has(n.name)) continue;
@@ -212,19 +228,7 @@ export function defaultPartition(joint: GraphModule, options: PartitionOptions):
       else saved.push(n);
     }
   }
-  saved = unique(saved);
-  saved = recomputeSavedViews(saved, savedSizes);
-  return extractFwdBwd(joint, parts, saved, unique(savedSizes));
-}
-
-/** Drop saved views whose every input is itself saved (or a constant): the backward rebuilds them. */
-function recomputeSavedViews(saved: Node[], savedSizes: readonly Node[]): Node[] {
-  const kept = new Set(saved);
-  const available = (x: Node) => kept.has(x) || savedSizes.includes(x) || x.op === 'get_attr';
-  for (const n of saved) {
-    if (isViewOp(n) && n.allInputNodes().every((x) => x !== n && available(x))) kept.delete(n);
-  }
-  return saved.filter((n) => kept.has(n));
+  return extractFwdBwd(joint, parts, unique(saved), unique(savedSizes));
 }
 
 /**
@@ -233,7 +237,8 @@ function recomputeSavedViews(saved: Node[], savedSizes: readonly Node[]): Node[]
  * views, cheap reductions) may be recomputed in the backward; compute-heavy and random ones never are; sizes
  * cost 1, so under dynamic shapes a size is saved rather than the tensor it is read from.
  */
-export function minCutRematerializationPartition(joint: GraphModule, options: PartitionOptions): [GraphModule, GraphModule] {
+export function minCutRematerializationPartition(joint: GraphModule, options: MinCutOptions): [GraphModule, GraphModule] {
+  const recomputeViews = options?.recomputeViews === true;
   const parts = jointParts(joint, options, 'minCutRematerializationPartition');
   const nodes = joint.graph.nodes;
   const fwNames = forwardNodeNames(joint, parts);
@@ -254,9 +259,10 @@ export function minCutRematerializationPartition(joint: GraphModule, options: Pa
     if (!requiredFw.has(n)) distFromBw.set(n, 0);
     else distFromBw.set(n, Math.min(1e9, ...[...n.users.keys()].map((u) => (distFromBw.get(u) ?? 0) + 1)));
   }
-  const fusible = (a: Node, b: Node) => isFusible(a) && isFusible(b);
+  const fusible = canFuse;
   // Must the backward materialise this value anyway (a non-fusible reader, possibly through views)? Then save it.
   const materializedBackwards = (n: Node): boolean => {
+    if (isViewOp(n)) return false;
     const todo = [n];
     const seen = new Set<Node>(todo);
     while (todo.length > 0) {
@@ -275,6 +281,7 @@ export function minCutRematerializationPartition(joint: GraphModule, options: Pa
   const banRecomputation = (n: Node): boolean => {
     if (n.op !== 'call_function' && n.op !== 'call_method') return false;
     if (targetName(n.target) === 'getitem') return false;
+    if (recomputeViews && isViewOp(n)) return false;
     if (!isRecomputable(n)) return true;
     if (materializedBackwards(n)) return true;
     // An op whose output is 4× smaller than its inputs (a reduction) is kept rather than recomputed.
@@ -285,6 +292,7 @@ export function minCutRematerializationPartition(joint: GraphModule, options: Pa
   const isMaterialized = (n: Node) => n.op === 'placeholder' || ![...n.users.keys()].every((u) => fusible(n, u));
   const weight = (n: Node): number => {
     if (isSizeNode(n)) return 1;
+    if (recomputeViews && isViewOp(n)) return Infinity; // never saved: rebuilt from its base
     const bytes = nodeBytes(n);
     if (bytes === undefined) return Infinity; // a tuple or other non-tensor value: its items are what get saved
     const dist = Math.max(Math.min(distFromBw.get(n) ?? 0, 100), 1);
@@ -303,7 +311,8 @@ export function minCutRematerializationPartition(joint: GraphModule, options: Pa
       net.addEdge(IN(n), 'sink', Infinity);
       continue;
     }
-    if (isPrimal(n) || (requiredFw.has(n) && banRecomputation(n))) net.addEdge('source', IN(n), Infinity);
+    // Banning puts the node on the source side (saved or upstream of the cut); views are never banned.
+    if ((isPrimal(n) || (requiredFw.has(n) && banRecomputation(n))) && !isViewOp(n)) net.addEdge('source', IN(n), Infinity);
     net.addEdge(IN(n), OUT(n), weight(n));
     for (const u of n.users.keys()) net.addEdge(OUT(n), IN(u), Infinity);
     if (primalGradients.has(n)) net.addEdge(OUT(n), 'sink', Infinity);
