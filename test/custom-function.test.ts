@@ -88,6 +88,22 @@ test('test_function_returns_input: an input returned as is gets the custom gradi
   }
 });
 
+test('test_inplace_on_view_of_custom_function_output: writing in place into an output that is a view is refused', (t) => {
+  const Identity = defineFunction({ name: 'Identity', forward: (_ctx, x: Tensor) => x, backward: (_ctx, g) => g });
+  const ViewOf = defineFunction({ name: 'ViewOf', forward: (_ctx, x: Tensor) => x.view([2, 2]), backward: (_ctx, g) => g!.reshape([4]) });
+  const text =
+    /^Output 0 of (Identity|ViewOf)Backward is a view and is being modified inplace\. This view was created inside a custom Function .* You can fix this by cloning the output of the custom Function\.$/;
+  const leaf = randn([4], { requiresGrad: true });
+  t.throws(() => Identity(leaf.mul(1)).mul_(2), { instanceOf: AutogradError, message: text });
+  t.throws(() => ViewOf(leaf.mul(1)).mul_(2), { instanceOf: AutogradError, message: text });
+  t.throws(() => ViewOf(leaf.mul(1)).select(0, 1).mul_(2), { instanceOf: AutogradError, message: text });
+  // A clone may be written, and the gradient goes through the custom backward.
+  const y = ViewOf(leaf).clone();
+  y.mul_(3);
+  y.sum().backward();
+  t.deepEqual(leaf.grad!.toArray(), [3, 3, 3, 3]);
+});
+
 test('test_save_none_for_backward: null among the saved tensors comes back as null', (t) => {
   const MyFn = defineFunction({
     forward(ctx, input: Tensor) {

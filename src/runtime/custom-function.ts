@@ -124,7 +124,13 @@ export function defineFunction<I extends unknown[], O extends Tensor | Tensor[]>
       if (!outs.includes(t)) throw new ValueError(`${name}: an input marked dirty must be returned by forward as an output`);
     }
     // An input returned unchanged, or a tensor with its own history, comes out as a new alias, so its history is untouched.
-    const results = outs.map((o) => (!ctx._dirty.has(o) && (tensorInputs.includes(o) || o.requiresGrad) ? o.detach() : o));
+    const results = outs.map((o, i) => {
+      if (ctx._dirty.has(o)) return o;
+      const aliased = tensorInputs.includes(o) || o.requiresGrad;
+      const out = aliased ? o.detach() : o;
+      if (aliased || o._base) forbidInplaceOnView(out, aliased ? o : o._base!, i, backwardName);
+      return out;
+    });
     if (!recording) return (several ? results : results[0]) as O;
 
     const outShapes = results.map((o) => o.shape);
@@ -148,6 +154,22 @@ export function defineFunction<I extends unknown[], O extends Tensor | Tensor[]>
   };
   Object.defineProperty(apply, 'name', { value: name });
   return apply;
+}
+
+/**
+ * An output that is a view (of an input, or made inside forward) must not be written in place: rebasing its
+ * base's history would bypass the custom backward. PyTorch forbids it with this text.
+ */
+function forbidInplaceOnView(view: Tensor, base: Tensor, index: number, fn: string): void {
+  view._base = base._base ?? base;
+  view._viewReplay = () => {
+    throw new AutogradError(
+      `Output ${index} of ${fn} is a view and is being modified inplace. This view was created inside a custom Function ` +
+        `(or because an input was returned as-is) and the autograd logic to handle view+inplace would override the custom ` +
+        `backward associated with the custom Function, leading to incorrect gradients. This behavior is forbidden. You can ` +
+        `fix this by cloning the output of the custom Function.`,
+    );
+  };
 }
 
 /** PyTorch's validate_outputs for a custom backward: one gradient per input, tensors only for tensor inputs, shapes that sum to the input's. */
