@@ -8,6 +8,7 @@ export type { CreateOptions, TensorOptions } from './runtime/ops/creation.js';
 export type { IndexSpec } from './runtime/ops/view.js';
 export { manualSeed } from './runtime/random.js';
 export { noGrad, isGradEnabled, withGradMode } from './runtime/autograd.js';
+export { defineFunction, FunctionCtx, type FunctionSpec } from './runtime/custom-function.js';
 export { allclose } from './testing.js';
 export { ops } from './ops.js';
 export * as nn from './runtime/nn/index.js';

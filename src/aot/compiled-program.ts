@@ -1,5 +1,5 @@
 import type { GraphModule } from '../graph/graph-module.js';
-import { GradNode, isGradEnabled, withGradMode } from '../runtime/autograd.js';
+import { MultiOutputGradNode, OutputEdge, isGradEnabled, withGradMode } from '../runtime/autograd.js';
 import { OPS } from '../runtime/op.js';
 import type { ViewStep } from '../runtime/ops/view.js';
 import { Tensor } from '../runtime/tensor.js';
@@ -23,9 +23,6 @@ export interface CompilerSet {
   readonly inferenceCompiler: Compiler;
   readonly partitionFn: PartitionFn;
 }
-
-/** A 0-d placeholder the per-output tape nodes hand on: the real gradients travel in `slots`. */
-const TOKEN = Tensor.fromData(new Float32Array(1), [], 'float32');
 
 export class CompiledProgram {
   private forward!: (...args: Tensor[]) => unknown;
@@ -109,16 +106,14 @@ export class CompiledProgram {
   }
 
   /**
-   * One tape node for the whole backward (its edges go to the primals), reached through one node per
-   * differentiable output that parks the output's gradient in a slot: the engine runs the backward node
-   * once, after every output node it reaches, which is when all slots that will be filled are filled.
+   * One tape node for the whole backward (PyTorch's CompiledFunctionBackward), its edges to the primals;
+   * each differentiable output reaches it through an OutputEdge, so it runs once with every output's gradient.
    */
   private attachBackward(primals: Tensor[], fwd: Tensor[], saved: Tensor[]): void {
     const { program, id } = this;
-    const slots: (Tensor | null)[] = program.tangentsFor.map(() => null);
     let savedAlive: Tensor[] | null = saved;
     const edges = primals.map((p, i) => (program.gradFor[i] ? (p.gradFn ?? (p.requiresGrad ? p._gradAccumulator() : null)) : null));
-    const node = new GradNode('CompiledFunction', edges, () => {
+    const node = new MultiOutputGradNode('CompiledFunctionBackward', edges, program.tangentsFor.length, (slots) => {
       if (!savedAlive) {
         throw new AotError(
           `${this.what}: backward through graph ${id}_backward a second time: the tensors its forward saved were freed after the first backward (compute the outputs again)`,
@@ -133,14 +128,10 @@ export class CompiledProgram {
         );
       }
       savedAlive = null;
-      slots.fill(null);
       return grads.map((g) => (g instanceof Tensor ? g : null));
     });
     program.tangentsFor.forEach((k, j) => {
-      fwd[k]!.gradFn = new GradNode('CompiledFunctionBackward', [node], (g) => {
-        slots[j] = g;
-        return [TOKEN];
-      });
+      fwd[k]!.gradFn = new OutputEdge(node, j);
     });
   }
 

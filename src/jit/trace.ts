@@ -57,6 +57,8 @@ const VALUE_WARNING =
 class JitTracer implements TraceDispatch {
   readonly symbolic = false;
   readonly recordsEveryOp = true;
+  /** A runtime trace records the forward only: a custom-gradient function stays one call, keeping its backward. */
+  readonly customFunctions = 'opaque';
   readonly graph = new Graph();
   readonly constants = new Map<string, Tensor>();
   readonly warnings: string[] = [];

@@ -18,6 +18,32 @@ export class GradNode {
   ) {}
 }
 
+/**
+ * A node with several differentiable outputs (a custom Function's backward, which PyTorch calls once with
+ * every output's gradient). Each output tensor's gradFn is an `OutputEdge` into it; the sweep collects the
+ * gradient of output i into slot i and applies this node once, with undefined where an output got none.
+ */
+export class MultiOutputGradNode extends GradNode {
+  constructor(
+    name: string,
+    next: readonly (GradNode | null)[],
+    readonly numOutputs: number,
+    readonly applyAll: (grads: readonly (Tensor | undefined)[]) => readonly (Tensor | null | undefined)[],
+  ) {
+    super(name, next, (g) => applyAll([g]));
+  }
+}
+
+/** The gradFn of output `index` of a `MultiOutputGradNode`: routes that output's gradient into its slot. */
+export class OutputEdge extends GradNode {
+  constructor(
+    readonly owner: MultiOutputGradNode,
+    readonly index: number,
+  ) {
+    super(owner.name, [owner], (g) => [g]);
+  }
+}
+
 let gradEnabled = true;
 
 export function isGradEnabled(): boolean {
@@ -100,17 +126,32 @@ function sweep(root: GradNode, grad: Tensor, capture?: Map<GradNode, Tensor | nu
     }
   }
   const grads = new Map<GradNode, Tensor>([[root, grad]]);
+  // Gradients per output of the multi-output nodes, filled by their OutputEdges.
+  const slots = new Map<MultiOutputGradNode, (Tensor | undefined)[]>();
   const ready = [root];
   while (ready.length > 0) {
     const node = ready.pop()!;
-    const g = grads.get(node)!;
+    const g = grads.get(node);
     grads.delete(node);
-    if (capture) {
+    if (capture && g) {
       if (capture.has(node)) capture.set(node, g);
       if (node.name === 'AccumulateGrad') continue;
     }
-    for (const hook of node.preHooks) hook(g);
-    const inputGrads = node.apply(g);
+    let inputGrads: readonly (Tensor | null | undefined)[] = [];
+    if (node instanceof MultiOutputGradNode) {
+      const got = slots.get(node);
+      slots.delete(node);
+      if (got) inputGrads = node.applyAll(got);
+    } else if (g) {
+      for (const hook of node.preHooks) hook(g);
+      if (node instanceof OutputEdge) {
+        const got = slots.get(node.owner) ?? new Array<Tensor | undefined>(node.owner.numOutputs).fill(undefined);
+        got[node.index] = g;
+        slots.set(node.owner, got);
+      } else inputGrads = node.apply(g);
+    }
+    // A node reached by no gradient (a backward returned null for it) still releases the nodes after it,
+    // which may get gradients along other paths.
     node.next.forEach((nxt, i) => {
       if (!nxt) return;
       const gi = inputGrads[i];
@@ -120,7 +161,7 @@ function sweep(root: GradNode, grad: Tensor, capture?: Map<GradNode, Tensor | nu
       }
       const left = pending.get(nxt)! - 1;
       pending.set(nxt, left);
-      if (left === 0 && grads.has(nxt)) ready.push(nxt);
+      if (left === 0) ready.push(nxt);
     });
   }
 }
@@ -133,6 +174,12 @@ export class SavedTensors {
   save(t: Tensor): Tensor {
     this.saved.push({ tensor: t, version: t._storage.version });
     return t;
+  }
+
+  /** The saved tensors, after checking that none was written in place since it was saved. */
+  unpack(): Tensor[] {
+    this.check();
+    return this.saved.map((s) => s.tensor);
   }
 
   check(): void {

@@ -10,6 +10,13 @@ export interface TraceDispatch {
   readonly symbolic: boolean;
   /** Record every op called while this tracer is active, not only those given a traced value (runtime traces record `full(x.shape, 2)`). */
   readonly recordsEveryOp?: boolean;
+  /**
+   * How a custom-gradient function (`defineFunction`) called while this tracer is active is recorded: 'inline'
+   * (the default) records the ops of its forward, and of its backward when the backward sweep runs under the
+   * tracer (a joint-graph tracer); 'opaque' records one call of the function itself, so the graph keeps its
+   * custom gradient when run eagerly (PyTorch's PythonOp in a jit trace, which records the forward only).
+   */
+  readonly customFunctions?: 'inline' | 'opaque';
   isTraced(x: unknown): boolean;
   callOp(op: (...args: never[]) => unknown, args: readonly unknown[], kwargs: Readonly<Record<string, unknown>> | undefined): unknown;
   /** Told when code reads a real tensor's values (`item()`, `toArray()`, `data()`): a runtime trace freezes them. */
