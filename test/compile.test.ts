@@ -405,7 +405,6 @@ test('testing.eagerly runs compiled functions and modules as written (what KILN_
 
 test('bad options give clear errors', (t) => {
   t.throws(() => compile(new MLP(), { bakend: 'eager' } as never), { instanceOf: ValueError, message: /unknown option 'bakend'/ });
-  t.throws(() => compile(new MLP(), { backend: 'aot_eager' }), { instanceOf: KilnError, message: /kiln\/aot/ });
   t.throws(() => compile(new MLP(), { backend: 'tpu' as never }), { instanceOf: ValueError, message: /unknown backend "tpu"/ });
   t.throws(() => compile(new MLP(), { cacheSizeLimit: -1 }), { instanceOf: ValueError, message: /cacheSizeLimit/ });
   t.throws(() => compile(42 as never), { instanceOf: KilnError, message: /expected an nn.Module or a function/ });

@@ -93,6 +93,11 @@ class AotRunner {
     private readonly module?: Module,
   ) {}
 
+  /** Whether any program was compiled (so a failure now is a run-time one, not a tracing one). */
+  get compiledAny(): boolean {
+    return this.cache.size > 0;
+  }
+
   run(primals: Tensor[], tree: Tree, extraKey = ''): unknown {
     const joint = isGradEnabled() && primals.some((p) => p.requiresGrad);
     const key = callKey(tree, primals, joint, this.opts.dynamic, extraKey);
@@ -185,6 +190,11 @@ export class AotModule extends Module {
       module,
     );
     Object.defineProperty(this, 'runner', { value: runner, enumerable: false });
+  }
+
+  /** Whether a call has compiled a program yet. */
+  hasCompiled(): boolean {
+    return this.runner.compiledAny;
   }
 
   // eslint-disable-next-line @typescript-eslint/no-explicit-any

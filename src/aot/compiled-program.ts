@@ -64,7 +64,8 @@ export class CompiledProgram {
 
   run(primals: Tensor[]): unknown {
     const { program } = this;
-    const raw = this.forward(...primals);
+    // Like an autograd Function's forward: the graph records no tape (the backward graph is the tape).
+    const raw = withGradMode(false, () => this.forward(...primals));
     const expected = program.numFwdOutputs + this.numSaved;
     if (!Array.isArray(raw) || raw.length !== expected || !raw.every((t) => t instanceof Tensor || typeof t === 'number')) {
       throw new AotError(

@@ -1,6 +1,7 @@
-import { KilnError, ValueError } from '../errors.js';
+import { ValueError } from '../errors.js';
 import type { GraphModule } from '../graph/graph-module.js';
 import type { Tensor } from '../runtime/tensor.js';
+import { AotModule } from '../aot/aot-function.js';
 import { kernelsBackend } from '../kernels/program.js';
 
 /** A compiler for captured graphs: gets the GraphModule and example inputs, returns what to run instead. */
@@ -19,6 +20,12 @@ export const eagerBackend: Backend =
   (...args) =>
     gm.forward(...args);
 
+/** 'aot_eager': AOT autograd's forward and backward graphs (or its inference graph), run on the eager runtime. */
+export const aotEagerBackend: Backend = (gm) => {
+  const m = new AotModule(gm, { fwCompiler: eagerBackend });
+  return (...args) => m.forward(...args);
+};
+
 /** Count the nodes that do work (what `opCount` reports): call_function, call_method and call_module. */
 export function countOps(gm: GraphModule): number {
   let n = 0;
@@ -34,9 +41,7 @@ export function isKernelsBackend(b: BackendOption | undefined): boolean {
 export function resolveBackend(b: BackendOption | undefined): Backend {
   if (isKernelsBackend(b)) return kernelsBackend;
   if (b === 'eager') return eagerBackend;
-  if (b === 'aot_eager') {
-    throw new KilnError("compile: backend 'aot_eager' needs kiln/aot (AOT autograd), which this version does not have yet; use 'eager'");
-  }
+  if (b === 'aot_eager') return aotEagerBackend;
   if (typeof b === 'function') return b;
   if (typeof b === 'object' && b !== null && typeof b.compileGraph === 'function') return (gm, inputs) => b.compileGraph(gm, inputs);
   throw new ValueError(

@@ -3,6 +3,8 @@ import { firstGradModeNode, mayEnableGrad, restoringGradMode } from '../graph/gr
 import type { GraphModule } from '../graph/graph-module.js';
 import { Interpreter } from '../graph/interpreter.js';
 import { targetName, type Node } from '../graph/node.js';
+import { AotModule } from '../aot/aot-function.js';
+import { minCutRematerializationPartition } from '../aot/partition.js';
 import { isGradEnabled } from '../runtime/autograd.js';
 import { Tensor } from '../runtime/tensor.js';
 import { getKernelBackend } from './backend.js';
@@ -22,7 +24,9 @@ import { Plan, PlanMismatch, TooLarge } from './plan.js';
  * Later calls with the signature only run the plan, where each value is computed once.
  *
  * Autograd: kernels compute values only. When grad mode is on and an input or parameter requires grad, the
- * graph runs on the eager runtime instead, which records the tape, so gradients are exactly eager's.
+ * graph goes through AOT autograd (kiln/aot): one joint forward+backward graph, split by the min-cut
+ * partitioner, whose forward and backward graphs are compiled to kernels like any other. A graph AOT autograd
+ * cannot trace runs on the eager runtime instead (the reason is logged), which records the tape itself.
  */
 
 /** Plans kept per program; more signatures than this (shapes that keep changing) evict the oldest. */
@@ -62,6 +66,8 @@ export class KernelProgram {
   /** The graph switches grad mode (`_set_grad_enabled` nodes); `enablesGrad`: it may turn it on inside. */
   private readonly switchesGradMode: boolean;
   private readonly enablesGrad: boolean;
+  /** The graph under AOT autograd, for calls that record gradients; a string: why it runs eagerly instead. */
+  private training?: AotModule | string;
 
   constructor(
     readonly gm: GraphModule,
@@ -95,13 +101,14 @@ export class KernelProgram {
   private callOnce(args: unknown[]): unknown {
     if (this.eagerReason !== null || this.running) return this.gm.forward(...args);
     if (this.needsGrad(args)) {
-      if (!this.loggedGrad)
+      if (!this.loggedGrad && this.options.planUnderGrad)
         logLine(
           `kiln kernels: ${this.name} runs eagerly while gradients are recorded (${this.gradWhy()}, inputs or parameters require grad)`,
         );
       this.loggedGrad = true;
       const key = this.keyOf(args);
-      if (!this.options.planUnderGrad || this.gradPlans.has(key)) return this.gm.forward(...args);
+      if (!this.options.planUnderGrad) return this.callTraining(args);
+      if (this.gradPlans.has(key)) return this.gm.forward(...args);
       const rec = new Interpreter(this.gm, false);
       const result = rec.run(...args); // records the tape as gm.forward would
       this.gradPlans.set(key, this.makePlan(key, rec.env));
@@ -125,6 +132,30 @@ export class KernelProgram {
       return this.planAndRun(key, args);
     } finally {
       this.running = false;
+    }
+  }
+
+  /**
+   * A call that records gradients: the forward and backward graphs of AOT autograd, each a kernel program of
+   * its own (run under noGrad, so they plan normally). When the joint graph cannot be traced the graph runs
+   * eagerly from then on; that eager run also raises the program's own errors, if the trace failed on one.
+   */
+  private callTraining(args: unknown[]): unknown {
+    // Grad-mode regions inside the graph decide what records a tape: the eager runtime keeps them exact.
+    if (typeof this.training === 'string' || this.switchesGradMode) return this.gm.forward(...args);
+    const compiler = (g: GraphModule) => kernelsBackend(g) as unknown as (...a: Tensor[]) => unknown;
+    this.training ??= new AotModule(this.gm, {
+      fwCompiler: compiler,
+      bwCompiler: compiler,
+      partitionFn: minCutRematerializationPartition,
+    });
+    try {
+      return this.training.forward(...args);
+    } catch (e) {
+      if (this.training.hasCompiled()) throw e; // a call of compiled graphs failed: not a tracing problem
+      this.training = `AOT autograd could not trace it: ${(e as Error)?.message ?? String(e)}`;
+      logLine(`kiln kernels: ${this.name} runs eagerly while gradients are recorded (${this.training})`);
+      return this.gm.forward(...args);
     }
   }
 
