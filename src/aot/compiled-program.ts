@@ -75,9 +75,9 @@ export class CompiledProgram {
     }
     // Fresh tensor objects: a compiled graph may hand back its inputs, and the tape is attached to these.
     const fwd = (raw.slice(0, program.numFwdOutputs) as Tensor[]).map((t) => t.detach());
-    this.copyBackMutations(primals, fwd);
     const graphOuts = fwd.slice(program.numMutated);
     if (this.joint && isGradEnabled() && program.tangentsFor.length > 0) this.attachBackward(primals, fwd, raw.slice(program.numFwdOutputs) as Tensor[]);
+    this.copyBackMutations(primals, fwd);
     const outs = program.outputs.map((src) => {
       switch (src.kind) {
         case 'graph':
@@ -95,15 +95,17 @@ export class CompiledProgram {
     return unflattenTensors(program.outStructure, outs);
   }
 
+  /** New values into the caller's mutated inputs; one that requires grad is written by `copy_`, which rebases its tape. */
   private copyBackMutations(primals: Tensor[], fwd: Tensor[]): void {
     let k = 0;
-    withGradMode(false, () => {
-      for (const m of this.program.mutations) {
-        const target = primals[m.input]!;
-        if (m.layout) setLayout(target, m.layout);
-        if (m.data) target._writeFrom(fwd[k++]!);
-      }
-    });
+    for (const m of this.program.mutations) {
+      const target = primals[m.input]!;
+      if (m.layout) setLayout(target, m.layout);
+      if (!m.data) continue;
+      const value = fwd[k++]!;
+      if (value.requiresGrad && isGradEnabled()) target.copy_(value);
+      else withGradMode(false, () => target._writeFrom(value));
+    }
   }
 
   /**

@@ -8,7 +8,6 @@ import { rngState, setRngState } from '../runtime/random.js';
 import { sameShape } from '../runtime/shape.js';
 import { Tensor } from '../runtime/tensor.js';
 import type { Decompositions } from './decompositions.js';
-import { AotError } from './errors.js';
 import { FxTracer } from './fx-tracer.js';
 import { flattenTensors, unflattenTensors, type Tree } from './pytree.js';
 
@@ -74,13 +73,16 @@ export function traceProgram(
   const tracer = new FxTracer(opts.decompositions, opts.what, opts.joint);
   const rng = rngState();
   const restoreState = module ? snapshotState(module) : () => {};
-  const copies = copyPrimals(primals, opts.joint, new Set(module ? [...module.parameters(), ...module.buffers()] : []));
-  copies.forEach((c, i) => tracer.placeholder(opts.naming === 'primals' ? `primals_${i + 1}` : `arg${i}_1`, c));
+  const leaves = copyPrimals(primals, opts.joint, new Set(module ? [...module.parameters(), ...module.buffers()] : []));
+  leaves.forEach((c, i) => tracer.placeholder(opts.naming === 'primals' ? `primals_${i + 1}` : `arg${i}_1`, c));
   const prev = setTraceDispatch(tracer);
   let program: TracedProgram;
   try {
-    const result = opts.joint ? run(copies) : withGradMode(false, () => run(copies));
-    program = finish(tracer, primals, copies, result, opts);
+    // A caller's non-leaf input may be written in place (eagerly allowed): the program gets a recorded clone
+    // of the leaf, so the write has a tape to rebase and the gradient still reaches the placeholder.
+    const working = leaves.map((l, i) => (opts.joint && l.requiresGrad && primals[i]!.gradFn !== null && l !== primals[i] ? l.clone() : l));
+    const result = opts.joint ? run(working) : withGradMode(false, () => run(working));
+    program = finish(tracer, primals, leaves, working, result, opts);
   } finally {
     setTraceDispatch(prev);
     setRngState(rng);
@@ -107,7 +109,14 @@ function copyPrimals(primals: readonly Tensor[], joint: boolean, asIs: ReadonlyS
   });
 }
 
-function finish(tracer: FxTracer, primals: readonly Tensor[], copies: Tensor[], result: unknown, opts: TraceProgramOptions): TracedProgram {
+function finish(
+  tracer: FxTracer,
+  primals: readonly Tensor[],
+  leaves: readonly Tensor[],
+  copies: readonly Tensor[],
+  result: unknown,
+  opts: TraceProgramOptions,
+): TracedProgram {
   const { tensors: outs, tree: outStructure } = flattenTensors(result, `${opts.what}: output`);
   const graph = tracer.graph;
   if (opts.plainOutputs) {
@@ -127,12 +136,6 @@ function finish(tracer: FxTracer, primals: readonly Tensor[], copies: Tensor[], 
     const data = tracer.wasWritten(c);
     const layoutChanged = !sameShape(c.shape, p.shape) || !sameShape(c.strides, p.strides);
     if (!data && !layoutChanged) return;
-    if (data && opts.joint && c.requiresGrad) {
-      throw new AotError(
-        `${opts.what}: input ${i} (shape [${p.shape.join(', ')}]) requires grad and is written in place by the program; ` +
-          'a leaf tensor that requires grad cannot be modified in place',
-      );
-    }
     mutations.push({
       input: i,
       data,
@@ -171,8 +174,8 @@ function finish(tracer: FxTracer, primals: readonly Tensor[], copies: Tensor[], 
   const gradNodes: Argument[] = [];
   if (opts.joint && isGradEnabled()) {
     tangentsFor = outTensors.flatMap((t, i) => (t.requiresGrad && t.dtype === 'float32' ? [i] : []));
-    const firstUse = copies.map((c, i) => copies.indexOf(c) === i);
-    gradFor = copies.map((c, i) => firstUse[i]! && c.requiresGrad);
+    const firstUse = leaves.map((c, i) => leaves.indexOf(c) === i);
+    gradFor = leaves.map((c, i) => firstUse[i]! && c.requiresGrad);
     const lastPlaceholder = graph.nodes.filter((n) => n.op === 'placeholder').at(-1);
     let at = lastPlaceholder;
     const tangents = tangentsFor.map((k, j) => {
@@ -180,7 +183,7 @@ function finish(tracer: FxTracer, primals: readonly Tensor[], copies: Tensor[], 
       at = graph.insertAfter(at, () => tracer.placeholder(`tangents_${j + 1}`, t));
       return t;
     });
-    const wanted = copies.filter((_c, i) => gradFor[i]);
+    const wanted = leaves.filter((_c, i) => gradFor[i]);
     tracer.inBackward = true;
     const grads = tangents.length && wanted.length ? gradients(tangentsFor.map((k) => outTensors[k]!), tangents, wanted) : [];
     let w = 0;
