@@ -182,7 +182,10 @@ export const GRAD_CASES: GradCase[] = [
     () => {
       const x = randn([1, 2, 5, 5]);
       const indices = ops.maxPool2dWithIndices(x, 3, 2, 1)[1]!;
-      return { fn: (go, x, i) => ops.maxPool2dWithIndicesBackward(go, x!, 3, 2, 1, 1, false, i!), inputs: [g(randn([1, 2, 3, 3])), x, indices] };
+      return {
+        fn: (go, x, i) => ops.maxPool2dWithIndicesBackward(go, x!, 3, 2, 1, 1, false, i!),
+        inputs: [g(randn([1, 2, 3, 3])), x, indices],
+      };
     },
   ],
   [
@@ -195,7 +198,10 @@ export const GRAD_CASES: GradCase[] = [
   ],
   [
     'nativeLayerNorm',
-    () => ({ fn: (x, w, b) => ops.nativeLayerNorm(x, [3, 4], w, b, 1e-5)[0]!, inputs: [g(randn([2, 3, 4])), g(randn([3, 4])), g(randn([3, 4]))] }),
+    () => ({
+      fn: (x, w, b) => ops.nativeLayerNorm(x, [3, 4], w, b, 1e-5)[0]!,
+      inputs: [g(randn([2, 3, 4])), g(randn([3, 4])), g(randn([3, 4]))],
+    }),
   ],
   [
     'nativeBatchNorm',

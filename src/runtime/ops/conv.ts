@@ -252,13 +252,7 @@ interface ConvArgs {
   mask: ConvGradMask;
 }
 
-function convArgs(
-  ctx: OpContext,
-  input: Tensor,
-  weight: Tensor,
-  bias: Tensor | null,
-  args: Omit<ConvArgs, 'biasSizes' | 'mask'>,
-): void {
+function convArgs(ctx: OpContext, input: Tensor, weight: Tensor, bias: Tensor | null, args: Omit<ConvArgs, 'biasSizes' | 'mask'>): void {
   ctx.conv = {
     ...args,
     biasSizes: bias ? [...bias.shape] : null,
@@ -270,7 +264,19 @@ function convArgs(
 
 function convBackwardOf(ctx: OpContext, g: Tensor): readonly GradResult[] {
   const a = ctx.conv as ConvArgs;
-  return convolutionBackward(g, ctx.input as Tensor, ctx.weight as Tensor, a.biasSizes, a.stride, a.padding, a.dilation, false, 0, a.groups, a.mask);
+  return convolutionBackward(
+    g,
+    ctx.input as Tensor,
+    ctx.weight as Tensor,
+    a.biasSizes,
+    a.stride,
+    a.padding,
+    a.dilation,
+    false,
+    0,
+    a.groups,
+    a.mask,
+  );
 }
 
 export const conv2d = defineOp<

@@ -88,7 +88,13 @@ export const layerNorm = defineOp<
 
 /** PyTorch's native_layer_norm: the normalised output, and the mean and 1/std over the normalised dims (kept as size-1 dims). */
 export const nativeLayerNorm = defineOp<
-  (input: Tensor, normalizedShape: readonly number[] | number, weight: Tensor | null, bias: Tensor | null, eps: number) => [Tensor, Tensor, Tensor]
+  (
+    input: Tensor,
+    normalizedShape: readonly number[] | number,
+    weight: Tensor | null,
+    bias: Tensor | null,
+    eps: number,
+  ) => [Tensor, Tensor, Tensor]
 >({
   schema: 'nativeLayerNorm(Tensor input, int|int[] normalizedShape, Tensor? weight, Tensor? bias, Scalar eps)',
   forward(ctx, x, normalizedShape, weight, bias, eps) {
@@ -287,7 +293,13 @@ export const nativeBatchNorm = defineOp<
     if (bias) y = y.add(bias.reshape(bshape));
     const empty = () => Tensor.fromData(new Float32Array(0), [0], 'float32');
     const saveMean = training ? mu.reshape([C]) : empty();
-    const saveInvstd = training ? Tensor.fromData(Float32Array.from(std.data(), (v) => 1 / v), [C], 'float32') : empty();
+    const saveInvstd = training
+      ? Tensor.fromData(
+          Float32Array.from(std.data(), (v) => 1 / v),
+          [C],
+          'float32',
+        )
+      : empty();
     Object.assign(ctx, { training, eps, mask: [x.requiresGrad, weight?.requiresGrad ?? false, bias?.requiresGrad ?? false] });
     ctx.x = ctx.save(x);
     ctx.weight = weight && ctx.save(weight);
@@ -347,11 +359,13 @@ export const nativeBatchNormBackward = defineOp<
     checkGradOutput(op, g, x.shape, `input ${fmt(x.shape)}`);
     const { dims, bshape } = channelDims(x);
     const mean = stats[0].reshape(bshape);
-    const invstd = training ? saveInvstd!.reshape(bshape) : Tensor.fromData(
-      Float32Array.from(runningVar!.contiguous().data(), (v) => 1 / Math.sqrt(v + eps)),
-      bshape,
-      'float32',
-    );
+    const invstd = training
+      ? saveInvstd!.reshape(bshape)
+      : Tensor.fromData(
+          Float32Array.from(runningVar!.contiguous().data(), (v) => 1 / Math.sqrt(v + eps)),
+          bshape,
+          'float32',
+        );
     const xhat = x.sub(mean).mul(invstd);
     let gi: Tensor | null = null;
     if (mask[0]) {
@@ -405,13 +419,14 @@ export const embedding: Op<(input: Tensor, weight: Tensor, paddingIdx?: number |
 export const embeddingDenseBackward = defineOp<
   (gradOutput: Tensor, indices: Tensor, numWeights: number, paddingIdx?: number | null, scaleGradByFreq?: boolean) => Tensor
 >({
-  schema:
-    'embeddingDenseBackward(Tensor gradOutput, Tensor indices, int numWeights, int? paddingIdx=null, bool scaleGradByFreq=false)',
+  schema: 'embeddingDenseBackward(Tensor gradOutput, Tensor indices, int numWeights, int? paddingIdx=null, bool scaleGradByFreq=false)',
   forward(ctx, g, indices, numWeights, paddingIdx = null, scaleGradByFreq = false) {
     const op = 'embeddingDenseBackward';
     checkIndices(op, indices, numWeights);
     if (g.ndim !== indices.ndim + 1 || !sameShape(g.shape.slice(0, -1), indices.shape)) {
-      throw new ShapeError(`${op}: gradOutput must have shape [${[...indices.shape, 'dim'].join(', ')}] for indices ${fmt(indices.shape)}, got ${fmt(g.shape)}`);
+      throw new ShapeError(
+        `${op}: gradOutput must have shape [${[...indices.shape, 'dim'].join(', ')}] for indices ${fmt(indices.shape)}, got ${fmt(g.shape)}`,
+      );
     }
     if (g.dtype !== 'float32') throw new DTypeError(`${op}: expected a float32 gradOutput, got ${g.dtype}`);
     const D = g.shape[g.ndim - 1]!;
@@ -703,9 +718,18 @@ export const nllLossForward = defineOp<
   },
   backward(ctx, g) {
     const args = [ctx.input, ctx.target, ctx.weight, ctx.reduction, ctx.ignoreIndex, ctx.totalWeight] as const;
-    const [input, target, weight, reduction, ignoreIndex, totalWeight] = args as unknown as [Tensor, Tensor, Tensor | null, Reduction, number, Tensor];
+    const [input, target, weight, reduction, ignoreIndex, totalWeight] = args as unknown as [
+      Tensor,
+      Tensor,
+      Tensor | null,
+      Reduction,
+      number,
+      Tensor,
+    ];
     const gi = input.requiresGrad ? nllLossBackward(g, input, target, weight, reduction, ignoreIndex, totalWeight) : null;
-    const gw = weight?.requiresGrad ? nllLossWeightBackward(g, input, target, weight, reduction, ignoreIndex, totalWeight, ctx.out as Tensor) : null;
+    const gw = weight?.requiresGrad
+      ? nllLossWeightBackward(g, input, target, weight, reduction, ignoreIndex, totalWeight, ctx.out as Tensor)
+      : null;
     return [gi, null, gw];
   },
   lower: { eager: 'nllLossForward: a loss (picks by int32 targets); losses run eagerly' },
@@ -716,7 +740,9 @@ function nllValues(input: Tensor, target: Tensor, weight: Tensor | null, ignoreI
   const { w, at } = nllTerms(input, target, weight, ignoreIndex);
   const xs = floats(input);
   const picked = Float32Array.from(at, (a) => (a < 0 ? 0 : xs[a]!));
-  const losses = Tensor.fromData(picked, [picked.length], 'float32').mul(Tensor.fromData(w, [w.length], 'float32')).neg();
+  const losses = Tensor.fromData(picked, [picked.length], 'float32')
+    .mul(Tensor.fromData(w, [w.length], 'float32'))
+    .neg();
   const wT = Tensor.fromData(w, [w.length], 'float32');
   if (reduction === 'none') {
     const outShape = input.ndim === 1 ? [] : [input.shape[0]!, ...input.shape.slice(2)];
@@ -728,7 +754,15 @@ function nllValues(input: Tensor, target: Tensor, weight: Tensor | null, ignoreI
 
 /** PyTorch's nll_loss_backward: −weight[target]·gradOutput at each target's class (÷ totalWeight for 'mean'), 0 elsewhere. */
 export const nllLossBackward = defineOp<
-  (gradOutput: Tensor, input: Tensor, target: Tensor, weight: Tensor | null, reduction: Reduction, ignoreIndex: number, totalWeight: Tensor) => Tensor
+  (
+    gradOutput: Tensor,
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | null,
+    reduction: Reduction,
+    ignoreIndex: number,
+    totalWeight: Tensor,
+  ) => Tensor
 >({
   schema:
     'nllLossBackward(Tensor gradOutput, Tensor input, Tensor target, Tensor? weight, str reduction, int ignoreIndex, Tensor totalWeight)',

@@ -62,7 +62,6 @@ function poolGeometry(op: string, p: Planes, kernelSize: Pair, stride: Pair | nu
   return { kh, kw, sh, sw, ph, pw, dh, dw, OH, OW };
 }
 
-
 /** A pooling backward's gradOutput must have the shape the forward produced from `input`. */
 function checkGradOutput(op: string, g: Tensor, input: Tensor, want: readonly number[]): Float32Array {
   if (g.dtype !== 'float32') throw new DTypeError(`${op}: expected a float32 gradOutput, got ${g.dtype}`);
