@@ -37,7 +37,8 @@ interface Resolved {
 }
 
 function resolve(options: AotOptions | undefined, what: string): Resolved {
-  if (!options || typeof options !== 'object') throw new ValueError(`${what}: expected an options object with fwCompiler, got ${typeof options}`);
+  if (!options || typeof options !== 'object')
+    throw new ValueError(`${what}: expected an options object with fwCompiler, got ${typeof options}`);
   const { fwCompiler, bwCompiler = fwCompiler, inferenceCompiler = fwCompiler, partitionFn = defaultPartition } = options;
   for (const [name, f] of [
     ['fwCompiler', fwCompiler],
@@ -72,7 +73,10 @@ function assumptionsOf(primals: readonly Tensor[]): Assumptions {
 /** The cache key of a call: everything a traced program may have specialised on, sizes aside when dynamic. */
 function callKey(tree: Tree, primals: readonly Tensor[], joint: boolean, dynamic: boolean, extra: string): string {
   const a = assumptionsOf(primals);
-  const tensors = primals.map((p, i) => `${p.dtype}${dynamic ? `r${p.ndim}` : `[${p.shape.join(',')}]`}${a.requiresGrad[i] ? 'g' : ''}${a.dupOf[i] !== i ? `=${a.dupOf[i]}` : ''}`);
+  const tensors = primals.map(
+    (p, i) =>
+      `${p.dtype}${dynamic ? `r${p.ndim}` : `[${p.shape.join(',')}]`}${a.requiresGrad[i] ? 'g' : ''}${a.dupOf[i] !== i ? `=${a.dupOf[i]}` : ''}`,
+  );
   return `${joint ? 'joint' : 'inference'}|${extra}|${JSON.stringify(tree)}|${tensors.join(';')}`;
 }
 
@@ -102,7 +106,15 @@ class AotRunner {
     const joint = isGradEnabled() && primals.some((p) => p.requiresGrad);
     const key = callKey(tree, primals, joint, this.opts.dynamic, extraKey);
     let entries = this.cache.get(key);
-    let entry = entries?.find((e) => !this.opts.dynamic || !shapeProblem(e.program.gm, e.tracedShapes, primals.map((p) => p.shape)));
+    let entry = entries?.find(
+      (e) =>
+        !this.opts.dynamic ||
+        !shapeProblem(
+          e.program.gm,
+          e.tracedShapes,
+          primals.map((p) => p.shape),
+        ),
+    );
     if (!entry) {
       entry = this.compile(primals, tree, joint);
       if (!entries) this.cache.set(key, (entries = []));
@@ -113,12 +125,17 @@ class AotRunner {
 
   compile(primals: Tensor[], tree: Tree, joint: boolean): Traced {
     const trace = (inputs: Tensor[]): TracedProgram =>
-      traceProgram(inputs, (copies) => this.call(copies, tree), {
-        joint,
-        decompositions: this.opts.decompositions,
-        what: this.what,
-        naming: 'primals',
-      }, this.module);
+      traceProgram(
+        inputs,
+        (copies) => this.call(copies, tree),
+        {
+          joint,
+          decompositions: this.opts.decompositions,
+          what: this.what,
+          naming: 'primals',
+        },
+        this.module,
+      );
     let program = trace(primals);
     if (this.opts.dynamic) {
       const gm = generaliseShapes(program.gm, primals, (inputs) => trace(inputs).gm);
@@ -175,7 +192,7 @@ function stateOf(module: Module): Tensor[] {
 /** An `nn.Module` running `module`'s forward through AOT-compiled graphs, sharing its parameters and buffers. */
 export class AotModule extends Module {
   declare readonly origModule: Module;
-  private declare readonly runner: AotRunner;
+  declare private readonly runner: AotRunner;
 
   constructor(module: Module, options: AotOptions) {
     super();
@@ -201,7 +218,10 @@ export class AotModule extends Module {
   override forward(...args: any[]): any {
     const { tensors, tree } = flattenTensors(args, 'aotModule: argument');
     const mod = this.origModule;
-    const modes = mod.modules().map((m) => (m.training ? 1 : 0)).join('');
+    const modes = mod
+      .modules()
+      .map((m) => (m.training ? 1 : 0))
+      .join('');
     return this.runner.run([...stateOf(mod), ...tensors], tree, `training=${modes}`);
   }
 }
@@ -215,7 +235,11 @@ export function aotModule(module: Module, options: AotOptions): AotModule {
  * uses after guarding the call itself): the result takes the user inputs only, and checks at run time the
  * assumptions it was compiled under (duplicated inputs, inputs that did not require grad).
  */
-export function aotModuleSimplified(module: Module, exampleInputs: readonly unknown[], options: AotOptions): (...args: unknown[]) => unknown {
+export function aotModuleSimplified(
+  module: Module,
+  exampleInputs: readonly unknown[],
+  options: AotOptions,
+): (...args: unknown[]) => unknown {
   if (!(module instanceof Module)) throw new ValueError(`aotModuleSimplified: expected an nn.Module, got ${typeof module}`);
   if (!Array.isArray(exampleInputs)) throw new ValueError(`aotModuleSimplified: exampleInputs must be an array of the arguments`);
   const opts = resolve(options, 'aotModuleSimplified');
@@ -231,7 +255,9 @@ export function aotModuleSimplified(module: Module, exampleInputs: readonly unkn
   return (...args: unknown[]) => {
     const { tensors: now, tree: nowTree } = flattenTensors(args, 'aotModuleSimplified: argument');
     if (JSON.stringify(nowTree) !== JSON.stringify(tree)) {
-      throw new AotError(`aotModuleSimplified: called with arguments shaped ${JSON.stringify(nowTree)}, but compiled for ${JSON.stringify(tree)}`);
+      throw new AotError(
+        `aotModuleSimplified: called with arguments shaped ${JSON.stringify(nowTree)}, but compiled for ${JSON.stringify(tree)}`,
+      );
     }
     return run([...stateOf(module), ...now]);
   };

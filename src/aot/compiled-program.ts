@@ -39,7 +39,14 @@ export class CompiledProgram {
   ) {}
 
   /** Partition (for a joint program) and compile the forward or inference graph now. */
-  static compile(id: number, program: TracedProgram, joint: boolean, compilers: CompilerSet, primals: Tensor[], what: string): CompiledProgram {
+  static compile(
+    id: number,
+    program: TracedProgram,
+    joint: boolean,
+    compilers: CompilerSet,
+    primals: Tensor[],
+    what: string,
+  ): CompiledProgram {
     const c = new CompiledProgram(id, program, joint, compilers, what);
     if (!joint) {
       c.forward = runCompiler(compilers.inferenceCompiler, program.gm, primals, `${id}_inference`, what);
@@ -47,7 +54,9 @@ export class CompiledProgram {
     }
     const parts = compilers.partitionFn(program.gm, { numFwdOutputs: program.numFwdOutputs });
     if (!Array.isArray(parts) || parts.length !== 2) {
-      throw new AotError(`${what}: the partition function returned ${describe(parts)} for graph ${id}; expected [forward, backward] GraphModules`);
+      throw new AotError(
+        `${what}: the partition function returned ${describe(parts)} for graph ${id}; expected [forward, backward] GraphModules`,
+      );
     }
     const [fw, bw] = parts;
     const info = partitionInfo(fw, bw);
@@ -76,7 +85,8 @@ export class CompiledProgram {
     // Fresh tensor objects: a compiled graph may hand back its inputs, and the tape is attached to these.
     const fwd = (raw.slice(0, program.numFwdOutputs) as Tensor[]).map((t) => t.detach());
     const graphOuts = fwd.slice(program.numMutated);
-    if (this.joint && isGradEnabled() && program.tangentsFor.length > 0) this.attachBackward(primals, fwd, raw.slice(program.numFwdOutputs) as Tensor[]);
+    if (this.joint && isGradEnabled() && program.tangentsFor.length > 0)
+      this.attachBackward(primals, fwd, raw.slice(program.numFwdOutputs) as Tensor[]);
     this.copyBackMutations(primals, fwd);
     const outs = program.outputs.map((src) => {
       switch (src.kind) {
@@ -148,7 +158,10 @@ export class CompiledProgram {
 }
 
 /** A metadata mutation traced on a copy (`t_`, `unsqueeze_`), applied to the caller's tensor. */
-function setLayout(t: Tensor, layout: { readonly shape: readonly number[]; readonly strides: readonly number[]; readonly offset: number }): void {
+function setLayout(
+  t: Tensor,
+  layout: { readonly shape: readonly number[]; readonly strides: readonly number[]; readonly offset: number },
+): void {
   const fields = t as unknown as { _shape: readonly number[]; strides: readonly number[]; offset: number };
   fields._shape = Object.freeze([...layout.shape]);
   fields.strides = Object.freeze([...layout.strides]);

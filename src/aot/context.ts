@@ -33,7 +33,13 @@ export function compilationContext(): string[] {
  * Run `compiler` on `gm` as graph `id`. A compiler that throws, or returns something other than a function,
  * gives an AotError naming the graph; nothing is cached by the caller, so the next call compiles again.
  */
-export function runCompiler(compiler: Compiler, gm: GraphModule, inputs: Tensor[], id: string, what: string): (...args: Tensor[]) => unknown {
+export function runCompiler(
+  compiler: Compiler,
+  gm: GraphModule,
+  inputs: Tensor[],
+  id: string,
+  what: string,
+): (...args: Tensor[]) => unknown {
   active.push(id);
   let compiled: unknown;
   try {
@@ -46,7 +52,9 @@ export function runCompiler(compiler: Compiler, gm: GraphModule, inputs: Tensor[
     active.pop();
   }
   if (typeof compiled !== 'function') {
-    throw new AotError(`${what}: the compiler for graph ${id} returned ${describe(compiled)}; a compiler must return a function that runs the graph`);
+    throw new AotError(
+      `${what}: the compiler for graph ${id} returned ${describe(compiled)}; a compiler must return a function that runs the graph`,
+    );
   }
   return compiled as (...args: Tensor[]) => unknown;
 }

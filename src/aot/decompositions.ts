@@ -10,7 +10,8 @@ import type { Tensor } from '../runtime/tensor.js';
  */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export type Decomposition = (...args: any[]) => unknown;
-export type Decompositions = ReadonlyMap<Op<(...args: never[]) => unknown> | string, Decomposition> | Readonly<Record<string, Decomposition>>;
+export type Decompositions =
+  ReadonlyMap<Op<(...args: never[]) => unknown> | string, Decomposition> | Readonly<Record<string, Decomposition>>;
 
 /** The decomposition `table` has for `op`, if any (looked up by the op itself, then by its name). */
 export function findDecomposition(table: Decompositions | undefined, op: Op<(...args: never[]) => unknown>): Decomposition | undefined {
@@ -39,10 +40,17 @@ export const defaultDecompositions: ReadonlyMap<string, Decomposition> = new Map
   [
     'linear',
     (x: Tensor, w: Tensor, b?: Tensor | null) =>
-      x.ndim === 2 && b ? ops.addmm(b, x, ops.transpose(w, 0, 1)) : b ? ops.matmul(x, ops.transpose(w, 0, 1)).add(b) : ops.matmul(x, ops.transpose(w, 0, 1)),
+      x.ndim === 2 && b
+        ? ops.addmm(b, x, ops.transpose(w, 0, 1))
+        : b
+          ? ops.matmul(x, ops.transpose(w, 0, 1)).add(b)
+          : ops.matmul(x, ops.transpose(w, 0, 1)),
   ],
-  ['mseLoss', (a: Tensor, b: Tensor, reduction = 'mean') => {
-    const sq = ops.sub(a, b).mul(ops.sub(a, b));
-    return reduction === 'none' ? sq : reduction === 'sum' ? ops.sum(sq) : ops.mean(sq);
-  }],
+  [
+    'mseLoss',
+    (a: Tensor, b: Tensor, reduction = 'mean') => {
+      const sq = ops.sub(a, b).mul(ops.sub(a, b));
+      return reduction === 'none' ? sq : reduction === 'sum' ? ops.sum(sq) : ops.mean(sq);
+    },
+  ],
 ]);

@@ -9,6 +9,7 @@ import { viewScatter, type ViewStep } from '../runtime/ops/view.js';
 import { isPlainObject } from '../runtime/plain-object.js';
 import { Tensor } from '../runtime/tensor.js';
 import { findDecomposition, type Decompositions } from './decompositions.js';
+import { FUNCTIONAL_RULES } from './functional-rules.js';
 
 /**
  * The dispatch-level tracer behind makeFx and the joint graphs of AOT autograd (PyTorch's proxy tensor mode
@@ -74,10 +75,17 @@ export class FxTracer implements TraceDispatch {
 
   callOp(op: (...args: never[]) => unknown, args: readonly unknown[], kwargs: Readonly<Record<string, unknown>> | undefined): unknown {
     const o = op as unknown as Partial<AnyOp> & ((...a: unknown[]) => unknown);
-    const decomposition = o.opName ? findDecomposition(this.decompositions, o as AnyOp) : undefined;
+    const rule = o.opName ? FUNCTIONAL_RULES.get(o.opName) : undefined;
+    const decomposition =
+      rule && (rule.applies as (...a: unknown[]) => boolean)(...args)
+        ? rule.run
+        : o.opName
+          ? findDecomposition(this.decompositions, o as AnyOp)
+          : undefined;
     // A decomposition or a composite body runs with this tracer active, so its inner ops are what gets recorded.
     if (decomposition) return decomposition(...args, ...(kwargs ? [kwargs] : []));
     if (o.composite) return o.invoke!(args, kwargs);
+    const before = this.tracedVersions([args, kwargs]);
     const prev = setTraceDispatch(null);
     let out: unknown;
     try {
@@ -85,12 +93,24 @@ export class FxTracer implements TraceDispatch {
     } finally {
       setTraceDispatch(prev);
     }
+    for (const [t, version] of before) {
+      if (t._storage.version !== version && out !== t) {
+        throw new AotError(
+          `${this.what}: '${o.opName ?? o.name}' writes its ${t.dtype} [${t.shape.join(', ')}] argument in place inside its kernel, ` +
+            'and kiln/aot has no functional form of it, so the graph would lose the write',
+        );
+      }
+    }
     const self = args[0];
     const metadataInplace = o.opName?.endsWith('_') && out === self && self instanceof Tensor;
     // t_(), unsqueeze_(), transpose_(): the tensor now stands for the functional op's result.
     const target = metadataInplace ? functionalTwin(o as AnyOp) : (op as unknown as FunctionTarget);
     this.currentOp = o.opName ?? o.name;
-    const node = this.graph.callFunction(target, args.map((a) => this.arg(a)), (kwargs ? this.arg(kwargs) : {}) as Kwargs);
+    const node = this.graph.callFunction(
+      target,
+      args.map((a) => this.arg(a)),
+      (kwargs ? this.arg(kwargs) : {}) as Kwargs,
+    );
     if (metadataInplace) {
       this.nodes.set(self, node);
       setMeta(node, self);
@@ -99,6 +119,15 @@ export class FxTracer implements TraceDispatch {
     }
     this.bind(out, node);
     if (out instanceof Tensor && self instanceof Tensor && o.opName) this.noteView(out, self, o.opName, args.slice(1), kwargs);
+    return out;
+  }
+
+  /** The storage versions of the traced tensors among `x`, to catch an op that writes one in its kernel. */
+  private tracedVersions(x: unknown, out = new Map<Tensor, number>()): Map<Tensor, number> {
+    if (x instanceof Tensor) {
+      if (this.nodes.has(x)) out.set(x, x._storage.version);
+    } else if (Array.isArray(x)) x.forEach((v) => this.tracedVersions(v, out));
+    else if (isPlainObject(x)) Object.values(x).forEach((v) => this.tracedVersions(v, out));
     return out;
   }
 
@@ -147,7 +176,13 @@ export class FxTracer implements TraceDispatch {
   }
 
   /** Remember that `out` is a view of `input` (same storage) made by `opName`, so writes can flow to its base. */
-  private noteView(out: Tensor, input: Tensor, opName: string, rest: readonly unknown[], kwargs: Readonly<Record<string, unknown>> | undefined): void {
+  private noteView(
+    out: Tensor,
+    input: Tensor,
+    opName: string,
+    rest: readonly unknown[],
+    kwargs: Readonly<Record<string, unknown>> | undefined,
+  ): void {
     if (out._storage !== input._storage || containsTensor(rest) || containsTensor(kwargs)) return;
     const step: ViewStep = [opName, rest, kwargs ?? {}];
     const parent = this.views.get(input);

@@ -22,7 +22,8 @@ export function makeFx(fn: (...args: never[]) => unknown, options: MakeFxOptions
   if (typeof fn !== 'function') throw new ValueError(`makeFx: expected a function to trace, got ${typeof fn}`);
   const decompositions = checkDecompositions(options.decompositions, 'makeFx');
   const mode = options.tracingMode ?? 'real';
-  if (mode !== 'real' && mode !== 'symbolic') throw new ValueError(`makeFx: tracingMode must be 'real' or 'symbolic', got ${JSON.stringify(mode)}`);
+  if (mode !== 'real' && mode !== 'symbolic')
+    throw new ValueError(`makeFx: tracingMode must be 'real' or 'symbolic', got ${JSON.stringify(mode)}`);
   return (...args: unknown[]) => {
     const { tensors, tree } = flattenTensors(args, 'makeFx: argument');
     const trace = (inputs: readonly (typeof tensors)[number][]) =>

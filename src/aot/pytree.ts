@@ -27,7 +27,9 @@ export function flattenTensors(v: unknown, what: string): { tensors: Tensor[]; t
     if (x === null || x === undefined || typeof x === 'number' || typeof x === 'string' || typeof x === 'boolean') {
       return { kind: 'const', value: x };
     }
-    throw new AotError(`${where}: expected tensors, arrays, plain objects, numbers, strings or booleans, got ${typeof x} ${describeValue(x)}`);
+    throw new AotError(
+      `${where}: expected tensors, arrays, plain objects, numbers, strings or booleans, got ${typeof x} ${describeValue(x)}`,
+    );
   };
   return { tensors, tree: walk(v, what) };
 }

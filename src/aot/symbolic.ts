@@ -20,7 +20,11 @@ export function shapeSpecOf(gm: GraphModule): ShapeSpec | undefined {
 }
 
 /** Why `shapes` cannot run on `gm`, or undefined when they can (a static graph needs the traced shapes). */
-export function shapeProblem(gm: GraphModule, traced: readonly (readonly number[])[], shapes: readonly (readonly number[])[]): string | undefined {
+export function shapeProblem(
+  gm: GraphModule,
+  traced: readonly (readonly number[])[],
+  shapes: readonly (readonly number[])[],
+): string | undefined {
   const spec = SPECS.get(gm) ?? { reads: [], samples: [{ shapes: traced, leaves: [] }], exprs: [], guards: [] };
   return shapeMismatch(spec, shapes);
 }
@@ -72,7 +76,10 @@ function resized(t: Tensor, shape: readonly number[]): Tensor {
     const n = shape.reduce((a, b) => a * b, 1);
     const idx = Array.from({ length: n }, (_, i) => (flat.shape[0]! ? i % flat.shape[0]! : 0));
     const values = flat.shape[0]! ? indexSelect(flat, 0, idxTensor(idx)) : flat;
-    const out = values.reshape([...shape]).contiguous().clone();
+    const out = values
+      .reshape([...shape])
+      .contiguous()
+      .clone();
     return t.requiresGrad ? out.requiresGrad_(true) : out;
   });
 }

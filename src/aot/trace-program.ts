@@ -120,12 +120,26 @@ function finish(
   const { tensors: outs, tree: outStructure } = flattenTensors(result, `${opts.what}: output`);
   const graph = tracer.graph;
   if (opts.plainOutputs) {
-    graph.output(unflattenTensors(outStructure, outs.map((o) => tracer.tensorNode(o))) as Argument);
+    graph.output(
+      unflattenTensors(
+        outStructure,
+        outs.map((o) => tracer.tensorNode(o)),
+      ) as Argument,
+    );
     graph.eliminateDeadCode();
     graph.lint();
     const gm = new GraphModule(new Module(), graph, opts.className ?? 'GraphModule', tracer.constants);
     const none: never[] = [];
-    return { gm, numFwdOutputs: outs.length, numMutated: 0, mutations: none, outputs: none, outStructure, tangentsFor: none, gradFor: none };
+    return {
+      gm,
+      numFwdOutputs: outs.length,
+      numMutated: 0,
+      mutations: none,
+      outputs: none,
+      outStructure,
+      tangentsFor: none,
+      gradFor: none,
+    };
   }
   const mutations: InputMutation[] = [];
   const graphOuts: Node[] = [];
@@ -185,7 +199,14 @@ function finish(
     });
     const wanted = leaves.filter((_c, i) => gradFor[i]);
     tracer.inBackward = true;
-    const grads = tangents.length && wanted.length ? gradients(tangentsFor.map((k) => outTensors[k]!), tangents, wanted) : [];
+    const grads =
+      tangents.length && wanted.length
+        ? gradients(
+            tangentsFor.map((k) => outTensors[k]!),
+            tangents,
+            wanted,
+          )
+        : [];
     let w = 0;
     gradFor.forEach((g) => {
       const grad = g ? grads[w++] : null;
@@ -211,4 +232,3 @@ function snapshotState(module: Module): () => void {
       }
     });
 }
-

@@ -191,7 +191,7 @@ function checkBatchNorm(op: string, x: Tensor, params: readonly (readonly [strin
 }
 
 /** The dims batch norm reduces over ([N, C, d1, …] → all but C) and the shape [1, C, 1, …] its statistics broadcast as. */
-function channelDims(x: Tensor): { dims: number[]; bshape: number[] } {
+export function channelDims(x: Tensor): { dims: number[]; bshape: number[] } {
   return {
     dims: [0, ...Array.from({ length: x.ndim - 2 }, (_, i) => i + 2)],
     bshape: x.shape.map((s, i) => (i === 1 ? s : 1)),
