@@ -20,6 +20,10 @@ import type { BatchNormExpansion, Lowered } from './lower.js';
  *   at run time, see steps/conv-weights.ts), and then a relu after it: conv → bn → relu is one GEMM call. On the bench CNN
  *   this removed the element-wise batch norm + relu kernel after each conv (1.9, 4.0, 3.7 ms of 63 ms).
  * - Views never compute: readers index the materialised tensor beneath them.
+ * - A bias gradient `sum(g, [0])` whose g is also the transposed left operand of a matmul (`mm(t(g), x)`, the
+ *   weight gradient of the same layer) joins that matmul's group: the GEMM step reads g once to place it in
+ *   wasm memory as dense rows of gᵀ and sums each row on the way (steps/matmul.ts), so the bias gradient
+ *   costs no kernel and no second pass over g.
  */
 
 export type GroupKind = 'elementwise' | 'reduce' | 'matmul' | 'conv2d' | 'pool2d' | 'gather' | 'eager';
@@ -238,7 +242,55 @@ export function partition(low: Lowered, outputs: readonly Node[]): Partition {
       root,
       members: (byRoot.get(root) ?? [root]).sort((a, b) => a - b),
     }));
-  return { groups, materialised, absorbed };
+  return { groups: fuseBiasGradients(low, groups, users, live), materialised, absorbed };
+}
+
+/** The matmul whose left operand is `t(v)` (a [1, 0] permute of the 2-D value `v`) with a 2-D right operand. */
+function isTransposedLeftOperand(low: Lowered, mm: IRNode, v: number): boolean {
+  if (mm.kind !== 'matmul' || low.ir[mm.b]!.shape.length !== 2) return false;
+  const a = low.ir[mm.a]!;
+  return a.kind === 'view' && a.arg === v && a.view.op === 'permute' && a.view.dims[0] === 1 && a.view.dims[1] === 0;
+}
+
+/**
+ * Move each lone `sum(v, [0])` (float32, v 2-D) into the group of a matmul whose left operand is `t(v)`, when the
+ * sum's value is not needed before that matmul runs (the merged step runs where the matmul's group does).
+ */
+function fuseBiasGradients(low: Lowered, groups: Group[], users: readonly number[][], live: (id: number) => boolean): Group[] {
+  // Where each value is first read: IR readers (through views) and eager steps, which run at their own IR id.
+  const eagerReaders: number[][] = low.ir.map(() => []);
+  for (const [node] of low.opaque) {
+    const at = low.irOf.get(node)!;
+    for (const input of nodesIn(node.args as Argument).concat(nodesIn(node.kwargs))) {
+      const id = low.irOf.get(input);
+      if (id !== undefined) eagerReaders[id]!.push(at);
+    }
+  }
+  const firstRead = (id: number): number => {
+    let first = Infinity;
+    for (const u of users[id]!.filter(live)) first = Math.min(first, low.ir[u]!.kind === 'view' ? firstRead(u) : u);
+    for (const at of eagerReaders[id]!) first = Math.min(first, at);
+    return first;
+  };
+  const byRoot = new Map(groups.map((g) => [g.root, g]));
+  const taken = new Set<number>();
+  const dropped = new Set<Group>();
+  for (const g of groups) {
+    const r = low.ir[g.root]!;
+    if (g.kind !== 'reduce' || r.kind !== 'reduce' || g.members.length !== 1 || r.op !== 'sum') continue;
+    const v = low.ir[r.arg]!;
+    if (v.shape.length !== 2 || v.dtype !== 'float32' || r.dims.length !== 1 || r.dims[0] !== 0) continue;
+    const host = users[r.arg]!.filter(live)
+      .flatMap((view) => users[view]!.filter(live))
+      .map((u) => byRoot.get(u))
+      .find((m) => m && !taken.has(m.root) && isTransposedLeftOperand(low, low.ir[m.root]!, r.arg) && firstRead(r.id) > m.root);
+    if (!host) continue;
+    taken.add(host.root);
+    dropped.add(g);
+    host.members.push(r.id);
+    host.members.sort((a, b) => a - b);
+  }
+  return groups.filter((g) => !dropped.has(g));
 }
 
 /** Whether IR node `user` can compute an element-wise operand inside its own kernel. */

@@ -1,16 +1,21 @@
 import { contiguousStrides } from '../../runtime/shape.js';
 import { Tensor } from '../../runtime/tensor.js';
-import { numelOf } from '../ir.js';
+import { numelOf, type IRNode } from '../ir.js';
 import { gemm, isPacked, type PackedB } from '../matmul.js';
-import { denseData, packedWeight } from './operands.js';
+import { denseData, packedWeight, placeRows } from './operands.js';
 import type { StepBuilder } from './step.js';
 
 /**
  * matmul (+ bias) (+ relu): one GEMM call with the bias and relu in its epilogue, writing into the buffer
  * liveness planning gave the result (or a fresh array when it escapes). A module tensor's B is packed once
  * per version; batched B (more than 2 dims) runs one GEMM per batch.
+ *
+ * Operand layouts, as backward graphs make them: a transposed B (`mm(g, t(w))`, a Linear weight) is packed
+ * straight from its [N, K] storage; a transposed A (`mm(t(g), x)`, a weight gradient) is read once into dense
+ * rows in wasm scratch memory, where the GEMM reads it, instead of becoming a contiguous tensor first. A bias
+ * gradient `sum(g, [0])` that partition put in this group (A = t(g)) is summed row by row in that same pass.
  */
-export const matmulStep: StepBuilder<'matmul'> = (ctx, root) => {
+export const matmulStep: StepBuilder<'matmul'> = (ctx, root, group) => {
   const id = root.id;
   const aShape = ctx.ir[root.a]!.shape;
   const bShape = ctx.ir[root.b]!.shape;
@@ -27,7 +32,15 @@ export const matmulStep: StepBuilder<'matmul'> = (ctx, root) => {
     dtype: 'float32',
     storageLength: numelOf(root.shape),
   });
-  const kind = `matmul${root.bias !== null ? '+bias' : ''}${root.relu ? '+relu' : ''}`;
+  // A fused bias gradient: the sum over dim 0 of A's untransposed value, i.e. A's row sums.
+  const sum = group.members.map((m) => ctx.ir[m]!).find((n): n is IRNode & { kind: 'reduce' } => n.kind === 'reduce') ?? null;
+  if (sum) {
+    ctx.setLayout(sum.id, { shape: sum.shape, strides: contiguousStrides(sum.shape), offset: 0, dtype: 'float32', storageLength: M });
+  }
+  // Dense rows of a 2-D A that is not contiguous at run time go to scratch (its layout is known only then).
+  const aScratch = !batched && aShape.length === 2 ? ctx.reserveScratch('matmul a', M * K) : null;
+  const aLayout = ctx.layoutOf(ctx.baseOf(root.a));
+  const kind = `matmul${aIsTransposed(ctx.ir[root.a]!, aLayout.strides) ? '(aT)' : ''}${root.bias !== null ? '+bias' : ''}${root.relu ? '+relu' : ''}${sum ? '+sum' : ''}`;
   const reads = [root.a, root.b, ...(root.bias !== null ? [root.bias] : [])].map((r) => ctx.baseOf(r));
   return {
     kind,
@@ -36,7 +49,9 @@ export const matmulStep: StepBuilder<'matmul'> = (ctx, root) => {
     defines: id,
     gemmOutput: true,
     run: (env, rt) => {
-      const a = denseData(rt.realise(env, root.a));
+      const at = rt.realise(env, root.a);
+      const sums = sum ? new Float32Array(M) : undefined;
+      const a = aScratch !== null ? placeRows(at, () => rt.scratch(aScratch, M * K), sums) : denseData(at);
       const bt = rt.realise(env, root.b);
       const bias = root.bias !== null ? denseData(rt.realise(env, root.bias)) : undefined;
       const out = rt.buffer(id) ?? new Float32Array(numelOf(root.shape));
@@ -59,6 +74,15 @@ export const matmulStep: StepBuilder<'matmul'> = (ctx, root) => {
         }
       }
       env.ir[id] = Tensor.fromData(out, root.shape, 'float32');
+      if (sum && sums) {
+        if (sum.divisor !== undefined) for (let i = 0; i < M; i++) sums[i] = sums[i]! / sum.divisor;
+        env.ir[sum.id] = Tensor.fromData(sums, sum.shape, 'float32');
+      }
     },
   };
 };
+
+/** Whether A (a [1, 0] permute view of a 2-D value with these planned strides) reads that value's columns as rows. */
+function aIsTransposed(a: IRNode, baseStrides: readonly number[]): boolean {
+  return a.kind === 'view' && a.view.op === 'permute' && baseStrides.length === 2 && baseStrides[1] === 1;
+}
