@@ -80,7 +80,11 @@ test('the MLP backward graph (784-512-512-10, batch 64) compiled equals the grap
   checkAgainstEager(t, c, args, '784-512-512-10');
   const { kinds } = planOf(c);
   // 3 weight gradients with their bias gradients, 2 input gradients, 2 masks: 7 kernels, no reduction, no copy
-  t.deepEqual(kinds, ['matmul(aT)+sum', 'matmul', 'elementwise', 'matmul(aT)+sum', 'matmul', 'elementwise', 'matmul(aT)+sum'], c.program.pprint());
+  t.deepEqual(
+    kinds,
+    ['matmul(aT)+sum', 'matmul', 'elementwise', 'matmul(aT)+sum', 'matmul', 'elementwise', 'matmul(aT)+sum'],
+    c.program.pprint(),
+  );
 });
 
 test('the MLP backward graph with the ReLU mask as g · (y > 0), at odd sizes and batch 1, equals eager', (t) => {
@@ -245,4 +249,40 @@ test('a backward graph given an integer tangent raises mm’s DTypeError', (t) =
   checkAgainstEager(t, c, [g, x], 'float');
   const err = t.throws(() => noGrad(() => c.run(g.int(), x)), { instanceOf: DTypeError });
   t.regex(err!.message, /^mm: expected float32 tensors, got self of dtype int32/);
+});
+
+test('the weight gradient as t(mm(t(x), g)) (the gradient of a Linear’s t(w)) computes mm(t(g), x): contiguous, bias gradient fused', (t) => {
+  manualSeed(13);
+  const x = randn([16, 9]);
+  const g = randn([16, 5]);
+  for (const [name, fn] of [
+    ['t(mm(t(x), g))', (xx: Tensor, gg: Tensor) => [tr(ops.mm(tr(xx), gg)), ops.sum(gg, [0])]],
+    // eager's gradLike form: the transposed product, transposed back by t's own gradient
+    ['t(t(matmul(t(g), t(t(x)))))', (xx: Tensor, gg: Tensor) => [tr(tr(ops.matmul(tr(gg), tr(tr(xx))))), ops.sum(gg, [0])]],
+    ['t(mm(t(x), g)) with g used twice', (xx: Tensor, gg: Tensor) => [tr(ops.mm(tr(xx), gg)), ops.sum(gg, [0]), ops.mul(gg, 2)]],
+  ] as const) {
+    const c = compileFn(fn, [x, g]);
+    checkAgainstEager(t, c, [x, g], name);
+    t.is(planOf(c).kinds[0], 'matmul(aT)+sum', `${name}\n${c.program.pprint()}`);
+    const [gw] = noGrad(() => c.run(x, g));
+    t.deepEqual(gw!.shape, [5, 9]);
+    t.deepEqual(gw!.strides, [9, 1], `${name}: stored as the weight is`);
+  }
+});
+
+test('a matmul read both directly and through its transpose is not rewritten', (t) => {
+  manualSeed(14);
+  const a = randn([4, 6]);
+  const b = randn([6, 3]);
+  const c = compileFn(
+    (x, y) => {
+      const p = ops.mm(x, y);
+      return [tr(p), ops.mul(p, 2)];
+    },
+    [a, b],
+  );
+  checkAgainstEager(t, c, [a, b], 'both readers');
+  t.deepEqual(planOf(c).kinds, ['matmul', 'elementwise']);
+  const odd = compileFn((x, y) => [tr(tr(tr(ops.mm(x, y))))], [a, b]);
+  checkAgainstEager(t, odd, [a, b], 't(t(t(a · b)))');
 });

@@ -20,6 +20,9 @@ import type { BatchNormExpansion, Lowered } from './lower.js';
  *   at run time, see steps/conv-weights.ts), and then a relu after it: conv → bn → relu is one GEMM call. On the bench CNN
  *   this removed the element-wise batch norm + relu kernel after each conv (1.9, 4.0, 3.7 ms of 63 ms).
  * - Views never compute: readers index the materialised tensor beneath them.
+ * - A plain 2-D matmul read only through its transpose computes that transpose instead, as t(b) · t(a): the
+ *   weight gradient `t(mm(t(x), g))` (the gradient of a Linear's t(w)) becomes `mm(t(g), x)`, stored as the
+ *   contiguous [out, in] the weight has, and its left operand t(g) is what a bias gradient can ride on (next).
  * - A bias gradient `sum(g, [0])` whose g is also the transposed left operand of a matmul (`mm(t(g), x)`, the
  *   weight gradient of the same layer) joins that matmul's group: the GEMM step reads g once to place it in
  *   wasm memory as dense rows of gᵀ and sums each row on the way (steps/matmul.ts), so the bias gradient
@@ -147,6 +150,55 @@ function foldEpilogues(low: Lowered, users: number[][], external: Set<number>, a
   }
 }
 
+/** Whether `n` is a [1, 0] permute view (a 2-D transpose). */
+function isTranspose(n: IRNode): n is IRNode & { kind: 'view' } {
+  return n.kind === 'view' && n.view.op === 'permute' && n.view.dims.length === 2 && n.view.dims[0] === 1 && n.view.dims[1] === 0;
+}
+
+/**
+ * Rewrite `t(a · b)` (a 2-D matmul, no epilogue, whose only reader is a transpose view not itself transposed again) as `t(b) · t(a)` in the
+ * view's place, in place like foldEpilogues: the view's id becomes the matmul, the old matmul is absorbed. The
+ * transposed operands are views (`t(t(x))` is x itself), appended to the IR: nothing computes them.
+ */
+function transposeProducts(low: Lowered, users: number[][], external: Set<number>, absorbed: Set<number>): void {
+  const transposeOf = (id: number, origin: IRNode['origin']): number => {
+    const n = low.ir[id]!;
+    if (isTranspose(n)) return n.arg;
+    const view = low.ir.length;
+    low.ir.push({
+      kind: 'view',
+      arg: id,
+      view: { op: 'permute', dims: [1, 0] },
+      id: view,
+      shape: [n.shape[1]!, n.shape[0]!],
+      dtype: n.dtype,
+      origin,
+      isOriginValue: false,
+    });
+    return view;
+  };
+  for (const n of [...low.ir]) {
+    if (n.kind !== 'matmul' || n.bTransposed || n.bias !== null || n.relu || n.shape.length !== 2) continue;
+    if (low.ir[n.a]!.shape.length !== 2 || low.ir[n.b]!.shape.length !== 2) continue;
+    const u = users[n.id]!;
+    const view = u.length === 1 && !external.has(n.id) ? low.ir[u[0]!]! : null;
+    // t(t(a · b)) is a · b: a transpose read only by another transpose is left as the view it is
+    if (!view || !isTranspose(view) || users[view.id]!.some((v) => isTranspose(low.ir[v]!))) continue;
+    absorbed.add(n.id);
+    const merged = [...(n.absorbed ?? []), ...(n.origin && n.origin !== view.origin ? [n.origin] : [])];
+    low.ir[view.id] = {
+      ...n,
+      id: view.id,
+      a: transposeOf(n.b, n.origin),
+      b: transposeOf(n.a, n.origin),
+      shape: view.shape,
+      origin: view.origin,
+      isOriginValue: view.isOriginValue,
+      absorbed: merged,
+    };
+  }
+}
+
 /** Whether `u` is `max(id, 0)` (either order): relu's lowering, which the GEMM epilogue applies as its activation. */
 function isReluOf(u: IRNode & { kind: 'ew' }, id: number): boolean {
   if (u.op !== 'max' || u.args.length !== 2) return false;
@@ -182,6 +234,8 @@ function foldableBatchNorm(
 export function partition(low: Lowered, outputs: readonly Node[]): Partition {
   const absorbed = new Set<number>();
   let { users, external } = readers(low, outputs);
+  transposeProducts(low, users, external, absorbed);
+  ({ users, external } = readers(low, outputs));
   foldEpilogues(low, users, external, absorbed);
   ({ users, external } = readers(low, outputs));
   const dead = new Set<number>();
@@ -249,7 +303,7 @@ export function partition(low: Lowered, outputs: readonly Node[]): Partition {
 function isTransposedLeftOperand(low: Lowered, mm: IRNode, v: number): boolean {
   if (mm.kind !== 'matmul' || low.ir[mm.b]!.shape.length !== 2) return false;
   const a = low.ir[mm.a]!;
-  return a.kind === 'view' && a.arg === v && a.view.op === 'permute' && a.view.dims[0] === 1 && a.view.dims[1] === 0;
+  return isTranspose(a) && a.arg === v;
 }
 
 /**

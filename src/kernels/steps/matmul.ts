@@ -1,9 +1,10 @@
 import { contiguousStrides } from '../../runtime/shape.js';
 import { Tensor } from '../../runtime/tensor.js';
+import { accessOf } from '../elementwise.js';
 import { numelOf, type IRNode } from '../ir.js';
 import { gemm, isPacked, type PackedB } from '../matmul.js';
 import { denseData, packedWeight, placeRows } from './operands.js';
-import type { StepBuilder } from './step.js';
+import type { StepBuilder, StepContext } from './step.js';
 
 /**
  * matmul (+ bias) (+ relu): one GEMM call with the bias and relu in its epilogue, writing into the buffer
@@ -39,8 +40,7 @@ export const matmulStep: StepBuilder<'matmul'> = (ctx, root, group) => {
   }
   // Dense rows of a 2-D A that is not contiguous at run time go to scratch (its layout is known only then).
   const aScratch = !batched && aShape.length === 2 ? ctx.reserveScratch('matmul a', M * K) : null;
-  const aLayout = ctx.layoutOf(ctx.baseOf(root.a));
-  const kind = `matmul${aIsTransposed(ctx.ir[root.a]!, aLayout.strides) ? '(aT)' : ''}${root.bias !== null ? '+bias' : ''}${root.relu ? '+relu' : ''}${sum ? '+sum' : ''}`;
+  const kind = `matmul${aIsTransposed(ctx, root.a) ? '(aT)' : ''}${root.bias !== null ? '+bias' : ''}${root.relu ? '+relu' : ''}${sum ? '+sum' : ''}`;
   const reads = [root.a, root.b, ...(root.bias !== null ? [root.bias] : [])].map((r) => ctx.baseOf(r));
   return {
     kind,
@@ -82,7 +82,11 @@ export const matmulStep: StepBuilder<'matmul'> = (ctx, root, group) => {
   };
 };
 
-/** Whether A (a [1, 0] permute view of a 2-D value with these planned strides) reads that value's columns as rows. */
-function aIsTransposed(a: IRNode, baseStrides: readonly number[]): boolean {
-  return a.kind === 'view' && a.view.op === 'permute' && baseStrides.length === 2 && baseStrides[1] === 1;
+/** Whether A, as planned, is a 2-D view whose rows run down its storage's columns (`t(g)` of a contiguous g). */
+function aIsTransposed(ctx: StepContext, a: number): boolean {
+  const { access } = accessOf(ctx.codegen, a);
+  if (access.layers.length !== 1 || access.layers[0]!.shape.length !== 2) return false;
+  const [rows, cols] = access.layers[0]!.shape as [number, number];
+  const [rowStride, colStride] = access.layers[0]!.strides as [number, number];
+  return rows > 1 && cols > 1 && rowStride === 1 && colStride !== 1;
 }
