@@ -156,9 +156,10 @@ function isTranspose(n: IRNode): n is IRNode & { kind: 'view' } {
 }
 
 /**
- * Rewrite `t(a · b)` (a 2-D matmul, no epilogue, whose only reader is a transpose view not itself transposed again) as `t(b) · t(a)` in the
- * view's place, in place like foldEpilogues: the view's id becomes the matmul, the old matmul is absorbed. The
- * transposed operands are views (`t(t(x))` is x itself), appended to the IR: nothing computes them.
+ * Rewrite `t(a · b)` (a 2-D matmul, no epilogue, whose only reader is a transpose view that is not transposed
+ * again) as `t(b) · t(a)` in the view's place, in place like foldEpilogues: the view's id becomes the matmul, the
+ * old matmul is absorbed. The transposed operands are views (`t(t(x))` is x itself), appended to the IR: nothing
+ * computes them.
  */
 function transposeProducts(low: Lowered, users: number[][], external: Set<number>, absorbed: Set<number>): void {
   const transposeOf = (id: number, origin: IRNode['origin']): number => {
