@@ -1,5 +1,5 @@
 import test, { type ExecutionContext } from 'ava';
-import { DTypeError, ShapeError, manualSeed, nn, noGrad, ops, randn, type Tensor } from '../src/index.js';
+import { DTypeError, ShapeError, manualSeed, nn, noGrad, ops, randn, tensor, type Tensor } from '../src/index.js';
 import { symbolicTrace } from '../src/fx.js';
 import { kernelsBackend, type KernelProgramCallable } from '../src/kernels/index.js';
 import { Plan } from '../src/kernels/plan.js';
@@ -285,4 +285,49 @@ test('a matmul read both directly and through its transpose is not rewritten', (
   t.deepEqual(planOf(c).kinds, ['matmul', 'elementwise']);
   const odd = compileFn((x, y) => [tr(tr(tr(ops.mm(x, y))))], [a, b]);
   checkAgainstEager(t, odd, [a, b], 't(t(t(a · b)))');
+});
+
+test('the cross-entropy gradient (softmax − one-hot) · tangent / n, then the last layer: the softmax reductions, one element-wise kernel, the GEMMs', (t) => {
+  manualSeed(15);
+  const fn: Fn = (logits, onehot, tangent, h, w) => {
+    const g = ops.mul(ops.sub(ops.softmax(logits, 1), onehot), ops.mul(tangent, 1 / 64));
+    return [ops.mm(tr(g), h), ops.sum(g, [0]), ops.mm(g, w)];
+  };
+  const labels = Array.from({ length: 64 }, (_, i) => (i * 7) % 10);
+  const onehot = tensor(
+    labels.flatMap((l) => Array.from({ length: 10 }, (_, j) => Number(j === l))),
+    { shape: [64, 10] },
+  );
+  const args = [randn([64, 10]), onehot, randn([]), randn([64, 512]), randn([10, 512])];
+  const c = compileFn(fn, args);
+  checkAgainstEager(t, c, args, 'cross-entropy backward');
+  const kinds = planOf(c).kinds;
+  t.deepEqual(kinds.slice(-3), ['elementwise', 'matmul(aT)+sum', 'matmul'], c.program.pprint());
+  t.true(
+    kinds.slice(0, -3).every((k) => k.startsWith('reduce')),
+    c.program.pprint(),
+  );
+});
+
+test('a GEMM left operand in other strided layouts (a column slice, every other row, the transpose of a slice) equals eager', (t) => {
+  manualSeed(16);
+  const a = randn([12, 9]);
+  const b = randn([5, 4]);
+  const c6 = randn([6, 4]);
+  for (const [name, fn, args] of [
+    ['mm(a[:, 2:7], b)', (x: Tensor, y: Tensor) => [ops.mm(ops.slice(x, 1, 2, 7), y)], [a, b]],
+    ['mm(a[::2, :5], b)', (x: Tensor, y: Tensor) => [ops.mm(ops.slice(ops.slice(x, 0, 0, 12, 2), 1, 0, 5), y)], [a, b]],
+    [
+      'mm(t(a[::2]), c) with the sum of a[::2] fused',
+      (x: Tensor, y: Tensor) => {
+        const v = ops.slice(x, 0, 0, 12, 2);
+        return [ops.mm(tr(v), y), ops.sum(v, [0])];
+      },
+      [a, c6],
+    ],
+  ] as const) {
+    const c = compileFn(fn, args);
+    checkAgainstEager(t, c, args, name);
+    t.is(planOf(c).plan.steps.length, 1, `${name}\n${c.program.pprint()}`);
+  }
 });
