@@ -79,12 +79,41 @@ test('the MLP backward graph (784-512-512-10, batch 64) compiled equals the grap
   const c = compileFn(mlpBackward(maskWhere, 10), args);
   checkAgainstEager(t, c, args, '784-512-512-10');
   const { kinds } = planOf(c);
-  // 3 weight gradients with their bias gradients, 2 input gradients, 2 masks: 7 kernels, no reduction, no copy
-  t.deepEqual(
-    kinds,
-    ['matmul(aT)+sum', 'matmul', 'elementwise', 'matmul(aT)+sum', 'matmul', 'elementwise', 'matmul(aT)+sum'],
-    c.program.pprint(),
+  // 3 weight gradients with their bias gradients, 2 input gradients with the ReLU mask as their epilogue:
+  // 5 GEMM steps, no reduction kernel, no element-wise kernel, no copy
+  t.deepEqual(kinds, ['matmul(aT)+sum', 'matmul+mask', 'matmul(aT)+sum', 'matmul+mask', 'matmul(aT)+sum'], c.program.pprint());
+  t.regex(c.program.pprint(), /matmul\+mask +\[64, 512\] +mm_1, gt, where\n/);
+});
+
+test('ReLU’s mask as a GEMM epilogue keeps where’s NaN semantics: NaN in y or a masked product gives 0', (t) => {
+  const g = tensor([NaN, 1, 2, Infinity, -1, 0.5], { shape: [3, 2] });
+  const w = tensor([1, 2, 3, 4, 5, 6], { shape: [2, 3] });
+  const y = tensor([-1, 2, 3, NaN, 0, 1, 1, 2, -0.5], { shape: [3, 3] });
+  const c = compileFn((gg, ww, yy) => [maskWhere(ops.mm(gg, ww), yy)], [g, w, y]);
+  checkAgainstEager(t, c, [g, w, y], 'NaN and Inf');
+  t.deepEqual(planOf(c).kinds, ['matmul+mask']);
+  const out = noGrad(() => c.run(g, w, y))[0]!;
+  t.deepEqual(Array.from(out.data()).slice(0, 3), [0, NaN, NaN]); // row 0's product is NaN: masked where y ≤ 0
+  t.is(out.data()[3], 0, 'y NaN masks');
+});
+
+test('a ReLU mask written g · (y > 0), or read twice, stays an element-wise kernel', (t) => {
+  manualSeed(17);
+  const g = randn([6, 4]);
+  const w = randn([4, 5]);
+  const y = randn([6, 5]);
+  const mul = compileFn((gg, ww, yy) => [maskMul(ops.mm(gg, ww), yy)], [g, w, y]);
+  checkAgainstEager(t, mul, [g, w, y], 'mul form');
+  t.deepEqual(planOf(mul).kinds, ['matmul', 'elementwise']);
+  const shared = compileFn(
+    (gg, ww, yy) => {
+      const p = ops.mm(gg, ww);
+      return [maskWhere(p, yy), p];
+    },
+    [g, w, y],
   );
+  checkAgainstEager(t, shared, [g, w, y], 'product read twice');
+  t.deepEqual(planOf(shared).kinds, ['matmul', 'elementwise']);
 });
 
 test('the MLP backward graph with the ReLU mask as g · (y > 0), at odd sizes and batch 1, equals eager', (t) => {

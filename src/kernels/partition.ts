@@ -20,6 +20,8 @@ import type { BatchNormExpansion, Lowered } from './lower.js';
  *   at run time, see steps/conv-weights.ts), and then a relu after it: conv → bn → relu is one GEMM call. On the bench CNN
  *   this removed the element-wise batch norm + relu kernel after each conv (1.9, 4.0, 3.7 ms of 63 ms).
  * - Views never compute: readers index the materialised tensor beneath them.
+ * - ReLU's backward `where(y > 0, g, 0)` of a matmul's product g (its only reader) is that matmul's epilogue: the
+ *   step zeroes the product where y ≤ 0 while it is in wasm memory, instead of an element-wise kernel copying it.
  * - A plain 2-D matmul read only through its transpose computes that transpose instead, as t(b) · t(a): the
  *   weight gradient `t(mm(t(x), g))` (the gradient of a Linear's t(w)) becomes `mm(t(g), x)`, stored as the
  *   contiguous [out, in] the weight has, and its left operand t(g) is what a bias gradient can ride on (next).
@@ -77,7 +79,7 @@ export function reads(n: IRNode): number[] {
     case 'reduce':
       return [n.arg];
     case 'matmul':
-      return n.bias === null ? [n.a, n.b] : [n.a, n.b, n.bias];
+      return [n.a, n.b, ...(n.bias === null ? [] : [n.bias]), ...(n.mask === undefined ? [] : [n.mask])];
     case 'conv2d': {
       const ids = n.bias === null ? [n.x, n.w] : [n.x, n.w, n.bias];
       if (n.bn) for (const id of [n.bn.mean, n.bn.variance, n.bn.weight, n.bn.bias]) if (id !== null) ids.push(id);
@@ -127,6 +129,7 @@ function foldEpilogues(low: Lowered, users: number[][], external: Set<number>, a
         cur = low.ir[bn.out]!;
         continue;
       }
+      if (cur.kind === 'matmul' && cur.mask !== undefined) break; // the mask runs after the GEMM's own epilogue: nothing folds after it
       const u = soleUser(cur.id);
       if (!u || u.kind !== 'ew') break;
       let next: IRNode | null = null;
@@ -141,9 +144,16 @@ function foldEpilogues(low: Lowered, users: number[][], external: Set<number>, a
           }
         }
       }
+      const mask = cur.kind === 'matmul' && !cur.relu && cur.mask === undefined ? reluMaskOf(low, u, cur.id, users, external) : null;
+      if (mask) {
+        absorbed.add(mask.gt);
+        next = { ...cur, id: u.id, mask: mask.y } as IRNode;
+      }
       if (!next) break;
       absorbed.add(cur.id);
       const merged = [...(cur.absorbed ?? []), ...(cur.origin && cur.origin !== u.origin ? [cur.origin] : [])];
+      const comparison = mask ? low.ir[mask.gt]!.origin : null; // the y > 0 node the mask replaced
+      if (comparison && comparison !== u.origin && !merged.includes(comparison)) merged.push(comparison);
       low.ir[u.id] = { ...next, origin: u.origin, isOriginValue: u.isOriginValue, dtype: u.dtype, absorbed: merged } as IRNode;
       cur = low.ir[u.id]!;
     }
@@ -198,6 +208,28 @@ function transposeProducts(low: Lowered, users: number[][], external: Set<number
       absorbed: merged,
     };
   }
+}
+
+/**
+ * When `u` is `where(gt(y, 0), id, 0)` (ReLU's backward, PyTorch's threshold_backward at 0) with y float32 of `u`'s
+ * shape and the comparison read by nothing else: y, and the comparison node, which the epilogue replaces.
+ */
+function reluMaskOf(
+  low: Lowered,
+  u: IRNode & { kind: 'ew' },
+  id: number,
+  users: readonly number[][],
+  external: ReadonlySet<number>,
+): { y: number; gt: number } | null {
+  if (u.op !== 'where' || u.args.length !== 3) return null;
+  const [cond, x, other] = u.args as [Operand, Operand, Operand];
+  if (!isIR(cond) || !isIR(x) || x.ir !== id || isIR(other) || !Object.is(other.value, 0)) return null;
+  const gt = low.ir[cond.ir]!;
+  if (gt.kind !== 'ew' || gt.op !== 'gt' || gt.args.length !== 2 || users[gt.id]!.length !== 1 || external.has(gt.id)) return null;
+  const [y, zero] = gt.args as [Operand, Operand];
+  if (!isIR(y) || isIR(zero) || zero.value !== 0) return null;
+  const yn = low.ir[y.ir]!;
+  return yn.dtype === 'float32' && sameShape(yn.shape, u.shape) && sameShape(u.shape, low.ir[id]!.shape) ? { y: y.ir, gt: gt.id } : null;
 }
 
 /** Whether `u` is `max(id, 0)` (either order): relu's lowering, which the GEMM epilogue applies as its activation. */

@@ -15,6 +15,7 @@ import type { StepBuilder, StepContext } from './step.js';
  * straight from its [N, K] storage; a transposed A (`mm(t(g), x)`, a weight gradient) is read once into dense
  * rows in wasm scratch memory, where the GEMM reads it, instead of becoming a contiguous tensor first. A bias
  * gradient `sum(g, [0])` that partition put in this group (A = t(g)) is summed row by row in that same pass.
+ * ReLU's backward folded in as `mask` zeroes the product where the saved ReLU output is ≤ 0, in place.
  */
 export const matmulStep: StepBuilder<'matmul'> = (ctx, root, group) => {
   const id = root.id;
@@ -40,8 +41,10 @@ export const matmulStep: StepBuilder<'matmul'> = (ctx, root, group) => {
   }
   // Dense rows of a 2-D A that is not contiguous at run time go to scratch (its layout is known only then).
   const aScratch = !batched && aShape.length === 2 ? ctx.reserveScratch('matmul a', M * K) : null;
-  const kind = `matmul${aIsTransposed(ctx, root.a) ? '(aT)' : ''}${root.bias !== null ? '+bias' : ''}${root.relu ? '+relu' : ''}${sum ? '+sum' : ''}`;
-  const reads = [root.a, root.b, ...(root.bias !== null ? [root.bias] : [])].map((r) => ctx.baseOf(r));
+  const kind = `matmul${aIsTransposed(ctx, root.a) ? '(aT)' : ''}${root.bias !== null ? '+bias' : ''}${root.relu ? '+relu' : ''}${root.mask !== undefined ? '+mask' : ''}${sum ? '+sum' : ''}`;
+  const reads = [root.a, root.b, ...(root.bias !== null ? [root.bias] : []), ...(root.mask !== undefined ? [root.mask] : [])].map((r) =>
+    ctx.baseOf(r),
+  );
   return {
     kind,
     note: '',
@@ -72,6 +75,11 @@ export const matmulStep: StepBuilder<'matmul'> = (ctx, root, group) => {
             out: out.subarray(i * M * N, (i + 1) * M * N),
           });
         }
+      }
+      if (root.mask !== undefined) {
+        // where(y > 0, product, 0): NaN in y zeroes too, as the comparison does
+        const y = denseData(rt.realise(env, root.mask));
+        for (let i = 0; i < out.length; i++) if (!(y[i]! > 0)) out[i] = 0;
       }
       env.ir[id] = Tensor.fromData(out, root.shape, 'float32');
       if (sum && sums) {
