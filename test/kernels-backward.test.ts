@@ -360,3 +360,23 @@ test('a GEMM left operand in other strided layouts (a column slice, every other 
     t.is(planOf(c).plan.steps.length, 1, `${name}\n${c.program.pprint()}`);
   }
 });
+
+test('backward-graph patterns at random sizes (1 to 40) equal eager', (t) => {
+  manualSeed(18);
+  let seed = 7;
+  const size = () => {
+    seed = (seed * 1103515245 + 12345) % 2147483648;
+    return 1 + (seed % 40);
+  };
+  const fn: Fn = (x, g, w, y) => {
+    const ga = maskWhere(ops.mm(g, w), y); // [B, I]
+    return [tr(ops.mm(tr(x), g)), ops.sum(g, [0], true), ops.mm(tr(ga), x), ops.mean(ga, [0]), ga];
+  };
+  for (let i = 0; i < 8; i++) {
+    const [B, I, O] = [size(), size(), size()];
+    const args = [randn([B, I]), randn([B, O]), randn([O, I]), randn([B, I])];
+    const c = compileFn(fn, args);
+    checkAgainstEager(t, c, args, `B=${B} I=${I} O=${O}`);
+    t.false(planOf(c).kinds.includes('eager'), c.program.pprint());
+  }
+});
