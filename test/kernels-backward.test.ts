@@ -380,3 +380,17 @@ test('backward-graph patterns at random sizes (1 to 40) equal eager', (t) => {
     t.false(planOf(c).kinds.includes('eager'), c.program.pprint());
   }
 });
+
+test('a parameter passed to a compiled graph as an input is packed once per version: updated in place, the next call sees it', (t) => {
+  manualSeed(19);
+  const w = randn([7, 5]).requiresGrad_(true);
+  const b = randn([7]).requiresGrad_(true);
+  const x = randn([4, 5]);
+  const fwd: Fn = (xx, ww, bb) => [ops.relu(ops.addmm(bb, xx, tr(ww))), ops.mm(xx, tr(ww))];
+  const c = compileFn(fwd, [x, w, b]);
+  checkAgainstEager(t, c, [x, w, b], 'first weights');
+  noGrad(() => w.mul_(-0.5)); // an optimizer step: in place, bumping the version
+  checkAgainstEager(t, c, [x, w, b], 'after an in-place update');
+  noGrad(() => w.copy_(randn([7, 5])));
+  checkAgainstEager(t, c, [x, w, b], 'after copy_');
+});

@@ -9,7 +9,9 @@ import type { StepBuilder, StepContext } from './step.js';
 /**
  * matmul (+ bias) (+ relu): one GEMM call with the bias and relu in its epilogue, writing into the buffer
  * liveness planning gave the result (or a fresh array when it escapes). A module tensor's B is packed once
- * per version; batched B (more than 2 dims) runs one GEMM per batch.
+ * per version, and so is a parameter passed in as a graph input (AOT graphs take parameters as inputs: an
+ * inference graph called again and again with the same weights packs them once); batched B (more than 2 dims)
+ * runs one GEMM per batch.
  *
  * Operand layouts, as backward graphs make them: a transposed B (`mm(g, t(w))`, a Linear weight) is packed
  * straight from its [N, K] storage; a transposed A (`mm(t(g), x)`, a weight gradient) is read once into dense
@@ -27,6 +29,7 @@ export const matmulStep: StepBuilder<'matmul'> = (ctx, root, group) => {
   const batch = batched ? numelOf(bShape.slice(0, -2)) : 1;
   const M = numelOf(aShape) / K / batch;
   const bIsModuleTensor = ctx.isModuleTensor(root.b);
+  const bBase = ctx.baseOf(root.b);
   ctx.setLayout(id, {
     shape: root.shape,
     strides: contiguousStrides(root.shape),
@@ -64,7 +67,7 @@ export const matmulStep: StepBuilder<'matmul'> = (ctx, root, group) => {
         const transposedView = !root.bTransposed && bt.ndim === 2 && bt.strides[0] === 1 && bt.strides[1] === K && K > 1;
         const bT = root.bTransposed || transposedView;
         let b: Float32Array | PackedB;
-        if (bIsModuleTensor) b = packedWeight(transposedView ? bt.t() : bt, K, N, bT);
+        if (bIsModuleTensor || isParameter(env.ir[bBase])) b = packedWeight(transposedView ? bt.t() : bt, K, N, bT);
         else b = transposedView ? denseData(bt.t()) : denseData(bt);
         gemm(a, b, M, K, N, { ...opts, bTransposed: !isPacked(b) && bT, out });
       } else {
@@ -97,4 +100,13 @@ function aIsTransposed(ctx: StepContext, a: number): boolean {
   const [rows, cols] = access.layers[0]!.shape as [number, number];
   const [rowStride, colStride] = access.layers[0]!.strides as [number, number];
   return rows > 1 && cols > 1 && rowStride === 1 && colStride !== 1;
+}
+
+/**
+ * A leaf that requires grad (a parameter, as AOT graphs receive them): like a module tensor, its packed form is kept
+ * per storage version. Other inputs (activations, gradients) are packed per call and not kept, so wasm memory
+ * does not fill with packed copies of values used once.
+ */
+function isParameter(t: Tensor | undefined): boolean {
+  return t !== undefined && t.isLeaf && t.requiresGrad;
 }
