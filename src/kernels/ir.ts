@@ -65,6 +65,8 @@ export type IRKind =
       readonly bTransposed: boolean;
       readonly bias: number | null;
       readonly relu: boolean;
+      /** ReLU's backward as an epilogue, `where(mask > 0, ·, 0)`: the IR value (the saved ReLU output) whose ≤ 0 entries zero the product. */
+      readonly mask?: number;
     }
   /** conv2d (+ bias) (then an eval-mode batch norm folded into its weight and bias) (then relu, from `max(·, 0)`). */
   | {

@@ -20,6 +20,15 @@ import type { BatchNormExpansion, Lowered } from './lower.js';
  *   at run time, see steps/conv-weights.ts), and then a relu after it: conv → bn → relu is one GEMM call. On the bench CNN
  *   this removed the element-wise batch norm + relu kernel after each conv (1.9, 4.0, 3.7 ms of 63 ms).
  * - Views never compute: readers index the materialised tensor beneath them.
+ * - ReLU's backward `where(y > 0, g, 0)` of a matmul's product g (its only reader) is that matmul's epilogue: the
+ *   step zeroes the product where y ≤ 0 while it is in wasm memory, instead of an element-wise kernel copying it.
+ * - A plain 2-D matmul read only through its transpose computes that transpose instead, as t(b) · t(a): the
+ *   weight gradient `t(mm(t(x), g))` (the gradient of a Linear's t(w)) becomes `mm(t(g), x)`, stored as the
+ *   contiguous [out, in] the weight has, and its left operand t(g) is what a bias gradient can ride on (next).
+ * - A bias gradient `sum(g, [0])` whose g is also the transposed left operand of a matmul (`mm(t(g), x)`, the
+ *   weight gradient of the same layer) joins that matmul's group: the GEMM step reads g once to place it in
+ *   wasm memory as dense rows of gᵀ and sums each row on the way (steps/matmul.ts), so the bias gradient
+ *   costs no kernel and no second pass over g.
  */
 
 export type GroupKind = 'elementwise' | 'reduce' | 'matmul' | 'conv2d' | 'pool2d' | 'gather' | 'eager';
@@ -70,7 +79,7 @@ export function reads(n: IRNode): number[] {
     case 'reduce':
       return [n.arg];
     case 'matmul':
-      return n.bias === null ? [n.a, n.b] : [n.a, n.b, n.bias];
+      return [n.a, n.b, ...(n.bias === null ? [] : [n.bias]), ...(n.mask === undefined ? [] : [n.mask])];
     case 'conv2d': {
       const ids = n.bias === null ? [n.x, n.w] : [n.x, n.w, n.bias];
       if (n.bn) for (const id of [n.bn.mean, n.bn.variance, n.bn.weight, n.bn.bias]) if (id !== null) ids.push(id);
@@ -120,6 +129,7 @@ function foldEpilogues(low: Lowered, users: number[][], external: Set<number>, a
         cur = low.ir[bn.out]!;
         continue;
       }
+      if (cur.kind === 'matmul' && cur.mask !== undefined) break; // the mask runs after the GEMM's own epilogue: nothing folds after it
       const u = soleUser(cur.id);
       if (!u || u.kind !== 'ew') break;
       let next: IRNode | null = null;
@@ -134,13 +144,92 @@ function foldEpilogues(low: Lowered, users: number[][], external: Set<number>, a
           }
         }
       }
+      const mask = cur.kind === 'matmul' && !cur.relu && cur.mask === undefined ? reluMaskOf(low, u, cur.id, users, external) : null;
+      if (mask) {
+        absorbed.add(mask.gt);
+        next = { ...cur, id: u.id, mask: mask.y } as IRNode;
+      }
       if (!next) break;
       absorbed.add(cur.id);
       const merged = [...(cur.absorbed ?? []), ...(cur.origin && cur.origin !== u.origin ? [cur.origin] : [])];
+      const comparison = mask ? low.ir[mask.gt]!.origin : null; // the y > 0 node the mask replaced
+      if (comparison && comparison !== u.origin && !merged.includes(comparison)) merged.push(comparison);
       low.ir[u.id] = { ...next, origin: u.origin, isOriginValue: u.isOriginValue, dtype: u.dtype, absorbed: merged } as IRNode;
       cur = low.ir[u.id]!;
     }
   }
+}
+
+/** Whether `n` is a [1, 0] permute view (a 2-D transpose). */
+function isTranspose(n: IRNode): n is IRNode & { kind: 'view' } {
+  return n.kind === 'view' && n.view.op === 'permute' && n.view.dims.length === 2 && n.view.dims[0] === 1 && n.view.dims[1] === 0;
+}
+
+/**
+ * Rewrite `t(a · b)` (a 2-D matmul, no epilogue, whose only reader is a transpose view that is not transposed
+ * again) as `t(b) · t(a)` in the view's place, in place like foldEpilogues: the view's id becomes the matmul, the
+ * old matmul is absorbed. The transposed operands are views (`t(t(x))` is x itself), appended to the IR: nothing
+ * computes them.
+ */
+function transposeProducts(low: Lowered, users: number[][], external: Set<number>, absorbed: Set<number>): void {
+  const transposeOf = (id: number, origin: IRNode['origin']): number => {
+    const n = low.ir[id]!;
+    if (isTranspose(n)) return n.arg;
+    const view = low.ir.length;
+    low.ir.push({
+      kind: 'view',
+      arg: id,
+      view: { op: 'permute', dims: [1, 0] },
+      id: view,
+      shape: [n.shape[1]!, n.shape[0]!],
+      dtype: n.dtype,
+      origin,
+      isOriginValue: false,
+    });
+    return view;
+  };
+  for (const n of [...low.ir]) {
+    if (n.kind !== 'matmul' || n.bTransposed || n.bias !== null || n.relu || n.shape.length !== 2) continue;
+    if (low.ir[n.a]!.shape.length !== 2 || low.ir[n.b]!.shape.length !== 2) continue;
+    const u = users[n.id]!;
+    const view = u.length === 1 && !external.has(n.id) ? low.ir[u[0]!]! : null;
+    // t(t(a · b)) is a · b: a transpose read only by another transpose is left as the view it is
+    if (!view || !isTranspose(view) || users[view.id]!.some((v) => isTranspose(low.ir[v]!))) continue;
+    absorbed.add(n.id);
+    const merged = [...(n.absorbed ?? []), ...(n.origin && n.origin !== view.origin ? [n.origin] : [])];
+    low.ir[view.id] = {
+      ...n,
+      id: view.id,
+      a: transposeOf(n.b, n.origin),
+      b: transposeOf(n.a, n.origin),
+      shape: view.shape,
+      origin: view.origin,
+      isOriginValue: view.isOriginValue,
+      absorbed: merged,
+    };
+  }
+}
+
+/**
+ * When `u` is `where(gt(y, 0), id, 0)` (ReLU's backward, PyTorch's threshold_backward at 0) with y float32 of `u`'s
+ * shape and the comparison read by nothing else: y, and the comparison node, which the epilogue replaces.
+ */
+function reluMaskOf(
+  low: Lowered,
+  u: IRNode & { kind: 'ew' },
+  id: number,
+  users: readonly number[][],
+  external: ReadonlySet<number>,
+): { y: number; gt: number } | null {
+  if (u.op !== 'where' || u.args.length !== 3) return null;
+  const [cond, x, other] = u.args as [Operand, Operand, Operand];
+  if (!isIR(cond) || !isIR(x) || x.ir !== id || isIR(other) || !Object.is(other.value, 0)) return null;
+  const gt = low.ir[cond.ir]!;
+  if (gt.kind !== 'ew' || gt.op !== 'gt' || gt.args.length !== 2 || users[gt.id]!.length !== 1 || external.has(gt.id)) return null;
+  const [y, zero] = gt.args as [Operand, Operand];
+  if (!isIR(y) || isIR(zero) || zero.value !== 0) return null;
+  const yn = low.ir[y.ir]!;
+  return yn.dtype === 'float32' && sameShape(yn.shape, u.shape) && sameShape(u.shape, low.ir[id]!.shape) ? { y: y.ir, gt: gt.id } : null;
 }
 
 /** Whether `u` is `max(id, 0)` (either order): relu's lowering, which the GEMM epilogue applies as its activation. */
@@ -178,6 +267,8 @@ function foldableBatchNorm(
 export function partition(low: Lowered, outputs: readonly Node[]): Partition {
   const absorbed = new Set<number>();
   let { users, external } = readers(low, outputs);
+  transposeProducts(low, users, external, absorbed);
+  ({ users, external } = readers(low, outputs));
   foldEpilogues(low, users, external, absorbed);
   ({ users, external } = readers(low, outputs));
   const dead = new Set<number>();
@@ -238,7 +329,55 @@ export function partition(low: Lowered, outputs: readonly Node[]): Partition {
       root,
       members: (byRoot.get(root) ?? [root]).sort((a, b) => a - b),
     }));
-  return { groups, materialised, absorbed };
+  return { groups: fuseBiasGradients(low, groups, users, live), materialised, absorbed };
+}
+
+/** The matmul whose left operand is `t(v)` (a [1, 0] permute of the 2-D value `v`) with a 2-D right operand. */
+function isTransposedLeftOperand(low: Lowered, mm: IRNode, v: number): boolean {
+  if (mm.kind !== 'matmul' || low.ir[mm.b]!.shape.length !== 2) return false;
+  const a = low.ir[mm.a]!;
+  return isTranspose(a) && a.arg === v;
+}
+
+/**
+ * Move each lone `sum(v, [0])` (float32, v 2-D) into the group of a matmul whose left operand is `t(v)`, when the
+ * sum's value is not needed before that matmul runs (the merged step runs where the matmul's group does).
+ */
+function fuseBiasGradients(low: Lowered, groups: Group[], users: readonly number[][], live: (id: number) => boolean): Group[] {
+  // Where each value is first read: IR readers (through views) and eager steps, which run at their own IR id.
+  const eagerReaders: number[][] = low.ir.map(() => []);
+  for (const [node] of low.opaque) {
+    const at = low.irOf.get(node)!;
+    for (const input of nodesIn(node.args as Argument).concat(nodesIn(node.kwargs))) {
+      const id = low.irOf.get(input);
+      if (id !== undefined) eagerReaders[id]!.push(at);
+    }
+  }
+  const firstRead = (id: number): number => {
+    let first = Infinity;
+    for (const u of users[id]!.filter(live)) first = Math.min(first, low.ir[u]!.kind === 'view' ? firstRead(u) : u);
+    for (const at of eagerReaders[id]!) first = Math.min(first, at);
+    return first;
+  };
+  const byRoot = new Map(groups.map((g) => [g.root, g]));
+  const taken = new Set<number>();
+  const dropped = new Set<Group>();
+  for (const g of groups) {
+    const r = low.ir[g.root]!;
+    if (g.kind !== 'reduce' || r.kind !== 'reduce' || g.members.length !== 1 || r.op !== 'sum') continue;
+    const v = low.ir[r.arg]!;
+    if (v.shape.length !== 2 || v.dtype !== 'float32' || r.dims.length !== 1 || r.dims[0] !== 0) continue;
+    const host = users[r.arg]!.filter(live)
+      .flatMap((view) => users[view]!.filter(live))
+      .map((u) => byRoot.get(u))
+      .find((m) => m && !taken.has(m.root) && isTransposedLeftOperand(low, low.ir[m.root]!, r.arg) && firstRead(r.id) > m.root);
+    if (!host) continue;
+    taken.add(host.root);
+    dropped.add(g);
+    host.members.push(r.id);
+    host.members.sort((a, b) => a - b);
+  }
+  return groups.filter((g) => !dropped.has(g));
 }
 
 /** Whether IR node `user` can compute an element-wise operand inside its own kernel. */
