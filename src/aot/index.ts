@@ -17,3 +17,4 @@ export {
   type PartitionInfo,
   type PartitionOptions,
 } from './partition.js';
+export { aotExportModule, aotExportJointSimple, type AotExportModuleOptions, type GraphSignature } from './export.js';

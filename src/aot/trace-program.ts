@@ -9,6 +9,8 @@ import { sameShape } from '../runtime/shape.js';
 import { Tensor } from '../runtime/tensor.js';
 import type { Decompositions } from './decompositions.js';
 import { FxTracer } from './fx-tracer.js';
+import { AotError } from './errors.js';
+import { onesLike } from '../runtime/ops/creation.js';
 import { flattenTensors, unflattenTensors, type Tree } from './pytree.js';
 
 /**
@@ -55,6 +57,13 @@ export interface TraceProgramOptions {
   /** Placeholder names: `primals` (`primals_1`…) or `arg` (`arg0_1`…). */
   readonly naming: 'primals' | 'arg';
   readonly className?: string;
+  /**
+   * Export of a training graph: the backward is seeded with ones for the scalar output at this index instead
+   * of taking tangents, and no other output may require grad.
+   */
+  readonly lossIndex?: number;
+  /** Export: every user output is a graph output, views and inputs included (nothing is rebuilt outside). */
+  readonly plainViews?: boolean;
   /** makeFx: the graph returns the program's own output structure, every output a node; no mutation bookkeeping. */
   readonly plainOutputs?: boolean;
 }
@@ -161,8 +170,23 @@ function finish(
     }
   });
   const numMutated = graphOuts.length;
+  for (const m of mutations) {
+    if (!m.data) continue;
+    const other = primals.findIndex((p, j) => j !== m.input && p !== primals[m.input] && p._storage === primals[m.input]!._storage);
+    if (other >= 0) {
+      throw new AotError(
+        `Encountered aliased inputs that are mutated in the graph: inputs ${Math.min(m.input, other)} and ${Math.max(m.input, other)} share memory and input ${m.input} is written in place. ` +
+          `${opts.what} cannot compile this yet; pass separate tensors (e.g. clone one of them)`,
+      );
+    }
+  }
   const bases = new Map<Tensor, number>();
   const outputs: OutputSource[] = outs.map((o) => {
+    if (opts.plainViews) {
+      graphOuts.push(tracer.tensorNode(o));
+      outTensors.push(o);
+      return { kind: 'graph', index: graphOuts.length - 1 - numMutated };
+    }
     const input = copies.indexOf(o);
     if (input >= 0) return { kind: 'input', input };
     const view = tracer.viewOf(o);
@@ -188,25 +212,23 @@ function finish(
   const gradNodes: Argument[] = [];
   if (opts.joint && isGradEnabled()) {
     tangentsFor = outTensors.flatMap((t, i) => (t.requiresGrad && t.dtype === 'float32' ? [i] : []));
+    const loss = opts.lossIndex === undefined ? undefined : lossOutput(outs, outputs, opts.lossIndex);
     const firstUse = leaves.map((c, i) => leaves.indexOf(c) === i);
     gradFor = leaves.map((c, i) => firstUse[i]! && c.requiresGrad);
     const lastPlaceholder = graph.nodes.filter((n) => n.op === 'placeholder').at(-1);
     let at = lastPlaceholder;
+    if (loss !== undefined) tangentsFor = [numMutated + loss];
     const tangents = tangentsFor.map((k, j) => {
+      if (loss !== undefined) return withGradMode(false, () => onesLike(outTensors[k]!)); // recorded: the seed is part of the graph
       const t = withGradMode(false, () => outTensors[k]!.detach().clone().fill_(1));
       at = graph.insertAfter(at, () => tracer.placeholder(`tangents_${j + 1}`, t));
       return t;
     });
+    const seeded = tangentsFor.map((k) => outTensors[k]!);
+    if (loss !== undefined) tangentsFor = []; // no tangent inputs: the seed is in the graph
     const wanted = leaves.filter((_c, i) => gradFor[i]);
     tracer.inBackward = true;
-    const grads =
-      tangents.length && wanted.length
-        ? gradients(
-            tangentsFor.map((k) => outTensors[k]!),
-            tangents,
-            wanted,
-          )
-        : [];
+    const grads = tangents.length && wanted.length ? gradients(seeded, tangents, wanted) : [];
     let w = 0;
     gradFor.forEach((g) => {
       const grad = g ? grads[w++] : null;
@@ -218,6 +240,26 @@ function finish(
   graph.lint();
   const gm = new GraphModule(new Module(), graph, opts.className ?? 'GraphModule', tracer.constants);
   return { gm, numFwdOutputs, numMutated, mutations, outputs, outStructure, tangentsFor, gradFor };
+}
+
+/** The graph-output index of the user's loss output; every other output must not require grad (PyTorch's rule). */
+function lossOutput(outs: readonly Tensor[], sources: readonly OutputSource[], lossIndex: number): number {
+  const loss = outs[lossIndex];
+  const src = sources[lossIndex];
+  if (!loss || !src || src.kind !== 'graph') {
+    throw new AotError(`aotExportModule: outputLossIndex ${lossIndex} does not name a tensor output computed by the graph (there are ${outs.length} outputs)`);
+  }
+  if (loss.numel() !== 1 || !loss.requiresGrad) {
+    throw new AotError(`aotExportModule: the loss (output ${lossIndex}) must be a scalar that requires grad, got shape [${loss.shape.join(', ')}]${loss.requiresGrad ? '' : ' that does not require grad'}`);
+  }
+  outs.forEach((o, i) => {
+    if (i !== lossIndex && o.requiresGrad) {
+      throw new AotError(
+        `Found an output of the forward that requires gradients, that was not the scalar loss. We require all outputs to the forward that are not the scalar loss to not require gradient, because we will only compute a backward graph against the scalar loss. You can fix this by calling .detach() on each of your forward outputs that is not the loss. You specified that output index ${lossIndex} is the loss, but we found that the output at index ${i} requires gradients.`,
+      );
+    }
+  });
+  return src.index;
 }
 
 /** Save the values of a module's parameters and buffers; the returned function writes them back. */
