@@ -24,6 +24,7 @@ const EAGER_OPS = [
   'unbind',
   'gather',
   'indexSelect',
+  'scatterAdd',
   'cat',
   'stack',
   'index',

@@ -144,6 +144,8 @@ export interface TensorOpMethods {
   /** Python-style indexing: `x.index([0, '1:3', null, '...'])` is `x[0, 1:3, None, ...]`. */
   index(slices: IndexSpec | readonly IndexSpec[]): Tensor;
   gather(dim: number, index: Tensor): Tensor;
+  /** PyTorch's `scatter_add`: a copy with `src` added at `index` along `dim`. */
+  scatterAdd(dim: number, index: Tensor, src: Tensor): Tensor;
 
   // ---- in-place ----
   add_(other: Tensor | number, alpha?: number): this;
@@ -253,6 +255,7 @@ export const TENSOR_METHODS: MethodImpls = {
   /** Python-style indexing: `x.index([0, '1:3', null, '...'])` is `x[0, 1:3, None, ...]`. */
   index: method(V.index),
   gather: method(V.gather),
+  scatterAdd: method(R.scatterAdd),
 
   // ---- in-place ----
   add_: inplace('add_', E.add),

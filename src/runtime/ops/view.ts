@@ -5,8 +5,9 @@ import { OPS, defineOp, type GradResult } from '../op.js';
 import { checkNumel, contiguousStrides, fmt, inferShape, normDim, numel, viewStrides } from '../shape.js';
 import { Storage, Tensor } from '../tensor.js';
 import { zeros } from './creation.js';
+import { where } from './elementwise.js';
 import { dimOf, reshapeLike } from './lowering-helpers.js';
-import { scatterInto, sumTo } from './reduce.js';
+import { scatterAdd, sumTo } from './reduce.js';
 import { noGrad } from '../autograd.js';
 
 /** Shape ops. Most are views: they share the input's storage and only change shape, strides and offset. */
@@ -362,10 +363,12 @@ export const gather = defineOp<(input: Tensor, dim: number, index: Tensor) => Te
         pos[k] = 0;
       }
     }
-    Object.assign(ctx, { shape: x.shape, d, index });
+    Object.assign(ctx, { shape: x.shape, d });
+    ctx.index = ctx.save(index);
     return Tensor.fromData(out, index.shape, x.dtype);
   },
-  backward: (ctx, g) => [scatterInto(ctx.shape as number[], ctx.d as number, ctx.index as Tensor, g)],
+  // PyTorch's gather_backward: zeros(shape).scatter_add(dim, index, grad)
+  backward: (ctx, g) => [scatterAdd(zeros(ctx.shape as number[]), ctx.d as number, ctx.index as Tensor, g)],
   lower: { eager: 'gather: no kernel for gathering along a dim by an index tensor yet' },
 });
 
@@ -387,10 +390,20 @@ export const indexSelect = defineOp<(input: Tensor, dim: number, index: Tensor) 
     const expanded = Tensor.fromData(wrapped, [wrapped.length], 'int32')
       .reshape(shape.map((s, k) => (k === d ? s : 1)))
       .expand(shape);
-    Object.assign(ctx, { shape: x.shape, d, expanded });
+    Object.assign(ctx, { shape: x.shape, d, n, outShape: shape });
+    ctx.index = ctx.save(index);
     return gather(x, d, expanded.contiguous());
   },
-  backward: (ctx, g) => [scatterInto(ctx.shape as number[], ctx.d as number, ctx.expanded as Tensor, g)],
+  backward(ctx, g) {
+    // PyTorch's index_select_backward (an index_add into zeros), from the index input with op-table calls:
+    // negative indices wrapped, then laid along `dim` and broadcast over the others
+    const { d, n } = ctx as unknown as { d: number; n: number };
+    const outShape = ctx.outShape as number[];
+    const index = ctx.index as Tensor;
+    const wrapped = where(index.lt(0), index.add(n), index);
+    const laid = wrapped.reshape(outShape.map((s, k) => (k === d ? s : 1))).expand(outShape);
+    return [scatterAdd(zeros(ctx.shape as number[]), d, laid.contiguous(), g)];
+  },
   lower: { eager: 'indexSelect: no kernel for selecting by an index tensor yet' },
 });
 
