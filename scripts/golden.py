@@ -149,6 +149,11 @@ TORCH = {
     'mm': torch.mm,
     'addmm': lambda x, m1, m2, beta=1, alpha=1: torch.addmm(x, m1, m2, beta=beta, alpha=alpha),
     'unbind': lambda x, dim=0: torch.unbind(x, dim),
+    'thresholdBackward': lambda g, x, threshold: torch.ops.aten.threshold_backward(g, x, threshold),
+    'tanhBackward': lambda g, y: torch.ops.aten.tanh_backward(g, y),
+    'sigmoidBackward': lambda g, y: torch.ops.aten.sigmoid_backward(g, y),
+    'geluBackward': lambda g, x, approximate='none': torch.ops.aten.gelu_backward(g, x, approximate=approximate),
+    'scatterAdd': lambda x, dim, index, src: x.scatter_add(dim, index, src),
     'sum': reduce_dim('sum'),
     'mean': reduce_dim('mean'),
     'max': values_indices('max'),
@@ -370,6 +375,13 @@ CASES = [
     ('addmm bias [5]', 'addmm', [r(5), r(3, 4), r(4, 5)], {}),
     ('addmm beta alpha [3,1]', 'addmm', [r(3, 1), r(3, 4), r(4, 5)], {'beta': 0.5, 'alpha': -2.0}),
     ('unbind dim 1', 'unbind', [r(2, 3, 2), 1], {}),
+    ('thresholdBackward', 'thresholdBackward', [r(2, 4), r(2, 4), 0.25], {}),
+    ('tanhBackward', 'tanhBackward', [r(2, 3), torch.tanh(torch.randn(2, 3))], {}),
+    ('sigmoidBackward', 'sigmoidBackward', [r(2, 3), torch.sigmoid(torch.randn(2, 3))], {}),
+    ('geluBackward', 'geluBackward', [r(2, 5), r(2, 5)], {}),
+    ('geluBackward tanh', 'geluBackward', [r(2, 5), r(2, 5)], {'approximate': 'tanh'}),
+    ('scatterAdd dim 1', 'scatterAdd', [r(2, 4), 1, ints([[0, 3, 3], [1, 1, 0]]), r(2, 3)], {}),
+    ('scatterAdd dim 0', 'scatterAdd', [r(3, 2), 0, ints([[2, 0], [2, 2]]), r(2, 2)], {}),
 ]
 
 

@@ -4,7 +4,7 @@ import { promote, promoteScalar, type DType } from '../dtype.js';
 import type { Lowering } from '../lowering.js';
 import { defineOp, type GradResult, type OpContext } from '../op.js';
 import { Tensor } from '../tensor.js';
-import { scalarTensor } from './creation.js';
+import { scalarTensor, zerosLike } from './creation.js';
 import { binaryPrim, unaryPrim } from './lowering-helpers.js';
 import { sumTo } from './reduce.js';
 
@@ -232,7 +232,7 @@ export const thresholdBackward = defineOp<(gradOutput: Tensor, self: Tensor, thr
   },
   backward: (ctx, gg): GradResult[] => [
     sumTo(thresholdBackward(gg, ctx.x as Tensor, ctx.threshold as number), ctx.gShape as number[]),
-    null,
+    zerosLike(ctx.x as Tensor), // PyTorch's: the mask is flat almost everywhere
   ],
   lower(k, a) {
     const g = k.operand(a.gradOutput);
