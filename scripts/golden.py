@@ -154,6 +154,8 @@ TORCH = {
     'sigmoidBackward': lambda g, y: torch.ops.aten.sigmoid_backward(g, y),
     'geluBackward': lambda g, x, approximate='none': torch.ops.aten.gelu_backward(g, x, approximate=approximate),
     'scatterAdd': lambda x, dim, index, src: x.scatter_add(dim, index, src),
+    'sliceScatter': lambda x, src, dim=0, start=None, end=None, step=1: torch.slice_scatter(x, src, dim, start, end, step),
+    'selectScatter': lambda x, src, dim, index: torch.select_scatter(x, src, dim, index),
     'sum': reduce_dim('sum'),
     'mean': reduce_dim('mean'),
     'max': values_indices('max'),
@@ -382,6 +384,9 @@ CASES = [
     ('geluBackward tanh', 'geluBackward', [r(2, 5), r(2, 5)], {'approximate': 'tanh'}),
     ('scatterAdd dim 1', 'scatterAdd', [r(2, 4), 1, ints([[0, 3, 3], [1, 1, 0]]), r(2, 3)], {}),
     ('scatterAdd dim 0', 'scatterAdd', [r(3, 2), 0, ints([[2, 0], [2, 2]]), r(2, 2)], {}),
+    ('sliceScatter dim 1 step 2', 'sliceScatter', [r(2, 5), r(2, 2), 1, 1, None, 2], {}),
+    ('sliceScatter defaults', 'sliceScatter', [r(4, 2), r(4, 2)], {}),
+    ('selectScatter last', 'selectScatter', [r(3, 2), r(2), 0, -1], {}),
 ]
 
 

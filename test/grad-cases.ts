@@ -136,6 +136,8 @@ export const GRAD_CASES: GradCase[] = [
     }),
   ],
   ['select', () => ({ fn: (a) => ops.select(a, 1, -1), inputs: [g(randn([2, 3]))] })],
+  ['sliceScatter', () => ({ fn: (a, b) => ops.sliceScatter(a, b, 1, 1, null, 2), inputs: [g(randn([2, 5])), g(randn([2, 2]))] })],
+  ['selectScatter', () => ({ fn: (a, b) => ops.selectScatter(a, b, 0, -1), inputs: [g(randn([3, 2])), g(randn([2]))] })],
   ['index', () => ({ fn: (a, i) => ops.index(a, [null, '...', '::2', i!]), inputs: [g(randn([2, 4, 3])), idx([2, 0])] })],
   ['gather', () => ({ fn: (a, i) => ops.gather(a, 1, i!), inputs: [g(randn([2, 3])), idx([0, 2, 2, 1], [2, 2])] })],
   ['indexSelect', () => ({ fn: (a, i) => ops.indexSelect(a, 0, i!), inputs: [g(randn([2, 3])), idx([1, -1, 0])] })],

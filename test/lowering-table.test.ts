@@ -25,6 +25,8 @@ const EAGER_OPS = [
   'gather',
   'indexSelect',
   'scatterAdd',
+  'sliceScatter',
+  'selectScatter',
   'cat',
   'stack',
   'index',

@@ -146,6 +146,10 @@ export interface TensorOpMethods {
   gather(dim: number, index: Tensor): Tensor;
   /** PyTorch's `scatter_add`: a copy with `src` added at `index` along `dim`. */
   scatterAdd(dim: number, index: Tensor, src: Tensor): Tensor;
+  /** PyTorch's `slice_scatter`: a copy whose slice along `dim` is `src`. */
+  sliceScatter(src: Tensor, dim?: number, start?: number | null, end?: number | null, step?: number): Tensor;
+  /** PyTorch's `select_scatter`: a copy whose entry `index` along `dim` is `src`. */
+  selectScatter(src: Tensor, dim: number, index: number): Tensor;
 
   // ---- in-place ----
   add_(other: Tensor | number, alpha?: number): this;
@@ -256,6 +260,8 @@ export const TENSOR_METHODS: MethodImpls = {
   index: method(V.index),
   gather: method(V.gather),
   scatterAdd: method(R.scatterAdd),
+  sliceScatter: method(V.sliceScatter),
+  selectScatter: method(V.selectScatter),
 
   // ---- in-place ----
   add_: inplace('add_', E.add),

@@ -2,7 +2,7 @@ import { DTypeError, IndexError, ShapeError, ValueError } from '../../errors.js'
 import { gatherContiguous } from '../cpu/strided.js';
 import { allocate, promote } from '../dtype.js';
 import { OPS, defineOp, type GradResult } from '../op.js';
-import { checkNumel, contiguousStrides, fmt, inferShape, normDim, numel, viewStrides } from '../shape.js';
+import { checkNumel, contiguousStrides, fmt, inferShape, normDim, numel, sameShape, viewStrides } from '../shape.js';
 import { Storage, Tensor } from '../tensor.js';
 import { zeros } from './creation.js';
 import { where } from './elementwise.js';
@@ -328,6 +328,52 @@ export const select = defineOp<(input: Tensor, dim: number, index: number) => Te
     const i = a.index as number;
     return k.view(x, { op: 'select', dim, index: i < 0 ? i + shape[dim]! : i }, out.shape);
   },
+});
+
+/** `view(out)` of a copy of `input` overwritten with `src`, which must have the view's shape exactly (PyTorch's *_scatter rule). */
+function scatterInto(op: string, x: Tensor, src: Tensor, view: (t: Tensor) => Tensor): Tensor {
+  const out = x.clone();
+  const region = view(out);
+  if (!sameShape(region.shape, src.shape)) {
+    throw new ShapeError(`${op}: expected src to have the size of the slice of input, ${fmt(region.shape)}, got ${fmt(src.shape)}`);
+  }
+  if (src.dtype !== x.dtype) throw new DTypeError(`${op}: src (${src.dtype}) must have the dtype of input (${x.dtype})`);
+  region.copy_(src);
+  return out;
+}
+
+/**
+ * PyTorch's slice_scatter: a copy of `input` whose slice `input[start:end:step]` along `dim` is `src`. Out of
+ * place and differentiable in both (functionalisation writes an in-place write through a slice as this).
+ */
+export const sliceScatter = defineOp<
+  (input: Tensor, src: Tensor, dim?: number, start?: number | null, end?: number | null, step?: number) => Tensor
+>({
+  schema: 'sliceScatter(Tensor input, Tensor src, int dim=0, int? start=null, int? end=null, int step=1)',
+  forward(ctx, x, src, dim = 0, start = null, end = null, step = 1) {
+    if (x.ndim === 0) throw new IndexError('sliceScatter: cannot slice a 0-d tensor');
+    Object.assign(ctx, { dim, start, end, step, srcShape: src.shape });
+    return scatterInto('sliceScatter', x, src, (t) => slice(t, dim, start, end, step));
+  },
+  backward(ctx, g): GradResult[] {
+    const { dim, start, end, step } = ctx as unknown as { dim: number; start: number | null; end: number | null; step: number };
+    return [sliceScatter(g, zeros(ctx.srcShape as number[]), dim, start, end, step), slice(g, dim, start, end, step)];
+  },
+  lower: { eager: 'sliceScatter: no kernel writes a slice of a copy yet' },
+});
+
+/** PyTorch's select_scatter: a copy of `input` whose entry `index` along `dim` is `src` (one dim fewer). */
+export const selectScatter = defineOp<(input: Tensor, src: Tensor, dim: number, index: number) => Tensor>({
+  schema: 'selectScatter(Tensor input, Tensor src, int dim, int index)',
+  forward(ctx, x, src, dim, index) {
+    Object.assign(ctx, { dim, index, srcShape: src.shape });
+    return scatterInto('selectScatter', x, src, (t) => select(t, dim, index));
+  },
+  backward(ctx, g): GradResult[] {
+    const { dim, index } = ctx as unknown as { dim: number; index: number };
+    return [selectScatter(g, zeros(ctx.srcShape as number[]), dim, index), select(g, dim, index)];
+  },
+  lower: { eager: 'selectScatter: no kernel writes a slice of a copy yet' },
 });
 
 function checkIndexTensor(op: string, index: Tensor): void {
