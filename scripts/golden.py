@@ -156,6 +156,7 @@ TORCH = {
     'scatterAdd': lambda x, dim, index, src: x.scatter_add(dim, index, src),
     'sliceScatter': lambda x, src, dim=0, start=None, end=None, step=1: torch.slice_scatter(x, src, dim, start, end, step),
     'selectScatter': lambda x, src, dim, index: torch.select_scatter(x, src, dim, index),
+    't': lambda x: x.t(),
     'sum': reduce_dim('sum'),
     'mean': reduce_dim('mean'),
     'max': values_indices('max'),
@@ -387,6 +388,8 @@ CASES = [
     ('sliceScatter dim 1 step 2', 'sliceScatter', [r(2, 5), r(2, 2), 1, 1, None, 2], {}),
     ('sliceScatter defaults', 'sliceScatter', [r(4, 2), r(4, 2)], {}),
     ('selectScatter last', 'selectScatter', [r(3, 2), r(2), 0, -1], {}),
+    ('t', 't', [r(3, 2)], {}),
+    ('t 1-D', 't', [r(3)], {}),
 ]
 
 

@@ -112,6 +112,7 @@ const KILN: Record<string, Runner> = {
   sliceScatter: (a) =>
     T(a[0]).sliceScatter(T(a[1]), optNum(a[2]), a[3] as number | null | undefined, a[4] as number | null | undefined, optNum(a[5])),
   selectScatter: (a) => T(a[0]).selectScatter(T(a[1]), N(a[2]), N(a[3])),
+  t: (a) => T(a[0]).t(),
   sum: (a) => (a.length === 1 ? T(a[0]).sum() : T(a[0]).sum(dimArg(a[1]), optBool(a[2]))),
   mean: (a) => (a.length === 1 ? T(a[0]).mean() : T(a[0]).mean(dimArg(a[1]), optBool(a[2]))),
   max: (a) => (a.length === 1 ? T(a[0]).max() : valuesIndices(T(a[0]).max(N(a[1]), optBool(a[2])))),

@@ -108,6 +108,8 @@ export const GRAD_CASES: GradCase[] = [
   ['reshape', () => ({ fn: (a) => ops.reshape(a.transpose(0, 1), [-1]).mul(arangeF(6)), inputs: [g(randn([2, 3]))] })],
   ['flatten', () => ({ fn: (a) => ops.flatten(a, 1).mul(arangeF(6)), inputs: [g(randn([1, 2, 3]))] })],
   ['transpose', () => ({ fn: (a) => ops.transpose(a, 0, 1).mul(arangeF(2)), inputs: [g(randn([2, 3]))] })],
+  ['t', () => ({ fn: (a) => ops.t(a).mul(arangeF(2)), inputs: [g(randn([2, 3]))] })],
+  ['t (1-D)', () => ({ fn: (a) => ops.t(a).mul(arangeF(3)), inputs: [g(randn([3]))] })],
   ['permute', () => ({ fn: (a) => ops.permute(a, [2, 0, 1]).mul(arangeF(4).reshape([4, 1, 1])), inputs: [g(randn([2, 3, 4]))] })],
   ['unsqueeze', () => ({ fn: (a) => ops.unsqueeze(a, 1).mul(arangeF(2).reshape([2, 1])), inputs: [g(randn([2, 2]))] })],
   ['squeeze', () => ({ fn: (a) => ops.squeeze(a).mul(arangeF(3)), inputs: [g(randn([1, 3, 1]))] })],

@@ -1,4 +1,4 @@
-import { DTypeError, ShapeError, ValueError } from '../errors.js';
+import { DTypeError, ValueError } from '../errors.js';
 import { activeTrace } from './dispatch.js';
 import { checkDType, type DType } from './dtype.js';
 import { applyInplace, type Op } from './op.js';
@@ -242,10 +242,7 @@ export const TENSOR_METHODS: MethodImpls = {
   flatten: method(V.flatten),
   transpose: method(V.transpose),
   /** The 2-D transpose (`x.t()` in PyTorch). */
-  t: function (this: Tensor): Tensor {
-    if (this.ndim > 2) throw new ShapeError(`t: expects a tensor with <= 2 dimensions, but self is ${this.ndim}-D (use transpose)`);
-    return this.ndim < 2 ? this : V.transpose(this, 0, 1);
-  },
+  t: method(V.t),
   permute: method(V.permute),
   unsqueeze: method(V.unsqueeze),
   squeeze: method(V.squeeze),

@@ -130,6 +130,23 @@ export const transpose = defineOp<(input: Tensor, dim0: number, dim1: number) =>
   },
 });
 
+/** torch.t: the transpose of a matrix; 0-d and 1-d tensors come back as a view of themselves. */
+export const t = defineOp<(input: Tensor) => Tensor>({
+  schema: 't(Tensor input)',
+  view: true,
+  forward(_ctx, x) {
+    if (x.ndim > 2) throw new ShapeError(`t: expects a tensor with <= 2 dimensions, but self is ${x.ndim}-D (use transpose)`);
+    if (x.ndim < 2) return aliasOf(x, x.shape, x.strides);
+    return aliasOf(x, [x.shape[1]!, x.shape[0]!], [x.strides[1]!, x.strides[0]!]);
+  },
+  backward: (_ctx, g): GradResult[] => [t(g)],
+  lower(k, a, out) {
+    const x = k.tensor(a.input);
+    if (x === null) return null;
+    return k.shape(x).length < 2 ? x : k.view(x, { op: 'permute', dims: [1, 0] }, out.shape);
+  },
+});
+
 export const unsqueeze = defineOp<(input: Tensor, dim: number) => Tensor>({
   schema: 'unsqueeze(Tensor input, int dim)',
   view: true,
