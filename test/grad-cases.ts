@@ -1,4 +1,4 @@
-import { manualSeed, ops, rand, randn, tensor, type Tensor } from '../src/index.js';
+import { arange, manualSeed, ops, rand, randn, tensor, type Tensor } from '../src/index.js';
 
 /**
  * One case per differentiable op: fresh float32 inputs that require grad and a function of them. Used by
@@ -32,8 +32,16 @@ export const GRAD_CASES: GradCase[] = [
   ['relu', () => ({ fn: (a) => ops.relu(a), inputs: [g(tensor([-1, 0.5, 2, -0.3]))] })],
   ['gelu', () => ({ fn: (a) => ops.gelu(a), inputs: [g(randn([5]))] })],
   ['gelu (tanh)', () => ({ fn: (a) => ops.gelu(a, 'tanh'), inputs: [g(randn([5]))] })],
+  [
+    'thresholdBackward',
+    () => ({ fn: (go, x) => ops.thresholdBackward(go, x, 0.1), inputs: [g(randn([4])), g(tensor([-1, 0.5, 2, -0.3]))] }),
+  ],
+  ['tanhBackward', () => ({ fn: (go, y) => ops.tanhBackward(go, y), inputs: [g(randn([2, 3])), g(randn([3]))] })],
+  ['sigmoidBackward', () => ({ fn: (go, y) => ops.sigmoidBackward(go, y), inputs: [g(randn([3])), g(randn([3]))] })],
+  ['geluBackward', () => ({ fn: (go, x) => ops.geluBackward(go, x), inputs: [g(randn([5])), g(randn([5]))] })],
+  ['geluBackward (tanh)', () => ({ fn: (go, x) => ops.geluBackward(go, x, 'tanh'), inputs: [g(randn([5])), g(randn([5]))] })],
   ['clamp', () => ({ fn: (a) => ops.clamp(a, -0.5, 0.5), inputs: [g(tensor([-1, -0.2, 0.3, 0.9]))] })],
-  ['where', () => ({ fn: (a, b) => ops.where(tensor([true, false, true]), a, b), inputs: [g(randn([3])), g(randn([2, 1]))] })],
+  ['where', () => ({ fn: (a, b, c) => ops.where(c!, a, b), inputs: [g(randn([3])), g(randn([2, 1])), tensor([true, false, true])] })],
   ['clone', () => ({ fn: (a) => ops.clone(a).mul(2), inputs: [g(randn([2, 2]))] })],
   ['toDType', () => ({ fn: (a) => ops.toDType(a, 'float32'), inputs: [g(randn([2]))] })],
   ['matmul', () => ({ fn: (a, b) => ops.matmul(a, b), inputs: [g(randn([2, 3, 4])), g(randn([4, 5]))] })],
@@ -96,13 +104,15 @@ export const GRAD_CASES: GradCase[] = [
   ],
   ['softmax', () => ({ fn: (a) => ops.softmax(a, 0), inputs: [g(randn([3, 2]))] })],
   ['logSoftmax', () => ({ fn: (a) => ops.logSoftmax(a, -1), inputs: [g(randn([2, 4]))] })],
-  ['view', () => ({ fn: (a) => ops.view(a, [3, 2]).mul(tensor([1, 2])), inputs: [g(randn([2, 3]))] })],
+  ['view', () => ({ fn: (a) => ops.view(a, [3, 2]).mul(arangeF(2)), inputs: [g(randn([2, 3]))] })],
   ['reshape', () => ({ fn: (a) => ops.reshape(a.transpose(0, 1), [-1]).mul(arangeF(6)), inputs: [g(randn([2, 3]))] })],
   ['flatten', () => ({ fn: (a) => ops.flatten(a, 1).mul(arangeF(6)), inputs: [g(randn([1, 2, 3]))] })],
-  ['transpose', () => ({ fn: (a) => ops.transpose(a, 0, 1).mul(tensor([1, 2])), inputs: [g(randn([2, 3]))] })],
+  ['transpose', () => ({ fn: (a) => ops.transpose(a, 0, 1).mul(arangeF(2)), inputs: [g(randn([2, 3]))] })],
+  ['t', () => ({ fn: (a) => ops.t(a).mul(arangeF(2)), inputs: [g(randn([2, 3]))] })],
+  ['t (1-D)', () => ({ fn: (a) => ops.t(a).mul(arangeF(3)), inputs: [g(randn([3]))] })],
   ['permute', () => ({ fn: (a) => ops.permute(a, [2, 0, 1]).mul(arangeF(4).reshape([4, 1, 1])), inputs: [g(randn([2, 3, 4]))] })],
-  ['unsqueeze', () => ({ fn: (a) => ops.unsqueeze(a, 1).mul(tensor([[1], [2]])), inputs: [g(randn([2, 2]))] })],
-  ['squeeze', () => ({ fn: (a) => ops.squeeze(a).mul(tensor([1, 2, 3])), inputs: [g(randn([1, 3, 1]))] })],
+  ['unsqueeze', () => ({ fn: (a) => ops.unsqueeze(a, 1).mul(arangeF(2).reshape([2, 1])), inputs: [g(randn([2, 2]))] })],
+  ['squeeze', () => ({ fn: (a) => ops.squeeze(a).mul(arangeF(3)), inputs: [g(randn([1, 3, 1]))] })],
   ['expand', () => ({ fn: (a) => ops.expand(a, [2, 3, 4]).mul(arangeF(24).reshape([2, 3, 4])), inputs: [g(randn([3, 1]))] })],
   ['slice', () => ({ fn: (a) => ops.slice(a, 1, 1, 5, 2), inputs: [g(randn([2, 6]))] })],
   ['narrow', () => ({ fn: (a) => ops.narrow(a, 0, 1, 2), inputs: [g(randn([4, 2]))] })],
@@ -128,9 +138,15 @@ export const GRAD_CASES: GradCase[] = [
     }),
   ],
   ['select', () => ({ fn: (a) => ops.select(a, 1, -1), inputs: [g(randn([2, 3]))] })],
-  ['index', () => ({ fn: (a) => ops.index(a, [null, '...', '::2', idx([2, 0])]), inputs: [g(randn([2, 4, 3]))] })],
-  ['gather', () => ({ fn: (a) => ops.gather(a, 1, idx([0, 2, 2, 1], [2, 2])), inputs: [g(randn([2, 3]))] })],
-  ['indexSelect', () => ({ fn: (a) => ops.indexSelect(a, 0, idx([1, 1, 0])), inputs: [g(randn([2, 3]))] })],
+  ['sliceScatter', () => ({ fn: (a, b) => ops.sliceScatter(a, b, 1, 1, null, 2), inputs: [g(randn([2, 5])), g(randn([2, 2]))] })],
+  ['selectScatter', () => ({ fn: (a, b) => ops.selectScatter(a, b, 0, -1), inputs: [g(randn([3, 2])), g(randn([2]))] })],
+  ['index', () => ({ fn: (a, i) => ops.index(a, [null, '...', '::2', i!]), inputs: [g(randn([2, 4, 3])), idx([2, 0])] })],
+  ['gather', () => ({ fn: (a, i) => ops.gather(a, 1, i!), inputs: [g(randn([2, 3])), idx([0, 2, 2, 1], [2, 2])] })],
+  ['indexSelect', () => ({ fn: (a, i) => ops.indexSelect(a, 0, i!), inputs: [g(randn([2, 3])), idx([1, -1, 0])] })],
+  [
+    'scatterAdd',
+    () => ({ fn: (a, s, i) => ops.scatterAdd(a, 1, i!, s), inputs: [g(randn([2, 3])), g(randn([2, 2])), idx([0, 2, 2, 2], [2, 2])] }),
+  ],
   ['cat', () => ({ fn: (a, b) => ops.cat([a, b], 1), inputs: [g(randn([2, 1])), g(randn([2, 3]))] })],
   ['stack', () => ({ fn: (a, b) => ops.stack([a, b], -1), inputs: [g(randn([2, 3])), g(randn([2, 3]))] })],
   [
@@ -236,8 +252,9 @@ export const GRAD_CASES: GradCase[] = [
   ],
 ];
 
+/** 1, 2, …, n as float32: made by `arange`, a factory tracers record, so a traced case knows it. */
 function arangeF(n: number): Tensor {
-  return tensor(Array.from({ length: n }, (_, i) => i + 1));
+  return arange(1, n + 1, 1, { dtype: 'float32' });
 }
 
 /** Ops with a gradient rule, or built from ops that have one. Non-differentiable ops are listed apart. */

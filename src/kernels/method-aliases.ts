@@ -33,8 +33,6 @@ export const METHOD_ALIASES: { readonly [M in MethodName]?: Alias } = {
   // with a dim they are the max/min ops (values and indices); without, the all-reduce
   max: (self, rest) => (rest.length === 0 ? call(O.amax, { input: self }) : null),
   min: (self, rest) => (rest.length === 0 ? call(O.amin, { input: self }) : null),
-  t: (self, _rest, out) =>
-    out instanceof Tensor && out.ndim < 2 ? { identity: self } : call(O.transpose, { input: self, dim0: 0, dim1: 1 }),
   to: (self, [dtype]) => call(O.toDType, { input: self, dtype }),
   float: (self) => call(O.toDType, { input: self, dtype: 'float32' }),
   int: (self) => call(O.toDType, { input: self, dtype: 'int32' }),

@@ -1,4 +1,4 @@
-import { DTypeError, ShapeError, ValueError } from '../errors.js';
+import { DTypeError, ValueError } from '../errors.js';
 import { activeTrace } from './dispatch.js';
 import { checkDType, type DType } from './dtype.js';
 import { applyInplace, type Op } from './op.js';
@@ -144,6 +144,12 @@ export interface TensorOpMethods {
   /** Python-style indexing: `x.index([0, '1:3', null, '...'])` is `x[0, 1:3, None, ...]`. */
   index(slices: IndexSpec | readonly IndexSpec[]): Tensor;
   gather(dim: number, index: Tensor): Tensor;
+  /** PyTorch's `scatter_add`: a copy with `src` added at `index` along `dim`. */
+  scatterAdd(dim: number, index: Tensor, src: Tensor): Tensor;
+  /** PyTorch's `slice_scatter`: a copy whose slice along `dim` is `src`. */
+  sliceScatter(src: Tensor, dim?: number, start?: number | null, end?: number | null, step?: number): Tensor;
+  /** PyTorch's `select_scatter`: a copy whose entry `index` along `dim` is `src`. */
+  selectScatter(src: Tensor, dim: number, index: number): Tensor;
 
   // ---- in-place ----
   add_(other: Tensor | number, alpha?: number): this;
@@ -236,10 +242,7 @@ export const TENSOR_METHODS: MethodImpls = {
   flatten: method(V.flatten),
   transpose: method(V.transpose),
   /** The 2-D transpose (`x.t()` in PyTorch). */
-  t: function (this: Tensor): Tensor {
-    if (this.ndim > 2) throw new ShapeError(`t: expects a tensor with <= 2 dimensions, but self is ${this.ndim}-D (use transpose)`);
-    return this.ndim < 2 ? this : V.transpose(this, 0, 1);
-  },
+  t: method(V.t),
   permute: method(V.permute),
   unsqueeze: method(V.unsqueeze),
   squeeze: method(V.squeeze),
@@ -253,6 +256,9 @@ export const TENSOR_METHODS: MethodImpls = {
   /** Python-style indexing: `x.index([0, '1:3', null, '...'])` is `x[0, 1:3, None, ...]`. */
   index: method(V.index),
   gather: method(V.gather),
+  scatterAdd: method(R.scatterAdd),
+  sliceScatter: method(V.sliceScatter),
+  selectScatter: method(V.selectScatter),
 
   // ---- in-place ----
   add_: inplace('add_', E.add),

@@ -2,9 +2,9 @@ import { DTypeError, ValueError } from '../../errors.js';
 import { map1, map2, map3 } from './cpu-adapters.js';
 import { promote, promoteScalar, type DType } from '../dtype.js';
 import type { Lowering } from '../lowering.js';
-import { defineOp, type OpContext } from '../op.js';
+import { defineOp, type GradResult, type OpContext } from '../op.js';
 import { Tensor } from '../tensor.js';
-import { scalarTensor } from './creation.js';
+import { scalarTensor, zerosLike } from './creation.js';
 import { binaryPrim, unaryPrim } from './lowering-helpers.js';
 import { sumTo } from './reduce.js';
 
@@ -85,15 +85,15 @@ export const sub = defineOp<(input: Tensor, other: Operand, alpha?: number) => T
 export const mul = defineOp<(input: Tensor, other: Operand) => Tensor>({
   schema: 'mul(Tensor input, Tensor|Scalar other)',
   forward(ctx, a, b) {
-    const bt = asTensor(b, resultType(a, b));
     ctx.a = saveFor(ctx, needsGrad(b), a);
-    ctx.b = saveFor(ctx, a.requiresGrad, bt);
-    return binary('mul', (x, y) => x * y)(ctx, a, bt, resultType(a, b));
+    // the other operand as given: a number stays a number (a scalar tensor made here is no op's output)
+    ctx.b = a.requiresGrad ? (b instanceof Tensor ? ctx.save(b) : b) : null;
+    return binary('mul', (x, y) => x * y)(ctx, a, b, resultType(a, b));
   },
   backward(ctx, g) {
     const a = ctx.a as Tensor | null;
-    const b = ctx.b as Tensor | null;
-    return [b && sumTo(g.mul(b), ctx.aShape as number[]), a && sumTo(g.mul(a), ctx.bShape as number[])];
+    const b = ctx.b as Operand | null;
+    return [b === null ? null : sumTo(g.mul(b), ctx.aShape as number[]), a && sumTo(g.mul(a), ctx.bShape as number[])];
   },
   lower: binaryPrim('mul'),
 });
@@ -102,23 +102,17 @@ export const mul = defineOp<(input: Tensor, other: Operand) => Tensor>({
 export const div = defineOp<(input: Tensor, other: Operand) => Tensor>({
   schema: 'div(Tensor input, Tensor|Scalar other)',
   forward(ctx, a, b) {
-    const bt = asTensor(b, 'float32');
-    const out = binary('div', (x, y) => x / y)(ctx, a, bt, 'float32');
-    ctx.b = saveFor(ctx, a.requiresGrad || needsGrad(b), bt);
+    const out = binary('div', (x, y) => x / y)(ctx, a, asTensor(b, 'float32'), 'float32');
+    ctx.b = b instanceof Tensor ? ctx.save(b) : b;
+    ctx.wantA = a.requiresGrad;
     ctx.out = saveFor(ctx, needsGrad(b), out);
     return out;
   },
   backward(ctx, g) {
-    const b = ctx.b as Tensor;
+    // PyTorch's div rules: grad / other, and -grad · result / other
+    const b = ctx.b as Operand;
     const out = ctx.out as Tensor | null;
-    return [
-      sumTo(g.div(b), ctx.aShape as number[]),
-      out &&
-        sumTo(
-          map3('div', g, out, b, 'float32', (gg, o, y) => (-gg * o) / y),
-          ctx.bShape as number[],
-        ),
-    ];
+    return [ctx.wantA ? sumTo(g.div(b), ctx.aShape as number[]) : null, out && sumTo(g.neg().mul(out).div(b), ctx.bShape as number[])];
   },
   lower: binaryPrim('div'),
 });
@@ -130,30 +124,34 @@ export const pow = defineOp<(input: Tensor, exponent: Operand) => Tensor>({
     const et = asTensor(e, dtype);
     const out = binary('pow', Math.pow)(ctx, a, et, dtype);
     ctx.a = saveFor(ctx, a.requiresGrad || needsGrad(e), a);
-    ctx.e = saveFor(ctx, a.requiresGrad, et);
+    ctx.e = a.requiresGrad ? (e instanceof Tensor ? ctx.save(e) : e) : null;
     ctx.out = saveFor(ctx, needsGrad(e), out);
     return out;
   },
   backward(ctx, g) {
+    // PyTorch's pow_backward: grad · e · a^(e-1), zero where e = 0; and grad · result · log(a), zero where a <= 0
     const a = ctx.a as Tensor;
-    const e = ctx.e as Tensor | null;
+    const e = ctx.e as Operand | null;
     const out = ctx.out as Tensor | null;
-    const ga = e && map3('pow', g, a, e, 'float32', (gg, x, y) => (y === 0 ? 0 : gg * y * Math.pow(x, y - 1)));
-    const ge = out && map3('pow', g, out, a, 'float32', (gg, o, x) => (x > 0 ? gg * o * Math.log(x) : 0));
+    let ga: Tensor | null = null;
+    if (typeof e === 'number') ga = e === 0 ? g.mul(0) : g.mul(a.pow(e - 1).mul(e));
+    else if (e) ga = g.mul(where(e.eq(0), 0, e.mul(a.pow(e.sub(1)))));
+    const ge = out && g.mul(where(a.gt(0), out.mul(a.log()), 0));
     return [ga && sumTo(ga, ctx.aShape as number[]), ge && sumTo(ge, ctx.bShape as number[])];
   },
   lower: binaryPrim('pow'),
 });
 
 /**
- * A unary op whose gradient needs either its input (`x`) or its output (`y`). `keepInt` ops (neg, abs,
- * relu) keep integer dtypes; the others compute in float32 like PyTorch.
+ * A unary op whose gradient needs either its input (`x`) or its output (`y`), written with op-table calls
+ * (PyTorch's derivatives.yaml formulas). `keepInt` ops (neg, abs, relu) keep integer dtypes; the others
+ * compute in float32 like PyTorch.
  */
 function unary(
   name: string,
   fn: (x: number) => number,
   saves: 'x' | 'y' | 'none',
-  grad: (g: number, v: number) => number,
+  grad: (g: Tensor, v: Tensor) => Tensor,
   lower: Lowering,
   keepInt = false,
 ) {
@@ -165,30 +163,103 @@ function unary(
       return y;
     },
     backward(ctx, g) {
-      return [saves === 'none' ? map1(g, 'float32', (gg) => grad(gg, 0)) : map2(name, g, ctx.v as Tensor, 'float32', grad)];
+      return [grad(g, ctx.v as Tensor)];
     },
     lower,
   });
 }
 
+/** A gradient rule `(grad, saved) → grad` as one kernel pass: the fused backward ops below. */
+function fusedBackward(
+  name: string,
+  params: string,
+  fn: (g: number, v: number) => number,
+  grad: (ctx: OpContext, gg: Tensor) => readonly (Tensor | null)[],
+  lower: Lowering,
+) {
+  return defineOp<(gradOutput: Tensor, v: Tensor) => Tensor>({
+    schema: `${name}(Tensor gradOutput, ${params})`,
+    forward(ctx, g, v) {
+      ctx.g = ctx.save(g);
+      ctx.v = ctx.save(v);
+      return map2(name, g, v, 'float32', fn);
+    },
+    backward: grad,
+    lower,
+  });
+}
+
+/** PyTorch's tanh_backward: gradOutput · (1 - output²). */
+export const tanhBackward = fusedBackward(
+  'tanhBackward',
+  'Tensor output',
+  (g, y) => g * (1 - y * y),
+  (ctx, gg) => {
+    const [g, y] = [ctx.g as Tensor, ctx.v as Tensor];
+    return [sumTo(tanhBackward(gg, y), g.shape), sumTo(gg.mul(g).mul(y).mul(-2), y.shape)];
+  },
+  (k, a) => {
+    const g = k.operand(a.gradOutput);
+    const y = k.operand(a.output);
+    return g === null || y === null ? null : k.prim('mul', g, k.prim('sub', 1, k.prim('mul', y, y)));
+  },
+);
+
+/** PyTorch's sigmoid_backward: gradOutput · output · (1 - output). */
+export const sigmoidBackward = fusedBackward(
+  'sigmoidBackward',
+  'Tensor output',
+  (g, y) => g * y * (1 - y),
+  (ctx, gg) => {
+    const [g, y] = [ctx.g as Tensor, ctx.v as Tensor];
+    return [sumTo(sigmoidBackward(gg, y), g.shape), sumTo(gg.mul(g).mul(y.mul(-2).add(1)), y.shape)];
+  },
+  (k, a) => {
+    const g = k.operand(a.gradOutput);
+    const y = k.operand(a.output);
+    return g === null || y === null ? null : k.prim('mul', k.prim('mul', g, y), k.prim('sub', 1, y));
+  },
+);
+
+/** PyTorch's threshold_backward: gradOutput where self > threshold, else 0 (relu's rule with threshold 0). */
+export const thresholdBackward = defineOp<(gradOutput: Tensor, self: Tensor, threshold: number) => Tensor>({
+  schema: 'thresholdBackward(Tensor gradOutput, Tensor self, Scalar threshold)',
+  forward(ctx, g, x, threshold) {
+    ctx.x = ctx.save(x);
+    ctx.threshold = threshold;
+    ctx.gShape = g.shape;
+    return map2('thresholdBackward', g, x, 'float32', (gg, v) => (v > threshold ? gg : 0));
+  },
+  backward: (ctx, gg): GradResult[] => [
+    sumTo(thresholdBackward(gg, ctx.x as Tensor, ctx.threshold as number), ctx.gShape as number[]),
+    zerosLike(ctx.x as Tensor), // PyTorch's: the mask is flat almost everywhere
+  ],
+  lower(k, a) {
+    const g = k.operand(a.gradOutput);
+    const x = k.operand(a.self);
+    return g === null || x === null ? null : k.prim('where', k.prim('gt', x, a.threshold as number), g, 0);
+  },
+});
+
 export const neg = unary(
   'neg',
   (x) => -x,
   'none',
-  (g) => -g,
+  (g) => g.neg(),
   unaryPrim('neg'),
   true,
 );
-export const exp = unary('exp', Math.exp, 'y', (g, y) => g * y, unaryPrim('exp'));
-export const log = unary('log', Math.log, 'x', (g, x) => g / x, unaryPrim('log'));
-export const sqrt = unary('sqrt', Math.sqrt, 'y', (g, y) => g / (2 * y), unaryPrim('sqrt'));
-export const abs = unary('abs', Math.abs, 'x', (g, x) => (x > 0 ? g : x < 0 ? -g : 0), unaryPrim('abs'), true);
-export const tanh = unary('tanh', Math.tanh, 'y', (g, y) => g * (1 - y * y), unaryPrim('tanh'));
+export const exp = unary('exp', Math.exp, 'y', (g, y) => g.mul(y), unaryPrim('exp'));
+export const log = unary('log', Math.log, 'x', (g, x) => g.div(x), unaryPrim('log'));
+export const sqrt = unary('sqrt', Math.sqrt, 'y', (g, y) => g.div(y.mul(2)), unaryPrim('sqrt'));
+/** abs: grad · sign(x), 0 at x = 0. */
+export const abs = unary('abs', Math.abs, 'x', (g, x) => where(x.gt(0), g, where(x.lt(0), g.neg(), 0)), unaryPrim('abs'), true);
+export const tanh = unary('tanh', Math.tanh, 'y', (g, y) => tanhBackward(g, y), unaryPrim('tanh'));
 export const sigmoid = unary(
   'sigmoid',
   (x) => 1 / (1 + Math.exp(-x)),
   'y',
-  (g, y) => g * y * (1 - y),
+  (g, y) => sigmoidBackward(g, y),
   unaryPrim('sigmoid'),
 );
 /** relu is `max(x, 0)`: NaN stays NaN, as in PyTorch (and the GEMM epilogue that applies it after a matmul). */
@@ -196,21 +267,21 @@ export const relu = unary(
   'relu',
   (x) => (x > 0 || x !== x ? x : 0),
   'y',
-  (g, y) => (y > 0 ? g : 0),
+  (g, y) => thresholdBackward(g, y, 0),
   (k, a) => {
     const x = k.operand(a.input);
     return x === null ? null : k.prim('max', x, 0);
   },
   true,
 );
-export const sin = unary('sin', Math.sin, 'x', (g, x) => g * Math.cos(x), unaryPrim('sin'));
-export const cos = unary('cos', Math.cos, 'x', (g, x) => -g * Math.sin(x), unaryPrim('cos'));
+export const sin = unary('sin', Math.sin, 'x', (g, x) => g.mul(x.cos()), unaryPrim('sin'));
+export const cos = unary('cos', Math.cos, 'x', (g, x) => g.mul(x.sin().neg()), unaryPrim('cos'));
 /** 2^x; its gradient is 2^x · ln 2. */
 export const exp2 = unary(
   'exp2',
   (x) => 2 ** x,
   'y',
-  (g, y) => g * y * Math.LN2,
+  (g, y) => g.mul(y).mul(Math.LN2),
   unaryPrim('exp2'),
 );
 
@@ -256,20 +327,21 @@ function geluTanhGrad(x: number): number {
   return 0.5 * (1 + th) + 0.5 * x * (1 - th * th) * TANH_C * (1 + 3 * 0.044715 * x * x);
 }
 
+function checkApproximate(op: string, approximate: string): void {
+  if (approximate !== 'none' && approximate !== 'tanh') {
+    throw new ValueError(`${op}: approximate must be 'none' or 'tanh', got '${approximate}'`);
+  }
+}
+
 export const gelu = defineOp<(input: Tensor, approximate?: 'none' | 'tanh') => Tensor>({
   schema: 'gelu(Tensor input, str approximate="none")',
   forward(ctx, x, approximate = 'none') {
-    if (approximate !== 'none' && approximate !== 'tanh') {
-      throw new ValueError(`gelu: approximate must be 'none' or 'tanh', got '${approximate}'`);
-    }
+    checkApproximate('gelu', approximate);
     ctx.x = ctx.save(x);
-    ctx.tanh = approximate === 'tanh';
-    return map1(x, 'float32', ctx.tanh ? geluTanh : geluExact);
+    ctx.approximate = approximate;
+    return map1(x, 'float32', approximate === 'tanh' ? geluTanh : geluExact);
   },
-  backward(ctx, g) {
-    const d = ctx.tanh ? geluTanhGrad : geluExactGrad;
-    return [map2('gelu', g, ctx.x as Tensor, 'float32', (gg, x) => gg * d(x))];
-  },
+  backward: (ctx, g) => [geluBackward(g, ctx.x as Tensor, ctx.approximate as 'none' | 'tanh')],
   lower(k, a) {
     const x = k.operand(a.input);
     if (x === null) return null;
@@ -277,6 +349,60 @@ export const gelu = defineOp<(input: Tensor, approximate?: 'none' | 'tanh') => T
     if (a.approximate !== 'tanh') return k.prim('mul', half, k.prim('add', k.prim('erf', k.prim('mul', x, SQRT1_2)), 1));
     const cubic = k.prim('mul', k.prim('mul', k.prim('mul', x, 0.044715), x), x);
     return k.prim('mul', half, k.prim('add', k.prim('tanh', k.prim('mul', k.prim('add', x, cubic), TANH_C)), 1));
+  },
+});
+
+/** gelu''(x), written with op-table calls: the double backward of geluBackward. */
+function geluSecondDerivative(x: Tensor, approximate: string): Tensor {
+  const x2 = x.mul(x);
+  if (approximate !== 'tanh') return x2.mul(-0.5).exp().mul(INV_SQRT_2PI).mul(x2.neg().add(2)); // φ(x)·(2 - x²)
+  // u = c(x + 0.044715x³), t = tanh u: gelu'' = (1 - t²)·(u' - x·t·u'² + x·u''/2)
+  const u = x.add(x2.mul(x).mul(0.044715)).mul(TANH_C);
+  const th = u.tanh();
+  const du = x2
+    .mul(3 * 0.044715)
+    .add(1)
+    .mul(TANH_C);
+  const d2u = x.mul(6 * 0.044715 * TANH_C);
+  const bracket = du.sub(x.mul(th).mul(du.mul(du))).add(x.mul(d2u).mul(0.5));
+  return th.mul(th).neg().add(1).mul(bracket);
+}
+
+/** PyTorch's gelu_backward: gradOutput · gelu'(self), one kernel pass. */
+export const geluBackward = defineOp<(gradOutput: Tensor, self: Tensor, approximate?: 'none' | 'tanh') => Tensor>({
+  schema: 'geluBackward(Tensor gradOutput, Tensor self, str approximate="none")',
+  forward(ctx, g, x, approximate = 'none') {
+    checkApproximate('geluBackward', approximate);
+    ctx.g = ctx.save(g);
+    ctx.x = ctx.save(x);
+    ctx.approximate = approximate;
+    const d = approximate === 'tanh' ? geluTanhGrad : geluExactGrad;
+    return map2('geluBackward', g, x, 'float32', (gg, v) => gg * d(v));
+  },
+  backward(ctx, gg): GradResult[] {
+    const [g, x] = [ctx.g as Tensor, ctx.x as Tensor];
+    const approximate = ctx.approximate as 'none' | 'tanh';
+    return [sumTo(geluBackward(gg, x, approximate), g.shape), sumTo(gg.mul(g).mul(geluSecondDerivative(x, approximate)), x.shape)];
+  },
+  lower(k, a) {
+    const g = k.operand(a.gradOutput);
+    const x = k.operand(a.self);
+    if (g === null || x === null) return null;
+    let d;
+    if (a.approximate !== 'tanh') {
+      // 0.5·(1 + erf(x/√2)) + x·φ(x)
+      const cdf = k.prim('mul', k.prim('add', k.prim('erf', k.prim('mul', x, SQRT1_2)), 1), 0.5);
+      const pdf = k.prim('mul', k.prim('exp', k.prim('mul', k.prim('mul', x, x), -0.5)), INV_SQRT_2PI);
+      d = k.prim('add', cdf, k.prim('mul', x, pdf));
+    } else {
+      const x2 = k.prim('mul', x, x);
+      const th = k.prim('tanh', k.prim('mul', k.prim('add', x, k.prim('mul', k.prim('mul', x2, x), 0.044715)), TANH_C));
+      const left = k.prim('mul', k.prim('add', th, 1), 0.5);
+      const sech2 = k.prim('sub', 1, k.prim('mul', th, th));
+      const du = k.prim('mul', k.prim('add', k.prim('mul', x2, 3 * 0.044715), 1), TANH_C);
+      d = k.prim('add', left, k.prim('mul', k.prim('mul', k.prim('mul', x, 0.5), sech2), du));
+    }
+    return k.prim('mul', g, d);
   },
 });
 
@@ -296,9 +422,12 @@ export const clamp = defineOp<(input: Tensor, min?: number | null, max?: number 
     return map1(x, dtype === 'bool' ? 'int32' : dtype, (v) => Math.min(Math.max(v, lo), hi));
   },
   backward(ctx, g) {
+    // PyTorch's clamp_backward: grad where min <= x <= max, else 0
     const lo = ctx.lo as number;
     const hi = ctx.hi as number;
-    return [map2('clamp', g, ctx.x as Tensor, 'float32', (gg, v) => (v >= lo && v <= hi ? gg : 0))];
+    const x = ctx.x as Tensor;
+    const upper = hi === Infinity ? g : where(x.le(hi), g, 0);
+    return [lo === -Infinity ? upper : where(x.ge(lo), upper, 0)];
   },
   lower(k, a) {
     const x = k.tensor(a.input);
@@ -316,20 +445,16 @@ export const where = defineOp<(condition: Tensor, input: Operand, other: Operand
     ctx.c = ctx.save(c);
     ctx.aShape = shapeOf(a);
     ctx.bShape = shapeOf(b);
+    ctx.wantA = needsGrad(a);
+    ctx.wantB = needsGrad(b);
     return map3('where', c, asTensor(a, dtype), asTensor(b, dtype), dtype, (cv, x, y) => (cv ? x : y));
   },
-  backward(ctx, g) {
+  backward(ctx, g): GradResult[] {
     const c = ctx.c as Tensor;
     return [
       null,
-      sumTo(
-        map2('where', g, c, 'float32', (gg, cv) => (cv ? gg : 0)),
-        ctx.aShape as number[],
-      ),
-      sumTo(
-        map2('where', g, c, 'float32', (gg, cv) => (cv ? 0 : gg)),
-        ctx.bShape as number[],
-      ),
+      ctx.wantA ? sumTo(where(c, g, 0), ctx.aShape as number[]) : null,
+      ctx.wantB ? sumTo(where(c, 0, g), ctx.bShape as number[]) : null,
     ];
   },
   lower(k, a) {

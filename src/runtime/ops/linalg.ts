@@ -61,9 +61,9 @@ function transposedLayout(t: Tensor): boolean {
  * `w.t()`) gets a contiguous [out, in] gradient back through `t`, not a strided view every consumer gathers.
  */
 function gradLike(x: Tensor, lhs: Tensor, rhs: Tensor): Tensor {
-  if (!transposedLayout(x)) return sumTo(bmm(lhs, rhs), x.shape);
+  if (!transposedLayout(x)) return sumTo(matmul(lhs, rhs), x.shape);
   const shapeT = [...x.shape.slice(0, -2), x.shape[x.ndim - 1]!, x.shape[x.ndim - 2]!];
-  return sumTo(bmm(rhs.transpose(-1, -2), lhs.transpose(-1, -2)), shapeT).transpose(-1, -2);
+  return sumTo(matmul(rhs.transpose(-1, -2), lhs.transpose(-1, -2)), shapeT).transpose(-1, -2);
 }
 
 /** Batch dims must broadcast and the product must fit in a tensor; the message names both full shapes. */
@@ -109,8 +109,9 @@ export const matmul = defineOp<(input: Tensor, other: Tensor) => Tensor>({
     let out = bmm(a2, b2);
     if (a.ndim === 1) out = out.squeeze(-2);
     if (b.ndim === 1) out = out.squeeze(-1);
-    ctx.a = a.requiresGrad || b.requiresGrad ? ctx.save(a2) : null;
-    ctx.b = ctx.save(b2);
+    // the inputs themselves (not a2/b2, which no op made as far as a tracer can see): the rule redoes the unsqueeze
+    ctx.a = a.requiresGrad || b.requiresGrad ? ctx.save(a) : null;
+    ctx.b = ctx.save(b);
     ctx.aShape = a.shape;
     ctx.bShape = b.shape;
     ctx.outShape = [...out.shape];
@@ -124,8 +125,10 @@ export const matmul = defineOp<(input: Tensor, other: Tensor) => Tensor>({
     return out;
   },
   backward(ctx, g) {
-    const a2 = ctx.a as Tensor;
-    const b2 = ctx.b as Tensor;
+    const a = ctx.a as Tensor;
+    const b = ctx.b as Tensor;
+    const a2 = a.ndim === 1 ? a.unsqueeze(0) : a;
+    const b2 = b.ndim === 1 ? b.unsqueeze(1) : b;
     const g2 = g.reshape(ctx.g2Shape as number[]);
     const ga = ctx.wantA ? gradLike(a2, g2, b2.transpose(-1, -2)).reshape(ctx.aShape as number[]) : null;
     const gb = ctx.wantB ? gradLike(b2, a2.transpose(-1, -2), g2).reshape(ctx.bShape as number[]) : null;
@@ -186,8 +189,8 @@ export const mm = defineOp<(input: Tensor, mat2: Tensor) => Tensor>({
   schema: 'mm(Tensor input, Tensor mat2)',
   forward(ctx, a, b) {
     checkMatrices('mm', a, b, ['self', 'mat2']);
-    ctx.a = b.requiresGrad ? ctx.save(a) : null;
-    ctx.b = a.requiresGrad ? ctx.save(b) : null;
+    ctx.a = a.requiresGrad || b.requiresGrad ? ctx.save(a) : null;
+    ctx.b = ctx.save(b);
     return bmm(a, b);
   },
   backward(ctx, g): GradResult[] {

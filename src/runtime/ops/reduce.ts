@@ -1,4 +1,5 @@
-import { DTypeError, IndexError } from '../../errors.js';
+import { DTypeError, IndexError, ShapeError } from '../../errors.js';
+import { zeros } from './creation.js';
 import { reducedShape, rowsOver } from './cpu-adapters.js';
 import { allocate } from '../dtype.js';
 import type { KValue, LowerContext } from '../lowering.js';
@@ -161,9 +162,10 @@ function dimReduce(name: string, better: (a: number, b: number) => boolean) {
       return [Tensor.fromData(values, shape, x.dtype), idx];
     },
     backward(ctx, g) {
+      // PyTorch's value_selecting_reduction_backward: the gradient goes to the selected element of each row
       const d = ctx.dim as number;
       const keep = (t: Tensor) => (ctx.keepdim ? t : t.unsqueeze(d));
-      return [scatterInto(ctx.shape as number[], d, keep(ctx.idx as Tensor), keep(g))];
+      return [scatterAdd(zeros(ctx.shape as number[]), d, keep(ctx.idx as Tensor), keep(g))];
     },
     lower: { eager: `${name}: returns (values, indices), and the kernels compute no indices` },
   });
@@ -187,25 +189,64 @@ export const argmax = defineOp<(input: Tensor, dim?: number | null, keepdim?: bo
   lower: { eager: 'argmax: an int32 result (the kernels compute float32 and bool values)' },
 });
 
-/** zeros(shape) with `src` added at `index` along `dim` (the backward of gather and of max along a dim). */
-export function scatterInto(shape: readonly number[], dim: number, index: Tensor, src: Tensor): Tensor {
-  const out = new Float32Array(shape.reduce((a, b) => a * b, 1));
-  const idx = index.contiguous().data();
-  const vals = src.contiguous().data();
-  const ishape = index.shape;
-  const outStrides = shape.map((_, i) => shape.slice(i + 1).reduce((a, b) => a * b, 1));
-  const pos = new Array<number>(ishape.length).fill(0);
-  for (let i = 0; i < idx.length; i++) {
-    let off = 0;
-    for (let k = 0; k < ishape.length; k++) off += (k === dim ? idx[i]! : pos[k]!) * outStrides[k]!;
-    out[off] += vals[i]!;
-    for (let k = ishape.length - 1; k >= 0; k--) {
-      if (++pos[k]! < ishape[k]!) break;
-      pos[k] = 0;
+/**
+ * PyTorch's scatter_add: a copy of `input` with each element of `src` added at the position of the matching
+ * element of `index`, whose coordinate along `dim` is replaced by the index value. The backward of gather and
+ * of max/min along a dim (`zeros(shape).scatterAdd(dim, indices, grad)`, as PyTorch's gather_backward).
+ */
+export const scatterAdd = defineOp<(input: Tensor, dim: number, index: Tensor, src: Tensor) => Tensor>({
+  schema: 'scatterAdd(Tensor input, int dim, Tensor index, Tensor src)',
+  forward(ctx, x, dim, index, src) {
+    if (index.dtype !== 'int32') throw new DTypeError(`scatterAdd: index must be an int32 tensor, got ${index.dtype}`);
+    if (src.dtype !== x.dtype) throw new DTypeError(`scatterAdd: src (${src.dtype}) must have the dtype of input (${x.dtype})`);
+    const d = normDim('scatterAdd', dim, Math.max(x.ndim, 1));
+    if (index.ndim !== x.ndim || src.ndim !== x.ndim) {
+      throw new ShapeError(
+        `scatterAdd: index ${fmt(index.shape)}, src ${fmt(src.shape)} and input ${fmt(x.shape)} must have the same number of dims`,
+      );
     }
-  }
-  return Tensor.fromData(out, shape, 'float32');
-}
+    index.shape.forEach((s, k) => {
+      if (s > src.shape[k]! || (k !== d && s > x.shape[k]!)) {
+        throw new ShapeError(
+          `scatterAdd: index ${fmt(index.shape)} is larger than src ${fmt(src.shape)} or input ${fmt(x.shape)} at dim ${k}`,
+        );
+      }
+    });
+    if (src.requiresGrad && !sameShape(index.shape, src.shape)) {
+      throw new ShapeError(
+        `scatterAdd: the gradient of src needs index and src of one shape, got ${fmt(index.shape)} and ${fmt(src.shape)}`,
+      );
+    }
+    ctx.d = d;
+    ctx.index = ctx.save(index);
+    const out = x.contiguous().clone();
+    const data = out._storage.data;
+    const idx = index.contiguous().data();
+    const strides = x.shape.map((_, k) => numel(x.shape.slice(k + 1)));
+    const pos = new Array<number>(index.ndim).fill(0);
+    const n = x.ndim === 0 ? 1 : x.shape[d]!;
+    for (let i = 0; i < idx.length; i++) {
+      const j = idx[i]!;
+      if (j < 0 || j >= n) throw new IndexError(`scatterAdd: index ${j} is out of bounds for dim ${d} with size ${n}`);
+      let off = 0;
+      let srcOff = src.offset;
+      for (let k = 0; k < pos.length; k++) {
+        off += (k === d ? j : pos[k]!) * strides[k]!;
+        srcOff += pos[k]! * src.strides[k]!;
+      }
+      data[off] += src._storage.data[srcOff]!;
+      for (let k = pos.length - 1; k >= 0; k--) {
+        if (++pos[k]! < index.shape[k]!) break;
+        pos[k] = 0;
+      }
+    }
+    return out;
+  },
+  backward(ctx, g) {
+    return [g, null, null, g.gather(ctx.d as number, ctx.index as Tensor)];
+  },
+  lower: { eager: 'scatterAdd: no kernel for scattering along a dim by an index tensor yet' },
+});
 
 /** Apply `fn` to every 1-D slice along `dim` (moved last), giving a float32 tensor of x's shape. */
 function alongDim(x: Tensor, dim: number, fn: (src: ArrayLike<number>, base: number, out: Float32Array, n: number) => void): Tensor {

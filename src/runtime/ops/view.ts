@@ -2,11 +2,12 @@ import { DTypeError, IndexError, ShapeError, ValueError } from '../../errors.js'
 import { gatherContiguous } from '../cpu/strided.js';
 import { allocate, promote } from '../dtype.js';
 import { OPS, defineOp, type GradResult } from '../op.js';
-import { checkNumel, contiguousStrides, fmt, inferShape, normDim, numel, viewStrides } from '../shape.js';
+import { checkNumel, contiguousStrides, fmt, inferShape, normDim, numel, sameShape, viewStrides } from '../shape.js';
 import { Storage, Tensor } from '../tensor.js';
 import { zeros } from './creation.js';
+import { where } from './elementwise.js';
 import { dimOf, reshapeLike } from './lowering-helpers.js';
-import { scatterInto, sumTo } from './reduce.js';
+import { scatterAdd, sumTo } from './reduce.js';
 import { noGrad } from '../autograd.js';
 
 /** Shape ops. Most are views: they share the input's storage and only change shape, strides and offset. */
@@ -126,6 +127,23 @@ export const transpose = defineOp<(input: Tensor, dim0: number, dim1: number) =>
     const d1 = dimOf(a.dim1, nd);
     [dims[d0], dims[d1]] = [dims[d1]!, dims[d0]!];
     return k.view(x, { op: 'permute', dims }, out.shape);
+  },
+});
+
+/** torch.t: the transpose of a matrix; 0-d and 1-d tensors come back as a view of themselves. */
+export const t = defineOp<(input: Tensor) => Tensor>({
+  schema: 't(Tensor input)',
+  view: true,
+  forward(_ctx, x) {
+    if (x.ndim > 2) throw new ShapeError(`t: expects a tensor with <= 2 dimensions, but self is ${x.ndim}-D (use transpose)`);
+    if (x.ndim < 2) return aliasOf(x, x.shape, x.strides);
+    return aliasOf(x, [x.shape[1]!, x.shape[0]!], [x.strides[1]!, x.strides[0]!]);
+  },
+  backward: (_ctx, g): GradResult[] => [t(g)],
+  lower(k, a, out) {
+    const x = k.tensor(a.input);
+    if (x === null) return null;
+    return k.shape(x).length < 2 ? x : k.view(x, { op: 'permute', dims: [1, 0] }, out.shape);
   },
 });
 
@@ -329,6 +347,52 @@ export const select = defineOp<(input: Tensor, dim: number, index: number) => Te
   },
 });
 
+/** `view(out)` of a copy of `input` overwritten with `src`, which must have the view's shape exactly (PyTorch's *_scatter rule). */
+function scatterInto(op: string, x: Tensor, src: Tensor, view: (t: Tensor) => Tensor): Tensor {
+  const out = x.clone();
+  const region = view(out);
+  if (!sameShape(region.shape, src.shape)) {
+    throw new ShapeError(`${op}: expected src to have the size of the slice of input, ${fmt(region.shape)}, got ${fmt(src.shape)}`);
+  }
+  if (src.dtype !== x.dtype) throw new DTypeError(`${op}: src (${src.dtype}) must have the dtype of input (${x.dtype})`);
+  region.copy_(src);
+  return out;
+}
+
+/**
+ * PyTorch's slice_scatter: a copy of `input` whose slice `input[start:end:step]` along `dim` is `src`. Out of
+ * place and differentiable in both (functionalisation writes an in-place write through a slice as this).
+ */
+export const sliceScatter = defineOp<
+  (input: Tensor, src: Tensor, dim?: number, start?: number | null, end?: number | null, step?: number) => Tensor
+>({
+  schema: 'sliceScatter(Tensor input, Tensor src, int dim=0, int? start=null, int? end=null, int step=1)',
+  forward(ctx, x, src, dim = 0, start = null, end = null, step = 1) {
+    if (x.ndim === 0) throw new IndexError('sliceScatter: cannot slice a 0-d tensor');
+    Object.assign(ctx, { dim, start, end, step, srcShape: src.shape });
+    return scatterInto('sliceScatter', x, src, (t) => slice(t, dim, start, end, step));
+  },
+  backward(ctx, g): GradResult[] {
+    const { dim, start, end, step } = ctx as unknown as { dim: number; start: number | null; end: number | null; step: number };
+    return [sliceScatter(g, zeros(ctx.srcShape as number[]), dim, start, end, step), slice(g, dim, start, end, step)];
+  },
+  lower: { eager: 'sliceScatter: no kernel writes a slice of a copy yet' },
+});
+
+/** PyTorch's select_scatter: a copy of `input` whose entry `index` along `dim` is `src` (one dim fewer). */
+export const selectScatter = defineOp<(input: Tensor, src: Tensor, dim: number, index: number) => Tensor>({
+  schema: 'selectScatter(Tensor input, Tensor src, int dim, int index)',
+  forward(ctx, x, src, dim, index) {
+    Object.assign(ctx, { dim, index, srcShape: src.shape });
+    return scatterInto('selectScatter', x, src, (t) => select(t, dim, index));
+  },
+  backward(ctx, g): GradResult[] {
+    const { dim, index } = ctx as unknown as { dim: number; index: number };
+    return [selectScatter(g, zeros(ctx.srcShape as number[]), dim, index), select(g, dim, index)];
+  },
+  lower: { eager: 'selectScatter: no kernel writes a slice of a copy yet' },
+});
+
 function checkIndexTensor(op: string, index: Tensor): void {
   if (index.dtype !== 'int32') throw new DTypeError(`${op}: index must be an int32 tensor, got ${index.dtype}`);
 }
@@ -362,10 +426,12 @@ export const gather = defineOp<(input: Tensor, dim: number, index: Tensor) => Te
         pos[k] = 0;
       }
     }
-    Object.assign(ctx, { shape: x.shape, d, index });
+    Object.assign(ctx, { shape: x.shape, d });
+    ctx.index = ctx.save(index);
     return Tensor.fromData(out, index.shape, x.dtype);
   },
-  backward: (ctx, g) => [scatterInto(ctx.shape as number[], ctx.d as number, ctx.index as Tensor, g)],
+  // PyTorch's gather_backward: zeros(shape).scatter_add(dim, index, grad)
+  backward: (ctx, g) => [scatterAdd(zeros(ctx.shape as number[]), ctx.d as number, ctx.index as Tensor, g)],
   lower: { eager: 'gather: no kernel for gathering along a dim by an index tensor yet' },
 });
 
@@ -387,10 +453,20 @@ export const indexSelect = defineOp<(input: Tensor, dim: number, index: Tensor) 
     const expanded = Tensor.fromData(wrapped, [wrapped.length], 'int32')
       .reshape(shape.map((s, k) => (k === d ? s : 1)))
       .expand(shape);
-    Object.assign(ctx, { shape: x.shape, d, expanded });
+    Object.assign(ctx, { shape: x.shape, d, n, outShape: shape });
+    ctx.index = ctx.save(index);
     return gather(x, d, expanded.contiguous());
   },
-  backward: (ctx, g) => [scatterInto(ctx.shape as number[], ctx.d as number, ctx.expanded as Tensor, g)],
+  backward(ctx, g) {
+    // PyTorch's index_select_backward (an index_add into zeros), from the index input with op-table calls:
+    // negative indices wrapped, then laid along `dim` and broadcast over the others
+    const { d, n } = ctx as unknown as { d: number; n: number };
+    const outShape = ctx.outShape as number[];
+    const index = ctx.index as Tensor;
+    const wrapped = where(index.lt(0), index.add(n), index);
+    const laid = wrapped.reshape(outShape.map((s, k) => (k === d ? s : 1))).expand(outShape);
+    return [scatterAdd(zeros(ctx.shape as number[]), d, laid.contiguous(), g)];
+  },
   lower: { eager: 'indexSelect: no kernel for selecting by an index tensor yet' },
 });
 
