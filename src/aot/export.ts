@@ -143,7 +143,11 @@ export function aotExportModule(
  * placeholders `primals_N`, `tangents_N` and output `[forward outputs…, gradient of each primal…]`, ready for a
  * partitioner. Input mutations are refused: the graph alone could not replay them.
  */
-export function aotExportJointSimple(fn: (...args: never[]) => unknown, args: readonly unknown[], options: { trainable?: boolean } = {}): GraphModule {
+export function aotExportJointSimple(
+  fn: (...args: never[]) => unknown,
+  args: readonly unknown[],
+  options: { trainable?: boolean } = {},
+): GraphModule {
   if (typeof fn !== 'function') throw new ValueError(`aotExportJointSimple: expected a function, got ${typeof fn}`);
   if (!Array.isArray(args)) throw new ValueError('aotExportJointSimple: args must be an array of the arguments');
   const { tensors, tree } = flattenTensors(args, 'aotExportJointSimple: argument');

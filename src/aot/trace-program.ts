@@ -247,10 +247,14 @@ function lossOutput(outs: readonly Tensor[], sources: readonly OutputSource[], l
   const loss = outs[lossIndex];
   const src = sources[lossIndex];
   if (!loss || !src || src.kind !== 'graph') {
-    throw new AotError(`aotExportModule: outputLossIndex ${lossIndex} does not name a tensor output computed by the graph (there are ${outs.length} outputs)`);
+    throw new AotError(
+      `aotExportModule: outputLossIndex ${lossIndex} does not name a tensor output computed by the graph (there are ${outs.length} outputs)`,
+    );
   }
   if (loss.numel() !== 1 || !loss.requiresGrad) {
-    throw new AotError(`aotExportModule: the loss (output ${lossIndex}) must be a scalar that requires grad, got shape [${loss.shape.join(', ')}]${loss.requiresGrad ? '' : ' that does not require grad'}`);
+    throw new AotError(
+      `aotExportModule: the loss (output ${lossIndex}) must be a scalar that requires grad, got shape [${loss.shape.join(', ')}]${loss.requiresGrad ? '' : ' that does not require grad'}`,
+    );
   }
   outs.forEach((o, i) => {
     if (i !== lossIndex && o.requiresGrad) {
