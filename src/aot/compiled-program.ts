@@ -110,7 +110,8 @@ export class CompiledProgram {
     let k = 0;
     for (const m of this.program.mutations) {
       const target = primals[m.input]!;
-      if (m.layout) setLayout(target, m.layout);
+      // The same in-place metadata ops, run eagerly on the caller's tensor: its layout and tape as eager's.
+      for (const [method, args] of m.layout ?? []) (target as unknown as Record<string, (...a: unknown[]) => unknown>)[method]!(...args);
       if (!m.data) continue;
       const value = fwd[k++]!;
       if (value.requiresGrad && isGradEnabled()) target.copy_(value);
@@ -155,17 +156,6 @@ export class CompiledProgram {
     }
     return this.backward;
   }
-}
-
-/** A metadata mutation traced on a copy (`t_`, `unsqueeze_`), applied to the caller's tensor. */
-function setLayout(
-  t: Tensor,
-  layout: { readonly shape: readonly number[]; readonly strides: readonly number[]; readonly offset: number },
-): void {
-  const fields = t as unknown as { _shape: readonly number[]; strides: readonly number[]; offset: number };
-  fields._shape = Object.freeze([...layout.shape]);
-  fields.strides = Object.freeze([...layout.strides]);
-  fields.offset = layout.offset;
 }
 
 function zerosOf(t: Tensor): Tensor {

@@ -31,8 +31,8 @@ export interface InputMutation {
   readonly input: number;
   /** Data writes come back as a graph output and are copied into the caller's tensor. */
   readonly data: boolean;
-  /** A changed shape or strides (`t_`, `unsqueeze_`): the caller's tensor gets the traced layout. */
-  readonly layout?: { readonly shape: readonly number[]; readonly strides: readonly number[]; readonly offset: number };
+  /** A changed shape or strides: the in-place metadata ops (`t_`, `unsqueeze_`, …) to replay on the caller's tensor. */
+  readonly layout?: readonly (readonly [method: string, args: readonly unknown[]])[];
 }
 
 export interface TracedProgram {
@@ -162,7 +162,7 @@ function finish(
     mutations.push({
       input: i,
       data,
-      layout: layoutChanged ? { shape: [...c.shape], strides: [...c.strides], offset: c.offset } : undefined,
+      layout: layoutChanged ? (tracer.metadataOps.get(c) ?? []) : undefined,
     });
     if (data) {
       graphOuts.push(tracer.tensorNode(c));

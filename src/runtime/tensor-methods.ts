@@ -66,7 +66,9 @@ function inplace<F extends AnyFn>(name: string, op: Op<F>): <T extends Tensor>(t
  */
 function metadataInplace<A extends unknown[]>(name: string, view: (x: Tensor, ...a: A) => Tensor) {
   return function <T extends Tensor>(this: T, ...args: A): T {
-    if (activeTrace) throw new TraceError(`${name}: in-place metadata mutation cannot be traced yet; use the out-of-place op`);
+    if (activeTrace && !activeTrace.metadataMutated) {
+      throw new TraceError(`${name}: in-place metadata mutation cannot be traced by this tracer; use the out-of-place op`);
+    }
     if (isGradEnabled() && this.requiresGrad && this.isLeaf) {
       throw new AutogradError(`${name}: a leaf Variable that requires grad is being used in an in-place operation.`);
     }
@@ -75,6 +77,7 @@ function metadataInplace<A extends unknown[]>(name: string, view: (x: Tensor, ..
     if (v.gradFn) this.gradFn = v.gradFn;
     if (this._base) this._viewReplay = v._viewReplay;
     this._storage.version++;
+    activeTrace?.metadataMutated?.(this, v, name);
     return this;
   };
 }
