@@ -79,7 +79,7 @@ test('in-place metadata ops under a tracer throw a clear error rather than recor
   const tracer: TraceDispatch = { symbolic: false, isTraced: () => false, callOp: () => null };
   const prev = setTraceDispatch(tracer);
   try {
-    t.throws(() => x.t_(), { instanceOf: TraceError, message: /^t_: in-place metadata mutation cannot be traced yet/ });
+    t.throws(() => x.t_(), { instanceOf: TraceError, message: /^t_: in-place metadata mutation cannot be traced by this tracer/ });
   } finally {
     setTraceDispatch(prev);
   }
