@@ -6,7 +6,7 @@ import { Tensor } from '../runtime/tensor.js';
 import { describe } from '../runtime/validate.js';
 import { runCompiler, type Compiler } from './context.js';
 import { AotError } from './errors.js';
-import { partitionInfo, type PartitionFn } from './partition.js';
+import { partitionInfo, savedBytes, type PartitionFn } from './partition.js';
 import { unflattenTensors } from './pytree.js';
 import type { TracedProgram } from './trace-program.js';
 
@@ -29,6 +29,8 @@ export class CompiledProgram {
   private bwGm?: GraphModule;
   private backward?: (...args: Tensor[]) => unknown;
   private numSaved = 0;
+  private savedCount = 0;
+  private bytesSaved = 0;
 
   private constructor(
     readonly id: number,
@@ -61,14 +63,16 @@ export class CompiledProgram {
     const [fw, bw] = parts;
     const info = partitionInfo(fw, bw);
     c.numSaved = info.numSavedTensors + info.numSavedSizes;
+    c.savedCount = info.numSavedTensors;
+    c.bytesSaved = savedBytes(fw, bw);
     c.bwGm = bw;
     c.forward = runCompiler(compilers.fwCompiler, fw, primals, `${id}_forward`, what);
     return c;
   }
 
-  /** The forward and backward graphs (after partitioning), for explain and tests. */
-  get graphs(): { forward?: GraphModule; backward?: GraphModule } {
-    return { backward: this.bwGm };
+  /** The compiled forward (or inference) and backward callables and what the forward saves, for pprint. */
+  describe(): { forward: unknown; backward: unknown; savedTensors: number; savedBytes: number } {
+    return { forward: this.forward, backward: this.backward, savedTensors: this.savedCount, savedBytes: this.bytesSaved };
   }
 
   run(primals: Tensor[]): unknown {
