@@ -15,7 +15,9 @@ import {
   type ConvShape,
   type PoolShape,
 } from '../src/kernels/conv/conv-wasm.js';
-import { packB } from '../src/kernels/gemm/index.js';
+import { getGemmThreads, packB, setGemmThreads } from '../src/kernels/gemm/index.js';
+import { lastConvJobChunks } from '../src/kernels/conv/threads.js';
+import { WinogradWeight, winogradApplies, winogradCallCount } from '../src/kernels/conv/winograd.js';
 import { kernelsBackend, type KernelProgramCallable } from '../src/kernels/index.js';
 import type { Window2d } from '../src/runtime/cpu/conv.js';
 import { close } from './helpers.js';
@@ -140,6 +142,87 @@ test('conv2dForward takes a PackedB for one group and writes no further than the
   t.deepEqual([...out.subarray(P * 6)], [42, 42, 42, 42, 42]);
 });
 
+const winogradCases: ConvCase[] = [
+  { name: '4 → 8 channels, pad 1', x: [2, 4, 6, 6], O: 8, k: [3, 3], padding: [1, 1] },
+  { name: 'odd output sizes (partial tiles), 8 → 12 channels', x: [1, 8, 7, 5], O: 12, k: [3, 3], padding: [1, 1] },
+  { name: 'no padding, 16 → 4 channels', x: [3, 16, 9, 8], O: 4, k: [3, 3] },
+  { name: 'padding 2 by 0', x: [2, 4, 5, 6], O: 4, k: [3, 3], padding: [2, 0] },
+  { name: '32 → 32 channels over more tiles than one round', x: [3, 32, 18, 20], O: 32, k: [3, 3], padding: [1, 1] },
+];
+
+for (const c of winogradCases) {
+  test(`Winograd F(2×2, 3×3) equals eager conv2d: ${c.name}`, (t) => {
+    manualSeed(8);
+    const { x, w, b, y, shape } = eagerConv(c);
+    t.true(winogradApplies(shape));
+    const folded = convWeights(w.data() as Float32Array, null, null, w.shape as [number, number, number, number], true).weight;
+    const ww = new WinogradWeight(folded, c.O, c.x[1]);
+    try {
+      const P = shape.N * shape.g.OH * shape.g.OW;
+      const out = conv2dForward(nhwc(x), ww, b.data() as Float32Array, shape, new Float32Array(P * c.O));
+      close(t, nchw(out, y.shape), y.detach(), 'forward');
+      const relu = conv2dForward(nhwc(x), ww, null, shape, new Float32Array(P * c.O), true);
+      close(t, nchw(relu, y.shape), ops.conv2d(x.detach(), w.detach(), null, 1, c.padding ?? 0).relu(), 'no bias, relu');
+    } finally {
+      ww.dispose();
+    }
+  });
+}
+
+test('Winograd applies to 3×3, stride-1, undilated, ungrouped convs of channels in multiples of 4 only; its weight refuses others', (t) => {
+  const g: Window2d = { kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1, dh: 1, dw: 1, H: 6, W: 6, OH: 6, OW: 6 };
+  const s: ConvShape = { N: 1, C: 8, O: 8, groups: 1, g };
+  t.true(winogradApplies(s));
+  t.false(winogradApplies({ ...s, C: 6 }));
+  t.false(winogradApplies({ ...s, O: 10 }));
+  t.false(winogradApplies({ ...s, groups: 2 }));
+  t.false(winogradApplies({ ...s, g: { ...g, sh: 2, OH: 3 } }));
+  t.false(winogradApplies({ ...s, g: { ...g, dw: 2, OW: 4 } }));
+  t.false(winogradApplies({ ...s, g: { ...g, kh: 1, kw: 1, ph: 0, pw: 0 } }));
+  const ww = new WinogradWeight(new Float32Array(8 * 9 * 8), 8, 8);
+  try {
+    t.throws(() => conv2dForward(new Float32Array(6 * 6 * 8), ww, null, { ...s, g: { ...g, sh: 2, OH: 3 } }, new Float32Array(3 * 6 * 8)), {
+      instanceOf: KilnError,
+      message: 'conv2dForward: a Winograd weight takes 3×3, stride-1, undilated, ungrouped convs of channels in multiples of 4',
+    });
+    t.throws(() => conv2dForward(new Float32Array(6 * 6 * 4), ww, null, { ...s, C: 4 }, new Float32Array(36 * 8)), {
+      instanceOf: KilnError,
+      message: 'conv2dForward: the Winograd weight is [8, 8, 3, 3], the conv wants [8, 4, 3, 3]',
+    });
+  } finally {
+    ww.dispose();
+  }
+  t.throws(() => new WinogradWeight(new Float32Array(10), 8, 8), {
+    instanceOf: KilnError,
+    message: 'winogradWeight: weight has 10 elements, needs 576',
+  });
+});
+
+test('the conv kernel split over threads gives exactly the one-thread result', (t) => {
+  manualSeed(9);
+  const c: ConvCase = { name: '', x: [8, 16, 16, 16], O: 32, k: [3, 3], padding: [1, 1] };
+  const { x, w, shape } = eagerConv(c);
+  const K = 16 * 9;
+  const packed = new PackedConvWeight(convWeights(w.data() as Float32Array, null, null, [32, 16, 3, 3], true).weight, 32, K, 1);
+  const before = getGemmThreads();
+  try {
+    const P = 8 * 16 * 16;
+    setGemmThreads(1);
+    const one = conv2dForward(nhwc(x), packed, null, shape, new Float32Array(P * 32));
+    t.is(lastConvJobChunks().chunks, 0, 'one thread: no chunked job');
+    setGemmThreads(2);
+    for (let i = 0; i < 5; i++) {
+      const two = conv2dForward(nhwc(x), packed, null, shape, new Float32Array(P * 32));
+      t.deepEqual(two, one);
+    }
+    // 2·P·K·O = 38M flops: a chunked job (unless a busy machine made the policy keep it on this thread)
+    t.true(lastConvJobChunks().chunks === 0 || lastConvJobChunks().chunks >= 8, JSON.stringify(lastConvJobChunks()));
+  } finally {
+    setGemmThreads(before);
+    packed.dispose();
+  }
+});
+
 interface PoolCase {
   name: string;
   x: [number, number, number, number];
@@ -173,6 +256,8 @@ for (const c of poolCases) {
       const shape: PoolShape = { N, C, g: windowOf(c.k, stride, padding, dilation, H, W, y.shape) };
       const P = N * shape.g.OH * shape.g.OW;
       close(t, nchw(maxPool2d(nhwc(x), shape, new Float32Array(P * C)), y.shape), y.detach(), `forward, dilation ${dilation}`);
+      const direct = tensor(maxPool2d(nhwc(x), shape, new Float32Array(P * C), true), { shape: [...y.shape] });
+      close(t, direct, y.detach(), `forward written NCHW, dilation ${dilation}`);
       const gx = maxPool2dBackward(nhwc(x), nhwc(gy), shape, new Float32Array(N * C * H * W));
       close(t, nchw(gx, x.shape), x.grad!, `input gradient, dilation ${dilation}`);
     }
@@ -197,6 +282,8 @@ for (const c of poolCases) {
       const what = `countIncludePad ${String(countIncludePad)}, divisor ${String(divisorOverride)}`;
       const out = avgPool2d(nhwc(x), shape, new Float32Array(P * C), countIncludePad, divisorOverride);
       close(t, nchw(out, y.shape), y.detach(), `forward, ${what}`);
+      const direct = avgPool2d(nhwc(x), shape, new Float32Array(P * C), countIncludePad, divisorOverride, true);
+      close(t, tensor(direct, { shape: [...y.shape] }), y.detach(), `forward written NCHW, ${what}`);
       const gx = avgPool2dBackward(nhwc(gy), shape, new Float32Array(N * C * H * W), countIncludePad, divisorOverride);
       close(t, nchw(gx, x.shape), x.grad!, `input gradient, ${what}`);
     }
@@ -275,6 +362,35 @@ test('compiled conv chains run the indirect GEMM and equal eager: strides, paddi
   for (const x of [randn([2, 3, 9, 11]), randn([1, 3, 7, 7]), randn([3, 3, 12, 5])]) {
     const text = againstEager(t, `input ${x.shape.join('×')}`, m, x);
     t.regex(text, /copied to channels-last[\s\S]*(channels-last, in place[\s\S]*){3}/, text);
+  }
+});
+
+test('a compiled 3×3 conv chain takes Winograd on one thread and the threaded direct kernel on two, both equal to eager', (t) => {
+  manualSeed(34);
+  const m = new nn.Sequential(
+    new nn.Conv2d(3, 16, 3, { padding: 1 }),
+    new nn.BatchNorm2d(16),
+    new nn.ReLU(),
+    new nn.Conv2d(16, 32, 3, { padding: 1 }),
+    new nn.BatchNorm2d(32),
+    new nn.ReLU(),
+    new nn.Conv2d(32, 8, 3),
+  );
+  randomiseBatchNorms(m);
+  m.eval();
+  const before = getGemmThreads();
+  try {
+    for (const threads of [1, 2]) {
+      setGemmThreads(threads);
+      const calls = winogradCallCount();
+      const text = againstEager(t, `${threads} thread(s)`, m, randn([2, 3, 11, 10]));
+      // two Winograd convs, run on both calls of the plan
+      t.is(winogradCallCount() - calls, threads === 1 ? 4 : 0, `Winograd calls on ${threads} thread(s)`);
+      // the first conv has 3 input channels: the direct kernel; the next two may take Winograd
+      t.regex(text, /conv2d\+bias\+bn\+relu[^\n]*copied to channels-last[^\n]*\n[^\n]*Winograd[^\n]*\n[^\n]*Winograd/, text);
+    }
+  } finally {
+    setGemmThreads(before);
   }
 });
 

@@ -24,6 +24,7 @@
 import { forBlocks, forLoop, min, emitCopy, type KernelConfig } from '../gemm/simd-kernel.js';
 import { FunctionBuilder, ModuleBuilder } from '../gemm/wasm-encoder.js';
 import { MAX_PAGES } from '../gemm/wasm-heap.js';
+import { emitWinogradInput, emitWinogradOutput } from './winograd-kernel.js';
 
 const I = 'i32' as const;
 /** −∞ as f32 bits (0xff800000) */
@@ -191,6 +192,8 @@ function emitConvDriver(f: FunctionBuilder, cfg: KernelConfig, tile: number): vo
  * and write 4 lanes or lane 0.
  */
 interface Lanes {
+  /** 4 lanes or 1 */
+  readonly lanes: 4 | 1;
   /** push the value at [address on the stack] */
   ld(): void;
   /** store the v128 on the stack at [address pushed before it] */
@@ -202,8 +205,8 @@ function channelLoop(f: FunctionBuilder, C: number, body: (c: number, lanes: Lan
   const end = f.local('i32');
   f.get(C).i32(2).i32Shl().set(end);
   f.get(C).i32(-4).i32And().i32(2).i32Shl().set(end4);
-  const wide: Lanes = { ld: () => f.v128Load(), st: () => f.v128Store() };
-  const one: Lanes = { ld: () => f.v128Load32Splat(), st: () => f.f32x4ExtractLane(0).f32Store() };
+  const wide: Lanes = { lanes: 4, ld: () => f.v128Load(), st: () => f.v128Store() };
+  const one: Lanes = { lanes: 1, ld: () => f.v128Load32Splat(), st: () => f.f32x4ExtractLane(0).f32Store() };
   forLoop(
     f,
     c,
@@ -417,15 +420,20 @@ function emitWgradDriver(f: FunctionBuilder, cfg: KernelConfig, tiles: number[])
 }
 
 /**
- * maxPool(inBase, ind, taps, C, out, ldoB, p0, p1) and avgPool(…, div): out[p, c] over the valid taps of
- * pixel p (a window always has one), max with NaN winning, or the sum divided by div[p].
+ * maxPool(inBase, ind, taps, C, out, PL, nB, pB, cB, p0, p1) and avgPool(…, div): the value of channel c of
+ * output pixel p over its valid taps (a window always has one), max with NaN winning or the sum divided by
+ * div[p], stored at out + ⌊p / PL⌋·nB + (p mod PL)·pB + c·cB: channels-last with cB = 4 (vector stores), NCHW
+ * with PL = OH·OW, pB = 4 and cB = PL·4 (a lane at a time).
  */
 function emitPool(f: FunctionBuilder, kind: 'max' | 'avg'): void {
-  const [inBase, ind, taps, C, out, ldoB, p0, p1, div] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
+  const [inBase, ind, taps, C, out, PL, nB, pB, cB, p0, p1, div] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11];
   const p = f.local('i32');
   const off = f.local('i32');
   const o = f.local('i32');
   const acc = f.local('v128');
+  const dst = f.local('i32');
+  const wide = f.local('i32');
+  f.get(cB).i32(4).i32Eq().set(wide);
   forLoop(
     f,
     p,
@@ -433,7 +441,7 @@ function emitPool(f: FunctionBuilder, kind: 'max' | 'avg'): void {
     () => f.get(p1),
     1,
     () => {
-      f.get(out).get(p).get(ldoB).i32Mul().i32Add().set(o);
+      f.get(out).get(p).get(PL).i32DivU().get(nB).i32Mul().i32Add().get(p).get(PL).i32RemU().get(pB).i32Mul().i32Add().set(o);
       channelLoop(f, C, (c, l) => {
         if (kind === 'max') f.i32(NEG_INF_BITS).i32x4Splat().set(acc);
         else f.v128Zero().set(acc);
@@ -445,9 +453,21 @@ function emitPool(f: FunctionBuilder, kind: 'max' | 'avg'): void {
           else f.f32x4Add();
           f.set(acc).end();
         });
-        f.get(o).get(c).i32Add().get(acc);
-        if (kind === 'avg') f.get(div).get(p).i32(2).i32Shl().i32Add().v128Load32Splat().f32x4Div();
-        l.st();
+        if (kind === 'avg') f.get(acc).get(div).get(p).i32(2).i32Shl().i32Add().v128Load32Splat().f32x4Div().set(acc);
+        // c is a byte offset into the channels: channel k sits at o + (c / 4 + k)·cB
+        f.get(o).get(c).i32(2).i32ShrU().get(cB).i32Mul().i32Add().set(dst);
+        if (l.lanes === 1) {
+          f.get(dst).get(acc).f32x4ExtractLane(0).f32Store();
+          return;
+        }
+        f.get(wide).if();
+        f.get(dst).get(acc).v128Store();
+        f.else();
+        for (let k = 0; k < 4; k++) {
+          if (k > 0) f.get(dst).get(cB).i32Add().set(dst);
+          f.get(dst).get(acc).f32x4ExtractLane(k).f32Store();
+        }
+        f.end();
       });
     },
   );
@@ -560,9 +580,11 @@ export function buildConvModule(cfg: KernelConfig): Uint8Array {
     cfg,
     wtiles.map((f) => m.indexOf(f)),
   );
-  emitPool(m.func('maxPool', new Array<typeof I>(8).fill(I), [], true), 'max');
-  emitPool(m.func('avgPool', new Array<typeof I>(9).fill(I), [], true), 'avg');
+  emitPool(m.func('maxPool', new Array<typeof I>(11).fill(I), [], true), 'max');
+  emitPool(m.func('avgPool', new Array<typeof I>(12).fill(I), [], true), 'avg');
   emitMaxPoolBackward(m.func('maxPoolBackward', new Array<typeof I>(9).fill(I), [], true));
   emitAvgPoolBackward(m.func('avgPoolBackward', new Array<typeof I>(9).fill(I), [], true));
+  emitWinogradInput(m.func('winoInput', new Array<typeof I>(13).fill(I), [], true));
+  emitWinogradOutput(m.func('winoOutput', new Array<typeof I>(12).fill(I), [], true));
   return m.toBytes();
 }

@@ -18,6 +18,8 @@ import { gemm } from '../gemm/index.js';
 import { PackedB, packB } from '../gemm/packed-b.js';
 import { FLAG_BIAS, FLAG_RELU } from '../gemm/simd-kernel.js';
 import { getConvRuntime } from './runtime.js';
+import { runRange } from './threads.js';
+import { runWinograd, winogradApplies, WinogradWeight } from './winograd.js';
 import { avgDivisors, windowTable } from './window.js';
 
 /** A convolution's shape: N images of C channels, O output channels in `groups` groups, window `g`. */
@@ -33,6 +35,9 @@ export interface ConvShape {
 const ROWS_CHUNK = 1 << 19;
 /** Pixels per weight-gradient block: its slice of g (block × O floats) stays in L1. */
 const WGRAD_BLOCK = 256;
+
+/** The conv kernel's edge tile, one per thread. */
+const TILE_BYTES = (cfg: { mr: number; nr: number }): number => cfg.mr * cfg.nr * 4;
 
 type Scratch = { take(bytes: number): number; releaseAll(): void };
 
@@ -105,11 +110,12 @@ export class PackedConvWeight {
 
 /**
  * out[p, o] = bias[o] + Σ in[window(p)] · w[o] (then ReLU) for channels-last `x` [N, H, W, C]; `weight` packed
- * from [O, kh, kw, C/groups] (or a PackedB of it for groups = 1).
+ * from [O, kh, kw, C/groups] (or a PackedB of it for groups = 1), or a WinogradWeight for the convs
+ * winogradApplies to (Winograd F(2×2, 3×3), winograd.ts).
  */
 export function conv2dForward(
   x: Float32Array,
-  weight: PackedConvWeight | PackedB,
+  weight: PackedConvWeight | PackedB | WinogradWeight,
   bias: Float32Array | null,
   shape: ConvShape,
   out: Float32Array,
@@ -121,8 +127,11 @@ export function conv2dForward(
   const Og = O / groups;
   const taps = g.kh * g.kw;
   const P = N * g.OH * g.OW;
-  const packs = weight instanceof PackedB ? [weight] : weight.groups;
-  if (packs.length !== groups || packs.some((p) => p.K !== taps * Cg || p.N !== Og)) {
+  if (weight instanceof WinogradWeight && !winogradApplies(shape)) {
+    throw new ValueError('conv2dForward: a Winograd weight takes 3×3, stride-1, undilated, ungrouped convs of channels in multiples of 4');
+  }
+  const packs = weight instanceof WinogradWeight ? [] : weight instanceof PackedB ? [weight] : weight.groups;
+  if (!(weight instanceof WinogradWeight) && (packs.length !== groups || packs.some((p) => p.K !== taps * Cg || p.N !== Og))) {
     throw new ValueError(`conv2dForward: the packed weight is not [${groups} × ${taps * Cg}, ${Og}] for this convolution`);
   }
   check('conv2dForward', 'x', x, N * g.H * g.W * C);
@@ -138,12 +147,13 @@ export function conv2dForward(
     const padded = Math.ceil(Og / cfg.nr) * cfg.nr;
     const biasAddr = bias ? place(s, null, padded * groups) : 0;
     if (bias) for (let i = 0; i < groups; i++) rt.gemm.heap.f32.set(bias.subarray(i * Og, (i + 1) * Og), (biasAddr >> 2) + i * padded);
-    const tile = s.take(cfg.mr * cfg.nr * 4);
+    const tile = s.take(TILE_BYTES(cfg));
     const flags = (bias ? FLAG_BIAS : 0) | (relu ? FLAG_RELU : 0);
     into(s, out, P * O, false, (o) => {
+      if (weight instanceof WinogradWeight) return runWinograd(xAddr, weight, biasAddr, shape, o, relu, s.take, zero);
       for (let i = 0; i < groups; i++) {
         const pb = packs[i]!;
-        rt.kernels.conv(
+        const args = [
           xAddr + i * Cg * 4,
           zero,
           ind,
@@ -159,7 +169,9 @@ export function conv2dForward(
           flags,
           biasAddr + i * padded * 4,
           tile,
-        );
+        ];
+        const job = { fn: 'conv' as const, args, p0Arg: 9, p1Arg: 10, scratchArg: 14, total: P, grain: cfg.mr };
+        runRange(rt, job, 2 * P * taps * Cg * Og, tile, TILE_BYTES(cfg));
       }
     });
     return out;
@@ -279,20 +291,24 @@ function checkPool(op: string, s: PoolShape): void {
   if (2 * ph > kh || 2 * pw > kw) throw new ValueError(`${op}: padding ${ph}, ${pw} must be at most half the kernel ${kh}×${kw}`);
 }
 
-/** Max pooling of channels-last `x` [N, H, W, C] into `out` [N·OH·OW, C]: valid taps only, NaN wins, as eager. */
-export function maxPool2d(x: Float32Array, shape: PoolShape, out: Float32Array): Float32Array {
-  return pool('maxPool2d', x, shape, out, null);
+/**
+ * Max pooling of channels-last `x` [N, H, W, C] into `out`, channels-last [N·OH·OW, C] or with `nchw` [N, C,
+ * OH, OW]: valid taps only, NaN wins, as eager.
+ */
+export function maxPool2d(x: Float32Array, shape: PoolShape, out: Float32Array, nchw = false): Float32Array {
+  return pool('maxPool2d', x, shape, out, null, nchw);
 }
 
-/** Average pooling of channels-last `x` into `out` [N·OH·OW, C], divisors by PyTorch's rules. */
+/** Average pooling of channels-last `x` into `out` (channels-last, or NCHW with `nchw`), divisors by PyTorch's rules. */
 export function avgPool2d(
   x: Float32Array,
   shape: PoolShape,
   out: Float32Array,
   countIncludePad: boolean,
   divisorOverride: number | null,
+  nchw = false,
 ): Float32Array {
-  return pool('avgPool2d', x, shape, out, { countIncludePad, divisorOverride });
+  return pool('avgPool2d', x, shape, out, { countIncludePad, divisorOverride }, nchw);
 }
 
 function pool(
@@ -301,6 +317,7 @@ function pool(
   shape: PoolShape,
   out: Float32Array,
   avg: { countIncludePad: boolean; divisorOverride: number | null } | null,
+  nchw: boolean,
 ): Float32Array {
   checkPool(op, shape);
   const { N, C, g } = shape;
@@ -311,9 +328,14 @@ function pool(
   return withScratch((s) => {
     const xAddr = place(s, x, N * g.H * g.W * C);
     const ind = windowTable(N, C, g);
+    const PL = g.OH * g.OW;
+    // where pixel p's channels go: ⌊p / PL⌋·nB + (p mod PL)·pB + c·cB
+    const [nB, pB, cB] = nchw ? [C * PL * 4, 4, PL * 4] : [PL * C * 4, C * 4, 4];
+    const taps = g.kh * g.kw;
     into(s, out, P * C, false, (o) => {
-      if (avg) rt.kernels.avgPool(xAddr, ind, g.kh * g.kw, C, o, C * 4, 0, P, avgDivisors(N, g, avg.countIncludePad, avg.divisorOverride));
-      else rt.kernels.maxPool(xAddr, ind, g.kh * g.kw, C, o, C * 4, 0, P);
+      if (avg)
+        rt.kernels.avgPool(xAddr, ind, taps, C, o, PL, nB, pB, cB, 0, P, avgDivisors(N, g, avg.countIncludePad, avg.divisorOverride));
+      else rt.kernels.maxPool(xAddr, ind, taps, C, o, PL, nB, pB, cB, 0, P);
     });
     return out;
   });

@@ -4,7 +4,7 @@
  */
 
 import { getRuntime, type GemmRuntime } from '../gemm/runtime.js';
-import { wasm } from '../gemm/wasm-api.js';
+import { wasm, type WasmModule } from '../gemm/wasm-api.js';
 import { buildConvModule } from './conv-kernel.js';
 
 export interface ConvExports {
@@ -39,14 +39,70 @@ export interface ConvExports {
     Npad: number,
     block: number,
   ): void;
-  maxPool(inBase: number, ind: number, taps: number, C: number, out: number, ldoB: number, p0: number, p1: number): void;
-  avgPool(inBase: number, ind: number, taps: number, C: number, out: number, ldoB: number, p0: number, p1: number, div: number): void;
+  maxPool(
+    inBase: number,
+    ind: number,
+    taps: number,
+    C: number,
+    out: number,
+    PL: number,
+    nB: number,
+    pB: number,
+    cB: number,
+    p0: number,
+    p1: number,
+  ): void;
+  avgPool(
+    inBase: number,
+    ind: number,
+    taps: number,
+    C: number,
+    out: number,
+    PL: number,
+    nB: number,
+    pB: number,
+    cB: number,
+    p0: number,
+    p1: number,
+    div: number,
+  ): void;
   maxPoolBackward(inBase: number, ind: number, taps: number, C: number, g: number, ldgB: number, gx: number, p0: number, p1: number): void;
+  winoInput(
+    inBase: number,
+    zero: number,
+    H: number,
+    W: number,
+    C: number,
+    ph: number,
+    pw: number,
+    TH: number,
+    TW: number,
+    t0: number,
+    t1: number,
+    V: number,
+    planeB: number,
+  ): void;
+  winoOutput(
+    M: number,
+    planeB: number,
+    O: number,
+    OH: number,
+    OW: number,
+    TH: number,
+    TW: number,
+    t0: number,
+    t1: number,
+    out: number,
+    biasp: number,
+    flags: number,
+  ): void;
   avgPoolBackward(ind: number, taps: number, C: number, g: number, ldgB: number, div: number, gx: number, p0: number, p1: number): void;
 }
 
 export interface ConvRuntime {
   readonly gemm: GemmRuntime;
+  /** The compiled module, which worker threads instantiate on the same memory (threads.ts). */
+  readonly module: WasmModule;
   readonly kernels: ConvExports;
 }
 
@@ -57,6 +113,6 @@ export function getConvRuntime(): ConvRuntime {
   const gemm = getRuntime();
   const module = new wasm.Module(buildConvModule(gemm.cfg));
   const instance = new wasm.Instance(module, { env: { memory: gemm.heap.memory } });
-  runtime = { gemm, kernels: instance.exports as unknown as ConvExports };
+  runtime = { gemm, module, kernels: instance.exports as unknown as ConvExports };
   return runtime;
 }

@@ -239,6 +239,12 @@ export class FunctionBuilder {
   i32ShrS(): this {
     return this.op(0x75);
   }
+  i32DivU(): this {
+    return this.op(0x6e);
+  }
+  i32RemU(): this {
+    return this.op(0x70);
+  }
   f32Add(): this {
     return this.op(0x92);
   }

@@ -4,6 +4,8 @@ import { Storage, Tensor } from '../../runtime/tensor.js';
 import { convOutputLayout, im2rowKernel } from '../conv.js';
 import { isChannelsLast, toChannelsLast } from '../conv-host.js';
 import { conv2dForward } from '../conv/conv-wasm.js';
+import { winogradApplies, WinogradWeight } from '../conv/winograd.js';
+import { getGemmThreads } from '../gemm/index.js';
 import { PackedB as SimdPackedB } from '../gemm/packed-b.js';
 import { gemm, isPacked, packB, simdGemmAvailable } from '../matmul.js';
 import { convWeightSource } from './conv-weights.js';
@@ -23,6 +25,14 @@ import type { StepBuilder } from './step.js';
  * im2row pass (writing and reading 9× the input), the GEMM's packing of those rows, and its K split in two
  * blocks (K = 288 > KC).
  */
+/**
+ * A 3×3 stride-1 conv with at least this many input channels takes Winograd F(2×2, 3×3) when the GEMM runs on
+ * one thread (its 16 products run on one thread; the direct kernel splits over the GEMM's threads). CPU time of
+ * one call on the bench CNN's convs (one thread, median of 31, two runs): 16→32 direct 3.5 / 4.5 ms, Winograd
+ * 3.4 / 3.7; 32→32 direct 10.5 / 7.0, Winograd 8.6 / 5.7.
+ */
+const WINOGRAD_MIN_CHANNELS = 16;
+
 export const conv2dStep: StepBuilder<'conv2d'> = (ctx, root) => {
   const id = root.id;
   const [N, C, H, W] = ctx.ir[root.x]!.shape as [number, number, number, number];
@@ -62,9 +72,11 @@ export const conv2dStep: StepBuilder<'conv2d'> = (ctx, root) => {
   const kind = `conv2d${root.bias !== null ? '+bias' : ''}${bn ? '+bn' : ''}${root.relu ? '+relu' : ''}`;
   const bnIds = bn ? [bn.mean, bn.variance, bn.weight, bn.bias] : [];
   const reads = [root.x, root.w, root.bias, ...bnIds].filter((r): r is number => r !== null).map((r) => ctx.baseOf(r));
-  const weights = convWeightSource(ctx, root, wShape, direct);
   const shape = { N, C, O, groups: 1, g: geo };
-  const how = direct ? `indirect GEMM (wasm SIMD) over the input, ${gatherBy}` : `im2row [${P}, ${Kc}] (gpu.js) · GEMM`;
+  const wino = direct && winogradApplies(shape) && C >= WINOGRAD_MIN_CHANNELS;
+  const weights = convWeightSource(ctx, root, wShape, direct, wino);
+  let how = direct ? `indirect GEMM (wasm SIMD) over the input, ${gatherBy}` : `im2row [${P}, ${Kc}] (gpu.js) · GEMM`;
+  if (wino) how += '; Winograd F(2×2, 3×3) when the GEMM runs on one thread';
   return {
     kind,
     note: `${how} · weightᵀ${bn ? ' with the batch norm folded in' : ''}, NHWC result read as NCHW`,
@@ -72,7 +84,7 @@ export const conv2dStep: StepBuilder<'conv2d'> = (ctx, root) => {
     defines: id,
     gemmOutput: true,
     run: (env, rt) => {
-      const { b, bias } = weights(env, rt);
+      const { b, bias, wino: winoWeight } = weights(env, rt);
       const out = rt.buffer(id) ?? new Float32Array(P * O);
       if (gather) {
         const opts = { bias: bias ?? undefined, activation: root.relu ? ('relu' as const) : ('none' as const), bTransposed: !isPacked(b) };
@@ -86,12 +98,15 @@ export const conv2dStep: StepBuilder<'conv2d'> = (ctx, root) => {
           toChannelsLast(data, offset, N, C, H, W, nhwc);
           [data, offset] = [nhwc, 0];
         }
-        // a weight that is a graph value comes folded but not packed: packed for this call only
-        const packed = (isPacked(b) ? b : packB(b, Kc, O, { transposed: true })) as SimdPackedB;
+        // a weight that is a graph value comes folded but not packed: packed (or transformed) for this call only
+        const useWino = wino && getGemmThreads() === 1;
+        const w = useWino
+          ? (winoWeight ?? new WinogradWeight(b as Float32Array, O, C))
+          : ((isPacked(b) ? b : packB(b, Kc, O, { transposed: true })) as SimdPackedB);
         try {
-          conv2dForward(data.subarray(offset, offset + N * H * W * C), packed, bias, shape, out, root.relu);
+          conv2dForward(data.subarray(offset, offset + N * H * W * C), w, bias, shape, out, root.relu);
         } finally {
-          if (packed !== b) packed.dispose();
+          if (w !== b && w !== winoWeight) w.dispose();
         }
       }
       env.ir[id] = new Tensor(new Storage(out), root.shape, layout.strides, 0, 'float32');

@@ -2,7 +2,7 @@ import type { Window2d } from '../../runtime/cpu/conv.js';
 import { contiguousStrides } from '../../runtime/shape.js';
 import { Tensor } from '../../runtime/tensor.js';
 import { poolKernel } from '../conv.js';
-import { fromChannelsLast, isChannelsLast, maxPoolInto } from '../conv-host.js';
+import { isChannelsLast, maxPoolInto } from '../conv-host.js';
 import { avgPool2d, maxPool2d } from '../conv/conv-wasm.js';
 import { numelOf } from '../ir.js';
 import { simdGemmAvailable } from '../matmul.js';
@@ -24,10 +24,10 @@ export const pool2dStep: StepBuilder<'pool2d'> = (ctx, root) => {
 };
 
 /**
- * Pooling of a channels-last input in wasm SIMD, four channels a vector, into a scratch NHWC result that a JS
- * loop turns into the contiguous NCHW tensor the next step (a flatten, usually) reads. Measured on the bench
- * CNN's [16, 32, 32, 32] conv result, MaxPool2d(2), one call (median of 21, busy 2-core machine): the
- * former JS loop 2.3–2.6 ms, this step 0.4–0.5 ms.
+ * Pooling of a channels-last input in wasm SIMD, four channels a vector, written as the contiguous NCHW tensor
+ * the next step (a flatten, usually) reads (into wasm scratch, then one copy out). On the bench CNN's
+ * [16, 32, 32, 32] conv result, MaxPool2d(2): 0.86 ms of CPU when it wrote channels-last and a JS loop
+ * transposed (median of 41, one thread); the former JS loop took 2.3 ms (wall, a quieter machine).
  */
 function wasmPoolStep(ctx: StepContext, root: IRNodeOf<'pool2d'>): KernelStep {
   const id = root.id;
@@ -49,23 +49,21 @@ function wasmPoolStep(ctx: StepContext, root: IRNodeOf<'pool2d'>): KernelStep {
     OW,
   };
   const numel = numelOf(root.shape);
-  const nhwc = ctx.reserveScratch('pooled, channels-last', numel);
+  const nchw = ctx.reserveScratch('pooled', numel);
   ctx.setLayout(id, { shape: root.shape, strides: contiguousStrides(root.shape), offset: 0, dtype: 'float32', storageLength: numel });
   return {
     kind: `${kind}Pool2d`,
-    note: 'wasm SIMD over the channels-last input, result copied to NCHW',
+    note: 'wasm SIMD over the channels-last input, NCHW result',
     reads: [ctx.baseOf(root.x)],
     defines: id,
     gemmOutput: false,
     run: (env, rt) => {
       const xt = rt.realise(env, root.x);
       const src = (xt._storage.data as Float32Array).subarray(xt.offset, xt.offset + N * H * W * C);
-      const pooled = rt.scratch(nhwc, numel);
-      if (kind === 'max') maxPool2d(src, { N, C, g }, pooled);
-      else avgPool2d(src, { N, C, g }, pooled, countIncludePad, divisorOverride);
-      const out = new Float32Array(numel);
-      fromChannelsLast(pooled, 0, N, C, OH, OW, out);
-      env.ir[id] = Tensor.fromData(out, root.shape, 'float32');
+      const pooled = rt.scratch(nchw, numel);
+      if (kind === 'max') maxPool2d(src, { N, C, g }, pooled, true);
+      else avgPool2d(src, { N, C, g }, pooled, countIncludePad, divisorOverride, true);
+      env.ir[id] = Tensor.fromData(pooled.slice(), root.shape, 'float32');
     },
   };
 }
