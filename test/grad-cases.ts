@@ -152,29 +152,88 @@ export const GRAD_CASES: GradCase[] = [
       inputs: [g(randn([4, 3, 2])), g(randn([3])), g(randn([3]))],
     }),
   ],
-  ['embedding', () => ({ fn: (w) => ops.embedding(idx([0, 2, 2, 1], [2, 2]), w), inputs: [g(randn([3, 2]))] })],
+  ['embedding', () => ({ fn: (w, i) => ops.embedding(i!, w), inputs: [g(randn([3, 2])), idx([0, 2, 2, 1], [2, 2])] })],
   [
     'embeddingBag',
     () => ({
-      fn: (w, psw) => ops.embeddingBag(idx([0, 2, 1, 1]), w, idx([0, 1]), 'sum', psw),
-      inputs: [g(randn([3, 2])), g(randn([4]))],
+      fn: (w, psw, i, offsets) => ops.embeddingBag(i!, w, offsets, 'sum', psw),
+      inputs: [g(randn([3, 2])), g(randn([4])), idx([0, 2, 1, 1]), idx([0, 1])],
     }),
   ],
   ['dropout', () => ({ fn: (x) => (manualSeed(3), ops.dropout(x, 0.5)), inputs: [g(randn([8]))] })],
   ['dropoutMask', () => ({ fn: (x) => (manualSeed(3), ops.dropout(x, 0.3)), inputs: [g(randn([8]))] })],
-  ['nllLoss', () => ({ fn: (x) => ops.nllLoss(x, idx([0, 2, -100]), null, -100), inputs: [g(randn([3, 3]))] })],
+  ['nllLoss', () => ({ fn: (x, t) => ops.nllLoss(x, t!, null, -100), inputs: [g(randn([3, 3])), idx([0, 2, -100])] })],
   [
     'crossEntropy',
     () => ({
-      fn: (x, w) => ops.crossEntropy(x, idx([1, 0, 2, 1], [2, 2]), w),
-      inputs: [g(randn([2, 3, 2])), pos([3])],
+      fn: (x, w, t) => ops.crossEntropy(x, t!, w),
+      inputs: [g(randn([2, 3, 2])), pos([3]), idx([1, 0, 2, 1], [2, 2])],
     }),
   ],
   [
     'crossEntropy (label smoothing)',
-    () => ({ fn: (x) => ops.crossEntropy(x, idx([1, 0]), null, -100, 'mean', 0.1), inputs: [g(randn([2, 3]))] }),
+    () => ({ fn: (x, t) => ops.crossEntropy(x, t!, null, -100, 'mean', 0.1), inputs: [g(randn([2, 3])), idx([1, 0])] }),
   ],
   ['mseLoss', () => ({ fn: (a, b) => ops.mseLoss(a, b, 'sum'), inputs: [g(randn([2, 3])), g(randn([2, 3]))] })],
+  // The native and backward ops the nn, convolution and pooling rules are written with (issue 15, item 1).
+  ['maxPool2dWithIndices', () => ({ fn: (x) => ops.maxPool2dWithIndices(x, 2, 1)[0]!, inputs: [g(randn([1, 2, 4, 4]))] })],
+  [
+    'maxPool2dWithIndicesBackward',
+    () => {
+      const x = randn([1, 2, 5, 5]);
+      const indices = ops.maxPool2dWithIndices(x, 3, 2, 1)[1]!;
+      return {
+        fn: (go, x, i) => ops.maxPool2dWithIndicesBackward(go, x!, 3, 2, 1, 1, false, i!),
+        inputs: [g(randn([1, 2, 3, 3])), x, indices],
+      };
+    },
+  ],
+  [
+    'avgPool2dBackward',
+    () => ({ fn: (go, x) => ops.avgPool2dBackward(go, x!, 3, 2, 1, false, false, null), inputs: [g(randn([2, 3, 3])), randn([2, 5, 5])] }),
+  ],
+  [
+    'adaptiveAvgPool2dBackward',
+    () => ({ fn: (go, x) => ops.adaptiveAvgPool2dBackward(go, x!), inputs: [g(randn([1, 2, 2, 3])), randn([1, 2, 5, 5])] }),
+  ],
+  [
+    'nativeLayerNorm',
+    () => ({
+      fn: (x, w, b) => ops.nativeLayerNorm(x, [3, 4], w, b, 1e-5)[0]!,
+      inputs: [g(randn([2, 3, 4])), g(randn([3, 4])), g(randn([3, 4]))],
+    }),
+  ],
+  [
+    'nativeBatchNorm',
+    () => ({
+      fn: (x, w, b) => ops.nativeBatchNorm(x, w, b, null, null, true, 0.1, 1e-5)[0]!,
+      inputs: [g(randn([4, 3, 2])), g(randn([3])), g(randn([3]))],
+    }),
+  ],
+  [
+    'nativeBatchNorm (evaluation)',
+    () => ({
+      fn: (x, w, b, mean, variance) => ops.nativeBatchNorm(x, w, b, mean, variance, false, 0.1, 1e-5)[0]!,
+      inputs: [g(randn([2, 3, 2, 2])), g(randn([3])), g(randn([3])), randn([3]), rand([3]).add(0.5)],
+    }),
+  ],
+  ['nativeDropout', () => ({ fn: (x) => (manualSeed(3), ops.nativeDropout(x, 0.4, true)[0]!), inputs: [g(randn([8]))] })],
+  [
+    'nativeDropoutBackward',
+    () => ({ fn: (go, m) => ops.nativeDropoutBackward(go, m!, 2), inputs: [g(randn([2, 3])), rand([2, 3]).lt(0.5)] }),
+  ],
+  [
+    'nllLossForward',
+    () => ({ fn: (x, w, t) => ops.nllLossForward(x, t!, w, 'mean', 1)[0]!, inputs: [g(randn([3, 3])), pos([3]), idx([0, 1, 2])] }),
+  ],
+  [
+    'nllLossForward (none, spatial)',
+    () => ({ fn: (x, t) => ops.nllLossForward(x, t!, null, 'none', -100)[0]!, inputs: [g(randn([2, 3, 2])), idx([1, 0, 2, 2], [2, 2])] }),
+  ],
+  [
+    'embeddingDenseBackward',
+    () => ({ fn: (go, i) => ops.embeddingDenseBackward(go, i!, 4, 2), inputs: [g(randn([2, 2, 3])), idx([0, 2, 3, 0], [2, 2])] }),
+  ],
 ];
 
 function arangeF(n: number): Tensor {
@@ -183,3 +242,18 @@ function arangeF(n: number): Tensor {
 
 /** Ops with a gradient rule, or built from ops that have one. Non-differentiable ops are listed apart. */
 export const NOT_DIFFERENTIABLE = new Set(['eq', 'ne', 'lt', 'le', 'gt', 'ge', 'argmax']);
+
+/**
+ * Backward ops without a gradient rule of their own (PyTorch's double backward): kiln runs backward passes
+ * without recording them, so nothing differentiates these yet.
+ */
+for (const op of [
+  'convolutionBackward',
+  'nativeLayerNormBackward',
+  'nativeBatchNormBackward',
+  'embeddingBagBackward',
+  'nllLossBackward',
+  'nllLossWeightBackward',
+]) {
+  NOT_DIFFERENTIABLE.add(op);
+}

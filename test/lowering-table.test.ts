@@ -34,6 +34,23 @@ const EAGER_OPS = [
   'nllLoss',
   'crossEntropy',
   'mseLoss',
+  // native and backward ops of the nn, convolution and pooling rules (issue 15, item 1): kernels come later
+  'convolutionBackward',
+  'maxPool2dWithIndices',
+  'maxPool2dWithIndicesBackward',
+  'avgPool2dBackward',
+  'adaptiveAvgPool2dBackward',
+  'nativeLayerNorm',
+  'nativeLayerNormBackward',
+  'nativeBatchNorm',
+  'nativeBatchNormBackward',
+  'nativeDropout',
+  'nativeDropoutBackward',
+  'embeddingDenseBackward',
+  'embeddingBagBackward',
+  'nllLossForward',
+  'nllLossBackward',
+  'nllLossWeightBackward',
 ].sort();
 
 test('every op in the registry is lowered or eager with a reason that names it', (t) => {
