@@ -18,6 +18,7 @@ import {
 import { getGemmThreads, packB, setGemmThreads } from '../src/kernels/gemm/index.js';
 import { lastConvJobChunks } from '../src/kernels/conv/threads.js';
 import { WinogradWeight, winogradApplies, winogradCallCount } from '../src/kernels/conv/winograd.js';
+import { avgPool2dBackwardWasm, convolutionBackwardWasm, maxPool2dBackwardWasm } from '../src/kernels/conv/backward.js';
 import { kernelsBackend, type KernelProgramCallable } from '../src/kernels/index.js';
 import type { Window2d } from '../src/runtime/cpu/conv.js';
 import { close } from './helpers.js';
@@ -312,6 +313,61 @@ test('max pooling backward sends each window gradient where eager does: the firs
   const gx = maxPool2dBackward(nhwc(x), nhwc(gy), shape, new Float32Array(80));
   t.deepEqual([...nchw(gx, x.shape).data()], [...x.grad!.data()]);
 });
+
+// ---------------------------------------------------------------------------------------------------------
+// the backward ops (runtime/ops: convolutionBackward, maxPool2dWithIndicesBackward, avgPool2dBackward) on NCHW data
+
+const masks: [boolean, boolean, boolean][] = [
+  [true, true, true],
+  [true, false, false],
+  [false, true, true],
+];
+
+for (const c of convCases) {
+  test(`convolutionBackwardWasm equals the convolutionBackward op for every output mask: ${c.name}`, (t) => {
+    manualSeed(13);
+    const { x, w, gy, shape } = eagerConv(c);
+    const [stride, padding, dilation] = [c.stride ?? [1, 1], c.padding ?? [0, 0], c.dilation ?? [1, 1]];
+    for (const mask of masks) {
+      const want = ops.convolutionBackward(gy, x.detach(), w.detach(), [c.O], stride, padding, dilation, false, 0, shape.groups, mask);
+      const got = convolutionBackwardWasm(gy.data() as Float32Array, x.data() as Float32Array, w.data() as Float32Array, shape, mask);
+      for (let i = 0; i < 3; i++) {
+        const what = `${['gradInput', 'gradWeight', 'gradBias'][i]!}, mask ${mask.join()}`;
+        const [g, e] = [got[i], want[i]];
+        if (!mask[i]) {
+          t.is(g, null, what);
+          continue;
+        }
+        if (!g || !e) return t.fail(`${what}: missing`);
+        close(t, tensor(g, { shape: [...e.shape] }), e, what);
+      }
+    }
+  });
+}
+
+for (const c of poolCases) {
+  test(`the pool backward wasm functions equal maxPool2dWithIndicesBackward and avgPool2dBackward: ${c.name}`, (t) => {
+    manualSeed(14);
+    const stride = c.stride ?? c.k;
+    const padding = c.padding ?? [0, 0];
+    const ceil = c.ceilMode ?? false;
+    const [N, C, H, W] = c.x;
+    const x = randn(c.x);
+    const [y, indices] = ops.maxPool2dWithIndices(x, c.k, stride, padding, 1, ceil);
+    const gy = randn(y.shape as number[]);
+    const shape: PoolShape = { N, C, g: windowOf(c.k, stride, padding, [1, 1], H, W, y.shape) };
+    const want = ops.maxPool2dWithIndicesBackward(gy, x, c.k, stride, padding, 1, ceil, indices);
+    close(t, tensor(maxPool2dBackwardWasm(gy.data() as Float32Array, x.data() as Float32Array, shape), { shape: c.x }), want, 'max');
+    for (const [countIncludePad, divisorOverride] of [
+      [true, null],
+      [false, 2],
+    ] as [boolean, number | null][]) {
+      const avg = ops.avgPool2dBackward(gy, x, c.k, stride, padding, ceil, countIncludePad, divisorOverride);
+      const got = avgPool2dBackwardWasm(gy.data() as Float32Array, shape, countIncludePad, divisorOverride);
+      close(t, tensor(got, { shape: c.x }), avg, `avg, countIncludePad ${String(countIncludePad)}`);
+    }
+  });
+}
 
 // ---------------------------------------------------------------------------------------------------------
 // compiled models against eager
