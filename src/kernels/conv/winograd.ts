@@ -49,6 +49,9 @@ export function winogradApplies(s: ConvShape): boolean {
   );
 }
 
+// A WinogradWeight nobody can reach any more gives its wasm memory back (as PackedB does); dispose() does it now.
+const registry = new FinalizationRegistry<number>((addr) => getConvRuntime().gemm.heap.release(addr));
+
 /** A 3×3 conv weight transformed to the 16 matrices U = G g Gᵀ [C, O] and packed for the GEMM, in wasm memory. */
 export class WinogradWeight {
   private addr: number;
@@ -88,6 +91,7 @@ export class WinogradWeight {
     this.perBytes = packedBytes(rt, C, O);
     this.panelBytes = C * rt.cfg.nr * 4;
     this.addr = rt.heap.alloc(16 * this.perBytes);
+    registry.register(this, this.addr, this);
     const stage = rt.heap.alloc(u.byteLength);
     try {
       rt.heap.f32.set(u, stage >> 2);
@@ -104,6 +108,7 @@ export class WinogradWeight {
 
   dispose(): void {
     if (this.addr < 0) return;
+    registry.unregister(this);
     getConvRuntime().gemm.heap.release(this.addr);
     this.addr = -1;
   }
