@@ -1,0 +1,220 @@
+import test, { type ExecutionContext } from 'ava';
+import { aotFunction, compilationContext, defaultPartition, type Compiler } from '../src/aot/index.js';
+import type { GraphModule } from '../src/fx.js';
+import { kernelsBackend } from '../src/kernels/program.js';
+import { allclose, manualSeed, noGrad, ops, randn, tensor, type Tensor } from '../src/index.js';
+import { GRAD_CASES, NOT_DIFFERENTIABLE } from './grad-cases.js';
+
+/**
+ * The op sweep of AOT autograd (PyTorch's TestEagerFusionOpInfo in test/functorch/test_aotdispatch.py): every
+ * case of grad-cases.ts (one or more per differentiable op) runs through `aotFunction` with a nop compiler
+ * ('aot_eager') and with the kernels backend as compiler ('kernels'), at the traced shapes and, with
+ * `dynamic: true`, at a second size, and its outputs and every input gradient equal eager's on fresh leaf
+ * copies. Tolerance as gradcheck's neighbours: rtol 1e-4, atol 1e-5 (kernels may round differently).
+ */
+
+const TOL = { rtol: 1e-4, atol: 1e-5 };
+
+type CompilerName = 'aot_eager' | 'kernels';
+
+const nop: Compiler =
+  (gm) =>
+  (...args) =>
+    gm.forward(...args);
+const kernels: Compiler = (gm, inputs) => kernelsBackend(gm, inputs) as unknown as (...args: Tensor[]) => unknown;
+
+/**
+ * Second input sizes for `dynamic: true`, by case name: the shapes to call with after the first call, or why
+ * the case has none. Cases not listed move every size ≥ 2 by two (a size the generalising retrace, which
+ * moves sizes by one, did not see); values are the first inputs' repeated, so index inputs stay in range.
+ */
+const TIED = 'the second size is tied to a constant of the case';
+const SECOND_SIZE: Record<string, number[][] | string> = {
+  view: `${TIED}: the target shape [3, 2] and the multiplier arange(1..2)`,
+  reshape: `${TIED}: the multiplier arange(1..6) fixes the element count`,
+  flatten: `${TIED}: the multiplier arange(1..6) fixes the element count`,
+  transpose: `${TIED}: dim 0 meets the multiplier arange(1..2)`,
+  t: `${TIED}: dim 0 meets the multiplier arange(1..2)`,
+  't (1-D)': `${TIED}: the multiplier arange(1..3)`,
+  permute: `${TIED}: dim 2 meets the multiplier arange(1..4)`,
+  squeeze: `${TIED}: the multiplier arange(1..3)`,
+  expand: `${TIED}: the target shape [2, 3, 4]`,
+  split: `${TIED}: the split sizes [1, 2, 1] fix dim 0`,
+  viewScatter: `${TIED}: narrow(0, 1, 2) in the view chain fixes src's dim 0`,
+  layerNorm: `${TIED}: the normalized shape [4]`,
+  nativeLayerNorm: `${TIED}: the normalized shape [3, 4]`,
+  sliceScatter: [
+    [3, 5],
+    [3, 2],
+  ],
+  conv2d: [[3, 4, 7, 8], [4, 2, 3, 2], [4]],
+  embeddingBag: [[5, 2], [6], [6], [2]],
+  // The gradient output's shape follows the pooled input's: a second size moves both consistently.
+  // Known problem, kiln/aot symbolic shapes: x[..., ::2, i] traced at sizes 4 and 5 fits the strided size
+  // ceil(n / 2) as n - 2, so at n = 6 the backward graph's scatterAdd gets index [1, 4, 4, 4] for src
+  // [1, 4, 3, 4] and throws (in graph node 'scatter_add'). Left out until the fit is checked at a third size.
+  index: 'the fitted size of a strided slice is wrong at other sizes (see the comment above)',
+  maxPool2dWithIndicesBackward: 'the indices input is the pooling of a fixed 5×5 input (made by the case)',
+  avgPool2dBackward: [
+    [4, 4, 4],
+    [4, 7, 7],
+  ],
+  adaptiveAvgPool2dBackward: [
+    [3, 4, 2, 3],
+    [3, 4, 7, 7],
+  ],
+};
+
+/**
+ * Cases whose second size is traced again (correct, but not served by the first graph), and why: the
+ * generalising retrace moves every size ≥ 2 by one, so sizes that differ by a constant in the first call
+ * leave two fits of a number equally cheap, and a guard on their disagreement sends the second size to a
+ * new trace.
+ */
+const STATIC =
+  'the generalising retrace (every size moved by one, or the leading ones) is no valid call of the case, so the graph stays static';
+const RETRACED: Record<string, string> = {
+  matmul: 'a batch size of 2 and a column count of 5 fit both `d` and `e // 2`; the guard between them fails at the second size',
+  'crossEntropy (label smoothing)':
+    'the batch size 2 and the class count 3 fit a number two ways; the guard between them fails at the second size',
+  sliceScatter: `${STATIC}: src's dim 1 is ceil((n - 1) / 2) of input's`,
+  conv2d: `${STATIC}: groups=2 ties x's and w's channel counts`,
+  embeddingBag: `${STATIC}: repeated offsets [0, 1, 0] do not increase`,
+  avgPool2dBackward: `${STATIC}: the gradient's size is the pooled size of x's`,
+  adaptiveAvgPool2dBackward: `${STATIC}: x's spatial size must stay at least the gradient's`,
+};
+
+const leafCopy = (x: Tensor) => (x.requiresGrad ? x.detach().clone().requiresGrad_(true) : x.clone());
+
+/** `t`'s values repeated into `shape`, requiring grad as `t` does. */
+function resized(t: Tensor, shape: readonly number[]): Tensor {
+  return noGrad(() => {
+    const flat = t.detach().reshape([-1]);
+    const n = shape.reduce((a, b) => a * b, 1);
+    const idx = tensor(
+      Array.from({ length: n }, (_, i) => i % flat.shape[0]!),
+      { dtype: 'int32' },
+    );
+    const out = ops
+      .indexSelect(flat, 0, idx)
+      .reshape([...shape])
+      .contiguous()
+      .clone();
+    return t.requiresGrad ? out.requiresGrad_(true) : out;
+  });
+}
+
+function secondInputs(name: string, inputs: readonly Tensor[]): Tensor[] | string {
+  const spec = SECOND_SIZE[name];
+  if (typeof spec === 'string') return spec;
+  const shapes = spec ?? inputs.map((x) => x.shape.map((s) => (s >= 2 ? s + 2 : s)));
+  return inputs.map((x, i) => resized(x, shapes[i]!));
+}
+
+interface Log {
+  readonly ids: string[];
+  readonly graphs: GraphModule[];
+}
+
+/** The compiler, logging each graph it compiles and its compilation context. */
+function logged(name: CompilerName, log: Log): Compiler {
+  const inner = name === 'kernels' ? kernels : nop;
+  return (gm, inputs) => {
+    log.ids.push(compilationContext()[0]!);
+    log.graphs.push(gm);
+    return inner(gm, inputs);
+  };
+}
+
+/** Outputs and input gradients of `compiled` on fresh copies of `inputs` equal `fn`'s eagerly. */
+/** Returns whether the output is a view of an input (rebuilt outside the graph, so no backward graph is compiled). */
+function compare(
+  t: ExecutionContext,
+  what: string,
+  fn: (...xs: Tensor[]) => Tensor,
+  compiled: (...xs: Tensor[]) => Tensor,
+  inputs: Tensor[],
+): boolean {
+  const ref = inputs.map(leafCopy);
+  const got = inputs.map(leafCopy);
+  manualSeed(3); // the dropout cases seed inside fn: that side effect is not part of a graph
+  const want = fn(...ref);
+  manualSeed(3);
+  const out = compiled(...got);
+  t.deepEqual(out.shape, want.shape, `${what}: output shape`);
+  t.true(allclose(out, want, TOL), `${what}: output`);
+  const viewOfInput = got.some((x) => x._storage === out._storage);
+  if (!want.requiresGrad) return viewOfInput;
+  const g = randn([...want.shape]);
+  want.backward(g);
+  out.backward(g);
+  ref.forEach((r, i) => {
+    if (!r.requiresGrad) return;
+    const gi = got[i]!.grad;
+    t.truthy(gi, `${what}: input ${i} gets a gradient`);
+    if (gi) t.true(allclose(gi, r.grad!, TOL), `${what}: gradient of input ${i}`);
+  });
+  return viewOfInput;
+}
+
+function constantsOf(gm: GraphModule): string[] {
+  return gm.graph.nodes.filter((n) => n.op === 'get_attr' && String(n.target).startsWith('_tensor_constant')).map((n) => n.name);
+}
+
+for (const [name, make] of GRAD_CASES) {
+  for (const compilerName of ['aot_eager', 'kernels'] as const) {
+    test(`aot sweep ${name} (${compilerName}, static)`, (t) => {
+      manualSeed(0);
+      const { fn, inputs } = make();
+      const log: Log = { ids: [], graphs: [] };
+      const joints: GraphModule[] = [];
+      const compiled = aotFunction(fn, {
+        fwCompiler: logged(compilerName, log),
+        partitionFn: (joint, opts) => (joints.push(joint), defaultPartition(joint, opts)),
+      });
+      const viewOfInput = compare(t, 'static', fn, compiled, inputs);
+      t.is(joints.length, 1, 'one joint graph');
+      t.deepEqual(
+        log.ids.map((id) => id.replace(/^\d+_/, '')),
+        // an output that is a view of an input is rebuilt outside the graph (its gradient flows through the view)
+        viewOfInput ? ['forward'] : ['forward', 'backward'],
+      );
+      t.deepEqual(constantsOf(joints[0]!), [], 'the joint graph computes every tensor it uses');
+    });
+
+    test(`aot sweep ${name} (${compilerName}, dynamic)`, (t) => {
+      manualSeed(0);
+      const { fn, inputs } = make();
+      const second = secondInputs(name, inputs);
+      if (typeof second === 'string') {
+        t.pass(`no second size: ${second}`);
+        return;
+      }
+      const log: Log = { ids: [], graphs: [] };
+      const compiled = aotFunction(fn, { fwCompiler: logged(compilerName, log), dynamic: true });
+      const viewOfInput = compare(t, 'first size', fn, compiled, inputs);
+      compare(t, 'second size', fn, compiled, second);
+      const ids = log.ids.map((id) => id.replace(/^\d+_/, ''));
+      const expected = viewOfInput ? ['forward'] : ['forward', 'backward'];
+      if (name in RETRACED) t.deepEqual(ids, [...expected, ...expected], `retraced: ${RETRACED[name]}`);
+      else t.deepEqual(ids, expected, 'the graphs traced at the first size serve the second');
+    });
+  }
+}
+
+test('crossEntropy and nllLoss trace with a traced target; an out-of-range target still throws when the graph runs', (t) => {
+  // Regression: their range check read the target's values while tracing, which a graph cannot depend on.
+  for (const loss of [ops.crossEntropy, ops.nllLoss]) {
+    const f = aotFunction((x: Tensor, target: Tensor) => loss(x, target), { fwCompiler: nop });
+    const x = randn([2, 3]).requiresGrad_(true);
+    const ok = tensor([2, 0], { dtype: 'int32' });
+    t.true(allclose(f(x, ok), loss(x, ok)));
+    t.throws(() => f(x, tensor([3, 0], { dtype: 'int32' })), { message: /target 3 is out of bounds for 3 classes/ });
+  }
+});
+
+test('every differentiable op of the registry has a sweep entry', (t) => {
+  const covered = new Set(GRAD_CASES.map(([n]) => n.split(' ')[0]!));
+  const missing = [...ops.registry.keys()].filter((op) => !NOT_DIFFERENTIABLE.has(op) && !covered.has(op));
+  t.deepEqual(missing, []);
+});
