@@ -1,6 +1,7 @@
 import { ValueError } from '../errors.js';
 import type { Op } from '../runtime/op.js';
 import { ops } from '../ops.js';
+import { zeros } from '../runtime/ops/creation.js';
 import type { Tensor } from '../runtime/tensor.js';
 
 /**
@@ -10,6 +11,9 @@ import type { Tensor } from '../runtime/tensor.js';
  */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export type Decomposition = (...args: any[]) => unknown;
+/** A decomposition returns this to say "record the op itself" for a call it does not handle. */
+export const KEEP_OP: unique symbol = Symbol('keep the op');
+
 export type Decompositions =
   ReadonlyMap<Op<(...args: never[]) => unknown> | string, Decomposition> | Readonly<Record<string, Decomposition>>;
 
@@ -51,6 +55,71 @@ export const defaultDecompositions: ReadonlyMap<string, Decomposition> = new Map
     (a: Tensor, b: Tensor, reduction = 'mean') => {
       const sq = ops.sub(a, b).mul(ops.sub(a, b));
       return reduction === 'none' ? sq : reduction === 'sum' ? ops.sum(sq) : ops.mean(sq);
+    },
+  ],
+]);
+
+/**
+ * What the 'kernels' backend asks AOT autograd to decompose (as Inductor does): batch norm, layer norm and
+ * global average pooling written with element-wise ops and reductions, which the kernels fuse, forward and
+ * backward, where the native ops and their backward ops would run eagerly. Same formulas as the native ops.
+ */
+export const kernelDecompositions: ReadonlyMap<string, Decomposition> = new Map<string, Decomposition>([
+  ...defaultDecompositions,
+  [
+    'nativeBatchNorm',
+    (
+      x: Tensor,
+      weight: Tensor | null,
+      bias: Tensor | null,
+      runningMean: Tensor | null,
+      runningVar: Tensor | null,
+      training: boolean,
+      _momentum: number,
+      eps: number,
+    ) => {
+      if (x.ndim < 2) return KEEP_OP;
+      const C = x.shape[1]!;
+      const dims = [0, ...Array.from({ length: x.ndim - 2 }, (_, i) => i + 2)];
+      const bshape = x.shape.map((s, i) => (i === 1 ? s : 1));
+      let mu: Tensor;
+      let variance: Tensor;
+      if (training) {
+        mu = x.mean(dims, true);
+        const centered = x.sub(mu);
+        variance = centered.mul(centered).mean(dims, true);
+      } else {
+        if (!runningMean || !runningVar) return KEEP_OP;
+        mu = runningMean.reshape(bshape);
+        variance = runningVar.reshape(bshape);
+      }
+      const std = variance.add(eps).sqrt();
+      let y = x.sub(mu).div(std);
+      if (weight) y = y.mul(weight.reshape(bshape));
+      if (bias) y = y.add(bias.reshape(bshape));
+      const empty = () => zeros([0]);
+      return [y, training ? mu.reshape([C]) : empty(), training ? std.pow(-1).reshape([C]) : empty()] as const;
+    },
+  ],
+  [
+    'nativeLayerNorm',
+    (x: Tensor, normalizedShape: readonly number[] | number, weight: Tensor | null, bias: Tensor | null, eps: number) => {
+      const ns = typeof normalizedShape === 'number' ? [normalizedShape] : normalizedShape;
+      const dims = ns.map((_, i) => x.ndim - ns.length + i);
+      const mu = x.mean(dims, true);
+      const centered = x.sub(mu);
+      const std = centered.mul(centered).mean(dims, true).add(eps).sqrt();
+      let y = centered.div(std);
+      if (weight) y = y.mul(weight);
+      if (bias) y = y.add(bias);
+      return [y, mu, std.pow(-1)] as const;
+    },
+  ],
+  [
+    'adaptiveAvgPool2d',
+    (x: Tensor, outputSize: number | readonly number[]) => {
+      const [oh, ow] = typeof outputSize === 'number' ? [outputSize, outputSize] : outputSize;
+      return oh === 1 && ow === 1 && x.ndim >= 3 ? x.mean([x.ndim - 2, x.ndim - 1], true) : KEEP_OP;
     },
   ],
 ]);

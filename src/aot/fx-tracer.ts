@@ -8,7 +8,7 @@ import { OPS, type Op } from '../runtime/op.js';
 import { viewScatter, type ViewStep } from '../runtime/ops/view.js';
 import { isPlainObject } from '../runtime/plain-object.js';
 import { Tensor } from '../runtime/tensor.js';
-import { findDecomposition, type Decompositions } from './decompositions.js';
+import { findDecomposition, KEEP_OP, type Decompositions } from './decompositions.js';
 import { FUNCTIONAL_RULES } from './functional-rules.js';
 
 /**
@@ -83,7 +83,10 @@ export class FxTracer implements TraceDispatch {
           ? findDecomposition(this.decompositions, o as AnyOp)
           : undefined;
     // A decomposition or a composite body runs with this tracer active, so its inner ops are what gets recorded.
-    if (decomposition) return decomposition(...args, ...(kwargs ? [kwargs] : []));
+    if (decomposition) {
+      const out = decomposition(...args, ...(kwargs ? [kwargs] : []));
+      if (out !== KEEP_OP) return out;
+    }
     if (o.composite) return o.invoke!(args, kwargs);
     const before = this.tracedVersions([args, kwargs]);
     const prev = setTraceDispatch(null);

@@ -4,6 +4,7 @@ import type { GraphModule } from '../graph/graph-module.js';
 import { Interpreter } from '../graph/interpreter.js';
 import { targetName, type Node } from '../graph/node.js';
 import { AotModule } from '../aot/aot-function.js';
+import { kernelDecompositions } from '../aot/decompositions.js';
 import { minCutRematerializationPartition } from '../aot/partition.js';
 import { isGradEnabled } from '../runtime/autograd.js';
 import { Tensor } from '../runtime/tensor.js';
@@ -170,6 +171,7 @@ export class KernelProgram {
       fwCompiler: compiler,
       bwCompiler: compiler,
       partitionFn: minCutRematerializationPartition,
+      decompositions: kernelDecompositions,
     });
     try {
       return { result: this.training.forward(...args) };
@@ -189,7 +191,9 @@ export class KernelProgram {
       const { forward, backward, savedTensors, savedBytes } = p.describe();
       const plan = (f: unknown) => (f as { pprint?: () => string } | undefined)?.pprint?.() ?? '';
       const head = `${title} while gradients are recorded: AOT autograd graph ${p.id}, ${savedTensors} tensors (${formatBytes(savedBytes)}) saved for backward`;
-      const bw = backward ? plan(backward).replace(/^kiln kernels: [\w$]+/, `${title} backward`) : `${title} backward: compiled at the first backward()`;
+      const bw = backward
+        ? plan(backward).replace(/^kiln kernels: [\w$]+/, `${title} backward`)
+        : `${title} backward: compiled at the first backward()`;
       return [head, plan(forward).replace(/^kiln kernels: [\w$]+/, `${title} forward`), bw];
     });
   }
