@@ -8,7 +8,7 @@ import { runCompiler, type Compiler } from './context.js';
 import { AotError } from './errors.js';
 import { partitionInfo, type PartitionFn } from './partition.js';
 import { unflattenTensors } from './pytree.js';
-import type { TracedProgram } from './trace-program.js';
+import type { InputMutation, TracedProgram } from './trace-program.js';
 
 /**
  * One compiled program and how to run it (PyTorch's runtime wrappers around `CompiledFunction`): the forward
@@ -110,7 +110,7 @@ export class CompiledProgram {
     let k = 0;
     for (const m of this.program.mutations) {
       const target = primals[m.input]!;
-      if (m.layout) setLayout(target, m.layout);
+      if (m.layout) setLayout(target, m.layout, m.input, this.what);
       if (!m.data) continue;
       const value = fwd[k++]!;
       if (value.requiresGrad && isGradEnabled()) target.copy_(value);
@@ -158,14 +158,17 @@ export class CompiledProgram {
 }
 
 /** A metadata mutation traced on a copy (`t_`, `unsqueeze_`), applied to the caller's tensor. */
-function setLayout(
-  t: Tensor,
-  layout: { readonly shape: readonly number[]; readonly strides: readonly number[]; readonly offset: number },
-): void {
+function setLayout(t: Tensor, layout: NonNullable<InputMutation['layout']>, input: number, what: string): void {
+  if (t.strides.length !== layout.fromStrides.length || t.strides.some((s, d) => s !== layout.fromStrides[d])) {
+    throw new AotError(
+      `${what}: input ${input} was traced with strides [${layout.fromStrides.join(', ')}] and gets a metadata mutation, ` +
+        `but this call passed strides [${t.strides.join(', ')}]; pass a contiguous tensor`,
+    );
+  }
   const fields = t as unknown as { _shape: readonly number[]; strides: readonly number[]; offset: number };
   fields._shape = Object.freeze([...layout.shape]);
   fields.strides = Object.freeze([...layout.strides]);
-  fields.offset = layout.offset;
+  fields.offset += layout.offset;
 }
 
 function zerosOf(t: Tensor): Tensor {

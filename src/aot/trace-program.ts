@@ -31,8 +31,16 @@ export interface InputMutation {
   readonly input: number;
   /** Data writes come back as a graph output and are copied into the caller's tensor. */
   readonly data: boolean;
-  /** A changed shape or strides (`t_`, `unsqueeze_`): the caller's tensor gets the traced layout. */
-  readonly layout?: { readonly shape: readonly number[]; readonly strides: readonly number[]; readonly offset: number };
+  /**
+   * A changed shape or strides (`t_`, `unsqueeze_`): the caller's tensor, which must have had the strides
+   * `fromStrides` the traced copy started with, gets the traced shape and strides, its offset moved by `offset`.
+   */
+  readonly layout?: {
+    readonly shape: readonly number[];
+    readonly strides: readonly number[];
+    readonly offset: number;
+    readonly fromStrides: readonly number[];
+  };
 }
 
 export interface TracedProgram {
@@ -90,8 +98,10 @@ export function traceProgram(
     // A caller's non-leaf input may be written in place (eagerly allowed): the program gets a recorded clone
     // of the leaf, so the write has a tape to rebase and the gradient still reaches the placeholder.
     const working = leaves.map((l, i) => (opts.joint && l.requiresGrad && primals[i]!.gradFn !== null && l !== primals[i] ? l.clone() : l));
+    // The copies are contiguous whatever the caller's layout: metadata mutations are measured against this.
+    const layouts = working.map((w) => ({ shape: [...w.shape], strides: [...w.strides], offset: w.offset }));
     const result = opts.joint ? run(working) : withGradMode(false, () => run(working));
-    program = finish(tracer, primals, leaves, working, result, opts);
+    program = finish(tracer, primals, leaves, working, result, opts, layouts);
   } finally {
     setTraceDispatch(prev);
     setRngState(rng);
@@ -125,6 +135,7 @@ function finish(
   copies: readonly Tensor[],
   result: unknown,
   opts: TraceProgramOptions,
+  layouts: readonly { shape: readonly number[]; strides: readonly number[]; offset: number }[],
 ): TracedProgram {
   const { tensors: outs, tree: outStructure } = flattenTensors(result, `${opts.what}: output`);
   const graph = tracer.graph;
@@ -157,12 +168,21 @@ function finish(
     if (copies.indexOf(c) !== i) return; // a duplicated input: its first occurrence speaks for it
     const p = primals[i]!;
     const data = tracer.wasWritten(c);
-    const layoutChanged = !sameShape(c.shape, p.shape) || !sameShape(c.strides, p.strides);
+    const was = layouts[i]!;
+    const layoutChanged = !sameShape(c.shape, was.shape) || !sameShape(c.strides, was.strides) || c.offset !== was.offset;
     if (!data && !layoutChanged) return;
+    if (layoutChanged && !sameShape(p.strides, was.strides)) {
+      throw new AotError(
+        `${opts.what}: input ${i} gets a metadata mutation (t_, transpose_, unsqueeze_, …) but is not contiguous (strides [${p.strides.join(', ')}]); ` +
+          'kiln/aot can replay a metadata mutation only on a contiguous input: pass input.contiguous() or mutate a view outside the function',
+      );
+    }
     mutations.push({
       input: i,
       data,
-      layout: layoutChanged ? { shape: [...c.shape], strides: [...c.strides], offset: c.offset } : undefined,
+      layout: layoutChanged
+        ? { shape: [...c.shape], strides: [...c.strides], offset: c.offset - was.offset, fromStrides: [...was.strides] }
+        : undefined,
     });
     if (data) {
       graphOuts.push(tracer.tensorNode(c));
