@@ -192,7 +192,7 @@ function finish(
   const numMutated = graphOuts.length;
   for (const m of mutations) {
     if (!m.data) continue;
-    const other = primals.findIndex((p, j) => j !== m.input && p !== primals[m.input] && p._storage === primals[m.input]!._storage);
+    const other = primals.findIndex((p, j) => j !== m.input && p !== primals[m.input] && overlaps(p, primals[m.input]!));
     if (other >= 0) {
       throw new AotError(
         `Encountered aliased inputs that are mutated in the graph: inputs ${Math.min(m.input, other)} and ${Math.max(m.input, other)} share memory and input ${m.input} is written in place. ` +
@@ -260,6 +260,28 @@ function finish(
   graph.lint();
   const gm = new GraphModule(new Module(), graph, opts.className ?? 'GraphModule', tracer.constants);
   return { gm, numFwdOutputs, numMutated, mutations, outputs, outStructure, tangentsFor, gradFor };
+}
+
+/**
+ * Whether two tensors may share elements: the same storage and intersecting spans of it. Disjoint views of
+ * one base (PyTorch's "false aliasing", `x[0:2]` and `x[2:4]`) are independent inputs.
+ */
+function overlaps(a: Tensor, b: Tensor): boolean {
+  if (a._storage !== b._storage) return false;
+  if (a.numel() === 0 || b.numel() === 0) return false;
+  const span = (t: Tensor): [number, number] => {
+    let lo = t.offset;
+    let hi = t.offset;
+    t.shape.forEach((n, d) => {
+      const step = (n - 1) * t.strides[d]!;
+      if (step < 0) lo += step;
+      else hi += step;
+    });
+    return [lo, hi];
+  };
+  const [alo, ahi] = span(a);
+  const [blo, bhi] = span(b);
+  return alo <= bhi && blo <= ahi;
 }
 
 /** The graph-output index of the user's loss output; every other output must not require grad (PyTorch's rule). */
