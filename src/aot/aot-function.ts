@@ -123,7 +123,8 @@ class AotRunner {
     return entry.run(primals);
   }
 
-  compile(primals: Tensor[], tree: Tree, joint: boolean): Traced {
+  compile(primals: Tensor[], tree: Tree, wantsJoint: boolean): Traced {
+    let joint = wantsJoint;
     const trace = (inputs: Tensor[]): TracedProgram =>
       traceProgram(
         inputs,
@@ -137,6 +138,11 @@ class AotRunner {
         this.module,
       );
     let program = trace(primals);
+    if (joint && program.tangentsFor.length === 0) {
+      // No output requires grad (e.g. the function runs under noGrad): PyTorch compiles an inference graph then.
+      joint = false;
+      program = trace(primals);
+    }
     if (this.opts.dynamic) {
       const gm = generaliseShapes(program.gm, primals, (inputs) => trace(inputs).gm);
       program = { ...program, gm };
