@@ -125,6 +125,7 @@ class AotRunner {
 
   compile(primals: Tensor[], tree: Tree, wantsJoint: boolean): Traced {
     let joint = wantsJoint;
+    let detachViewOutputs = false;
     const trace = (inputs: Tensor[]): TracedProgram =>
       traceProgram(
         inputs,
@@ -134,13 +135,15 @@ class AotRunner {
           decompositions: this.opts.decompositions,
           what: this.what,
           naming: 'primals',
+          detachViewOutputs,
         },
         this.module,
       );
     let program = trace(primals);
-    if (joint && program.tangentsFor.length === 0) {
+    if (joint && !program.requiresGrad) {
       // No output requires grad (e.g. the function runs under noGrad): PyTorch compiles an inference graph then.
       joint = false;
+      detachViewOutputs = true;
       program = trace(primals);
     }
     if (this.opts.dynamic) {

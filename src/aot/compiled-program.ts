@@ -95,9 +95,9 @@ export class CompiledProgram {
         case 'input':
           return primals[src.input]!;
         case 'inputView':
-          return replay(primals[src.input]!, src.chain);
+          return replay(primals[src.input]!, src.chain, src.detach);
         case 'baseView':
-          return replay(graphOuts[src.index]!, src.chain);
+          return replay(graphOuts[src.index]!, src.chain, src.detach);
         default:
           return src satisfies never;
       }
@@ -176,8 +176,8 @@ function zerosOf(t: Tensor): Tensor {
 }
 
 /** Rebuild a view outside the graph: the same view ops, run eagerly on the real base (so it aliases it). */
-function replay(base: Tensor, chain: readonly ViewStep[]): Tensor {
+function replay(base: Tensor, chain: readonly ViewStep[], detach: boolean): Tensor {
   let v = base;
   for (const [name, args, kwargs] of chain) v = OPS.get(name)!.callWith([v, ...args], kwargs) as Tensor;
-  return v;
+  return detach && v.requiresGrad ? v.detach() : v;
 }

@@ -24,8 +24,8 @@ import { flattenTensors, unflattenTensors, type Tree } from './pytree.js';
 export type OutputSource =
   | { kind: 'graph'; index: number } // graph output `index` (after the mutated inputs)
   | { kind: 'input'; input: number } // the input itself, returned as is
-  | { kind: 'inputView'; input: number; chain: readonly ViewStep[] } // a view of an input, rebuilt outside the graph
-  | { kind: 'baseView'; index: number; chain: readonly ViewStep[] }; // a view of graph output `index` (an intermediate base)
+  | { kind: 'inputView'; input: number; chain: readonly ViewStep[]; detach: boolean } // a view of an input, rebuilt outside the graph
+  | { kind: 'baseView'; index: number; chain: readonly ViewStep[]; detach: boolean }; // a view of graph output `index` (an intermediate base)
 
 export interface InputMutation {
   readonly input: number;
@@ -56,6 +56,8 @@ export interface TracedProgram {
   readonly tangentsFor: readonly number[];
   /** Which primals get a gradient. */
   readonly gradFor: readonly boolean[];
+  /** Whether any output, or any new value of a mutated input, requires grad. */
+  readonly requiresGrad: boolean;
 }
 
 export interface TraceProgramOptions {
@@ -72,6 +74,8 @@ export interface TraceProgramOptions {
   readonly lossIndex?: number;
   /** Export: every user output is a graph output, views and inputs included (nothing is rebuilt outside). */
   readonly plainViews?: boolean;
+  /** An inference graph for a call with gradients on whose outputs need none: views of inputs come out detached. */
+  readonly detachViewOutputs?: boolean;
   /** makeFx: the graph returns the program's own output structure, every output a node; no mutation bookkeeping. */
   readonly plainOutputs?: boolean;
 }
@@ -159,6 +163,7 @@ function finish(
       outStructure,
       tangentsFor: none,
       gradFor: none,
+      requiresGrad: outs.some((o) => o.requiresGrad),
     };
   }
   const mutations: InputMutation[] = [];
@@ -212,7 +217,9 @@ function finish(
     const view = tracer.viewOf(o);
     if (view && view.chain.length > 0) {
       const viewed = copies.indexOf(view.base);
-      if (viewed >= 0) return { kind: 'inputView', input: viewed, chain: view.chain };
+      // A view that does not require grad (`out[0].detach()`) is rebuilt detached: it aliases the base all the same.
+      const detach = opts.joint ? !o.requiresGrad : opts.detachViewOutputs === true;
+      if (viewed >= 0) return { kind: 'inputView', input: viewed, chain: view.chain, detach };
       let index = bases.get(view.base);
       if (index === undefined) {
         index = graphOuts.length - numMutated;
@@ -220,7 +227,7 @@ function finish(
         graphOuts.push(tracer.tensorNode(view.base));
         outTensors.push(view.base);
       }
-      return { kind: 'baseView', index, chain: view.chain };
+      return { kind: 'baseView', index, chain: view.chain, detach };
     }
     graphOuts.push(tracer.tensorNode(o));
     outTensors.push(o);
@@ -259,7 +266,8 @@ function finish(
   graph.eliminateDeadCode();
   graph.lint();
   const gm = new GraphModule(new Module(), graph, opts.className ?? 'GraphModule', tracer.constants);
-  return { gm, numFwdOutputs, numMutated, mutations, outputs, outStructure, tangentsFor, gradFor };
+  const requiresGrad = outs.some((o) => o.requiresGrad) || outTensors.some((o) => o.requiresGrad);
+  return { gm, numFwdOutputs, numMutated, mutations, outputs, outStructure, tangentsFor, gradFor, requiresGrad };
 }
 
 /**
