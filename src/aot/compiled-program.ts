@@ -1,14 +1,13 @@
 import type { GraphModule } from '../graph/graph-module.js';
 import { MultiOutputGradNode, OutputEdge, isGradEnabled, withGradMode } from '../runtime/autograd.js';
-import { OPS } from '../runtime/op.js';
-import type { ViewStep } from '../runtime/ops/view.js';
+import { OPS, markMultiOutputViews } from '../runtime/op.js';
 import { Tensor } from '../runtime/tensor.js';
 import { describe } from '../runtime/validate.js';
 import { runCompiler, type Compiler } from './context.js';
 import { AotError } from './errors.js';
 import { partitionInfo, type PartitionFn } from './partition.js';
 import { unflattenTensors } from './pytree.js';
-import type { InputMutation, TracedProgram } from './trace-program.js';
+import type { InputMutation, RebuiltView, TracedProgram } from './trace-program.js';
 
 /**
  * One compiled program and how to run it (PyTorch's runtime wrappers around `CompiledFunction`): the forward
@@ -95,9 +94,9 @@ export class CompiledProgram {
         case 'input':
           return primals[src.input]!;
         case 'inputView':
-          return replay(primals[src.input]!, src.chain, src.detach);
+          return replay(primals[src.input]!, src);
         case 'baseView':
-          return replay(graphOuts[src.index]!, src.chain, src.detach);
+          return replay(graphOuts[src.index]!, src);
         default:
           return src satisfies never;
       }
@@ -176,8 +175,10 @@ function zerosOf(t: Tensor): Tensor {
 }
 
 /** Rebuild a view outside the graph: the same view ops, run eagerly on the real base (so it aliases it). */
-function replay(base: Tensor, chain: readonly ViewStep[], detach: boolean): Tensor {
+function replay(base: Tensor, { chain, detach, multiOutput }: RebuiltView): Tensor {
   let v = base;
   for (const [name, args, kwargs] of chain) v = OPS.get(name)!.callWith([v, ...args], kwargs) as Tensor;
-  return detach && v.requiresGrad ? v.detach() : v;
+  if (detach && v.requiresGrad) v = v.detach();
+  if (multiOutput) markMultiOutputViews([v], multiOutput.fn, multiOutput.index);
+  return v;
 }

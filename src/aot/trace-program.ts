@@ -3,6 +3,7 @@ import type { Argument, Node } from '../graph/node.js';
 import { gradients, isGradEnabled, withGradMode } from '../runtime/autograd.js';
 import { setTraceDispatch } from '../runtime/dispatch.js';
 import { Module } from '../runtime/nn/module.js';
+import { multiOutputViewOf } from '../runtime/op.js';
 import type { ViewStep } from '../runtime/ops/view.js';
 import { rngState, setRngState } from '../runtime/random.js';
 import { sameShape } from '../runtime/shape.js';
@@ -24,8 +25,16 @@ import { flattenTensors, unflattenTensors, type Tree } from './pytree.js';
 export type OutputSource =
   | { kind: 'graph'; index: number } // graph output `index` (after the mutated inputs)
   | { kind: 'input'; input: number } // the input itself, returned as is
-  | { kind: 'inputView'; input: number; chain: readonly ViewStep[]; detach: boolean } // a view of an input, rebuilt outside the graph
-  | { kind: 'baseView'; index: number; chain: readonly ViewStep[]; detach: boolean }; // a view of graph output `index` (an intermediate base)
+  | ({ kind: 'inputView'; input: number } & RebuiltView) // a view of an input, rebuilt outside the graph
+  | ({ kind: 'baseView'; index: number } & RebuiltView); // a view of graph output `index` (an intermediate base)
+
+/** How a view output is rebuilt outside the graph. */
+export interface RebuiltView {
+  readonly chain: readonly ViewStep[];
+  readonly detach: boolean;
+  /** Made by unbind or split: it keeps their ban on in-place writes that need a gradient. */
+  readonly multiOutput?: { readonly fn: string; readonly index: number };
+}
 
 export interface InputMutation {
   readonly input: number;
@@ -219,7 +228,8 @@ function finish(
       const viewed = copies.indexOf(view.base);
       // A view that does not require grad (`out[0].detach()`) is rebuilt detached: it aliases the base all the same.
       const detach = opts.joint ? !o.requiresGrad : opts.detachViewOutputs === true;
-      if (viewed >= 0) return { kind: 'inputView', input: viewed, chain: view.chain, detach };
+      const multiOutput = multiOutputViewOf(o);
+      if (viewed >= 0) return { kind: 'inputView', input: viewed, chain: view.chain, detach, multiOutput };
       let index = bases.get(view.base);
       if (index === undefined) {
         index = graphOuts.length - numMutated;
@@ -227,7 +237,7 @@ function finish(
         graphOuts.push(tracer.tensorNode(view.base));
         outTensors.push(view.base);
       }
-      return { kind: 'baseView', index, chain: view.chain, detach };
+      return { kind: 'baseView', index, chain: view.chain, detach, multiOutput };
     }
     graphOuts.push(tracer.tensorNode(o));
     outTensors.push(o);
