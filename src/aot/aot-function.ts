@@ -34,6 +34,7 @@ interface Resolved {
   readonly compilers: CompilerSet;
   readonly decompositions?: Decompositions;
   readonly dynamic: boolean;
+  readonly keepInferenceInputMutations: boolean;
 }
 
 function resolve(options: AotOptions | undefined, what: string): Resolved {
@@ -52,6 +53,7 @@ function resolve(options: AotOptions | undefined, what: string): Resolved {
     compilers: { fwCompiler, bwCompiler, inferenceCompiler, partitionFn },
     decompositions: checkDecompositions(options.decompositions, what),
     dynamic: options.dynamic === true,
+    keepInferenceInputMutations: options.keepInferenceInputMutations === true,
   };
 }
 
@@ -136,6 +138,7 @@ class AotRunner {
           what: this.what,
           naming: 'primals',
           detachViewOutputs,
+          keepInputMutations: this.opts.keepInferenceInputMutations,
         },
         this.module,
       );

@@ -1,5 +1,5 @@
 import { GraphModule } from '../graph/graph-module.js';
-import type { Argument, Node } from '../graph/node.js';
+import type { Argument, FunctionTarget, Node } from '../graph/node.js';
 import { gradients, isGradEnabled, withGradMode } from '../runtime/autograd.js';
 import { setTraceDispatch } from '../runtime/dispatch.js';
 import { Module } from '../runtime/nn/module.js';
@@ -10,6 +10,7 @@ import { sameShape } from '../runtime/shape.js';
 import { Tensor } from '../runtime/tensor.js';
 import type { Decompositions } from './decompositions.js';
 import { FxTracer } from './fx-tracer.js';
+import { copy_ } from './graph-copy.js';
 import { AotError } from './errors.js';
 import { onesLike } from '../runtime/ops/creation.js';
 import { flattenTensors, unflattenTensors, type Tree } from './pytree.js';
@@ -83,6 +84,8 @@ export interface TraceProgramOptions {
   readonly lossIndex?: number;
   /** Export: every user output is a graph output, views and inputs included (nothing is rebuilt outside). */
   readonly plainViews?: boolean;
+  /** Inference graphs: write mutated inputs in the graph with `copy_` nodes instead of returning their new values. */
+  readonly keepInputMutations?: boolean;
   /** An inference graph for a call with gradients on whose outputs need none: views of inputs come out detached. */
   readonly detachViewOutputs?: boolean;
   /** makeFx: the graph returns the program's own output structure, every output a node; no mutation bookkeeping. */
@@ -175,7 +178,9 @@ function finish(
       requiresGrad: outs.some((o) => o.requiresGrad),
     };
   }
-  const mutations: InputMutation[] = [];
+  const mutations: { -readonly [K in keyof InputMutation]: InputMutation[K] }[] = [];
+  const keep = opts.keepInputMutations === true && !opts.joint;
+  const placeholders = graph.nodes.filter((n) => n.op === 'placeholder');
   const graphOuts: Node[] = [];
   const outTensors: Tensor[] = [];
   copies.forEach((c, i) => {
@@ -198,7 +203,11 @@ function finish(
         ? { shape: [...c.shape], strides: [...c.strides], offset: c.offset - was.offset, fromStrides: [...was.strides] }
         : undefined,
     });
-    if (data) {
+    if (data && keep) {
+      // The graph writes the caller's tensor itself (its placeholder is the caller's tensor at run time).
+      graph.callFunction(copy_ as unknown as FunctionTarget, [placeholders[i]!, tracer.tensorNode(c)]);
+      mutations.at(-1)!.data = false;
+    } else if (data) {
       graphOuts.push(tracer.tensorNode(c));
       outTensors.push(c);
     }
