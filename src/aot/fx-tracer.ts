@@ -68,6 +68,11 @@ export class FxTracer implements TraceDispatch {
     return (this.writes.get(t) ?? 0) > 0;
   }
 
+  /** How many functional writes `t` has had (directly or through a view of it). */
+  writeCount(t: Tensor): number {
+    return this.writes.get(t) ?? 0;
+  }
+
   /** The base and view chain of `t`, when it is a view the tracer saw being made. */
   viewOf(t: Tensor): { base: Tensor; chain: readonly ViewStep[] } | undefined {
     return this.views.get(t);

@@ -274,11 +274,17 @@ function finish(
     if (loss !== undefined) tangentsFor = []; // no tangent inputs: the seed is in the graph
     const wanted = leaves.filter((_c, i) => gradFor[i]);
     tracer.inBackward = true;
+    const watched = [...copies, ...(loss === undefined ? tangents : [])];
+    const before = watched.map((x) => ({ writes: tracer.writeCount(x), shape: [...x.shape], strides: [...x.strides] }));
     const grads = tangents.length && wanted.length ? gradients(seeded, tangents, wanted) : [];
     let w = 0;
     gradFor.forEach((g) => {
       const grad = g ? grads[w++] : null;
       gradNodes.push(grad ? tracer.tensorNode(grad) : null);
+    });
+    checkBackwardMutations(tracer, watched, before, copies.length, (i, value) => {
+      // A saved input written by a custom backward: the backward graph writes the caller's tensor too (PyTorch's copy_).
+      if (copies.indexOf(copies[i]!) === i) graph.callFunction(copy_ as unknown as FunctionTarget, [placeholders[i]!, value]);
     });
   }
   graph.output([...graphOuts, ...gradNodes]);
@@ -287,6 +293,37 @@ function finish(
   const gm = new GraphModule(new Module(), graph, opts.className ?? 'GraphModule', tracer.constants);
   const requiresGrad = outs.some((o) => o.requiresGrad) || outTensors.some((o) => o.requiresGrad);
   return { gm, numFwdOutputs, numMutated, mutations, outputs, outStructure, tangentsFor, gradFor, requiresGrad };
+}
+
+/**
+ * PyTorch's rules for mutations made by a backward (a custom Function's): a data write to a graph input is
+ * replayed by the backward graph (`onInputWrite`); a metadata mutation of an input, or any write to an input of
+ * the backward (a tangent), is refused.
+ */
+function checkBackwardMutations(
+  tracer: FxTracer,
+  watched: readonly Tensor[],
+  before: readonly { writes: number; shape: readonly number[]; strides: readonly number[] }[],
+  numPrimals: number,
+  onInputWrite: (input: number, value: Node) => void,
+): void {
+  watched.forEach((x, i) => {
+    const was = before[i]!;
+    if (!sameShape(x.shape, was.shape) || !sameShape(x.strides, was.strides)) {
+      throw new AotError(
+        `Found a graph input that had its metadata mutated in the backward (${i < numPrimals ? `input ${i}` : `tangent ${i - numPrimals}`}: ` +
+          `shape [${was.shape.join(', ')}] → [${x.shape.join(', ')}]). This is not supported`,
+      );
+    }
+    if (tracer.writeCount(x) === was.writes) return;
+    if (i >= numPrimals) {
+      throw new AotError(
+        `Found a graph input to the backward that was mutated during the backward pass (tangent ${i - numPrimals}, the gradient of an output, ` +
+          `written in place by a gradient rule or custom backward). This is not supported; write to a clone of the gradient instead`,
+      );
+    }
+    onInputWrite(i, tracer.tensorNode(x));
+  });
 }
 
 /**
