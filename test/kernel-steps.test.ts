@@ -99,12 +99,12 @@ test('every IR kind a lowered graph holds has a step builder, or a stated reason
 test('scratch buffers steps share hold what was reserved while planning; asking for more is a KilnError, not a short buffer', (t) => {
   const plan = everyStepPlan();
   if (!(plan instanceof Plan)) return t.fail(`no plan: ${String(plan)}`);
-  // the conv2d step (3 channels, so a column loop) reserved its im2row rows, [2·8·8, 3·3·3]
-  const rows = 0 as ScratchHandle;
-  t.is(plan.scratch(rows, 128 * 27).length, 128 * 27);
-  t.throws(() => plan.scratch(rows, 128 * 27 + 1), {
+  // the conv2d step (an NCHW input) reserved its channels-last copy of the input, [2, 8, 8, 3]
+  const nhwc = 0 as ScratchHandle;
+  t.is(plan.scratch(nhwc, 384).length, 384);
+  t.throws(() => plan.scratch(nhwc, 385), {
     instanceOf: KilnError,
-    message: "kernels: a step asked for 3457 floats of scratch 'im2row rows', which was reserved at 3456",
+    message: "kernels: a step asked for 385 floats of scratch 'channels-last input', which was reserved at 384",
   });
 });
 

@@ -99,6 +99,11 @@ class AotRunner {
     private readonly module?: Module,
   ) {}
 
+  /** Every compiled program, in the order they were made. */
+  get programs(): CompiledProgram[] {
+    return [...this.cache.values()].flat();
+  }
+
   /** Whether any program was compiled (so a failure now is a run-time one, not a tracing one). */
   get compiledAny(): boolean {
     return this.cache.size > 0;
@@ -219,6 +224,11 @@ export class AotModule extends Module {
       module,
     );
     Object.defineProperty(this, 'runner', { value: runner, enumerable: false });
+  }
+
+  /** The programs compiled so far (forward/backward or inference graphs), for explain and pprint. */
+  compiledPrograms(): CompiledProgram[] {
+    return this.runner.programs;
   }
 
   /** Whether a call has compiled a program yet. */

@@ -5,9 +5,9 @@ import { Tensor } from '../runtime/tensor.js';
 import { describe } from '../runtime/validate.js';
 import { runCompiler, type Compiler } from './context.js';
 import { AotError } from './errors.js';
-import { partitionInfo, type PartitionFn } from './partition.js';
+import { partitionInfo, savedBytes, type PartitionFn } from './partition.js';
 import { unflattenTensors } from './pytree.js';
-import type { InputMutation, RebuiltView, TracedProgram } from './trace-program.js';
+import type { RebuiltView, TracedProgram } from './trace-program.js';
 
 /**
  * One compiled program and how to run it (PyTorch's runtime wrappers around `CompiledFunction`): the forward
@@ -28,6 +28,8 @@ export class CompiledProgram {
   private bwGm?: GraphModule;
   private backward?: (...args: Tensor[]) => unknown;
   private numSaved = 0;
+  private savedCount = 0;
+  private bytesSaved = 0;
 
   private constructor(
     readonly id: number,
@@ -60,14 +62,16 @@ export class CompiledProgram {
     const [fw, bw] = parts;
     const info = partitionInfo(fw, bw);
     c.numSaved = info.numSavedTensors + info.numSavedSizes;
+    c.savedCount = info.numSavedTensors;
+    c.bytesSaved = savedBytes(fw, bw);
     c.bwGm = bw;
     c.forward = runCompiler(compilers.fwCompiler, fw, primals, `${id}_forward`, what);
     return c;
   }
 
-  /** The forward and backward graphs (after partitioning), for explain and tests. */
-  get graphs(): { forward?: GraphModule; backward?: GraphModule } {
-    return { backward: this.bwGm };
+  /** The compiled forward (or inference) and backward callables and what the forward saves, for pprint. */
+  describe(): { forward: unknown; backward: unknown; savedTensors: number; savedBytes: number } {
+    return { forward: this.forward, backward: this.backward, savedTensors: this.savedCount, savedBytes: this.bytesSaved };
   }
 
   run(primals: Tensor[]): unknown {
@@ -109,7 +113,8 @@ export class CompiledProgram {
     let k = 0;
     for (const m of this.program.mutations) {
       const target = primals[m.input]!;
-      if (m.layout) setLayout(target, m.layout, m.input, this.what);
+      // The same in-place metadata ops, run eagerly on the caller's tensor: its layout and tape as eager's.
+      for (const [method, args] of m.layout ?? []) (target as unknown as Record<string, (...a: unknown[]) => unknown>)[method]!(...args);
       if (!m.data) continue;
       const value = fwd[k++]!;
       if (value.requiresGrad && isGradEnabled()) target.copy_(value);
@@ -154,20 +159,6 @@ export class CompiledProgram {
     }
     return this.backward;
   }
-}
-
-/** A metadata mutation traced on a copy (`t_`, `unsqueeze_`), applied to the caller's tensor. */
-function setLayout(t: Tensor, layout: NonNullable<InputMutation['layout']>, input: number, what: string): void {
-  if (t.strides.length !== layout.fromStrides.length || t.strides.some((s, d) => s !== layout.fromStrides[d])) {
-    throw new AotError(
-      `${what}: input ${input} was traced with strides [${layout.fromStrides.join(', ')}] and gets a metadata mutation, ` +
-        `but this call passed strides [${t.strides.join(', ')}]; pass a contiguous tensor`,
-    );
-  }
-  const fields = t as unknown as { _shape: readonly number[]; strides: readonly number[]; offset: number };
-  fields._shape = Object.freeze([...layout.shape]);
-  fields.strides = Object.freeze([...layout.strides]);
-  fields.offset += layout.offset;
 }
 
 function zerosOf(t: Tensor): Tensor {

@@ -154,6 +154,20 @@ export class FxTracer implements TraceDispatch {
     else if (to._storage === from._storage) this.views.set(to, { base: from, chain: [], seen: this.writes.get(from) ?? 0 });
   }
 
+  /** `t_()` and friends: the tensor now stands for the view op's result (functional), as its own base. */
+  metadataMutated(self: unknown, view: unknown, name: string): void {
+    if (!(self instanceof Tensor) || !(view instanceof Tensor) || !this.nodes.has(view)) return;
+    const node = this.nodes.get(view)!;
+    this.nodes.set(self, node);
+    this.views.delete(self);
+    const ops = this.metadataOps.get(self) ?? [];
+    ops.push([name, node.args.slice(1) as readonly unknown[]]);
+    this.metadataOps.set(self, ops);
+  }
+
+  /** The in-place metadata ops applied to each tensor while traced, to replay on the caller's tensor. */
+  readonly metadataOps = new Map<Tensor, [method: string, args: readonly unknown[]][]>();
+
   wroteInPlace(self: unknown, result: unknown): void {
     if (!(self instanceof Tensor) || !(result instanceof Tensor)) return;
     const resultNode = this.tensorNode(result);

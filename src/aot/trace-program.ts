@@ -41,16 +41,8 @@ export interface InputMutation {
   readonly input: number;
   /** Data writes come back as a graph output and are copied into the caller's tensor. */
   readonly data: boolean;
-  /**
-   * A changed shape or strides (`t_`, `unsqueeze_`): the caller's tensor, which must have had the strides
-   * `fromStrides` the traced copy started with, gets the traced shape and strides, its offset moved by `offset`.
-   */
-  readonly layout?: {
-    readonly shape: readonly number[];
-    readonly strides: readonly number[];
-    readonly offset: number;
-    readonly fromStrides: readonly number[];
-  };
+  /** A changed shape or strides: the in-place metadata ops (`t_`, `unsqueeze_`, …) to replay on the caller's tensor. */
+  readonly layout?: readonly (readonly [method: string, args: readonly unknown[]])[];
 }
 
 export interface TracedProgram {
@@ -185,23 +177,14 @@ function finish(
   const outTensors: Tensor[] = [];
   copies.forEach((c, i) => {
     if (copies.indexOf(c) !== i) return; // a duplicated input: its first occurrence speaks for it
-    const p = primals[i]!;
     const data = tracer.wasWritten(c);
     const was = layouts[i]!;
     const layoutChanged = !sameShape(c.shape, was.shape) || !sameShape(c.strides, was.strides) || c.offset !== was.offset;
     if (!data && !layoutChanged) return;
-    if (layoutChanged && !sameShape(p.strides, was.strides)) {
-      throw new AotError(
-        `${opts.what}: input ${i} gets a metadata mutation (t_, transpose_, unsqueeze_, …) but is not contiguous (strides [${p.strides.join(', ')}]); ` +
-          'kiln/aot can replay a metadata mutation only on a contiguous input: pass input.contiguous() or mutate a view outside the function',
-      );
-    }
     mutations.push({
       input: i,
       data,
-      layout: layoutChanged
-        ? { shape: [...c.shape], strides: [...c.strides], offset: c.offset - was.offset, fromStrides: [...was.strides] }
-        : undefined,
+      layout: layoutChanged ? (tracer.metadataOps.get(c) ?? []) : undefined,
     });
     if (data && keep) {
       // The graph writes the caller's tensor itself (its placeholder is the caller's tensor at run time).

@@ -1,12 +1,11 @@
-import type { Window2d } from '../runtime/cpu/conv.js';
 import { elementOffsets } from '../runtime/cpu/strided.js';
-import { onHeap } from './gemm/index.js';
 import type { Layout } from './ir.js';
 
 /**
- * The JS loops conv2d and max-pooling steps run on the calling thread, where they beat a gpu.js kernel: a
- * channels-last im2row, which is a few block copies per output row, a max pool over any strided input, and
- * the per-channel weight and bias of a conv with an inference batch norm folded in.
+ * The JS loops conv2d and pooling steps run on the calling thread around the wasm kernels (kernels/conv):
+ * NCHW ↔ channels-last copies, a max pool over any strided input (where the input is not channels-last or
+ * the engine lacks wasm SIMD), and the per-channel weight and bias of a conv with an inference batch norm
+ * folded in.
  */
 
 /**
@@ -18,110 +17,6 @@ export function isChannelsLast(l: Layout): boolean {
   const [N, C, H, W] = l.shape as [number, number, number, number];
   const want = [H * W * C, 1, W * C, C];
   return [N, C, H, W].every((d, i) => d === 1 || l.strides[i] === want[i]);
-}
-
-/** One Float32Array over both views when both live in the GEMM's wasm memory, else null. */
-function commonMemory(a: Float32Array, b: Float32Array): Float32Array | null {
-  if (!onHeap(a) || !onHeap(b)) return null;
-  // the shared memory never moves; after a grow it shows a new, longer buffer, which covers the older ones
-  return new Float32Array(a.buffer.byteLength >= b.buffer.byteLength ? a.buffer : b.buffer);
-}
-
-/**
- * im2row of a channels-last input `src` (element (n, c, h, w) at `offset + n·sN + (h·W + w)·C + c`) into
- * `out` [N·OH·OW, kh·kw·C], columns in (i, j, c) order: the weight must be laid out [O, kh, kw, C] to match.
- * Each row is kh blocks of kw·C consecutive input floats when the window lies inside the image (stride-1 width
- * taps), else per-tap blocks of C and zeros. When `src` and `out` share a memory (both in the GEMM's wasm
- * memory) the blocks move with copyWithin (a memmove). Measured in one run on [16, C, 32, 32] 3×3 pad 1, both in
- * a SharedArrayBuffer like the GEMM's (median of 15, this 2-core Xeon), ms at C = 3 / 16 / 32: copyWithin
- * 2.1 / 2.1 / 2.5, `set(subarray)` 3.8 / 3.9 / 3.8, an element loop 1.2 / 4.2 / 9.6, and the NCHW im2row loop
- * on the NCHW input 1.8 / 9.8 / 22.6. On plain arrays `set` beat the element loop only from blocks of 96 floats
- * (4.8 against 8.6 ms at C = 32; 8.1 against 4.3 at C = 16).
- */
-export function im2rowChannelsLast(
-  src: Float32Array,
-  offset: number,
-  sN: number,
-  N: number,
-  C: number,
-  g: Window2d,
-  out: Float32Array,
-): void {
-  const { kh, kw, sh, sw, ph, pw, dh, dw, H, W, OH, OW } = g;
-  // below 8 channels (blocks of 24 floats) the element loop beats copyWithin's call overhead
-  const mem = C >= 8 ? commonMemory(src, out) : null;
-  const so = src.byteOffset >> 2;
-  const oo = out.byteOffset >> 2;
-  const block = (from: number, to: number, len: number) => {
-    if (mem) mem.copyWithin(oo + to, so + from, so + from + len);
-    else if (len >= 64) out.set(src.subarray(from, from + len), to);
-    else for (let k = 0; k < len; k++) out[to + k] = src[from + k]!;
-  };
-  let o = 0;
-  for (let n = 0; n < N; n++) {
-    const nb = offset + n * sN;
-    for (let oh = 0; oh < OH; oh++) {
-      for (let ow = 0; ow < OW; ow++) {
-        const w0 = ow * sw - pw;
-        const inside = dw === 1 && w0 >= 0 && w0 + kw <= W;
-        for (let i = 0; i < kh; i++) {
-          const h = oh * sh - ph + i * dh;
-          if (h < 0 || h >= H) {
-            out.fill(0, o, o + kw * C);
-            o += kw * C;
-            continue;
-          }
-          const rb = nb + h * W * C;
-          if (inside) {
-            block(rb + w0 * C, o, kw * C);
-            o += kw * C;
-            continue;
-          }
-          for (let j = 0; j < kw; j++, o += C) {
-            const w = w0 + j * dw;
-            if (w < 0 || w >= W) out.fill(0, o, o + C);
-            else block(rb + w * C, o, C);
-          }
-        }
-      }
-    }
-  }
-}
-
-/**
- * im2row of a contiguous NCHW input (image n at `offset + n·C·H·W`) into `out` [N·OH·OW, C·kh·kw], columns
- * in (c, i, j) order like the weight: column by column, each output row of a column reading one input row.
- * For few channels this beats the eager runtime's row-by-row loop: 2.0–2.2 ms against 3.4–3.6 ms on
- * [16, 3, 32, 32] 3×3 pad 1 (median of 21, two runs on a busy machine); for many channels copying the input
- * to channels-last first and gathering with im2rowChannelsLast wins (7 against 12 ms at C = 16 and 32).
- */
-export function im2rowByColumns(src: Float32Array, offset: number, N: number, C: number, g: Window2d, out: Float32Array): void {
-  const { kh, kw, sh, sw, ph, pw, dh, dw, H, W, OH, OW } = g;
-  const K = C * kh * kw;
-  for (let n = 0; n < N; n++) {
-    const ib = offset + n * C * H * W;
-    const ob = n * OH * OW * K;
-    for (let c = 0; c < C; c++) {
-      for (let i = 0; i < kh; i++) {
-        for (let j = 0; j < kw; j++) {
-          const col = (c * kh + i) * kw + j;
-          for (let oh = 0; oh < OH; oh++) {
-            const h = oh * sh - ph + i * dh;
-            let o = ob + oh * OW * K + col;
-            if (h < 0 || h >= H) {
-              for (let ow = 0; ow < OW; ow++, o += K) out[o] = 0;
-              continue;
-            }
-            const rb = ib + (c * H + h) * W;
-            for (let ow = 0; ow < OW; ow++, o += K) {
-              const w = ow * sw - pw + j * dw;
-              out[o] = w >= 0 && w < W ? src[rb + w]! : 0;
-            }
-          }
-        }
-      }
-    }
-  }
 }
 
 /** Copy a contiguous NCHW input (from `offset`) to NHWC `out`. */
@@ -318,6 +213,18 @@ function maxPool2x2ChannelsLast(
           out[ob + c * plane] = v;
         }
       }
+    }
+  }
+}
+
+/** Copy an NHWC `src` (from `offset`) to contiguous NCHW `out`: the inverse of toChannelsLast. */
+export function fromChannelsLast(src: Float32Array, offset: number, N: number, C: number, H: number, W: number, out: Float32Array): void {
+  const HW = H * W;
+  for (let n = 0; n < N; n++) {
+    for (let c = 0; c < C; c++) {
+      const d = (n * C + c) * HW;
+      const s = offset + n * HW * C + c;
+      for (let p = 0; p < HW; p++) out[d + p] = src[s + p * C]!;
     }
   }
 }

@@ -5,14 +5,12 @@ import { numelOf, type IRNode, type Layout } from './ir.js';
 import type { Access } from './views.js';
 
 /**
- * Convolution and pooling kernels. conv2d is im2row + GEMM: each output position's window becomes a row of
- * [N·OH·OW, C·kh·kw] (zeros in the padding), and the GEMM multiplies it by the weight read as Bᵀ
- * ([O, C·kh·kw] is exactly the weight's layout), with the bias, a folded batch norm and a following relu as
- * its epilogue. The rows of contiguous and channels-last inputs are gathered by JS loops (conv-host.ts),
- * those of inputs read through views by the gpu.js kernel here; average pooling is a kernel here too, max
- * pooling a JS loop (conv-host.ts). Its result [N·OH·OW, O] is NHWC; kiln exposes it as the NCHW tensor it
- * is, through strides, so the next step (another conv's channels-last im2row, a pool, an element-wise kernel)
- * reads it in place instead of anyone transposing it.
+ * The gpu.js convolution and pooling kernels, for inputs the wasm kernels (kernels/conv) do not take: an
+ * im2row over an input read through views (rows [N·OH·OW, C·kh·kw], zeros in the padding, multiplied by the
+ * GEMM against the weight read as Bᵀ, with the bias, a folded batch norm and relu as its epilogue), and
+ * average pooling over an input that is not channels-last. Every conv2d result [N·OH·OW, O] is NHWC; kiln
+ * exposes it as the NCHW tensor it is, through strides, so the next step (another conv, a pool, an
+ * element-wise kernel) reads it in place instead of anyone transposing it.
  */
 
 /** The NCHW layout of a conv2d result stored as [N, OH, OW, O]. */

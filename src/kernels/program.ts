@@ -29,6 +29,13 @@ import { Plan, PlanMismatch, TooLarge } from './plan.js';
  * cannot trace runs on the eager runtime instead (the reason is logged), which records the tape itself.
  */
 
+/** callTraining's answer when the call runs on the eager runtime instead. */
+const EAGER = Symbol('eager');
+
+function formatBytes(n: number): string {
+  return n < 1024 ? `${n} B` : n < 1 << 20 ? `${(n / 1024).toFixed(1)} KiB` : `${(n / (1 << 20)).toFixed(1)} MiB`;
+}
+
 /** Plans kept per program; more signatures than this (shapes that keep changing) evict the oldest. */
 const PLANS_PER_PROGRAM = 8;
 
@@ -101,14 +108,12 @@ export class KernelProgram {
   private callOnce(args: unknown[]): unknown {
     if (this.eagerReason !== null || this.running) return this.gm.forward(...args);
     if (this.needsGrad(args)) {
-      if (!this.loggedGrad && this.options.planUnderGrad)
-        logLine(
-          `kiln kernels: ${this.name} runs eagerly while gradients are recorded (${this.gradWhy()}, inputs or parameters require grad)`,
-        );
+      const trained = this.callTraining(args);
+      if (trained !== EAGER) return trained.result;
+      // Eager under grad: explain() still plans from this run, to show what would run under noGrad.
       this.loggedGrad = true;
       const key = this.keyOf(args);
-      if (!this.options.planUnderGrad) return this.callTraining(args);
-      if (this.gradPlans.has(key)) return this.gm.forward(...args);
+      if (!this.options.planUnderGrad || this.gradPlans.has(key)) return this.gm.forward(...args);
       const rec = new Interpreter(this.gm, false);
       const result = rec.run(...args); // records the tape as gm.forward would
       this.gradPlans.set(key, this.makePlan(key, rec.env));
@@ -140,9 +145,10 @@ export class KernelProgram {
    * its own (run under noGrad, so they plan normally). When the joint graph cannot be traced the graph runs
    * eagerly from then on; that eager run also raises the program's own errors, if the trace failed on one.
    */
-  private callTraining(args: unknown[]): unknown {
+  private callTraining(args: unknown[]): { result: unknown } | typeof EAGER {
     // Grad-mode regions inside the graph decide what records a tape: the eager runtime keeps them exact.
-    if (typeof this.training === 'string' || this.switchesGradMode) return this.gm.forward(...args);
+    if (this.switchesGradMode) this.training ??= 'the graph switches grad mode inside (noGrad / withGradMode regions)';
+    if (typeof this.training === 'string') return EAGER;
     const compiler = (g: GraphModule) => kernelsBackend(g) as unknown as (...a: Tensor[]) => unknown;
     this.training ??= new AotModule(this.gm, {
       fwCompiler: compiler,
@@ -150,13 +156,26 @@ export class KernelProgram {
       partitionFn: minCutRematerializationPartition,
     });
     try {
-      return this.training.forward(...args);
+      return { result: this.training.forward(...args) };
     } catch (e) {
       if (this.training.hasCompiled()) throw e; // a call of compiled graphs failed: not a tracing problem
       this.training = `AOT autograd could not trace it: ${(e as Error)?.message ?? String(e)}`;
       logLine(`kiln kernels: ${this.name} runs eagerly while gradients are recorded (${this.training})`);
-      return this.gm.forward(...args);
+      return EAGER;
     }
+  }
+
+  /** While gradients are recorded: the AOT programs (forward and backward plans, bytes saved), or why it is eager. */
+  private pprintTraining(title: string): string[] {
+    if (typeof this.training === 'string') return [`${title} runs eagerly while gradients are recorded (${this.training})`];
+    if (!this.training) return [];
+    return this.training.compiledPrograms().flatMap((p) => {
+      const { forward, backward, savedTensors, savedBytes } = p.describe();
+      const plan = (f: unknown) => (f as { pprint?: () => string } | undefined)?.pprint?.() ?? '';
+      const head = `${title} while gradients are recorded: AOT autograd graph ${p.id}, ${savedTensors} tensors (${formatBytes(savedBytes)}) saved for backward`;
+      const bw = backward ? plan(backward).replace(/^kiln kernels: [\w$]+/, `${title} backward`) : `${title} backward: compiled at the first backward()`;
+      return [head, plan(forward).replace(/^kiln kernels: [\w$]+/, `${title} forward`), bw];
+    });
   }
 
   /**
@@ -230,6 +249,7 @@ export class KernelProgram {
     // A graph that turns grad mode on records gradients under noGrad too, unless nothing requires grad.
     const otherwise = this.enablesGrad ? 'when nothing requires grad' : 'under noGrad';
     const lines = [
+      ...this.pprintTraining(title),
       ...[...this.plans].map(([key, p]) => (typeof p === 'string' ? `${title} for ${key}: eager (${p})` : formatPlan(p, title))),
       ...[...this.gradPlans].map(([key, p]) =>
         typeof p === 'string' ? `${underGrad}; for ${key} ${otherwise}: eager (${p})` : formatPlan(p, `${underGrad}; ${otherwise}`),

@@ -25,6 +25,11 @@ export interface TraceDispatch {
   shapeRead?(t: unknown): void;
   /** Told when an in-place op (`name`) wrote `result`'s values into `self`. */
   wroteInPlace?(self: unknown, result: unknown, name: string): void;
+  /**
+   * Told when an in-place metadata op (`t_`, `unsqueeze_`, …) gave `self` the layout of `view` (a view of it
+   * the tracer saw being made). A tracer without this hook cannot follow the change: the op throws instead.
+   */
+  metadataMutated?(self: unknown, view: unknown, name: string): void;
   /** Told when a tensor method made `to` from `from` without an op (e.g. `detach()`). */
   derived?(from: unknown, to: unknown, method: string): void;
   /**

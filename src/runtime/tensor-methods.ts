@@ -1,4 +1,5 @@
-import { DTypeError, ValueError } from '../errors.js';
+import { AutogradError, DTypeError, TraceError, ValueError } from '../errors.js';
+import { isGradEnabled } from './autograd.js';
 import { activeTrace } from './dispatch.js';
 import { checkDType, type DType } from './dtype.js';
 import { applyInplace, type Op } from './op.js';
@@ -57,6 +58,28 @@ function inplace<F extends AnyFn>(name: string, op: Op<F>): <T extends Tensor>(t
     const rest = fillArgs(op as unknown as Op<AnyFn>, args);
     return applyInplace(name, this, (s) => call(s, ...rest), args[0]) as T;
   } as <T extends Tensor>(this: T, ...args: Rest<Parameters<F>>) => T;
+}
+
+/**
+ * An in-place metadata op (PyTorch's `t_`, `transpose_`, `unsqueeze_`): `self` takes the shape and strides of
+ * the view op's result, keeps its storage, and its autograd history continues through that view's gradient.
+ */
+function metadataInplace<A extends unknown[]>(name: string, view: (x: Tensor, ...a: A) => Tensor) {
+  return function <T extends Tensor>(this: T, ...args: A): T {
+    if (activeTrace && !activeTrace.metadataMutated) {
+      throw new TraceError(`${name}: in-place metadata mutation cannot be traced by this tracer; use the out-of-place op`);
+    }
+    if (isGradEnabled() && this.requiresGrad && this.isLeaf) {
+      throw new AutogradError(`${name}: a leaf Variable that requires grad is being used in an in-place operation.`);
+    }
+    const v = view(this, ...args);
+    this._setLayout(v);
+    if (v.gradFn) this.gradFn = v.gradFn;
+    if (this._base) this._viewReplay = v._viewReplay;
+    this._storage.version++;
+    activeTrace?.metadataMutated?.(this, v, name);
+    return this;
+  };
 }
 
 /** `x.max()` reduces everything; `x.max(dim, keepdim?)` gives the values and their indices along `dim`. */
@@ -146,6 +169,12 @@ export interface TensorOpMethods {
   gather(dim: number, index: Tensor): Tensor;
   /** PyTorch's `scatter_add`: a copy with `src` added at `index` along `dim`. */
   scatterAdd(dim: number, index: Tensor, src: Tensor): Tensor;
+  /** In place: `self` becomes its 2-D transpose (same storage). */
+  t_(): this;
+  /** In place: `self` swaps dims `dim0` and `dim1` (same storage). */
+  transpose_(dim0: number, dim1: number): this;
+  /** In place: `self` gains a size-1 dim at `dim` (same storage). */
+  unsqueeze_(dim: number): this;
   /** PyTorch's `slice_scatter`: a copy whose slice along `dim` is `src`. */
   sliceScatter(src: Tensor, dim?: number, start?: number | null, end?: number | null, step?: number): Tensor;
   /** PyTorch's `select_scatter`: a copy whose entry `index` along `dim` is `src`. */
@@ -257,6 +286,9 @@ export const TENSOR_METHODS: MethodImpls = {
   index: method(V.index),
   gather: method(V.gather),
   scatterAdd: method(R.scatterAdd),
+  t_: metadataInplace('t_', (x: Tensor) => V.t(x)),
+  transpose_: metadataInplace('transpose_', (x: Tensor, dim0: number, dim1: number) => V.transpose(x, dim0, dim1)),
+  unsqueeze_: metadataInplace('unsqueeze_', (x: Tensor, dim: number) => V.unsqueeze(x, dim)),
   sliceScatter: method(V.sliceScatter),
   selectScatter: method(V.selectScatter),
 

@@ -25,7 +25,8 @@ export type ValuesIndices = [Tensor, Tensor] & { readonly values: Tensor; readon
  * its prototype from the op table by tensor-methods.ts, which also declares their types.
  */
 export class Tensor {
-  private readonly _shape: readonly number[];
+  private _shape: readonly number[];
+  /** Changed only by the in-place metadata ops (`t_`, `transpose_`, `unsqueeze_`) through `_setLayout`. */
   readonly strides: readonly number[];
   readonly offset: number;
   readonly dtype: DType;
@@ -47,6 +48,12 @@ export class Tensor {
     this.strides = Object.freeze([...strides]);
     this.offset = offset;
     this.dtype = dtype;
+  }
+
+  /** Take `view`'s shape and strides (same storage and offset): the in-place metadata ops. */
+  _setLayout(view: Tensor): void {
+    this._shape = view._shape;
+    (this as { strides: readonly number[] }).strides = view.strides;
   }
 
   /** A new contiguous tensor owning `data`. */

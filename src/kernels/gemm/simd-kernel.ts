@@ -49,7 +49,7 @@ type Body = () => void;
 const I = 'i32' as const;
 
 /** `for (i = start; i < end; i += step) body` with i, end already-evaluated by the emitters given. */
-function forLoop(f: FunctionBuilder, i: number, start: Body, end: Body, step: number, body: Body): void {
+export function forLoop(f: FunctionBuilder, i: number, start: Body, end: Body, step: number, body: Body): void {
   start();
   f.set(i);
   f.block().loop();
@@ -62,7 +62,7 @@ function forLoop(f: FunctionBuilder, i: number, start: Body, end: Body, step: nu
 }
 
 /** Pushes min(a, b) of two i32 locals/expressions (each emitter pushes one value). */
-function min(f: FunctionBuilder, a: Body, b: Body): void {
+export function min(f: FunctionBuilder, a: Body, b: Body): void {
   a();
   b();
   a();
@@ -74,7 +74,7 @@ function min(f: FunctionBuilder, a: Body, b: Body): void {
  * `for (i = 0; i < end; i += step) { len = min(step, end − i); body }`: blocks of `step`, the last one short.
  * `end` is a local.
  */
-function forBlocks(f: FunctionBuilder, i: number, len: number, end: number, step: number, body: Body): void {
+export function forBlocks(f: FunctionBuilder, i: number, len: number, end: number, step: number, body: Body): void {
   forLoop(
     f,
     i,
@@ -192,7 +192,7 @@ function emitMicroKernel(f: FunctionBuilder, cfg: KernelConfig, mr: number): voi
 }
 
 /** Copies an mr×nr block of floats between two row strides (bytes). */
-function emitCopy(f: FunctionBuilder, src: number, srcStride: Body, dst: number, dstStride: Body, mr: number, nr: number): void {
+export function emitCopy(f: FunctionBuilder, src: number, srcStride: Body, dst: number, dstStride: Body, mr: number, nr: number): void {
   const r = f.local('i32');
   const c = f.local('i32');
   const s = f.local('i32');

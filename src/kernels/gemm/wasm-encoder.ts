@@ -235,6 +235,57 @@ export class FunctionBuilder {
     return this.simd(0x105);
   }
 
+  // used by the convolution and pooling kernels (kernels/conv/)
+  i32ShrS(): this {
+    return this.op(0x75);
+  }
+  i32DivU(): this {
+    return this.op(0x6e);
+  }
+  i32RemU(): this {
+    return this.op(0x70);
+  }
+  f32Add(): this {
+    return this.op(0x92);
+  }
+  f32x4Sub(): this {
+    return this.simd(0xe5);
+  }
+  /** max(a, b) per lane, NaN when either is NaN. */
+  f32x4Div(): this {
+    return this.simd(0xe7);
+  }
+  f32x4Max(): this {
+    return this.simd(0xe9);
+  }
+  f32x4Gt(): this {
+    return this.simd(0x44);
+  }
+  f32x4Ne(): this {
+    return this.simd(0x42);
+  }
+  f32x4ExtractLane(lane: number): this {
+    this.simd(0x1f);
+    this.code.push(lane);
+    return this;
+  }
+  i32x4Splat(): this {
+    return this.simd(0x11);
+  }
+  i32x4Eq(): this {
+    return this.simd(0x37);
+  }
+  v128And(): this {
+    return this.simd(0x4e);
+  }
+  v128Or(): this {
+    return this.simd(0x50);
+  }
+  /** bitselect(a, b, mask): bits of a where mask is 1, of b where it is 0. */
+  v128Bitselect(): this {
+    return this.simd(0x52);
+  }
+
   /** The body as the code section wants it: size-prefixed, locals run-length encoded. */
   encode(): number[] {
     const body: number[] = [];
