@@ -105,7 +105,13 @@ export function traceProgram(
   try {
     // A caller's non-leaf input may be written in place (eagerly allowed): the program gets a recorded clone
     // of the leaf, so the write has a tape to rebase and the gradient still reaches the placeholder.
-    const working = leaves.map((l, i) => (opts.joint && l.requiresGrad && primals[i]!.gradFn !== null && l !== primals[i] ? l.clone() : l));
+    // A duplicated input (f(x, x)) gets one clone: the program must see the same tensor twice.
+    const clones = new Map<Tensor, Tensor>();
+    const working = leaves.map((l, i) => {
+      if (!(opts.joint && l.requiresGrad && primals[i]!.gradFn !== null && l !== primals[i])) return l;
+      if (!clones.has(l)) clones.set(l, l.clone());
+      return clones.get(l)!;
+    });
     // The copies are contiguous whatever the caller's layout: metadata mutations are measured against this.
     const layouts = working.map((w) => ({ shape: [...w.shape], strides: [...w.strides], offset: w.offset }));
     const result = opts.joint ? run(working) : withGradMode(false, () => run(working));
