@@ -249,7 +249,8 @@ function finish(
     tangentsFor = outTensors.flatMap((t, i) => (t.requiresGrad && t.dtype === 'float32' ? [i] : []));
     const loss = opts.lossIndex === undefined ? undefined : lossOutput(outs, outputs, opts.lossIndex);
     const firstUse = leaves.map((c, i) => leaves.indexOf(c) === i);
-    gradFor = leaves.map((c, i) => firstUse[i]! && c.requiresGrad);
+    // Whether the input required grad when passed: one written in place by a value that does (x.add_(y)) gets none.
+    gradFor = leaves.map((c, i) => firstUse[i]! && c.isLeaf && primals[i]!.requiresGrad);
     const lastPlaceholder = graph.nodes.filter((n) => n.op === 'placeholder').at(-1);
     let at = lastPlaceholder;
     if (loss !== undefined) tangentsFor = [numMutated + loss];
