@@ -144,6 +144,9 @@ class AotRunner {
           naming: 'primals',
           detachViewOutputs,
           keepInputMutations: this.opts.keepInferenceInputMutations,
+          // A view rebuilt outside the graph replays the traced sizes (expand(x, [5])): with dynamic shapes every
+          // output is computed by the graph, whose sizes follow the inputs.
+          plainViews: this.opts.dynamic,
         },
         this.module,
       );
