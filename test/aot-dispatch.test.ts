@@ -4,9 +4,11 @@ import {
   aotExportModule,
   aotFunction,
   aotModule,
+  aotModuleSimplified,
   AotError,
   compilationContext,
   defaultPartition,
+  makeFx,
   minCutRematerializationPartition,
   type AotOptions,
   type Compiler,
@@ -734,6 +736,135 @@ test('test_backward_mutation_on_grad_out: a backward that writes its incoming gr
     instanceOf: AotError,
     message: /input to the backward that was mutated during the backward/,
   });
+});
+
+test('test_invalid_dupe_left_bias: t_ on a duplicated input, then the duplicate check of aotModuleSimplified', (t) => {
+  class Fm extends nn.Module {
+    override forward(x: Tensor, y: Tensor) {
+      x.t_();
+      return [x.add(y)];
+    }
+  }
+  const x = randn([3, 3]).requiresGrad_(true).clone();
+  const y = randn([3, 3]).requiresGrad_(true);
+  verifyAot(t, (a: Tensor, b: Tensor) => new Fm().forward(a, b), [x, x], { testMutation: true });
+  const fxx = aotModuleSimplified(new Fm(), [x, x], { fwCompiler: nop });
+  t.throws(() => fxx(x, y), {
+    instanceOf: AotError,
+    message:
+      /^At compilation time, graph \d+ was compiled under the assumption that input 1 would be a duplicate of input 0, but at runtime this was not the case\.  This indicates a guard bug in AOTAutograd or Dynamo, please file a bug to PyTorch\.$/,
+  });
+});
+
+test('test_output_op_depending_on_symint: x.expand(x.shape) under dynamic shapes and min-cut', (t) => {
+  const f = (x: Tensor) => x.expand(x.shape as number[]);
+  const af = aotFunction(f, { fwCompiler: nop, partitionFn: minCutRematerializationPartition, dynamic: true });
+  const inp = randn([5]).requiresGrad_(true);
+  t.true(allclose(af(inp), f(inp)));
+  const other = randn([7]).requiresGrad_(true);
+  const out = af(other);
+  t.true(allclose(out, f(other)), 'another size, the same graph');
+  t.is(out._storage, other._storage, 'still a view of the input (the graph computed it from its placeholder)');
+});
+
+test("test_inference_mode: aotModule under noGrad gives eager's output", (t) => {
+  const lin = new nn.Linear(4, 4);
+  const aotMod = aotModule(lin, { fwCompiler: nop });
+  const inp = randn([4, 4]);
+  noGrad(() => t.true(allclose(aotMod.call(inp) as Tensor, lin.call(inp) as Tensor)));
+});
+
+test('test_buffer_copied_in_graph: a buffer written by forward, parameters trained', (t) => {
+  class MyModel extends nn.Module {
+    w1 = new nn.Parameter(ones([1]).mul(0.5));
+    w2 = new nn.Parameter(ones([1]).mul(2));
+    constructor() {
+      super();
+      this.registerBuffer('buf', ones([1]).mul(0));
+    }
+    override forward(x: Tensor) {
+      const buf = (this as unknown as { buf: Tensor }).buf;
+      buf.add_(1);
+      return this.w1.mul(x).mul(this.w2).sum().add(buf.sum());
+    }
+  }
+  const eager = new MyModel();
+  const twin = new MyModel();
+  const compiled = aotModule(twin, { fwCompiler: nop, keepInferenceInputMutations: true });
+  for (let step = 0; step < 2; step++) {
+    const inpRef = ones([1]).requiresGrad_(true);
+    const inpTest = ones([1]).requiresGrad_(true);
+    const outRef = eager.call(inpRef.clone()) as Tensor;
+    const outTest = compiled.call(inpTest.clone()) as Tensor;
+    t.true(allclose(outTest, outRef));
+    t.deepEqual(twin.stateDict().buf!.toArray(), eager.stateDict().buf!.toArray(), 'the buffer, written once a call');
+    outRef.backward();
+    outTest.backward();
+    t.true(allclose(inpTest.grad!, inpRef.grad!));
+    eager.parameters().forEach((p, i) => t.true(allclose(twin.parameters()[i]!.grad!, p.grad!)));
+  }
+  noGrad(() => compiled.call(ones([1])));
+  t.deepEqual(twin.stateDict().buf!.toArray(), [3], 'the inference graph writes it too (a copy_ kept in the graph)');
+});
+
+test('test_buffer_batch_norm: BatchNorm1d(100) in training: output, gradients and running statistics', (t) => {
+  const eager = new nn.BatchNorm1d(100);
+  const twin = new nn.BatchNorm1d(100);
+  twin.loadStateDict(eager.stateDict());
+  const compiled = aotModule(twin, { fwCompiler: nop, keepInferenceInputMutations: true });
+  const inpRef = randn([20, 100]).requiresGrad_(true);
+  const inpTest = inpRef.detach().clone().requiresGrad_(true);
+  const outRef = eager.call(inpRef.clone()) as Tensor;
+  const outTest = compiled.call(inpTest.clone()) as Tensor;
+  t.true(allclose(outTest, outRef, { rtol: 1e-4, atol: 1e-5 }));
+  outRef.sum().backward();
+  outTest.sum().backward();
+  t.true(allclose(inpTest.grad!, inpRef.grad!, { rtol: 1e-3, atol: 1e-4 }));
+  const sd = twin.stateDict();
+  for (const [k, v] of Object.entries(eager.stateDict())) t.true(allclose(sd[k]!, v, { rtol: 1e-4, atol: 1e-5 }), k);
+});
+
+test('test_new_inp_requires_grad_now: x.add_(y) with only y requiring grad makes x require grad, as eagerly', (t) => {
+  const f = (x: Tensor, y: Tensor) => x.add_(y);
+  verifyAot(t, f, [ones([20, 100]), ones([20, 100]).requiresGrad_(true)], { keepInpMutations: true });
+  const x = ones([2]);
+  const out = aotFunction(f, { fwCompiler: nop, keepInferenceInputMutations: true })(x, ones([2]).requiresGrad_(true));
+  t.is(out, x, 'the input itself is returned');
+  t.true(x.requiresGrad);
+});
+
+test('test_real_weights_in_symbolic_mode: makeFx of a module closes over its real weights', (t) => {
+  class M extends nn.Module {
+    linear = new nn.Linear(5, 5);
+    override forward(x: Tensor) {
+      return this.linear.call(x);
+    }
+  }
+  const mod = new M();
+  mod.eval();
+  const gm = makeFx((x: Tensor) => mod.call(x) as Tensor, { tracingMode: 'symbolic' })(randn([2, 5]));
+  t.true(allclose(gm.forward(ones([2, 5])) as Tensor, mod.call(ones([2, 5])) as Tensor));
+  t.is(gm.graph.nodes.filter((n) => n.op === 'placeholder').length, 1);
+});
+
+test('test_aot_module_simplified: a Linear plus an input, gradients of both inputs', (t) => {
+  class MockModule extends nn.Module {
+    linear = new nn.Linear(20, 30);
+    override forward(x: Tensor, y: Tensor) {
+      return [this.linear.call(x).add(y)];
+    }
+  }
+  const mod = new MockModule();
+  const inputs = [randn([128, 20]).requiresGrad_(true), randn([128, 30]).requiresGrad_(true)];
+  const cloned = inputs.map((x) => x.detach().clone().requiresGrad_(true));
+  const ref = mod.forward(inputs[0]!, inputs[1]!);
+  ref[0]!.sum().backward();
+  const compiled = aotModuleSimplified(mod, cloned, { fwCompiler: nop });
+  const res = compiled(...cloned) as Tensor[];
+  res[0]!.sum().backward();
+  t.true(allclose(res[0]!, ref[0]!, { rtol: 1e-5, atol: 1e-5 }));
+  t.true(allclose(cloned[0]!.grad!, inputs[0]!.grad!, { rtol: 1e-4, atol: 1e-5 }));
+  t.true(allclose(cloned[1]!.grad!, inputs[1]!.grad!));
 });
 
 // ---- TestAOTExport -------------------------------------------------------------------------------------
