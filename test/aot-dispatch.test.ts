@@ -765,7 +765,7 @@ test('test_invalid_dupe_left_bias: t_ on a duplicated input, then the duplicate 
   t.throws(() => fxx(x, y), {
     instanceOf: AotError,
     message:
-      /^At compilation time, graph \d+ was compiled under the assumption that input 1 would be a duplicate of input 0, but at runtime this was not the case\.  This indicates a guard bug in AOTAutograd or Dynamo, please file a bug to PyTorch\.$/,
+      /^At compilation time, graph \d+ was compiled under the assumption that input 1 would be a duplicate of input 0, but at runtime this was not the case\. {2}This indicates a guard bug in AOTAutograd or Dynamo, please file a bug to PyTorch\.$/,
   });
 });
 
