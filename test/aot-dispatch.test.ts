@@ -25,6 +25,7 @@ import {
   ops,
   randn,
   Tensor,
+  tensor,
   zerosLike,
   type FunctionCtx,
 } from '../src/index.js';
@@ -165,6 +166,38 @@ const fnNames = (gm: GraphModule) =>
 /** The compute of a graph: its op names without the clones functionalisation makes of written inputs (PyTorch's graphs have them too). */
 const computeOps = (gm: GraphModule) => fnNames(gm).filter((n) => n !== 'clone');
 const numOutputs = (gm: GraphModule) => (gm.graph.outputNode!.args[0] as unknown[]).length;
+// ---- TestPythonKey (makeFx) ----------------------------------------------------------------------------------
+
+test('test_make_fx: a traced sin runs on new inputs', (t) => {
+  const f = (x: Tensor) => x.sin();
+  const fxF = makeFx(f)(randn([3]));
+  const newInp = randn([3]);
+  t.true(allclose(fxF.forward(newInp) as Tensor, f(newInp)));
+});
+
+test('test_scalar_device: a float tensor plus a 0-d integer tensor', (t) => {
+  const f = (a: Tensor, b: Tensor) => a.add(b);
+  const inps = [randn([3]), tensor(5)] as const;
+  t.true(allclose(makeFx(f)(...inps).forward(...inps) as Tensor, f(...inps)));
+});
+
+test('test_make_fx_functionalize: an in-place op becomes its functional form', (t) => {
+  // PyTorch's relu_; kiln's in-place clamp_ to [0, ∞) is the same computation.
+  const fn = (a: Tensor) => {
+    const b = a.mul(2);
+    b.clamp_(0);
+    return b;
+  };
+  const a = randn([3]);
+  const gm = makeFx(fn)(a);
+  t.true(fnNames(gm).includes('clamp'), gm.code);
+  t.false(
+    fnNames(gm).some((n) => n.endsWith('_')),
+    gm.code,
+  );
+  t.true(allclose(gm.forward(a) as Tensor, fn(a)));
+});
+
 // ---- TestAOTAutograd -------------------------------------------------------------------------------------
 
 test('test_non_tensor_and_none_inputs', (t) => {
