@@ -715,6 +715,39 @@ test('test_custom_autograd: a defineFunction with its own gradient traced into t
   t.deepEqual(fnNames(graphs.get('backward')!), ['add'], graphs.get('backward')!.code);
 });
 
+test('custom autograd Function with saved tensors and two outputs, traced into the joint graph (both partitioners)', (t) => {
+  // sin and cos of x, with the gradient written by hand from the saved input: cos(x)·g1 − sin(x)·g2.
+  const sinCos = defineFunction({
+    name: 'SinCos',
+    forward(ctx: FunctionCtx, x: Tensor) {
+      ctx.saveForBackward(x);
+      return [x.sin(), x.cos()];
+    },
+    backward(ctx, g1, g2) {
+      const [x] = ctx.savedTensors;
+      return g1!.mul(x!.cos()).sub(g2!.mul(x!.sin()));
+    },
+  });
+  const f = (a: Tensor, b: Tensor) => {
+    const [s, c] = sinCos(a.mul(b));
+    return s!.add(c!.mul(2));
+  };
+  for (const partitionFn of [defaultPartition, minCutRematerializationPartition]) {
+    const graphs = new Map<string, GraphModule>();
+    const x = randn([4]);
+    const y = randn([4]);
+    const [x1, y1, x2, y2] = [x, y, x, y].map((v) => v.clone().requiresGrad_(true));
+    f(x1!, y1!).sum().backward();
+    aotFunction(f, { fwCompiler: recording(graphs), partitionFn })(x2!, y2!)
+      .sum()
+      .backward();
+    t.true(allclose(x2!.grad!, x1!.grad!, { rtol: 1e-5, atol: 1e-6 }), partitionFn.name);
+    t.true(allclose(y2!.grad!, y1!.grad!, { rtol: 1e-5, atol: 1e-6 }), partitionFn.name);
+    const bw = fnNames(graphs.get('backward')!);
+    t.true(bw.includes('cos') && bw.includes('sin'), `the custom backward's ops are in the backward graph: ${bw.join(', ')}`);
+  }
+});
+
 test('test_backward_mutation_data: a backward that writes a saved input is allowed, and the caller sees the write', (t) => {
   const bwMutation = defineFunction({
     name: 'BwMutation',
