@@ -46,13 +46,24 @@ function frameAt(loc: string): string {
 
 const epochs = 300;
 const started = performance.now();
-console.log(`kiln demo: 2-64-64-2 MLP on two spirals (400 points), Adam lr=0.01, ${epochs} steps through the captured graph`);
-const { acc } = trainSpirals(epochs, (epoch, loss, a) => {
+console.log(
+  `kiln demo: 2-64-64-2 MLP on two spirals (400 points), Adam lr=0.01, ${epochs} steps through the captured graph,\n` +
+    '  compiled for training by AOT autograd: one joint graph, split into a forward and a backward graph of kernels',
+);
+const { acc, model: trained } = trainSpirals(epochs, (epoch, loss, a) => {
   if (epoch % 50 === 0 || epoch === 1)
     console.log(`epoch ${String(epoch).padStart(3)}/${epochs}  loss ${loss.toFixed(4)}  accuracy ${(a * 100).toFixed(1)}%`);
 });
 console.log(`final accuracy: ${(acc * 100).toFixed(1)}%  (${((performance.now() - started) / 1000).toFixed(1)} s)`);
 if (acc < 0.95) process.exitCode = 1;
+{
+  // What each training step ran: the forward and backward programs and what the forward saved for the backward
+  const { x: points } = twoSpirals(200, { seed: 1 });
+  const plan = explain(trained.train())(points).kernels?.[0] ?? '';
+  const lines = plan.split('\n').filter((l) => /AOT autograd|forward:|backward/.test(l));
+  console.log(lines.map((l) => `  ${l.replace(/^kiln kernels: /, '')}`).join('\n'));
+  trained.eval();
+}
 
 const { x } = twoSpirals(200, { seed: 1 });
 for (const Model of [SpiralNet, Gated, ResidualStack]) {

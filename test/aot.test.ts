@@ -312,3 +312,18 @@ test('bad input: compilers that throw or return a non-function, a backward run t
     message: /reads the values of a tensor \(item\(\)\)/,
   });
 });
+
+test('common subexpressions of the joint graph are computed once; random ops are never merged', (t) => {
+  const graphs = new Map<string, GraphModule>();
+  const fn = (x: Tensor, w: Tensor) => x.mm(w).add(x.mm(w)).add(ops.dropout(x, 0.5).sum()).add(ops.dropout(x, 0.5).sum());
+  const f = aotFunction(fn, { fwCompiler: recording([], graphs) });
+  const [x, w] = [randn([4, 3]), randn([3, 5]).requiresGrad_(true)];
+  manualSeed(3);
+  const out = f(x, w);
+  manualSeed(3);
+  t.true(allclose(out, fn(x, w), { rtol: 1e-5 }));
+  const count = (name: string) =>
+    graphs.get('forward')!.graph.nodes.filter((n) => (n.target as { opName?: string }).opName === name).length;
+  t.is(count('mm'), 1, graphs.get('forward')!.code);
+  t.is(count('nativeDropout'), 2, 'two dropouts draw two masks');
+});

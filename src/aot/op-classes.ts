@@ -13,7 +13,7 @@ export const POINTWISE_OPS: ReadonlySet<string> = new Set([
   'add', 'sub', 'mul', 'div', 'pow', 'neg', 'exp', 'exp2', 'log', 'sqrt', 'abs', 'tanh', 'sigmoid', 'relu',
   'sin', 'cos', 'gelu', 'clamp', 'where', 'eq', 'ne', 'lt', 'le', 'gt', 'ge', 'clone',
   // fused element-wise backward ops (PyTorch's threshold_backward, gelu_backward, …) as they are added
-  'thresholdBackward', 'geluBackward', 'sigmoidBackward', 'tanhBackward',
+  'thresholdBackward', 'geluBackward', 'sigmoidBackward', 'tanhBackward', 'nativeDropoutBackward',
 ]); // prettier-ignore
 
 /** Metadata-only views: recomputing one costs nothing but a new header. */
@@ -51,7 +51,8 @@ export const UNRECOMPUTABLE_OPS: ReadonlySet<string> = new Set([
   'maxPool2d', 'avgPool2d', 'adaptiveAvgPool2d', 'maxPool2dBackward', 'avgPool2dBackward', 'adaptiveAvgPool2dBackward',
   'layerNorm', 'batchNorm', 'nativeLayerNorm', 'nativeLayerNormBackward', 'nativeBatchNorm', 'nativeBatchNormBackward',
   'embedding', 'embeddingBag', 'embeddingDenseBackward', 'nllLoss', 'crossEntropy', 'mseLoss',
-  'indexSelect', 'cat', 'stack',
+  'indexSelect', 'cat', 'stack', 'maxPool2dWithIndices', 'maxPool2dWithIndicesBackward', 'embeddingBagBackward',
+  'nllLossForward', 'nllLossBackward', 'nllLossWeightBackward',
   'viewScatter', 'selectScatter', 'sliceScatter', 'asStridedScatter', 'diagonalScatter', 'scatterAdd', 'indexAdd',
 ]); // prettier-ignore
 

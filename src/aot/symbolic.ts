@@ -42,7 +42,8 @@ export function generaliseShapes(
   branches = false,
 ): GraphModule {
   const shapes = inputs.map((t) => [...t.shape]);
-  for (const moved of [moveSizes(shapes, () => true), moveSizes(shapes, (d) => d === 0)]) {
+  for (const which of [() => true, (d: number) => d === 0]) {
+    const moved = moveSizes(shapes, which);
     if (JSON.stringify(moved) === JSON.stringify(shapes)) continue;
     let again: GraphModule;
     try {
@@ -55,6 +56,17 @@ export function generaliseShapes(
       { shapes, leaves: graphLeaves(gm.graph) },
       { shapes: moved, leaves: graphLeaves(again.graph) },
     ];
+    // Moving every size by one keeps their differences, so a size that is no simple function of the inputs
+    // (`x[::2]` has ceil(n / 2) rows) can fit as another input's size on both traces and be wrong elsewhere:
+    // a third trace with the sizes spread apart must agree with the fit (or the graph stays static).
+    const spread = spreadSizes(shapes, which);
+    let third: GraphModule | undefined;
+    try {
+      third = retrace(inputs.map((t, i) => resized(t, spread[i]!)));
+    } catch {
+      third = undefined; // not a valid call (sizes tied to each other): the two traces are all there is
+    }
+    if (third && graphSkeleton(third.graph) === graphSkeleton(gm.graph)) samples.push({ shapes: spread, leaves: graphLeaves(third.graph) });
     const fit = fitSamples(samples);
     if (!fit.ok) continue;
     const placeholders = gm.graph.nodes.filter((n) => n.op === 'placeholder');
@@ -67,6 +79,12 @@ export function generaliseShapes(
 
 function moveSizes(shapes: readonly number[][], which: (dim: number) => boolean): number[][] {
   return shapes.map((s) => s.map((v, d) => (v >= 2 && which(d) ? v + 1 : v)));
+}
+
+/** Every size ≥ 2 moved by a different amount per distinct size (equal sizes stay equal): 2, 3, 4 → 5, 8, 11. */
+function spreadSizes(shapes: readonly number[][], which: (dim: number) => boolean): number[][] {
+  const distinct = [...new Set(shapes.flat().filter((v) => v >= 2))].sort((a, b) => a - b);
+  return shapes.map((s) => s.map((v, d) => (v >= 2 && which(d) ? v + 2 * distinct.indexOf(v) + 3 : v)));
 }
 
 /** A tensor of `shape` with values like `t`'s (its elements repeated), requiring grad as `t` does. */

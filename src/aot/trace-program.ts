@@ -9,6 +9,7 @@ import { rngState, setRngState } from '../runtime/random.js';
 import { sameShape } from '../runtime/shape.js';
 import { Tensor } from '../runtime/tensor.js';
 import type { Decompositions } from './decompositions.js';
+import { eliminateCommonSubexpressions } from './cse.js';
 import { FxTracer } from './fx-tracer.js';
 import { copy_ } from './graph-copy.js';
 import { AotError } from './errors.js';
@@ -278,6 +279,7 @@ function finish(
     });
   }
   graph.output([...graphOuts, ...gradNodes]);
+  eliminateCommonSubexpressions(graph);
   graph.eliminateDeadCode();
   graph.lint();
   const gm = new GraphModule(new Module(), graph, opts.className ?? 'GraphModule', tracer.constants);

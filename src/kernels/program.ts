@@ -75,6 +75,8 @@ export class KernelProgram {
   private readonly enablesGrad: boolean;
   /** The graph under AOT autograd, for calls that record gradients; a string: why it runs eagerly instead. */
   private training?: AotModule | string;
+  /** The kernel programs AOT autograd compiled for calls that record gradients (forward, then backward, per program). */
+  private readonly aotPrograms: KernelProgram[] = [];
 
   constructor(
     readonly gm: GraphModule,
@@ -92,6 +94,16 @@ export class KernelProgram {
 
   get name(): string {
     return this.gm.className;
+  }
+
+  /** Read-only, for tests and diagnostics: the kernel programs of the AOT forward and backward graphs compiled so far. */
+  get trainingPrograms(): readonly KernelProgram[] {
+    return this.aotPrograms;
+  }
+
+  /** Read-only: why calls that record gradients run eagerly (the joint graph could not be traced), or undefined. */
+  get trainingEagerReason(): string | undefined {
+    return typeof this.training === 'string' ? this.training : undefined;
   }
 
   /** Kernels record no tape: a graph that records gradients (on entry, or in a region that turns grad mode on) runs eagerly. */
@@ -149,7 +161,11 @@ export class KernelProgram {
     // Grad-mode regions inside the graph decide what records a tape: the eager runtime keeps them exact.
     if (this.switchesGradMode) this.training ??= 'the graph switches grad mode inside (noGrad / withGradMode regions)';
     if (typeof this.training === 'string') return EAGER;
-    const compiler = (g: GraphModule) => kernelsBackend(g) as unknown as (...a: Tensor[]) => unknown;
+    const compiler = (g: GraphModule) => {
+      const compiled = kernelsBackend(g);
+      this.aotPrograms.push(compiled.program);
+      return compiled as unknown as (...a: Tensor[]) => unknown;
+    };
     this.training ??= new AotModule(this.gm, {
       fwCompiler: compiler,
       bwCompiler: compiler,

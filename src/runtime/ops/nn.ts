@@ -1,4 +1,5 @@
 import { AutogradError, DTypeError, IndexError, ShapeError, ValueError } from '../../errors.js';
+import { activeTrace } from '../dispatch.js';
 import { defineOp, type GradResult, type Op } from '../op.js';
 import { broadcastShapes, fmt, numel, sameShape } from '../shape.js';
 import { Tensor } from '../tensor.js';
@@ -663,6 +664,8 @@ function checkNll(op: string, input: Tensor, target: Tensor, weight: Tensor | nu
   if (weight && (weight.ndim !== 1 || weight.shape[0] !== C)) {
     throw new ShapeError(`${op}: weight must have shape [${C}], got ${fmt(weight.shape)}`);
   }
+  // A traced target's values are not the graph's business: the recorded nllLossForward checks them at run time.
+  if (activeTrace?.isTraced(target)) return;
   for (const v of target.data()) {
     if (v !== ignoreIndex && (v < 0 || v >= C)) throw new IndexError(`${op}: target ${v} is out of bounds for ${C} classes`);
   }
