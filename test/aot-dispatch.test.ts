@@ -744,7 +744,8 @@ test('custom autograd Function with saved tensors and two outputs, traced into t
     t.true(allclose(x2!.grad!, x1!.grad!, { rtol: 1e-5, atol: 1e-6 }), partitionFn.name);
     t.true(allclose(y2!.grad!, y1!.grad!, { rtol: 1e-5, atol: 1e-6 }), partitionFn.name);
     const bw = fnNames(graphs.get('backward')!);
-    t.true(bw.includes('cos') && bw.includes('sin'), `the custom backward's ops are in the backward graph: ${bw.join(', ')}`);
+    // The custom rule's `sub` (the tape's own rules for sin and cos would give neg and add); CSE may share sin/cos with the forward.
+    t.true(bw.includes('sub') && !bw.includes('neg'), `the custom backward's ops are in the backward graph: ${bw.join(', ')}`);
   }
 });
 
