@@ -34,6 +34,7 @@ interface Resolved {
   readonly compilers: CompilerSet;
   readonly decompositions?: Decompositions;
   readonly dynamic: boolean;
+  readonly keepInferenceInputMutations: boolean;
 }
 
 function resolve(options: AotOptions | undefined, what: string): Resolved {
@@ -52,6 +53,7 @@ function resolve(options: AotOptions | undefined, what: string): Resolved {
     compilers: { fwCompiler, bwCompiler, inferenceCompiler, partitionFn },
     decompositions: checkDecompositions(options.decompositions, what),
     dynamic: options.dynamic === true,
+    keepInferenceInputMutations: options.keepInferenceInputMutations === true,
   };
 }
 
@@ -128,7 +130,9 @@ class AotRunner {
     return entry.run(primals);
   }
 
-  compile(primals: Tensor[], tree: Tree, joint: boolean): Traced {
+  compile(primals: Tensor[], tree: Tree, wantsJoint: boolean): Traced {
+    let joint = wantsJoint;
+    let detachViewOutputs = false;
     const trace = (inputs: Tensor[]): TracedProgram =>
       traceProgram(
         inputs,
@@ -138,10 +142,21 @@ class AotRunner {
           decompositions: this.opts.decompositions,
           what: this.what,
           naming: 'primals',
+          detachViewOutputs,
+          keepInputMutations: this.opts.keepInferenceInputMutations,
+          // A view rebuilt outside the graph replays the traced sizes (expand(x, [5])): with dynamic shapes every
+          // output is computed by the graph, whose sizes follow the inputs.
+          plainViews: this.opts.dynamic,
         },
         this.module,
       );
     let program = trace(primals);
+    if (joint && !program.requiresGrad) {
+      // No output requires grad (e.g. the function runs under noGrad): PyTorch compiles an inference graph then.
+      joint = false;
+      detachViewOutputs = true;
+      program = trace(primals);
+    }
     if (this.opts.dynamic) {
       const gm = generaliseShapes(program.gm, primals, (inputs) => trace(inputs).gm);
       program = { ...program, gm };

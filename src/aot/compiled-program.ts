@@ -1,14 +1,13 @@
 import type { GraphModule } from '../graph/graph-module.js';
 import { MultiOutputGradNode, OutputEdge, isGradEnabled, withGradMode } from '../runtime/autograd.js';
-import { OPS } from '../runtime/op.js';
-import type { ViewStep } from '../runtime/ops/view.js';
+import { OPS, markMultiOutputViews } from '../runtime/op.js';
 import { Tensor } from '../runtime/tensor.js';
 import { describe } from '../runtime/validate.js';
 import { runCompiler, type Compiler } from './context.js';
 import { AotError } from './errors.js';
 import { partitionInfo, savedBytes, type PartitionFn } from './partition.js';
 import { unflattenTensors } from './pytree.js';
-import type { TracedProgram } from './trace-program.js';
+import type { RebuiltView, TracedProgram } from './trace-program.js';
 
 /**
  * One compiled program and how to run it (PyTorch's runtime wrappers around `CompiledFunction`): the forward
@@ -99,9 +98,9 @@ export class CompiledProgram {
         case 'input':
           return primals[src.input]!;
         case 'inputView':
-          return replay(primals[src.input]!, src.chain);
+          return replay(primals[src.input]!, src);
         case 'baseView':
-          return replay(graphOuts[src.index]!, src.chain);
+          return replay(graphOuts[src.index]!, src);
         default:
           return src satisfies never;
       }
@@ -167,8 +166,10 @@ function zerosOf(t: Tensor): Tensor {
 }
 
 /** Rebuild a view outside the graph: the same view ops, run eagerly on the real base (so it aliases it). */
-function replay(base: Tensor, chain: readonly ViewStep[]): Tensor {
+function replay(base: Tensor, { chain, detach, multiOutput }: RebuiltView): Tensor {
   let v = base;
   for (const [name, args, kwargs] of chain) v = OPS.get(name)!.callWith([v, ...args], kwargs) as Tensor;
+  if (detach && v.requiresGrad) v = v.detach();
+  if (multiOutput) markMultiOutputViews([v], multiOutput.fn, multiOutput.index);
   return v;
 }

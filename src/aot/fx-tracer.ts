@@ -68,6 +68,11 @@ export class FxTracer implements TraceDispatch {
     return (this.writes.get(t) ?? 0) > 0;
   }
 
+  /** How many functional writes `t` has had (directly or through a view of it). */
+  writeCount(t: Tensor): number {
+    return this.writes.get(t) ?? 0;
+  }
+
   /** The base and view chain of `t`, when it is a view the tracer saw being made. */
   viewOf(t: Tensor): { base: Tensor; chain: readonly ViewStep[] } | undefined {
     return this.views.get(t);
@@ -157,7 +162,16 @@ export class FxTracer implements TraceDispatch {
     if (!(self instanceof Tensor) || !(view instanceof Tensor) || !this.nodes.has(view)) return;
     const node = this.nodes.get(view)!;
     this.nodes.set(self, node);
-    this.views.delete(self);
+    const opName = (node.target as { opName?: string }).opName ?? name.slice(0, -1);
+    const step: ViewStep = [opName, node.args.slice(1) as readonly unknown[], {}];
+    // A view of something else stays one (writes through it still reach its base), one view op further.
+    const own = this.views.get(self);
+    if (own && own.base !== self) this.views.set(self, { ...own, chain: [...own.chain, step] });
+    else this.views.delete(self);
+    // Views taken of `self` before the change were made from its old layout: undo the change first.
+    for (const [v, info] of this.views) {
+      if (info.base === self && v !== self) this.views.set(v, { ...info, chain: [inverseMetadataStep(step), ...info.chain] });
+    }
     const ops = this.metadataOps.get(self) ?? [];
     ops.push([name, node.args.slice(1) as readonly unknown[]]);
     this.metadataOps.set(self, ops);
@@ -298,6 +312,13 @@ function functionalTwin(op: AnyOp): FunctionTarget {
   const twin = OPS.get(op.opName.slice(0, -1));
   if (!twin) throw new AotError(`functionalisation: the in-place op '${op.opName}' has no out-of-place op '${op.opName.slice(0, -1)}'`);
   return twin as unknown as FunctionTarget;
+}
+
+/** The view op that undoes a metadata view op: t and transpose undo themselves, unsqueeze(d) is undone by squeeze(d). */
+function inverseMetadataStep([name, args]: ViewStep): ViewStep {
+  if (name === 't' || name === 'transpose') return [name, args, {}];
+  if (name === 'unsqueeze') return ['squeeze', args, {}];
+  throw new AotError(`functionalisation: no inverse is known for the metadata op '${name}', so views taken before it cannot be rebuilt`);
 }
 
 function containsTensor(x: unknown): boolean {

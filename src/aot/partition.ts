@@ -3,6 +3,7 @@ import { Graph } from '../graph/graph.js';
 import { GraphModule } from '../graph/graph-module.js';
 import { Node, targetName } from '../graph/node.js';
 import type { TensorMeta } from '../graph/shape-prop.js';
+import { copy_ } from './graph-copy.js';
 import { FlowNetwork } from './min-cut.js';
 import { canFuse, isRecomputable, isViewOp } from './op-classes.js';
 
@@ -99,7 +100,7 @@ function jointParts(joint: unknown, options: PartitionOptions | undefined, who: 
       throw new KilnError(`${where}: placeholder '${n.name}' is neither primals_<i> nor tangents_<i>`);
     }
     const name = n.op === 'call_function' || n.op === 'call_method' ? targetName(n.target) : '';
-    if (name.endsWith('_') && !name.startsWith('_')) {
+    if (name.endsWith('_') && !name.startsWith('_') && !isInputCopy(n)) {
       // Extraction copies every node its inputs allow into both graphs: a mutation would run twice.
       throw new KilnError(`${where}: node '${n.name}' is the in-place op '${name}'; partition a functionalised joint graph`);
     }
@@ -136,6 +137,9 @@ function jointParts(joint: unknown, options: PartitionOptions | undefined, who: 
 
 const INVALID = Symbol('not computable from these inputs');
 
+/** A backward's write into a graph input (see graph-copy.ts): it belongs to the backward graph only. */
+const isInputCopy = (n: Node) => n.op === 'call_function' && n.target === (copy_ as unknown);
+
 /**
  * PyTorch's `_extract_graph_with_inputs_outputs`: a new graph whose placeholders are `inputs` (named as in the
  * joint) and whose nodes are the joint's nodes computable from them, returning `outputs`; dead code removed.
@@ -150,7 +154,8 @@ function extractGraph(joint: GraphModule, inputs: readonly Node[], outputs: read
   }
   for (const n of joint.graph.nodes) {
     if (env.has(n) || n.op === 'output') continue;
-    if (n.op === 'placeholder' || n.allInputNodes().some((x) => env.get(x) === INVALID)) {
+    const forwardSide = what === 'forward' && isInputCopy(n);
+    if (forwardSide || n.op === 'placeholder' || n.allInputNodes().some((x) => env.get(x) === INVALID)) {
       env.set(n, INVALID);
       continue;
     }
@@ -252,6 +257,7 @@ export function minCutRematerializationPartition(joint: GraphModule, options: Mi
   // A gradient that needs no tangent is computed in the backward too (a primal returned as a gradient is saved).
   const primalGradients = new Set(parts.bwdOutputs.filter((o): o is Node => o !== null && isPrimal(o)));
   for (const o of parts.bwdOutputs) if (o !== null && !isPrimal(o)) requiredBw.add(o);
+  for (const n of nodes) if (isInputCopy(n)) requiredBw.add(n);
 
   // Distance to the backward: a heuristic that prefers saving values close to where the backward reads them.
   const distFromBw = new Map<Node, number>();

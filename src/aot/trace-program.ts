@@ -1,8 +1,9 @@
 import { GraphModule } from '../graph/graph-module.js';
-import type { Argument, Node } from '../graph/node.js';
+import type { Argument, FunctionTarget, Node } from '../graph/node.js';
 import { gradients, isGradEnabled, withGradMode } from '../runtime/autograd.js';
 import { setTraceDispatch } from '../runtime/dispatch.js';
 import { Module } from '../runtime/nn/module.js';
+import { multiOutputViewOf } from '../runtime/op.js';
 import type { ViewStep } from '../runtime/ops/view.js';
 import { rngState, setRngState } from '../runtime/random.js';
 import { sameShape } from '../runtime/shape.js';
@@ -10,6 +11,7 @@ import { Tensor } from '../runtime/tensor.js';
 import type { Decompositions } from './decompositions.js';
 import { eliminateCommonSubexpressions } from './cse.js';
 import { FxTracer } from './fx-tracer.js';
+import { copy_ } from './graph-copy.js';
 import { AotError } from './errors.js';
 import { onesLike } from '../runtime/ops/creation.js';
 import { flattenTensors, unflattenTensors, type Tree } from './pytree.js';
@@ -25,8 +27,16 @@ import { flattenTensors, unflattenTensors, type Tree } from './pytree.js';
 export type OutputSource =
   | { kind: 'graph'; index: number } // graph output `index` (after the mutated inputs)
   | { kind: 'input'; input: number } // the input itself, returned as is
-  | { kind: 'inputView'; input: number; chain: readonly ViewStep[] } // a view of an input, rebuilt outside the graph
-  | { kind: 'baseView'; index: number; chain: readonly ViewStep[] }; // a view of graph output `index` (an intermediate base)
+  | ({ kind: 'inputView'; input: number } & RebuiltView) // a view of an input, rebuilt outside the graph
+  | ({ kind: 'baseView'; index: number } & RebuiltView); // a view of graph output `index` (an intermediate base)
+
+/** How a view output is rebuilt outside the graph. */
+export interface RebuiltView {
+  readonly chain: readonly ViewStep[];
+  readonly detach: boolean;
+  /** Made by unbind or split: it keeps their ban on in-place writes that need a gradient. */
+  readonly multiOutput?: { readonly fn: string; readonly index: number };
+}
 
 export interface InputMutation {
   readonly input: number;
@@ -49,6 +59,8 @@ export interface TracedProgram {
   readonly tangentsFor: readonly number[];
   /** Which primals get a gradient. */
   readonly gradFor: readonly boolean[];
+  /** Whether any output, or any new value of a mutated input, requires grad. */
+  readonly requiresGrad: boolean;
 }
 
 export interface TraceProgramOptions {
@@ -65,6 +77,10 @@ export interface TraceProgramOptions {
   readonly lossIndex?: number;
   /** Export: every user output is a graph output, views and inputs included (nothing is rebuilt outside). */
   readonly plainViews?: boolean;
+  /** Inference graphs: write mutated inputs in the graph with `copy_` nodes instead of returning their new values. */
+  readonly keepInputMutations?: boolean;
+  /** An inference graph for a call with gradients on whose outputs need none: views of inputs come out detached. */
+  readonly detachViewOutputs?: boolean;
   /** makeFx: the graph returns the program's own output structure, every output a node; no mutation bookkeeping. */
   readonly plainOutputs?: boolean;
 }
@@ -90,9 +106,17 @@ export function traceProgram(
   try {
     // A caller's non-leaf input may be written in place (eagerly allowed): the program gets a recorded clone
     // of the leaf, so the write has a tape to rebase and the gradient still reaches the placeholder.
-    const working = leaves.map((l, i) => (opts.joint && l.requiresGrad && primals[i]!.gradFn !== null && l !== primals[i] ? l.clone() : l));
+    // A duplicated input (f(x, x)) gets one clone: the program must see the same tensor twice.
+    const clones = new Map<Tensor, Tensor>();
+    const working = leaves.map((l, i) => {
+      if (!(opts.joint && l.requiresGrad && primals[i]!.gradFn !== null && l !== primals[i])) return l;
+      if (!clones.has(l)) clones.set(l, l.clone());
+      return clones.get(l)!;
+    });
+    // The copies are contiguous whatever the caller's layout: metadata mutations are measured against this.
+    const layouts = working.map((w) => ({ shape: [...w.shape], strides: [...w.strides], offset: w.offset }));
     const result = opts.joint ? run(working) : withGradMode(false, () => run(working));
-    program = finish(tracer, primals, leaves, working, result, opts);
+    program = finish(tracer, primals, leaves, working, result, opts, layouts);
   } finally {
     setTraceDispatch(prev);
     setRngState(rng);
@@ -126,6 +150,7 @@ function finish(
   copies: readonly Tensor[],
   result: unknown,
   opts: TraceProgramOptions,
+  layouts: readonly { shape: readonly number[]; strides: readonly number[]; offset: number }[],
 ): TracedProgram {
   const { tensors: outs, tree: outStructure } = flattenTensors(result, `${opts.what}: output`);
   const graph = tracer.graph;
@@ -149,23 +174,30 @@ function finish(
       outStructure,
       tangentsFor: none,
       gradFor: none,
+      requiresGrad: outs.some((o) => o.requiresGrad),
     };
   }
-  const mutations: InputMutation[] = [];
+  const mutations: { -readonly [K in keyof InputMutation]: InputMutation[K] }[] = [];
+  const keep = opts.keepInputMutations === true && !opts.joint;
+  const placeholders = graph.nodes.filter((n) => n.op === 'placeholder');
   const graphOuts: Node[] = [];
   const outTensors: Tensor[] = [];
   copies.forEach((c, i) => {
     if (copies.indexOf(c) !== i) return; // a duplicated input: its first occurrence speaks for it
-    const p = primals[i]!;
     const data = tracer.wasWritten(c);
-    const layoutChanged = !sameShape(c.shape, p.shape) || !sameShape(c.strides, p.strides);
+    const was = layouts[i]!;
+    const layoutChanged = !sameShape(c.shape, was.shape) || !sameShape(c.strides, was.strides) || c.offset !== was.offset;
     if (!data && !layoutChanged) return;
     mutations.push({
       input: i,
       data,
       layout: layoutChanged ? (tracer.metadataOps.get(c) ?? []) : undefined,
     });
-    if (data) {
+    if (data && keep) {
+      // The graph writes the caller's tensor itself (its placeholder is the caller's tensor at run time).
+      graph.callFunction(copy_ as unknown as FunctionTarget, [placeholders[i]!, tracer.tensorNode(c)]);
+      mutations.at(-1)!.data = false;
+    } else if (data) {
       graphOuts.push(tracer.tensorNode(c));
       outTensors.push(c);
     }
@@ -173,7 +205,7 @@ function finish(
   const numMutated = graphOuts.length;
   for (const m of mutations) {
     if (!m.data) continue;
-    const other = primals.findIndex((p, j) => j !== m.input && p !== primals[m.input] && p._storage === primals[m.input]!._storage);
+    const other = primals.findIndex((p, j) => j !== m.input && p !== primals[m.input] && overlaps(p, primals[m.input]!));
     if (other >= 0) {
       throw new AotError(
         `Encountered aliased inputs that are mutated in the graph: inputs ${Math.min(m.input, other)} and ${Math.max(m.input, other)} share memory and input ${m.input} is written in place. ` +
@@ -193,7 +225,10 @@ function finish(
     const view = tracer.viewOf(o);
     if (view && view.chain.length > 0) {
       const viewed = copies.indexOf(view.base);
-      if (viewed >= 0) return { kind: 'inputView', input: viewed, chain: view.chain };
+      // A view that does not require grad (`out[0].detach()`) is rebuilt detached: it aliases the base all the same.
+      const detach = opts.joint ? !o.requiresGrad : opts.detachViewOutputs === true;
+      const multiOutput = multiOutputViewOf(o);
+      if (viewed >= 0) return { kind: 'inputView', input: viewed, chain: view.chain, detach, multiOutput };
       let index = bases.get(view.base);
       if (index === undefined) {
         index = graphOuts.length - numMutated;
@@ -201,7 +236,7 @@ function finish(
         graphOuts.push(tracer.tensorNode(view.base));
         outTensors.push(view.base);
       }
-      return { kind: 'baseView', index, chain: view.chain };
+      return { kind: 'baseView', index, chain: view.chain, detach, multiOutput };
     }
     graphOuts.push(tracer.tensorNode(o));
     outTensors.push(o);
@@ -215,7 +250,8 @@ function finish(
     tangentsFor = outTensors.flatMap((t, i) => (t.requiresGrad && t.dtype === 'float32' ? [i] : []));
     const loss = opts.lossIndex === undefined ? undefined : lossOutput(outs, outputs, opts.lossIndex);
     const firstUse = leaves.map((c, i) => leaves.indexOf(c) === i);
-    gradFor = leaves.map((c, i) => firstUse[i]! && c.requiresGrad);
+    // Whether the input required grad when passed: one written in place by a value that does (x.add_(y)) gets none.
+    gradFor = leaves.map((c, i) => firstUse[i]! && c.isLeaf && primals[i]!.requiresGrad);
     const lastPlaceholder = graph.nodes.filter((n) => n.op === 'placeholder').at(-1);
     let at = lastPlaceholder;
     if (loss !== undefined) tangentsFor = [numMutated + loss];
@@ -229,11 +265,17 @@ function finish(
     if (loss !== undefined) tangentsFor = []; // no tangent inputs: the seed is in the graph
     const wanted = leaves.filter((_c, i) => gradFor[i]);
     tracer.inBackward = true;
+    const watched = [...copies, ...(loss === undefined ? tangents : [])];
+    const before = watched.map((x) => ({ writes: tracer.writeCount(x), shape: [...x.shape], strides: [...x.strides] }));
     const grads = tangents.length && wanted.length ? gradients(seeded, tangents, wanted) : [];
     let w = 0;
     gradFor.forEach((g) => {
       const grad = g ? grads[w++] : null;
       gradNodes.push(grad ? tracer.tensorNode(grad) : null);
+    });
+    checkBackwardMutations(tracer, watched, before, copies.length, (i, value) => {
+      // A saved input written by a custom backward: the backward graph writes the caller's tensor too (PyTorch's copy_).
+      if (copies.indexOf(copies[i]!) === i) graph.callFunction(copy_ as unknown as FunctionTarget, [placeholders[i]!, value]);
     });
   }
   graph.output([...graphOuts, ...gradNodes]);
@@ -241,7 +283,61 @@ function finish(
   graph.eliminateDeadCode();
   graph.lint();
   const gm = new GraphModule(new Module(), graph, opts.className ?? 'GraphModule', tracer.constants);
-  return { gm, numFwdOutputs, numMutated, mutations, outputs, outStructure, tangentsFor, gradFor };
+  const requiresGrad = outs.some((o) => o.requiresGrad) || outTensors.some((o) => o.requiresGrad);
+  return { gm, numFwdOutputs, numMutated, mutations, outputs, outStructure, tangentsFor, gradFor, requiresGrad };
+}
+
+/**
+ * PyTorch's rules for mutations made by a backward (a custom Function's): a data write to a graph input is
+ * replayed by the backward graph (`onInputWrite`); a metadata mutation of an input, or any write to an input of
+ * the backward (a tangent), is refused.
+ */
+function checkBackwardMutations(
+  tracer: FxTracer,
+  watched: readonly Tensor[],
+  before: readonly { writes: number; shape: readonly number[]; strides: readonly number[] }[],
+  numPrimals: number,
+  onInputWrite: (input: number, value: Node) => void,
+): void {
+  watched.forEach((x, i) => {
+    const was = before[i]!;
+    if (!sameShape(x.shape, was.shape) || !sameShape(x.strides, was.strides)) {
+      throw new AotError(
+        `Found a graph input that had its metadata mutated in the backward (${i < numPrimals ? `input ${i}` : `tangent ${i - numPrimals}`}: ` +
+          `shape [${was.shape.join(', ')}] → [${x.shape.join(', ')}]). This is not supported`,
+      );
+    }
+    if (tracer.writeCount(x) === was.writes) return;
+    if (i >= numPrimals) {
+      throw new AotError(
+        `Found a graph input to the backward that was mutated during the backward pass (tangent ${i - numPrimals}, the gradient of an output, ` +
+          `written in place by a gradient rule or custom backward). This is not supported; write to a clone of the gradient instead`,
+      );
+    }
+    onInputWrite(i, tracer.tensorNode(x));
+  });
+}
+
+/**
+ * Whether two tensors may share elements: the same storage and intersecting spans of it. Disjoint views of
+ * one base (PyTorch's "false aliasing", `x[0:2]` and `x[2:4]`) are independent inputs.
+ */
+function overlaps(a: Tensor, b: Tensor): boolean {
+  if (a._storage !== b._storage) return false;
+  if (a.numel() === 0 || b.numel() === 0) return false;
+  const span = (t: Tensor): [number, number] => {
+    let lo = t.offset;
+    let hi = t.offset;
+    t.shape.forEach((n, d) => {
+      const step = (n - 1) * t.strides[d]!;
+      if (step < 0) lo += step;
+      else hi += step;
+    });
+    return [lo, hi];
+  };
+  const [alo, ahi] = span(a);
+  const [blo, bhi] = span(b);
+  return alo <= bhi && blo <= ahi;
 }
 
 /** The graph-output index of the user's loss output; every other output must not require grad (PyTorch's rule). */

@@ -316,6 +316,23 @@ export function markView(view: Tensor, input: Tensor, replay: (base: Tensor) => 
   view._viewReplay = parentReplay ? (b) => replay(parentReplay(b)) : replay;
 }
 
+/** Views made by a function that returns several views of one input (unbind, split): the function's tape name. */
+const multiOutputViews = new WeakMap<Tensor, { readonly fn: string; readonly index: number }>();
+
+/**
+ * Mark `views` as the outputs of `fn`, a function that returns several views of its input. As in PyTorch,
+ * writing one in place while it requires grad is an error: the write would have to rebase the history of
+ * every sibling view, which a single gradient node per output cannot express.
+ */
+export function markMultiOutputViews(views: readonly Tensor[], fn: string, firstIndex = 0): void {
+  views.forEach((v, i) => multiOutputViews.set(v, { fn, index: firstIndex + i }));
+}
+
+/** The function that made `t` as one of several views (see markMultiOutputViews), if any. */
+export function multiOutputViewOf(t: Tensor): { readonly fn: string; readonly index: number } | undefined {
+  return multiOutputViews.get(t);
+}
+
 /**
  * Run an in-place op: compute the out-of-place result, write it into `self`'s storage, and rebase the
  * autograd history of `self` (and of its base, when `self` is a view) onto the result.
@@ -326,6 +343,14 @@ export function applyInplace(name: string, self: Tensor, compute: (src: Tensor) 
     throw new AutogradError(`${name}: a leaf tensor that requires grad is being used in an in-place operation`);
   }
   const base = self._base;
+  const multi = recording && self.requiresGrad ? multiOutputViews.get(self) : undefined;
+  if (multi) {
+    throw new AutogradError(
+      `Output ${multi.index} of ${multi.fn} is a view and is being modified inplace. This view is the output of a function that returns ` +
+        `multiple views. Such functions do not allow the output views to be modified inplace. You should replace the inplace ` +
+        `operation by an out-of-place one (${name}).`,
+    );
+  }
   if (recording && base && base.requiresGrad && base.isLeaf) {
     throw new AutogradError(`${name}: a view of a leaf tensor that requires grad is being used in an in-place operation`);
   }

@@ -1,7 +1,7 @@
 import { DTypeError, IndexError, ShapeError, ValueError } from '../../errors.js';
 import { gatherContiguous } from '../cpu/strided.js';
 import { allocate, promote } from '../dtype.js';
-import { OPS, defineOp, type GradResult } from '../op.js';
+import { OPS, defineOp, markMultiOutputViews, type GradResult } from '../op.js';
 import { checkNumel, contiguousStrides, fmt, inferShape, normDim, numel, sameShape, viewStrides } from '../shape.js';
 import { Storage, Tensor } from '../tensor.js';
 import { zeros } from './creation.js';
@@ -294,11 +294,13 @@ export const split = defineOp<(input: Tensor, splitSize: number | number[], dim?
       }
     }
     let start = 0;
-    return sizes.map((k) => {
+    const pieces = sizes.map((k) => {
       const piece = narrow(x, d, start, k);
       start += k;
       return piece;
     });
+    markMultiOutputViews(pieces, 'splitBackward');
+    return pieces;
   },
   lower: { eager: 'split: returns a list of tensors (its readers index it eagerly)' },
 });
@@ -310,7 +312,9 @@ export const unbind = defineOp<(input: Tensor, dim?: number) => Tensor[]>({
   forward(_ctx, x, dim = 0) {
     if (x.ndim === 0) throw new IndexError('unbind: dimension specified as 0 but tensor has no dimensions');
     const d = normDim('unbind', dim, x.ndim);
-    return Array.from({ length: x.shape[d]! }, (_, i) => select(x, d, i));
+    const views = Array.from({ length: x.shape[d]! }, (_, i) => select(x, d, i));
+    markMultiOutputViews(views, 'unbindBackward');
+    return views;
   },
   lower: { eager: 'unbind: returns a list of tensors (its readers index it eagerly)' },
 });
