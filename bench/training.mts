@@ -317,7 +317,7 @@ async function tfjsCheck(): Promise<TrainingCheck[]> {
   const tfjsStep = (keepGrads = false) => {
     const { value, grads } = tf.variableGrads(loss, vars);
     const copies = keepGrads ? vars.map((v) => grads[v.name]!.dataSync().slice() as Float32Array) : [];
-    adam.applyGradients(grads);
+    adam.applyGradients(grads as unknown as Parameters<typeof adam.applyGradients>[0]); // variableGrads keys its gradients by variable name, as applyGradients reads them
     const l = value.dataSync()[0]!;
     value.dispose();
     tf.dispose(Object.values(grads));
