@@ -859,6 +859,21 @@ function kernelTargets(cases: PeerCase[]): Check[] {
       pass: slower <= 1.5,
     });
   }
+  // issue 15: CNN inference with BN folded on both sides (kiln compiled folds it itself), each peer against
+  // kiln compiled on the peer's thread count (tfjs-wasm 1, onnxruntime-node 2)
+  for (const [peer, limit] of [
+    [TFJS_FOLDED, 0.8],
+    ['onnxruntime-node', 4],
+  ] as const) {
+    const slower = 1 / (cnn?.ratios[`sameThreads/${peer}`] ?? ratio(cnn, `kernels/${peer}`));
+    out.push({
+      name: `CNN compiled time ÷ ${peer} time (same threads)`,
+      unit: '×',
+      value: slower,
+      target: `≤ ${limit}`,
+      pass: slower <= limit,
+    });
+  }
   return out;
 }
 
