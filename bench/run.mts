@@ -9,7 +9,7 @@
  * beside the unfolded one; jax-js runs both on the main thread and on its worker pool. Last, bench/gemm.mts runs
  * in a child process (its GEMM variants, copying and packed; `KILN_BENCH_GEMM=0` skips it).
  * Writes bench/results.json; `npx tsx bench/readme-table.mts --write` makes the README's tables from it.
- * `KILN_BENCH_ONLY=memory` (or any of fusion, fx, compile, plugin, memory, backward, and the sections eager, peers, gemm,
+ * `KILN_BENCH_ONLY=memory` (or any of fusion, fx, compile, plugin, memory, backward, training, and the sections eager, peers, gemm,
  * comma-separated) runs just those and prints them, leaving bench/results.json as it is (gemm: bench/gemm.mts
  * records its own section, as it always does). `KILN_BENCH_CASES=matmul256,matmul512,matmul1024,mlp,cnn` picks
  * peer cases, `KILN_BENCH_PEERS=tfjs-wasm,…` peers.
@@ -42,6 +42,7 @@ import { CompiledCallable } from '../src/compile/compiled-callable.js';
 import { symbolicTrace } from '../src/fx.js';
 import { transformSource } from '../src/register/transform-file.js';
 import { backwardBench } from './backward.mjs';
+import { trainingBench } from './training.mjs';
 import type { MemoryReport } from './memory.mjs';
 import {
   CNN,
@@ -858,6 +859,21 @@ function kernelTargets(cases: PeerCase[]): Check[] {
       pass: slower <= 1.5,
     });
   }
+  // issue 15: CNN inference with BN folded on both sides (kiln compiled folds it itself), each peer against
+  // kiln compiled on the peer's thread count (tfjs-wasm 1, onnxruntime-node 2)
+  for (const [peer, limit] of [
+    [TFJS_FOLDED, 0.8],
+    ['onnxruntime-node', 4],
+  ] as const) {
+    const slower = 1 / (cnn?.ratios[`sameThreads/${peer}`] ?? ratio(cnn, `kernels/${peer}`));
+    out.push({
+      name: `CNN compiled time ÷ ${peer} time (same threads)`,
+      unit: '×',
+      value: slower,
+      target: `≤ ${limit}`,
+      pass: slower <= limit,
+    });
+  }
   return out;
 }
 
@@ -975,6 +991,7 @@ const CHECKS: Record<string, () => Check[] | Promise<Check[]>> = {
   plugin: pluginBench,
   memory: memoryBench,
   backward: backwardBench,
+  training: trainingBench,
 };
 
 function printChecks(checks: Check[]): void {
