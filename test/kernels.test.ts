@@ -644,7 +644,10 @@ test("explain() shows each graph's kernel plan, the table pprint() prints, with 
 
   // while gradients are recorded AOT autograd's forward and backward graphs run; explain shows the forward plan
   const grad = explain(m)(x).kernels![0]!;
-  t.regex(grad, /^kiln kernels: Mlp while gradients are recorded: AOT autograd graph \d+, \d+ tensors \([\d.]+ K?i?B\) saved for backward\n/);
+  t.regex(
+    grad,
+    /^kiln kernels: Mlp while gradients are recorded: AOT autograd graph \d+, \d+ tensors \([\d.]+ K?i?B\) saved for backward\n/,
+  );
   t.regex(grad, /\nkiln kernels: Mlp forward: \d+ kernels, 0 eager steps on webasm\n/);
   t.regex(grad, /\nkiln kernels: Mlp backward: compiled at the first backward\(\)/);
 

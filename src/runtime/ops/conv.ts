@@ -404,7 +404,13 @@ function conv2dBackwardWasm(
 ): [Tensor | null, Tensor | null, Tensor | null] {
   const { x, geo, groups, N, C, O } = plan;
   const g = floatData(plan.batched ? gradOutput : gradOutput.unsqueeze(0));
-  const [gi, gw, gb] = convolutionBackwardWasm(g, mask[1] ? floatData(x) : new Float32Array(0), floatData(weight), { N, C, O, groups, g: geo }, mask);
+  const [gi, gw, gb] = convolutionBackwardWasm(
+    g,
+    mask[1] ? floatData(x) : new Float32Array(0),
+    floatData(weight),
+    { N, C, O, groups, g: geo },
+    mask,
+  );
   const inputShape = plan.batched ? [N, C, geo.H, geo.W] : [C, geo.H, geo.W];
   return [
     gi && Tensor.fromData(gi, inputShape, 'float32'),
