@@ -327,3 +327,16 @@ test('common subexpressions of the joint graph are computed once; random ops are
   t.is(count('mm'), 1, graphs.get('forward')!.code);
   t.is(count('nativeDropout'), 2, 'two dropouts draw two masks');
 });
+
+test('a leaf keeps the gradient the compiled backward made (no copy), unless another leaf gets the same tensor', (t) => {
+  const f = aotFunction((a: Tensor, b: Tensor, w: Tensor) => a.mul(2).add(b.mul(2)).add(w.mul(w)).sum(), { fwCompiler: nop });
+  const [a, b, w] = [randn([3]), randn([3]), randn([3])].map((x) => x.requiresGrad_(true)) as [Tensor, Tensor, Tensor];
+  f(a, b, w).backward();
+  t.deepEqual(a.grad!.toArray(), [2, 2, 2]);
+  t.not(a.grad!._storage, b.grad!._storage, 'one tensor for two leaves: each keeps its own copy');
+  a.grad!.mul_(0);
+  t.deepEqual(b.grad!.toArray(), [2, 2, 2]);
+  t.true(allclose(w.grad!, w.mul(2)));
+  f(a, b, w).backward();
+  t.true(allclose(w.grad!, w.mul(4)), 'the second backward accumulates into the kept tensor');
+});

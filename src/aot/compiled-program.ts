@@ -1,5 +1,5 @@
 import type { GraphModule } from '../graph/graph-module.js';
-import { MultiOutputGradNode, OutputEdge, isGradEnabled, withGradMode } from '../runtime/autograd.js';
+import { MultiOutputGradNode, OutputEdge, isGradEnabled, ownedGradients, withGradMode } from '../runtime/autograd.js';
 import { OPS, markMultiOutputViews } from '../runtime/op.js';
 import { Tensor } from '../runtime/tensor.js';
 import { describe } from '../runtime/validate.js';
@@ -145,6 +145,13 @@ export class CompiledProgram {
         );
       }
       savedAlive = null;
+      // Results the graph computed afresh, each returned once, are held by nothing else: a leaf may keep them.
+      const given = new Set(inputs.map((t) => t._storage));
+      const storages = grads.flatMap((g) => (g instanceof Tensor ? [g._storage] : []));
+      for (const g of grads) {
+        const alone = g instanceof Tensor && storages.indexOf(g._storage) === storages.lastIndexOf(g._storage);
+        if (alone && !given.has(g._storage) && g._base === null) ownedGradients.add(g);
+      }
       return grads.map((g) => (g instanceof Tensor ? g : null));
     });
     program.tangentsFor.forEach((k, j) => {

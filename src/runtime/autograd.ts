@@ -44,6 +44,12 @@ export class OutputEdge extends GradNode {
   }
 }
 
+/**
+ * Gradients nothing else holds (a compiled backward graph's fresh results): AccumulateGrad may keep such a
+ * tensor as `.grad` instead of copying it, as PyTorch steals a gradient whose reference count allows.
+ */
+export const ownedGradients = new WeakSet<Tensor>();
+
 let gradEnabled = true;
 
 export function isGradEnabled(): boolean {

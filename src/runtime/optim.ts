@@ -106,7 +106,9 @@ abstract class Optimizer<O extends object> {
           if (!p.grad) continue;
           const param = p.contiguous();
           const data = param._storage.data as Float32Array;
-          const grad = p.grad.contiguous().data() as Float32Array;
+          // the gradient's own memory when it is contiguous (read only), else a contiguous copy
+          const gc = p.grad.contiguous();
+          const grad = (gc._storage.data as Float32Array).subarray(gc.offset, gc.offset + gc.numel());
           let st = this.state.get(p);
           if (!st) this.state.set(p, (st = {}));
           this.update(data.subarray(param.offset, param.offset + p.numel()), grad, st, group.options);

@@ -1,7 +1,7 @@
 import { activeTrace } from './dispatch.js';
 import { inspect } from 'node:util';
 import { AutogradError, DTypeError, IndexError, ValueError } from '../errors.js';
-import { GradNode, runBackward } from './autograd.js';
+import { GradNode, ownedGradients, runBackward } from './autograd.js';
 import { elementOffsets, gatherContiguous, isContiguousLayout } from './cpu/strided.js';
 import { allocate, castValue, type DType, type TypedArray } from './dtype.js';
 import { contiguousStrides, fmt, normDim, numel, sameShape, type Shape } from './shape.js';
@@ -130,7 +130,9 @@ export class Tensor {
   _gradAccumulator(): GradNode {
     this.accumulator ??= new GradNode('AccumulateGrad', [], (g) => {
       const grad = g.dtype === this.dtype && sameShape(g.shape, this.shape) ? g : g.to(this.dtype).expand(this.shape);
-      this.grad = this.grad ? this.grad.add(grad) : grad.detach().clone();
+      const owned = grad === g && ownedGradients.has(g) && g.isContiguous() && g.gradFn === null;
+      if (owned) ownedGradients.delete(g); // kept once: a second leaf must copy
+      this.grad = this.grad ? this.grad.add(grad) : owned ? grad : grad.detach().clone();
       return [];
     });
     return this.accumulator;
