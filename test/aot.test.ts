@@ -340,3 +340,76 @@ test('a leaf keeps the gradient the compiled backward made (no copy), unless ano
   f(a, b, w).backward();
   t.true(allclose(w.grad!, w.mul(4)), 'the second backward accumulates into the kept tensor');
 });
+
+test('review regressions: closed-over tensors, cache keys, makeFx input writes, aotModuleSimplified checks, dynamic aotModule', (t) => {
+  // a closed-over tensor that requires grad, under grad mode: refused (its gradient would be lost), not frozen
+  const w = randn([3, 3]).requiresGrad_(true);
+  t.throws(() => aotFunction((x: Tensor) => x.matmul(w), { fwCompiler: nop })(randn([2, 3])), {
+    instanceOf: AotError,
+    message: /requires grad but is not an input/,
+  });
+  // a closed-over constant is the tensor itself: later writes to it are seen
+  const c = tensor([1, 2, 3]);
+  const addC = aotFunction((x: Tensor) => x.add(c), { fwCompiler: nop });
+  t.deepEqual(addC(tensor([0, 0, 0])).toArray(), [1, 2, 3]);
+  c.mul_(10);
+  t.deepEqual(addC(tensor([0, 0, 0])).toArray(), [10, 20, 30]);
+  // writing a closed-over tensor in place is a side effect the graph would drop: refused
+  t.throws(() => aotFunction((x: Tensor) => (c.add_(1), x.mul(2)), { fwCompiler: nop })(randn([3])), {
+    message: /writes in place a \[3\] tensor it does not take/,
+  });
+
+  // overlapping inputs are part of the cache key: a program compiled for separate tensors is not reused
+  const bump = aotFunction(
+    (a: Tensor, b: Tensor) => {
+      a.add_(1);
+      return b.mul(2);
+    },
+    { fwCompiler: nop },
+  );
+  bump(ops.clone(tensor([0, 0])), ops.clone(tensor([0, 0])));
+  const base = tensor([0, 0, 0, 0]);
+  t.throws(() => bump(base.narrow(0, 0, 2), base.narrow(0, 1, 2)), { message: /Encountered aliased inputs that are mutated/ });
+
+  // NaN, ±Infinity and -0 arguments do not share a compiled program
+  const powE = aotFunction((x: Tensor, e: number) => x.pow(e), { fwCompiler: nop });
+  t.deepEqual(powE(tensor([2]), Infinity).toArray(), [Infinity]);
+  t.deepEqual(powE(tensor([2]), -Infinity).toArray(), [0]);
+
+  // makeFx keeps a write to an input, as copy_ at the end
+  const gm = makeFx((x: Tensor) => {
+    x.add_(1);
+    return x.mul(2);
+  })(tensor([1, 2]));
+  const y = tensor([5, 6]);
+  t.deepEqual((gm.forward(y) as Tensor).toArray(), [12, 14]);
+  t.deepEqual(y.toArray(), [6, 7]);
+
+  // aotModuleSimplified checks shapes and dtypes against what it compiled for
+  const lin = new nn.Linear(3, 2);
+  const simple = aotModuleSimplified(lin, [randn([4, 3])], { fwCompiler: nop });
+  t.throws(() => simple(randn([5, 3])), {
+    instanceOf: AotError,
+    message: /input 0 is float32 \[5, 3\], but graph \d+ was compiled for float32 \[4, 3\]/,
+  });
+
+  // an aotModule recompiles when a plain attribute the graph baked in changes (BatchNorm's momentum)
+  const bn = new nn.BatchNorm1d(3);
+  const bnTwin = new nn.BatchNorm1d(3);
+  const am = aotModule(bn, { fwCompiler: nop });
+  const xb = randn([4, 3]);
+  am.call(xb);
+  bnTwin.call(xb);
+  (bn as unknown as { momentum: number }).momentum = 0.5;
+  (bnTwin as unknown as { momentum: number }).momentum = 0.5;
+  am.call(xb);
+  bnTwin.call(xb);
+  t.true(allclose(bn.stateDict()['running_mean']!, bnTwin.stateDict()['running_mean']!));
+
+  // dynamic aotModule: one graph serves another batch size (the module's weights keep their sizes)
+  const log: string[] = [];
+  const dyn = aotModule(new nn.Linear(5, 3), { fwCompiler: recording(log), dynamic: true });
+  noGrad(() => dyn.call(randn([4, 5])));
+  noGrad(() => dyn.call(randn([9, 5])));
+  t.is(log.length, 1, log.join(', '));
+});

@@ -7,9 +7,10 @@ import { nextGraphId, type Compiler } from './context.js';
 import { checkDecompositions, type Decompositions } from './decompositions.js';
 import { AotError } from './errors.js';
 import { defaultPartition, type PartitionFn } from './partition.js';
-import { flattenTensors, rebuild, type Tree } from './pytree.js';
+import { flattenTensors, unflattenTensors, type Tree } from './pytree.js';
 import { generaliseShapes, shapeProblem } from './symbolic.js';
-import { traceProgram, type TracedProgram } from './trace-program.js';
+import { overlaps, traceProgram, type TracedProgram } from './trace-program.js';
+import { sameShape } from '../runtime/shape.js';
 
 /**
  * aotFunction, aotModule and aotModuleSimplified (PyTorch's aot_function / aot_module /
@@ -72,14 +73,47 @@ function assumptionsOf(primals: readonly Tensor[]): Assumptions {
   };
 }
 
-/** The cache key of a call: everything a traced program may have specialised on, sizes aside when dynamic. */
+/**
+ * The cache key of a call: everything a traced program may have specialised on (sizes aside when dynamic):
+ * dtypes, ranks or shapes, requiresGrad, which inputs are the same tensor or share elements, and the
+ * constants of the argument tree, typed (NaN, ±Infinity and -0 stay apart).
+ */
 function callKey(tree: Tree, primals: readonly Tensor[], joint: boolean, dynamic: boolean, extra: string): string {
   const a = assumptionsOf(primals);
-  const tensors = primals.map(
-    (p, i) =>
-      `${p.dtype}${dynamic ? `r${p.ndim}` : `[${p.shape.join(',')}]`}${a.requiresGrad[i] ? 'g' : ''}${a.dupOf[i] !== i ? `=${a.dupOf[i]}` : ''}`,
+  const tensors = primals.map((p, i) => {
+    const alias = primals.findIndex((q, j) => j < i && q !== p && overlaps(p, q));
+    const shape = dynamic ? `r${p.ndim}` : `[${p.shape.join(',')}]`;
+    return `${p.dtype}${shape}${a.requiresGrad[i] ? 'g' : ''}${a.dupOf[i] !== i ? `=${a.dupOf[i]}` : ''}${alias >= 0 ? `~${alias}` : ''}`;
+  });
+  return `${joint ? 'joint' : 'inference'}|${extra}|${treeKey(tree)}|${tensors.join(';')}`;
+}
+
+export function treeKey(tree: Tree): string {
+  return JSON.stringify(tree, (_k, v: unknown) =>
+    typeof v === 'number' && (!Number.isFinite(v) || Object.is(v, -0)) ? `number:${Object.is(v, -0) ? '-0' : String(v)}` : v,
   );
-  return `${joint ? 'joint' : 'inference'}|${extra}|${JSON.stringify(tree)}|${tensors.join(';')}`;
+}
+
+/**
+ * What a module's forward may read besides tensors: every module's `training` flag and its own plain
+ * number, string, boolean and null attributes (a BatchNorm's momentum, a Dropout's p), which the graph bakes in.
+ */
+function moduleKey(module: Module): string {
+  return module
+    .modules()
+    .map((m) => {
+      const plain = Object.entries(m).filter(([, v]) => v === null || (typeof v !== 'object' && typeof v !== 'function'));
+      return `${m.training ? 1 : 0}${JSON.stringify(plain, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? String(v) : v))}`;
+    })
+    .join('|');
+}
+
+/** Errors thrown while tracing or compiling a program (not while running one): a caller may run eagerly instead. */
+const compileFailures = new WeakSet<object>();
+
+/** Whether `e` was thrown while AOT autograd traced or compiled a program, rather than while one ran. */
+export function isCompileFailure(e: unknown): boolean {
+  return typeof e === 'object' && e !== null && compileFailures.has(e);
 }
 
 /** A compiled program with the input shapes it was traced at (a dynamic one runs at others too). */
@@ -104,11 +138,6 @@ class AotRunner {
     return [...this.cache.values()].flat();
   }
 
-  /** Whether any program was compiled (so a failure now is a run-time one, not a tracing one). */
-  get compiledAny(): boolean {
-    return this.cache.size > 0;
-  }
-
   run(primals: Tensor[], tree: Tree, extraKey = ''): unknown {
     const joint = isGradEnabled() && primals.some((p) => p.requiresGrad);
     const key = callKey(tree, primals, joint, this.opts.dynamic, extraKey);
@@ -123,7 +152,12 @@ class AotRunner {
         ),
     );
     if (!entry) {
-      entry = this.compile(primals, tree, joint);
+      try {
+        entry = this.compile(primals, tree, joint);
+      } catch (e) {
+        if (typeof e === 'object' && e !== null) compileFailures.add(e);
+        throw e;
+      }
       if (!entries) this.cache.set(key, (entries = []));
       entries.push(entry);
     }
@@ -158,7 +192,8 @@ class AotRunner {
       program = trace(primals);
     }
     if (this.opts.dynamic) {
-      const gm = generaliseShapes(program.gm, primals, (inputs) => trace(inputs).gm);
+      const fixed = this.module ? stateOf(this.module).length : 0;
+      const gm = generaliseShapes(program.gm, primals, (inputs) => trace(inputs).gm, false, fixed);
       program = { ...program, gm };
     }
     const compiled = CompiledProgram.compile(nextGraphId(), program, joint, this.opts.compilers, primals, this.what);
@@ -166,7 +201,7 @@ class AotRunner {
   }
 
   /** For aotModuleSimplified: one program, checked against the assumptions it was compiled under. */
-  checked(primals: Tensor[], tree: Tree): (primals: Tensor[]) => unknown {
+  checked(primals: Tensor[], tree: Tree, stateCount = 0): (primals: Tensor[]) => unknown {
     const joint = isGradEnabled() && primals.some((p) => p.requiresGrad);
     const entry = this.compile(primals, tree, joint);
     const assumed = assumptionsOf(primals);
@@ -185,6 +220,22 @@ class AotRunner {
           );
         }
       });
+      now.forEach((t, i) => {
+        const shape = assumed.shapes[i]!;
+        if (t.dtype !== primals[i]!.dtype || (!this.opts.dynamic && !sameShape(t.shape, shape))) {
+          throw new AotError(
+            `aotModuleSimplified: ${i < stateCount ? `parameter or buffer ${i}` : `input ${i - stateCount}`} is ${t.dtype} [${t.shape.join(', ')}], but graph ${entry.id} was compiled for ${primals[i]!.dtype} [${shape.join(', ')}]; compile again for these inputs, or use aotModule, which recompiles`,
+          );
+        }
+      });
+      if (this.opts.dynamic) {
+        const problem = shapeProblem(
+          entry.program.gm,
+          entry.tracedShapes,
+          now.map((t) => t.shape),
+        );
+        if (problem) throw new AotError(`aotModuleSimplified: graph ${entry.id} cannot run these inputs: ${problem}`);
+      }
       return entry.run(now);
     };
   }
@@ -195,7 +246,7 @@ export function aotFunction<F extends (...args: never[]) => unknown>(fn: F, opti
   if (typeof fn !== 'function') throw new ValueError(`aotFunction: expected a function, got ${typeof fn}`);
   const opts = resolve(options, 'aotFunction');
   const call = fn as unknown as (...a: unknown[]) => unknown;
-  const runner = new AotRunner((copies, tree) => call(...(rebuild(tree, copies) as unknown[])), opts, 'aotFunction');
+  const runner = new AotRunner((copies, tree) => call(...(unflattenTensors(tree, copies) as unknown[])), opts, 'aotFunction');
   const compiled = (...args: unknown[]) => {
     const { tensors, tree } = flattenTensors(args, 'aotFunction: argument');
     return runner.run(tensors, tree);
@@ -221,7 +272,7 @@ export class AotModule extends Module {
     this.origModule = module; // a child: parameters() and stateDict() see the same tensors
     const nState = () => stateOf(module).length;
     const runner = new AotRunner(
-      (copies, tree) => module.forward(...(rebuild(tree, copies.slice(nState())) as unknown[])),
+      (copies, tree) => module.forward(...(unflattenTensors(tree, copies.slice(nState())) as unknown[])),
       opts,
       'aotModule',
       module,
@@ -234,20 +285,11 @@ export class AotModule extends Module {
     return this.runner.programs;
   }
 
-  /** Whether a call has compiled a program yet. */
-  hasCompiled(): boolean {
-    return this.runner.compiledAny;
-  }
-
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   override forward(...args: any[]): any {
     const { tensors, tree } = flattenTensors(args, 'aotModule: argument');
     const mod = this.origModule;
-    const modes = mod
-      .modules()
-      .map((m) => (m.training ? 1 : 0))
-      .join('');
-    return this.runner.run([...stateOf(mod), ...tensors], tree, `training=${modes}`);
+    return this.runner.run([...stateOf(mod), ...tensors], tree, moduleKey(mod));
   }
 }
 
@@ -270,13 +312,13 @@ export function aotModuleSimplified(
   const opts = resolve(options, 'aotModuleSimplified');
   const nState = stateOf(module).length;
   const runner = new AotRunner(
-    (copies, tree) => module.forward(...(rebuild(tree, copies.slice(nState)) as unknown[])),
+    (copies, tree) => module.forward(...(unflattenTensors(tree, copies.slice(nState)) as unknown[])),
     opts,
     'aotModuleSimplified',
     module,
   );
   const { tensors, tree } = flattenTensors(exampleInputs, 'aotModuleSimplified: argument');
-  const run = runner.checked([...stateOf(module), ...tensors], tree);
+  const run = runner.checked([...stateOf(module), ...tensors], tree, nState);
   return (...args: unknown[]) => {
     const { tensors: now, tree: nowTree } = flattenTensors(args, 'aotModuleSimplified: argument');
     if (JSON.stringify(nowTree) !== JSON.stringify(tree)) {

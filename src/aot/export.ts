@@ -5,7 +5,7 @@ import { Module } from '../runtime/nn/module.js';
 import type { Tensor } from '../runtime/tensor.js';
 import { checkDecompositions, type Decompositions } from './decompositions.js';
 import { AotError } from './errors.js';
-import { flattenTensors, rebuild } from './pytree.js';
+import { flattenTensors, unflattenTensors } from './pytree.js';
 import { traceProgram, type TracedProgram } from './trace-program.js';
 
 /**
@@ -79,7 +79,7 @@ export function aotExportModule(
   const primals = [...state, ...tensors];
   const program = traceProgram(
     primals,
-    (copies) => module.forward(...(rebuild(tree, copies.slice(state.length)) as unknown[])),
+    (copies) => module.forward(...(unflattenTensors(tree, copies.slice(state.length)) as unknown[])),
     {
       joint: trainable,
       naming: 'arg',
@@ -152,7 +152,7 @@ export function aotExportJointSimple(
   if (!Array.isArray(args)) throw new ValueError('aotExportJointSimple: args must be an array of the arguments');
   const { tensors, tree } = flattenTensors(args, 'aotExportJointSimple: argument');
   const call = fn as unknown as (...a: unknown[]) => unknown;
-  const program = traceProgram(tensors, (copies) => call(...(rebuild(tree, copies) as unknown[])), {
+  const program = traceProgram(tensors, (copies) => call(...(unflattenTensors(tree, copies) as unknown[])), {
     joint: options.trainable === true,
     naming: 'primals',
     what: 'aotExportJointSimple',

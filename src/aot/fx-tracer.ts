@@ -48,7 +48,10 @@ export class FxTracer implements TraceDispatch {
     private readonly decompositions: Decompositions | undefined,
     /** Names the API in errors: 'makeFx', 'aotFunction', … */
     readonly what: string,
-    /** Tracing a joint graph: a tensor that requires grad must be an input, or its gradient would be lost. */
+    /**
+     * Gradients are wanted (a joint graph, or a call under grad mode): a tensor that requires grad must be an
+     * input, or its gradient would be lost.
+     */
     private readonly joint = false,
   ) {}
 
@@ -61,6 +64,11 @@ export class FxTracer implements TraceDispatch {
 
   isTraced(x: unknown): boolean {
     return x instanceof Tensor && this.nodes.has(x);
+  }
+
+  /** A tensor the program closes over that it wrote in place: a side effect the graph would drop. */
+  writtenConstant(): Tensor | undefined {
+    return [...this.constantNames.keys()].find((t) => this.wasWritten(t));
   }
 
   /** Whether `t` was written in place while traced (directly or through a view of it). */
@@ -293,9 +301,10 @@ export class FxTracer implements TraceDispatch {
       const kind = t.requiresGrad ? '_param_constant' : '_tensor_constant';
       name = `${kind}${[...this.constantNames.values()].filter((n) => n.startsWith(kind)).length}`;
       this.constantNames.set(t, name);
-      const prev = setTraceDispatch(null); // the copy is not part of the program
+      // The tensor itself, as PyTorch's constants are: later changes to it (an optimizer step) are seen.
+      const prev = setTraceDispatch(null);
       try {
-        this.constants.set(name, t.detach().clone());
+        this.constants.set(name, t.detach());
       } finally {
         setTraceDispatch(prev);
       }

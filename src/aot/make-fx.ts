@@ -1,7 +1,7 @@
 import { ValueError } from '../errors.js';
 import type { GraphModule } from '../graph/graph-module.js';
 import { checkDecompositions, type Decompositions } from './decompositions.js';
-import { flattenTensors, rebuild } from './pytree.js';
+import { flattenTensors, unflattenTensors } from './pytree.js';
 import { generaliseShapes } from './symbolic.js';
 import { traceProgram } from './trace-program.js';
 
@@ -27,7 +27,7 @@ export function makeFx(fn: (...args: never[]) => unknown, options: MakeFxOptions
   return (...args: unknown[]) => {
     const { tensors, tree } = flattenTensors(args, 'makeFx: argument');
     const trace = (inputs: readonly (typeof tensors)[number][]) =>
-      traceProgram(inputs, (copies) => (fn as (...a: unknown[]) => unknown)(...(rebuild(tree, copies) as unknown[])), {
+      traceProgram(inputs, (copies) => (fn as (...a: unknown[]) => unknown)(...(unflattenTensors(tree, copies) as unknown[])), {
         joint: false,
         decompositions,
         what: 'makeFx',

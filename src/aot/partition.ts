@@ -211,7 +211,7 @@ function forwardNodeNames(joint: GraphModule, parts: JointParts): Set<string> {
  * PyTorch's `default_partition`: the forward is what the forward outputs need; it saves every forward value the
  * backward reads, except that a tensor the backward reads only the sizes of is saved as those sizes, and a
  * multi-output op's results are saved item by item (its `getitem`s). Views are saved like any value (PyTorch's
- * default partition does not rebuild them; `minCutRematerializationPartition` with `recomputeViews` does).
+ * default partition does not unflattenTensors them; `minCutRematerializationPartition` with `recomputeViews` does).
  */
 export function defaultPartition(joint: GraphModule, options: PartitionOptions): [GraphModule, GraphModule] {
   const parts = jointParts(joint, options, 'defaultPartition');

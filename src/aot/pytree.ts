@@ -53,9 +53,6 @@ export function unflattenTensors(tree: Tree, values: readonly unknown[]): unknow
   return build(tree);
 }
 
-/** Replace the tensors of `tree` by `values` in order (the arguments a traced program gets). */
-export const rebuild = unflattenTensors;
-
 function describeValue(x: unknown): string {
   return typeof x === 'function' ? `(${(x as { name?: string }).name || 'anonymous'})` : `(${Object.prototype.toString.call(x)})`;
 }

@@ -40,14 +40,20 @@ export function generaliseShapes(
   inputs: readonly Tensor[],
   retrace: (inputs: Tensor[]) => GraphModule,
   branches = false,
+  /** The first `fixed` inputs (a module's parameters and buffers) keep their sizes and are passed as they are. */
+  fixed = 0,
 ): GraphModule {
   const shapes = inputs.map((t) => [...t.shape]);
-  for (const which of [() => true, (d: number) => d === 0]) {
+  const resized = (t: Tensor, shape: readonly number[], i: number) => (i < fixed ? t : resizedCopy(t, shape));
+  // A size the fixed tensors have too (a feature size matching a weight) stays: moving it would break the call.
+  const pinned = new Set(shapes.slice(0, fixed).flat());
+  const free = (v: number, i: number) => i >= fixed && !pinned.has(v);
+  for (const which of [(v: number, _d: number, i: number) => free(v, i), (v: number, d: number, i: number) => d === 0 && free(v, i)]) {
     const moved = moveSizes(shapes, which);
     if (JSON.stringify(moved) === JSON.stringify(shapes)) continue;
     let again: GraphModule;
     try {
-      again = retrace(inputs.map((t, i) => resized(t, moved[i]!)));
+      again = retrace(inputs.map((t, i) => resized(t, moved[i]!, i)));
     } catch {
       continue;
     }
@@ -62,7 +68,7 @@ export function generaliseShapes(
     const spread = spreadSizes(shapes, which);
     let third: GraphModule | undefined;
     try {
-      third = retrace(inputs.map((t, i) => resized(t, spread[i]!)));
+      third = retrace(inputs.map((t, i) => resized(t, spread[i]!, i)));
     } catch {
       third = undefined; // not a valid call (sizes tied to each other): the two traces are all there is
     }
@@ -77,18 +83,20 @@ export function generaliseShapes(
   return gm;
 }
 
-function moveSizes(shapes: readonly number[][], which: (dim: number) => boolean): number[][] {
-  return shapes.map((s) => s.map((v, d) => (v >= 2 && which(d) ? v + 1 : v)));
+type Which = (size: number, dim: number, input: number) => boolean;
+
+function moveSizes(shapes: readonly number[][], which: Which): number[][] {
+  return shapes.map((s, i) => s.map((v, d) => (v >= 2 && which(v, d, i) ? v + 1 : v)));
 }
 
 /** Every size ≥ 2 moved by a different amount per distinct size (equal sizes stay equal): 2, 3, 4 → 5, 8, 11. */
-function spreadSizes(shapes: readonly number[][], which: (dim: number) => boolean): number[][] {
+function spreadSizes(shapes: readonly number[][], which: Which): number[][] {
   const distinct = [...new Set(shapes.flat().filter((v) => v >= 2))].sort((a, b) => a - b);
-  return shapes.map((s) => s.map((v, d) => (v >= 2 && which(d) ? v + 2 * distinct.indexOf(v) + 3 : v)));
+  return shapes.map((s, i) => s.map((v, d) => (v >= 2 && which(v, d, i) ? v + 2 * distinct.indexOf(v) + 3 : v)));
 }
 
 /** A tensor of `shape` with values like `t`'s (its elements repeated), requiring grad as `t` does. */
-function resized(t: Tensor, shape: readonly number[]): Tensor {
+function resizedCopy(t: Tensor, shape: readonly number[]): Tensor {
   return withGradMode(false, () => {
     const flat = t.detach().reshape([-1]);
     const n = shape.reduce((a, b) => a * b, 1);

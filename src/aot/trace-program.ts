@@ -96,7 +96,7 @@ export function traceProgram(
   opts: TraceProgramOptions,
   module?: Module,
 ): TracedProgram {
-  const tracer = new FxTracer(opts.decompositions, opts.what, opts.joint);
+  const tracer = new FxTracer(opts.decompositions, opts.what, opts.joint || (opts.what !== 'makeFx' && isGradEnabled()));
   const rng = rngState();
   const restoreState = module ? snapshotState(module) : () => {};
   const leaves = copyPrimals(primals, opts.joint, new Set(module ? [...module.parameters(), ...module.buffers()] : []));
@@ -153,8 +153,23 @@ function finish(
   layouts: readonly { shape: readonly number[]; strides: readonly number[]; offset: number }[],
 ): TracedProgram {
   const { tensors: outs, tree: outStructure } = flattenTensors(result, `${opts.what}: output`);
+  const written = tracer.writtenConstant();
+  if (written) {
+    throw new AotError(
+      `${opts.what}: the program writes in place a [${written.shape.join(', ')}] tensor it does not take as an argument; ` +
+        'the compiled graph would not repeat that write. Pass the tensor as an argument (or register it as a buffer of the module)',
+    );
+  }
   const graph = tracer.graph;
   if (opts.plainOutputs) {
+    // makeFx: an input the program wrote gets its new value through copy_ at the end, as PyTorch's make_fx does
+    const placeholders = graph.nodes.filter((n) => n.op === 'placeholder');
+    const outputNode = graph.nodes.at(-1);
+    copies.forEach((c, i) => {
+      if (copies.indexOf(c) !== i || !tracer.wasWritten(c)) return;
+      const value = tracer.tensorNode(c);
+      graph.insertAfter(outputNode, () => graph.callFunction(copy_ as unknown as FunctionTarget, [placeholders[i]!, value]));
+    });
     graph.output(
       unflattenTensors(
         outStructure,
@@ -322,7 +337,7 @@ function checkBackwardMutations(
  * Whether two tensors may share elements: the same storage and intersecting spans of it. Disjoint views of
  * one base (PyTorch's "false aliasing", `x[0:2]` and `x[2:4]`) are independent inputs.
  */
-function overlaps(a: Tensor, b: Tensor): boolean {
+export function overlaps(a: Tensor, b: Tensor): boolean {
   if (a._storage !== b._storage) return false;
   if (a.numel() === 0 || b.numel() === 0) return false;
   const span = (t: Tensor): [number, number] => {

@@ -3,7 +3,8 @@ import { firstGradModeNode, mayEnableGrad, restoringGradMode } from '../graph/gr
 import type { GraphModule } from '../graph/graph-module.js';
 import { Interpreter } from '../graph/interpreter.js';
 import { targetName, type Node } from '../graph/node.js';
-import { AotModule } from '../aot/aot-function.js';
+import { AotModule, isCompileFailure } from '../aot/aot-function.js';
+import { AotError } from '../aot/errors.js';
 import { kernelDecompositions } from '../aot/decompositions.js';
 import { minCutRematerializationPartition } from '../aot/partition.js';
 import { isGradEnabled } from '../runtime/autograd.js';
@@ -176,7 +177,8 @@ export class KernelProgram {
     try {
       return { result: this.training.forward(...args) };
     } catch (e) {
-      if (this.training.hasCompiled()) throw e; // a call of compiled graphs failed: not a tracing problem
+      // A compiled graph that failed to run is a real error; so is the program's own (a ShapeError on bad input).
+      if (!isCompileFailure(e) || (e instanceof KilnError && !(e instanceof AotError))) throw e;
       this.training = `AOT autograd could not trace it: ${(e as Error)?.message ?? String(e)}`;
       logLine(`kiln kernels: ${this.name} runs eagerly while gradients are recorded (${this.training})`);
       return EAGER;

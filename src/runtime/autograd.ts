@@ -30,7 +30,9 @@ export class MultiOutputGradNode extends GradNode {
     readonly numOutputs: number,
     readonly applyAll: (grads: readonly (Tensor | undefined)[]) => readonly (Tensor | null | undefined)[],
   ) {
-    super(name, next, (g) => applyAll([g]));
+    super(name, next, () => {
+      throw new AutogradError(`${name}: a node with several outputs runs through applyAll (the sweep collects each output's gradient)`);
+    });
   }
 }
 
