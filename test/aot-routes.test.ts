@@ -6,6 +6,7 @@ import * as kiln from 'kiln';
 import { loadRewritten } from './plugin-helpers.js';
 
 /**
+ * (Sizes above the kernels backend's AOT threshold: smaller training calls run eagerly, where that is faster.)
  * Compiled training on both capture routes: a class the plugin rewrote trains through its captured graphs
  * with no code change, and the same source loaded as written trains through `compile()`'s run-time capture.
  * Either way each step's output comes from AOT autograd's compiled forward (its tape node is
@@ -18,8 +19,8 @@ const SOURCE = `
 import { nn, type Tensor } from 'kiln';
 
 export class Net extends nn.Module {
-  fc1 = new nn.Linear(6, 16);
-  fc2 = new nn.Linear(16, 3);
+  fc1 = new nn.Linear(48, 96);
+  fc2 = new nn.Linear(96, 16);
   override forward(x: Tensor): Tensor {
     const h = this.fc1.call(x).relu();
     return this.fc2.call(h.mul(h.sigmoid()));
@@ -28,8 +29,8 @@ export class Net extends nn.Module {
 
 /** Breaks the graph in the middle: each captured segment trains compiled, the print runs eagerly. */
 export class WithBreak extends nn.Module {
-  fc1 = new nn.Linear(6, 16);
-  fc2 = new nn.Linear(16, 3);
+  fc1 = new nn.Linear(48, 96);
+  fc2 = new nn.Linear(96, 16);
   seen = 0;
   override forward(x: Tensor): Tensor {
     const h = this.fc1.call(x).tanh();
@@ -54,8 +55,11 @@ function train(m: Module, run: (x: Tensor) => Tensor, steps: number): { losses: 
   const losses: number[] = [];
   const gradFns: string[] = [];
   for (let i = 0; i < steps; i++) {
-    const x = kiln.randn([8, 6]);
-    const y = kiln.tensor([0, 1, 2, 0, 1, 2, 0, 1], { dtype: 'int32' });
+    const x = kiln.randn([32, 48]);
+    const y = kiln.tensor(
+      Array.from({ length: 32 }, (_, i) => i % 16),
+      { dtype: 'int32' },
+    );
     opt.zeroGrad();
     const out = run(x);
     gradFns.push(out.gradFn?.name ?? 'none');

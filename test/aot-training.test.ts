@@ -1,8 +1,11 @@
 import test, { type ExecutionContext } from 'ava';
 import { aotModule, minCutRematerializationPartition, type Compiler } from '../src/aot/index.js';
 import type { GraphModule } from '../src/fx.js';
-import { kernelsBackend, type KernelProgram } from '../src/kernels/program.js';
+import { kernelsBackend, setAotMinElements, type KernelProgram } from '../src/kernels/program.js';
 import { allclose, compile, manualSeed, nn, ops, optim, randn, tensor, type Tensor } from '../src/index.js';
+
+// These models are small: compile every training call through AOT autograd, whatever its size.
+setAotMinElements(0);
 
 /**
  * Training parity of AOT autograd (issue 15's acceptance): an MLP (Linear-ReLU-Linear) and a CNN with

@@ -265,12 +265,19 @@ export class AotModule extends Module {
   declare readonly origModule: Module;
   declare private readonly runner: AotRunner;
 
-  constructor(module: Module, options: AotOptions) {
+  declare private readonly guarded: readonly Tensor[] | undefined;
+
+  /**
+   * `guardedState`: the module's parameters and buffers, fixed for this object's life because the caller
+   * guards them and the module's attributes itself (compile's guards do): calls skip re-reading them.
+   */
+  constructor(module: Module, options: AotOptions, guardedState?: readonly Tensor[]) {
     super();
     if (!(module instanceof Module)) throw new ValueError(`aotModule: expected an nn.Module, got ${typeof module}`);
     const opts = resolve(options, 'aotModule');
     this.origModule = module; // a child: parameters() and stateDict() see the same tensors
-    const nState = () => stateOf(module).length;
+    Object.defineProperty(this, 'guarded', { value: guardedState, enumerable: false });
+    const nState = () => guardedState?.length ?? stateOf(module).length;
     const runner = new AotRunner(
       (copies, tree) => module.forward(...(unflattenTensors(tree, copies.slice(nState())) as unknown[])),
       opts,
@@ -289,6 +296,7 @@ export class AotModule extends Module {
   override forward(...args: any[]): any {
     const { tensors, tree } = flattenTensors(args, 'aotModule: argument');
     const mod = this.origModule;
+    if (this.guarded) return this.runner.run([...this.guarded, ...tensors], tree);
     return this.runner.run([...stateOf(mod), ...tensors], tree, moduleKey(mod));
   }
 }
