@@ -2,6 +2,7 @@ import { ValueError } from '../errors.js';
 import type { Op } from '../runtime/op.js';
 import { ops } from '../ops.js';
 import { zeros } from '../runtime/ops/creation.js';
+import { batchStatistics, normalizeChannels } from '../runtime/ops/nn.js';
 import type { Tensor } from '../runtime/tensor.js';
 
 /**
@@ -80,23 +81,16 @@ export const kernelDecompositions: ReadonlyMap<string, Decomposition> = new Map<
     ) => {
       if (x.ndim < 2) return KEEP_OP;
       const C = x.shape[1]!;
-      const dims = [0, ...Array.from({ length: x.ndim - 2 }, (_, i) => i + 2)];
       const bshape = x.shape.map((s, i) => (i === 1 ? s : 1));
       let mu: Tensor;
       let variance: Tensor;
-      if (training) {
-        mu = x.mean(dims, true);
-        const centered = x.sub(mu);
-        variance = centered.mul(centered).mean(dims, true);
-      } else {
+      if (training) [mu, variance] = batchStatistics(x);
+      else {
         if (!runningMean || !runningVar) return KEEP_OP;
         mu = runningMean.reshape(bshape);
         variance = runningVar.reshape(bshape);
       }
-      const std = variance.add(eps).sqrt();
-      let y = x.sub(mu).div(std);
-      if (weight) y = y.mul(weight.reshape(bshape));
-      if (bias) y = y.add(bias.reshape(bshape));
+      const [y, std] = normalizeChannels(x, mu, variance, eps, weight, bias);
       const empty = () => zeros([0]);
       return [y, training ? mu.reshape([C]) : empty(), training ? std.pow(-1).reshape([C]) : empty()] as const;
     },

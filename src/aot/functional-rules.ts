@@ -1,5 +1,5 @@
 import { noGrad } from '../runtime/autograd.js';
-import { channelDims, nativeBatchNorm } from '../runtime/ops/nn.js';
+import { batchStatistics, nativeBatchNorm } from '../runtime/ops/nn.js';
 import type { Tensor } from '../runtime/tensor.js';
 import type { Decomposition } from './decompositions.js';
 
@@ -34,11 +34,9 @@ export const FUNCTIONAL_RULES: ReadonlyMap<string, FunctionalRule> = new Map<str
         const out = nativeBatchNorm(x, weight, bias, null, null, true, momentum, eps);
         // The running statistics as the op's kernel updates them: the batch mean, and the unbiased batch variance.
         noGrad(() => {
-          const { dims, bshape } = channelDims(x);
           const C = x.shape[1]!;
           const count = x.numel() / C;
-          const centered = x.sub(out[1].reshape(bshape));
-          const variance = centered.mul(centered).mean(dims, true);
+          const [, variance] = batchStatistics(x);
           runningMean!.mul_(1 - momentum).add_(out[1], momentum);
           runningVar!.mul_(1 - momentum).add_(variance.reshape([C]).mul(count / (count - 1)), momentum);
         });

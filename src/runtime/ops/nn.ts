@@ -199,6 +199,31 @@ export function channelDims(x: Tensor): { dims: number[]; bshape: number[] } {
   };
 }
 
+/** Batch statistics over all dims but the channel dim, kept [1, C, 1, …]: the mean and the biased variance. */
+export function batchStatistics(x: Tensor): [mean: Tensor, variance: Tensor] {
+  const { dims } = channelDims(x);
+  const mu = x.mean(dims, true);
+  const centered = x.sub(mu);
+  return [mu, centered.mul(centered).mean(dims, true)];
+}
+
+/** `(x - mean) / sqrt(variance + eps) · weight + bias` per channel, and the std it divided by. */
+export function normalizeChannels(
+  x: Tensor,
+  mean: Tensor,
+  variance: Tensor,
+  eps: number,
+  weight: Tensor | null,
+  bias: Tensor | null,
+): [y: Tensor, std: Tensor] {
+  const { bshape } = channelDims(x);
+  const std = variance.add(eps).sqrt();
+  let y = x.sub(mean).div(std);
+  if (weight) y = y.mul(weight.reshape(bshape));
+  if (bias) y = y.add(bias.reshape(bshape));
+  return [y, std];
+}
+
 export const batchNorm = defineOp<
   (
     input: Tensor,
@@ -271,14 +296,12 @@ export const nativeBatchNorm = defineOp<
       ['runningMean', runningMean],
       ['runningVar', runningVar],
     ]);
-    const { dims, bshape } = channelDims(x);
+    const { bshape } = channelDims(x);
     let mu: Tensor;
     let variance: Tensor;
     if (training) {
       const count = x.numel() / C;
-      mu = x.mean(dims, true);
-      const centered = x.sub(mu);
-      variance = centered.mul(centered).mean(dims, true);
+      [mu, variance] = batchStatistics(x);
       if (runningMean && runningVar) {
         runningMean.mul_(1 - momentum).add_(mu.reshape([C]), momentum);
         runningVar.mul_(1 - momentum).add_(variance.reshape([C]).mul(count / (count - 1)), momentum);
@@ -288,10 +311,7 @@ export const nativeBatchNorm = defineOp<
       mu = runningMean.reshape(bshape);
       variance = runningVar.reshape(bshape);
     }
-    const std = variance.add(eps).sqrt();
-    let y = x.sub(mu).div(std);
-    if (weight) y = y.mul(weight.reshape(bshape));
-    if (bias) y = y.add(bias.reshape(bshape));
+    const [y, std] = normalizeChannels(x, mu, variance, eps, weight, bias);
     const empty = () => Tensor.fromData(new Float32Array(0), [0], 'float32');
     const saveMean = training ? mu.reshape([C]) : empty();
     const saveInvstd = training
