@@ -70,8 +70,14 @@ export class CompiledProgram {
   }
 
   /** The compiled forward (or inference) and backward callables and what the forward saves, for pprint. */
-  describe(): { forward: unknown; backward: unknown; savedTensors: number; savedBytes: number } {
-    return { forward: this.forward, backward: this.backward, savedTensors: this.savedCount, savedBytes: this.bytesSaved };
+  describe(): { forward: unknown; backward: unknown; backwardGraph?: GraphModule; savedTensors: number; savedBytes: number } {
+    return {
+      forward: this.forward,
+      backward: this.backward,
+      backwardGraph: this.bwGm,
+      savedTensors: this.savedCount,
+      savedBytes: this.bytesSaved,
+    };
   }
 
   run(primals: Tensor[]): unknown {

@@ -213,12 +213,14 @@ export class KernelProgram {
     if (typeof this.training === 'string') return [`${title} runs eagerly while gradients are recorded (${this.training})`];
     if (!this.training) return [];
     return this.training.compiledPrograms().flatMap((p) => {
-      const { forward, backward, savedTensors, savedBytes } = p.describe();
+      const { forward, backward, backwardGraph, savedTensors, savedBytes } = p.describe();
       const plan = (f: unknown) => (f as { pprint?: () => string } | undefined)?.pprint?.() ?? '';
       const head = `${title} while gradients are recorded: AOT autograd graph ${p.id}, ${savedTensors} tensors (${formatBytes(savedBytes)}) saved for backward`;
+      // not compiled yet: the backward graph itself, so explain shows what the first backward() will compile
+      const graph = backwardGraph ? `:\n${backwardGraph.code.replace(/^/gm, '    ')}` : '';
       const bw = backward
         ? plan(backward).replace(/^kiln kernels: [\w$]+/, `${title} backward`)
-        : `${title} backward: compiled at the first backward()`;
+        : `${title} backward: compiled at the first backward()${graph}`;
       return [head, plan(forward).replace(/^kiln kernels: [\w$]+/, `${title} forward`), bw];
     });
   }
