@@ -258,7 +258,7 @@ function arangeF(n: number): Tensor {
 }
 
 /** Ops with a gradient rule, or built from ops that have one. Non-differentiable ops are listed apart. */
-export const NOT_DIFFERENTIABLE = new Set(['eq', 'ne', 'lt', 'le', 'gt', 'ge', 'argmax']);
+export const NOT_DIFFERENTIABLE = new Set(['eq', 'ne', 'lt', 'le', 'gt', 'ge', 'argmax', 'asStrided']);
 
 /**
  * Backward ops without a gradient rule of their own (PyTorch's double backward): kiln runs backward passes

@@ -21,7 +21,7 @@ const ADDED_SINCE = 'sin cos exp2 mm addmm unbind scatterAdd sliceScatter select
 const OPS_ONLY_SINCE =
   'thresholdBackward tanhBackward sigmoidBackward geluBackward adaptiveAvgPool2dBackward avgPool2dBackward convolutionBackward ' +
   'embeddingBagBackward embeddingDenseBackward maxPool2dWithIndices maxPool2dWithIndicesBackward nativeBatchNorm nativeBatchNormBackward ' +
-  'nativeDropout nativeDropoutBackward nativeLayerNorm nativeLayerNormBackward nllLossBackward nllLossForward nllLossWeightBackward';
+  'nativeDropout nativeDropoutBackward nativeLayerNorm nativeLayerNormBackward nllLossBackward nllLossForward nllLossWeightBackward asStrided';
 /** Methods that became ops since (`t` was a method written with transpose). */
 const NOW_OPS = 't';
 /** In-place metadata methods (no ops of their own: `self` takes the view op's layout through `_setLayout`). */

@@ -1,7 +1,6 @@
 import { ValueError } from '../errors.js';
 import { isGradEnabled } from '../runtime/autograd.js';
 import { Module } from '../runtime/nn/module.js';
-import type { Tensor } from '../runtime/tensor.js';
 import { CompiledProgram, type CompilerSet } from './compiled-program.js';
 import { nextGraphId, type Compiler } from './context.js';
 import { checkDecompositions, type Decompositions } from './decompositions.js';
@@ -11,6 +10,8 @@ import { flattenTensors, unflattenTensors, type Tree } from './pytree.js';
 import { generaliseShapes, shapeProblem } from './symbolic.js';
 import { overlaps, traceProgram, type TracedProgram } from './trace-program.js';
 import { sameShape } from '../runtime/shape.js';
+import { asStrided } from '../runtime/ops/view.js';
+import { Tensor } from '../runtime/tensor.js';
 
 /**
  * aotFunction, aotModule and aotModuleSimplified (PyTorch's aot_function / aot_module /
@@ -108,6 +109,50 @@ function moduleKey(module: Module): string {
     .join('|');
 }
 
+/**
+ * Synthetic bases (PyTorch's): inputs that share memory with another input are traced as views, made by
+ * `asStrided`, of one base covering their storage, so a write through one is seen through the others, and
+ * the base's new value is copied back once. Returns the primals to trace (the others, then the bases), a key
+ * part for the layout baked into the graph, and how to rebuild the program's inputs from the traced ones.
+ * Inputs that require grad are left to the plain path (asStrided has no gradient).
+ */
+interface SyntheticBases {
+  readonly primals: Tensor[];
+  readonly key: string;
+  readonly expand: (copies: Tensor[]) => Tensor[];
+  readonly checkLayouts: (inputs: readonly Tensor[]) => void;
+}
+
+function syntheticBases(primals: readonly Tensor[]): SyntheticBases | undefined {
+  const aliased = primals.map((p, i) => primals.some((q, j) => j !== i && q !== p && overlaps(p, q)));
+  if (!aliased.some(Boolean) || primals.some((p, i) => aliased[i] && p.requiresGrad)) return undefined;
+  const storages = [...new Set(primals.filter((_, i) => aliased[i]).map((p) => p._storage))];
+  const bases = storages.map((st) => {
+    const like = primals.find((p) => p._storage === st)!;
+    return new Tensor(st, [st.data.length], [1], 0, like.dtype);
+  });
+  const direct = primals.filter((_, i) => !aliased[i]);
+  const slot = primals.map((p, i) => (aliased[i] ? direct.length + storages.indexOf(p._storage) : direct.indexOf(p)));
+  const key = primals
+    .map((p, i) => (aliased[i] ? `${slot[i]}:${p.shape.join(',')}/${p.strides.join(',')}@${p.offset}` : ''))
+    .concat(bases.map((b) => `#${b.shape[0]}`))
+    .join(';');
+  const expand = (copies: Tensor[]) =>
+    primals.map((p, i) => (aliased[i] ? asStrided(copies[slot[i]!]!, p.shape, p.strides, p.offset) : copies[slot[i]!]!));
+  /** The program changed the layout of an input rebuilt from a base (t_ on it): the caller's tensor could not follow. */
+  const checkLayouts = (inputs: readonly Tensor[]) => {
+    inputs.forEach((v, i) => {
+      const p = primals[i]!;
+      if (aliased[i] && (!sameShape(v.shape, p.shape) || !sameShape(v.strides, p.strides))) {
+        throw new AotError(
+          `Encountered aliased inputs that are mutated in the graph: input ${i} shares memory with another input and its metadata is changed in place (t_, unsqueeze_, …), which kiln/aot cannot replay on it`,
+        );
+      }
+    });
+  };
+  return { primals: [...direct, ...bases], key: `synthetic ${key}`, expand, checkLayouts };
+}
+
 /** Errors thrown while tracing or compiling a program (not while running one): a caller may run eagerly instead. */
 const compileFailures = new WeakSet<object>();
 
@@ -139,6 +184,12 @@ class AotRunner {
   }
 
   run(primals: Tensor[], tree: Tree, extraKey = ''): unknown {
+    const synthetic = this.opts.dynamic ? undefined : syntheticBases(primals);
+    if (synthetic) return this.runOn(synthetic.primals, tree, `${extraKey}|${synthetic.key}`, synthetic);
+    return this.runOn(primals, tree, extraKey);
+  }
+
+  private runOn(primals: Tensor[], tree: Tree, extraKey: string, expand?: SyntheticBases): unknown {
     const joint = isGradEnabled() && primals.some((p) => p.requiresGrad);
     const key = callKey(tree, primals, joint, this.opts.dynamic, extraKey);
     let entries = this.cache.get(key);
@@ -153,7 +204,7 @@ class AotRunner {
     );
     if (!entry) {
       try {
-        entry = this.compile(primals, tree, joint);
+        entry = this.compile(primals, tree, joint, expand);
       } catch (e) {
         if (typeof e === 'object' && e !== null) compileFailures.add(e);
         throw e;
@@ -164,13 +215,20 @@ class AotRunner {
     return entry.run(primals);
   }
 
-  compile(primals: Tensor[], tree: Tree, wantsJoint: boolean): Traced {
+  /** `synthetic`: the program's inputs are rebuilt from the traced ones (views of synthetic bases). */
+  compile(primals: Tensor[], tree: Tree, wantsJoint: boolean, synthetic?: SyntheticBases): Traced {
     let joint = wantsJoint;
     let detachViewOutputs = false;
     const trace = (inputs: Tensor[]): TracedProgram =>
       traceProgram(
         inputs,
-        (copies) => this.call(copies, tree),
+        (copies) => {
+          if (!synthetic) return this.call(copies, tree);
+          const inputs = synthetic.expand(copies);
+          const result = this.call(inputs, tree);
+          synthetic.checkLayouts(inputs);
+          return result;
+        },
         {
           joint,
           decompositions: this.opts.decompositions,

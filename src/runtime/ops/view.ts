@@ -1,4 +1,4 @@
-import { DTypeError, IndexError, ShapeError, ValueError } from '../../errors.js';
+import { AutogradError, DTypeError, IndexError, ShapeError, ValueError } from '../../errors.js';
 import { gatherContiguous } from '../cpu/strided.js';
 import { allocate, promote } from '../dtype.js';
 import { OPS, defineOp, markMultiOutputViews, type GradResult } from '../op.js';
@@ -8,7 +8,7 @@ import { zeros } from './creation.js';
 import { where } from './elementwise.js';
 import { dimOf, reshapeLike } from './lowering-helpers.js';
 import { scatterAdd, sumTo } from './reduce.js';
-import { noGrad } from '../autograd.js';
+import { isGradEnabled, noGrad } from '../autograd.js';
 
 /** Shape ops. Most are views: they share the input's storage and only change shape, strides and offset. */
 
@@ -178,6 +178,37 @@ export const squeeze = defineOp<(input: Tensor, dim?: number | null) => Tensor>(
   },
   backward: (ctx, g) => [g.reshape(ctx.shape as number[])],
   lower: reshapeLike,
+});
+
+/**
+ * PyTorch's `as_strided`: a view of `input`'s storage with the given sizes, strides and storage offset (absolute,
+ * as in PyTorch). AOT autograd uses it to rebuild inputs that share memory from one synthetic base. Gradients
+ * through it are not supported (refused where they would be needed).
+ */
+export const asStrided = defineOp<(input: Tensor, size: readonly number[], stride: readonly number[], storageOffset?: number) => Tensor>({
+  schema: 'asStrided(Tensor input, int[] size, int[] stride, int storageOffset=0)',
+  view: true,
+  forward(_ctx, x, size, stride, storageOffset = 0) {
+    if (size.length !== stride.length) {
+      throw new ShapeError(`asStrided: size ${fmt(size)} and stride ${fmt(stride)} must have the same length`);
+    }
+    if (size.some((n) => n < 0) || stride.some((n) => n < 0) || storageOffset < 0) {
+      throw new ValueError(
+        `asStrided: sizes, strides and the storage offset must not be negative, got ${fmt(size)}, ${fmt(stride)}, ${storageOffset}`,
+      );
+    }
+    const last = storageOffset + size.reduce((a, n, d) => a + (n > 0 ? (n - 1) * stride[d]! : 0), 0);
+    if (numel(size) > 0 && last >= x._storage.data.length) {
+      throw new IndexError(
+        `asStrided: size ${fmt(size)}, stride ${fmt(stride)} and offset ${storageOffset} reach element ${last}, past the storage's ${x._storage.data.length}`,
+      );
+    }
+    if (x.requiresGrad && isGradEnabled()) {
+      throw new AutogradError('asStrided: gradients through asStrided are not supported; call it on a tensor that does not require grad');
+    }
+    return new Tensor(x._storage, size, stride, storageOffset, x.dtype);
+  },
+  lower: { eager: 'asStrided: an arbitrary strided view of the storage' },
 });
 
 export const expand = defineOp<(input: Tensor, shape: readonly number[]) => Tensor>({
