@@ -21,9 +21,8 @@ import {
 import { symbolicTrace } from '../src/fx.js';
 import { targetName } from '../src/graph/node.js';
 import * as jit from '../src/jit.js';
-import { setTraceDispatch, type TraceDispatch } from '../src/runtime/dispatch.js';
-import type { Op } from '../src/runtime/op.js';
-import { isPlainObject } from '../src/runtime/plain-object.js';
+import { setTraceDispatch } from '../src/runtime/dispatch.js';
+import { TraceabilityCheck } from './traceability-check.js';
 
 /** Ports of PyTorch's test_autograd.py tests of torch.autograd.Function, plus kiln's multi-output and tracing checks. */
 
@@ -449,60 +448,11 @@ test('forward must return tensors; bad specs and saveForBackward arguments are r
 
 // ---- tracing ----
 
-/** Plays the joint-graph tracer: every op is handed to it, and it flags an op given a tensor no op made. */
-class OpCallChecker implements TraceDispatch {
-  readonly symbolic = false;
-  readonly recordsEveryOp = true;
-  readonly problems: string[] = [];
-  readonly called: string[] = [];
-  private readonly known = new WeakSet<Tensor>();
-
-  know(x: unknown): void {
-    if (x instanceof Tensor) this.known.add(x);
-    else if (Array.isArray(x)) x.forEach((v) => this.know(v));
-    else if (isPlainObject(x)) Object.values(x).forEach((v) => this.know(v));
-  }
-
-  isTraced(x: unknown): boolean {
-    return x instanceof Tensor && this.known.has(x);
-  }
-
-  private check(name: string, x: unknown): void {
-    if (x instanceof Tensor && !this.known.has(x)) this.problems.push(`${name} got a tensor no op made`);
-    else if (Array.isArray(x)) x.forEach((v) => this.check(name, v));
-    else if (isPlainObject(x)) Object.values(x).forEach((v) => this.check(name, v));
-  }
-
-  callOp(op: (...args: never[]) => unknown, args: readonly unknown[], kwargs: Readonly<Record<string, unknown>> | undefined): unknown {
-    const o = op as unknown as Partial<Op<(...a: unknown[]) => unknown>> & ((...a: unknown[]) => unknown);
-    const name = o.opName ?? o.name;
-    this.called.push(name);
-    this.check(name, args);
-    this.check(name, kwargs);
-    const prev = o.composite ? null : setTraceDispatch(null);
-    try {
-      const out = o.invoke ? o.invoke(args, kwargs) : o(...args, ...(kwargs ? [kwargs] : []));
-      this.know(out);
-      return out;
-    } finally {
-      if (!o.composite) setTraceDispatch(prev);
-    }
-  }
-
-  derived(from: unknown, to: unknown): void {
-    if (this.isTraced(from)) this.know(to);
-  }
-
-  wroteInPlace(self: unknown, result: unknown): void {
-    if (this.isTraced(result)) this.know(self);
-  }
-}
-
 test('forward and backward of a custom function are ordinary op calls a joint-graph tracer records', (t) => {
   const { fn } = twoOutputs();
   const x = randn([3], { requiresGrad: true });
   const w = randn([3], { requiresGrad: true });
-  const checker = new OpCallChecker();
+  const checker = new TraceabilityCheck();
   checker.know([x, w]);
   const prev = setTraceDispatch(checker);
   try {
