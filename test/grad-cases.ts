@@ -250,6 +250,13 @@ export const GRAD_CASES: GradCase[] = [
     'embeddingDenseBackward',
     () => ({ fn: (go, i) => ops.embeddingDenseBackward(go, i!, 4, 2), inputs: [g(randn([2, 2, 3])), idx([0, 2, 3, 0], [2, 2])] }),
   ],
+  [
+    'embeddingDenseBackward (scaleGradByFreq)',
+    () => ({
+      fn: (go, i) => ops.embeddingDenseBackward(go, i!, 4, null, true),
+      inputs: [g(randn([2, 2, 3])), idx([0, 2, 0, 0], [2, 2])],
+    }),
+  ],
 ];
 
 /** 1, 2, …, n as float32: made by `arange`, a factory tracers record, so a traced case knows it. */

@@ -1,10 +1,11 @@
-import { AutogradError, DTypeError, IndexError, ShapeError, ValueError } from '../../errors.js';
+import { DTypeError, IndexError, ShapeError, ValueError } from '../../errors.js';
 import { activeTrace } from '../dispatch.js';
 import { defineOp, type GradResult, type Op } from '../op.js';
 import { broadcastShapes, fmt, numel, sameShape } from '../shape.js';
 import { Tensor } from '../tensor.js';
 import { full, onesLike, rand } from './creation.js';
 import { matmul } from './linalg.js';
+import { scatterAdd } from './reduce.js';
 import { indexSelect } from './view.js';
 import { optionalTensor } from './lowering-helpers.js';
 
@@ -461,15 +462,20 @@ export const embeddingDenseBackward = defineOp<
       const scale = scaleGradByFreq ? 1 / counts[row]! : 1;
       for (let d = 0; d < D; d++) gw[row * D + d] += scaleGradByFreq ? gs[t * D + d]! * scale : gs[t * D + d]!;
     });
-    Object.assign(ctx, { paddingIdx, scaleGradByFreq });
+    Object.assign(ctx, { paddingIdx, scaleGradByFreq, numWeights });
     ctx.indices = ctx.save(indices);
     return Tensor.fromData(gw, [numWeights, D], 'float32');
   },
   backward(ctx, gg): readonly GradResult[] {
-    // A scatter-add's gradient is the lookup of the same rows (PyTorch's embedding_dense_double_backward).
-    if (ctx.scaleGradByFreq) throw new AutogradError('embeddingDenseBackward: the gradient with scaleGradByFreq=true is not implemented');
+    // A scatter-add's gradient is the lookup of the same rows (PyTorch's embedding_dense_double_backward),
+    // divided, with scaleGradByFreq, by how often each token's index occurs, as the forward divided it.
     const indices = ctx.indices as Tensor;
-    const rows = embedding(indices, gg);
+    let rows = embedding(indices, gg);
+    if (ctx.scaleGradByFreq) {
+      const flat = indices.reshape([-1]);
+      const counts = scatterAdd(full([ctx.numWeights as number], 0), 0, flat, full([flat.shape[0]!], 1));
+      rows = rows.div(indexSelect(counts, 0, flat).reshape([...indices.shape, 1]));
+    }
     const pad = ctx.paddingIdx as number | null;
     return [pad === null ? rows : rows.mul(indices.ne(pad).unsqueeze(-1)), null];
   },
