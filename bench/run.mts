@@ -43,6 +43,7 @@ import { symbolicTrace } from '../src/fx.js';
 import { transformSource } from '../src/register/transform-file.js';
 import { backwardBench } from './backward.mjs';
 import { trainingBench } from './training.mjs';
+import { kilnCnn, kilnMlp } from './kiln-models.mjs';
 import type { MemoryReport } from './memory.mjs';
 import {
   CNN,
@@ -62,10 +63,8 @@ import {
   referenceMlp,
   rng,
   transpose2d,
-  type CnnWeights,
   type Loaded,
   type MlpGradients,
-  type MlpWeights,
   type Peer,
   type PeerName,
   type Prepared,
@@ -722,51 +721,6 @@ function kilnCompiledContenders(label: string, run: () => Tensor, ref: Float32Ar
     [KILN_COMPILED]: () => verifiedKiln(`kiln compiled ${label}`, withGemmThreads(KILN_THREADS, run), ref),
     [KILN_COMPILED_1T]: () => verifiedKiln(`kiln compiled ${label}, 1 thread`, withGemmThreads(1, run), ref),
   };
-}
-
-/** kiln's MLP from kiln's nn, with the shared weights loaded through loadStateDict. */
-function kilnMlp(w: MlpWeights): nn.Module {
-  const layers: nn.Module[] = [];
-  w.layers.forEach((l, i) => {
-    layers.push(new nn.Linear(l.inFeatures, l.outFeatures));
-    if (i < w.layers.length - 1) layers.push(new nn.ReLU());
-  });
-  const model = new nn.Sequential(...layers);
-  const sd = model.stateDict();
-  w.layers.forEach((l, i) => {
-    sd[`${2 * i}.weight`] = tensor(l.weight, { shape: [l.outFeatures, l.inFeatures] });
-    sd[`${2 * i}.bias`] = tensor(l.bias);
-  });
-  model.loadStateDict(sd);
-  return model.eval();
-}
-
-/** kiln's CNN: 3× (Conv2d, BatchNorm2d, ReLU), MaxPool2d(2), Flatten, Linear, with the shared weights. */
-function kilnCnn(w: CnnWeights): nn.Module {
-  const layers: nn.Module[] = [];
-  for (const c of w.convs)
-    layers.push(
-      new nn.Conv2d(c.inChannels, c.outChannels, 3, { padding: 1 }),
-      new nn.BatchNorm2d(c.outChannels, { eps: w.eps }),
-      new nn.ReLU(),
-    );
-  layers.push(new nn.MaxPool2d(2), new nn.Flatten(), new nn.Linear(CNN.flat, CNN.classes));
-  const model = new nn.Sequential(...layers);
-  const sd = model.stateDict();
-  w.convs.forEach((c, i) => {
-    const conv = 3 * i;
-    const bn = 3 * i + 1;
-    sd[`${conv}.weight`] = tensor(c.weight, { shape: [c.outChannels, c.inChannels, 3, 3] });
-    sd[`${conv}.bias`] = tensor(c.bias);
-    sd[`${bn}.weight`] = tensor(c.gamma);
-    sd[`${bn}.bias`] = tensor(c.beta);
-    sd[`${bn}.running_mean`] = tensor(c.runningMean);
-    sd[`${bn}.running_var`] = tensor(c.runningVar);
-  });
-  sd[`${layers.length - 1}.weight`] = tensor(w.fcWeight, { shape: [CNN.classes, CNN.flat] });
-  sd[`${layers.length - 1}.bias`] = tensor(w.fcBias);
-  model.loadStateDict(sd);
-  return model.eval();
 }
 
 /** Eager and compiled (`backend: 'kernels'`) inference of `model` under noGrad, checked against `ref`. */

@@ -40,6 +40,7 @@ import type { GraphModule } from '../src/fx.js';
 import { getGemmThreads, gemmHeapBytes, setGemmThreads } from '../src/kernels/gemm/index.js';
 import { kernelsBackend, type KernelProgram } from '../src/kernels/program.js';
 import { CNN, MLP, cnnData, loadPeer, mlpData, transpose2d, type CnnWeights, type MlpWeights } from './peers.mjs';
+import { kilnCnn, kilnMlp } from './kiln-models.mjs';
 
 // tfjs-core's Node bundle leaves its gradient rules out; tf.variableGrads needs them registered
 createRequire(import.meta.url)('@tensorflow/tfjs-core/dist/register_all_gradients');
@@ -113,46 +114,9 @@ function checkScaled(who: string, got: ArrayLike<number>, want: ArrayLike<number
 // ---------------------------------------------------------------------------------------------------------
 // Models from the shared weights (the same arrays the peers get)
 
-function mlpModel(w: MlpWeights): nn.Module {
-  const layers: nn.Module[] = [];
-  w.layers.forEach((l, i) => {
-    layers.push(new nn.Linear(l.inFeatures, l.outFeatures));
-    if (i < w.layers.length - 1) layers.push(new nn.ReLU());
-  });
-  const model = new nn.Sequential(...layers);
-  const sd = model.stateDict();
-  w.layers.forEach((l, i) => {
-    sd[`${2 * i}.weight`] = tensor(l.weight, { shape: [l.outFeatures, l.inFeatures] });
-    sd[`${2 * i}.bias`] = tensor(l.bias);
-  });
-  model.loadStateDict(sd);
-  return model.train();
-}
-
-function cnnModel(w: CnnWeights): nn.Module {
-  const layers: nn.Module[] = [];
-  for (const c of w.convs)
-    layers.push(
-      new nn.Conv2d(c.inChannels, c.outChannels, 3, { padding: 1 }),
-      new nn.BatchNorm2d(c.outChannels, { eps: w.eps }),
-      new nn.ReLU(),
-    );
-  layers.push(new nn.MaxPool2d(2), new nn.Flatten(), new nn.Linear(CNN.flat, CNN.classes));
-  const model = new nn.Sequential(...layers);
-  const sd = model.stateDict();
-  w.convs.forEach((c, i) => {
-    sd[`${3 * i}.weight`] = tensor(c.weight, { shape: [c.outChannels, c.inChannels, 3, 3] });
-    sd[`${3 * i}.bias`] = tensor(c.bias);
-    sd[`${3 * i + 1}.weight`] = tensor(c.gamma);
-    sd[`${3 * i + 1}.bias`] = tensor(c.beta);
-    sd[`${3 * i + 1}.running_mean`] = tensor(c.runningMean);
-    sd[`${3 * i + 1}.running_var`] = tensor(c.runningVar);
-  });
-  sd[`${layers.length - 1}.weight`] = tensor(w.fcWeight, { shape: [CNN.classes, CNN.flat] });
-  sd[`${layers.length - 1}.bias`] = tensor(w.fcBias);
-  model.loadStateDict(sd);
-  return model.train();
-}
+/** The peer cases' kiln models (bench/kiln-models.mts) in training mode. */
+const mlpModel = (w: MlpWeights): nn.Module => kilnMlp(w).train();
+const cnnModel = (w: CnnWeights): nn.Module => kilnCnn(w).train();
 
 /** The kernels backend (what `compile(m)` resolves to), keeping each KernelProgram it makes so the bench can check it. */
 function recordingKernels(programs: KernelProgram[]) {
