@@ -1,4 +1,4 @@
-import type { Window2d } from '../../runtime/cpu/conv.js';
+import { window2d } from '../../runtime/cpu/conv.js';
 import { isContiguousLayout } from '../../runtime/cpu/strided.js';
 import { Storage, Tensor } from '../../runtime/tensor.js';
 import { convOutputLayout, im2rowKernel } from '../conv.js';
@@ -42,20 +42,7 @@ export const conv2dStep: StepBuilder<'conv2d'> = (ctx, root) => {
   const P = N * OH * OW;
   const Kc = C * kh * kw;
   const { stride, padding, dilation } = root.attrs;
-  const geo: Window2d = {
-    kh,
-    kw,
-    sh: stride[0],
-    sw: stride[1],
-    ph: padding[0],
-    pw: padding[1],
-    dh: dilation[0],
-    dw: dilation[1],
-    H,
-    W,
-    OH,
-    OW,
-  };
+  const geo = window2d([kh, kw], stride, padding, dilation, [H, W], [OH, OW]);
   const xMeta = ctx.ir[root.x]!.kind === 'view' || ctx.layoutOf(root.x).dtype !== 'float32' ? null : ctx.layoutOf(root.x);
   let gatherBy: 'channels-last, in place' | 'copied to channels-last' | 'gpu.js' = 'gpu.js';
   if (xMeta && isChannelsLast(xMeta)) gatherBy = 'channels-last, in place';

@@ -1,4 +1,4 @@
-import type { Window2d } from '../../runtime/cpu/conv.js';
+import { window2d } from '../../runtime/cpu/conv.js';
 import { contiguousStrides } from '../../runtime/shape.js';
 import { Tensor } from '../../runtime/tensor.js';
 import { poolKernel } from '../conv.js';
@@ -34,20 +34,7 @@ function wasmPoolStep(ctx: StepContext, root: IRNodeOf<'pool2d'>): KernelStep {
   const [N, C, H, W] = ctx.ir[root.x]!.shape as [number, number, number, number];
   const [, , OH, OW] = root.shape as [number, number, number, number];
   const { kind, kernel, stride, padding, dilation, countIncludePad, divisorOverride } = root.attrs;
-  const g: Window2d = {
-    kh: kernel[0],
-    kw: kernel[1],
-    sh: stride[0],
-    sw: stride[1],
-    ph: padding[0],
-    pw: padding[1],
-    dh: dilation[0],
-    dw: dilation[1],
-    H,
-    W,
-    OH,
-    OW,
-  };
+  const g = window2d(kernel, stride, padding, dilation, [H, W], [OH, OW]);
   const numel = numelOf(root.shape);
   const nchw = ctx.reserveScratch('pooled', numel);
   ctx.setLayout(id, { shape: root.shape, strides: contiguousStrides(root.shape), offset: 0, dtype: 'float32', storageLength: numel });

@@ -19,6 +19,31 @@ export interface Window2d {
  * C·kh·kw input values under the window (0 where it falls in the padding). The result is [OH·OW, C·kh·kw]
  * row-major, i.e. already the transposed right operand the matmul kernel wants.
  */
+/** The window of a 2-d convolution or pooling from its [h, w] pairs and the input and output sizes. */
+export function window2d(
+  kernel: readonly [number, number],
+  stride: readonly [number, number],
+  padding: readonly [number, number],
+  dilation: readonly [number, number],
+  [H, W]: readonly [number, number],
+  [OH, OW]: readonly [number, number],
+): Window2d {
+  return {
+    kh: kernel[0],
+    kw: kernel[1],
+    sh: stride[0],
+    sw: stride[1],
+    ph: padding[0],
+    pw: padding[1],
+    dh: dilation[0],
+    dw: dilation[1],
+    H,
+    W,
+    OH,
+    OW,
+  };
+}
+
 export function im2row(src: Float32Array, base: number, C: number, g: Window2d, out: Float32Array): void {
   const { kh, kw, sh, sw, ph, pw, dh, dw, H, W, OH, OW } = g;
   const K = C * kh * kw;
