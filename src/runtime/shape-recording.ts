@@ -1,0 +1,29 @@
+import type { SizeArith } from './size-arith.js';
+import type { Tensor } from './tensor.js';
+
+/**
+ * The hook between code the plugin rewrote and an export in progress. The plugin turns shape reads
+ * (`x.shape[0]`, `x.numel()`, `x.ndim`, `t.item()`) and the arithmetic and comparisons on them into calls of
+ * small runtime helpers. With no recorder active (every eager or compiled call) the helpers are plain number
+ * operations; while export traces, the recorder answers them with symbolic sizes, and comparisons on those
+ * become guards (`if (x.shape[0] <= 6)` records `s0 <= 6`).
+ */
+export interface ShapeRecorder<S = unknown> {
+  readonly arith: SizeArith<S>;
+  /** Whether `v` is one of this recorder's symbolic values (anything else is a plain JavaScript value). */
+  isSymbolic(v: unknown): v is S;
+  /** `t`'s sizes as the trace knows them (symbolic where dynamic), or undefined for a tensor it does not track. */
+  sizes(t: Tensor): readonly S[] | undefined;
+  /** `t.item()` of a one-element integer tensor: a data-dependent (unbacked) size, or undefined to read the value. */
+  item?(t: Tensor): S | undefined;
+}
+
+/** The active recorder, or null (the common case: one null check per helper call). */
+export let activeShapeRecorder: ShapeRecorder | null = null;
+
+/** Make `r` the active recorder; returns the previous one so nested exports can restore it. */
+export function setShapeRecorder(r: ShapeRecorder | null): ShapeRecorder | null {
+  const prev = activeShapeRecorder;
+  activeShapeRecorder = r;
+  return prev;
+}
