@@ -41,7 +41,7 @@ export interface AotExportModuleOptions {
   decompositions?: Decompositions;
 }
 
-function refuseBannedMutations(program: TracedProgram, primals: readonly Tensor[], what: string): void {
+export function refuseBannedMutations(program: TracedProgram, primals: readonly Tensor[], what: string): void {
   for (const m of program.mutations) {
     if (m.layout) {
       throw new AotError(

@@ -1,0 +1,116 @@
+import { refuseBannedMutations } from '../aot/export.js';
+import { checkDecompositions, type Decompositions } from '../aot/decompositions.js';
+import { flattenTensors, unflattenTensors } from '../aot/pytree.js';
+import { traceProgram } from '../aot/trace-program.js';
+import { ValueError } from '../errors.js';
+import { lookupAttr } from '../graph/attrs.js';
+import { GraphModule } from '../graph/graph-module.js';
+import type { Node } from '../graph/node.js';
+import { Module } from '../runtime/nn/module.js';
+import type { Tensor } from '../runtime/tensor.js';
+import { ExportError } from './errors.js';
+import { ExportedModule, ExportedProgram } from './exported-program.js';
+import { forwardParamNames } from './forward-names.js';
+import { treeLeaves } from './input-tree.js';
+import { liftGraph, userInputNames, type StateEntry } from './lift.js';
+import type { OutputSpec } from './signature.js';
+
+/**
+ * exportProgram (PyTorch's `torch.export.export`): one call of `module` traced at the op table's dispatch level
+ * into a functional graph (no in-place nodes, no submodule calls), its state lifted to placeholders, and
+ * everything needed to run it again: signature, state, constants and the checks its inputs must pass.
+ */
+
+export interface ExportOptions {
+  /** Mirrors `args`; see API §6. */
+  dynamicShapes?: unknown;
+  /** Capture through the plugin and the tracer (true, the default) or run the code as it is (false). */
+  strict?: boolean;
+  /** @internal runDecompositions: the table to trace with. */
+  decompositions?: Decompositions;
+}
+
+export function exportProgram(module: Module, args: readonly unknown[], options: ExportOptions = {}): ExportedProgram {
+  if (!(module instanceof Module)) throw new ValueError(`exportProgram: expected an nn.Module, got ${describe(module)}`);
+  if (!Array.isArray(args)) throw new ValueError(`exportProgram: args must be an array of the forward's arguments, got ${describe(args)}`);
+  if (options.strict !== undefined && typeof options.strict !== 'boolean')
+    throw new ValueError(`exportProgram: strict must be a boolean, got ${describe(options.strict)}`);
+  const target = (module as { origMod?: Module }).origMod ?? module; // an OptimizedModule exports its original
+  const decompositions = checkDecompositions(options.decompositions, 'exportProgram');
+
+  const { tensors, tree } = flattenTensors([...args], '*args');
+  const state = stateEntries(target);
+  const program = traceProgram(
+    [...state.map((s) => s.tensor), ...tensors],
+    (copies) => (target.call as (...a: unknown[]) => unknown).apply(target, unflattenTensors(tree, copies.slice(state.length)) as unknown[]),
+    { joint: false, naming: 'arg', what: 'exportProgram', plainViews: true, decompositions },
+    target,
+  );
+  refuseBannedMutations(program, [...state.map((s) => s.tensor), ...tensors], 'export');
+
+  const forward = target instanceof ExportedModule ? target.forward : Object.getPrototypeOf(target).forward ?? target.forward;
+  const { names, rest } = forwardParamNames(forward);
+  const lifted = liftGraph(program.gm, target, state, userInputNames(tree, names, rest), (attr) => lookupAttr(program.gm, attr) as Tensor);
+  const outputSpecs = outputSpecsOf(program.mutations, state, lifted.inputSpecs, lifted.graph.outputNode!.args[0] as (Node | null)[]);
+  const gm = new GraphModule(new Module(), lifted.graph, 'GraphModule');
+
+  const stateDict: Record<string, Tensor> = {};
+  const constants: Record<string, Tensor> = { ...lifted.constants };
+  for (const s of state) {
+    if (s.kind === 'BUFFER' && !s.persistent) constants[s.target] = s.tensor;
+    else stateDict[s.target] = s.tensor;
+  }
+  const paths = treeLeaves(tree).filter((l) => l.kind === 'tensor');
+  return new ExportedProgram({
+    graphModule: gm,
+    graphSignature: { inputSpecs: lifted.inputSpecs, outputSpecs },
+    stateDict,
+    constants,
+    rangeConstraints: new Map(),
+    inTree: tree,
+    outTree: program.outStructure,
+    inputChecks: tensors.map((t, i) => ({ path: paths[i]!.path, dtype: t.dtype, shape: [...t.shape] })),
+    forwardNames: [...names, ...(rest !== undefined ? Array.from({ length: Math.max(0, args.length - names.length) }, (_, i) => `${rest}_${i}`) : [])],
+    modules: target.namedModules().map(([path, m]) => ({ path, className: m.constructor.name })),
+  });
+}
+
+/** The module's parameters, then its buffers, by state-dict key (PyTorch's placeholder order). */
+function stateEntries(module: Module): StateEntry[] {
+  const persistent = new Set(Object.keys(module.stateDict()));
+  return [
+    ...module.namedParameters().map(([target, tensor]): StateEntry => ({ kind: 'PARAMETER', target, tensor, persistent: true })),
+    ...module.namedBuffers().map(([target, tensor]): StateEntry => ({ kind: 'BUFFER', target, tensor, persistent: persistent.has(target) })),
+  ];
+}
+
+/** Mutated buffers and user inputs come first among the graph's outputs (traceProgram's order), then the user's. */
+function outputSpecsOf(
+  mutations: readonly { input: number; data: boolean }[],
+  state: readonly StateEntry[],
+  inputSpecs: readonly { kind: string; name: string }[],
+  outs: readonly (Node | null)[],
+): OutputSpec[] {
+  const userPlaceholders = inputSpecs.filter((s) => s.kind === 'USER_INPUT').map((s) => s.name);
+  const specs: OutputSpec[] = [];
+  mutations
+    .filter((m) => m.data)
+    .forEach((m, k) => {
+      const name = outs[k]!.name;
+      if (m.input >= state.length) {
+        specs.push({ kind: 'USER_INPUT_MUTATION', name, target: userPlaceholders[m.input - state.length]! });
+        return;
+      }
+      const s = state[m.input]!;
+      if (s.kind === 'PARAMETER') throw new ExportError(`exportProgram: forward writes the parameter '${s.target}' in place; export supports buffer updates only`);
+      specs.push({ kind: 'BUFFER_MUTATION', name, target: s.target });
+    });
+  for (const out of outs.slice(specs.length)) specs.push({ kind: 'USER_OUTPUT', name: out?.name ?? 'None' });
+  return specs;
+}
+
+function describe(x: unknown): string {
+  if (x === null) return 'null';
+  if (Array.isArray(x)) return 'an array';
+  return typeof x === 'object' ? (x.constructor?.name ?? 'object') : typeof x;
+}

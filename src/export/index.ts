@@ -1,0 +1,7 @@
+/**
+ * kiln/export (API §6): whole programs with their state lifted, checked inputs and mutations made explicit.
+ */
+export { exportProgram, type ExportOptions } from './export-program.js';
+export { ExportedProgram, type ProgramParts, type RangeConstraint } from './exported-program.js';
+export { ExportError } from './errors.js';
+export type { GraphSignature, InputSpec, OutputSpec, InputKind, OutputKind } from './signature.js';
