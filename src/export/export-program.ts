@@ -1,5 +1,5 @@
 import { refuseBannedMutations } from '../aot/export.js';
-import { checkDecompositions, type Decompositions } from '../aot/decompositions.js';
+import { checkDecompositions, defaultDecompositions, type Decompositions } from '../aot/decompositions.js';
 import { flattenTensors, unflattenTensors } from '../aot/pytree.js';
 import { traceProgram } from '../aot/trace-program.js';
 import { ValueError } from '../errors.js';
@@ -7,9 +7,12 @@ import { lookupAttr } from '../graph/attrs.js';
 import { GraphModule } from '../graph/graph-module.js';
 import type { Node } from '../graph/node.js';
 import { Module } from '../runtime/nn/module.js';
+import type { DType } from '../runtime/dtype.js';
+import { ones } from '../runtime/ops/creation.js';
 import type { Tensor } from '../runtime/tensor.js';
+import { eagerly } from '../compile/plan.js';
 import { ExportError } from './errors.js';
-import { ExportedModule, ExportedProgram } from './exported-program.js';
+import { ExportedModule, ExportedProgram, setRetrace } from './exported-program.js';
 import { forwardParamNames } from './forward-names.js';
 import { treeLeaves } from './input-tree.js';
 import { liftGraph, userInputNames, type StateEntry } from './lift.js';
@@ -40,15 +43,19 @@ export function exportProgram(module: Module, args: readonly unknown[], options:
 
   const { tensors, tree } = flattenTensors([...args], '*args');
   const state = stateEntries(target);
-  const program = traceProgram(
-    [...state.map((s) => s.tensor), ...tensors],
-    (copies) => (target.call as (...a: unknown[]) => unknown).apply(target, unflattenTensors(tree, copies.slice(state.length)) as unknown[]),
-    { joint: false, naming: 'arg', what: 'exportProgram', plainViews: true, decompositions },
-    target,
+  // a class the plugin rewrote runs its plan's plain code (shape reads through the recording helpers)
+  const program = eagerly(() =>
+    traceProgram(
+      [...state.map((s) => s.tensor), ...tensors],
+      (copies) =>
+        (target.call as (...a: unknown[]) => unknown).apply(target, unflattenTensors(tree, copies.slice(state.length)) as unknown[]),
+      { joint: false, naming: 'arg', what: 'exportProgram', plainViews: true, decompositions },
+      target,
+    ),
   );
   refuseBannedMutations(program, [...state.map((s) => s.tensor), ...tensors], 'export');
 
-  const forward = target instanceof ExportedModule ? target.forward : Object.getPrototypeOf(target).forward ?? target.forward;
+  const forward = target instanceof ExportedModule ? target.forward : (Object.getPrototypeOf(target).forward ?? target.forward);
   const { names, rest } = forwardParamNames(forward);
   const lifted = liftGraph(program.gm, target, state, userInputNames(tree, names, rest), (attr) => lookupAttr(program.gm, attr) as Tensor);
   const outputSpecs = outputSpecsOf(program.mutations, state, lifted.inputSpecs, lifted.graph.outputNode!.args[0] as (Node | null)[]);
@@ -70,7 +77,10 @@ export function exportProgram(module: Module, args: readonly unknown[], options:
     inTree: tree,
     outTree: program.outStructure,
     inputChecks: tensors.map((t, i) => ({ path: paths[i]!.path, dtype: t.dtype, shape: [...t.shape] })),
-    forwardNames: [...names, ...(rest !== undefined ? Array.from({ length: Math.max(0, args.length - names.length) }, (_, i) => `${rest}_${i}`) : [])],
+    forwardNames: [
+      ...names,
+      ...(rest !== undefined ? Array.from({ length: Math.max(0, args.length - names.length) }, (_, i) => `${rest}_${i}`) : []),
+    ],
     modules: target.namedModules().map(([path, m]) => ({ path, className: m.constructor.name })),
   });
 }
@@ -80,7 +90,9 @@ function stateEntries(module: Module): StateEntry[] {
   const persistent = new Set(Object.keys(module.stateDict()));
   return [
     ...module.namedParameters().map(([target, tensor]): StateEntry => ({ kind: 'PARAMETER', target, tensor, persistent: true })),
-    ...module.namedBuffers().map(([target, tensor]): StateEntry => ({ kind: 'BUFFER', target, tensor, persistent: persistent.has(target) })),
+    ...module
+      .namedBuffers()
+      .map(([target, tensor]): StateEntry => ({ kind: 'BUFFER', target, tensor, persistent: persistent.has(target) })),
   ];
 }
 
@@ -102,7 +114,8 @@ function outputSpecsOf(
         return;
       }
       const s = state[m.input]!;
-      if (s.kind === 'PARAMETER') throw new ExportError(`exportProgram: forward writes the parameter '${s.target}' in place; export supports buffer updates only`);
+      if (s.kind === 'PARAMETER')
+        throw new ExportError(`exportProgram: forward writes the parameter '${s.target}' in place; export supports buffer updates only`);
       specs.push({ kind: 'BUFFER_MUTATION', name, target: s.target });
     });
   for (const out of outs.slice(specs.length)) specs.push({ kind: 'USER_OUTPUT', name: out?.name ?? 'None' });
@@ -114,3 +127,20 @@ function describe(x: unknown): string {
   if (Array.isArray(x)) return 'an array';
   return typeof x === 'object' ? (x.constructor?.name ?? 'object') : typeof x;
 }
+
+/** Example inputs rebuilt from the graph's placeholders (the sizes and dtypes it was traced at), filled with ones. */
+function exampleArgs(ep: ExportedProgram): unknown[] {
+  const userNames = new Set(ep.graphSignature.inputSpecs.filter((s) => s.kind === 'USER_INPUT').map((s) => s.name));
+  const user = ep.graphModule.graph.nodes.filter((n) => n.op === 'placeholder' && userNames.has(n.name));
+  const tensors = user.map((n) => {
+    const meta = n.meta.tensorMeta as { shape: number[]; dtype: DType };
+    return ones(meta.shape, { dtype: meta.dtype });
+  });
+  return unflattenTensors(ep.parts.inTree, tensors) as unknown[];
+}
+
+setRetrace((ep, decompositions) => {
+  const table = new Map<unknown, unknown>(defaultDecompositions);
+  if (decompositions) for (const [k, v] of decompositions instanceof Map ? decompositions : Object.entries(decompositions)) table.set(k, v);
+  return exportProgram(ep.module(), exampleArgs(ep), { decompositions: table as Decompositions });
+});

@@ -1,3 +1,4 @@
+import type { Decompositions } from '../aot/decompositions.js';
 import { unflattenTensors, type Tree } from '../aot/pytree.js';
 import type { GraphModule } from '../graph/graph-module.js';
 import { noGrad } from '../runtime/autograd.js';
@@ -65,7 +66,15 @@ export class ExportedProgram {
 
   /** The program as an `nn.Module` holding the state under the original paths (shared with this program). */
   module(): Module {
-    return buildModule(this.parts, false);
+    return buildModule(this.parts);
+  }
+
+  /**
+   * The program traced again with composite ops decomposed into core ops (PyTorch's `run_decompositions`):
+   * `linear` becomes `t` + `matmul` + `add`, and so on. `decompositions` extends or overrides the default table.
+   */
+  runDecompositions(decompositions?: Decompositions): ExportedProgram {
+    return retrace(this, decompositions);
   }
 
   toString(): string {
@@ -73,9 +82,22 @@ export class ExportedProgram {
   }
 }
 
+/** exportProgram's re-export of a program (set by export-program.ts, which imports this module). */
+let retrace: (ep: ExportedProgram, decompositions?: Decompositions) => ExportedProgram = () => {
+  throw new ExportError('runDecompositions: kiln/export is not loaded');
+};
+
+/** @internal */
+export function setRetrace(fn: typeof retrace): void {
+  retrace = fn;
+}
+
 /** The tensor a state placeholder takes, from the program's own state. */
 function stateOf(parts: ProgramParts, spec: InputSpec): Tensor {
-  const t = spec.kind === 'PARAMETER' || (spec.kind === 'BUFFER' && spec.persistent !== false) ? parts.stateDict[spec.target!] : parts.constants[spec.target!];
+  const t =
+    spec.kind === 'PARAMETER' || (spec.kind === 'BUFFER' && spec.persistent !== false)
+      ? parts.stateDict[spec.target!]
+      : parts.constants[spec.target!];
   if (!t) throw new ExportError(`exported program: no tensor for ${spec.kind.toLowerCase()} '${spec.target}' (placeholder ${spec.name})`);
   return t;
 }
@@ -101,8 +123,8 @@ export function runProgram(parts: ProgramParts, args: readonly unknown[], state:
   return unflattenTensors(parts.outTree, results);
 }
 
-/** A module tree with the program's state at the original paths; the root's forward runs the program. */
-export function buildModule(parts: ProgramParts, keepClassNames: boolean): Module {
+/** A module tree with the program's state at the original paths and class names; the root's forward runs the program. */
+export function buildModule(parts: ProgramParts): Module {
   const root = new ExportedModule(parts);
   const nodes = new Map<string, Module>([['', root]]);
   const moduleAt = (path: string): Module => {
@@ -111,7 +133,7 @@ export function buildModule(parts: ProgramParts, keepClassNames: boolean): Modul
     const dot = path.lastIndexOf('.');
     const parent = moduleAt(dot < 0 ? '' : path.slice(0, dot));
     const className = parts.modules.find((e) => e.path === path)?.className ?? 'Module';
-    m = keepClassNames ? namedSubmodule(className) : new Module();
+    m = namedSubmodule(className);
     (parent as unknown as Record<string, unknown>)[dot < 0 ? path : path.slice(dot + 1)] = m;
     nodes.set(path, m);
     return m;
@@ -125,7 +147,8 @@ export function buildModule(parts: ProgramParts, keepClassNames: boolean): Modul
     if (spec.kind === 'USER_INPUT') continue;
     const [owner, name] = place(spec.target!);
     const value = stateOf(parts, spec);
-    if (spec.kind === 'PARAMETER') (owner as unknown as Record<string, unknown>)[name] = value instanceof Parameter ? value : new Parameter(value);
+    if (spec.kind === 'PARAMETER')
+      (owner as unknown as Record<string, unknown>)[name] = value instanceof Parameter ? value : new Parameter(value);
     else if (spec.kind === 'BUFFER') owner.registerBuffer(name, value, spec.persistent !== false);
     else Object.defineProperty(owner, name, { value, writable: true, enumerable: false, configurable: true });
   }

@@ -5,3 +5,5 @@ export { exportProgram, type ExportOptions } from './export-program.js';
 export { ExportedProgram, type ProgramParts, type RangeConstraint } from './exported-program.js';
 export { ExportError } from './errors.js';
 export type { GraphSignature, InputSpec, OutputSpec, InputKind, OutputKind } from './signature.js';
+export { save, load, EXPORT_FORMAT, EXPORT_VERSION } from './serialize.js';
+export { unflatten } from './unflatten.js';

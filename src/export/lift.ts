@@ -3,7 +3,8 @@ import { Graph } from '../graph/graph.js';
 import type { GraphModule } from '../graph/graph-module.js';
 import type { Node } from '../graph/node.js';
 import type { Module } from '../runtime/nn/module.js';
-import type { Tensor } from '../runtime/tensor.js';
+import { sameShape } from '../runtime/shape.js';
+import { Tensor } from '../runtime/tensor.js';
 import { claimName, liftedName, type InputSpec } from './signature.js';
 
 /**
@@ -45,7 +46,15 @@ export function userInputNames(tree: Tree, names: readonly string[], rest: strin
 function attributePath(module: Module, t: Tensor): string | undefined {
   for (const [prefix, m] of module.namedModules()) {
     for (const [key, v] of Object.entries(m)) {
-      if (v === t) return prefix ? `${prefix}.${key}` : key;
+      // the tracer keeps a detached alias of the attribute: the same memory and layout is the same tensor
+      if (
+        v instanceof Tensor &&
+        v._storage === t._storage &&
+        v.offset === t.offset &&
+        sameShape(v.shape, t.shape) &&
+        sameShape(v.strides, t.strides)
+      )
+        return prefix ? `${prefix}.${key}` : key;
     }
   }
   return undefined;
@@ -73,7 +82,9 @@ export function liftGraph(
   for (const s of state) {
     const name = claimName(liftedName(s.kind, s.target), taken);
     names.push(name);
-    inputSpecs.push(s.kind === 'BUFFER' ? { kind: s.kind, name, target: s.target, persistent: s.persistent } : { kind: s.kind, name, target: s.target });
+    inputSpecs.push(
+      s.kind === 'BUFFER' ? { kind: s.kind, name, target: s.target, persistent: s.persistent } : { kind: s.kind, name, target: s.target },
+    );
   }
   const constantNames: string[] = [];
   let lifted = 0;

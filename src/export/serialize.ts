@@ -1,0 +1,223 @@
+import { SerializationError, KilnError } from '../errors.js';
+import type { Tree } from '../aot/pytree.js';
+import { Graph } from '../graph/graph.js';
+import { GraphModule } from '../graph/graph-module.js';
+import { isPlainObject } from '../graph/node.js';
+import { readSealed, writeSealed } from '../graph/sealed-file.js';
+import { tensorFromJSON, tensorToJSON } from '../graph/serialize.js';
+import { Module } from '../runtime/nn/module.js';
+import { Parameter } from '../runtime/nn/parameter.js';
+import type { Tensor } from '../runtime/tensor.js';
+import { ExportedProgram, type ProgramParts, type RangeConstraint } from './exported-program.js';
+import type { InputSpec, OutputSpec } from './signature.js';
+import { parseInputChecks } from './user-input-checks.js';
+
+/**
+ * Saved exported programs, format `kiln.exported_program` (documented in docs/export-format.md). One sealed
+ * JSON file (graph/sealed-file.ts: a SHA-256 of the contents, so a corrupt file is refused) holding the graph
+ * (`kiln.graph`, op names only, never code), the signature, the state and constants as tensors, the range
+ * constraints, the input and output trees, the input checks and the module tree. Loading checks every field
+ * before building anything, and any problem is a SerializationError naming the field.
+ */
+export const EXPORT_FORMAT = 'kiln.exported_program';
+export const EXPORT_VERSION = 1;
+
+const READER = 'export.load';
+
+export function save(ep: ExportedProgram, path: string): void {
+  if (!(ep instanceof ExportedProgram)) throw new SerializationError(`export.save: expected an ExportedProgram, got ${typeof ep}`);
+  const p = ep.parts;
+  writeSealed(path, {
+    format: EXPORT_FORMAT,
+    version: EXPORT_VERSION,
+    graph: p.graphModule.graph.toJSON(),
+    inputSpecs: p.graphSignature.inputSpecs,
+    outputSpecs: p.graphSignature.outputSpecs,
+    stateDict: Object.entries(p.stateDict).map(([k, t]) => ({ key: k, parameter: t instanceof Parameter, tensor: tensorToJSON(t) })),
+    constants: Object.entries(p.constants).map(([k, t]) => ({ key: k, tensor: tensorToJSON(t) })),
+    // JSON has no Infinity: an unbounded end is null
+    rangeConstraints: [...p.rangeConstraints].map(([s, r]) => ({ symbol: s, lower: finiteOrNull(r.lower), upper: finiteOrNull(r.upper) })),
+    inTree: p.inTree,
+    outTree: p.outTree,
+    inputChecks: p.inputChecks,
+    forwardNames: p.forwardNames,
+    modules: p.modules,
+  });
+}
+
+export function load(path: string): ExportedProgram {
+  if (typeof path !== 'string') throw new SerializationError(`export.load: expected a file path, got ${typeof path}`);
+  const json = readSealed(path, { reader: READER, format: EXPORT_FORMAT, version: EXPORT_VERSION });
+  try {
+    return new ExportedProgram(partsFromJSON(json));
+  } catch (e) {
+    if (e instanceof SerializationError) throw new SerializationError(`${READER}: ${path}: ${e.message}`);
+    if (e instanceof KilnError) throw new SerializationError(`${READER}: ${path} does not hold a consistent program: ${e.message}`);
+    throw e;
+  }
+}
+
+function finiteOrNull(v: number): number | null {
+  return Number.isFinite(v) ? v : null;
+}
+
+function partsFromJSON(j: Record<string, unknown>): ProgramParts {
+  const graph = Graph.fromJSON(j.graph);
+  const inputSpecs = list(j.inputSpecs, 'inputSpecs').map((s, i) => inputSpec(s, `inputSpecs[${i}]`));
+  const outputSpecs = list(j.outputSpecs, 'outputSpecs').map((s, i) => outputSpec(s, `outputSpecs[${i}]`));
+  const stateDict: Record<string, Tensor> = {};
+  list(j.stateDict, 'stateDict').forEach((e, i) => {
+    const where = `stateDict[${i}]`;
+    const entry = object(e, where);
+    const key = string(entry.key, `${where}.key`);
+    if (typeof entry.parameter !== 'boolean') throw new SerializationError(`${where}.parameter must be a boolean`);
+    const t = tensorFromJSON(entry.tensor, `${where}.tensor`);
+    stateDict[key] = entry.parameter ? new Parameter(t) : t;
+  });
+  const constants: Record<string, Tensor> = {};
+  list(j.constants, 'constants').forEach((e, i) => {
+    const entry = object(e, `constants[${i}]`);
+    constants[string(entry.key, `constants[${i}].key`)] = tensorFromJSON(entry.tensor, `constants[${i}].tensor`);
+  });
+  const rangeConstraints = new Map<string, RangeConstraint>();
+  list(j.rangeConstraints, 'rangeConstraints').forEach((e, i) => {
+    const where = `rangeConstraints[${i}]`;
+    const r = object(e, where);
+    const bound = (v: unknown, inf: number, field: string) => {
+      if (v === null) return inf;
+      if (!Number.isSafeInteger(v)) throw new SerializationError(`${where}.${field} must be an integer or null, got ${JSON.stringify(v)}`);
+      return v as number;
+    };
+    rangeConstraints.set(string(r.symbol, `${where}.symbol`), {
+      lower: bound(r.lower, -Infinity, 'lower'),
+      upper: bound(r.upper, Infinity, 'upper'),
+    });
+  });
+  const inTree = tree(j.inTree, 'inTree');
+  const outTree = tree(j.outTree, 'outTree');
+  const forwardNames = list(j.forwardNames, 'forwardNames').map((n, i) => identifier(n, `forwardNames[${i}]`));
+  const modules = list(j.modules, 'modules').map((e, i) => {
+    const m = object(e, `modules[${i}]`);
+    return { path: string(m.path, `modules[${i}].path`), className: identifier(m.className, `modules[${i}].className`) };
+  });
+  checkConsistent(graph, inputSpecs, outputSpecs, stateDict, constants, inTree);
+  return {
+    graphModule: new GraphModule(new Module(), graph, 'GraphModule'),
+    graphSignature: { inputSpecs, outputSpecs },
+    stateDict,
+    constants,
+    rangeConstraints,
+    inTree,
+    outTree,
+    inputChecks: parseInputChecks(j.inputChecks, 'inputChecks'),
+    forwardNames,
+    modules,
+  };
+}
+
+/** The signature must name the graph's placeholders in order, and every state placeholder must have its tensor. */
+function checkConsistent(
+  graph: Graph,
+  inputs: readonly InputSpec[],
+  outputs: readonly OutputSpec[],
+  stateDict: Record<string, Tensor>,
+  constants: Record<string, Tensor>,
+  inTree: Tree,
+): void {
+  const placeholders = graph.nodes.filter((n) => n.op === 'placeholder').map((n) => n.name);
+  if (placeholders.length !== inputs.length || placeholders.some((n, i) => n !== inputs[i]!.name)) {
+    throw new SerializationError(
+      `inputSpecs name [${inputs.map((s) => s.name).join(', ')}] but the graph's placeholders are [${placeholders.join(', ')}]`,
+    );
+  }
+  for (const s of inputs) {
+    if (s.kind === 'USER_INPUT') continue;
+    const inState = s.kind === 'PARAMETER' || (s.kind === 'BUFFER' && s.persistent !== false);
+    if (!(inState ? stateDict : constants)[s.target!])
+      throw new SerializationError(`input ${s.name} (${s.kind}) needs '${s.target}', which the file does not hold`);
+  }
+  const outs = graph.outputNode?.args[0];
+  if (!Array.isArray(outs) || outs.length !== outputs.length) {
+    throw new SerializationError(
+      `outputSpecs has ${outputs.length} entries but the graph returns ${Array.isArray(outs) ? outs.length : 'no list'}`,
+    );
+  }
+  const userInputs = inputs.filter((s) => s.kind === 'USER_INPUT').length;
+  const tensorsInTree = countTensors(inTree);
+  if (tensorsInTree !== userInputs)
+    throw new SerializationError(`inTree holds ${tensorsInTree} tensors but the graph takes ${userInputs} user inputs`);
+}
+
+function countTensors(t: Tree): number {
+  if (t.kind === 'tensor') return 1;
+  if (t.kind === 'array' || t.kind === 'object') return t.items.reduce((n, x) => n + countTensors(x), 0);
+  return 0;
+}
+
+const INPUT_KINDS = new Set(['PARAMETER', 'BUFFER', 'CONSTANT_TENSOR', 'USER_INPUT']);
+const OUTPUT_KINDS = new Set(['USER_OUTPUT', 'BUFFER_MUTATION', 'USER_INPUT_MUTATION']);
+
+function inputSpec(v: unknown, where: string): InputSpec {
+  const s = object(v, where);
+  if (!INPUT_KINDS.has(s.kind as string))
+    throw new SerializationError(`${where}.kind must be one of ${[...INPUT_KINDS].join(', ')}, got ${JSON.stringify(s.kind)}`);
+  const kind = s.kind as InputSpec['kind'];
+  const name = identifier(s.name, `${where}.name`);
+  if (kind === 'USER_INPUT') return { kind, name };
+  const target = string(s.target, `${where}.target`);
+  if (kind !== 'BUFFER') return { kind, name, target };
+  if (typeof s.persistent !== 'boolean') throw new SerializationError(`${where}.persistent must be a boolean`);
+  return { kind, name, target, persistent: s.persistent };
+}
+
+function outputSpec(v: unknown, where: string): OutputSpec {
+  const s = object(v, where);
+  if (!OUTPUT_KINDS.has(s.kind as string))
+    throw new SerializationError(`${where}.kind must be one of ${[...OUTPUT_KINDS].join(', ')}, got ${JSON.stringify(s.kind)}`);
+  const kind = s.kind as OutputSpec['kind'];
+  const name = string(s.name, `${where}.name`);
+  return kind === 'USER_OUTPUT' ? { kind, name } : { kind, name, target: string(s.target, `${where}.target`) };
+}
+
+function tree(v: unknown, where: string): Tree {
+  const t = object(v, where);
+  switch (t.kind) {
+    case 'tensor':
+      return { kind: 'tensor' };
+    case 'const':
+      if (!(t.value === null || t.value === undefined || ['number', 'string', 'boolean'].includes(typeof t.value)))
+        throw new SerializationError(`${where}.value must be a number, string, boolean or null`);
+      return { kind: 'const', value: t.value };
+    case 'array':
+      return { kind: 'array', items: list(t.items, `${where}.items`).map((x, i) => tree(x, `${where}.items[${i}]`)) };
+    case 'object': {
+      const keys = list(t.keys, `${where}.keys`).map((k, i) => string(k, `${where}.keys[${i}]`));
+      const items = list(t.items, `${where}.items`).map((x, i) => tree(x, `${where}.items[${i}]`));
+      if (keys.length !== items.length) throw new SerializationError(`${where}: ${keys.length} keys but ${items.length} items`);
+      return { kind: 'object', keys, items };
+    }
+    default:
+      throw new SerializationError(`${where}.kind must be tensor, const, array or object, got ${JSON.stringify(t.kind)}`);
+  }
+}
+
+function list(v: unknown, where: string): unknown[] {
+  if (!Array.isArray(v)) throw new SerializationError(`${where} must be an array`);
+  return v;
+}
+
+function object(v: unknown, where: string): Record<string, unknown> {
+  if (!isPlainObject(v)) throw new SerializationError(`${where} must be an object`);
+  return v;
+}
+
+function string(v: unknown, where: string): string {
+  if (typeof v !== 'string') throw new SerializationError(`${where} must be a string, got ${JSON.stringify(v) ?? 'nothing'}`);
+  return v;
+}
+
+function identifier(v: unknown, where: string): string {
+  const s = string(v, where);
+  if (!/^[A-Za-z_$][A-Za-z0-9_$]*$/.test(s)) throw new SerializationError(`${where} must be an identifier, got ${JSON.stringify(s)}`);
+  return s;
+}
