@@ -20,7 +20,7 @@ test.beforeEach(() => manualSeed(0));
 class TwoLayer extends nn.Module {
   fc1 = new nn.Linear(4, 8);
   fc2 = new nn.Linear(8, 3);
-  forward(inp: Tensor): Tensor {
+  override forward(inp: Tensor): Tensor {
     return this.fc2.call(this.fc1.call(inp).relu());
   }
 }
@@ -52,7 +52,7 @@ test('test_basic: the program, its module() and every route give eager results; 
 });
 
 class PytreeInputs extends nn.Module {
-  forward(x: { a: Tensor[]; b: Tensor }, y: Tensor | null, scale: number): { sum: Tensor; parts: Tensor[] } {
+  override forward(x: { a: Tensor[]; b: Tensor }, y: Tensor | null, scale: number): { sum: Tensor; parts: Tensor[] } {
     const s = x.a[0]!.add(x.a[1]!).mul(x.b);
     return { sum: y === null ? s.mul(scale) : s.add(y), parts: [x.a[0]!.neg()] };
   }
@@ -100,7 +100,7 @@ test('test_export_func_with_pytree_args: a wrong structure or a changed baked-in
 
 test('test_placeholder_naming_collisions: nested user inputs get distinct names', (t) => {
   class Foo extends nn.Module {
-    forward(x: { foo: Tensor[] }, x_foo: Tensor[], x_foo_0: Tensor): Tensor {
+    override forward(x: { foo: Tensor[] }, x_foo: Tensor[], x_foo_0: Tensor): Tensor {
       return x.foo[0]!.add(x_foo[0]!).add(x_foo_0);
     }
   }
@@ -123,7 +123,7 @@ test('test_placeholder_naming_collisions: user inputs keep their names, lifted s
       this.registerBuffer('alpha', randn([4]), true);
       this.registerBuffer('beta', randn([4]), false);
     }
-    forward(p: { param: Tensor }, b_alpha: Tensor, b: { beta: Tensor }, c_gamma: Tensor): Tensor[] {
+    override forward(p: { param: Tensor }, b_alpha: Tensor, b: { beta: Tensor }, c_gamma: Tensor): Tensor[] {
       const self = this as unknown as { alpha: Tensor; beta: Tensor };
       return [p.param.add(this.param), self.alpha.add(self.beta).add(b_alpha).add(b.beta), this.gamma.add(c_gamma)];
     }
@@ -160,7 +160,7 @@ test('test_non_persistent_buffer: a non-persistent buffer is lifted as a BUFFER 
       super();
       this.registerBuffer('foo', randn([4, 4]), false);
     }
-    forward(x: Tensor): Tensor {
+    override forward(x: Tensor): Tensor {
       return (this as unknown as { foo: Tensor }).foo.add(x);
     }
   }
@@ -181,7 +181,7 @@ test('test_lifted_constants / test_constant_fqn: tensors held as plain attribute
   }
   class Foo extends nn.Module {
     inner = new Inner();
-    forward(inp: Tensor): Tensor {
+    override forward(inp: Tensor): Tensor {
       return inp.mul(this.inner.scale).add(tensor([1, 1, 1]));
     }
   }
@@ -210,7 +210,7 @@ class Counter extends nn.Module {
     super();
     this.registerBuffer('count', tensor([0]));
   }
-  forward(x: Tensor): Tensor {
+  override forward(x: Tensor): Tensor {
     const self = this as unknown as { count: Tensor };
     self.count.add_(1);
     return x.add(self.count);
@@ -243,7 +243,7 @@ test('test_to_module_with_mutated_buffer_multiple: buffers of nested modules are
   class Outer extends nn.Module {
     a = new Counter();
     b = new Counter();
-    forward(x: Tensor): Tensor {
+    override forward(x: Tensor): Tensor {
       return this.b.call(this.a.call(x));
     }
   }
@@ -263,7 +263,7 @@ test('test_to_module_with_mutated_buffer_multiple: buffers of nested modules are
 
 test('test_export_input_mutation_static_shape: a write through a view of an input is copied back; the graph stays functional', (t) => {
   class Foo extends nn.Module {
-    forward(x: Tensor, y: Tensor): Tensor {
+    override forward(x: Tensor, y: Tensor): Tensor {
       x.view([3, 2]).narrow(0, 0, 1).add_(y);
       return x.mul(2);
     }
@@ -309,14 +309,14 @@ test('test_export_decomps_simple: runDecompositions turns Linear into core ops w
 test('test_unflatten: the module tree comes back with its paths, class names and state', (t) => {
   class Block extends nn.Module {
     fc = new nn.Linear(4, 4);
-    forward(x: Tensor): Tensor {
+    override forward(x: Tensor): Tensor {
       return this.fc.call(x).relu();
     }
   }
   class Net extends nn.Module {
     blocks = new nn.Sequential(new Block(), new Block());
     head = new nn.Linear(4, 2);
-    forward(x: Tensor): Tensor {
+    override forward(x: Tensor): Tensor {
       return this.head.call(this.blocks.call(x));
     }
   }
@@ -352,7 +352,7 @@ test('bad input: not a module, args not an array, a parameter written in place, 
   t.throws(() => exportProgram(new TwoLayer(), randn([5, 4]) as never), { message: /args must be an array/ });
   class WritesParam extends nn.Module {
     w = new nn.Parameter(randn([3]));
-    forward(x: Tensor): Tensor {
+    override forward(x: Tensor): Tensor {
       this.w.detach().add_(1);
       return x.add(this.w);
     }
