@@ -70,7 +70,7 @@ function median(xs: number[]): number {
  * Warm-up, then ROUNDS rounds in which every contender runs once, the order reversed every other round (so no
  * contender always runs first or after the same neighbour); median ms each.
  */
-function sideBySide(label: string, contenders: Record<string, () => unknown>): Record<string, number> {
+export function sideBySide(label: string, contenders: Record<string, () => unknown>): Record<string, number> {
   const names = Object.keys(contenders);
   for (const n of names) for (let i = 0; i < WARMUP; i++) contenders[n]!();
   const times: Record<string, number[]> = Object.fromEntries(names.map((n) => [n, []]));
