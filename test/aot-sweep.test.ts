@@ -42,6 +42,10 @@ const SECOND_SIZE: Record<string, number[][] | string> = {
   expand: `${TIED}: the target shape [2, 3, 4]`,
   split: `${TIED}: the split sizes [1, 2, 1] fix dim 0`,
   viewScatter: `${TIED}: narrow(0, 1, 2) in the view chain fixes src's dim 0`,
+  asStrided: `${TIED}: the sizes and strides of the view`,
+  'asStrided (overlapping output)': `${TIED}: the sizes and strides of the view`,
+  'asStrided (expanded output)': `${TIED}: the sizes and strides of the view`,
+  'asStrided (overlapping input)': `${TIED}: the sizes and strides of the view`,
   layerNorm: `${TIED}: the normalized shape [4]`,
   nativeLayerNorm: `${TIED}: the normalized shape [3, 4]`,
   sliceScatter: [
