@@ -83,6 +83,8 @@ export interface TraceProgramOptions {
   readonly detachViewOutputs?: boolean;
   /** makeFx: the graph returns the program's own output structure, every output a node; no mutation bookkeeping. */
   readonly plainOutputs?: boolean;
+  /** Why inputs that share memory were not rebuilt from a synthetic base: the error when one is written in place. */
+  readonly aliasedMutationText?: string;
 }
 
 /**
@@ -222,8 +224,10 @@ function finish(
     if (!m.data) continue;
     const other = primals.findIndex((p, j) => j !== m.input && p !== primals[m.input] && overlaps(p, primals[m.input]!));
     if (other >= 0) {
+      const which = `inputs ${Math.min(m.input, other)} and ${Math.max(m.input, other)} share memory and input ${m.input} is written in place`;
+      if (opts.aliasedMutationText) throw new AotError(`${opts.aliasedMutationText} (${which})`);
       throw new AotError(
-        `Encountered aliased inputs that are mutated in the graph: inputs ${Math.min(m.input, other)} and ${Math.max(m.input, other)} share memory and input ${m.input} is written in place. ` +
+        `Encountered aliased inputs that are mutated in the graph: ${which}. ` +
           `${opts.what} cannot compile this yet; pass separate tensors (e.g. clone one of them)`,
       );
     }
