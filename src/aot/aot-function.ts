@@ -7,7 +7,10 @@ import { checkDecompositions, type Decompositions } from './decompositions.js';
 import { AotError } from './errors.js';
 import { defaultPartition, type PartitionFn } from './partition.js';
 import { flattenTensors, unflattenTensors, type Tree } from './pytree.js';
-import { generaliseShapes, shapeProblem } from './symbolic.js';
+import { generaliseShapes, shapeProblem, shapeSpecOf } from './symbolic.js';
+import { viewLeaves, viewSkeleton, withSymbolicViews } from './output-views.js';
+import { graphLeaves } from '../jit/shape-fit.js';
+import type { GraphModule } from '../graph/graph-module.js';
 import { overlaps, traceProgram, type TracedProgram } from './trace-program.js';
 import { sameShape } from '../runtime/shape.js';
 import { asStrided } from '../runtime/ops/view.js';
@@ -288,9 +291,6 @@ class AotRunner {
           detachViewOutputs,
           keepInputMutations: this.opts.keepInferenceInputMutations,
           aliasedMutationText,
-          // A view rebuilt outside the graph replays the traced sizes (expand(x, [5])): with dynamic shapes every
-          // output is computed by the graph, whose sizes follow the inputs.
-          plainViews: this.opts.dynamic,
         },
         this.module,
       );
@@ -302,9 +302,23 @@ class AotRunner {
       program = trace(primals);
     }
     if (this.opts.dynamic) {
+      // Views of inputs and intermediates are rebuilt outside the graph here too (so they alias as eagerly): the
+      // integers of their view ops are fitted to the input sizes along with the graph's (output-views.ts).
       const fixed = this.module ? stateOf(this.module).length : 0;
-      const gm = generaliseShapes(program.gm, primals, (inputs) => trace(inputs).gm, false, fixed);
-      program = { ...program, gm };
+      const outputsOf = new WeakMap<GraphModule, TracedProgram['outputs']>([[program.gm, program.outputs]]);
+      const retrace = (inputs: Tensor[]) => {
+        const again = trace(inputs);
+        outputsOf.set(again.gm, again.outputs);
+        return again.gm;
+      };
+      const views = {
+        leaves: (g: GraphModule) => viewLeaves(outputsOf.get(g)!),
+        skeleton: (g: GraphModule) => viewSkeleton(outputsOf.get(g)!),
+      };
+      const gm = generaliseShapes(program.gm, primals, retrace, false, fixed, views);
+      const spec = shapeSpecOf(gm);
+      const outputs = spec ? withSymbolicViews(program.outputs, spec.exprs, graphLeaves(program.gm.graph).length) : program.outputs;
+      program = { ...program, gm, outputs };
     }
     const compiled = CompiledProgram.compile(nextGraphId(), program, joint, this.opts.compilers, primals, this.what);
     return Object.assign(compiled, { tracedShapes: primals.map((p) => [...p.shape]), aliasedLayouts });

@@ -5,6 +5,7 @@ import { setTraceDispatch } from '../runtime/dispatch.js';
 import { Module } from '../runtime/nn/module.js';
 import { multiOutputViewOf } from '../runtime/op.js';
 import type { ViewStep } from '../runtime/ops/view.js';
+import type { SymExpr } from '../jit/shape-fit.js';
 import { rngState, setRngState } from '../runtime/random.js';
 import { sameShape } from '../runtime/shape.js';
 import { Tensor } from '../runtime/tensor.js';
@@ -36,6 +37,8 @@ export interface RebuiltView {
   readonly detach: boolean;
   /** Made by unbind or split: it keeps their ban on in-place writes that need a gradient. */
   readonly multiOutput?: { readonly fn: string; readonly index: number };
+  /** Dynamic shapes: the chain's integers (by walk order) that follow the input sizes (output-views.ts). */
+  readonly sizes?: readonly (readonly [index: number, expr: SymExpr])[];
 }
 
 export interface InputMutation {
