@@ -1,6 +1,7 @@
 import test, { type ExecutionContext } from 'ava';
 import { aotFunction, AotError, compilationContext, type Compiler } from '../src/aot/index.js';
 import type { GraphModule } from '../src/fx.js';
+import { kernelsBackend } from '../src/kernels/program.js';
 import { allclose, noGrad, ones, randn, tensor, Tensor, zerosLike } from '../src/index.js';
 
 /**
@@ -17,6 +18,7 @@ const nop: Compiler =
   (gm) =>
   (...args) =>
     gm.forward(...args);
+const kernels: Compiler = (gm, inputs) => kernelsBackend(gm, inputs) as unknown as (...args: Tensor[]) => unknown;
 
 /** PyTorch's inp_callable: the leaves to read gradients from, and the program's arguments (views of them). */
 type InpCallable = (requiresGrad: boolean) => { bases: Tensor[]; args: Tensor[] };
@@ -32,14 +34,20 @@ function lossOf(outs: Tensor[], ins: Tensor[]): Tensor | null {
 }
 
 /** PyTorch's verify_aot_autograd with test_mutation=True; returns the forward (or inference) graph. */
-function verifyAot(t: ExecutionContext, fn: (...a: Tensor[]) => unknown, make: InpCallable, requiresGrad: boolean): GraphModule {
+function verifyAot(
+  t: ExecutionContext,
+  fn: (...a: Tensor[]) => unknown,
+  make: InpCallable,
+  requiresGrad: boolean,
+  compiler: Compiler = nop,
+): GraphModule {
   let graph: GraphModule | undefined;
   const compiled = aotFunction(fn, {
-    fwCompiler: (gm) => {
+    fwCompiler: (gm, inputs) => {
       graph = gm;
-      return nop(gm, []);
+      return compiler(gm, inputs);
     },
-    bwCompiler: nop,
+    bwCompiler: compiler,
   });
   const ref = make(requiresGrad);
   const got = make(requiresGrad);
@@ -88,6 +96,7 @@ test('test_input_mutation_aliases_other_input', (t) => {
   };
   verifyAot(t, f, inp, false);
   const fw = verifyAot(t, f, inp, true);
+  verifyAot(t, f, inp, true, kernels);
   // PyTorch's graph: the inputs are asStrided views of the one base, which comes back written
   t.true(opNames(fw).includes('asStrided'), fw.code);
   t.false(opNames(fw).includes('add_'), fw.code);
@@ -143,6 +152,7 @@ test('test_input_mutation_aliases_bases_out_of_order', (t) => {
   };
   verifyAot(t, f, inp, false);
   verifyAot(t, f, inp, true);
+  verifyAot(t, f, inp, true, kernels);
 });
 
 test('test_input_data_and_metadata_mutation_aliases_other_input', (t) => {
