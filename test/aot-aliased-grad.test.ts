@@ -322,3 +322,17 @@ test('test_output_aliases_output_view_meta_replay (dynamic): an output and a vie
   }
   t.deepEqual(log, ['forward']);
 });
+
+test('dynamic shapes: a view whose sizes are no shape arithmetic of the inputs keeps a static graph and still aliases', (t) => {
+  // n % 3 + 1 rows fits no shape arithmetic: the graph stays static (traced again at the second size), never a copy
+  const f = (a: Tensor) => [a.narrow(0, 0, (a.shape[0]! % 3) + 1)];
+  const log: string[] = [];
+  const compiled = dynamicAot(f, log);
+  for (const shape of [
+    [4, 3],
+    [7, 3],
+  ]) {
+    checkDynamicViews(t, f, compiled, shape);
+  }
+  t.deepEqual(log, ['forward', 'forward']);
+});
