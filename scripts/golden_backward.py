@@ -8,7 +8,8 @@ scripts/golden.py it pins oneDNN and ATen to AVX2 and torch to one thread, so th
 whichever x86 machine regenerates it.
 
 Each case: { "name", "op" (kiln's op name), "args": [...] (kiln's positional arguments), "out": T | [T|null, ...],
-"argsAfter": [T|null, ...] (optional: arguments the op updates in place) }. A tensor is {"t": {"shape",
+"argsAfter": [T|null, ...] (optional: arguments the op updates in place), "gradOut": T and "grads": [T|null, ...]
+(optional: the gradients autograd gives each argument for the output's gradient gradOut) }. A tensor is {"t": {"shape",
 "dtype", "data"}} (int64 stored as int32, kiln's index dtype). The outputs come from the matching ATen op
 (torch.ops.aten.*); for kiln's own backward ops (embeddingBagBackward, nllLossWeightBackward) from
 autograd through the PyTorch function they differentiate.
@@ -63,10 +64,13 @@ def ints(values, shape=None):
 CASES = []
 
 
-def case(name, op, args, out, args_after=None):
+def case(name, op, args, out, args_after=None, grad_out=None, grads=None):
     c = {'name': name, 'op': op, 'args': enc(args), 'out': enc(out)}
     if args_after is not None:
         c['argsAfter'] = enc(args_after)
+    if grad_out is not None:
+        c['gradOut'] = enc(grad_out)
+        c['grads'] = enc(grads)
     CASES.append(c)
 
 
@@ -193,12 +197,27 @@ def nll_cases():
     case('nllLossBackward spatial', 'nllLossBackward', [g, x, t, None, 'mean', -100, tw], gi)
 
 
+def as_strided_cases():
+    # as_strided's gradient (PyTorch's as_strided_backward) for non-overlapping, overlapping and expanded outputs
+    for name, n, size, stride, offset in (
+        ('asStrided', 6, [2, 2], [1, 2], 1),
+        ('asStrided overlapping output', 4, [3, 2], [1, 1], 0),
+        ('asStrided expanded output', 3, [2, 3], [0, 1], 0),
+    ):
+        x = r(n).requires_grad_()
+        out = aten.as_strided(x, size, stride, offset)
+        g = r(*size)
+        (gx,) = torch.autograd.grad(out, [x], g)
+        case(name, 'asStrided', [x, size, stride, offset], out, grad_out=g, grads=[gx])
+
+
 def main():
     conv_cases()
     pool_cases()
     norm_cases()
     dropout_embedding_cases()
     nll_cases()
+    as_strided_cases()
     with open(OUT, 'w') as f:
         json.dump(CASES, f, separators=(',', ':'))
         f.write('\n')

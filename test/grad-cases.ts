@@ -138,6 +138,10 @@ export const GRAD_CASES: GradCase[] = [
     }),
   ],
   ['select', () => ({ fn: (a) => ops.select(a, 1, -1), inputs: [g(randn([2, 3]))] })],
+  ['asStrided', () => ({ fn: (a) => ops.asStrided(a, [2, 2], [1, 2], 1), inputs: [g(randn([6]))] })],
+  ['asStrided (overlapping output)', () => ({ fn: (a) => ops.asStrided(a, [3, 2], [1, 1]), inputs: [g(randn([4]))] })],
+  ['asStrided (expanded output)', () => ({ fn: (a) => ops.asStrided(a, [2, 3], [0, 1]), inputs: [g(randn([3]))] })],
+  ['asStrided (overlapping input)', () => ({ fn: (a) => ops.asStrided(a.expand([2, 3]), [3], [1]), inputs: [g(randn([3]))] })],
   ['sliceScatter', () => ({ fn: (a, b) => ops.sliceScatter(a, b, 1, 1, null, 2), inputs: [g(randn([2, 5])), g(randn([2, 2]))] })],
   ['selectScatter', () => ({ fn: (a, b) => ops.selectScatter(a, b, 0, -1), inputs: [g(randn([3, 2])), g(randn([2]))] })],
   ['index', () => ({ fn: (a, i) => ops.index(a, [null, '...', '::2', i!]), inputs: [g(randn([2, 4, 3])), idx([2, 0])] })],
@@ -265,7 +269,7 @@ function arangeF(n: number): Tensor {
 }
 
 /** Ops with a gradient rule, or built from ops that have one. Non-differentiable ops are listed apart. */
-export const NOT_DIFFERENTIABLE = new Set(['eq', 'ne', 'lt', 'le', 'gt', 'ge', 'argmax', 'asStrided']);
+export const NOT_DIFFERENTIABLE = new Set(['eq', 'ne', 'lt', 'le', 'gt', 'ge', 'argmax']);
 
 /**
  * Backward ops without a gradient rule of their own (PyTorch's double backward): kiln runs backward passes

@@ -20,6 +20,9 @@ interface GoldenCase {
   args: Encoded[];
   out: Encoded;
   argsAfter?: Encoded[];
+  /** The gradient of the output, and the gradient autograd gives each argument for it. */
+  gradOut?: Encoded;
+  grads?: Encoded[];
 }
 
 const CASES = JSON.parse(readFileSync(new URL('./fixtures/golden/backward-ops.json', import.meta.url), 'utf8')) as GoldenCase[];
@@ -61,6 +64,11 @@ for (const c of CASES) {
     c.argsAfter?.forEach((after, i) => {
       if (after !== null) compare(t, args[i], after, `${c.op} argument ${i} after the call`);
     });
+    if (c.gradOut !== undefined) {
+      const inputs = c.args.map(decode).map((a) => (a instanceof Tensor && a.dtype === 'float32' ? a.requiresGrad_(true) : a));
+      (op!(...inputs) as Tensor).backward(decode(c.gradOut) as Tensor);
+      c.grads!.forEach((want, i) => compare(t, (inputs[i] as Tensor).grad, want, `${c.op} gradient of argument ${i}`));
+    }
   });
 }
 

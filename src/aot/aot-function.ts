@@ -7,7 +7,10 @@ import { checkDecompositions, type Decompositions } from './decompositions.js';
 import { AotError } from './errors.js';
 import { defaultPartition, type PartitionFn } from './partition.js';
 import { flattenTensors, unflattenTensors, type Tree } from './pytree.js';
-import { generaliseShapes, shapeProblem } from './symbolic.js';
+import { generaliseShapes, shapeProblem, shapeSpecOf } from './symbolic.js';
+import { viewLeaves, viewSkeleton, withSymbolicViews } from './output-views.js';
+import { graphLeaves } from '../jit/shape-fit.js';
+import type { GraphModule } from '../graph/graph-module.js';
 import { overlaps, traceProgram, type TracedProgram } from './trace-program.js';
 import { sameShape } from '../runtime/shape.js';
 import { asStrided } from '../runtime/ops/view.js';
@@ -112,45 +115,88 @@ function moduleKey(module: Module): string {
 /**
  * Synthetic bases (PyTorch's): inputs that share memory with another input are traced as views, made by
  * `asStrided`, of one base covering their storage, so a write through one is seen through the others, and
- * the base's new value is copied back once. Returns the primals to trace (the others, then the bases), a key
- * part for the layout baked into the graph, and how to rebuild the program's inputs from the traced ones.
- * Inputs that require grad are left to the plain path (asStrided has no gradient).
+ * the base's new value is copied back once. Without gradients the base is the whole storage as a 1-D tensor.
+ * With gradients it is, as in PyTorch, the aliases' common differentiable base (`x` for `x[0]` and `x.view(-1)`):
+ * its gradient reaches the caller's graph through asStrided's gradient. Returns the primals to trace (the
+ * others, then the bases), a key part for the layout baked into the graph, how to rebuild the program's inputs
+ * from the traced ones, and what to do to the caller's aliased inputs after each run.
  */
 interface SyntheticBases {
   readonly primals: Tensor[];
   readonly key: string;
   readonly expand: (copies: Tensor[]) => Tensor[];
-  readonly checkLayouts: (inputs: readonly Tensor[]) => void;
+  /** The layouts (shape, strides) that the program's in-place metadata ops gave the rebuilt inputs, by input. */
+  readonly layoutsOf: (inputs: readonly Tensor[]) => AliasedLayouts;
+  /** After a run: the caller's aliased inputs take the new layouts the program gave them. */
+  readonly after: (layouts: AliasedLayouts) => void;
 }
 
-function syntheticBases(primals: readonly Tensor[]): SyntheticBases | undefined {
+type AliasedLayouts = readonly ({ readonly shape: readonly number[]; readonly strides: readonly number[] } | undefined)[];
+
+/**
+ * PyTorch's text (merge_view_inputs) for aliased inputs that require grad but are not all views of one
+ * differentiable base (or that base itself), when one of them is written in place.
+ */
+const NON_DIFFERENTIABLE_VIEWS = 'aot_autograd() does not yet handle non-differentiable view input mutations.';
+
+/** The group's common differentiable base, if every member is that base or a view of it that requires grad. */
+function differentiableBase(group: readonly Tensor[]): Tensor | undefined {
+  const base = group.find((p) => p._base === null) ?? group[0]!._base!;
+  const ok = group.every((p) => p.requiresGrad && (p === base || (p._base === base && p._viewReplay !== null)));
+  // The graph rebuilds the views by absolute storage offsets from a contiguous copy of the base.
+  return ok && base.offset === 0 && base.isContiguous() ? base : undefined;
+}
+
+function syntheticBases(primals: readonly Tensor[]): SyntheticBases | string | undefined {
   const aliased = primals.map((p, i) => primals.some((q, j) => j !== i && q !== p && overlaps(p, q)));
-  if (!aliased.some(Boolean) || primals.some((p, i) => aliased[i] && p.requiresGrad)) return undefined;
+  if (!aliased.some(Boolean)) return undefined;
+  const grad = isGradEnabled() && primals.some((p, i) => aliased[i] && p.requiresGrad);
   const storages = [...new Set(primals.filter((_, i) => aliased[i]).map((p) => p._storage))];
-  const bases = storages.map((st) => {
-    const like = primals.find((p) => p._storage === st)!;
-    return new Tensor(st, [st.data.length], [1], 0, like.dtype);
-  });
+  const bases: Tensor[] = [];
+  for (const st of storages) {
+    const group = primals.filter((p, i) => aliased[i] && p._storage === st);
+    if (!grad) bases.push(new Tensor(st, [st.data.length], [1], 0, group[0]!.dtype));
+    else {
+      const base = differentiableBase(group);
+      if (!base) return NON_DIFFERENTIABLE_VIEWS;
+      bases.push(base);
+    }
+  }
   const direct = primals.filter((_, i) => !aliased[i]);
   const slot = primals.map((p, i) => (aliased[i] ? direct.length + storages.indexOf(p._storage) : direct.indexOf(p)));
   const key = primals
     .map((p, i) => (aliased[i] ? `${slot[i]}:${p.shape.join(',')}/${p.strides.join(',')}@${p.offset}` : ''))
-    .concat(bases.map((b) => `#${b.shape[0]}`))
+    .concat(bases.map((b) => `#${b.shape.join(',')}${grad ? 'g' : ''}`))
     .join(';');
   const expand = (copies: Tensor[]) =>
     primals.map((p, i) => (aliased[i] ? asStrided(copies[slot[i]!]!, p.shape, p.strides, p.offset) : copies[slot[i]!]!));
-  /** The program changed the layout of an input rebuilt from a base (t_ on it): the caller's tensor could not follow. */
-  const checkLayouts = (inputs: readonly Tensor[]) => {
-    inputs.forEach((v, i) => {
+  const layoutsOf = (inputs: readonly Tensor[]): AliasedLayouts =>
+    inputs.map((v, i) => {
       const p = primals[i]!;
-      if (aliased[i] && (!sameShape(v.shape, p.shape) || !sameShape(v.strides, p.strides))) {
-        throw new AotError(
-          `Encountered aliased inputs that are mutated in the graph: input ${i} shares memory with another input and its metadata is changed in place (t_, unsqueeze_, …), which kiln/aot cannot replay on it`,
-        );
-      }
+      const changed = aliased[i] && (!sameShape(v.shape, p.shape) || !sameShape(v.strides, p.strides));
+      return changed ? { shape: [...v.shape], strides: [...v.strides] } : undefined;
+    });
+  // The caller's views of a base whose new value was copied in read through its new history by themselves
+  // (a view's gradFn is regenerated after its base is written); their layouts are replayed here.
+  const after = (layouts: AliasedLayouts) => {
+    primals.forEach((p, i) => {
+      const layout = layouts[i];
+      if (aliased[i] && layout) restride(p, layout.shape, layout.strides);
     });
   };
-  return { primals: [...direct, ...bases], key: `synthetic ${key}`, expand, checkLayouts };
+  return { primals: [...direct, ...bases], key: `synthetic ${key}`, expand, layoutsOf, after };
+}
+
+/**
+ * `p` takes the layout the program's in-place metadata ops (t_, unsqueeze_, …) gave its rebuilt copy, as
+ * PyTorch's runtime does with `as_strided_`: its history continues through that view's gradient.
+ */
+function restride(p: Tensor, shape: readonly number[], strides: readonly number[]): void {
+  const v = asStrided(p, shape, strides, p.offset);
+  p._setLayout(v);
+  if (v.gradFn) p.gradFn = v.gradFn;
+  if (p._base) p._viewReplay = v._viewReplay;
+  p._storage.version++;
 }
 
 /** Errors thrown while tracing or compiling a program (not while running one): a caller may run eagerly instead. */
@@ -161,8 +207,11 @@ export function isCompileFailure(e: unknown): boolean {
   return typeof e === 'object' && e !== null && compileFailures.has(e);
 }
 
-/** A compiled program with the input shapes it was traced at (a dynamic one runs at others too). */
-type Traced = CompiledProgram & { readonly tracedShapes: readonly (readonly number[])[] };
+/**
+ * A compiled program with the input shapes it was traced at (a dynamic one runs at others too), and for one
+ * traced through synthetic bases, the layouts its metadata ops gave the aliased inputs.
+ */
+type Traced = CompiledProgram & { readonly tracedShapes: readonly (readonly number[])[]; readonly aliasedLayouts?: AliasedLayouts };
 
 /**
  * The shared engine: `run(copies, args)` calls the program on traced copies of the flat tensors. `module`
@@ -184,12 +233,14 @@ class AotRunner {
   }
 
   run(primals: Tensor[], tree: Tree, extraKey = ''): unknown {
+    // Under dynamic shapes the asStrided views would bake the traced sizes in: aliased inputs are not rebuilt.
     const synthetic = this.opts.dynamic ? undefined : syntheticBases(primals);
-    if (synthetic) return this.runOn(synthetic.primals, tree, `${extraKey}|${synthetic.key}`, synthetic);
-    return this.runOn(primals, tree, extraKey);
+    if (typeof synthetic === 'object') return this.runOn(synthetic.primals, tree, `${extraKey}|${synthetic.key}`, synthetic);
+    return this.runOn(primals, tree, extraKey, undefined, synthetic);
   }
 
-  private runOn(primals: Tensor[], tree: Tree, extraKey: string, expand?: SyntheticBases): unknown {
+  /** `aliasedMutationText`: why inputs that share memory are traced as they are (the error if one is written). */
+  private runOn(primals: Tensor[], tree: Tree, extraKey: string, expand?: SyntheticBases, aliasedMutationText?: string): unknown {
     const joint = isGradEnabled() && primals.some((p) => p.requiresGrad);
     const key = callKey(tree, primals, joint, this.opts.dynamic, extraKey);
     let entries = this.cache.get(key);
@@ -204,7 +255,7 @@ class AotRunner {
     );
     if (!entry) {
       try {
-        entry = this.compile(primals, tree, joint, expand);
+        entry = this.compile(primals, tree, joint, expand, aliasedMutationText);
       } catch (e) {
         if (typeof e === 'object' && e !== null) compileFailures.add(e);
         throw e;
@@ -212,13 +263,16 @@ class AotRunner {
       if (!entries) this.cache.set(key, (entries = []));
       entries.push(entry);
     }
-    return entry.run(primals);
+    const out = entry.run(primals);
+    expand?.after(entry.aliasedLayouts ?? []);
+    return out;
   }
 
   /** `synthetic`: the program's inputs are rebuilt from the traced ones (views of synthetic bases). */
-  compile(primals: Tensor[], tree: Tree, wantsJoint: boolean, synthetic?: SyntheticBases): Traced {
+  compile(primals: Tensor[], tree: Tree, wantsJoint: boolean, synthetic?: SyntheticBases, aliasedMutationText?: string): Traced {
     let joint = wantsJoint;
     let detachViewOutputs = false;
+    let aliasedLayouts: AliasedLayouts | undefined;
     const trace = (inputs: Tensor[]): TracedProgram =>
       traceProgram(
         inputs,
@@ -226,7 +280,7 @@ class AotRunner {
           if (!synthetic) return this.call(copies, tree);
           const inputs = synthetic.expand(copies);
           const result = this.call(inputs, tree);
-          synthetic.checkLayouts(inputs);
+          aliasedLayouts = synthetic.layoutsOf(inputs);
           return result;
         },
         {
@@ -236,9 +290,7 @@ class AotRunner {
           naming: 'primals',
           detachViewOutputs,
           keepInputMutations: this.opts.keepInferenceInputMutations,
-          // A view rebuilt outside the graph replays the traced sizes (expand(x, [5])): with dynamic shapes every
-          // output is computed by the graph, whose sizes follow the inputs.
-          plainViews: this.opts.dynamic,
+          aliasedMutationText,
         },
         this.module,
       );
@@ -250,12 +302,26 @@ class AotRunner {
       program = trace(primals);
     }
     if (this.opts.dynamic) {
+      // Views of inputs and intermediates are rebuilt outside the graph here too (so they alias as eagerly): the
+      // integers of their view ops are fitted to the input sizes along with the graph's (output-views.ts).
       const fixed = this.module ? stateOf(this.module).length : 0;
-      const gm = generaliseShapes(program.gm, primals, (inputs) => trace(inputs).gm, false, fixed);
-      program = { ...program, gm };
+      const outputsOf = new WeakMap<GraphModule, TracedProgram['outputs']>([[program.gm, program.outputs]]);
+      const retrace = (inputs: Tensor[]) => {
+        const again = trace(inputs);
+        outputsOf.set(again.gm, again.outputs);
+        return again.gm;
+      };
+      const views = {
+        leaves: (g: GraphModule) => viewLeaves(outputsOf.get(g)!),
+        skeleton: (g: GraphModule) => viewSkeleton(outputsOf.get(g)!),
+      };
+      const gm = generaliseShapes(program.gm, primals, retrace, false, fixed, views);
+      const spec = shapeSpecOf(gm);
+      const outputs = spec ? withSymbolicViews(program.outputs, spec.exprs, graphLeaves(program.gm.graph).length) : program.outputs;
+      program = { ...program, gm, outputs };
     }
     const compiled = CompiledProgram.compile(nextGraphId(), program, joint, this.opts.compilers, primals, this.what);
-    return Object.assign(compiled, { tracedShapes: primals.map((p) => [...p.shape]) });
+    return Object.assign(compiled, { tracedShapes: primals.map((p) => [...p.shape]), aliasedLayouts });
   }
 
   /** For aotModuleSimplified: one program, checked against the assumptions it was compiled under. */

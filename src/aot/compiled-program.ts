@@ -6,6 +6,7 @@ import { describe } from '../runtime/validate.js';
 import { runCompiler, type Compiler } from './context.js';
 import { AotError } from './errors.js';
 import { partitionInfo, savedBytes, type PartitionFn } from './partition.js';
+import { chainAt } from './output-views.js';
 import { unflattenTensors } from './pytree.js';
 import type { RebuiltView, TracedProgram } from './trace-program.js';
 
@@ -104,9 +105,9 @@ export class CompiledProgram {
         case 'input':
           return primals[src.input]!;
         case 'inputView':
-          return replay(primals[src.input]!, src);
+          return replay(primals[src.input]!, src, primals);
         case 'baseView':
-          return replay(graphOuts[src.index]!, src);
+          return replay(graphOuts[src.index]!, src, primals);
         default:
           return src satisfies never;
       }
@@ -178,8 +179,16 @@ function zerosOf(t: Tensor): Tensor {
   return Tensor.fromData(new Float32Array(t.numel()), t.shape, 'float32');
 }
 
-/** Rebuild a view outside the graph: the same view ops, run eagerly on the real base (so it aliases it). */
-function replay(base: Tensor, { chain, detach, multiOutput }: RebuiltView): Tensor {
+/**
+ * Rebuild a view outside the graph: the same view ops, run eagerly on the real base (so it aliases it), with
+ * their size arguments at this call's input sizes under dynamic shapes.
+ */
+function replay(base: Tensor, view: RebuiltView, primals: readonly Tensor[]): Tensor {
+  const { detach, multiOutput } = view;
+  const chain = chainAt(
+    view,
+    primals.map((p) => p.shape),
+  );
   let v = base;
   for (const [name, args, kwargs] of chain) v = OPS.get(name)!.callWith([v, ...args], kwargs) as Tensor;
   if (detach && v.requiresGrad) v = v.detach();

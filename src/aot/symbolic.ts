@@ -42,7 +42,14 @@ export function generaliseShapes(
   branches = false,
   /** The first `fixed` inputs (a module's parameters and buffers) keep their sizes and are passed as they are. */
   fixed = 0,
+  /**
+   * Integers outside the graph that must follow the inputs too (the view ops that rebuild output views), fitted
+   * with the graph's own as leaves after them, and their structure, which must not change across the traces.
+   */
+  extra?: { readonly leaves: (gm: GraphModule) => readonly number[]; readonly skeleton: (gm: GraphModule) => string },
 ): GraphModule {
+  const leavesOf = (g: GraphModule) => [...graphLeaves(g.graph), ...(extra?.leaves(g) ?? [])];
+  const skeletonOf = (g: GraphModule) => `${graphSkeleton(g.graph)}\n${extra?.skeleton(g) ?? ''}`;
   const shapes = inputs.map((t) => [...t.shape]);
   const resized = (t: Tensor, shape: readonly number[], i: number) => (i < fixed ? t : resizedCopy(t, shape));
   // A size the fixed tensors have too (a feature size matching a weight) stays: moving it would break the call.
@@ -57,10 +64,10 @@ export function generaliseShapes(
     } catch {
       continue;
     }
-    if (graphSkeleton(gm.graph) !== graphSkeleton(again.graph)) continue;
+    if (skeletonOf(gm) !== skeletonOf(again)) continue;
     const samples = [
-      { shapes, leaves: graphLeaves(gm.graph) },
-      { shapes: moved, leaves: graphLeaves(again.graph) },
+      { shapes, leaves: leavesOf(gm) },
+      { shapes: moved, leaves: leavesOf(again) },
     ];
     // Moving every size by one keeps their differences, so a size that is no simple function of the inputs
     // (`x[::2]` has ceil(n / 2) rows) can fit as another input's size on both traces and be wrong elsewhere:
@@ -72,7 +79,7 @@ export function generaliseShapes(
     } catch {
       third = undefined; // not a valid call (sizes tied to each other): the two traces are all there is
     }
-    if (third && graphSkeleton(third.graph) === graphSkeleton(gm.graph)) samples.push({ shapes: spread, leaves: graphLeaves(third.graph) });
+    if (third && skeletonOf(third) === skeletonOf(gm)) samples.push({ shapes: spread, leaves: leavesOf(third) });
     const fit = fitSamples(samples);
     if (!fit.ok) continue;
     const placeholders = gm.graph.nodes.filter((n) => n.op === 'placeholder');
@@ -95,8 +102,16 @@ function spreadSizes(shapes: readonly number[][], which: Which): number[][] {
   return shapes.map((s, i) => s.map((v, d) => (v >= 2 && which(v, d, i) ? v + 2 * distinct.indexOf(v) + 3 : v)));
 }
 
-/** A tensor of `shape` with values like `t`'s (its elements repeated), requiring grad as `t` does. */
+/**
+ * A tensor of `shape` with values like `t`'s (its elements repeated), requiring grad as `t` does, and a non-leaf
+ * when `t` is one (the program gets a recorded clone of such an input, so the traces must agree on it).
+ */
 function resizedCopy(t: Tensor, shape: readonly number[]): Tensor {
+  const copy = resizedLeaf(t, shape);
+  return t.requiresGrad && !t.isLeaf ? withGradMode(true, () => copy.clone()) : copy;
+}
+
+function resizedLeaf(t: Tensor, shape: readonly number[]): Tensor {
   return withGradMode(false, () => {
     const flat = t.detach().reshape([-1]);
     const n = shape.reduce((a, b) => a * b, 1);

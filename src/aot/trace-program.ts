@@ -5,6 +5,7 @@ import { setTraceDispatch } from '../runtime/dispatch.js';
 import { Module } from '../runtime/nn/module.js';
 import { multiOutputViewOf } from '../runtime/op.js';
 import type { ViewStep } from '../runtime/ops/view.js';
+import type { SymExpr } from '../jit/shape-fit.js';
 import { rngState, setRngState } from '../runtime/random.js';
 import { sameShape } from '../runtime/shape.js';
 import { Tensor } from '../runtime/tensor.js';
@@ -36,6 +37,8 @@ export interface RebuiltView {
   readonly detach: boolean;
   /** Made by unbind or split: it keeps their ban on in-place writes that need a gradient. */
   readonly multiOutput?: { readonly fn: string; readonly index: number };
+  /** Dynamic shapes: the chain's integers (by walk order) that follow the input sizes (output-views.ts). */
+  readonly sizes?: readonly (readonly [index: number, expr: SymExpr])[];
 }
 
 export interface InputMutation {
@@ -83,6 +86,8 @@ export interface TraceProgramOptions {
   readonly detachViewOutputs?: boolean;
   /** makeFx: the graph returns the program's own output structure, every output a node; no mutation bookkeeping. */
   readonly plainOutputs?: boolean;
+  /** Why inputs that share memory were not rebuilt from a synthetic base: the error when one is written in place. */
+  readonly aliasedMutationText?: string;
 }
 
 /**
@@ -222,8 +227,10 @@ function finish(
     if (!m.data) continue;
     const other = primals.findIndex((p, j) => j !== m.input && p !== primals[m.input] && overlaps(p, primals[m.input]!));
     if (other >= 0) {
+      const which = `inputs ${Math.min(m.input, other)} and ${Math.max(m.input, other)} share memory and input ${m.input} is written in place`;
+      if (opts.aliasedMutationText) throw new AotError(`${opts.aliasedMutationText} (${which})`);
       throw new AotError(
-        `Encountered aliased inputs that are mutated in the graph: inputs ${Math.min(m.input, other)} and ${Math.max(m.input, other)} share memory and input ${m.input} is written in place. ` +
+        `Encountered aliased inputs that are mutated in the graph: ${which}. ` +
           `${opts.what} cannot compile this yet; pass separate tensors (e.g. clone one of them)`,
       );
     }

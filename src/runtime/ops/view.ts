@@ -1,14 +1,14 @@
-import { AutogradError, DTypeError, IndexError, ShapeError, ValueError } from '../../errors.js';
+import { DTypeError, IndexError, ShapeError, ValueError } from '../../errors.js';
 import { gatherContiguous } from '../cpu/strided.js';
 import { allocate, promote } from '../dtype.js';
 import { OPS, defineOp, markMultiOutputViews, type GradResult } from '../op.js';
 import { checkNumel, contiguousStrides, fmt, inferShape, normDim, numel, sameShape, viewStrides } from '../shape.js';
 import { Storage, Tensor } from '../tensor.js';
-import { zeros } from './creation.js';
+import { arange, full, zeros } from './creation.js';
 import { where } from './elementwise.js';
 import { dimOf, reshapeLike } from './lowering-helpers.js';
 import { scatterAdd, sumTo } from './reduce.js';
-import { isGradEnabled, noGrad } from '../autograd.js';
+import { noGrad } from '../autograd.js';
 
 /** Shape ops. Most are views: they share the input's storage and only change shape, strides and offset. */
 
@@ -182,13 +182,12 @@ export const squeeze = defineOp<(input: Tensor, dim?: number | null) => Tensor>(
 
 /**
  * PyTorch's `as_strided`: a view of `input`'s storage with the given sizes, strides and storage offset (absolute,
- * as in PyTorch). AOT autograd uses it to rebuild inputs that share memory from one synthetic base. Gradients
- * through it are not supported (refused where they would be needed).
+ * as in PyTorch). AOT autograd uses it to rebuild inputs that share memory from one synthetic base.
  */
 export const asStrided = defineOp<(input: Tensor, size: readonly number[], stride: readonly number[], storageOffset?: number) => Tensor>({
   schema: 'asStrided(Tensor input, int[] size, int[] stride, int storageOffset=0)',
   view: true,
-  forward(_ctx, x, size, stride, storageOffset = 0) {
+  forward(ctx, x, size, stride, storageOffset = 0) {
     if (size.length !== stride.length) {
       throw new ShapeError(`asStrided: size ${fmt(size)} and stride ${fmt(stride)} must have the same length`);
     }
@@ -203,13 +202,70 @@ export const asStrided = defineOp<(input: Tensor, size: readonly number[], strid
         `asStrided: size ${fmt(size)}, stride ${fmt(stride)} and offset ${storageOffset} reach element ${last}, past the storage's ${x._storage.data.length}`,
       );
     }
-    if (x.requiresGrad && isGradEnabled()) {
-      throw new AutogradError('asStrided: gradients through asStrided are not supported; call it on a tensor that does not require grad');
-    }
+    Object.assign(ctx, { inShape: x.shape, inStrides: x.strides, inOffset: x.offset, size, stride, storageOffset });
     return new Tensor(x._storage, size, stride, storageOffset, x.dtype);
+  },
+  backward(ctx, g): GradResult[] {
+    const { inShape, inStrides, inOffset, size, stride, storageOffset } = ctx as unknown as Record<string, number[]> & {
+      inOffset: number;
+      storageOffset: number;
+    };
+    return [
+      asStridedBackward(
+        g,
+        { shape: inShape, strides: inStrides, offset: inOffset },
+        { shape: size, strides: stride, offset: storageOffset },
+      ),
+    ];
   },
   lower: { eager: 'asStrided: an arbitrary strided view of the storage' },
 });
+
+interface Geometry {
+  readonly shape: readonly number[];
+  readonly strides: readonly number[];
+  readonly offset: number;
+}
+
+/** The elements of storage a tensor of this geometry needs (PyTorch's _min_storage_size). */
+function minStorageSize({ shape, strides, offset }: Geometry): number {
+  if (shape.some((n) => n === 0)) return offset;
+  return shape.reduce((a, n, d) => a + (n - 1) * strides[d]!, offset + 1);
+}
+
+/** Whether two elements of this geometry may share a storage slot (PyTorch's _maybe_overlapping_memory). */
+function maybeOverlapping({ shape, strides }: Geometry): boolean {
+  if (shape.includes(0)) return false;
+  const dims = shape.map((_, d) => d).filter((d) => shape[d]! > 1);
+  dims.sort((a, b) => strides[a]! - strides[b]!);
+  let reach = 0;
+  for (const d of dims) {
+    if (strides[d]! <= reach) return true;
+    reach += strides[d]! * (shape[d]! - 1);
+  }
+  return false;
+}
+
+/**
+ * PyTorch's as_strided_backward, with op-table calls only (so a joint graph can record it): the gradient is
+ * added, slot by slot, into zeros standing for the storage both geometries cover (scatterAdd over the slots the
+ * output read, which sums an expanded or overlapping output's repeats), divided by how often the input's
+ * geometry sees each slot when it overlaps itself, and read back with the input's geometry.
+ */
+function asStridedBackward(g: Tensor, input: Geometry, output: Geometry): Tensor {
+  const shared = Math.min(input.offset, output.offset);
+  const inp = { ...input, offset: input.offset - shared };
+  const out = { ...output, offset: output.offset - shared };
+  const n = Math.max(minStorageSize(inp), minStorageSize(out));
+  const slots = arange(n);
+  const slotsOf = (geo: Geometry) => reshape(asStrided(slots, geo.shape, geo.strides, geo.offset), [-1]);
+  let storage = scatterAdd(zeros([n]), 0, slotsOf(out), reshape(g, [-1]));
+  if (maybeOverlapping(inp)) {
+    const seen = slotsOf(inp);
+    storage = storage.div(scatterAdd(zeros([n]), 0, seen, full([seen.shape[0]!], 1)));
+  }
+  return asStrided(storage, inp.shape, inp.strides, inp.offset);
+}
 
 export const expand = defineOp<(input: Tensor, shape: readonly number[]) => Tensor>({
   schema: 'expand(Tensor input, int[] shape)',
