@@ -22,6 +22,14 @@ import { FUNCTIONAL_RULES } from './functional-rules.js';
 
 type AnyOp = Op<(...args: never[]) => unknown>;
 
+/** What export adds to the tracer to follow symbolic sizes (src/export/symbolic-trace.ts). */
+export interface ShapeTracking {
+  /** The arguments with every symbolic size replaced by its example value, as the op's kernel needs them. */
+  concrete(x: unknown): unknown;
+  /** An op call was recorded as `node`: its arguments as the program passed them, and its result. */
+  recorded(target: FunctionTarget, args: readonly unknown[], kwargs: Readonly<Record<string, unknown>> | undefined, out: unknown, node: Node): void;
+}
+
 /** How a tensor the tracer knows was made from a base tensor by view ops only. */
 interface ViewOf {
   readonly base: Tensor;
@@ -42,6 +50,8 @@ export class FxTracer implements TraceDispatch {
   private readonly constantNames = new Map<Tensor, string>();
   /** Set while the backward runs: a tensor first met then was made outside the op table by a gradient rule. */
   inBackward = false;
+  /** Export's symbolic sizes: op arguments lose their symbolic sizes before running, and each recorded op is reported. */
+  shapes: ShapeTracking | undefined;
   private currentOp = '';
 
   constructor(
@@ -86,8 +96,10 @@ export class FxTracer implements TraceDispatch {
     return this.views.get(t);
   }
 
-  callOp(op: (...args: never[]) => unknown, args: readonly unknown[], kwargs: Readonly<Record<string, unknown>> | undefined): unknown {
+  callOp(op: (...args: never[]) => unknown, symArgs: readonly unknown[], symKwargs: Readonly<Record<string, unknown>> | undefined): unknown {
     const o = op as unknown as Partial<AnyOp> & ((...a: unknown[]) => unknown);
+    const args = this.shapes ? (this.shapes.concrete(symArgs) as readonly unknown[]) : symArgs;
+    const kwargs = this.shapes && symKwargs ? (this.shapes.concrete(symKwargs) as Readonly<Record<string, unknown>>) : symKwargs;
     const rule = o.opName ? FUNCTIONAL_RULES.get(o.opName) : undefined;
     const decomposition =
       rule && (rule.applies as (...a: unknown[]) => boolean)(...args)
@@ -131,9 +143,11 @@ export class FxTracer implements TraceDispatch {
       this.nodes.set(self, node);
       setMeta(node, self);
       this.views.delete(self);
+      this.shapes?.recorded(target, symArgs, symKwargs, out, node);
       return out;
     }
     this.bind(out, node);
+    this.shapes?.recorded(target, symArgs, symKwargs, out, node);
     if (out instanceof Tensor && self instanceof Tensor && o.opName) this.noteView(out, self, o.opName, args.slice(1), kwargs);
     return out;
   }

@@ -88,6 +88,8 @@ export interface TraceProgramOptions {
   readonly plainOutputs?: boolean;
   /** Why inputs that share memory were not rebuilt from a synthetic base: the error when one is written in place. */
   readonly aliasedMutationText?: string;
+  /** Export: told the tracer and the traced copies of the primals once the placeholders exist, before the program runs. */
+  readonly onTracer?: (tracer: FxTracer, copies: readonly Tensor[]) => void;
 }
 
 /**
@@ -106,6 +108,7 @@ export function traceProgram(
   const restoreState = module ? snapshotState(module) : () => {};
   const leaves = copyPrimals(primals, opts.joint, new Set(module ? [...module.parameters(), ...module.buffers()] : []));
   leaves.forEach((c, i) => tracer.placeholder(opts.naming === 'primals' ? `primals_${i + 1}` : `arg${i}_1`, c));
+  opts.onTracer?.(tracer, leaves);
   const prev = setTraceDispatch(tracer);
   let program: TracedProgram;
   try {
