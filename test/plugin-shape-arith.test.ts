@@ -268,6 +268,8 @@ test('rewritten code with strings, NaN, fractions and object operands gives what
   // The rewrite happened (else this would compare the code with itself).
   for (const helper of ['shape', 'add', 'div', 'floorDiv', 'mod', 'lt', 'looseEq', 'inc', 'concrete', 'sizeAt', 'sizeOf', 'ndim'])
     t.regex(code, new RegExp(`_kiln\\.${helper}\\(`), helper);
+  t.regex(code, /_kiln\.mul\(others\[0\], first\)/, 'a rest element of a shape holds sizes');
+  t.regex(code, /_kiln\.concrete\(first\)\.toFixed\(1\)/, 'a number method concretises');
   for (const extra of OPERANDS) {
     for (const shape of [
       [3, 4],

@@ -226,15 +226,19 @@ function isCallee(p: NodePath): boolean {
   return !!parent && (parent.isCallExpression() || parent.isNewExpression()) && parent.node.callee === child.node;
 }
 
-/** Bindings a pattern binds from the elements of an array (`[b, n]`, `[b = 1, ...rest]`: `rest` is an array). */
-function elementBindings(pattern: NodePath, scope: NodePath): Binding[] {
-  const out: Binding[] = [];
+/**
+ * Bindings a pattern binds from the elements of a shape: sizes (`[b, n]`, `[b = 1]`) and, for a rest element
+ * (`[b, ...rest]`), the rest of the shape.
+ */
+function elementBindings(pattern: NodePath, scope: NodePath): { sizes: Binding[]; rest: Binding[] } {
+  const out = { sizes: [] as Binding[], rest: [] as Binding[] };
   if (!pattern.isArrayPattern()) return out;
   for (const el of pattern.get('elements')) {
-    const target = el.isAssignmentPattern() ? el.get('left') : el;
+    const rest = el.isRestElement();
+    const target = el.isAssignmentPattern() ? el.get('left') : rest ? (el.get('argument') as NodePath) : el;
     if (target.isIdentifier()) {
       const b = scope.scope.getBinding(target.node.name);
-      if (b) out.push(b);
+      if (b) (rest ? out.rest : out.sizes).push(b);
     }
   }
   return out;
@@ -262,7 +266,9 @@ function analyse(fn: FunctionPath): ShapeFacts {
           if (flow.isDerived(init as NodePath)) add(flow.derivedBindings, b);
           if (flow.isShapeArray(init as NodePath)) add(flow.shapeArrays, b);
         } else if (flow.isShapeArray(init as NodePath)) {
-          for (const b of elementBindings(p.get('id'), p)) add(flow.derivedBindings, b);
+          const { sizes, rest } = elementBindings(p.get('id'), p);
+          for (const b of sizes) add(flow.derivedBindings, b);
+          for (const b of rest) add(flow.shapeArrays, b);
         }
       },
       AssignmentExpression(p) {
@@ -273,7 +279,9 @@ function analyse(fn: FunctionPath): ShapeFacts {
           const derived = p.node.operator === '=' ? flow.isDerived(right) : p.node.operator in COMPOUND && flow.isDerived(right);
           if (b && derived) add(flow.derivedBindings, b);
         } else if (p.node.operator === '=' && flow.isShapeArray(p.get('right'))) {
-          for (const b of elementBindings(left, p)) add(flow.derivedBindings, b);
+          const { sizes, rest } = elementBindings(left, p);
+          for (const b of sizes) add(flow.derivedBindings, b);
+          for (const b of rest) add(flow.shapeArrays, b);
         }
       },
       ForOfStatement(p) {
@@ -401,6 +409,11 @@ function rewriteNode(n: t.Node, f: ShapeFacts, helper: Helper, visit: (c: t.Node
   }
   if (t.isForStatement(n) && n.test && wasKey('test')) {
     n.test = concrete(n.test);
+    return n;
+  }
+  if (t.isMemberExpression(n) && wasKey('object')) {
+    // `n.toFixed(2)`, `n.toString()`: a method of a plain number
+    n.object = concrete(n.object as t.Expression);
     return n;
   }
   if (t.isTemplateLiteral(n)) {
