@@ -362,6 +362,9 @@ test('under a recorder: fractions, strings and Math calls concretise a size with
     t.is(H.ge(s, 2.5), true); // s0 >= 2.5 is 3 <= s0
     t.is(H.eq(s, 2.5), false); // never equal: no guard
     t.is(H.lt(s, NaN), false);
+    t.is(H.eq(s, '6'), false, 'never === a string: no guard');
+    t.is(H.ne(s, undefined), true);
+    t.is(H.looseEq(s, null), false, 'never == null: no guard');
     t.deepEqual(H.mod(H.sub(s, 10), 4), new Sym('(0 - ((0 - (s0 - 10)) % 4))', 0)); // JS remainder keeps the dividend's sign
   });
   t.deepEqual(r.guards, ['s0 == 6', 's0 == 6', 's0 == 6', 's0 == 6', 's0 > 2', '3 <= s0', '0 > (s0 - 10)']);

@@ -215,6 +215,7 @@ export function looseEq(a: Any, b: Any): boolean {
   const r = activeShapeRecorder;
   if (r === null || (!r.isSymbolic(a) && !r.isSymbolic(b))) return a == b;
   if (isSize(r, a) && isSize(r, b)) return compare(r, a, b, 'eq');
+  if (a === null || a === undefined || b === null || b === undefined) return false; // a size is never == null
   return concrete(a) == concrete(b);
 }
 
@@ -262,6 +263,7 @@ function compare(r: Rec, a: Any, b: Any, op: 'lt' | 'le' | 'eq'): boolean {
   const A = r.arith;
   if (isSize(r, a) && isSize(r, b)) return A[op](sym(r, a), sym(r, b));
   if (Number.isNaN(a) || Number.isNaN(b)) return false; // NaN compares false, and decides nothing about a size
+  if (op === 'eq' && typeof (r.isSymbolic(a) ? b : a) !== 'number') return false; // a size is never === a non-number
   const num = (v: Any) => typeof v === 'number';
   if (r.isSymbolic(a) && num(b)) {
     const n = b as number;
