@@ -426,3 +426,29 @@ test('under compile() the rewritten shape-arith fixture captures the same graphs
   );
   t.true(now.frames > 0, 'graphs were captured at all');
 });
+
+test('under compile() rewritten functions mixing sizes with strings and NaN capture as before and give the same results', async (t) => {
+  const { mod } = await loadRewritten<Record<string, Fn>>(EAGER_FILE);
+  const before = await loadWithoutShapeArith<Record<string, Fn>>(EAGER_FILE);
+  const plain = (await import(EAGER_FILE)) as Record<string, Fn>;
+  for (const [name, extra] of [
+    ['mixed', '4'],
+    ['mixed', NaN],
+    ['withParam', 2],
+  ] as const) {
+    const counts = [mod, before].map((m) => {
+      const counter = new kiln.testing.CompileCounter();
+      const compiled = kiln.compile(m[name]!, { backend: counter }) as Fn;
+      for (const shape of [
+        [3, 4],
+        [5, 4],
+      ]) {
+        const x = kiln.randn(shape);
+        t.deepEqual(compiled(x, extra), plain[name]!(x, extra), `${name}(${shape.join('x')}, ${String(extra)})`);
+      }
+      const report = kiln.explain(m[name]!)(kiln.randn([3, 4]), extra);
+      return [counter.frameCount, report.graphCount, report.graphBreakCount];
+    });
+    t.deepEqual(counts[0], counts[1], `${name}: graphs and breaks as without the shape rewrite`);
+  }
+});
