@@ -5,3 +5,30 @@
 import './compile/compile.js';
 export { plan, run, attach } from './compile/plan.js';
 export { scope } from './compile/free-vars.js';
+export {
+  size,
+  sizeAt,
+  sizeOf,
+  shape,
+  numel,
+  ndim,
+  dim,
+  item,
+  add,
+  sub,
+  mul,
+  floorDiv,
+  mod,
+  div,
+  inc,
+  dec,
+  lt,
+  le,
+  gt,
+  ge,
+  eq,
+  ne,
+  looseEq,
+  looseNe,
+  concrete,
+} from './runtime/shape-helpers.js';

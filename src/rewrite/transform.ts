@@ -7,6 +7,7 @@ import { attach, attachInline, bindFunctionFor, dispatcher, eagerFunction, repla
 import { emitPrologue } from './emit/imports.js';
 import { planLiteral } from './emit/plan-literal.js';
 import { segmentLiteral } from './emit/segment.js';
+import { recordShapeArithmetic } from './emit/shape-arith.js';
 import { makeSuperExplicit } from './emit/super.js';
 import { guardFreeVariables } from './free-vars.js';
 import { SegmentError, buildSegments, type SegmentPlan } from './segments.js';
@@ -25,6 +26,11 @@ export interface TransformOptions {
   readonly kilnSources?: readonly string[];
   readonly backend?: 'kernels' | 'eager' | 'aot_eager';
   readonly cacheSizeLimit?: number;
+  /**
+   * Route shape arithmetic through the runtime's recording helpers (emit/shape-arith.ts; default true). Off
+   * only to compare with code rewritten without it; the plugin's own options do not include it.
+   */
+  readonly shapeArith?: boolean;
 }
 
 /** What the transform did, per rewritten function (Babel's `file.metadata.kiln`; read by `kiln explain`). */
@@ -86,6 +92,8 @@ export function transformProgram(
     // Unsupported code and functions that keep their body stay as written: the attached function is the eager code.
     const keep = unsupported !== undefined || !rewriteBody;
     if (cls && !keep) makeSuperExplicit(fn, cls);
+    // Before the body is copied into `eager` and the segments, so every copy records the same way.
+    if (plan && !unsupported && options.shapeArith !== false) recordShapeArithmetic(fn, runtime());
     const paramSlots = plan?.slots.slice(0, plan.paramCount);
     const segments = plan && !unsupported ? plan.segments : [];
     const segReport: PlanReport['segments'] = segments.map((seg) => ({
