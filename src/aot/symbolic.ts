@@ -43,6 +43,8 @@ export function generaliseShapes(
   /** The first `fixed` inputs (a module's parameters and buffers) keep their sizes and are passed as they are. */
   fixed = 0,
 ): GraphModule {
+  // control flow's subgraphs are traced at the example's sizes, and the skeleton below does not look into them
+  if (gm.graph.nodes.some((n) => n.op === 'get_attr' && gm.resolveTarget(n.target as string) instanceof GraphModule)) return gm;
   const shapes = inputs.map((t) => [...t.shape]);
   const resized = (t: Tensor, shape: readonly number[], i: number) => (i < fixed ? t : resizedCopy(t, shape));
   // A size the fixed tensors have too (a feature size matching a weight) stays: moving it would break the call.

@@ -1,12 +1,12 @@
 import type { FxTracer } from '../aot/fx-tracer.js';
+import { flattenTensors, unflattenTensors, type Tree } from '../aot/pytree.js';
 import type { FunctionTarget } from '../graph/node.js';
 import { userFrame } from '../graph/tracer.js';
-import { ValueError } from '../errors.js';
+import { TraceError, ValueError } from '../errors.js';
 import { Tensor } from '../runtime/tensor.js';
 import { CondOpArgsMismatchError, UnsupportedAliasMutationError } from './errors.js';
 import {
   activeFxTracer,
-  bindTree,
   breakSymbolicTrace,
   callWith,
   describeTensor,
@@ -27,9 +27,10 @@ import {
  *
  * Eagerly it is that. Under export and makeFx, a tensor predicate is data: both branches are traced into
  * subgraphs (`true_graph_0`, `false_graph_0`) that take the operands and then the tensors either branch closes
- * over, and the graph gets one `cond` node that picks a branch when it runs. A boolean predicate is already
- * decided: the taken branch is traced inline. Branches must return the same structure, shapes and dtypes, and
- * may not write or return their operands or the state they close over.
+ * over and return their outputs flattened, and the graph gets one `cond` node (`condImpl`) that picks a branch
+ * when it runs, its outputs read with getitem. A boolean predicate is already decided: the taken branch is
+ * traced inline. Branches must return the same structure, shapes and dtypes, and may not write or return their
+ * operands or the state they close over.
  */
 export function cond<R = unknown>(
   pred: boolean | number | Tensor,
@@ -39,15 +40,54 @@ export function cond<R = unknown>(
 ): R {
   if (typeof pred === 'boolean' || typeof pred === 'number') return callWith(pred ? trueFn : falseFn, checkedArgs(trueFn, falseFn, operands)) as R;
   breakSymbolicTrace('cond');
+  checkPred(pred);
+  const args = checkedArgs(trueFn, falseFn, operands);
+  if (!activeFxTracer()) {
+    // item() tells a runtime tracer (kiln/jit) that the branch taken depends on a value
+    const taken = pred.item() !== 0;
+    return runEagerly(taken ? trueFn : falseFn, args, taken ? 'true_fn' : 'false_fn') as R;
+  }
+  // PyTorch's flat_fn: each branch returns its outputs flattened; the structure is rebuilt around the node's
+  const trees: Partial<Record<'true_fn' | 'false_fn', Tree>> = {};
+  const flat = (branch: Callable, label: 'true_fn' | 'false_fn') => (...ops: Tensor[]) => {
+    const { tensors, tree } = flattenTensors(callWith(branch, ops), `cond: ${label}'s output`);
+    trees[label] = tree;
+    if (hasConstLeaf(tree))
+      throw new TraceError(`Expect outputs of ${label} to only contains tensors. Got ${describeTree(tree)}${userFrame()}; return tensors (arrays and objects of them)`);
+    return tensors;
+  };
+  const outs = condImpl(pred, flat(trueFn, 'true_fn'), flat(falseFn, 'false_fn'), args);
+  const [ts, fs] = [describeTree(trees.true_fn!), describeTree(trees.false_fn!)];
+  if (ts !== fs)
+    throw new CondOpArgsMismatchError(`Expected both branches to return the same structure but got:\n  true_fn returns ${ts}\n  false_fn returns ${fs}`);
+  return unflattenTensors(trees.true_fn!, outs) as R;
+}
+
+/**
+ * The graph's `cond` node (PyTorch's `cond_op`): the branch `pred` picks, on the operands; the branches return
+ * arrays of tensors. Under export and makeFx it records itself with traced subgraphs instead.
+ */
+export function condImpl(pred: Tensor, trueFn: Callable, falseFn: Callable, operands: readonly Tensor[]): Tensor[] {
+  checkPred(pred);
+  const args = checkedArgs(trueFn, falseFn, operands);
+  const tracer = activeFxTracer();
+  if (tracer) return traceCond(tracer, pred, trueFn, falseFn, args);
+  const taken = pred.item() !== 0;
+  const out = runEagerly(taken ? trueFn : falseFn, args, taken ? 'true_fn' : 'false_fn');
+  if (!Array.isArray(out) || !out.every((o) => o instanceof Tensor))
+    throw new TraceError(`cond: a subgraph branch must return an array of tensors, got ${describeValue(out)}`);
+  return out as Tensor[];
+}
+
+function checkPred(pred: unknown): asserts pred is Tensor {
   if (!(pred instanceof Tensor)) throw new ValueError(`cond: Expected pred to be bool or tensor, but got ${describeValue(pred)}.`);
   if (pred.numel() !== 1)
     throw new ValueError(`cond: Expected pred to be bool or single-element tensor, but got a ${describeTensor(pred)} tensor.`);
-  const args = checkedArgs(trueFn, falseFn, operands);
-  const tracer = activeFxTracer();
-  if (tracer) return traceCond(tracer, pred, trueFn, falseFn, args) as R;
-  // item() tells a runtime tracer (kiln/jit) that the branch taken depends on a value
-  const taken = pred.item() !== 0;
-  return runEagerly(taken ? trueFn : falseFn, args, taken ? 'true_fn' : 'false_fn') as R;
+}
+
+function hasConstLeaf(t: Tree): boolean {
+  if (t.kind === 'const') return true;
+  return t.kind === 'tensor' ? false : t.items.some(hasConstLeaf);
 }
 
 function checkedArgs(trueFn: unknown, falseFn: unknown, operands: unknown): Tensor[] {
@@ -80,10 +120,12 @@ function runEagerly(branch: Callable, operands: readonly Tensor[], label: string
   return result;
 }
 
-function traceCond(tracer: FxTracer, pred: Tensor, trueFn: Callable, falseFn: Callable, operands: readonly Tensor[]): unknown {
+function traceCond(tracer: FxTracer, pred: Tensor, trueFn: Callable, falseFn: Callable, operands: readonly Tensor[]): Tensor[] {
   const taken = untraced(() => pred.item()) !== 0;
   const onTrue = traceBody(tracer, trueFn, operands, 'true_fn', 'cond');
   const onFalse = traceBody(tracer, falseFn, operands, 'false_fn', 'cond');
+  for (const b of [onTrue, onFalse])
+    if (b.tree.kind !== 'array') throw new TraceError(`cond: a subgraph branch must return an array of tensors, got ${describeTree(b.tree)}`);
   checkSameOutputs(onTrue, onFalse);
   const lifted = liftedTensors([onTrue, onFalse]);
   refuseGradients('cond', [...operands, ...lifted]);
@@ -94,15 +136,15 @@ function traceCond(tracer: FxTracer, pred: Tensor, trueFn: Callable, falseFn: Ca
   const [trueName, falseName] = freshSubgraphNames(tracer, ['true_graph', 'false_graph']) as [string, string];
   tracer.constants.set(trueName, trueGraph);
   tracer.constants.set(falseName, falseGraph);
-  const node = tracer.graph.callFunction(cond as unknown as FunctionTarget, [
+  const node = tracer.graph.callFunction(condImpl as unknown as FunctionTarget, [
     predNode,
     tracer.graph.getAttr(trueName),
     tracer.graph.getAttr(falseName),
     operandNodes,
   ]);
-  const chosen = taken ? onTrue : onFalse;
-  bindTree(tracer, node, chosen.result, chosen.tree);
-  return chosen.result;
+  const outs = (taken ? onTrue : onFalse).outs;
+  tracer.bind(outs, node);
+  return [...outs];
 }
 
 /** PyTorch's trace-time check: the same number of outputs, in the same structure, with the same shapes and dtypes. */
@@ -112,9 +154,6 @@ function checkSameOutputs(t: TracedBody, f: TracedBody): void {
       `Expected to return same number of outputs but got:\n  true branch returns ${t.outs.length} item(s)\n  false branch returns ${f.outs.length} item(s)`,
     );
   }
-  const [ts, fs] = [describeTree(t.tree), describeTree(f.tree)];
-  if (ts !== fs)
-    throw new CondOpArgsMismatchError(`Expected both branches to return the same structure but got:\n  true_fn returns ${ts}\n  false_fn returns ${fs}`);
   t.outs.forEach((a, i) => {
     const b = f.outs[i]!;
     if (a.dtype === b.dtype && a.shape.length === b.shape.length && a.shape.every((d, k) => d === b.shape[k])) return;

@@ -1,6 +1,6 @@
 import { registerBuiltin } from '../graph/builtins.js';
 import type { FunctionTarget } from '../graph/node.js';
-import { cond } from './cond.js';
+import { cond, condImpl } from './cond.js';
 import { map, mapImpl } from './map.js';
 
 /**
@@ -8,7 +8,7 @@ import { map, mapImpl } from './map.js';
  * graph nodes call `cond` and `map_impl`, registered as graph builtins so generated code and saved programs
  * name them.
  */
-registerBuiltin('cond', cond as unknown as FunctionTarget);
+registerBuiltin('cond', condImpl as unknown as FunctionTarget);
 registerBuiltin('map_impl', mapImpl as unknown as FunctionTarget);
 
 export { cond, map };

@@ -2,8 +2,7 @@ import { FxTracer, setMeta } from '../aot/fx-tracer.js';
 import { flattenTensors, unflattenTensors, type Tree } from '../aot/pytree.js';
 import { TraceError } from '../errors.js';
 import { GraphModule } from '../graph/graph-module.js';
-import type { Argument, FunctionTarget, Node } from '../graph/node.js';
-import { getitem } from '../graph/builtins.js';
+import type { Argument } from '../graph/node.js';
 import { userFrame } from '../graph/tracer.js';
 import { isGradEnabled } from '../runtime/autograd.js';
 import { activeTrace, setTraceDispatch } from '../runtime/dispatch.js';
@@ -157,28 +156,6 @@ export function freshSubgraphNames(outer: FxTracer, prefixes: readonly string[])
   let k = 0;
   while (prefixes.some((p) => outer.constants.has(`${p}_${k}`))) k++;
   return prefixes.map((p) => `${p}_${k}`);
-}
-
-/** Record that `node` computes `value` (structured like `tree`): its tensors are read through getitem nodes. */
-export function bindTree(outer: FxTracer, node: Node, value: unknown, tree: Tree): void {
-  if (tree.kind === 'tensor') {
-    outer.bind(value, node);
-    return;
-  }
-  if (tree.kind === 'array') {
-    tree.items.forEach((t, i) =>
-      bindTree(outer, outer.graph.callFunction(getitem as unknown as FunctionTarget, [node, i]), (value as unknown[])[i], t),
-    );
-  } else if (tree.kind === 'object') {
-    tree.keys.forEach((key, i) =>
-      bindTree(
-        outer,
-        outer.graph.callFunction(getitem as unknown as FunctionTarget, [node, key]),
-        (value as Record<string, unknown>)[key],
-        tree.items[i]!,
-      ),
-    );
-  }
 }
 
 /**
