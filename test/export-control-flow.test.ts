@@ -269,7 +269,11 @@ test('cond: eagerly, a boolean, a number or a one-element tensor picks the branc
   t.deepEqual((cond(tensor(0), twice, neg, [x]) as Tensor).toArray(), [-1, -2]);
   t.deepEqual((cond(x.sum().gt(2), twice, neg, [x]) as Tensor).toArray(), [2, 4]);
   t.deepEqual((cond(x.sum().gt(3), twice, neg, [x]) as Tensor).toArray(), [-1, -2]);
-  t.deepEqual(cond(true, () => 'plain code', neg), 'plain code', 'a decided predicate just calls the branch');
+  t.deepEqual(
+    cond(true, () => 'plain code', neg),
+    'plain code',
+    'a decided predicate just calls the branch',
+  );
 });
 
 test('cond: arguments are checked with PyTorch texts', (t) => {
@@ -312,7 +316,8 @@ test('cond: branches with different outputs are refused at trace time (CondOpArg
   });
   t.throws(() => exportProgram(new Mismatch((v) => v.gt(0)), [x]), {
     instanceOf: CondOpArgsMismatchError,
-    message: /true_fn returns TensorMetadata\(shape=\[4, 3\], dtype=float32\)\n {2}false_fn returns TensorMetadata\(shape=\[4, 3\], dtype=bool\)/,
+    message:
+      /true_fn returns TensorMetadata\(shape=\[4, 3\], dtype=float32\)\n {2}false_fn returns TensorMetadata\(shape=\[4, 3\], dtype=bool\)/,
   });
   t.throws(() => exportProgram(new Mismatch((v) => [v.sin(), v.cos()]), [x]), {
     instanceOf: CondOpArgsMismatchError,
@@ -322,7 +327,10 @@ test('cond: branches with different outputs are refused at trace time (CondOpArg
     instanceOf: CondOpArgsMismatchError,
     message: 'Expected both branches to return the same structure but got:\n  true_fn returns Tensor\n  false_fn returns [Tensor]',
   });
-  t.throws(() => exportProgram(new Mismatch(() => 3), [x]), { instanceOf: TraceError, message: /^Expect outputs of false_fn to only contains tensors/ });
+  t.throws(() => exportProgram(new Mismatch(() => 3), [x]), {
+    instanceOf: TraceError,
+    message: /^Expect outputs of false_fn to only contains tensors/,
+  });
   // eagerly only one branch runs: the mismatch is the traced program's concern
   close(t, new Mismatch((v) => v.sum(0)).call(x.abs()) as Tensor, x.abs().cos(), 'eager');
 });
@@ -406,7 +414,9 @@ test('cond: an intermediate written in place inside a branch is functionalised',
   for (const [route, ep] of routes(m, [x])) {
     close(t, ep.run(x) as Tensor, x.mul(2).add(1), route);
     t.false(
-      subgraph(ep, 'false_graph_0').graph.nodes.some((n) => n.op === 'call_function' && String((n.target as { opName?: string }).opName).endsWith('_')),
+      subgraph(ep, 'false_graph_0').graph.nodes.some(
+        (n) => n.op === 'call_function' && String((n.target as { opName?: string }).opName).endsWith('_'),
+      ),
       `${route}: no in-place node`,
     );
   }
@@ -428,12 +438,22 @@ test('cond: makeFx records it; a joint trace (aotFunction) refuses it rather tha
     ['sum', 'gt', 'cond', 'getitem'],
   );
   for (const v of [x.abs(), x.abs().neg()]) close(t, gm.forward(v, w) as Tensor, f(v, w), 'makeFx graph');
-  const compiled = aotFunction(f, { fwCompiler: (g) => (...args) => g.forward(...args) });
+  const compiled = aotFunction(f, {
+    fwCompiler:
+      (g) =>
+      (...args) =>
+        g.forward(...args),
+  });
   t.throws(() => compiled(x, w.clone().requiresGrad_(true)), {
     instanceOf: TraceError,
     message: /^cond: a traced cond cannot be differentiated yet \(operand 1, float32 \[3\], requires grad\)/,
   });
-  close(t, withGradMode(false, () => compiled(x.abs().neg(), w)), x.abs().neg().add(w), 'without gradients it compiles');
+  close(
+    t,
+    withGradMode(false, () => compiled(x.abs().neg(), w)),
+    x.abs().neg().add(w),
+    'without gradients it compiles',
+  );
 });
 
 /** test_map's module: `map(body, xs, y, z)`. */
@@ -538,7 +558,10 @@ test('map: xs are checked with PyTorch texts', (t) => {
     message: 'map: Leading dimensions of mapped xs must be consistent. Got shapes [[3, 2], [4, 2]].',
   });
   t.throws(() => map(f, ones([0, 2])), { instanceOf: ShapeError, message: 'map: Leading dimensions of mapped xs cannot be 0.' });
-  t.throws(() => map(f, [ones([2]), 3]), { instanceOf: ValueError, message: 'map: Mapped xs can only consist of tensors. Got xs [Tensor, 3].' });
+  t.throws(() => map(f, [ones([2]), 3]), {
+    instanceOf: ValueError,
+    message: 'map: Mapped xs can only consist of tensors. Got xs [Tensor, 3].',
+  });
   t.throws(() => map(f, ones([2]), 3 as never), { instanceOf: ValueError, message: /^map: extra args must be tensors/ });
   t.throws(() => map(() => 1, ones([2])), { instanceOf: TraceError, message: /^map: Expect outputs of map only contains tensors/ });
 });
@@ -564,7 +587,10 @@ test('map: a body that writes or returns its input is refused, eagerly and under
     [returnsArg, /^map is aliasing the input!/],
   ] as const) {
     t.throws(() => exportProgram(new Body(body), [randn([3, 2]), randn([2])]), { instanceOf: UnsupportedAliasMutationError, message });
-    t.throws(() => new Body(body).call(randn([3, 2]), randn([2])), { instanceOf: UnsupportedAliasMutationError, message: /^map is (mutating|aliasing) the input!/ });
+    t.throws(() => new Body(body).call(randn([3, 2]), randn([2])), {
+      instanceOf: UnsupportedAliasMutationError,
+      message: /^map is (mutating|aliasing) the input!/,
+    });
   }
 });
 
@@ -611,7 +637,7 @@ test('save/load: subgraphs are checked like the main graph; their names and the 
     'a dotted name',
   );
   refused(
-    edit((j) => j.graph.nodes.filter((n) => n.op === 'get_attr')[0]!.target === 'true_graph_0' && (j.graph.nodes.find((n) => n.target === 'true_graph_0')!.target = 'forward')),
+    edit((j) => (j.graph.nodes.find((n) => n.op === 'get_attr' && n.target === 'true_graph_0')!.target = 'forward')),
     /reads 'forward', which is not one of the file's subgraphs/,
     'a get_attr of a method, which cond would call',
   );
@@ -641,4 +667,28 @@ test('save/load: subgraphs are checked like the main graph; their names and the 
     /unknown opcode/,
     'a malformed subgraph',
   );
+});
+
+test('cond: a graph with subgraphs is not generalised over sizes (its subgraphs hold the example sizes)', (t) => {
+  // the branch's narrow length follows the input size: a subgraph traced at 3 rows bakes 2
+  const f = (x: Tensor) =>
+    cond(
+      x.sum().gt(0),
+      (a: Tensor) => a.narrow(0, 0, a.shape[0]! - 1).mul(2),
+      (a: Tensor) => a.narrow(0, 1, a.shape[0]! - 1).neg(),
+      [x],
+    );
+  const compiled = aotFunction(f, {
+    fwCompiler:
+      (g) =>
+      (...args) =>
+        g.forward(...args),
+    dynamic: true,
+  });
+  withGradMode(false, () => {
+    for (const rows of [3, 4, 5]) {
+      const x = randn([rows, 2]).abs();
+      close(t, compiled(x), f(x), `${rows} rows`);
+    }
+  });
 });

@@ -3,6 +3,7 @@ import { flattenTensors, unflattenTensors, type Tree } from '../aot/pytree.js';
 import type { FunctionTarget } from '../graph/node.js';
 import { userFrame } from '../graph/tracer.js';
 import { TraceError, ValueError } from '../errors.js';
+import { isPlainObject } from '../runtime/plain-object.js';
 import { Tensor } from '../runtime/tensor.js';
 import { CondOpArgsMismatchError, UnsupportedAliasMutationError } from './errors.js';
 import {
@@ -38,7 +39,8 @@ export function cond<R = unknown>(
   falseFn: ((...operands: Tensor[]) => R) | Callable,
   operands: readonly Tensor[] = [],
 ): R {
-  if (typeof pred === 'boolean' || typeof pred === 'number') return callWith(pred ? trueFn : falseFn, checkedArgs(trueFn, falseFn, operands)) as R;
+  if (typeof pred === 'boolean' || typeof pred === 'number')
+    return callWith(pred ? trueFn : falseFn, checkedArgs(trueFn, falseFn, operands)) as R;
   breakSymbolicTrace('cond');
   checkPred(pred);
   const args = checkedArgs(trueFn, falseFn, operands);
@@ -49,17 +51,23 @@ export function cond<R = unknown>(
   }
   // PyTorch's flat_fn: each branch returns its outputs flattened; the structure is rebuilt around the node's
   const trees: Partial<Record<'true_fn' | 'false_fn', Tree>> = {};
-  const flat = (branch: Callable, label: 'true_fn' | 'false_fn') => (...ops: Tensor[]) => {
-    const { tensors, tree } = flattenTensors(callWith(branch, ops), `cond: ${label}'s output`);
-    trees[label] = tree;
-    if (hasConstLeaf(tree))
-      throw new TraceError(`Expect outputs of ${label} to only contains tensors. Got ${describeTree(tree)}${userFrame()}; return tensors (arrays and objects of them)`);
-    return tensors;
-  };
+  const flat =
+    (branch: Callable, label: 'true_fn' | 'false_fn') =>
+    (...ops: Tensor[]) => {
+      const { tensors, tree } = flattenTensors(callWith(branch, ops), `cond: ${label}'s output`);
+      trees[label] = tree;
+      if (hasConstLeaf(tree))
+        throw new TraceError(
+          `Expect outputs of ${label} to only contains tensors. Got ${describeTree(tree)}${userFrame()}; return tensors (arrays and objects of them)`,
+        );
+      return tensors;
+    };
   const outs = condImpl(pred, flat(trueFn, 'true_fn'), flat(falseFn, 'false_fn'), args);
   const [ts, fs] = [describeTree(trees.true_fn!), describeTree(trees.false_fn!)];
   if (ts !== fs)
-    throw new CondOpArgsMismatchError(`Expected both branches to return the same structure but got:\n  true_fn returns ${ts}\n  false_fn returns ${fs}`);
+    throw new CondOpArgsMismatchError(
+      `Expected both branches to return the same structure but got:\n  true_fn returns ${ts}\n  false_fn returns ${fs}`,
+    );
   return unflattenTensors(trees.true_fn!, outs) as R;
 }
 
@@ -83,6 +91,14 @@ function checkPred(pred: unknown): asserts pred is Tensor {
   if (!(pred instanceof Tensor)) throw new ValueError(`cond: Expected pred to be bool or tensor, but got ${describeValue(pred)}.`);
   if (pred.numel() !== 1)
     throw new ValueError(`cond: Expected pred to be bool or single-element tensor, but got a ${describeTensor(pred)} tensor.`);
+}
+
+/** The tensors in a branch's result (in arrays and plain objects), whatever else it holds. */
+function tensorsIn(x: unknown, out: Tensor[] = []): Tensor[] {
+  if (x instanceof Tensor) out.push(x);
+  else if (Array.isArray(x)) x.forEach((v) => tensorsIn(v, out));
+  else if (isPlainObject(x)) Object.values(x).forEach((v) => tensorsIn(v, out));
+  return out;
 }
 
 function hasConstLeaf(t: Tree): boolean {
@@ -110,9 +126,8 @@ function runEagerly(branch: Callable, operands: readonly Tensor[], label: string
       `One of cond's branches might be modifying the input! ${label} wrote its input ${i} (${describeTensor(t)}) in place${userFrame()}; write to a clone of it instead`,
     );
   });
-  const outs = result instanceof Tensor ? [result] : Array.isArray(result) ? result : [];
-  outs.forEach((o, i) => {
-    if (!(o instanceof Tensor) || !operands.some((t) => t._storage === o._storage)) return;
+  tensorsIn(result).forEach((o, i) => {
+    if (!operands.some((t) => t._storage === o._storage)) return;
     throw new UnsupportedAliasMutationError(
       `One of cond's branches might be aliasing the input! ${label}'s output ${i} (${describeTensor(o)}) shares memory with an operand${userFrame()}; return a clone() of it`,
     );
@@ -125,7 +140,8 @@ function traceCond(tracer: FxTracer, pred: Tensor, trueFn: Callable, falseFn: Ca
   const onTrue = traceBody(tracer, trueFn, operands, 'true_fn', 'cond');
   const onFalse = traceBody(tracer, falseFn, operands, 'false_fn', 'cond');
   for (const b of [onTrue, onFalse])
-    if (b.tree.kind !== 'array') throw new TraceError(`cond: a subgraph branch must return an array of tensors, got ${describeTree(b.tree)}`);
+    if (b.tree.kind !== 'array')
+      throw new TraceError(`cond: a subgraph branch must return an array of tensors, got ${describeTree(b.tree)}`);
   checkSameOutputs(onTrue, onFalse);
   const lifted = liftedTensors([onTrue, onFalse]);
   refuseGradients('cond', [...operands, ...lifted]);

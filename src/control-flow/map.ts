@@ -39,13 +39,15 @@ export function map<R = unknown>(fn: (xs: never, ...args: Tensor[]) => R, xs: un
   if (flatXs.length === 0 || hasNonTensor(xsTree))
     throw new ValueError(`map: Mapped xs can only consist of tensors. Got xs ${describeTree(xsTree)}.`);
   args.forEach((a, i) => {
-    if (!(a instanceof Tensor)) throw new ValueError(`map: extra args must be tensors, got ${describeValue(a)} at args[${i}]; close over other values instead`);
+    if (!(a instanceof Tensor))
+      throw new ValueError(`map: extra args must be tensors, got ${describeValue(a)} at args[${i}]; close over other values instead`);
   });
   let outTree: Tree | undefined;
   const body = (...flat: Tensor[]): Tensor[] => {
     const out = callWith(fn as Callable, [unflattenTensors(xsTree, flat.slice(0, flatXs.length)) as Tensor, ...flat.slice(flatXs.length)]);
     const { tensors, tree } = flattenTensors(out, 'map: the body_fn output');
-    if (hasNonTensor(tree)) throw new TraceError(`map: Expect outputs of map only contains tensors. Got ${describeTree(tree)}${userFrame()}.`);
+    if (hasNonTensor(tree))
+      throw new TraceError(`map: Expect outputs of map only contains tensors. Got ${describeTree(tree)}${userFrame()}.`);
     if (outTree && describeTree(outTree) !== describeTree(tree))
       throw new TraceError(`map: body_fn returned ${describeTree(tree)} for one slice and ${describeTree(outTree)} for another`);
     outTree = tree;
@@ -73,7 +75,8 @@ function checkLeadingDims(xs: readonly Tensor[]): void {
   if (xs.some((x) => x.ndim === 0)) throw new ShapeError(`map: Mapped xs must have a leading dimension to map over. Got shapes ${shapes}.`);
   const n = xs[0]!.shape[0]!;
   if (n === 0) throw new ShapeError('map: Leading dimensions of mapped xs cannot be 0.');
-  if (xs.some((x) => x.shape[0] !== n)) throw new ShapeError(`map: Leading dimensions of mapped xs must be consistent. Got shapes ${shapes}.`);
+  if (xs.some((x) => x.shape[0] !== n))
+    throw new ShapeError(`map: Leading dimensions of mapped xs must be consistent. Got shapes ${shapes}.`);
 }
 
 function mapDense(body: Callable, xs: readonly Tensor[], args: readonly Tensor[]): Tensor[] {
@@ -82,15 +85,14 @@ function mapDense(body: Callable, xs: readonly Tensor[], args: readonly Tensor[]
   const n = xs[0]!.shape[0]!;
   const results: Tensor[][] = [];
   for (let i = 0; i < n; i++) {
-    const out = callWith(
-      body,
-      [...xs.map((x) => x.select(0, i)), ...args],
-    );
+    const out = callWith(body, [...xs.map((x) => x.select(0, i)), ...args]);
     if (!Array.isArray(out) || !out.every((o) => o instanceof Tensor))
       throw new TraceError(`map: Expect outputs of map only contains tensors. Got ${describeValue(out)}.`);
     out.forEach((o: Tensor, j) => {
       if (inputs.some((t) => t._storage === o._storage))
-        throw new UnsupportedAliasMutationError(`map is aliasing the input! body_fn's output ${j} (${describeTensor(o)}) shares memory with an input; return a clone() of it`);
+        throw new UnsupportedAliasMutationError(
+          `map is aliasing the input! body_fn's output ${j} (${describeTensor(o)}) shares memory with an input; return a clone() of it`,
+        );
     });
     results.push(out as Tensor[]);
   }
@@ -100,7 +102,12 @@ function mapDense(body: Callable, xs: readonly Tensor[], args: readonly Tensor[]
         `map is mutating the input! body_fn wrote its input ${i} (${describeTensor(t)}) in place; write to a clone of it instead`,
       );
   });
-  return results[0]!.map((_, j) => stack(results.map((r) => r[j]!), 0));
+  return results[0]!.map((_, j) =>
+    stack(
+      results.map((r) => r[j]!),
+      0,
+    ),
+  );
 }
 
 function traceMap(tracer: FxTracer, body: Callable, xs: readonly Tensor[], args: readonly Tensor[]): Tensor[] {
