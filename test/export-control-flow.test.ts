@@ -692,3 +692,32 @@ test('cond: a graph with subgraphs is not generalised over sizes (its subgraphs 
     }
   });
 });
+
+test("cond: runDecompositions decomposes inside the subgraphs too; the branch layer's parameters are lifted", (t) => {
+  class Branchy extends nn.Module {
+    fc = new nn.Linear(4, 4);
+    override forward(x: Tensor): Tensor {
+      return cond(
+        x.mean().gt(0),
+        (v: Tensor) => this.fc.call(v),
+        (v: Tensor) => v.relu(),
+        [x],
+      );
+    }
+  }
+  const m = new Branchy();
+  const input = randn([2, 4]).abs();
+  const ep = exportProgram(m, [input]);
+  const ops = (gm: GraphModule) =>
+    gm.graph.nodes.filter((n) => n.op === 'call_function').map((n) => (n.target as { opName?: string }).opName);
+  t.deepEqual(ops(subgraph(ep, 'false_graph_0')), ['relu']);
+  const operands = ep.graphModule.graph.nodes.find((n) => n.name === 'cond')!.args[3] as { name: string }[];
+  t.deepEqual(
+    operands.map((a) => a.name),
+    ['x', 'p_fc_weight', 'p_fc_bias'],
+  );
+  // relu(v) = (|v| + v) / 2
+  const core = ep.runDecompositions({ relu: (v: Tensor) => v.abs().add(v).mul(0.5) });
+  t.deepEqual(ops(subgraph(core, 'false_graph_0')), ['abs', 'add', 'mul'], 'the decomposition applies in the branch');
+  for (const v of [input, input.neg()]) close(t, core.run(v) as Tensor, m.call(v), 'decomposed program');
+});
