@@ -366,6 +366,15 @@ test('cond: a branch that writes its operand is refused eagerly and under export
     instanceOf: UnsupportedAliasMutationError,
     message: /false_fn writes its input 0/,
   });
+  // so is a change of its layout (t_)
+  const transposes = (v: Tensor) => {
+    v.t_();
+    return v.neg();
+  };
+  t.throws(() => exportProgram(new Mismatch(transposes), [randn([3, 3]).abs().neg()]), {
+    instanceOf: UnsupportedAliasMutationError,
+    message: /false_fn writes its input 0/,
+  });
 });
 
 test('cond: a branch that writes a buffer it closes over, or returns its operand, is refused under export', (t) => {

@@ -7,6 +7,7 @@ import { userFrame } from '../graph/tracer.js';
 import { isGradEnabled } from '../runtime/autograd.js';
 import { activeTrace, setTraceDispatch } from '../runtime/dispatch.js';
 import { Module } from '../runtime/nn/module.js';
+import { sameShape } from '../runtime/shape.js';
 import { Tensor } from '../runtime/tensor.js';
 import { UnsupportedAliasMutationError } from './errors.js';
 
@@ -79,7 +80,7 @@ export function traceBody(outer: FxTracer, fn: Callable, inputs: readonly Tensor
   const mutating = op === 'cond' ? "One of cond's branches might be modifying the input!" : 'map is mutating the input!';
   inputs.forEach((t, i) => {
     const was = layouts[i]!;
-    const moved = t.offset !== was.offset || t.shape.some((d, k) => d !== was.shape[k]) || t.shape.length !== was.shape.length;
+    const moved = t.offset !== was.offset || !sameShape(t.shape, was.shape) || !sameShape(t.strides, was.strides);
     if (tracer.wasWritten(t) || moved) {
       throw new UnsupportedAliasMutationError(
         `${mutating} ${label} writes its input ${i} (${describeTensor(t)}) in place${userFrame()}; write to a clone of it instead`,
