@@ -7,6 +7,7 @@ import { setTraceDispatch, type TraceDispatch } from '../runtime/dispatch.js';
 import { OPS, type Op } from '../runtime/op.js';
 import { viewScatter, type ViewStep } from '../runtime/ops/view.js';
 import { isPlainObject } from '../runtime/plain-object.js';
+import type { Module } from '../runtime/nn/module.js';
 import { Tensor } from '../runtime/tensor.js';
 import { findDecomposition, KEEP_OP, type Decompositions } from './decompositions.js';
 import { FUNCTIONAL_RULES } from './functional-rules.js';
@@ -42,7 +43,8 @@ export class FxTracer implements TraceDispatch {
   readonly symbolic = false;
   readonly recordsEveryOp = true;
   readonly graph = new Graph();
-  readonly constants = new Map<string, Tensor>();
+  /** Closed-over tensors by their get_attr names, and (control flow) the subgraphs `cond` and `map` call. */
+  readonly constants = new Map<string, Tensor | Module>();
   private readonly nodes = new Map<Tensor, Node>();
   private readonly views = new Map<Tensor, ViewOf>();
   /** Functional writes into each base tensor (directly or through one of its views). */
@@ -55,7 +57,7 @@ export class FxTracer implements TraceDispatch {
   private currentOp = '';
 
   constructor(
-    private readonly decompositions: Decompositions | undefined,
+    readonly decompositions: Decompositions | undefined,
     /** Names the API in errors: 'makeFx', 'aotFunction', … */
     readonly what: string,
     /**
@@ -74,6 +76,11 @@ export class FxTracer implements TraceDispatch {
 
   isTraced(x: unknown): boolean {
     return x instanceof Tensor && this.nodes.has(x);
+  }
+
+  /** The tensors the program closed over (read through get_attr), by their attribute names: what a subgraph lifts. */
+  closedOver(): Map<string, Tensor> {
+    return new Map([...this.constantNames].map(([t, name]) => [name, t]));
   }
 
   /** A tensor the program closes over that it wrote in place: a side effect the graph would drop. */
@@ -244,7 +251,7 @@ export class FxTracer implements TraceDispatch {
   }
 
   /** Record that `out` (a tensor, or an array of them) is what `node` computes. */
-  private bind(out: unknown, node: Node): void {
+  bind(out: unknown, node: Node): void {
     if (out instanceof Tensor) {
       this.nodes.set(out, node);
       setMeta(node, out);

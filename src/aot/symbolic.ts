@@ -48,6 +48,8 @@ export function generaliseShapes(
    */
   extra?: { readonly leaves: (gm: GraphModule) => readonly number[]; readonly skeleton: (gm: GraphModule) => string },
 ): GraphModule {
+  // control flow's subgraphs are traced at the example's sizes, and the skeleton below does not look into them
+  if (gm.graph.nodes.some((n) => n.op === 'get_attr' && gm.resolveTarget(n.target as string) instanceof GraphModule)) return gm;
   const leavesOf = (g: GraphModule) => [...graphLeaves(g.graph), ...(extra?.leaves(g) ?? [])];
   const skeletonOf = (g: GraphModule) => `${graphSkeleton(g.graph)}\n${extra?.skeleton(g) ?? ''}`;
   const shapes = inputs.map((t) => [...t.shape]);

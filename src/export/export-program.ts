@@ -59,7 +59,7 @@ export function exportProgram(module: Module, args: readonly unknown[], options:
   const { names, rest } = forwardParamNames(forward);
   const lifted = liftGraph(program.gm, target, state, userInputNames(tree, names, rest), (attr) => lookupAttr(program.gm, attr) as Tensor);
   const outputSpecs = outputSpecsOf(program.mutations, state, lifted.inputSpecs, lifted.graph.outputNode!.args[0] as (Node | null)[]);
-  const gm = new GraphModule(new Module(), lifted.graph, 'GraphModule');
+  const gm = new GraphModule(lifted.subgraphs, lifted.graph, 'GraphModule');
 
   const stateDict: Record<string, Tensor> = {};
   const constants: Record<string, Tensor> = { ...lifted.constants };

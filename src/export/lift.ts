@@ -1,6 +1,6 @@
 import type { Tree } from '../aot/pytree.js';
 import { Graph } from '../graph/graph.js';
-import type { GraphModule } from '../graph/graph-module.js';
+import { GraphModule } from '../graph/graph-module.js';
 import type { Node } from '../graph/node.js';
 import type { Module } from '../runtime/nn/module.js';
 import { sameShape } from '../runtime/shape.js';
@@ -27,6 +27,8 @@ export interface LiftedGraph {
   readonly inputSpecs: InputSpec[];
   /** Lifted constants by target name (module attributes by their path, others `lifted_tensor_<i>`). */
   readonly constants: Record<string, Tensor>;
+  /** The subgraphs that control-flow nodes read with get_attr, by attribute name. */
+  readonly subgraphs: Record<string, GraphModule>;
 }
 
 /** The names of the user's tensor inputs: `x`, `x_0`, `x_foo_0` after the forward's parameter names. */
@@ -73,7 +75,14 @@ export function liftGraph(
 ): LiftedGraph {
   const src = traced.graph;
   const placeholders = src.nodes.filter((n) => n.op === 'placeholder');
-  const getAttrs = src.nodes.filter((n) => n.op === 'get_attr');
+  // control flow's subgraphs (cond's true_graph_0, map's body_graph_0) stay attributes of the exported module
+  const subgraphs: Record<string, GraphModule> = {};
+  const getAttrs = src.nodes.filter((n) => {
+    if (n.op !== 'get_attr') return false;
+    const value = traced.resolveTarget(n.target as string);
+    if (value instanceof GraphModule) subgraphs[n.target as string] = value;
+    return !(value instanceof GraphModule);
+  });
   const taken = new Set<string>();
   const userPlaceholderNames = userNames.map((n) => claimName(n, taken));
   const inputSpecs: InputSpec[] = [];
@@ -122,5 +131,5 @@ export function liftGraph(
     map.set(node, copy);
   }
   graph.lint();
-  return { graph, inputSpecs, constants };
+  return { graph, inputSpecs, constants, subgraphs };
 }

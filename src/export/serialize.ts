@@ -2,7 +2,9 @@ import { SerializationError, KilnError } from '../errors.js';
 import type { Tree } from '../aot/pytree.js';
 import { Graph } from '../graph/graph.js';
 import { GraphModule } from '../graph/graph-module.js';
-import { isPlainObject } from '../graph/node.js';
+import { isPlainObject, Node, targetName } from '../graph/node.js';
+// cond and map_impl, the graph builtins a saved program with control flow names
+import '../control-flow/index.js';
 import { readSealed, writeSealed } from '../graph/sealed-file.js';
 import { tensorFromJSON, tensorToJSON } from '../graph/serialize.js';
 import { Module } from '../runtime/nn/module.js';
@@ -31,6 +33,7 @@ export function save(ep: ExportedProgram, path: string): void {
     format: EXPORT_FORMAT,
     version: EXPORT_VERSION,
     graph: p.graphModule.graph.toJSON(),
+    subgraphs: subgraphsToJSON(p.graphModule),
     inputSpecs: p.graphSignature.inputSpecs,
     outputSpecs: p.graphSignature.outputSpecs,
     stateDict: Object.entries(p.stateDict).map(([k, t]) => ({ key: k, parameter: t instanceof Parameter, tensor: tensorToJSON(t) })),
@@ -101,8 +104,10 @@ function partsFromJSON(j: Record<string, unknown>): ProgramParts {
     return { path: string(m.path, `modules[${i}].path`), className: identifier(m.className, `modules[${i}].className`) };
   });
   checkConsistent(graph, inputSpecs, outputSpecs, stateDict, constants, inTree);
+  // files written before control flow have no subgraphs
+  const subgraphs = subgraphsFromJSON(j.subgraphs ?? [], 'subgraphs', graph, 0);
   return {
-    graphModule: new GraphModule(new Module(), graph, 'GraphModule'),
+    graphModule: new GraphModule(subgraphs, graph, 'GraphModule'),
     graphSignature: { inputSpecs, outputSpecs },
     stateDict,
     constants,
@@ -113,6 +118,85 @@ function partsFromJSON(j: Record<string, unknown>): ProgramParts {
     forwardNames,
     modules,
   };
+}
+
+/**
+ * Control flow's subgraphs (`true_graph_0`, `body_graph_0`, …): each `{ name, graph, subgraphs }`, the graph a
+ * `kiln.graph` like the main one, nested subgraphs inside. Only data: the `cond`/`map_impl` nodes that call them
+ * are builtins looked up by name.
+ */
+interface SubgraphJSON {
+  name: string;
+  graph: unknown;
+  subgraphs: SubgraphJSON[];
+}
+
+function subgraphsToJSON(gm: GraphModule): SubgraphJSON[] {
+  const out: SubgraphJSON[] = [];
+  for (const n of gm.graph.nodes) {
+    if (n.op !== 'get_attr' || out.some((s) => s.name === n.target)) continue;
+    const sub = gm.resolveTarget(n.target as string);
+    if (!(sub instanceof GraphModule)) throw new SerializationError(`export.save: get_attr '${String(n.target)}' is not a subgraph`);
+    out.push({ name: n.target as string, graph: sub.graph.toJSON(), subgraphs: subgraphsToJSON(sub) });
+  }
+  return out;
+}
+
+/** Control flow nests a few levels; deeper input is refused, not recursed into. */
+const MAX_SUBGRAPH_DEPTH = 16;
+/** Names a subgraph may not take: members every GraphModule has. */
+const GRAPH_MODULE_MEMBERS = ['className', '_graph', '_code', '_forward'];
+
+/**
+ * The subgraphs `graph` reads, checked: each name an identifier that is no member of a module, each graph valid,
+ * every get_attr of `graph` names one of them, and every `cond`/`map_impl` node calls them with operands that
+ * match their placeholders.
+ */
+function subgraphsFromJSON(v: unknown, where: string, graph: Graph, depth: number): Record<string, GraphModule> {
+  if (depth > MAX_SUBGRAPH_DEPTH) throw new SerializationError(`${where}: subgraphs nest more than ${MAX_SUBGRAPH_DEPTH} levels deep`);
+  const bare = new Module();
+  const subgraphs: Record<string, GraphModule> = {};
+  list(v, where).forEach((e, i) => {
+    const at = `${where}[${i}]`;
+    const entry = object(e, at);
+    const name = identifier(entry.name, `${at}.name`);
+    if (name in bare || GRAPH_MODULE_MEMBERS.includes(name) || name in GraphModule.prototype)
+      throw new SerializationError(`${at}.name '${name}' is a member of every module, not a subgraph name`);
+    if (Object.hasOwn(subgraphs, name)) throw new SerializationError(`${at}.name '${name}' is given twice`);
+    const g = Graph.fromJSON(entry.graph);
+    const nested = subgraphsFromJSON(entry.subgraphs, `${at}.subgraphs`, g, depth + 1);
+    subgraphs[name] = new GraphModule(nested, g, 'GraphModule');
+  });
+  for (const n of graph.nodes) {
+    if (n.op === 'get_attr' && !Object.hasOwn(subgraphs, n.target as string))
+      throw new SerializationError(`node '${n.name}' reads '${String(n.target)}', which is not one of the file's subgraphs`);
+    if (n.op !== 'call_function') continue;
+    const target = targetName(n.target);
+    if (target === 'cond') checkControlFlowCall(n, [1, 2], 3, subgraphs);
+    else if (target === 'map_impl') checkControlFlowCall(n, [0], -1, subgraphs);
+  }
+  return subgraphs;
+}
+
+/**
+ * `cond(pred, true_graph, false_graph, operands)` and `map_impl(body_graph, xs, args)`: the subgraph arguments must
+ * be get_attr nodes of subgraphs (never another member: the node calls them), taking as many inputs as it passes.
+ */
+function checkControlFlowCall(n: Node, graphArgs: readonly number[], operandsArg: number, subgraphs: Record<string, GraphModule>): void {
+  const where = `node '${n.name}' (${targetName(n.target)})`;
+  if (n.args.length !== (operandsArg < 0 ? 3 : 4)) throw new SerializationError(`${where} has ${n.args.length} arguments`);
+  const lists = operandsArg < 0 ? [n.args[1], n.args[2]] : [n.args[operandsArg]];
+  if (!lists.every(Array.isArray)) throw new SerializationError(`${where}: its operands must be lists`);
+  const count = (lists as unknown[][]).reduce((k, l) => k + l.length, 0);
+  for (const i of graphArgs) {
+    const a = n.args[i];
+    if (!(a instanceof Node) || a.op !== 'get_attr' || !Object.hasOwn(subgraphs, a.target as string))
+      throw new SerializationError(`${where}: argument ${i} must be a get_attr of one of the file's subgraphs`);
+    const sub = subgraphs[a.target as string]!;
+    const placeholders = sub.graph.nodes.filter((p) => p.op === 'placeholder').length;
+    if (placeholders !== count)
+      throw new SerializationError(`${where}: subgraph '${String(a.target)}' takes ${placeholders} inputs but is given ${count}`);
+  }
 }
 
 /** The signature must name the graph's placeholders in order, and every state placeholder must have its tensor. */

@@ -1,5 +1,6 @@
 import { KilnError, ValueError } from '../errors.js';
 import { setGradEnabled } from '../runtime/autograd.js';
+import { OPS } from '../runtime/op.js';
 import { arange, full, onesLike, rand, randn, zerosLike } from '../runtime/ops/creation.js';
 import type { FunctionTarget } from './node.js';
 import { isUnsafeMember } from './safe-targets.js';
@@ -88,7 +89,21 @@ for (const [name, fn] of Object.entries(ALL)) Object.defineProperty(fn, 'opName'
 /** Creation functions a runtime trace records as calls (they are plain functions, not ops from the table). */
 const CREATION = { full, zerosLike, onesLike, arange, rand, randn };
 
-/** Builtins by name, for code generation and deserialisation. */
-export const BUILTINS: ReadonlyMap<string, FunctionTarget> = new Map<string, FunctionTarget>(
+const builtins = new Map<string, FunctionTarget>(
   Object.entries({ ...ALL, ...CREATION }).map(([name, fn]) => [name, fn as unknown as FunctionTarget]),
 );
+
+/** Builtins by name, for code generation and deserialisation. */
+export const BUILTINS: ReadonlyMap<string, FunctionTarget> = builtins;
+
+/**
+ * Add a graph function defined above src/graph (control flow's `cond` and `map_impl`), so generated code calls
+ * it as `fx.<name>` and a saved graph names it; a name is registered once and never replaced.
+ */
+export function registerBuiltin(name: string, fn: FunctionTarget): void {
+  const had = builtins.get(name);
+  if (had !== undefined && had !== fn) throw new KilnError(`registerBuiltin: '${name}' is already a different graph builtin`);
+  if (OPS.has(name)) throw new KilnError(`registerBuiltin: '${name}' is an op of the op table`);
+  Object.defineProperty(fn, 'opName', { value: name, configurable: true });
+  builtins.set(name, fn);
+}

@@ -50,7 +50,7 @@ export class GraphModule extends Module {
     root: Module | Readonly<Record<string, unknown>>,
     graph: Graph,
     className = 'GraphModule',
-    constants?: ReadonlyMap<string, Tensor>,
+    constants?: ReadonlyMap<string, Tensor | Module>,
   ) {
     super();
     hide(this, 'className', className);
