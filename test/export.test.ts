@@ -202,6 +202,11 @@ test('test_lifted_constants / test_constant_fqn: tensors held as plain attribute
     ['re-exported', exportProgram(ep.module(), [x])],
   ] as const) {
     close(t, p.run(x) as Tensor, m.call(x), route);
+    t.deepEqual(
+      p.graphSignature.inputSpecs.map((s) => s.name),
+      ['c_inner_scale', 'c_lifted_tensor_0', 'inp'],
+      route,
+    );
   }
 });
 

@@ -150,7 +150,8 @@ export function buildModule(parts: ProgramParts): Module {
     if (spec.kind === 'PARAMETER')
       (owner as unknown as Record<string, unknown>)[name] = value instanceof Parameter ? value : new Parameter(value);
     else if (spec.kind === 'BUFFER') owner.registerBuffer(name, value, spec.persistent !== false);
-    else Object.defineProperty(owner, name, { value, writable: true, enumerable: false, configurable: true });
+    // a plain attribute, as it was on the exported module: a re-export finds it there and keeps its name
+    else (owner as unknown as Record<string, unknown>)[name] = value;
   }
   return root;
 }
