@@ -103,13 +103,13 @@ export function solve(env: ShapeEnv, guards: readonly Guard[] = env.guards): Sol
     for (const [k, v] of replacements) if (k !== s) replacements.set(k, v.subs(one));
     const r = ranges.get(s)!;
     ranges.delete(s);
-    const via = `${env.debugName(s)}'s range`;
-    if (Number.isFinite(r.lower)) synthetic.push({ rel: '<=', expr: sub(int(r.lower), e), kind: 'guard', loc: via });
-    if (Number.isFinite(r.upper)) synthetic.push({ rel: '<=', expr: sub(e, int(r.upper)), kind: 'guard', loc: via });
+    if (Number.isFinite(r.lower)) synthetic.push({ rel: '<=', expr: sub(int(r.lower), e), kind: 'guard' });
+    if (Number.isFinite(r.upper)) synthetic.push({ rel: '<=', expr: sub(e, int(r.upper)), kind: 'guard' });
     const d = divisibility.get(s);
     if (d) {
       divisibility.delete(s);
-      synthetic.push({ rel: '==', expr: mod(sub(e, int(d.offset)), d.modulus), kind: 'guard', loc: d.guard.loc ?? via });
+      const carried: Guard = { rel: '==', expr: mod(sub(e, int(d.offset)), d.modulus), kind: 'guard' };
+      synthetic.push(d.guard.loc === undefined ? carried : { ...carried, loc: d.guard.loc });
     }
   };
 
@@ -162,7 +162,7 @@ export function solve(env: ShapeEnv, guards: readonly Guard[] = env.guards): Sol
       const inner = linearInOne(atom.arg);
       if (!inner) return false;
       const c = atom.div;
-      let r = -expr.constant;
+      let r = 0 - expr.constant;
       if (rel === '!=') {
         if (c !== 2) return false;
         r = 1 - r;
