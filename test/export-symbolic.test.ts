@@ -1,7 +1,21 @@
 import test from 'ava';
 import { SerializationError, TraceError, ValueError } from '../src/errors.js';
 import { shapeRecorder, ShapeEnv, SymSize, type Guard, guardToString } from '../src/export/symbolic/shape-env.js';
-import { add, bounds, exprFromJSON, exprToJSON, floorDiv, int, linearInOne, mod, mul, neg, scale, sub, sym } from '../src/export/symbolic/expr.js';
+import {
+  add,
+  bounds,
+  exprFromJSON,
+  exprToJSON,
+  floorDiv,
+  int,
+  linearInOne,
+  mod,
+  mul,
+  neg,
+  scale,
+  sub,
+  sym,
+} from '../src/export/symbolic/expr.js';
 import { satisfiesAll, solve } from '../src/export/symbolic/solve.js';
 import { NUMBER_ARITH, type SizeArith } from '../src/runtime/size-arith.js';
 import { tensor } from '../src/index.js';
@@ -82,7 +96,7 @@ test('expr: evaluate agrees with JavaScript integer arithmetic, negatives includ
   const e = add(mul(floorDiv(add(s0, int(3)), 4), s1), mod(sub(s1, s0), 3));
   for (let a = -7; a <= 7; a++)
     for (let b = -5; b <= 5; b++) {
-      const expect = Math.floor((a + 3) / 4) * b + (((b - a) % 3) + 3) % 3;
+      const expect = Math.floor((a + 3) / 4) * b + ((((b - a) % 3) + 3) % 3);
       t.is(e.evaluate({ s0: a, s1: b }), expect);
     }
   t.throws(() => s2.evaluate({ s0: 1 }), { instanceOf: ValueError, message: /symbol s2/ });
@@ -95,7 +109,12 @@ test('expr: simplification preserves values (random expressions against evaluati
     const c = rand(5) + 1;
     const f = floorDiv(lin, c);
     const m = mod(lin, c);
-    for (const [a, b] of [[0, 0], [3, -2], [-4, 5], [11, 7]] as const) {
+    for (const [a, b] of [
+      [0, 0],
+      [3, -2],
+      [-4, 5],
+      [11, 7],
+    ] as const) {
       const v = lin.evaluate({ s0: a, s1: b });
       t.is(f.evaluate({ s0: a, s1: b }), Math.floor(v / c));
       t.is(m.evaluate({ s0: a, s1: b }), ((v % c) + c) % c);
@@ -135,7 +154,16 @@ test('expr: JSON round trip, and malformed JSON is a SerializationError', (t) =>
   const back = exprFromJSON(JSON.parse(JSON.stringify(exprToJSON(e))));
   t.true(back.equals(e));
   t.is(back.toString(), e.toString());
-  for (const bad of [null, 3, { c: 1.5, t: [] }, { c: 0, t: [[0, ['s0']]] }, { c: 0, t: [[1, []]] }, { c: 0, t: [[1, ['bad name']]] }, { c: 0, t: [[1, [{ floor: { c: 1, t: [] }, div: 0 }]]] }, { c: 0, t: [[1, [{ div: 2 }]]] }]) {
+  for (const bad of [
+    null,
+    3,
+    { c: 1.5, t: [] },
+    { c: 0, t: [[0, ['s0']]] },
+    { c: 0, t: [[1, []]] },
+    { c: 0, t: [[1, ['bad name']]] },
+    { c: 0, t: [[1, [{ floor: { c: 1, t: [] }, div: 0 }]]] },
+    { c: 0, t: [[1, [{ div: 2 }]]] },
+  ]) {
     t.throws(() => exprFromJSON(bad), { instanceOf: SerializationError }, JSON.stringify(bad));
   }
 });
@@ -179,7 +207,10 @@ test('env: comparisons decide on hints and record normalised guards', (t) => {
     env.guards.map((g) => `${g.rel} ${g.expr.toString()}`),
     ['<= s0 - 6', '<= -s0 + 5', '== s0 - s1 + 1', '!= s0 - s1'],
   );
-  t.deepEqual(env.guards.map((g) => guardToString(g)), ['s0 <= 6', 's0 >= 5', 's1 == s0 + 1', 's1 != s0']);
+  t.deepEqual(
+    env.guards.map((g) => guardToString(g)),
+    ['s0 <= 6', 's0 >= 5', 's1 == s0 + 1', 's1 != s0'],
+  );
 });
 
 test('env: guards decided by the ranges are not recorded (sizes are >= 2 while tracing)', (t) => {
@@ -270,7 +301,10 @@ test('env: a shape rule written against SizeArith runs on numbers and on symbols
   const { env, syms } = envWith(5, 5);
   const r = broadcast(env, syms[0]!, syms[1]!);
   t.is(String(r), 's0');
-  t.deepEqual(env.guards.map((g) => guardToString(g)), ['s1 == s0']);
+  t.deepEqual(
+    env.guards.map((g) => guardToString(g)),
+    ['s1 == s0'],
+  );
 });
 
 test('env: shapeRecorder exposes the env as the plugin hook', (t) => {
@@ -384,9 +418,9 @@ test('solve: random linear guards against brute-force enumeration over a small b
         // An equality that holds at the example (a relation, or a specialisation when a2 is 0).
         const a2 = rand(3);
         env.eq(xs[1]!, env.add(env.mul(xs[0]!, a2), hint[1]! - a2 * hint[0]!));
-      }
-      else if (kind === 3) env.eq(env.mod(env.add(xs[rand(2)]!, rand(4)), 2 + rand(3)), rand(2));
-      else if (kind === 4) env.eq(xs[rand(2)]!, LO + rand(HI - LO + 1)); // mostly false: a != guard
+      } else if (kind === 3) env.eq(env.mod(env.add(xs[rand(2)]!, rand(4)), 2 + rand(3)), rand(2));
+      else if (kind === 4)
+        env.eq(xs[rand(2)]!, LO + rand(HI - LO + 1)); // mostly false: a != guard
       else {
         // 2*x0 == 3*x1 + c at the example: no unit coefficient to eliminate.
         env.eq(env.mul(xs[0]!, 2), env.add(env.mul(xs[1]!, 3), 2 * hint[0]! - 3 * hint[1]!));
@@ -417,11 +451,22 @@ test('solve: random linear guards against brute-force enumeration over a small b
         }
         if (!satisfiesAll(sol.residual, point)) described = false;
         if (truth !== described) {
-          t.fail(`trial ${trial}: at (${v0}, ${v1}) guards say ${truth}, solution says ${described}: ${env.guards.map((g) => guardToString(g)).join('; ')}`);
+          t.fail(
+            `trial ${trial}: at (${v0}, ${v1}) guards say ${truth}, solution says ${described}: ${env.guards.map((g) => guardToString(g)).join('; ')}`,
+          );
           return;
         }
       }
-    t.true(satisfiesAll(env.guards, new Map([['s0', hint[0]!], ['s1', hint[1]!]])), 'the example satisfies its own guards');
+    t.true(
+      satisfiesAll(
+        env.guards,
+        new Map([
+          ['s0', hint[0]!],
+          ['s1', hint[1]!],
+        ]),
+      ),
+      'the example satisfies its own guards',
+    );
   }
   // Every part of the solver was exercised.
   for (const [k, n] of Object.entries(seen)) t.true(n > 0, k);

@@ -78,7 +78,10 @@ export function checkConstraints(env: ShapeEnv, solution: Solution = solve(env))
       const g = solution.replacementGuards.get(s);
       const k = replacement.constantValue();
       if (k !== undefined) {
-        violations.push({ name: dbg(s), msg: `You marked ${dbg(s)} as dynamic but your code specialized it to be a constant (${k})${at(g)}.` });
+        violations.push({
+          name: dbg(s),
+          msg: `You marked ${dbg(s)} as dynamic but your code specialized it to be a constant (${k})${at(g)}.`,
+        });
         fixes.push(`${dbg(s)} = ${k}`);
         continue;
       }
@@ -118,11 +121,17 @@ export function checkConstraints(env: ShapeEnv, solution: Solution = solve(env))
           bounds(g.expr, (x) => (x === s ? info.initial : (solution.ranges.get(x) ?? { lower: -Infinity, upper: Infinity }))),
         );
         if (implied === true) continue;
-        violations.push({ name: dbg(s), msg: `Not all values of ${rangeText(s)} satisfy the generated guard ${guardToString(g, src)}${at(g)}.` });
+        violations.push({
+          name: dbg(s),
+          msg: `Not all values of ${rangeText(s)} satisfy the generated guard ${guardToString(g, src)}${at(g)}.`,
+        });
       }
     }
     if (d) {
-      violations.push({ name: dbg(s), msg: `Not all values of ${rangeText(s)} satisfy the generated guard ${guardToString(d.guard, src)}${at(d.guard)}.` });
+      violations.push({
+        name: dbg(s),
+        msg: `Not all values of ${rangeText(s)} satisfy the generated guard ${guardToString(d.guard, src)}${at(d.guard)}.`,
+      });
       const nr = newRoot.get(s)!;
       const kLower = Number.isFinite(r.lower) ? Math.ceil((r.lower - nr.offset) / nr.modulus) : 0;
       const kUpper = Number.isFinite(r.upper) ? Math.floor((r.upper - nr.offset) / nr.modulus) : Infinity;

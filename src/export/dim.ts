@@ -55,12 +55,14 @@ class DimImpl implements Dim {
   }
 
   add(n: number): Dim {
-    if (!Number.isSafeInteger(n)) throw new ValueError(`Attempted to add ${String(n)} to ${this.name}, where an integer was expected. ${HINT}`);
+    if (!Number.isSafeInteger(n))
+      throw new ValueError(`Attempted to add ${String(n)} to ${this.name}, where an integer was expected. ${HINT}`);
     return derive(this, this.scale, this.offset + n);
   }
 
   sub(n: number): Dim {
-    if (!Number.isSafeInteger(n)) throw new ValueError(`Attempted to subtract ${String(n)} from ${this.name}, where an integer was expected. ${HINT}`);
+    if (!Number.isSafeInteger(n))
+      throw new ValueError(`Attempted to subtract ${String(n)} from ${this.name}, where an integer was expected. ${HINT}`);
     return derive(this, this.scale, this.offset - n);
   }
 
@@ -87,7 +89,7 @@ function derive(from: DimImpl, scaleBy: number, offset: number): Dim {
       `Expected derived min value of ${name} to be >= 0. Please specify an appropriate min value for ${root.name} (currently ${root.min}).`,
     );
   }
-  if (max > Number.MAX_SAFE_INTEGER) {
+  if (max !== Infinity && max > Number.MAX_SAFE_INTEGER) {
     throw new ValueError(
       `Expected derived max value of ${name} to be <= ${Number.MAX_SAFE_INTEGER}. Please specify an appropriate max value for ${root.name} (currently ${root.max}).`,
     );
@@ -100,7 +102,8 @@ export function Dim(name: string, options: DimOptions = {}): Dim {
   if (typeof name !== 'string' || !IDENTIFIER.test(name)) throw new ValueError(`Dim name must be a valid identifier, got ${String(name)}`);
   const min = options.min ?? 0;
   const max = options.max ?? Infinity;
-  if (!Number.isSafeInteger(min) || min < 0) throw new ValueError(`Dim('${name}'): min must be a non-negative integer, got ${String(options.min)}`);
+  if (!Number.isSafeInteger(min) || min < 0)
+    throw new ValueError(`Dim('${name}'): min must be a non-negative integer, got ${String(options.min)}`);
   if (max !== Infinity && (!Number.isSafeInteger(max) || max < 0)) {
     throw new ValueError(`Dim('${name}'): max must be a non-negative integer or Infinity, got ${String(options.max)}`);
   }
@@ -186,7 +189,8 @@ export function bindInputDims(env: ShapeEnv, entries: readonly DimEntry[]): Size
   const defs = new Map<string, Dim>();
   for (const e of entries) {
     if (e.spec === null || e.spec === undefined || typeof e.spec === 'number') continue;
-    if (!isDim(e.spec)) throw new ValueError(`dynamicShapes entry for ${e.source}: expected a Dim, a number or null, got ${String(e.spec)}`);
+    if (!isDim(e.spec))
+      throw new ValueError(`dynamicShapes entry for ${e.source}: expected a Dim, a number or null, got ${String(e.spec)}`);
     const root = e.spec.root;
     const prev = defs.get(root.name);
     if (prev && prev !== root && (prev.min !== root.min || prev.max !== root.max)) {
@@ -200,7 +204,8 @@ export function bindInputDims(env: ShapeEnv, entries: readonly DimEntry[]): Size
   // 2. Each root's example value: from the first input that uses it directly, else solved from the first derived use.
   const rootValue = new Map<string, { value: number; source: string; phantom: boolean }>();
   for (const e of entries) {
-    if (isDim(e.spec) && !e.spec.isDerived && !rootValue.has(e.spec.name)) rootValue.set(e.spec.name, { value: e.size, source: e.source, phantom: false });
+    if (isDim(e.spec) && !e.spec.isDerived && !rootValue.has(e.spec.name))
+      rootValue.set(e.spec.name, { value: e.size, source: e.source, phantom: false });
   }
   for (const e of entries) {
     if (!isDim(e.spec) || !e.spec.isDerived || rootValue.has(e.spec.root.name)) continue;
@@ -220,12 +225,15 @@ export function bindInputDims(env: ShapeEnv, entries: readonly DimEntry[]): Size
   bindings.set(env, bound);
   const out: Size[] = [];
   for (const e of entries) {
-    if (!Number.isSafeInteger(e.size) || e.size < 0) throw new ValueError(`${e.source}: a size must be a non-negative integer, got ${e.size}`);
+    if (!Number.isSafeInteger(e.size) || e.size < 0)
+      throw new ValueError(`${e.source}: a size must be a non-negative integer, got ${e.size}`);
     const spec = e.spec;
     if (spec === null || spec === undefined || typeof spec === 'number') {
       if (typeof spec === 'number') {
-        if (!Number.isSafeInteger(spec) || spec < 0) throw new ValueError(`dynamicShapes entry for ${e.source}: a static size must be a non-negative integer, got ${spec}`);
-        if (spec !== e.size) throw new ConstraintViolationError(`Static shape constraint of ${spec} does not match input size of ${e.size}, for ${e.source}`);
+        if (!Number.isSafeInteger(spec) || spec < 0)
+          throw new ValueError(`dynamicShapes entry for ${e.source}: a static size must be a non-negative integer, got ${spec}`);
+        if (spec !== e.size)
+          throw new ConstraintViolationError(`Static shape constraint of ${spec} does not match input size of ${e.size}, for ${e.source}`);
       }
       bound.push({ source: e.source, expr: int(e.size) });
       out.push(e.size);
@@ -236,7 +244,11 @@ export function bindInputDims(env: ShapeEnv, entries: readonly DimEntry[]): Size
     let entry = roots.get(root.name);
     if (!entry) {
       checkInRange(root, rv.value, rv.phantom ? `${root.name} (inferred from ${rv.source} = ${e.size})` : rv.source);
-      const s = env.createSymbol(rv.value, rv.phantom ? root.name : rv.source, { range: { lower: root.min, upper: root.max }, dimName: root.name, phantom: rv.phantom });
+      const s = env.createSymbol(rv.value, rv.phantom ? root.name : rv.source, {
+        range: { lower: root.min, upper: root.max },
+        dimName: root.name,
+        phantom: rv.phantom,
+      });
       entry = { dim: root, symbol: s.expr.asSymbol()! };
       roots.set(root.name, entry);
     }

@@ -58,7 +58,11 @@ export function buildInputChecks(
   });
   const ranges = result.inputRanges
     .filter((r) => r.lower !== -Infinity || r.upper !== Infinity)
-    .map((r) => ({ expr: exprToJSON(r.expr), lower: Number.isFinite(r.lower) ? r.lower : null, upper: Number.isFinite(r.upper) ? r.upper : null }));
+    .map((r) => ({
+      expr: exprToJSON(r.expr),
+      lower: Number.isFinite(r.lower) ? r.lower : null,
+      upper: Number.isFinite(r.upper) ? r.upper : null,
+    }));
   const guards: InputChecks['guards'] = [];
   const unchecked: Guard[] = [];
   for (const g of result.solution.residual) {
@@ -84,7 +88,13 @@ function parse(checks: InputChecks): Parsed {
   const bad = (why: string): never => {
     throw new SerializationError(`input checks: ${why}`);
   };
-  if (typeof checks !== 'object' || checks === null || !Array.isArray(checks.inputs) || !Array.isArray(checks.ranges) || !Array.isArray(checks.guards)) {
+  if (
+    typeof checks !== 'object' ||
+    checks === null ||
+    !Array.isArray(checks.inputs) ||
+    !Array.isArray(checks.ranges) ||
+    !Array.isArray(checks.guards)
+  ) {
     return bad('expected { inputs, ranges, guards }');
   }
   const inputs: Parsed['inputs'] = checks.inputs.map((c, i) => {
@@ -139,7 +149,8 @@ function shapeText(shape: readonly (number | Expr)[]): string {
 /** Check flattened inputs against `checks`; throws ValueError with PyTorch's texts on the first mismatch. */
 export function runInputChecks(checks: InputChecks, flat: readonly unknown[]): void {
   const p = parse(checks);
-  if (flat.length !== p.inputs.length) throw new ValueError(`Unexpected number of inputs (expected ${p.inputs.length}, got ${flat.length})`);
+  if (flat.length !== p.inputs.length)
+    throw new ValueError(`Unexpected number of inputs (expected ${p.inputs.length}, got ${flat.length})`);
   const values = new Map<string, number>();
   const later: { path: string; expr: Expr; arg: number }[] = [];
 
@@ -163,7 +174,8 @@ export function runInputChecks(checks: InputChecks, flat: readonly unknown[]): v
       const lin = linearInOne(expr);
       if (!lin) return void later.push({ path, expr, arg });
       const v = (arg - lin.b) / lin.a;
-      if (!Number.isInteger(v)) throw new ValueError(`Expected input ${path} = ${arg} to be of the form ${expr.toString()}, where ${s} is an integer`);
+      if (!Number.isInteger(v))
+        throw new ValueError(`Expected input ${path} = ${arg} to be of the form ${expr.toString()}, where ${s} is an integer`);
       values.set(s, v);
     }
     const r = p.ranges.get(expr.key);
@@ -184,15 +196,21 @@ export function runInputChecks(checks: InputChecks, flat: readonly unknown[]): v
     if (!(arg instanceof Tensor)) throw new ValueError(`Expected input at ${c.path} to be a tensor, but got ${describe(arg)}`);
     const shape = arg.shape;
     if (shape.length !== c.shape.length) {
-      throw new ValueError(`Unexpected number of dimensions in input at ${c.path}.shape (expected ${shapeText(c.shape)}, got [${shape.join(', ')}])`);
+      throw new ValueError(
+        `Unexpected number of dimensions in input at ${c.path}.shape (expected ${shapeText(c.shape)}, got [${shape.join(', ')}])`,
+      );
     }
-    if (c.dtype !== undefined && arg.dtype !== c.dtype) throw new ValueError(`Expected input at ${c.path}.dtype to be ${c.dtype}, but got ${arg.dtype}`);
+    if (c.dtype !== undefined && arg.dtype !== c.dtype)
+      throw new ValueError(`Expected input at ${c.path}.dtype to be ${c.dtype}, but got ${arg.dtype}`);
     c.shape.forEach((d, j) => checkDim(d, shape[j]!, `${c.path}.shape[${j}]`));
   });
 
   for (const { path, expr, arg } of later) {
     const missing = [...expr.freeSymbols()].filter((s) => !values.has(s));
-    if (missing.length) throw new ValueError(`Cannot check input at ${path}: its size ${expr.toString()} uses ${missing.join(', ')}, which no input determines`);
+    if (missing.length)
+      throw new ValueError(
+        `Cannot check input at ${path}: its size ${expr.toString()} uses ${missing.join(', ')}, which no input determines`,
+      );
     const v = expr.evaluate(values);
     if (arg !== v) throw new ValueError(`Expected input at ${path} to be equal to ${v}, but got ${arg}`);
   }

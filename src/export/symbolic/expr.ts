@@ -281,7 +281,13 @@ export function floorDiv(e: Expr, c: number): Expr {
   const { q, r } = splitByDivisor(e, c);
   if (r.isConstant()) return q;
   const g = commonFactor(r, c);
-  const reduced = g > 1 ? Expr.of(r.terms.map((t) => ({ coeff: t.coeff / g, atoms: t.atoms })), r.constant / g) : r;
+  const reduced =
+    g > 1
+      ? Expr.of(
+          r.terms.map((t) => ({ coeff: t.coeff / g, atoms: t.atoms })),
+          r.constant / g,
+        )
+      : r;
   const c1 = c / g;
   if (c1 === 1) return add(q, reduced);
   const inner = singleAtom(reduced);
@@ -298,7 +304,13 @@ export function mod(e: Expr, c: number): Expr {
   if (r.isConstant()) return r;
   // Mod(g*R', g*c') = g*Mod(R', c')
   const g = commonFactor(r, c);
-  const reduced = g > 1 ? Expr.of(r.terms.map((t) => ({ coeff: t.coeff / g, atoms: t.atoms })), r.constant / g) : r;
+  const reduced =
+    g > 1
+      ? Expr.of(
+          r.terms.map((t) => ({ coeff: t.coeff / g, atoms: t.atoms })),
+          r.constant / g,
+        )
+      : r;
   const c1 = c / g;
   const inner = singleAtom(reduced);
   let m: Expr;
@@ -382,7 +394,7 @@ function printAtom(a: Atom, names: (s: string) => string, standalone: boolean): 
 
 function printMonomial(atoms: readonly Atom[], names: (s: string) => string, standalone: boolean): string {
   const parts: string[] = [];
-  for (let i = 0; i < atoms.length; ) {
+  for (let i = 0; i < atoms.length;) {
     let j = i;
     while (j < atoms.length && atoms[j]!.key === atoms[i]!.key) j++;
     const alone = standalone && atoms.length === 1;

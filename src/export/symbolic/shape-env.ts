@@ -170,7 +170,8 @@ export class ShapeEnv implements SizeArith<Size> {
 
   /** A new backed symbol `s<n>` for an input dim with example value `hint`, read at `source`. */
   createSymbol(hint: number, source: string, opts: { range?: Partial<Range>; dimName?: string; phantom?: boolean } = {}): SymSize {
-    if (!Number.isSafeInteger(hint) || hint < 0) throw new ValueError(`createSymbol: a size must be a non-negative integer, got ${hint} for ${source}`);
+    if (!Number.isSafeInteger(hint) || hint < 0)
+      throw new ValueError(`createSymbol: a size must be a non-negative integer, got ${hint} for ${source}`);
     const declared: Range = { lower: opts.range?.lower ?? DIM_DEFAULT.lower, upper: opts.range?.upper ?? DIM_DEFAULT.upper };
     const initial = intersect(declared, BACKED_DEFAULT);
     const name = `s${this.nextBacked++}`;
@@ -185,7 +186,15 @@ export class ShapeEnv implements SizeArith<Size> {
   createUnbacked(source: string): SymSize {
     const name = `u${this.nextUnbacked++}`;
     const full: Range = { lower: -Infinity, upper: Infinity };
-    this.symbols.set(name, { name, hint: undefined, sources: [source], declared: full, initial: { ...full }, range: { ...full }, unbacked: true });
+    this.symbols.set(name, {
+      name,
+      hint: undefined,
+      sources: [source],
+      declared: full,
+      initial: { ...full },
+      range: { ...full },
+      unbacked: true,
+    });
     return new SymSize(sym(name), undefined, this);
   }
 
@@ -349,7 +358,9 @@ export class ShapeEnv implements SizeArith<Size> {
     const known = k !== undefined ? (n.rel === '==' ? k === 0 : n.rel === '!=' ? k !== 0 : k <= 0) : this.decide(n.rel, n.expr);
     if (known === true) return undefined;
     if (known === false) {
-      throw new ValueError(`check: ${guardToString(normalizeGuard(rel, expr))} can never hold (the ranges known so far exclude it)${loc ? ` at ${loc}` : ''}`);
+      throw new ValueError(
+        `check: ${guardToString(normalizeGuard(rel, expr))} can never hold (the ranges known so far exclude it)${loc ? ` at ${loc}` : ''}`,
+      );
     }
     return this.record(rel, expr, 'assertion', loc);
   }

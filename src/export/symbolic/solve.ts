@@ -138,8 +138,8 @@ export function solve(env: ShapeEnv, guards: readonly Guard[] = env.guards): Sol
       const v = -b / a;
       const r = ranges.get(s)!;
       if (v < r.lower || v > r.upper) return true;
-      if (v === r.lower) return narrowTo(s, { lower: v + 1, upper: Infinity }, g), true;
-      if (v === r.upper) return narrowTo(s, { lower: -Infinity, upper: v - 1 }, g), true;
+      if (v === r.lower) return (narrowTo(s, { lower: v + 1, upper: Infinity }, g), true);
+      if (v === r.upper) return (narrowTo(s, { lower: -Infinity, upper: v - 1 }, g), true);
       return false;
     }
     if (lin && rel === '==' && lin.coeffs.size > 1) {
