@@ -690,3 +690,19 @@ test('input checks: guards on data-dependent values are handed back for the grap
     ['-s0 + u0'],
   );
 });
+
+test('input checks: ranges come from the solution even for symbols made without bindInputDims', (t) => {
+  const env = new ShapeEnv();
+  const s = env.createSymbol(5, 'x.shape[0]', { range: { lower: 3, upper: 9 }, dimName: 'n' });
+  const result = checkConstraints(env);
+  const { checks } = buildInputChecks(env, result, [{ kind: 'tensor', path: 'x', shape: [env.add(s, 1)] }]);
+  t.throws(() => runInputChecks(checks, [zeros([11])]), {
+    instanceOf: ValueError,
+    message: 'Expected input at x.shape[0] to be <= 10, but got 11',
+  });
+  t.throws(() => runInputChecks(checks, [zeros([3])]), {
+    instanceOf: ValueError,
+    message: 'Expected input at x.shape[0] to be >= 4, but got 3',
+  });
+  t.notThrows(() => runInputChecks(checks, [zeros([6])]));
+});

@@ -211,6 +211,11 @@ test('env: comparisons decide on hints and record normalised guards', (t) => {
     env.guards.map((g) => guardToString(g)),
     ['s0 <= 6', 's0 >= 5', 's1 == s0 + 1', 's1 != s0'],
   );
+  // Each guard also keeps the comparison as the code made it, with its outcome.
+  t.deepEqual(
+    env.guards.map((g) => `${g.source!.lhs.toString()} ${g.source!.op} ${g.source!.rhs.toString()}`),
+    ['s0 <= 6', 's0 >= 5', 's0 == s1 - 1', 's0 != s1'],
+  );
 });
 
 test('env: guards decided by the ranges are not recorded (sizes are >= 2 while tracing)', (t) => {

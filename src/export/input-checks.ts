@@ -1,7 +1,7 @@
 import { SerializationError, ValueError } from '../errors.js';
 import { Tensor } from '../runtime/tensor.js';
 import type { ConstraintResult } from './constraints.js';
-import { type Expr, exprFromJSON, type ExprJSON, exprToJSON, linearInOne } from './symbolic/expr.js';
+import { bounds, type Expr, exprFromJSON, type ExprJSON, exprToJSON, linearInOne } from './symbolic/expr.js';
 import { type Guard, guardToString, type Relation, type ShapeEnv, type Size } from './symbolic/shape-env.js';
 import { resolve } from './symbolic/solve.js';
 
@@ -42,6 +42,9 @@ export function buildInputChecks(
   inputs: readonly InputSpec[],
 ): { checks: InputChecks; unchecked: Guard[] } {
   const bound = new Set<string>();
+  const ranges: InputChecks['ranges'] = [];
+  const ranged = new Set<string>();
+  const symbolRange = (s: string) => result.rangeConstraints.get(s) ?? { lower: -Infinity, upper: Infinity };
   const out: InputCheck[] = inputs.map((inp) => {
     if (inp.kind === 'value') return { kind: 'value', path: inp.path, value: inp.value };
     const shape = inp.shape.map((d) => {
@@ -50,19 +53,22 @@ export function buildInputChecks(
       if (k !== undefined) return k;
       const lin = linearInOne(e);
       if (lin) bound.add(lin.symbol);
+      // Every dynamic dim's range, from its symbols' solved ranges.
+      const iv = bounds(e, symbolRange);
+      if (!ranged.has(e.key) && (iv.lower !== -Infinity || iv.upper !== Infinity)) {
+        ranged.add(e.key);
+        ranges.push({
+          expr: exprToJSON(e),
+          lower: Number.isFinite(iv.lower) ? iv.lower : null,
+          upper: Number.isFinite(iv.upper) ? iv.upper : null,
+        });
+      }
       return exprToJSON(e);
     });
     const c: InputCheck = { kind: 'tensor', path: inp.path, shape };
     if (inp.dtype !== undefined) c.dtype = inp.dtype;
     return c;
   });
-  const ranges = result.inputRanges
-    .filter((r) => r.lower !== -Infinity || r.upper !== Infinity)
-    .map((r) => ({
-      expr: exprToJSON(r.expr),
-      lower: Number.isFinite(r.lower) ? r.lower : null,
-      upper: Number.isFinite(r.upper) ? r.upper : null,
-    }));
   const guards: InputChecks['guards'] = [];
   const unchecked: Guard[] = [];
   for (const g of result.solution.residual) {

@@ -32,7 +32,11 @@ export interface Guard {
   readonly kind: 'guard' | 'specialization' | 'assertion';
   /** Where it was recorded (file:line or an op name), for messages. */
   readonly loc?: string;
+  /** The comparison as the code made it, with the outcome it had (`s0 < 5` decided false reads `s0 >= 5`). */
+  readonly source?: { readonly lhs: Expr; readonly op: SourceOp; readonly rhs: Expr };
 }
+
+export type SourceOp = '==' | '!=' | '<' | '<=' | '>' | '>=';
 
 export type Relation = '==' | '!=' | '<=';
 
@@ -325,9 +329,12 @@ export class ShapeEnv implements SizeArith<Size> {
       throw this.dataDependent(`the comparison ${text}`, cond.expr);
     }
     const holds = cond.rel === '==' ? h === 0 : h <= 0;
-    if (holds) this.record(cond.rel, cond.expr, 'guard', loc);
-    else if (cond.rel === '==') this.record('!=', cond.expr, 'guard', loc);
-    else this.record('<=', sub(int(1), cond.expr), 'guard', loc); // not (e <= 0)  ⟺  1 - e <= 0
+    const lhs = this.toExpr(a);
+    const rhs = this.toExpr(b);
+    const source = { lhs, op: op0(op, holds), rhs };
+    if (holds) this.record(cond.rel, cond.expr, 'guard', loc, source);
+    else if (cond.rel === '==') this.record('!=', cond.expr, 'guard', loc, source);
+    else this.record('<=', sub(int(1), cond.expr), 'guard', loc, source); // not (e <= 0)  ⟺  1 - e <= 0
     return holds;
   }
 
@@ -340,7 +347,8 @@ export class ShapeEnv implements SizeArith<Size> {
   specialize(s: SymSize, loc: string | undefined = this.loc): number {
     const h = this.hintOf(s.expr);
     if (h === undefined) throw this.dataDependent(`the value of ${s.expr.toString()}`, s.expr);
-    if (this.decide('==', sub(s.expr, int(h))) !== true) this.record('==', sub(s.expr, int(h)), 'specialization', loc);
+    if (this.decide('==', sub(s.expr, int(h))) !== true)
+      this.record('==', sub(s.expr, int(h)), 'specialization', loc, { lhs: s.expr, op: '==', rhs: int(h) });
     return h;
   }
 
@@ -362,7 +370,8 @@ export class ShapeEnv implements SizeArith<Size> {
         `check: ${guardToString(normalizeGuard(rel, expr))} can never hold (the ranges known so far exclude it)${loc ? ` at ${loc}` : ''}`,
       );
     }
-    return this.record(rel, expr, 'assertion', loc);
+    const sop: SourceOp = op === 'eq' ? '==' : op === 'ne' ? '!=' : op === 'lt' ? '<' : '<=';
+    return this.record(rel, expr, 'assertion', loc, { lhs: this.toExpr(a), op: sop, rhs: this.toExpr(b) });
   }
 
   /** Narrow a symbol (an unbacked value or a size) to [lower, upper], as `check(lower <= v <= upper)` would. */
@@ -380,11 +389,11 @@ export class ShapeEnv implements SizeArith<Size> {
     this.constrainRange(s, 0, Infinity, loc);
   }
 
-  private record(rel: Relation, expr: Expr, kind: Guard['kind'], loc: string | undefined): Guard | undefined {
+  private record(rel: Relation, expr: Expr, kind: Guard['kind'], loc: string | undefined, source: Guard['source']): Guard | undefined {
     const n = normalizeGuard(rel, expr);
     if (n.expr.isConstant()) return undefined;
     const key = `${n.rel}|${n.expr.key}`;
-    const guard: Guard = loc === undefined ? { rel: n.rel, expr: n.expr, kind } : { rel: n.rel, expr: n.expr, kind, loc };
+    const guard: Guard = loc === undefined ? { rel: n.rel, expr: n.expr, kind, source } : { rel: n.rel, expr: n.expr, kind, loc, source };
     if (this.guardKeys.has(key)) return guard;
     this.guardKeys.add(key);
     this.guards.push(guard);
@@ -420,6 +429,13 @@ export class ShapeEnv implements SizeArith<Size> {
         'State what you know with check(...) (e.g. check(n >= 0)) before using the value, or compute it outside the exported code.',
     );
   }
+}
+
+/** The comparison `op` as it came out: a false `a < b` is `a >= b`. */
+function op0(op: 'eq' | 'lt' | 'le', holds: boolean): SourceOp {
+  if (op === 'eq') return holds ? '==' : '!=';
+  if (op === 'lt') return holds ? '<' : '>=';
+  return holds ? '<=' : '>';
 }
 
 /** A ShapeRecorder answering with `env`'s symbolic sizes; the caller supplies how tensors map to sizes. */
