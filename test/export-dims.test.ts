@@ -706,3 +706,25 @@ test('input checks: ranges come from the solution even for symbols made without 
   });
   t.notThrows(() => runInputChecks(checks, [zeros([6])]));
 });
+
+test('constraints: a guard on one Dim that folds into no range is a violation, with the exact range when it is one', (t) => {
+  // n // 2 <= 3 holds for n in [2, 7]
+  const err = t.throws(() => exportLike([x1('x', 6, Dim('n', { max: 20 }))], (env, [[x]]) => void env.le(env.floorDiv(x!, 2), 3)), {
+    instanceOf: ConstraintViolationError,
+  });
+  t.is(
+    err!.message,
+    'Constraints violated (n)!\n' +
+      '  - Not all values of n = x.shape[0] in the specified range n <= 20 satisfy the generated guard x.shape[0]//2 <= 3.\n\n' +
+      'Suggested fixes:\n' +
+      "  n = Dim('n', { max: 7 })",
+  );
+  // n != 5 inside the range: no single range states it, so no fix is suggested.
+  const err2 = t.throws(() => exportLike([x1('x', 6, Dim('n', { max: 9 }))], (env, [[x]]) => void env.eq(x!, 5)), {
+    instanceOf: ConstraintViolationError,
+  });
+  t.is(
+    err2!.message,
+    'Constraints violated (n)!\n  - Not all values of n = x.shape[0] in the specified range n <= 9 satisfy the generated guard x.shape[0] != 5.',
+  );
+});

@@ -2,7 +2,7 @@ import { ConstraintViolationError } from '../errors.js';
 import { derivedSyntax, inputDimBindings, readableDim } from './dim.js';
 import { bounds, type Expr, linearInOne } from './symbolic/expr.js';
 import { decideByBounds, type Guard, guardToString, type Range, type ShapeEnv } from './symbolic/shape-env.js';
-import { resolve, type Solution, solve } from './symbolic/solve.js';
+import { type Divisibility, resolve, type Solution, solve } from './symbolic/solve.js';
 
 /**
  * After tracing: solve the guards and check the solution against the declared Dims, throwing
@@ -71,6 +71,15 @@ export function checkConstraints(env: ShapeEnv, solution: Solution = solve(env))
     return a > 0 ? derivedSyntax(dbg(t), a, b) : undefined;
   };
 
+  const singleSymbolResidual = new Map<string, Guard[]>();
+  for (const g of solution.residual) {
+    const free = [...g.expr.freeSymbols()];
+    if (free.length !== 1) continue;
+    const list = singleSymbolResidual.get(free[0]!) ?? [];
+    list.push(g);
+    singleSymbolResidual.set(free[0]!, list);
+  }
+
   for (const info of declared) {
     const s = info.name;
     const replacement = solution.replacements.get(s);
@@ -132,6 +141,22 @@ export function checkConstraints(env: ShapeEnv, solution: Solution = solve(env))
         name: dbg(s),
         msg: `Not all values of ${rangeText(s)} satisfy the generated guard ${guardToString(d.guard, src)}${at(d.guard)}.`,
       });
+    }
+    // Guards on this Dim alone that fold into no range (s0 != 5, s0//2 <= 3) are violations too, as in PyTorch.
+    const other = singleSymbolResidual.get(s) ?? [];
+    for (const g of other) {
+      violations.push({
+        name: dbg(s),
+        msg: `Not all values of ${rangeText(s)} satisfy the generated guard ${guardToString(g, src)}${at(g)}.`,
+      });
+    }
+    if (other.length) {
+      const exact = exactRange(r, other, d);
+      if (exact)
+        fixes.push(`${dbg(s)} = ${readableDim(dbg(s), exact.lower === r.lower ? reportedLower(env, s, r) : exact.lower, exact.upper)}`);
+      continue;
+    }
+    if (d) {
       const nr = newRoot.get(s)!;
       const kLower = Number.isFinite(r.lower) ? Math.ceil((r.lower - nr.offset) / nr.modulus) : 0;
       const kUpper = Number.isFinite(r.upper) ? Math.floor((r.upper - nr.offset) / nr.modulus) : Infinity;
@@ -165,6 +190,33 @@ export function checkConstraints(env: ShapeEnv, solution: Solution = solve(env))
     if (!rangeConstraints.has(key)) rangeConstraints.set(key, { lower: iv.lower, upper: iv.upper });
   }
   return { solution, rangeConstraints, inputRanges };
+}
+
+/**
+ * The values of a range that satisfy `guards` (and a divisibility), when they form one interval that a
+ * Dim can state; found by enumeration, so only for ranges of at most 100000 values.
+ */
+function exactRange(r: Range, guards: readonly Guard[], d: Divisibility | undefined): Range | undefined {
+  if (!Number.isFinite(r.lower) || !Number.isFinite(r.upper) || r.upper - r.lower > 100000) return undefined;
+  let lower = Infinity;
+  let upper = -Infinity;
+  let count = 0;
+  for (let v = r.lower; v <= r.upper; v++) {
+    if (d && (((v - d.offset) % d.modulus) + d.modulus) % d.modulus !== 0) continue;
+    const env = new Map<string, number>();
+    if (
+      !guards.every((g) => {
+        for (const x of g.expr.freeSymbols()) env.set(x, v);
+        const k = g.expr.evaluate(env);
+        return g.rel === '==' ? k === 0 : g.rel === '!=' ? k !== 0 : k <= 0;
+      })
+    )
+      continue;
+    lower = Math.min(lower, v);
+    upper = Math.max(upper, v);
+    count++;
+  }
+  return count > 0 && count === upper - lower + 1 ? { lower, upper } : undefined;
 }
 
 /**
