@@ -728,3 +728,20 @@ test('constraints: a guard on one Dim that folds into no range is a violation, w
     'Constraints violated (n)!\n  - Not all values of n = x.shape[0] in the specified range n <= 9 satisfy the generated guard x.shape[0] != 5.',
   );
 });
+
+test('bind: calls per tensor on one env share Dims and their checks', (t) => {
+  const env = new ShapeEnv();
+  const dx = Dim('dx', { max: 10 });
+  const [x] = bindInputDims(env, [{ spec: dx, size: 5, source: 'x.shape[0]' }]);
+  const [y] = bindInputDims(env, [{ spec: dx.add(1), size: 6, source: 'y.shape[0]' }]);
+  t.is(String(x), 's0');
+  t.is(String(y), 's0 + 1');
+  t.throws(() => bindInputDims(env, [{ spec: dx.mul(2), size: 7, source: 'z.shape[0]' }]), {
+    instanceOf: ConstraintViolationError,
+    message: 'Expected input z.shape[0] to be equal to 2*dx, where dx = 5, but got 7',
+  });
+  t.throws(() => bindInputDims(env, [{ spec: Dim('dx', { max: 11 }), size: 5, source: 'w.shape[0]' }]), {
+    instanceOf: ValueError,
+    message: /Found different definitions Dim\('dx', \{ max: 10 \}\) and Dim\('dx', \{ max: 11 \}\)/,
+  });
+});

@@ -186,7 +186,10 @@ function shapeIndex(source: string): string {
  */
 export function bindInputDims(env: ShapeEnv, entries: readonly DimEntry[]): Size[] {
   // 1. One definition per Dim name (roots, including the roots of derived dims).
-  const defs = new Map<string, Dim>();
+  // Dims bound by an earlier call on the same env count as definitions too.
+  const roots = rootSymbols.get(env) ?? new Map<string, { dim: Dim; symbol: string }>();
+  rootSymbols.set(env, roots);
+  const defs = new Map<string, Dim>([...roots].map(([name, r]) => [name, r.dim]));
   for (const e of entries) {
     if (e.spec === null || e.spec === undefined || typeof e.spec === 'number') continue;
     if (!isDim(e.spec))
@@ -208,7 +211,7 @@ export function bindInputDims(env: ShapeEnv, entries: readonly DimEntry[]): Size
       rootValue.set(e.spec.name, { value: e.size, source: e.source, phantom: false });
   }
   for (const e of entries) {
-    if (!isDim(e.spec) || !e.spec.isDerived || rootValue.has(e.spec.root.name)) continue;
+    if (!isDim(e.spec) || !e.spec.isDerived || rootValue.has(e.spec.root.name) || roots.has(e.spec.root.name)) continue;
     const d = e.spec;
     const v = (e.size - d.offset) / d.scale;
     if (!Number.isInteger(v)) {
@@ -219,8 +222,6 @@ export function bindInputDims(env: ShapeEnv, entries: readonly DimEntry[]): Size
     rootValue.set(d.root.name, { value: v, source: e.source, phantom: true });
   }
   // 3. Symbols, in order of first mention; every entry checked against its root's value.
-  const roots = rootSymbols.get(env) ?? new Map<string, { dim: Dim; symbol: string }>();
-  rootSymbols.set(env, roots);
   const bound = bindings.get(env) ?? [];
   bindings.set(env, bound);
   const out: Size[] = [];
