@@ -745,3 +745,25 @@ test('bind: calls per tensor on one env share Dims and their checks', (t) => {
     message: /Found different definitions Dim\('dx', \{ max: 10 \}\) and Dim\('dx', \{ max: 11 \}\)/,
   });
 });
+
+test('test_export.py: test_specialize_derived_dim_roots', (t) => {
+  const dy = Dim('dy', { min: 6 });
+  // x.reshape([-1]) + y, with x: (dy - 6, 2) and y: (dy,)
+  const err = t.throws(
+    () =>
+      exportLike(
+        [
+          { path: 'x', shape: [6, 2], spec: [dy.sub(6), 2] },
+          { path: 'y', shape: [12], spec: [dy] },
+        ],
+        (env, [[x0, x1], [y]]) => addSizes(env, env.mul(x0!, x1!), y!),
+      ),
+    { instanceOf: ConstraintViolationError },
+  );
+  t.regex(
+    err!.message,
+    /^Constraints violated \(dy\)!\n {2}- You marked dy as dynamic but your code specialized it to be a constant \(12\)\./,
+  );
+  t.regex(err!.message, /Suggested fixes:\n {2}dy = 12$/);
+  t.false(err!.message.includes('dy - 6 = 6'), 'no fix for the derived dim, only its root');
+});
