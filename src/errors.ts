@@ -41,3 +41,9 @@ export class GraphBreakError extends KilnError {}
 
 /** `errorOnRecompile: true` and a guard failed. */
 export class RecompileError extends KilnError {}
+
+/**
+ * Export found that the program's shape guards do not fit the declared `Dim`s (or an example input does
+ * not fit its spec); the message lists each violation and, where it can, `Suggested fixes:`.
+ */
+export class ConstraintViolationError extends KilnError {}
