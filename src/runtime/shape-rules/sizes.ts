@@ -154,7 +154,7 @@ export function catSizes<S>(A: SizeArith<S>, shapes: readonly (readonly S[])[], 
   const first = shapes[0]!;
   const d = normDim('cat', dim, first.length);
   shapes.forEach((s, i) => {
-    const ok = s.length === first.length && s.every((n, k) => k === d || A.eq(n, first[k]!));
+    const ok = i === 0 || (s.length === first.length && s.every((n, k) => k === d || A.eq(n, first[k]!)));
     if (!ok) {
       throw new ShapeError(`cat: tensor ${i} has shape ${fmtSizes(s)}, which does not match tensor 0 ${fmtSizes(first)} outside dim ${d}`);
     }
@@ -169,7 +169,7 @@ export function stackSizes<S>(A: SizeArith<S>, shapes: readonly (readonly S[])[]
   if (shapes.length === 0) throw new ValueError('stack: expected a non-empty array of tensors');
   const first = shapes[0]!;
   shapes.forEach((s, i) => {
-    if (!sameSizes(A, s, first)) {
+    if (i > 0 && !sameSizes(A, s, first)) {
       throw new ShapeError(`stack: expects each tensor to be equal size, but got ${fmtSizes(first)} at entry 0 and ${fmtSizes(s)} at entry ${i}`);
     }
   });
