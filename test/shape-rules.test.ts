@@ -107,7 +107,10 @@ test.after.always('every op of the table was checked against eager by some case'
 });
 
 test('every op of the table has a shape rule, and the closed list of op names is the table', (t) => {
-  t.deepEqual([...OPS.keys()].filter((op) => !Object.hasOwn(SHAPE_RULES, op)), []);
+  t.deepEqual(
+    [...OPS.keys()].filter((op) => !Object.hasOwn(SHAPE_RULES, op)),
+    [],
+  );
   t.deepEqual([...OP_NAMES].sort(), [...OPS.keys()].sort());
 });
 
@@ -215,7 +218,16 @@ function symbolic(hints: Record<string, number>) {
       .join('');
   };
   const value = (a: Poly): number =>
-    [...a].reduce((acc, [m, c]) => acc + c * m.split('*').filter(Boolean).reduce((p, s) => p * atomValue(s), 1), 0);
+    [...a].reduce(
+      (acc, [m, c]) =>
+        acc +
+        c *
+          m
+            .split('*')
+            .filter(Boolean)
+            .reduce((p, s) => p * atomValue(s), 1),
+      0,
+    );
   const atomValue = (s: string): number => {
     const atom = atoms.get(s);
     if (!atom) return hints[s]!;
@@ -298,14 +310,20 @@ test('symbolic reshape [s0, s1, 4] as [s0, -1]: the -1 cancels s0 and is 4*s1', 
 
 test('symbolic conv2d output size is (s0 + 2p - k) // s + 1', (t) => {
   const { A, guards, show, shape, value } = symbolic({ s0: 9 });
-  const out = inferMeta(A, 'conv2d', [metaS(shape(1, 3, 's0', 's0')), metaS(shape(4, 3, 3, 3))], { stride: 2, padding: 1 }) as TensorMeta<Poly>;
+  const out = inferMeta(A, 'conv2d', [metaS(shape(1, 3, 's0', 's0')), metaS(shape(4, 3, 3, 3))], {
+    stride: 2,
+    padding: 1,
+  }) as TensorMeta<Poly>;
   t.deepEqual(out.shape.map(show).slice(0, 2), ['1', '4']);
   t.is(show(out.shape[2]!), '(s0 - 1)//2 + 1'); // s0 + 2·1 - 3 = s0 - 1
   t.true(guards.includes('(s0 - 1)//2 + 1 > 0'), guards.join('; '));
   // the same size as the eager formula at other sizes
   for (const n of [3, 4, 9, 10, 31]) {
     const { A: B, shape: shapeB, value: valueB } = symbolic({ s0: n });
-    const o = inferMeta(B, 'conv2d', [metaS(shapeB(1, 3, 's0', 's0')), metaS(shapeB(4, 3, 3, 3))], { stride: 2, padding: 1 }) as TensorMeta<Poly>;
+    const o = inferMeta(B, 'conv2d', [metaS(shapeB(1, 3, 's0', 's0')), metaS(shapeB(4, 3, 3, 3))], {
+      stride: 2,
+      padding: 1,
+    }) as TensorMeta<Poly>;
     t.is(valueB(o.shape[2]!), windowOut(n, 3, 2, 1, 1, false));
   }
   t.is(value(out.shape[3]!), 5);

@@ -34,7 +34,6 @@ export function sameShape(a: Shape, b: Shape): boolean {
   return true;
 }
 
-
 /** A ShapeError unless a tensor of `shape` fits in MAX_NUMEL elements. */
 export function checkNumel(op: string, shape: Shape): void {
   const n = numel(shape);

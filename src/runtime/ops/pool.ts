@@ -3,7 +3,13 @@ import { defineOp, type GradResult } from '../op.js';
 import type { Eager, KValue, LowerArgs, LowerContext, LowerResult, Pool2dAttrs } from '../lowering.js';
 import { pairOf } from './lowering-helpers.js';
 import { NUMBER_ARITH } from '../size-arith.js';
-import { checkAdaptiveGrad, checkPoolGradOutput, checkPoolIndices, poolGeometry as poolGeometryOf, poolPlanes } from '../shape-rules/pool.js';
+import {
+  checkAdaptiveGrad,
+  checkPoolGradOutput,
+  checkPoolIndices,
+  poolGeometry as poolGeometryOf,
+  poolPlanes,
+} from '../shape-rules/pool.js';
 import { Tensor } from '../tensor.js';
 import { pair, type Pair } from './conv.js';
 

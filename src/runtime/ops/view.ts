@@ -389,7 +389,6 @@ export const selectScatter = defineOp<(input: Tensor, src: Tensor, dim: number, 
   lower: { eager: 'selectScatter: no kernel writes a slice of a copy yet' },
 });
 
-
 export const gather = defineOp<(input: Tensor, dim: number, index: Tensor) => Tensor>({
   schema: 'gather(Tensor input, int dim, Tensor index)',
   forward(ctx, x, dim, index) {

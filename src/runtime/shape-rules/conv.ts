@@ -204,7 +204,17 @@ export const CONV_RULES = {
         throw new ShapeError(`${op}: gradOutput ${fmtSizes(g.shape)} must have the rank of input ${fmtSizes(input.shape)}`);
       }
       const [s2, p2, d2] = as2d(stride, padding, dilation);
-      const geo = conv2dGeometry(A, op, meta(withOne(A, input.shape, -2), input.dtype), meta(withOne(A, weight.shape, 2), weight.dtype), biasSizes, s2, p2, d2, groups);
+      const geo = conv2dGeometry(
+        A,
+        op,
+        meta(withOne(A, input.shape, -2), input.dtype),
+        meta(withOne(A, weight.shape, 2), weight.dtype),
+        biasSizes,
+        s2,
+        p2,
+        d2,
+        groups,
+      );
       checkConvGradOutput(A, op, withOne(A, g.shape, -2), convOutSizes(geo), input.shape);
     } else {
       const geo = conv2dGeometry(A, op, input, weight, biasSizes, stride, padding, dilation, groups);
@@ -213,7 +223,12 @@ export const CONV_RULES = {
     return [
       mask[0] ? meta(input.shape, 'float32') : null,
       mask[1] ? meta(weight.shape, 'float32') : null,
-      mask[2] ? meta(biasSizes!.map((s) => (typeof s === 'number' ? A.lit(s) : s)), 'float32') : null,
+      mask[2]
+        ? meta(
+            biasSizes!.map((s) => (typeof s === 'number' ? A.lit(s) : s)),
+            'float32',
+          )
+        : null,
     ];
   },
 } satisfies Record<string, ShapeRule>;

@@ -25,4 +25,3 @@ export function normDims(op: string, dims: number | readonly number[] | undefine
   if (new Set(out).size !== out.length) throw new ValueError(`${op}: dim [${list.join(', ')}] appears more than once`);
   return out.sort((a, b) => a - b);
 }
-

@@ -38,7 +38,10 @@ function broadcastAll<S>(A: SizeArith<S>, op: string, ...xs: OperandMeta<S>[]): 
 const binary =
   (name: string, dtypeOf: (a: OperandMeta<unknown>, b: OperandMeta<unknown>) => DType): ShapeRule =>
   (A, [a, b]) =>
-    meta(broadcastAll(A, name, a as OperandMeta<never>, b as OperandMeta<never>), dtypeOf(a as OperandMeta<unknown>, b as OperandMeta<unknown>));
+    meta(
+      broadcastAll(A, name, a as OperandMeta<never>, b as OperandMeta<never>),
+      dtypeOf(a as OperandMeta<unknown>, b as OperandMeta<unknown>),
+    );
 
 const unary =
   (keepInt: boolean): ShapeRule =>
@@ -90,7 +93,10 @@ export const ELEMENTWISE_RULES = {
   where: (A, [c, a, b]) => {
     const cond = c as TensorMeta<never>;
     checkWhereCondition(cond.dtype);
-    return meta(broadcastAll(A, 'where', cond, a as OperandMeta<never>, b as OperandMeta<never>), resultDType(a as OperandMeta<unknown>, b as OperandMeta<unknown>));
+    return meta(
+      broadcastAll(A, 'where', cond, a as OperandMeta<never>, b as OperandMeta<never>),
+      resultDType(a as OperandMeta<unknown>, b as OperandMeta<unknown>),
+    );
   },
   eq: binary('eq', () => 'bool'),
   ne: binary('ne', () => 'bool'),

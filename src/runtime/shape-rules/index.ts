@@ -66,7 +66,8 @@ export function shapeRuleOf(name: string): ShapeRule {
  */
 export function bindForRule(schema: Schema, args: readonly unknown[], kwargs?: Readonly<Record<string, unknown>>): unknown[] {
   const { name, params } = schema;
-  if (args.length > params.length) throw new ValueError(`${name}: takes at most ${params.length} arguments (${schema.text}), got ${args.length}`);
+  if (args.length > params.length)
+    throw new ValueError(`${name}: takes at most ${params.length} arguments (${schema.text}), got ${args.length}`);
   const out = params.map((_p, i) => (i < args.length ? args[i] : undefined));
   for (const [k, v] of Object.entries(kwargs ?? {})) {
     const i = params.findIndex((p) => p.name === k);
@@ -85,10 +86,14 @@ export function bindForRule(schema: Schema, args: readonly unknown[], kwargs?: R
  * The output meta of calling op `name` with `args` and `kwargs` as a user would (a tracer's call), tensors
  * given as metas: binds the arguments by the op's schema, then runs its rule.
  */
-export function inferMeta<S>(A: SizeArith<S>, name: string, args: readonly unknown[], kwargs?: Readonly<Record<string, unknown>>): OpMeta<S> {
+export function inferMeta<S>(
+  A: SizeArith<S>,
+  name: string,
+  args: readonly unknown[],
+  kwargs?: Readonly<Record<string, unknown>>,
+): OpMeta<S> {
   const rule = shapeRuleOf(name);
   const op = OPS.get(name);
   if (!op) throw new ValueError(`shape rules: op '${name}' is not in the op table (import kiln's ops first)`);
   return rule(A, bindForRule(op.schema, args, kwargs));
 }
-

@@ -22,7 +22,12 @@ export type OpMeta<S> = TensorMeta<S> | readonly (TensorMeta<S> | null)[];
 export type ShapeRule = <S>(A: SizeArith<S>, args: readonly unknown[]) => OpMeta<S>;
 
 export function isMeta(v: unknown): v is TensorMeta<unknown> {
-  return typeof v === 'object' && v !== null && Array.isArray((v as { shape?: unknown }).shape) && typeof (v as { dtype?: unknown }).dtype === 'string';
+  return (
+    typeof v === 'object' &&
+    v !== null &&
+    Array.isArray((v as { shape?: unknown }).shape) &&
+    typeof (v as { dtype?: unknown }).dtype === 'string'
+  );
 }
 
 /** A size argument: a plain number becomes a literal, a symbolic size stays as it is. */

@@ -12,11 +12,19 @@ type Reduction = 'mean' | 'sum' | 'none';
 
 export function checkGradOutputOf<S>(A: SizeArith<S>, op: string, g: M<S>, want: readonly S[], what: string): void {
   if (g.dtype !== 'float32') throw new DTypeError(`${op}: expected a float32 gradOutput, got ${g.dtype}`);
-  if (!sameSizes(A, g.shape, want)) throw new ShapeError(`${op}: gradOutput must have shape ${fmtSizes(want)} for ${what}, got ${fmtSizes(g.shape)}`);
+  if (!sameSizes(A, g.shape, want))
+    throw new ShapeError(`${op}: gradOutput must have shape ${fmtSizes(want)} for ${what}, got ${fmtSizes(g.shape)}`);
 }
 
 /** layer norm's normalised shape checked against the input's trailing sizes and the affine parameters. */
-export function layerNormDims<S>(A: SizeArith<S>, op: string, x: M<S>, normalizedShape: readonly (S | number)[] | number, weight: M<S> | null, bias: M<S> | null) {
+export function layerNormDims<S>(
+  A: SizeArith<S>,
+  op: string,
+  x: M<S>,
+  normalizedShape: readonly (S | number)[] | number,
+  weight: M<S> | null,
+  bias: M<S> | null,
+) {
   const ns = (typeof normalizedShape === 'number' ? [normalizedShape] : [...normalizedShape]).map((d) => sizeOf(A, d));
   const ndim = x.shape.length;
   if (ns.length > ndim || !sameSizes(A, x.shape.slice(ndim - ns.length), ns)) {
@@ -55,7 +63,9 @@ export function checkNllShapes<S>(A: SizeArith<S>, op: string, input: M<S>, targ
   if (target.dtype !== 'int32') throw new DTypeError(`${op}: target must be an int32 tensor of class indices, got ${target.dtype}`);
   const expected = nllOutSizes(input.shape);
   if (!sameSizes(A, target.shape, expected)) {
-    throw new ShapeError(`${op}: expected target of shape ${fmtSizes(expected)} for input ${fmtSizes(input.shape)}, got ${fmtSizes(target.shape)}`);
+    throw new ShapeError(
+      `${op}: expected target of shape ${fmtSizes(expected)} for input ${fmtSizes(input.shape)}, got ${fmtSizes(target.shape)}`,
+    );
   }
   const C = input.shape.length === 1 ? input.shape[0]! : input.shape[1]!;
   if (weight && (weight.shape.length !== 1 || !A.eq(weight.shape[0]!, C))) {
@@ -83,7 +93,15 @@ export function checkDropoutP(op: string, p: number): void {
 }
 
 /** embeddingBag's checks (offset and index values are checked when it runs); returns the number of bags. */
-export function checkBagShapes<S>(A: SizeArith<S>, op: string, input: M<S>, weight: M<S>, offsets: M<S> | null, mode: string, psw: M<S> | null): S {
+export function checkBagShapes<S>(
+  A: SizeArith<S>,
+  op: string,
+  input: M<S>,
+  weight: M<S>,
+  offsets: M<S> | null,
+  mode: string,
+  psw: M<S> | null,
+): S {
   if (mode !== 'sum' && mode !== 'mean') throw new ValueError(`${op}: mode must be 'sum' or 'mean', got '${mode}'`);
   if (weight.shape.length !== 2) throw new ShapeError(`${op}: weight must be 2-D [num, dim], got ${fmtSizes(weight.shape)}`);
   checkIndicesDType(op, input.dtype);
@@ -129,9 +147,14 @@ export const NN_RULES = {
       ['rstd', rstd],
     ] as const) {
       const sm = s as M<never>;
-      if (!sameSizes(A, sm.shape, stat)) throw new ShapeError(`${op}: ${name} must have shape ${fmtSizes(stat)}, got ${fmtSizes(sm.shape)}`);
+      if (!sameSizes(A, sm.shape, stat))
+        throw new ShapeError(`${op}: ${name} must have shape ${fmtSizes(stat)}, got ${fmtSizes(sm.shape)}`);
     }
-    return [mask[0] ? meta(t.shape, 'float32') : null, mask[1] && w ? meta(sizes, 'float32') : null, mask[2] && b ? meta(sizes, 'float32') : null];
+    return [
+      mask[0] ? meta(t.shape, 'float32') : null,
+      mask[1] && w ? meta(sizes, 'float32') : null,
+      mask[2] && b ? meta(sizes, 'float32') : null,
+    ];
   },
   batchNorm: (A, [x, rm, rv, w, b, training]) => {
     const t = x as M<never>;
@@ -186,7 +209,9 @@ export const NN_RULES = {
     const [gm, im] = [g as M<never>, indices as M<never>];
     checkIndicesDType(op, im.dtype);
     if (gm.shape.length !== im.shape.length + 1 || !sameSizes(A, gm.shape.slice(0, -1), im.shape)) {
-      throw new ShapeError(`${op}: gradOutput must have shape [${[...im.shape, 'dim'].join(', ')}] for indices ${fmtSizes(im.shape)}, got ${fmtSizes(gm.shape)}`);
+      throw new ShapeError(
+        `${op}: gradOutput must have shape [${[...im.shape, 'dim'].join(', ')}] for indices ${fmtSizes(im.shape)}, got ${fmtSizes(gm.shape)}`,
+      );
     }
     if (gm.dtype !== 'float32') throw new DTypeError(`${op}: expected a float32 gradOutput, got ${gm.dtype}`);
     return meta([sizeOf(A, numWeights as never), gm.shape[gm.shape.length - 1]!], 'float32');
@@ -260,7 +285,9 @@ export const NN_RULES = {
     const classDim = i.shape.length === 1 ? 0 : 1;
     if (t.dtype === 'float32') {
       if (!sameSizes(A, t.shape, i.shape)) {
-        throw new ShapeError(`crossEntropy: probability targets must have the input's shape ${fmtSizes(i.shape)}, got ${fmtSizes(t.shape)}`);
+        throw new ShapeError(
+          `crossEntropy: probability targets must have the input's shape ${fmtSizes(i.shape)}, got ${fmtSizes(t.shape)}`,
+        );
       }
       return meta(reduction === 'none' ? i.shape.filter((_, k) => k !== classDim) : [], 'float32');
     }

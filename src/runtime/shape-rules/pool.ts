@@ -79,7 +79,17 @@ export function checkAdaptiveGrad<S>(A: SizeArith<S>, op: string, g: M<S>, x: M<
   return g.shape.slice(-2) as [S, S];
 }
 
-function pooled<S>(A: SizeArith<S>, op: string, x: M<S>, k: Pair, s: Pair | null, p: Pair, d: Pair, ceil: boolean, dtype: DType = 'float32'): M<S> {
+function pooled<S>(
+  A: SizeArith<S>,
+  op: string,
+  x: M<S>,
+  k: Pair,
+  s: Pair | null,
+  p: Pair,
+  d: Pair,
+  ceil: boolean,
+  dtype: DType = 'float32',
+): M<S> {
   const planes = poolPlanes(op, x);
   const { OH, OW } = poolGeometry(A, op, planes, k, s, p, d, ceil);
   return meta([...planes.lead, OH, OW], dtype);

@@ -170,7 +170,9 @@ export function stackSizes<S>(A: SizeArith<S>, shapes: readonly (readonly S[])[]
   const first = shapes[0]!;
   shapes.forEach((s, i) => {
     if (i > 0 && !sameSizes(A, s, first)) {
-      throw new ShapeError(`stack: expects each tensor to be equal size, but got ${fmtSizes(first)} at entry 0 and ${fmtSizes(s)} at entry ${i}`);
+      throw new ShapeError(
+        `stack: expects each tensor to be equal size, but got ${fmtSizes(first)} at entry 0 and ${fmtSizes(s)} at entry ${i}`,
+      );
     }
   });
   const d = normDim('stack', dim, first.length + 1);
@@ -240,7 +242,8 @@ export function expandSizes<S>(A: SizeArith<S>, from: readonly S[], shape: reado
   const broadcast: boolean[] = [];
   shape.forEach((s, i) => {
     const c = constantOf(A, s);
-    if (c !== undefined && c < -1) throw new ShapeError(`expand: invalid size ${c} at dim ${i} of ${fmtSizes(shape)} (sizes are ≥ 0, or -1 to keep a dim)`);
+    if (c !== undefined && c < -1)
+      throw new ShapeError(`expand: invalid size ${c} at dim ${i} of ${fmtSizes(shape)} (sizes are ≥ 0, or -1 to keep a dim)`);
     const src = i - lead;
     const have = src >= 0 ? from[src]! : A.lit(1);
     if (c === -1 && src < 0) throw new ShapeError(`expand: -1 is not allowed for the new leading dim ${i} in ${fmtSizes(shape)}`);
@@ -311,7 +314,8 @@ export function selectIndex<S>(A: SizeArith<S>, shape: readonly S[], dim: number
 export function splitSizes<S>(A: SizeArith<S>, shape: readonly S[], d: number, splitSize: number | readonly (S | number)[]): S[] {
   const n = shape[d]!;
   if (typeof splitSize === 'number') {
-    if (!Number.isInteger(splitSize) || splitSize <= 0) throw new ValueError(`split: splitSize must be a positive integer, got ${splitSize}`);
+    if (!Number.isInteger(splitSize) || splitSize <= 0)
+      throw new ValueError(`split: splitSize must be a positive integer, got ${splitSize}`);
     const nc = A.constant(n);
     if (nc === undefined) {
       throw new ShapeError(
@@ -328,7 +332,9 @@ export function splitSizes<S>(A: SizeArith<S>, shape: readonly S[], d: number, s
     return c !== undefined && (!Number.isInteger(c) || c < 0);
   });
   if (bad || !A.eq(total, n)) {
-    throw new ShapeError(`split: sizes ${fmtSizes(sizes)} must be non-negative and add up to ${n}, the size of dim ${d} of ${fmtSizes(shape)}`);
+    throw new ShapeError(
+      `split: sizes ${fmtSizes(sizes)} must be non-negative and add up to ${n}, the size of dim ${d} of ${fmtSizes(shape)}`,
+    );
   }
   return sizes;
 }

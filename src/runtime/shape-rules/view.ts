@@ -53,7 +53,9 @@ function narrowMeta<S>(A: SizeArith<S>, x: M<S>, dim: number, start: number, len
 /** The region a *_scatter op writes must have src's shape and dtype exactly (PyTorch's rule). */
 function checkScatterSrc<S>(A: SizeArith<S>, op: string, x: M<S>, src: M<S>, region: M<S>): M<S> {
   if (!sameSizes(A, region.shape, src.shape)) {
-    throw new ShapeError(`${op}: expected src to have the size of the slice of input, ${fmtSizes(region.shape)}, got ${fmtSizes(src.shape)}`);
+    throw new ShapeError(
+      `${op}: expected src to have the size of the slice of input, ${fmtSizes(region.shape)}, got ${fmtSizes(src.shape)}`,
+    );
   }
   if (src.dtype !== x.dtype) throw new DTypeError(`${op}: src (${src.dtype}) must have the dtype of input (${x.dtype})`);
   return meta(x.shape, x.dtype);
@@ -194,7 +196,8 @@ export const VIEW_RULES = {
   asStrided: (A, [x, size, stride, storageOffset]) => {
     const sizes = size as readonly never[];
     const strides = stride as readonly unknown[];
-    if (sizes.length !== strides.length) throw new ShapeError(`asStrided: size ${fmtSizes(sizes)} and stride ${fmtSizes(strides)} must have the same length`);
+    if (sizes.length !== strides.length)
+      throw new ShapeError(`asStrided: size ${fmtSizes(sizes)} and stride ${fmtSizes(strides)} must have the same length`);
     const negative = (v: unknown) => (constantOf(A, v as never) ?? 0) < 0;
     if (sizes.some(negative) || strides.some(negative) || negative(storageOffset)) {
       throw new ValueError(
@@ -235,7 +238,13 @@ export const VIEW_RULES = {
   sliceScatter: (A, [x, src, dim, start, end, step]) => {
     const t = x as M<never>;
     if (t.shape.length === 0) throw new IndexError('sliceScatter: cannot slice a 0-d tensor');
-    return checkScatterSrc(A, 'sliceScatter', t, src as M<never>, sliceMeta(A, t, dim as number, start as never, end as never, step as number));
+    return checkScatterSrc(
+      A,
+      'sliceScatter',
+      t,
+      src as M<never>,
+      sliceMeta(A, t, dim as number, start as never, end as never, step as number),
+    );
   },
   selectScatter: (A, [x, src, dim, index]) => {
     const t = x as M<never>;
@@ -267,4 +276,3 @@ export const VIEW_RULES = {
   },
   index: (A, [x, slices]) => indexMeta(A, x as M<never>, slices),
 } satisfies Record<string, ShapeRule>;
-
