@@ -56,28 +56,35 @@ export function sameSizes<S>(A: SizeArith<S>, a: readonly S[], b: readonly S[]):
 export function viewSizes<S>(A: SizeArith<S>, op: string, from: readonly S[], shape: readonly (S | number)[]): S[] {
   let unknown = -1;
   let known = A.lit(1);
-  shape.forEach((d, i) => {
+  const out = new Array<S>(shape.length);
+  for (let i = 0; i < shape.length; i++) {
+    const d = shape[i]!;
     const c = constantOf(A, d);
     if (c === -1) {
       if (unknown >= 0) throw new ShapeError(`${op}: only one dimension can be -1, got ${fmtSizes(shape)}`);
       unknown = i;
-    } else if (c !== undefined && (!Number.isInteger(c) || c < 0)) {
+      continue;
+    }
+    if (c !== undefined && (!Number.isInteger(c) || c < 0))
       throw new ShapeError(`${op}: invalid size ${String(d)} in shape ${fmtSizes(shape)}`);
-    } else known = A.mul(known, sizeOf(A, d));
-  });
+    out[i] = sizeOf(A, d);
+    known = A.mul(known, out[i]!);
+  }
   const total = product(A, from);
-  const invalid = () => new ShapeError(`${op}: shape ${fmtSizes(shape)} is invalid for input of size ${total} (shape ${fmtSizes(from)})`);
-  const out = shape.map((d) => sizeOf(A, d));
   if (unknown < 0) {
-    if (!A.eq(known, total)) throw invalid();
+    if (!A.eq(known, total)) throw invalidView(op, shape, total, from);
     return out;
   }
   let rest = total;
   let k = A.constant(known);
   if (k === undefined) [rest, k] = cancelFactors(A, op, from, shape, unknown);
-  if (k === 0 || !A.eq(A.mod(rest, k), A.lit(0))) throw invalid();
+  if (k === 0 || !A.eq(A.mod(rest, k), A.lit(0))) throw invalidView(op, shape, total, from);
   out[unknown] = A.floorDiv(rest, k);
   return out;
+}
+
+function invalidView(op: string, shape: readonly unknown[], total: unknown, from: readonly unknown[]): ShapeError {
+  return new ShapeError(`${op}: shape ${fmtSizes(shape)} is invalid for input of size ${String(total)} (shape ${fmtSizes(from)})`);
 }
 
 /**
