@@ -1,5 +1,10 @@
-import { IndexError, ShapeError, ValueError } from '../errors.js';
+import { ShapeError } from '../errors.js';
 import { describe } from './validate.js';
+import { NUMBER_ARITH } from './size-arith.js';
+import { broadcastSizes, broadcastsToSizes, viewSizes } from './shape-rules/sizes.js';
+import { MAX_NUMEL } from './shape-rules/dims.js';
+
+export { MAX_NUMEL, normDim, normDims } from './shape-rules/dims.js';
 
 export type Shape = readonly number[];
 
@@ -29,29 +34,6 @@ export function sameShape(a: Shape, b: Shape): boolean {
   return true;
 }
 
-/** Wrap a possibly negative dim into [0, ndim). `ndim` may be 0 for scalars (then only -1 and 0 are valid). */
-export function normDim(op: string, dim: number, ndim: number): number {
-  const n = Math.max(ndim, 1);
-  if (!Number.isInteger(dim) || dim < -n || dim >= n) {
-    throw new IndexError(`${op}: dim ${describe(dim)} is out of range for a tensor with ${ndim} dims (expected -${n}..${n - 1})`);
-  }
-  return dim < 0 ? dim + n : dim;
-}
-
-export function normDims(op: string, dims: number | readonly number[] | undefined, ndim: number): number[] {
-  if (dims === undefined) return Array.from({ length: ndim }, (_, i) => i);
-  const list = typeof dims === 'number' ? [dims] : dims;
-  const out = list.map((d) => normDim(op, d, ndim));
-  if (new Set(out).size !== out.length) throw new ValueError(`${op}: dim ${fmt(list)} appears more than once`);
-  return out.sort((a, b) => a - b);
-}
-
-/**
- * The most elements one tensor may have: int32 offsets (strided reads, argmax indices) address every
- * element, and a bigger request fails here with the op's name instead of as a raw RangeError.
- */
-export const MAX_NUMEL = 2 ** 31 - 1;
-
 /** A ShapeError unless a tensor of `shape` fits in MAX_NUMEL elements. */
 export function checkNumel(op: string, shape: Shape): void {
   const n = numel(shape);
@@ -71,22 +53,9 @@ export function checkShape(op: string, shape: unknown, name = 'shape'): asserts 
   checkNumel(op, shape as number[]);
 }
 
-/** PyTorch broadcasting: align trailing dims; each pair must be equal or one of them 1. */
+/** PyTorch broadcasting: align trailing dims; each pair must be equal or one of them 1 (the shape rules' helper). */
 export function broadcastShapes(op: string, a: Shape, b: Shape): number[] {
-  const n = Math.max(a.length, b.length);
-  const out = new Array<number>(n);
-  let total = 1;
-  for (let i = 0; i < n; i++) {
-    const da = a[a.length - n + i] ?? 1;
-    const db = b[b.length - n + i] ?? 1;
-    if (da !== db && da !== 1 && db !== 1) {
-      throw new ShapeError(`${op}: shapes ${fmt(a)} and ${fmt(b)} cannot be broadcast together (dim ${i}: ${da} vs ${db})`);
-    }
-    out[i] = da === 1 ? db : da;
-    total *= out[i]!;
-  }
-  if (total > MAX_NUMEL) checkNumel(op, out);
-  return out;
+  return broadcastSizes(NUMBER_ARITH, op, a, b);
 }
 
 /** A ShapeError naming `op` unless a tensor of shape `from` broadcasts to exactly `to` (copy_, expand). */
@@ -96,37 +65,12 @@ export function checkBroadcastTo(op: string, from: Shape, to: Shape): void {
 
 /** Whether `from` broadcasts to `to` (trailing dims equal or 1, no more dims than `to`). */
 export function broadcastsTo(from: Shape, to: Shape): boolean {
-  let ok = from.length <= to.length;
-  for (let i = 1; ok && i <= from.length; i++) {
-    const f = from[from.length - i]!;
-    ok = f === 1 || f === to[to.length - i];
-  }
-  return ok;
+  return broadcastsToSizes(NUMBER_ARITH, from, to);
 }
 
-/** Resolve a single -1 in a target shape against a known element count (reshape/view). */
+/** Resolve a single -1 in a target shape against a known element count (reshape/view; the shape rules' helper). */
 export function inferShape(op: string, from: Shape, shape: readonly number[]): number[] {
-  const total = numel(from);
-  let unknown = -1;
-  let known = 1;
-  shape.forEach((d, i) => {
-    if (d === -1) {
-      if (unknown >= 0) throw new ShapeError(`${op}: only one dimension can be -1, got ${fmt(shape)}`);
-      unknown = i;
-    } else if (!Number.isInteger(d) || d < 0) {
-      throw new ShapeError(`${op}: invalid size ${d} in shape ${fmt(shape)}`);
-    } else known *= d;
-  });
-  const out = [...shape];
-  if (unknown >= 0) {
-    if (known === 0 || total % known !== 0) {
-      throw new ShapeError(`${op}: shape ${fmt(shape)} is invalid for input of size ${total} (shape ${fmt(from)})`);
-    }
-    out[unknown] = total / known;
-  } else if (known !== total) {
-    throw new ShapeError(`${op}: shape ${fmt(shape)} is invalid for input of size ${total} (shape ${fmt(from)})`);
-  }
-  return out;
+  return viewSizes(NUMBER_ARITH, op, from, shape);
 }
 
 /**

@@ -1,3 +1,6 @@
+import { NUMBER_ARITH } from '../size-arith.js';
+import { windowSize } from '../shape-rules/sizes.js';
+
 /** Geometry shared by convolution and pooling over two spatial dims. */
 export interface Window2d {
   readonly kh: number;
@@ -92,8 +95,5 @@ export function row2imAdd(rows: Float32Array, C: number, g: Window2d, dst: Float
 
 /** Output length of a sliding window over `size` (PyTorch's formula, including ceil mode's last-window rule). */
 export function windowOut(size: number, k: number, s: number, p: number, d: number, ceil: boolean): number {
-  const span = size + 2 * p - d * (k - 1) - 1;
-  let out = (ceil ? Math.ceil(span / s) : Math.floor(span / s)) + 1;
-  if (ceil && (out - 1) * s >= size + p) out--;
-  return out;
+  return windowSize(NUMBER_ARITH, size, k, s, p, d, ceil);
 }

@@ -1,4 +1,6 @@
 import type { TypedArray } from '../dtype.js';
+import { NUMBER_ARITH } from '../size-arith.js';
+import { reducedSizes } from '../shape-rules/sizes.js';
 import { numel } from '../shape.js';
 import { gatherContiguous, type StridedArray } from './strided.js';
 
@@ -22,10 +24,5 @@ export function rowsOver(x: StridedArray, dims: readonly number[]): { data: Type
 
 /** The output shape of a reduction over `dims`, with or without the reduced dims kept as size 1. */
 export function reducedShape(shape: readonly number[], dims: readonly number[], keepdim: boolean): number[] {
-  const out: number[] = [];
-  shape.forEach((s, d) => {
-    if (!dims.includes(d)) out.push(s);
-    else if (keepdim) out.push(1);
-  });
-  return out;
+  return reducedSizes(NUMBER_ARITH, shape, dims, keepdim);
 }

@@ -1,25 +1,18 @@
 import { DTypeError, ShapeError, ValueError } from '../../errors.js';
-import { im2row, row2imAdd, windowOut, type Window2d } from '../cpu/conv.js';
+import { im2row, row2imAdd, type Window2d } from '../cpu/conv.js';
 import { gemm } from '../cpu/matmul.js';
 import { convolutionBackwardWasm } from '../../kernels/conv/backward.js';
 import { simdGemmWorks } from '../../kernels/gemm/strided.js';
 import { defineOp, type GradResult, type OpContext } from '../op.js';
 import { pairOf, optionalTensor } from './lowering-helpers.js';
-import { checkNumel, fmt } from '../shape.js';
+import { fmt } from '../shape.js';
+import { NUMBER_ARITH } from '../size-arith.js';
+import { as2d, checkConv1dShapes, checkConvGradOutput, checkConvMask, conv2dGeometry, type Pair } from '../shape-rules/conv.js';
 import { Tensor } from '../tensor.js';
 
 /** Convolution via im2row + the blocked matmul kernel; pooling with direct loops. */
 
-export type Pair = number | readonly number[];
-
-export function pair(op: string, name: string, v: Pair, min: number): [number, number] {
-  const p = typeof v === 'number' ? [v, v] : [...v];
-  if (p.length === 1) p.push(p[0]!);
-  if (p.length !== 2 || p.some((x) => !Number.isInteger(x) || x < min)) {
-    throw new ValueError(`${op}: ${name} must be an integer ≥ ${min} or a pair of them, got ${JSON.stringify(v)}`);
-  }
-  return p as [number, number];
-}
+export { pair, type Pair } from '../shape-rules/conv.js';
 
 /**
  * How many images one convolution GEMM covers: as many as keep their im2row rows within ~1M floats (a
@@ -31,30 +24,6 @@ function imagesPerChunk(N: number, rowsPerImage: number): number {
 
 function floatData(t: Tensor): Float32Array {
   return t.contiguous().data() as Float32Array;
-}
-
-/**
- * Resolve PyTorch's string paddings ('valid', 'same' for stride 1) to numbers: the padding before each
- * spatial dim, and the padding after it when that differs. 'same' pads d·(k-1) in total; when that is odd
- * the extra one goes after (right/bottom), as PyTorch does for even kernels.
- */
-function resolvePadding(
-  op: string,
-  padding: Pair | string,
-  k: [number, number],
-  d: [number, number],
-  s: [number, number],
-): { before: [number, number]; after: [number, number] } {
-  if (padding === 'valid') return { before: [0, 0], after: [0, 0] };
-  if (padding === 'same') {
-    if (s[0] !== 1 || s[1] !== 1) throw new ValueError(`${op}: padding='same' is not supported for strided convolutions`);
-    const total = [d[0] * (k[0] - 1), d[1] * (k[1] - 1)] as const;
-    const before: [number, number] = [Math.floor(total[0] / 2), Math.floor(total[1] / 2)];
-    return { before, after: [total[0] - before[0], total[1] - before[1]] };
-  }
-  if (typeof padding === 'string') throw new ValueError(`${op}: padding must be a number, a pair, 'valid' or 'same', got '${padding}'`);
-  const p = pair(op, 'padding', padding, 0);
-  return { before: p, after: p };
 }
 
 /** A 2-d convolution's arguments checked and resolved: the input as [N, C, H, W] and the window geometry. */
@@ -80,42 +49,19 @@ function planConv2d(
   dilation: Pair,
   groups: number,
 ): Conv2dPlan {
-  if (input.dtype !== 'float32' || weight.dtype !== 'float32') {
-    throw new DTypeError(`${op}: expected float32 input and weight, got ${input.dtype} and ${weight.dtype}`);
-  }
-  const batched = input.ndim === 4;
-  if (input.ndim !== 3 && input.ndim !== 4) {
-    throw new ShapeError(`${op}: expected a 3-D [C, H, W] or 4-D [N, C, H, W] input, got ${fmt(input.shape)}`);
-  }
-  if (weight.ndim !== 4) throw new ShapeError(`${op}: weight must be 4-D [out, in/groups, kh, kw], got ${fmt(weight.shape)}`);
+  // the shape rule's checks and window geometry (src/runtime/shape-rules/conv.ts)
+  const { batched, N, C, O, Cg, kh, kw, sh, sw, ph, pw, dh, dw, H, W, OH, OW } = conv2dGeometry(
+    NUMBER_ARITH,
+    op,
+    input,
+    weight,
+    biasShape,
+    stride,
+    padding,
+    dilation,
+    groups,
+  );
   const x = batched ? input : input.unsqueeze(0);
-  const [N, C, H, W] = x.shape as [number, number, number, number];
-  const [O, Cg, kh, kw] = weight.shape as [number, number, number, number];
-  if (!Number.isInteger(groups) || groups < 1 || C % groups !== 0 || O % groups !== 0) {
-    throw new ValueError(`${op}: groups=${groups} must divide both in_channels (${C}) and out_channels (${O})`);
-  }
-  if (Cg * groups !== C) {
-    throw new ShapeError(
-      `${op}: weight ${fmt(weight.shape)} expects ${Cg * groups} input channels (groups=${groups}), but the input ${fmt(input.shape)} has ${C}`,
-    );
-  }
-  if (biasShape && (biasShape.length !== 1 || biasShape[0] !== O)) {
-    throw new ShapeError(`${op}: bias must have shape [${O}], got ${fmt(biasShape)}`);
-  }
-  const [sh, sw] = pair(op, 'stride', stride, 1);
-  const [dh, dw] = pair(op, 'dilation', dilation, 1);
-  const pads = resolvePadding(op, padding, [kh, kw], [dh, dw], [sh, sw]);
-  const [ph, pw] = pads.before;
-  // Extra padding after the image only adds output positions: im2row reads zeros past H and W.
-  const OH = windowOut(H + pads.after[0] - ph, kh, sh, ph, dh, false);
-  const OW = windowOut(W + pads.after[1] - pw, kw, sw, pw, dw, false);
-  if (OH <= 0 || OW <= 0) {
-    throw new ShapeError(
-      `${op}: input ${fmt(input.shape)} (padded by ${fmt([ph, pw])}) is smaller than the kernel ${fmt([kh, kw])} with dilation ${fmt([dh, dw])}`,
-    );
-  }
-  checkNumel(op, [N, O, OH, OW]);
-  checkNumel(op, [OH * OW, Cg * kh * kw]);
   return { x, batched, groups, N, C, O, Cg, geo: { kh, kw, sh, sw, ph, pw, dh, dw, H, W, OH, OW } };
 }
 
@@ -321,10 +267,7 @@ export const conv1d = defineOp<
   schema:
     'conv1d(Tensor input, Tensor weight, Tensor? bias=null, int|int[] stride=1, int|int[]|str padding=0, int|int[] dilation=1, int groups=1)',
   forward(ctx, input, weight, bias = null, stride = 1, padding = 0, dilation = 1, groups = 1) {
-    if (input.ndim !== 2 && input.ndim !== 3) {
-      throw new ShapeError(`conv1d: expected a 2-D [C, L] or 3-D [N, C, L] input, got ${fmt(input.shape)}`);
-    }
-    if (weight.ndim !== 3) throw new ShapeError(`conv1d: weight must be 3-D [out, in/groups, k], got ${fmt(weight.shape)}`);
+    checkConv1dShapes(input.shape, weight.shape);
     const [stride2, padding2, dilation2] = as2d(stride, padding, dilation);
     // A 1-d convolution is a 2-d one over a height-1 image (conv2d's checks and messages).
     const y = conv2d(input.unsqueeze(-2), weight.unsqueeze(2), bias, stride2, padding2, dilation2, groups);
@@ -334,12 +277,6 @@ export const conv1d = defineOp<
   backward: convBackwardOf,
   lower: { eager: 'conv1d: no 1-d convolution kernel yet' },
 });
-
-/** A 1-d convolution's stride, padding and dilation as those of the 2-d convolution over a height-1 image. */
-function as2d(stride: Pair, padding: Pair | string, dilation: Pair): [Pair, Pair | string, Pair] {
-  const one = (v: Pair) => (typeof v === 'number' ? v : v[0]!);
-  return [[1, one(stride)], typeof padding === 'string' ? padding : [0, one(padding)], [1, one(dilation)]];
-}
 
 /**
  * PyTorch's convolution_backward: the gradients of a 1-d or 2-d convolution (by the weight's rank) with
@@ -369,10 +306,7 @@ export const convolutionBackward = defineOp<
     if ((typeof outputPadding === 'number' ? [outputPadding] : outputPadding).some((p) => p !== 0)) {
       throw new ValueError(`${op}: outputPadding must be 0 for a convolution that is not transposed, got ${JSON.stringify(outputPadding)}`);
     }
-    if (!Array.isArray(outputMask) || outputMask.length !== 3 || !outputMask.every((m) => typeof m === 'boolean')) {
-      throw new ValueError(`${op}: outputMask must be 3 booleans [input, weight, bias], got ${JSON.stringify(outputMask)}`);
-    }
-    const mask = outputMask as unknown as ConvGradMask;
+    const mask = checkConvMask(op, outputMask);
     if (mask[2] && !biasSizes) throw new ValueError(`${op}: outputMask asks for a bias gradient but biasSizes is null`);
     if (g.dtype !== 'float32') throw new DTypeError(`${op}: expected a float32 gradOutput, got ${g.dtype}`);
     if (weight.ndim === 3) {
@@ -421,8 +355,5 @@ function conv2dBackwardWasm(
 
 function checkConvGrad(op: string, g: Tensor, plan: Conv2dPlan, input: Tensor): void {
   const { N, O, geo } = plan;
-  const want = plan.batched ? [N, O, geo.OH, geo.OW] : [O, geo.OH, geo.OW];
-  if (g.shape.join() !== want.join()) {
-    throw new ShapeError(`${op}: gradOutput must have shape ${fmt(want)} for input ${fmt(input.shape)}, got ${fmt(g.shape)}`);
-  }
+  checkConvGradOutput(NUMBER_ARITH, op, g.shape, plan.batched ? [N, O, geo.OH, geo.OW] : [O, geo.OH, geo.OW], input.shape);
 }

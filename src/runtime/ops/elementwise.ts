@@ -1,6 +1,7 @@
-import { DTypeError, ValueError } from '../../errors.js';
+import { ValueError } from '../../errors.js';
 import { map1, map2, map3 } from './cpu-adapters.js';
-import { promote, promoteScalar, type DType } from '../dtype.js';
+import type { DType } from '../dtype.js';
+import { checkApproximate, checkWhereCondition, resultDType } from '../shape-rules/elementwise.js';
 import type { Lowering } from '../lowering.js';
 import { defineOp, type GradResult, type OpContext } from '../op.js';
 import { Tensor } from '../tensor.js';
@@ -14,10 +15,7 @@ type Operand = Tensor | number;
 
 /** The dtype of `a ∘ b` under PyTorch's promotion (numbers do not widen a tensor of the same kind). */
 function resultType(a: Operand, b: Operand): DType {
-  if (a instanceof Tensor && b instanceof Tensor) return promote(a.dtype, b.dtype);
-  if (a instanceof Tensor) return promoteScalar(a.dtype, b as number);
-  if (b instanceof Tensor) return promoteScalar(b.dtype, a);
-  return Number.isInteger(a) && Number.isInteger(b) ? 'int32' : 'float32';
+  return resultDType(a, b);
 }
 
 function asTensor(v: Operand, dtype: DType): Tensor {
@@ -327,12 +325,6 @@ function geluTanhGrad(x: number): number {
   return 0.5 * (1 + th) + 0.5 * x * (1 - th * th) * TANH_C * (1 + 3 * 0.044715 * x * x);
 }
 
-function checkApproximate(op: string, approximate: string): void {
-  if (approximate !== 'none' && approximate !== 'tanh') {
-    throw new ValueError(`${op}: approximate must be 'none' or 'tanh', got '${approximate}'`);
-  }
-}
-
 export const gelu = defineOp<(input: Tensor, approximate?: 'none' | 'tanh') => Tensor>({
   schema: 'gelu(Tensor input, str approximate="none")',
   forward(ctx, x, approximate = 'none') {
@@ -440,7 +432,7 @@ export const clamp = defineOp<(input: Tensor, min?: number | null, max?: number 
 export const where = defineOp<(condition: Tensor, input: Operand, other: Operand) => Tensor>({
   schema: 'where(Tensor condition, Tensor|Scalar input, Tensor|Scalar other)',
   forward(ctx, c, a, b) {
-    if (c.dtype !== 'bool') throw new DTypeError(`where: condition must be a bool tensor (e.g. x.gt(0)), got ${c.dtype}`);
+    checkWhereCondition(c.dtype);
     const dtype = resultType(a, b);
     ctx.c = ctx.save(c);
     ctx.aShape = shapeOf(a);

@@ -1,7 +1,8 @@
-import { DTypeError, ShapeError } from '../../errors.js';
 import { bmm as bmmKernel } from '../cpu/matmul.js';
 import { defineOp, type GradResult } from '../op.js';
-import { broadcastShapes, broadcastsTo, checkNumel, fmt, MAX_NUMEL, numel } from '../shape.js';
+import { broadcastShapes, numel } from '../shape.js';
+import { NUMBER_ARITH } from '../size-arith.js';
+import { checkAddmm, checkLinear, checkMatrices, matmulMeta } from '../shape-rules/linalg.js';
 import { Tensor } from '../tensor.js';
 import { zeros } from './creation.js';
 import { add } from './elementwise.js';
@@ -66,43 +67,10 @@ function gradLike(x: Tensor, lhs: Tensor, rhs: Tensor): Tensor {
   return sumTo(matmul(rhs.transpose(-1, -2), lhs.transpose(-1, -2)), shapeT).transpose(-1, -2);
 }
 
-/** Batch dims must broadcast and the product must fit in a tensor; the message names both full shapes. */
-function checkBatchDims(a: Tensor, b: Tensor): void {
-  const batchA = a.shape.slice(0, -2);
-  const batchB = b.shape.slice(0, -2);
-  const batch = batchA.length >= batchB.length ? [...batchA] : [...batchB];
-  for (let i = 1; i <= Math.min(batchA.length, batchB.length); i++) {
-    const da = batchA[batchA.length - i]!;
-    const db = batchB[batchB.length - i]!;
-    if (da !== db && da !== 1 && db !== 1) {
-      throw new ShapeError(
-        `matmul: shapes ${fmt(a.shape)} and ${fmt(b.shape)} cannot be multiplied: batch dims ${fmt(batchA)} and ${fmt(batchB)} ` +
-          `do not broadcast (${da} vs ${db})`,
-      );
-    }
-    batch[batch.length - i] = da === 1 ? db : da;
-  }
-  checkNumel('matmul', [...batch, a.ndim === 1 ? 1 : a.shape[a.ndim - 2]!, b.shape[b.ndim - 1]!]);
-}
-
 export const matmul = defineOp<(input: Tensor, other: Tensor) => Tensor>({
   schema: 'matmul(Tensor input, Tensor other)',
   forward(ctx, a, b) {
-    if (a.dtype !== 'float32' || b.dtype !== 'float32') {
-      throw new DTypeError(`matmul: expected float32 tensors, got ${a.dtype} and ${b.dtype}`);
-    }
-    if (a.ndim === 0 || b.ndim === 0) {
-      throw new ShapeError(`matmul: both arguments need at least 1 dim, got shapes ${fmt(a.shape)} and ${fmt(b.shape)}`);
-    }
-    const k1 = a.shape[a.ndim - 1]!;
-    const k2 = b.shape[b.ndim === 1 ? 0 : b.ndim - 2]!;
-    if (k1 !== k2) {
-      throw new ShapeError(`matmul: shapes ${fmt(a.shape)} and ${fmt(b.shape)} cannot be multiplied (${k1} != ${k2})`);
-    }
-    if (a.ndim > 2 || b.ndim > 2) checkBatchDims(a, b);
-    else if ((a.ndim === 1 ? 1 : a.shape[0]!) * b.shape[b.ndim - 1]! > MAX_NUMEL) {
-      checkNumel('matmul', [a.ndim === 1 ? 1 : a.shape[0]!, b.shape[b.ndim - 1]!]);
-    }
+    matmulMeta(NUMBER_ARITH, a, b); // the shape rule's checks: dtypes, inner sizes, batch dims, size
     // 1-D operands become a row (left) or a column (right), removed again from the result.
     const a2 = a.ndim === 1 ? a.unsqueeze(0) : a;
     const b2 = b.ndim === 1 ? b.unsqueeze(1) : b;
@@ -146,14 +114,7 @@ export const linear = defineOp<(input: Tensor, weight: Tensor, bias?: Tensor | n
   schema: 'linear(Tensor input, Tensor weight, Tensor? bias=null)',
   composite: true,
   forward(_ctx, x, w, bias = null) {
-    if (w.ndim !== 2) throw new ShapeError(`linear: weight must be 2-D [out, in], got ${fmt(w.shape)}`);
-    const inF = w.shape[1]!;
-    if (x.ndim === 0 || x.shape[x.ndim - 1] !== inF) {
-      throw new ShapeError(`linear: expected input [..., ${inF}] for weight ${fmt(w.shape)}, got ${fmt(x.shape)}`);
-    }
-    if (bias && !(bias.ndim === 1 && bias.shape[0] === w.shape[0])) {
-      throw new ShapeError(`linear: bias must be [${w.shape[0]}] for weight ${fmt(w.shape)}, got ${fmt(bias.shape)}`);
-    }
+    checkLinear(NUMBER_ARITH, x, w, bias);
     const y = matmul(x, w.t());
     return bias ? add(y, bias) : y;
   },
@@ -167,28 +128,11 @@ export const linear = defineOp<(input: Tensor, weight: Tensor, bias?: Tensor | n
   },
 });
 
-/** PyTorch's mm/addmm operand checks: float32 matrices whose inner dims agree; the message names the shapes. */
-function checkMatrices(op: string, a: Tensor, b: Tensor, names: readonly [string, string]): void {
-  for (const [t, name] of [
-    [a, names[0]],
-    [b, names[1]],
-  ] as const) {
-    if (t.dtype !== 'float32') throw new DTypeError(`${op}: expected float32 tensors, got ${name} of dtype ${t.dtype}`);
-    if (t.ndim !== 2) throw new ShapeError(`${op}: ${name} must be a matrix, got a ${t.ndim}-D tensor of shape ${fmt(t.shape)}`);
-  }
-  if (a.shape[1] !== b.shape[0]) {
-    throw new ShapeError(
-      `${op}: ${names[0]} and ${names[1]} shapes cannot be multiplied (${a.shape[0]}x${a.shape[1]} and ${b.shape[0]}x${b.shape[1]})`,
-    );
-  }
-  checkNumel(op, [a.shape[0]!, b.shape[1]!]);
-}
-
 /** torch.mm: the product of two matrices (no broadcasting, no 1-D operands; `matmul` has those). */
 export const mm = defineOp<(input: Tensor, mat2: Tensor) => Tensor>({
   schema: 'mm(Tensor input, Tensor mat2)',
   forward(ctx, a, b) {
-    checkMatrices('mm', a, b, ['self', 'mat2']);
+    checkMatrices(NUMBER_ARITH, 'mm', a, b, ['self', 'mat2']);
     ctx.a = a.requiresGrad || b.requiresGrad ? ctx.save(a) : null;
     ctx.b = ctx.save(b);
     return bmm(a, b);
@@ -212,15 +156,7 @@ export const mm = defineOp<(input: Tensor, mat2: Tensor) => Tensor>({
 export const addmm = defineOp<(input: Tensor, mat1: Tensor, mat2: Tensor, beta?: number, alpha?: number) => Tensor>({
   schema: 'addmm(Tensor input, Tensor mat1, Tensor mat2, Scalar beta=1, Scalar alpha=1)',
   forward(ctx, input, m1, m2, beta = 1, alpha = 1) {
-    checkMatrices('addmm', m1, m2, ['mat1', 'mat2']);
-    if (input.dtype !== 'float32') throw new DTypeError(`addmm: expected float32 tensors, got input of dtype ${input.dtype}`);
-    const outShape = [m1.shape[0]!, m2.shape[1]!];
-    if (!broadcastsTo(input.shape, outShape)) {
-      throw new ShapeError(
-        `addmm: input of shape ${fmt(input.shape)} cannot be broadcast to the product's shape ${fmt(outShape)} ` +
-          `(mat1 ${fmt(m1.shape)} @ mat2 ${fmt(m2.shape)})`,
-      );
-    }
+    const outShape = checkAddmm(NUMBER_ARITH, input, m1, m2);
     const b = Number(beta);
     const al = Number(alpha);
     Object.assign(ctx, { inputShape: input.shape, beta: b, alpha: al });

@@ -2,6 +2,15 @@ import { DTypeError, IndexError, ShapeError, ValueError } from '../../errors.js'
 import { activeTrace } from '../dispatch.js';
 import { defineOp, type GradResult, type Op } from '../op.js';
 import { broadcastShapes, fmt, numel, sameShape } from '../shape.js';
+import { NUMBER_ARITH } from '../size-arith.js';
+import {
+  checkBatchNorm as checkBatchNormOf,
+  checkDropoutP,
+  checkGradOutputOf,
+  checkNllShapes,
+  checkReduction as checkReductionOf,
+  layerNormDims as layerNormDimsOf,
+} from '../shape-rules/nn.js';
 import { Tensor } from '../tensor.js';
 import { full, onesLike, rand } from './creation.js';
 import { matmul } from './linalg.js';
@@ -27,8 +36,7 @@ function checkMask(op: string, mask: unknown): GradMask {
 }
 
 function checkGradOutput(op: string, g: Tensor, want: readonly number[], what: string): void {
-  if (g.dtype !== 'float32') throw new DTypeError(`${op}: expected a float32 gradOutput, got ${g.dtype}`);
-  if (!sameShape(g.shape, want)) throw new ShapeError(`${op}: gradOutput must have shape ${fmt(want)} for ${what}, got ${fmt(g.shape)}`);
+  checkGradOutputOf(NUMBER_ARITH, op, g, want, what);
 }
 
 /** Sum over `dims` (all of them an empty list would sum in PyTorch's sum, so an empty list copies). */
@@ -43,19 +51,7 @@ function floats(t: Tensor): Float32Array {
 // ---- layer normalisation ----
 
 function layerNormDims(op: string, x: Tensor, normalizedShape: readonly number[] | number, weight: Tensor | null, bias: Tensor | null) {
-  const ns = typeof normalizedShape === 'number' ? [normalizedShape] : [...normalizedShape];
-  const tail = x.shape.slice(x.ndim - ns.length);
-  if (ns.length > x.ndim || tail.join() !== ns.join()) {
-    throw new ShapeError(`${op}: expected input with shape [*, ${ns.join(', ')}], got ${fmt(x.shape)}`);
-  }
-  for (const [name, p] of [
-    ['weight', weight],
-    ['bias', bias],
-  ] as const) {
-    if (p && p.shape.join() !== ns.join()) throw new ShapeError(`${op}: ${name} must have shape ${fmt(ns)}, got ${fmt(p.shape)}`);
-  }
-  const lead = x.ndim - ns.length;
-  return { ns, dims: ns.map((_, i) => lead + i), leadDims: Array.from({ length: lead }, (_, i) => i) };
+  return layerNormDimsOf(NUMBER_ARITH, op, x, normalizedShape, weight, bias);
 }
 
 export const layerNorm = defineOp<
@@ -182,14 +178,7 @@ export const nativeLayerNormBackward = defineOp<
 // ---- batch normalisation ----
 
 function checkBatchNorm(op: string, x: Tensor, params: readonly (readonly [string, Tensor | null])[]): number {
-  if (x.ndim < 2) throw new ShapeError(`${op}: expected an input [N, C, ...] with at least 2 dims, got ${fmt(x.shape)}`);
-  const C = x.shape[1]!;
-  for (const [name, p] of params) {
-    if (p && (p.ndim !== 1 || p.shape[0] !== C)) {
-      throw new ShapeError(`${op}: ${name} must have shape [${C}] for input ${fmt(x.shape)}, got ${fmt(p.shape)}`);
-    }
-  }
-  return C;
+  return checkBatchNormOf(NUMBER_ARITH, op, x, params);
 }
 
 /** The dims batch norm reduces over ([N, C, d1, …] → all but C) and the shape [1, C, 1, …] its statistics broadcast as. */
@@ -613,7 +602,7 @@ export const dropout = defineOp<(input: Tensor, p?: number, training?: boolean) 
   schema: 'dropout(Tensor input, Scalar p=0.5, bool training=true)',
   composite: true,
   forward(_ctx, x, p = 0.5, training = true) {
-    if (p < 0 || p > 1) throw new ValueError(`dropout: probability has to be between 0 and 1, got ${p}`);
+    checkDropoutP('dropout', p);
     if (!training || p === 0) return x;
     if (p === 1) return x.mul(0);
     return nativeDropout(x, p, true)[0];
@@ -633,7 +622,7 @@ export const dropout = defineOp<(input: Tensor, p?: number, training?: boolean) 
 export const nativeDropout = defineOp<(input: Tensor, p: number, train: boolean) => [Tensor, Tensor]>({
   schema: 'nativeDropout(Tensor input, Scalar p, bool train)',
   forward(ctx, x, p, train) {
-    if (p < 0 || p > 1) throw new ValueError(`nativeDropout: probability has to be between 0 and 1, got ${p}`);
+    checkDropoutP('nativeDropout', p);
     if (!train) return [x.clone(), onesLike(x, { dtype: 'bool' })];
     const mask = rand(x.shape).lt(1 - p);
     const scale = 1 / (1 - p);
@@ -672,24 +661,12 @@ export const nativeDropoutBackward = defineOp<(gradOutput: Tensor, mask: Tensor,
 type Reduction = 'mean' | 'sum' | 'none';
 
 function checkReduction(op: string, r: string): Reduction {
-  if (r !== 'mean' && r !== 'sum' && r !== 'none') throw new ValueError(`${op}: reduction must be 'mean', 'sum' or 'none', got '${r}'`);
-  return r;
+  return checkReductionOf(op, r);
 }
 
 /** Check the negative log-likelihood's arguments (input [C] or [N, C, d1, …], targets [N, d1, …]); errors name `op`. */
 function checkNll(op: string, input: Tensor, target: Tensor, weight: Tensor | null, ignoreIndex: number, reduction: string): void {
-  checkReduction(op, reduction);
-  if (target.dtype !== 'int32') {
-    throw new DTypeError(`${op}: target must be an int32 tensor of class indices, got ${target.dtype}`);
-  }
-  const expected = input.ndim === 1 ? [] : [input.shape[0]!, ...input.shape.slice(2)];
-  if (target.shape.join() !== expected.join()) {
-    throw new ShapeError(`${op}: expected target of shape ${fmt(expected)} for input ${fmt(input.shape)}, got ${fmt(target.shape)}`);
-  }
-  const C = input.ndim === 1 ? input.shape[0]! : input.shape[1]!;
-  if (weight && (weight.ndim !== 1 || weight.shape[0] !== C)) {
-    throw new ShapeError(`${op}: weight must have shape [${C}], got ${fmt(weight.shape)}`);
-  }
+  const C = checkNllShapes(NUMBER_ARITH, op, input, target, weight, reduction);
   // A traced target's values are not the graph's business: the recorded nllLossForward checks them at run time.
   if (activeTrace?.isTraced(target)) return;
   for (const v of target.data()) {

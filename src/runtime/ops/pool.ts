@@ -1,9 +1,15 @@
-import { DTypeError, IndexError, ShapeError, ValueError } from '../../errors.js';
-import { windowOut } from '../cpu/conv.js';
+import { IndexError } from '../../errors.js';
 import { defineOp, type GradResult } from '../op.js';
 import type { Eager, KValue, LowerArgs, LowerContext, LowerResult, Pool2dAttrs } from '../lowering.js';
 import { pairOf } from './lowering-helpers.js';
-import { fmt, sameShape } from '../shape.js';
+import { NUMBER_ARITH } from '../size-arith.js';
+import {
+  checkAdaptiveGrad,
+  checkPoolGradOutput,
+  checkPoolIndices,
+  poolGeometry as poolGeometryOf,
+  poolPlanes,
+} from '../shape-rules/pool.js';
 import { Tensor } from '../tensor.js';
 import { pair, type Pair } from './conv.js';
 
@@ -38,36 +44,17 @@ interface Planes {
 }
 
 function planesOf(op: string, x: Tensor): Planes {
-  if (x.dtype !== 'float32') throw new DTypeError(`${op}: expected a float32 input, got ${x.dtype}`);
-  if (x.ndim !== 3 && x.ndim !== 4) throw new ShapeError(`${op}: expected a 3-D or 4-D input, got ${fmt(x.shape)}`);
-  const H = x.shape[x.ndim - 2]!;
-  const W = x.shape[x.ndim - 1]!;
-  const lead = x.shape.slice(0, -2);
+  const { lead, H, W } = poolPlanes(op, x);
   return { data: x.contiguous().data() as Float32Array, planes: lead.reduce((a, b) => a * b, 1), H, W, lead };
 }
 
 function poolGeometry(op: string, p: Planes, kernelSize: Pair, stride: Pair | null, padding: Pair, dilation: Pair, ceilMode: boolean) {
-  const [kh, kw] = pair(op, 'kernelSize', kernelSize, 1);
-  const [sh, sw] = stride === null || (Array.isArray(stride) && stride.length === 0) ? [kh, kw] : pair(op, 'stride', stride, 1);
-  const [ph, pw] = pair(op, 'padding', padding, 0);
-  const [dh, dw] = pair(op, 'dilation', dilation, 1);
-  if (ph * 2 > dh * (kh - 1) + 1 || pw * 2 > dw * (kw - 1) + 1) {
-    throw new ValueError(`${op}: padding ${fmt([ph, pw])} should be at most half of the effective kernel size ${fmt([kh, kw])}`);
-  }
-  const OH = windowOut(p.H, kh, sh, ph, dh, ceilMode);
-  const OW = windowOut(p.W, kw, sw, pw, dw, ceilMode);
-  if (OH <= 0 || OW <= 0) {
-    throw new ShapeError(`${op}: output size is too small for input ${fmt([...p.lead, p.H, p.W])} with kernel ${fmt([kh, kw])}`);
-  }
-  return { kh, kw, sh, sw, ph, pw, dh, dw, OH, OW };
+  return poolGeometryOf(NUMBER_ARITH, op, p, kernelSize, stride, padding, dilation, ceilMode);
 }
 
 /** A pooling backward's gradOutput must have the shape the forward produced from `input`. */
 function checkGradOutput(op: string, g: Tensor, input: Tensor, want: readonly number[]): Float32Array {
-  if (g.dtype !== 'float32') throw new DTypeError(`${op}: expected a float32 gradOutput, got ${g.dtype}`);
-  if (!sameShape(g.shape, want)) {
-    throw new ShapeError(`${op}: gradOutput must have shape ${fmt(want)} for input ${fmt(input.shape)}, got ${fmt(g.shape)}`);
-  }
+  checkPoolGradOutput(NUMBER_ARITH, op, g, input.shape, want);
   return g.contiguous().data() as Float32Array;
 }
 
@@ -156,10 +143,7 @@ export const maxPool2dWithIndicesBackward = defineOp<
     const p = planesOf(op, x);
     const { OH, OW } = poolGeometry(op, p, kernelSize, stride, padding, dilation, ceilMode);
     const gs = checkGradOutput(op, g, x, [...p.lead, OH, OW]);
-    if (indices.dtype !== 'int32') throw new DTypeError(`${op}: indices must be an int32 tensor, got ${indices.dtype}`);
-    if (!sameShape(indices.shape, g.shape)) {
-      throw new ShapeError(`${op}: indices must have gradOutput's shape ${fmt(g.shape)}, got ${fmt(indices.shape)}`);
-    }
+    checkPoolIndices(NUMBER_ARITH, op, indices, g.shape);
     const arg = indices.contiguous().data();
     const HW = p.H * p.W;
     const per = OH * OW;
@@ -346,10 +330,7 @@ export const adaptiveAvgPool2dBackward = defineOp<(gradOutput: Tensor, input: Te
   forward(ctx, g, x) {
     const op = 'adaptiveAvgPool2dBackward';
     const p = planesOf(op, x);
-    if (g.ndim !== x.ndim || !sameShape(g.shape.slice(0, -2), p.lead)) {
-      throw new ShapeError(`${op}: gradOutput ${fmt(g.shape)} must have the leading dims of input ${fmt(x.shape)}`);
-    }
-    const [OH, OW] = g.shape.slice(-2) as [number, number];
+    const [OH, OW] = checkAdaptiveGrad(NUMBER_ARITH, op, g, x, p.lead);
     const gs = checkGradOutput(op, g, x, [...p.lead, OH, OW]);
     ctx.outputSize = [OH, OW];
     const { H, W } = p;

@@ -1,10 +1,12 @@
-import { DTypeError, IndexError, ShapeError } from '../../errors.js';
+import { IndexError, ShapeError } from '../../errors.js';
 import { zeros } from './creation.js';
 import { reducedShape, rowsOver } from './cpu-adapters.js';
+import { NUMBER_ARITH } from '../size-arith.js';
+import { checkMeanDType, checkNonEmpty, checkScatterAdd, reduceDims as reduceDimsOf } from '../shape-rules/reduce.js';
 import { allocate } from '../dtype.js';
 import type { KValue, LowerContext } from '../lowering.js';
 import { defineOp } from '../op.js';
-import { fmt, normDim, normDims, numel, sameShape } from '../shape.js';
+import { fmt, normDim, numel, sameShape } from '../shape.js';
 import { Tensor } from '../tensor.js';
 import { dimOf, reducedDims } from './lowering-helpers.js';
 
@@ -31,7 +33,7 @@ function expandBack(g: Tensor, shape: readonly number[], dims: readonly number[]
 }
 
 function reduceDims(op: string, x: Tensor, dim: Dims): number[] {
-  return dim === null || (Array.isArray(dim) && dim.length === 0) ? normDims(op, undefined, x.ndim) : normDims(op, dim, x.ndim);
+  return reduceDimsOf(op, x.ndim, dim);
 }
 
 export const sum = defineOp<(input: Tensor, dim?: Dims, keepdim?: boolean) => Tensor>({
@@ -66,9 +68,7 @@ export const sum = defineOp<(input: Tensor, dim?: Dims, keepdim?: boolean) => Te
 export const mean = defineOp<(input: Tensor, dim?: Dims, keepdim?: boolean) => Tensor>({
   schema: 'mean(Tensor input, int|int[]? dim=null, bool keepdim=false)',
   forward(ctx, x, dim = null, keepdim = false) {
-    if (x.dtype !== 'float32') {
-      throw new DTypeError(`mean: input dtype must be float32, got ${x.dtype} (call .float() first)`);
-    }
+    checkMeanDType(x.dtype);
     const dims = reduceDims('mean', x, dim);
     ctx.shape = x.shape;
     ctx.dims = dims;
@@ -97,7 +97,7 @@ export const mean = defineOp<(input: Tensor, dim?: Dims, keepdim?: boolean) => T
 });
 
 function nonEmpty(op: string, x: Tensor): void {
-  if (x.numel() === 0) throw new IndexError(`${op}: cannot reduce an empty tensor of shape ${fmt(x.shape)}`);
+  checkNonEmpty(NUMBER_ARITH, op, x.shape);
 }
 
 /** Index of the extreme element of each row; NaN wins, first occurrence on ties (PyTorch's rule). */
@@ -197,21 +197,7 @@ export const argmax = defineOp<(input: Tensor, dim?: number | null, keepdim?: bo
 export const scatterAdd = defineOp<(input: Tensor, dim: number, index: Tensor, src: Tensor) => Tensor>({
   schema: 'scatterAdd(Tensor input, int dim, Tensor index, Tensor src)',
   forward(ctx, x, dim, index, src) {
-    if (index.dtype !== 'int32') throw new DTypeError(`scatterAdd: index must be an int32 tensor, got ${index.dtype}`);
-    if (src.dtype !== x.dtype) throw new DTypeError(`scatterAdd: src (${src.dtype}) must have the dtype of input (${x.dtype})`);
-    const d = normDim('scatterAdd', dim, Math.max(x.ndim, 1));
-    if (index.ndim !== x.ndim || src.ndim !== x.ndim) {
-      throw new ShapeError(
-        `scatterAdd: index ${fmt(index.shape)}, src ${fmt(src.shape)} and input ${fmt(x.shape)} must have the same number of dims`,
-      );
-    }
-    index.shape.forEach((s, k) => {
-      if (s > src.shape[k]! || (k !== d && s > x.shape[k]!)) {
-        throw new ShapeError(
-          `scatterAdd: index ${fmt(index.shape)} is larger than src ${fmt(src.shape)} or input ${fmt(x.shape)} at dim ${k}`,
-        );
-      }
-    });
+    const d = checkScatterAdd(NUMBER_ARITH, x, dim, index, src);
     if (src.requiresGrad && !sameShape(index.shape, src.shape)) {
       throw new ShapeError(
         `scatterAdd: the gradient of src needs index and src of one shape, got ${fmt(index.shape)} and ${fmt(src.shape)}`,

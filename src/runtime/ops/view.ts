@@ -2,7 +2,23 @@ import { DTypeError, IndexError, ShapeError, ValueError } from '../../errors.js'
 import { gatherContiguous } from '../cpu/strided.js';
 import { allocate, promote } from '../dtype.js';
 import { OPS, defineOp, markMultiOutputViews, type GradResult } from '../op.js';
-import { checkNumel, contiguousStrides, fmt, inferShape, normDim, numel, sameShape, viewStrides } from '../shape.js';
+import { contiguousStrides, fmt, inferShape, normDim, numel, sameShape, viewStrides } from '../shape.js';
+import { NUMBER_ARITH } from '../size-arith.js';
+import {
+  catSizes,
+  checkT,
+  expandSizes,
+  flattenDims,
+  narrowStart,
+  permuteDims,
+  selectIndex,
+  sliceBounds,
+  splitSizes,
+  squeezeKeeps,
+  stackSizes,
+  unsqueezeSizes,
+} from '../shape-rules/sizes.js';
+import { checkGather, checkIndexSelect, checkIndexSpecs, parseSlice } from '../shape-rules/view.js';
 import { Storage, Tensor } from '../tensor.js';
 import { arange, full, zeros } from './creation.js';
 import { where } from './elementwise.js';
@@ -66,9 +82,7 @@ export const flatten = defineOp<(input: Tensor, startDim?: number, endDim?: numb
   composite: true,
   forward(_ctx, x, startDim = 0, endDim = -1) {
     if (x.ndim === 0) return reshape(x, [1]);
-    const s = normDim('flatten', startDim, x.ndim);
-    const e = normDim('flatten', endDim, x.ndim);
-    if (s > e) throw new IndexError(`flatten: startDim ${startDim} cannot come after endDim ${endDim}`);
+    const [s, e] = flattenDims(x.ndim, startDim, endDim);
     const shape = [...x.shape.slice(0, s), numel(x.shape.slice(s, e + 1)), ...x.shape.slice(e + 1)];
     return reshape(x, shape);
   },
@@ -79,11 +93,7 @@ export const permute = defineOp<(input: Tensor, dims: readonly number[]) => Tens
   schema: 'permute(Tensor input, int[] dims)',
   view: true,
   forward(ctx, x, dims) {
-    if (dims.length !== x.ndim) {
-      throw new ShapeError(`permute: dims ${fmt(dims)} must have one entry per dim of the input ${fmt(x.shape)}`);
-    }
-    const d = dims.map((v) => normDim('permute', v, x.ndim));
-    if (new Set(d).size !== d.length) throw new ValueError(`permute: dims ${fmt(dims)} repeat a dim`);
+    const d = permuteDims(x.ndim, x.shape, dims);
     const inverse = new Array<number>(d.length);
     d.forEach((v, i) => (inverse[v] = i));
     ctx.inverse = inverse;
@@ -135,7 +145,7 @@ export const t = defineOp<(input: Tensor) => Tensor>({
   schema: 't(Tensor input)',
   view: true,
   forward(_ctx, x) {
-    if (x.ndim > 2) throw new ShapeError(`t: expects a tensor with <= 2 dimensions, but self is ${x.ndim}-D (use transpose)`);
+    checkT(x.ndim);
     if (x.ndim < 2) return aliasOf(x, x.shape, x.strides);
     return aliasOf(x, [x.shape[1]!, x.shape[0]!], [x.strides[1]!, x.strides[0]!]);
   },
@@ -151,11 +161,9 @@ export const unsqueeze = defineOp<(input: Tensor, dim: number) => Tensor>({
   schema: 'unsqueeze(Tensor input, int dim)',
   view: true,
   forward(ctx, x, dim) {
-    const d = normDim('unsqueeze', dim, x.ndim + 1);
+    const { d, shape } = unsqueezeSizes(NUMBER_ARITH, x.shape, dim);
     ctx.shape = x.shape;
-    const shape = [...x.shape];
     const strides = [...x.strides];
-    shape.splice(d, 0, 1);
     strides.splice(d, 0, d < x.ndim ? x.strides[d]! * x.shape[d]! : 1);
     return aliasOf(x, shape, strides);
   },
@@ -168,8 +176,7 @@ export const squeeze = defineOp<(input: Tensor, dim?: number | null) => Tensor>(
   view: true,
   forward(ctx, x, dim = null) {
     ctx.shape = x.shape;
-    const only = dim === null ? null : x.ndim === 0 ? 0 : normDim('squeeze', dim, x.ndim);
-    const keep = x.shape.map((s, i) => !(s === 1 && (only === null || only === i)));
+    const keep = squeezeKeeps(NUMBER_ARITH, x.shape, dim);
     return aliasOf(
       x,
       x.shape.filter((_, i) => keep[i]),
@@ -271,29 +278,10 @@ export const expand = defineOp<(input: Tensor, shape: readonly number[]) => Tens
   schema: 'expand(Tensor input, int[] shape)',
   view: true,
   forward(ctx, x, shape) {
-    if (shape.length < x.ndim) {
-      throw new ShapeError(`expand: the target shape ${fmt(shape)} has fewer dims than the input ${fmt(x.shape)}`);
-    }
     ctx.shape = x.shape;
     const lead = shape.length - x.ndim;
-    const outShape: number[] = [];
-    const strides: number[] = [];
-    shape.forEach((s, i) => {
-      if (s < -1) throw new ShapeError(`expand: invalid size ${s} at dim ${i} of ${fmt(shape)} (sizes are ≥ 0, or -1 to keep a dim)`);
-      const src = i - lead;
-      const have = src >= 0 ? x.shape[src]! : 1;
-      const want = s === -1 ? have : s;
-      if (s === -1 && src < 0) throw new ShapeError(`expand: -1 is not allowed for the new leading dim ${i} in ${fmt(shape)}`);
-      if (have !== want && have !== 1) {
-        throw new ShapeError(
-          `expand: the expanded size (${want}) must match the existing size (${have}) at dim ${i}; ` +
-            `target ${fmt(shape)}, input ${fmt(x.shape)}`,
-        );
-      }
-      outShape.push(want);
-      strides.push(src < 0 || (have === 1 && want !== 1) ? 0 : x.strides[src]!);
-    });
-    checkNumel('expand', outShape);
+    const { shape: outShape, broadcast } = expandSizes(NUMBER_ARITH, x.shape, shape);
+    const strides = broadcast.map((b, i) => (b ? 0 : x.strides[i - lead]!));
     return aliasOf(x, outShape, strides);
   },
   backward: (ctx, g) => [sumTo(g, ctx.shape as number[])],
@@ -309,15 +297,11 @@ export const slice = defineOp<(input: Tensor, dim: number, start?: number | null
   view: true,
   forward(ctx, x, dim, start = null, end = null, step = 1) {
     const d = normDim('slice', dim, x.ndim);
-    if (step <= 0) throw new ValueError(`slice: step must be positive, got ${step}`);
-    const n = x.shape[d]!;
-    const clampIdx = (v: number) => Math.min(Math.max(v < 0 ? v + n : v, 0), n);
-    const s = start === null ? 0 : clampIdx(start);
-    const e = Math.max(s, end === null ? n : clampIdx(end));
+    const { start: s, end: e, length } = sliceBounds(NUMBER_ARITH, x.shape[d]!, start, end, step);
     Object.assign(ctx, { shape: x.shape, d, s, e, step });
     const shape = [...x.shape];
     const strides = [...x.strides];
-    shape[d] = Math.ceil((e - s) / step);
+    shape[d] = length;
     strides[d] = x.strides[d]! * step;
     return aliasOf(x, shape, strides, x.offset + s * x.strides[d]!);
   },
@@ -343,12 +327,7 @@ export const narrow = defineOp<(input: Tensor, dim: number, start: number, lengt
   composite: true,
   forward(_ctx, x, dim, start, length) {
     const d = normDim('narrow', dim, x.ndim);
-    const n = x.shape[d]!;
-    const s = start < 0 ? start + n : start;
-    if (s < 0 || s > n) throw new IndexError(`narrow: start ${start} is out of range for dim ${d} of size ${n}`);
-    if (length < 0 || s + length > n) {
-      throw new IndexError(`narrow: start (${s}) + length (${length}) exceeds dim ${d} of size ${n} (shape ${fmt(x.shape)})`);
-    }
+    const s = narrowStart(NUMBER_ARITH, x.shape, d, start, length);
     return slice(x, d, s, s + length, 1);
   },
   lower(k, a, out) {
@@ -367,19 +346,7 @@ export const split = defineOp<(input: Tensor, splitSize: number | number[], dim?
   composite: true,
   forward(_ctx, x, splitSize, dim = 0) {
     const d = normDim('split', dim, x.ndim);
-    const n = x.shape[d]!;
-    let sizes: number[];
-    if (typeof splitSize === 'number') {
-      if (!Number.isInteger(splitSize) || splitSize <= 0)
-        throw new ValueError(`split: splitSize must be a positive integer, got ${splitSize}`);
-      sizes = Array.from({ length: Math.max(1, Math.ceil(n / splitSize)) }, (_, i) => Math.min(splitSize, n - i * splitSize));
-    } else {
-      sizes = [...splitSize];
-      const total = sizes.reduce((a, b) => a + b, 0);
-      if (sizes.some((k) => !Number.isInteger(k) || k < 0) || total !== n) {
-        throw new ShapeError(`split: sizes ${fmt(sizes)} must be non-negative and add up to ${n}, the size of dim ${d} of ${fmt(x.shape)}`);
-      }
-    }
+    const sizes = splitSizes(NUMBER_ARITH, x.shape, d, splitSize);
     let start = 0;
     const pieces = sizes.map((k) => {
       const piece = narrow(x, d, start, k);
@@ -410,13 +377,7 @@ export const select = defineOp<(input: Tensor, dim: number, index: number) => Te
   schema: 'select(Tensor input, int dim, int index)',
   view: true,
   forward(ctx, x, dim, index) {
-    if (x.ndim === 0) throw new IndexError('select: cannot select from a 0-d tensor');
-    const d = normDim('select', dim, x.ndim);
-    const n = x.shape[d]!;
-    if (index < -n || index >= n) {
-      throw new IndexError(`select: index ${index} is out of bounds for dim ${d} with size ${n} (shape ${fmt(x.shape)})`);
-    }
-    const i = index < 0 ? index + n : index;
+    const { d, i } = selectIndex(NUMBER_ARITH, x.shape, dim, index);
     Object.assign(ctx, { shape: x.shape, d, i });
     return aliasOf(
       x,
@@ -484,23 +445,10 @@ export const selectScatter = defineOp<(input: Tensor, src: Tensor, dim: number, 
   lower: { eager: 'selectScatter: no kernel writes a slice of a copy yet' },
 });
 
-function checkIndexTensor(op: string, index: Tensor): void {
-  if (index.dtype !== 'int32') throw new DTypeError(`${op}: index must be an int32 tensor, got ${index.dtype}`);
-}
-
 export const gather = defineOp<(input: Tensor, dim: number, index: Tensor) => Tensor>({
   schema: 'gather(Tensor input, int dim, Tensor index)',
   forward(ctx, x, dim, index) {
-    checkIndexTensor('gather', index);
-    const d = normDim('gather', dim, x.ndim);
-    if (index.ndim !== x.ndim) {
-      throw new ShapeError(`gather: index ${fmt(index.shape)} must have as many dims as the input ${fmt(x.shape)}`);
-    }
-    index.shape.forEach((s, k) => {
-      if (k !== d && s > x.shape[k]!) {
-        throw new ShapeError(`gather: index ${fmt(index.shape)} is larger than the input ${fmt(x.shape)} at dim ${k}`);
-      }
-    });
+    const d = checkGather(NUMBER_ARITH, x, dim, index);
     const idx = index.contiguous().data();
     const out = allocate(x.dtype, idx.length);
     const src = x._storage.data;
@@ -530,9 +478,7 @@ export const gather = defineOp<(input: Tensor, dim: number, index: Tensor) => Te
 export const indexSelect = defineOp<(input: Tensor, dim: number, index: Tensor) => Tensor>({
   schema: 'indexSelect(Tensor input, int dim, Tensor index)',
   forward(ctx, x, dim, index) {
-    checkIndexTensor('indexSelect', index);
-    if (index.ndim > 1) throw new ShapeError(`indexSelect: index must be 1-D, got shape ${fmt(index.shape)}`);
-    const d = normDim('indexSelect', dim, x.ndim);
+    const d = checkIndexSelect(x, dim, index);
     const n = x.shape[d]!;
     const idx = index.contiguous().data();
     for (const j of idx) {
@@ -564,20 +510,12 @@ export const indexSelect = defineOp<(input: Tensor, dim: number, index: Tensor) 
 export const cat = defineOp<(tensors: readonly Tensor[], dim?: number) => Tensor>({
   schema: 'cat(Tensor[] tensors, int dim=0)',
   forward(ctx, tensors, dim = 0) {
-    if (tensors.length === 0) throw new ValueError('cat: expected a non-empty array of tensors');
-    const first = tensors[0]!;
-    const d = normDim('cat', dim, first.ndim);
-    tensors.forEach((t, i) => {
-      const ok = t.ndim === first.ndim && t.shape.every((s, k) => k === d || s === first.shape[k]);
-      if (!ok) {
-        throw new ShapeError(
-          `cat: tensor ${i} has shape ${fmt(t.shape)}, which does not match tensor 0 ${fmt(first.shape)} outside dim ${d}`,
-        );
-      }
-    });
+    const { d, shape } = catSizes(
+      NUMBER_ARITH,
+      tensors.map((t) => t.shape),
+      dim,
+    );
     const dtype = tensors.map((t) => t.dtype).reduce(promote);
-    const shape = [...first.shape];
-    shape[d] = tensors.reduce((a, t) => a + t.shape[d]!, 0);
     const out = zeros(shape, { dtype });
     let at = 0;
     const sizes = tensors.map((t) => t.shape[d]!);
@@ -607,16 +545,12 @@ export const stack = defineOp<(tensors: readonly Tensor[], dim?: number) => Tens
   schema: 'stack(Tensor[] tensors, int dim=0)',
   composite: true,
   forward(_ctx, tensors, dim = 0) {
-    if (tensors.length === 0) throw new ValueError('stack: expected a non-empty array of tensors');
-    const first = tensors[0]!;
-    tensors.forEach((t, i) => {
-      if (t.shape.join() !== first.shape.join()) {
-        throw new ShapeError(
-          `stack: expects each tensor to be equal size, but got ${fmt(first.shape)} at entry 0 and ${fmt(t.shape)} at entry ${i}`,
-        );
-      }
-    });
-    const d = normDim('stack', dim, first.ndim + 1);
+    stackSizes(
+      NUMBER_ARITH,
+      tensors.map((t) => t.shape),
+      dim,
+    );
+    const d = normDim('stack', dim, tensors[0]!.ndim + 1);
     return cat(
       tensors.map((t) => unsqueeze(t, d)),
       d,
@@ -628,26 +562,13 @@ export const stack = defineOp<(tensors: readonly Tensor[], dim?: number) => Tens
 /** One entry of `x.index([...])`: an integer, a slice (`'1:3'`, `'::2'`, `{ start, end, step }`), `null` (new axis), `'...'` or an index tensor. */
 export type IndexSpec = number | string | null | { start?: number; end?: number; step?: number } | Tensor;
 
-function parseSlice(spec: string): { start: number | null; end: number | null; step: number } {
-  const parts = spec.split(':');
-  const num = (s: string | undefined) => (s === undefined || s.trim() === '' ? null : Number(s));
-  if (parts.length < 2 || parts.length > 3 || parts.some((p) => p.trim() !== '' && !/^\s*-?\d+\s*$/.test(p))) {
-    throw new IndexError(`index: '${spec}' is not a slice (expected 'start:end' or 'start:end:step')`);
-  }
-  return { start: num(parts[0]), end: num(parts[1]), step: num(parts[2]) ?? 1 };
-}
-
 /** Python-style basic indexing plus one 1-D int32 index tensor or bool mask. */
 export const index = defineOp<(input: Tensor, slices: IndexSpec | readonly IndexSpec[]) => Tensor>({
   schema: 'index(Tensor input, any slices)',
   composite: true,
   forward(_ctx, x, slices) {
     const specs = Array.isArray(slices) ? (slices as readonly IndexSpec[]) : [slices as IndexSpec];
-    const consuming = specs.filter((s) => s !== null && s !== '...').length;
-    if (specs.filter((s) => s === '...').length > 1) throw new IndexError(`index: an index can only have a single ellipsis ('...')`);
-    if (consuming > x.ndim) {
-      throw new IndexError(`index: too many indices for a tensor of dimension ${x.ndim} (got ${consuming})`);
-    }
+    const consuming = checkIndexSpecs(x.ndim, specs);
     let out = x;
     let dim = 0;
     let tensorIndices = 0;
