@@ -62,6 +62,9 @@ const EXTRA_CASES: [string, () => void][] = [
   ['argmax', () => void [ops.argmax(randn([2, 3])), ops.argmax(randn([2, 3]), 1, true), ops.argmax(randn([2, 3]), null, true)]],
   ['asStrided', () => void ops.asStrided(randn([6]), [2, 2], [1, 2], 1)],
   ['where (scalars)', () => void ops.where(tensor([true, false]), 1, 0)],
+  ['mseLoss (int32)', () => void [ops.mseLoss(tensor([1, 2], { dtype: 'int32' }), tensor([2, 2], { dtype: 'int32' }), 'none')]],
+  ['clamp (int32, float bound)', () => void ops.clamp(tensor([1, 2], { dtype: 'int32' }), 0.5)],
+  ['split (sizes)', () => void ops.split(randn([5, 2]), 2)],
   ['dropoutMask (direct)', () => void callOp('dropoutMask', randn([4]), tensor([true, false, true, true]), 2)],
 ];
 
@@ -338,4 +341,32 @@ test('symbolic cat adds the sizes along dim; equal symbols need no guard', (t) =
   const out = inferMeta(A, 'cat', [[metaS(shape('s0', 's2')), metaS(shape('s1', 's2'))], 0]) as TensorMeta<Poly>;
   t.deepEqual(out.shape.map(show), ['s0 + s1', 's2']);
   t.deepEqual(guards, []);
+});
+
+test('symbolic split into pieces of 2 along s0 = 5: three pieces, the last s0 - 4, with the count guarded', (t) => {
+  const { A, guards, show, shape } = symbolic({ s0: 5 });
+  const out = inferMeta(A, 'split', [metaS(shape('s0', 3)), 2]) as TensorMeta<Poly>[];
+  t.deepEqual(
+    out.map((m) => m.shape.map(show)),
+    [
+      ['2', '3'],
+      ['2', '3'],
+      ['s0 - 4', '3'],
+    ],
+  );
+  t.deepEqual(guards, ['4 < s0', 's0 <= 6']);
+});
+
+test('symbolic unbind specialises the unbound size (one output per entry), as a guard', (t) => {
+  const { A, guards, shape } = symbolic({ s0: 3 });
+  const out = inferMeta(A, 'unbind', [metaS(shape('s0', 2))]) as TensorMeta<Poly>[];
+  t.is(out.length, 3);
+  t.deepEqual(guards, ['s0 == 3']);
+});
+
+test('symbolic slice of [s0] by 1:-1 is s0 - 2 long, guarded by the clamps', (t) => {
+  const { A, guards, show, shape } = symbolic({ s0: 6 });
+  const out = inferMeta(A, 'slice', [metaS(shape('s0')), 0, 1, -1]) as TensorMeta<Poly>;
+  t.deepEqual(out.shape.map(show), ['s0 - 2']);
+  t.true(guards.length > 0 && guards.every((g) => g.includes('s0')), guards.join('; '));
 });

@@ -1,13 +1,11 @@
-import { DTypeError, ShapeError, ValueError } from '../../errors.js';
 import { im2row, row2imAdd, type Window2d } from '../cpu/conv.js';
 import { gemm } from '../cpu/matmul.js';
 import { convolutionBackwardWasm } from '../../kernels/conv/backward.js';
 import { simdGemmWorks } from '../../kernels/gemm/strided.js';
 import { defineOp, type GradResult, type OpContext } from '../op.js';
 import { pairOf, optionalTensor } from './lowering-helpers.js';
-import { fmt } from '../shape.js';
 import { NUMBER_ARITH } from '../size-arith.js';
-import { as2d, checkConv1dShapes, checkConvGradOutput, checkConvMask, conv2dGeometry, type Pair } from '../shape-rules/conv.js';
+import { as2d, checkConv1dShapes, checkConvBackwardArgs, checkConvGradOutput, conv2dGeometry, type Pair } from '../shape-rules/conv.js';
 import { Tensor } from '../tensor.js';
 
 /** Convolution via im2row + the blocked matmul kernel; pooling with direct loops. */
@@ -302,19 +300,9 @@ export const convolutionBackward = defineOp<
     'convolutionBackward(Tensor gradOutput, Tensor input, Tensor weight, int[]? biasSizes, int|int[] stride, int|int[]|str padding, int|int[] dilation, bool transposed, int|int[] outputPadding, int groups, any outputMask)',
   forward(_ctx, g, input, weight, biasSizes, stride, padding, dilation, transposed, outputPadding, groups, outputMask) {
     const op = 'convolutionBackward';
-    if (transposed) throw new ValueError(`${op}: transposed convolutions are not supported`);
-    if ((typeof outputPadding === 'number' ? [outputPadding] : outputPadding).some((p) => p !== 0)) {
-      throw new ValueError(`${op}: outputPadding must be 0 for a convolution that is not transposed, got ${JSON.stringify(outputPadding)}`);
-    }
-    const mask = checkConvMask(op, outputMask);
-    if (mask[2] && !biasSizes) throw new ValueError(`${op}: outputMask asks for a bias gradient but biasSizes is null`);
-    if (g.dtype !== 'float32') throw new DTypeError(`${op}: expected a float32 gradOutput, got ${g.dtype}`);
+    const mask = checkConvBackwardArgs(g, input.shape, weight.shape, biasSizes, transposed, outputPadding, outputMask);
     if (weight.ndim === 3) {
       // 1-d: the 2-d kernels over a height-1 image
-      if (input.ndim !== 2 && input.ndim !== 3) {
-        throw new ShapeError(`${op}: expected a 2-D [C, L] or 3-D [N, C, L] input for a 3-D weight, got ${fmt(input.shape)}`);
-      }
-      if (g.ndim !== input.ndim) throw new ShapeError(`${op}: gradOutput ${fmt(g.shape)} must have the rank of input ${fmt(input.shape)}`);
       const [s2, p2, d2] = as2d(stride, padding, dilation);
       const w2 = weight.unsqueeze(2);
       const plan = planConv2d(op, input.unsqueeze(-2), w2, biasSizes, s2, p2, d2, groups);

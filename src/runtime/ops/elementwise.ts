@@ -1,7 +1,6 @@
-import { ValueError } from '../../errors.js';
 import { map1, map2, map3 } from './cpu-adapters.js';
 import type { DType } from '../dtype.js';
-import { checkApproximate, checkWhereCondition, resultDType } from '../shape-rules/elementwise.js';
+import { checkApproximate, checkWhereCondition, clampDType, resultDType } from '../shape-rules/elementwise.js';
 import type { Lowering } from '../lowering.js';
 import { defineOp, type GradResult, type OpContext } from '../op.js';
 import { Tensor } from '../tensor.js';
@@ -401,17 +400,14 @@ export const geluBackward = defineOp<(gradOutput: Tensor, self: Tensor, approxim
 export const clamp = defineOp<(input: Tensor, min?: number | null, max?: number | null) => Tensor>({
   schema: 'clamp(Tensor input, Scalar? min=null, Scalar? max=null)',
   forward(ctx, x, min, max) {
-    if ((min === null || min === undefined) && (max === null || max === undefined)) {
-      throw new ValueError(`clamp: at least one of 'min' or 'max' must be given`);
-    }
+    const dtype = clampDType(x.dtype, min, max);
     const lo = min ?? -Infinity;
     const hi = max ?? Infinity;
     ctx.x = ctx.save(x);
     ctx.lo = lo;
     ctx.hi = hi;
-    const dtype = x.dtype === 'float32' || (Number.isInteger(lo) && Number.isInteger(hi)) ? x.dtype : 'float32';
     // min(max(x, lo), hi) as PyTorch: NaN stays NaN, and hi wins when lo > hi
-    return map1(x, dtype === 'bool' ? 'int32' : dtype, (v) => Math.min(Math.max(v, lo), hi));
+    return map1(x, dtype, (v) => Math.min(Math.max(v, lo), hi));
   },
   backward(ctx, g) {
     // PyTorch's clamp_backward: grad where min <= x <= max, else 0

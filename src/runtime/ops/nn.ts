@@ -5,7 +5,10 @@ import { broadcastShapes, fmt, numel, sameShape } from '../shape.js';
 import { NUMBER_ARITH } from '../size-arith.js';
 import {
   checkBatchNorm as checkBatchNormOf,
+  checkDropoutGrad,
   checkDropoutP,
+  checkEmbeddingGrad,
+  checkEmbeddingWeight,
   checkGradOutputOf,
   checkNllShapes,
   checkReduction as checkReductionOf,
@@ -406,7 +409,7 @@ export const embedding: Op<(input: Tensor, weight: Tensor, paddingIdx?: number |
 >({
   schema: 'embedding(Tensor input, Tensor weight, int? paddingIdx=null)',
   forward(ctx, input, weight, paddingIdx = null) {
-    if (weight.ndim !== 2) throw new ShapeError(`embedding: weight must be 2-D [num, dim], got ${fmt(weight.shape)}`);
+    checkEmbeddingWeight('embedding', weight.shape);
     checkIndices('embedding', input, weight.shape[0]!);
     Object.assign(ctx, { numWeights: weight.shape[0]!, paddingIdx });
     ctx.input = ctx.save(input);
@@ -434,12 +437,7 @@ export const embeddingDenseBackward = defineOp<
   forward(ctx, g, indices, numWeights, paddingIdx = null, scaleGradByFreq = false) {
     const op = 'embeddingDenseBackward';
     checkIndices(op, indices, numWeights);
-    if (g.ndim !== indices.ndim + 1 || !sameShape(g.shape.slice(0, -1), indices.shape)) {
-      throw new ShapeError(
-        `${op}: gradOutput must have shape [${[...indices.shape, 'dim'].join(', ')}] for indices ${fmt(indices.shape)}, got ${fmt(g.shape)}`,
-      );
-    }
-    if (g.dtype !== 'float32') throw new DTypeError(`${op}: expected a float32 gradOutput, got ${g.dtype}`);
+    checkEmbeddingGrad(NUMBER_ARITH, g, indices);
     const D = g.shape[g.ndim - 1]!;
     const idx = indices.contiguous().data();
     const gs = floats(g);
@@ -494,7 +492,7 @@ type BagMode = 'sum' | 'mean';
 
 function checkBag(op: string, input: Tensor, weight: Tensor, offsets: Tensor | null, mode: string, psw: Tensor | null): number[] {
   if (mode !== 'sum' && mode !== 'mean') throw new ValueError(`${op}: mode must be 'sum' or 'mean', got '${mode}'`);
-  if (weight.ndim !== 2) throw new ShapeError(`${op}: weight must be 2-D [num, dim], got ${fmt(weight.shape)}`);
+  checkEmbeddingWeight(op, weight.shape);
   checkIndices(op, input, weight.shape[0]!);
   const starts = bagStarts(op, input, offsets);
   if (psw && mode !== 'sum') throw new ValueError(`${op}: perSampleWeights only works with mode='sum'`);
@@ -645,9 +643,7 @@ function dropoutKernel(xs: Float32Array, mask: ArrayLike<number>, scale: number)
 export const nativeDropoutBackward = defineOp<(gradOutput: Tensor, mask: Tensor, scale: number) => Tensor>({
   schema: 'nativeDropoutBackward(Tensor gradOutput, Tensor mask, Scalar scale)',
   forward(ctx, g, mask, scale) {
-    const op = 'nativeDropoutBackward';
-    if (mask.dtype !== 'bool') throw new DTypeError(`${op}: mask must be a bool tensor, got ${mask.dtype}`);
-    checkGradOutput(op, g, mask.shape, `mask ${fmt(mask.shape)}`);
+    checkDropoutGrad(NUMBER_ARITH, g, mask);
     Object.assign(ctx, { scale });
     ctx.mask = ctx.save(mask);
     return Tensor.fromData(dropoutKernel(floats(g), mask.contiguous().data(), scale), g.shape, 'float32');

@@ -1,8 +1,8 @@
-import { DTypeError, IndexError, ShapeError, ValueError } from '../../errors.js';
+import { IndexError, ShapeError, ValueError } from '../../errors.js';
 import { gatherContiguous } from '../cpu/strided.js';
 import { allocate, promote } from '../dtype.js';
 import { OPS, defineOp, markMultiOutputViews, type GradResult } from '../op.js';
-import { contiguousStrides, fmt, inferShape, normDim, numel, sameShape, viewStrides } from '../shape.js';
+import { contiguousStrides, fmt, inferShape, normDim, numel, viewStrides } from '../shape.js';
 import { NUMBER_ARITH } from '../size-arith.js';
 import {
   catSizes,
@@ -18,7 +18,7 @@ import {
   stackSizes,
   unsqueezeSizes,
 } from '../shape-rules/sizes.js';
-import { checkGather, checkIndexSelect, checkIndexSpecs, parseSlice } from '../shape-rules/view.js';
+import { checkAsStrided, checkGather, checkIndexSelect, checkIndexSpecs, checkScatterSrc, parseSlice } from '../shape-rules/view.js';
 import { Storage, Tensor } from '../tensor.js';
 import { arange, full, zeros } from './creation.js';
 import { where } from './elementwise.js';
@@ -195,14 +195,7 @@ export const asStrided = defineOp<(input: Tensor, size: readonly number[], strid
   schema: 'asStrided(Tensor input, int[] size, int[] stride, int storageOffset=0)',
   view: true,
   forward(ctx, x, size, stride, storageOffset = 0) {
-    if (size.length !== stride.length) {
-      throw new ShapeError(`asStrided: size ${fmt(size)} and stride ${fmt(stride)} must have the same length`);
-    }
-    if (size.some((n) => n < 0) || stride.some((n) => n < 0) || storageOffset < 0) {
-      throw new ValueError(
-        `asStrided: sizes, strides and the storage offset must not be negative, got ${fmt(size)}, ${fmt(stride)}, ${storageOffset}`,
-      );
-    }
+    checkAsStrided(NUMBER_ARITH, size, stride, storageOffset);
     const last = storageOffset + size.reduce((a, n, d) => a + (n > 0 ? (n - 1) * stride[d]! : 0), 0);
     if (numel(size) > 0 && last >= x._storage.data.length) {
       throw new IndexError(
@@ -403,10 +396,7 @@ export const select = defineOp<(input: Tensor, dim: number, index: number) => Te
 function scatterInto(op: string, x: Tensor, src: Tensor, view: (t: Tensor) => Tensor): Tensor {
   const out = x.clone();
   const region = view(out);
-  if (!sameShape(region.shape, src.shape)) {
-    throw new ShapeError(`${op}: expected src to have the size of the slice of input, ${fmt(region.shape)}, got ${fmt(src.shape)}`);
-  }
-  if (src.dtype !== x.dtype) throw new DTypeError(`${op}: src (${src.dtype}) must have the dtype of input (${x.dtype})`);
+  checkScatterSrc(NUMBER_ARITH, op, x, src, region);
   region.copy_(src);
   return out;
 }

@@ -189,20 +189,8 @@ export const CONV_RULES = {
       unknown,
     ];
     const op = 'convolutionBackward';
-    if (transposed) throw new ValueError(`${op}: transposed convolutions are not supported`);
-    if ((typeof outputPadding === 'number' ? [outputPadding] : outputPadding).some((p) => p !== 0)) {
-      throw new ValueError(`${op}: outputPadding must be 0 for a convolution that is not transposed, got ${JSON.stringify(outputPadding)}`);
-    }
-    const mask = checkConvMask(op, outputMask);
-    if (mask[2] && !biasSizes) throw new ValueError(`${op}: outputMask asks for a bias gradient but biasSizes is null`);
-    if (g.dtype !== 'float32') throw new DTypeError(`${op}: expected a float32 gradOutput, got ${g.dtype}`);
+    const mask = checkConvBackwardArgs(g, input.shape, weight.shape, biasSizes, transposed, outputPadding, outputMask);
     if (weight.shape.length === 3) {
-      if (input.shape.length !== 2 && input.shape.length !== 3) {
-        throw new ShapeError(`${op}: expected a 2-D [C, L] or 3-D [N, C, L] input for a 3-D weight, got ${fmtSizes(input.shape)}`);
-      }
-      if (g.shape.length !== input.shape.length) {
-        throw new ShapeError(`${op}: gradOutput ${fmtSizes(g.shape)} must have the rank of input ${fmtSizes(input.shape)}`);
-      }
       const [s2, p2, d2] = as2d(stride, padding, dilation);
       const geo = conv2dGeometry(
         A,
@@ -234,6 +222,34 @@ export const CONV_RULES = {
 } satisfies Record<string, ShapeRule>;
 
 export type ConvGradMask = [boolean, boolean, boolean];
+
+/** convolutionBackward's argument checks before the geometry (a 1-d convolution's ranks included); returns the mask. */
+export function checkConvBackwardArgs(
+  g: M<unknown>,
+  input: readonly unknown[],
+  weight: readonly unknown[],
+  biasSizes: readonly unknown[] | null,
+  transposed: boolean,
+  outputPadding: Pair,
+  outputMask: unknown,
+): ConvGradMask {
+  const op = 'convolutionBackward';
+  if (transposed) throw new ValueError(`${op}: transposed convolutions are not supported`);
+  if ((typeof outputPadding === 'number' ? [outputPadding] : outputPadding).some((p) => p !== 0)) {
+    throw new ValueError(`${op}: outputPadding must be 0 for a convolution that is not transposed, got ${JSON.stringify(outputPadding)}`);
+  }
+  const mask = checkConvMask(op, outputMask);
+  if (mask[2] && !biasSizes) throw new ValueError(`${op}: outputMask asks for a bias gradient but biasSizes is null`);
+  if (g.dtype !== 'float32') throw new DTypeError(`${op}: expected a float32 gradOutput, got ${g.dtype}`);
+  if (weight.length === 3) {
+    if (input.length !== 2 && input.length !== 3) {
+      throw new ShapeError(`${op}: expected a 2-D [C, L] or 3-D [N, C, L] input for a 3-D weight, got ${fmtSizes(input)}`);
+    }
+    if (g.shape.length !== input.length)
+      throw new ShapeError(`${op}: gradOutput ${fmtSizes(g.shape)} must have the rank of input ${fmtSizes(input)}`);
+  }
+  return mask;
+}
 
 export function checkConvMask(op: string, outputMask: unknown): ConvGradMask {
   if (!Array.isArray(outputMask) || outputMask.length !== 3 || !outputMask.every((m) => typeof m === 'boolean')) {

@@ -23,6 +23,17 @@ export function checkApproximate(op: string, approximate: string): void {
   }
 }
 
+/** clamp's bounds (one at least) and result dtype: float bounds make an integer input float32, bool becomes int32. */
+export function clampDType(dtype: DType, min: number | null | undefined, max: number | null | undefined): DType {
+  if ((min === null || min === undefined) && (max === null || max === undefined)) {
+    throw new ValueError(`clamp: at least one of 'min' or 'max' must be given`);
+  }
+  const lo = min ?? -Infinity;
+  const hi = max ?? Infinity;
+  const out = dtype === 'float32' || (Number.isInteger(lo) && Number.isInteger(hi)) ? dtype : 'float32';
+  return out === 'bool' ? 'int32' : out;
+}
+
 export function checkWhereCondition(dtype: DType): void {
   if (dtype !== 'bool') throw new DTypeError(`where: condition must be a bool tensor (e.g. x.gt(0)), got ${dtype}`);
 }
@@ -81,14 +92,8 @@ export const ELEMENTWISE_RULES = {
     return binary('geluBackward', float32)(A, args);
   },
   clamp: (_A, [x, min, max]) => {
-    if ((min === null || min === undefined) && (max === null || max === undefined)) {
-      throw new ValueError(`clamp: at least one of 'min' or 'max' must be given`);
-    }
     const t = x as TensorMeta<never>;
-    const lo = (min as number | null) ?? -Infinity;
-    const hi = (max as number | null) ?? Infinity;
-    const dtype = t.dtype === 'float32' || (Number.isInteger(lo) && Number.isInteger(hi)) ? t.dtype : 'float32';
-    return meta(t.shape, dtype === 'bool' ? 'int32' : dtype);
+    return meta(t.shape, clampDType(t.dtype, min as number | null | undefined, max as number | null | undefined));
   },
   where: (A, [c, a, b]) => {
     const cond = c as TensorMeta<never>;

@@ -4,6 +4,8 @@ import { checkConvMask } from './conv.js';
 import { fmtSizes, meta, product, sizeOf, type ShapeRule, type TensorMeta } from './meta.js';
 import { broadcastSizes, sameSizes } from './sizes.js';
 import { matmulMeta } from './linalg.js';
+import { resultDType } from './elementwise.js';
+import { checkMeanDType } from './reduce.js';
 
 /** Shape rules of the layers and losses (src/runtime/ops/nn.ts) and the checks the eager ops share with them. */
 
@@ -103,7 +105,7 @@ export function checkBagShapes<S>(
   psw: M<S> | null,
 ): S {
   if (mode !== 'sum' && mode !== 'mean') throw new ValueError(`${op}: mode must be 'sum' or 'mean', got '${mode}'`);
-  if (weight.shape.length !== 2) throw new ShapeError(`${op}: weight must be 2-D [num, dim], got ${fmtSizes(weight.shape)}`);
+  checkEmbeddingWeight(op, weight.shape);
   checkIndicesDType(op, input.dtype);
   let B: S;
   if (input.shape.length === 2) {
@@ -119,6 +121,28 @@ export function checkBagShapes<S>(
     throw new ShapeError(`${op}: perSampleWeights must have one weight per index (${T}), got ${fmtSizes(psw.shape)}`);
   }
   return B;
+}
+
+export function checkEmbeddingWeight(op: string, weight: readonly unknown[]): void {
+  if (weight.length !== 2) throw new ShapeError(`${op}: weight must be 2-D [num, dim], got ${fmtSizes(weight)}`);
+}
+
+/** embeddingDenseBackward: gradOutput is [...indices, dim], float32. */
+export function checkEmbeddingGrad<S>(A: SizeArith<S>, g: M<S>, indices: M<S>): void {
+  const op = 'embeddingDenseBackward';
+  if (g.shape.length !== indices.shape.length + 1 || !sameSizes(A, g.shape.slice(0, -1), indices.shape)) {
+    throw new ShapeError(
+      `${op}: gradOutput must have shape [${[...indices.shape, 'dim'].join(', ')}] for indices ${fmtSizes(indices.shape)}, got ${fmtSizes(g.shape)}`,
+    );
+  }
+  if (g.dtype !== 'float32') throw new DTypeError(`${op}: expected a float32 gradOutput, got ${g.dtype}`);
+}
+
+/** nativeDropoutBackward: a bool mask and a float32 gradOutput of its shape. */
+export function checkDropoutGrad<S>(A: SizeArith<S>, g: M<S>, mask: M<S>): void {
+  const op = 'nativeDropoutBackward';
+  if (mask.dtype !== 'bool') throw new DTypeError(`${op}: mask must be a bool tensor, got ${mask.dtype}`);
+  checkGradOutputOf(A, op, g, mask.shape, `mask ${fmtSizes(mask.shape)}`);
 }
 
 const statSizes = <S>(A: SizeArith<S>, x: M<S>, dims: readonly number[]) => x.shape.map((s, i) => (dims.includes(i) ? A.lit(1) : s));
@@ -200,20 +224,14 @@ export const NN_RULES = {
   },
   embedding: (_A, [input, weight]) => {
     const [i, w] = [input as M<never>, weight as M<never>];
-    if (w.shape.length !== 2) throw new ShapeError(`embedding: weight must be 2-D [num, dim], got ${fmtSizes(w.shape)}`);
+    checkEmbeddingWeight('embedding', w.shape);
     checkIndicesDType('embedding', i.dtype);
     return meta([...i.shape, w.shape[1]!], w.dtype);
   },
   embeddingDenseBackward: (A, [g, indices, numWeights]) => {
-    const op = 'embeddingDenseBackward';
     const [gm, im] = [g as M<never>, indices as M<never>];
-    checkIndicesDType(op, im.dtype);
-    if (gm.shape.length !== im.shape.length + 1 || !sameSizes(A, gm.shape.slice(0, -1), im.shape)) {
-      throw new ShapeError(
-        `${op}: gradOutput must have shape [${[...im.shape, 'dim'].join(', ')}] for indices ${fmtSizes(im.shape)}, got ${fmtSizes(gm.shape)}`,
-      );
-    }
-    if (gm.dtype !== 'float32') throw new DTypeError(`${op}: expected a float32 gradOutput, got ${gm.dtype}`);
+    checkIndicesDType('embeddingDenseBackward', im.dtype);
+    checkEmbeddingGrad(A, gm, im);
     return meta([sizeOf(A, numWeights as never), gm.shape[gm.shape.length - 1]!], 'float32');
   },
   embeddingBag: (A, [input, weight, offsets, mode, psw]) => {
@@ -246,10 +264,7 @@ export const NN_RULES = {
     return [meta(t.shape, train ? 'float32' : t.dtype), meta(t.shape, 'bool')];
   },
   nativeDropoutBackward: (A, [g, mask]) => {
-    const op = 'nativeDropoutBackward';
-    const m = mask as M<never>;
-    if (m.dtype !== 'bool') throw new DTypeError(`${op}: mask must be a bool tensor, got ${m.dtype}`);
-    checkGradOutputOf(A, op, g as M<never>, m.shape, `mask ${fmtSizes(m.shape)}`);
+    checkDropoutGrad(A, g as M<never>, mask as M<never>);
     return meta((g as M<never>).shape, 'float32');
   },
   nllLossForward: (A, [input, target, weight, reduction]) => {
@@ -297,7 +312,13 @@ export const NN_RULES = {
   },
   mseLoss: (A, [input, target, reduction]) => {
     checkReduction('mseLoss', reduction as string);
-    const shape = broadcastSizes(A, 'mseLoss', (input as M<never>).shape, (target as M<never>).shape);
-    return meta(reduction === 'none' ? shape : [], 'float32');
+    const [i, t] = [input as M<never>, target as M<never>];
+    const shape = broadcastSizes(A, 'mseLoss', i.shape, t.shape);
+    // (input - target)², then reduced: sum keeps an integer kind, mean needs float32 (mean's own check)
+    const dtype = resultDType(i, t);
+    if (reduction === 'none') return meta(shape, dtype);
+    if (reduction === 'sum') return meta([], dtype === 'float32' ? 'float32' : 'int32');
+    checkMeanDType(dtype);
+    return meta([], 'float32');
   },
 } satisfies Record<string, ShapeRule>;

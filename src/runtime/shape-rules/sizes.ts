@@ -323,14 +323,12 @@ export function splitSizes<S>(A: SizeArith<S>, shape: readonly S[], d: number, s
   if (typeof splitSize === 'number') {
     if (!Number.isInteger(splitSize) || splitSize <= 0)
       throw new ValueError(`split: splitSize must be a positive integer, got ${splitSize}`);
-    const nc = A.constant(n);
-    if (nc === undefined) {
-      throw new ShapeError(
-        `split: pieces of ${splitSize} along dim ${d} of symbolic size ${n}: the number of outputs would depend on the size; pass the list of sizes`,
-      );
-    }
-    const count = Math.max(1, Math.ceil(nc / splitSize));
-    return Array.from({ length: count }, (_, i) => A.lit(Math.min(splitSize, nc - i * splitSize)));
+    // The number of pieces is decided on the size's value, guarded: (count - 1)·splitSize < n ≤ count·splitSize.
+    const count = Math.max(1, Math.ceil(A.hint(n) / splitSize));
+    const before = (count - 1) * splitSize;
+    if (count > 1) A.lt(A.lit(before), n);
+    A.le(n, A.lit(count * splitSize));
+    return Array.from({ length: count }, (_, i) => (i < count - 1 ? A.lit(splitSize) : A.sub(n, A.lit(before))));
   }
   const sizes = splitSize.map((k) => sizeOf(A, k));
   const total = sizes.reduce((a, b) => A.add(a, b), A.lit(0));

@@ -51,7 +51,7 @@ function narrowMeta<S>(A: SizeArith<S>, x: M<S>, dim: number, start: number, len
 }
 
 /** The region a *_scatter op writes must have src's shape and dtype exactly (PyTorch's rule). */
-function checkScatterSrc<S>(A: SizeArith<S>, op: string, x: M<S>, src: M<S>, region: M<S>): M<S> {
+export function checkScatterSrc<S>(A: SizeArith<S>, op: string, x: M<S>, src: M<S>, region: M<S>): M<S> {
   if (!sameSizes(A, region.shape, src.shape)) {
     throw new ShapeError(
       `${op}: expected src to have the size of the slice of input, ${fmtSizes(region.shape)}, got ${fmtSizes(src.shape)}`,
@@ -59,6 +59,24 @@ function checkScatterSrc<S>(A: SizeArith<S>, op: string, x: M<S>, src: M<S>, reg
   }
   if (src.dtype !== x.dtype) throw new DTypeError(`${op}: src (${src.dtype}) must have the dtype of input (${x.dtype})`);
   return meta(x.shape, x.dtype);
+}
+
+/** asStrided's argument checks (its reach into the storage is checked when it runs). */
+export function checkAsStrided<S>(
+  A: SizeArith<S>,
+  sizes: readonly (S | number)[],
+  strides: readonly (S | number)[],
+  storageOffset: S | number,
+): void {
+  if (sizes.length !== strides.length) {
+    throw new ShapeError(`asStrided: size ${fmtSizes(sizes)} and stride ${fmtSizes(strides)} must have the same length`);
+  }
+  const negative = (v: S | number) => (constantOf(A, v) ?? 0) < 0;
+  if (sizes.some(negative) || strides.some(negative) || negative(storageOffset)) {
+    throw new ValueError(
+      `asStrided: sizes, strides and the storage offset must not be negative, got ${fmtSizes(sizes)}, ${fmtSizes(strides)}, ${String(storageOffset)}`,
+    );
+  }
 }
 
 export function checkIndexDType(op: string, dtype: DType): void {
@@ -195,15 +213,7 @@ export const VIEW_RULES = {
   },
   asStrided: (A, [x, size, stride, storageOffset]) => {
     const sizes = size as readonly never[];
-    const strides = stride as readonly unknown[];
-    if (sizes.length !== strides.length)
-      throw new ShapeError(`asStrided: size ${fmtSizes(sizes)} and stride ${fmtSizes(strides)} must have the same length`);
-    const negative = (v: unknown) => (constantOf(A, v as never) ?? 0) < 0;
-    if (sizes.some(negative) || strides.some(negative) || negative(storageOffset)) {
-      throw new ValueError(
-        `asStrided: sizes, strides and the storage offset must not be negative, got ${fmtSizes(sizes)}, ${fmtSizes(strides)}, ${String(storageOffset)}`,
-      );
-    }
+    checkAsStrided(A, sizes, stride as readonly never[], storageOffset as never);
     return meta(
       sizes.map((s) => (typeof s === 'number' ? A.lit(s) : s)),
       (x as M<never>).dtype,
@@ -228,11 +238,14 @@ export const VIEW_RULES = {
     const t = x as M<never>;
     if (t.shape.length === 0) throw new IndexError('unbind: dimension specified as 0 but tensor has no dimensions');
     const d = normDim('unbind', dim as number, t.shape.length);
-    const n = A.constant(t.shape[d]!);
-    if (n === undefined) {
-      throw new ShapeError(`unbind: dim ${d} of ${fmtSizes(t.shape)} is symbolic: the number of outputs would depend on the size`);
-    }
-    return Array.from({ length: n }, (_, i) => selectMeta(A, t, d, i));
+    // one output per entry: the count is the size's value, guarded (PyTorch specialises the size the same way)
+    const n = A.hint(t.shape[d]!);
+    A.eq(t.shape[d]!, A.lit(n));
+    const out = meta(
+      t.shape.filter((_, k) => k !== d),
+      t.dtype,
+    );
+    return Array.from({ length: n }, () => out);
   },
   select: (A, [x, dim, index]) => selectMeta(A, x as M<never>, dim as number, index as number),
   sliceScatter: (A, [x, src, dim, start, end, step]) => {
