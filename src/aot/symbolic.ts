@@ -108,7 +108,7 @@ function spreadSizes(shapes: readonly number[][], which: Which): number[][] {
  * A tensor of `shape` with values like `t`'s (its elements repeated), requiring grad as `t` does, and a non-leaf
  * when `t` is one (the program gets a recorded clone of such an input, so the traces must agree on it).
  */
-function resizedCopy(t: Tensor, shape: readonly number[]): Tensor {
+export function resizedCopy(t: Tensor, shape: readonly number[]): Tensor {
   const copy = resizedLeaf(t, shape);
   return t.requiresGrad && !t.isLeaf ? withGradMode(true, () => copy.clone()) : copy;
 }

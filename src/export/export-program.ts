@@ -15,6 +15,15 @@ import { ExportError } from './errors.js';
 import { ExportedModule, ExportedProgram, setRetrace } from './exported-program.js';
 import { forwardParamNames } from './forward-names.js';
 import { treeLeaves } from './input-tree.js';
+import { bindInputDims } from './dim.js';
+import { checkConstraints } from './constraints.js';
+import { dimEntries } from './dynamic-shapes.js';
+import { generaliseExport } from './generalise.js';
+import { buildInputChecks, type InputSpec } from './input-checks.js';
+import { ShapeEnv } from './symbolic/shape-env.js';
+import { propagateGraph, SymbolicShapes, withSymbolicShapes } from './symbolic-trace.js';
+import { solve } from './symbolic/solve.js';
+
 import { liftGraph, userInputNames, type StateEntry } from './lift.js';
 import type { OutputSpec } from './signature.js';
 
@@ -43,21 +52,58 @@ export function exportProgram(module: Module, args: readonly unknown[], options:
 
   const { tensors, tree } = flattenTensors([...args], '*args');
   const state = stateEntries(target);
-  // a class the plugin rewrote runs its plan's plain code (shape reads through the recording helpers)
-  const program = eagerly(() =>
-    traceProgram(
-      [...state.map((s) => s.tensor), ...tensors],
-      (copies) =>
-        (target.call as (...a: unknown[]) => unknown).apply(target, unflattenTensors(tree, copies.slice(state.length)) as unknown[]),
-      { joint: false, naming: 'arg', what: 'exportProgram', plainViews: true, decompositions },
-      target,
-    ),
-  );
-  refuseBannedMutations(program, [...state.map((s) => s.tensor), ...tensors], 'export');
-
+  const primals = [...state.map((s) => s.tensor), ...tensors];
   const forward = target instanceof ExportedModule ? target.forward : (Object.getPrototypeOf(target).forward ?? target.forward);
   const { names, rest } = forwardParamNames(forward);
-  const lifted = liftGraph(program.gm, target, state, userInputNames(tree, names, rest), (attr) => lookupAttr(program.gm, attr) as Tensor);
+  const argName = (i: number) => names[i] ?? `${rest ?? 'args'}[${i - names.length}]`;
+
+  // the dynamic dims as symbols; static dims as numbers (checked against the example)
+  const env = new ShapeEnv();
+  const flatSizes = bindInputDims(env, dimEntries(args, options.dynamicShapes, argName));
+  let at = 0;
+  const sizes = tensors.map((t) => flatSizes.slice(at, (at += t.shape.length)));
+  const shapes = new SymbolicShapes(env);
+
+  const trace = (inputs: readonly Tensor[], symbolic: boolean) =>
+    // a class the plugin rewrote runs its plan's plain code (shape reads through the recording helpers)
+    eagerly(() =>
+      traceProgram(
+        inputs,
+        (copies) =>
+          (target.call as (...a: unknown[]) => unknown).apply(target, unflattenTensors(tree, copies.slice(state.length)) as unknown[]),
+        {
+          joint: false,
+          naming: 'arg',
+          what: 'exportProgram',
+          plainViews: true,
+          decompositions,
+          onTracer: symbolic
+            ? (tracer, copies) => {
+                tracer.shapes = shapes;
+                copies.slice(state.length).forEach((c, i) => shapes.setSizes(c, sizes[i]!));
+              }
+            : undefined,
+        },
+        target,
+      ),
+    );
+  const program = withSymbolicShapes(shapes, () => trace(primals, true));
+  refuseBannedMutations(program, primals, 'export');
+  const inputSizes = [...state.map((s) => [...s.tensor.shape]), ...sizes];
+  const traced = generaliseExport({
+    gm: program.gm,
+    primals,
+    fixed: state.length,
+    sizes,
+    env,
+    solution: solve(env),
+    retrace: (inputs) => trace(inputs, false).gm,
+  });
+  // the ops' own guards (broadcasting, matmul, views), over a graph whose sizes now follow the inputs
+  propagateGraph(traced, env, inputSizes);
+  const constraints = checkConstraints(env);
+
+  const lifted = liftGraph(traced, target, state, userInputNames(tree, names, rest), (attr) => lookupAttr(program.gm, attr) as Tensor);
   const outputSpecs = outputSpecsOf(program.mutations, state, lifted.inputSpecs, lifted.graph.outputNode!.args[0] as (Node | null)[]);
   const gm = new GraphModule(lifted.subgraphs, lifted.graph, 'GraphModule');
 
@@ -67,16 +113,22 @@ export function exportProgram(module: Module, args: readonly unknown[], options:
     if (s.kind === 'BUFFER' && !s.persistent) constants[s.target] = s.tensor;
     else stateDict[s.target] = s.tensor;
   }
-  const paths = treeLeaves(tree).filter((l) => l.kind === 'tensor');
+  let k = 0;
+  const leaves = treeLeaves(tree).map((l): InputSpec =>
+    l.kind === 'tensor'
+      ? { kind: 'tensor', path: l.path, shape: sizes[k]!, dtype: tensors[k++]!.dtype }
+      : { kind: 'value', path: l.path, value: l.value as number | string | boolean | null },
+  );
+  const { checks } = buildInputChecks(env, constraints, leaves);
   return new ExportedProgram({
     graphModule: gm,
     graphSignature: { inputSpecs: lifted.inputSpecs, outputSpecs },
     stateDict,
     constants,
-    rangeConstraints: new Map(),
+    rangeConstraints: new Map([...constraints.rangeConstraints]),
     inTree: tree,
     outTree: program.outStructure,
-    inputChecks: tensors.map((t, i) => ({ path: paths[i]!.path, dtype: t.dtype, shape: [...t.shape] })),
+    inputChecks: checks,
     forwardNames: [
       ...names,
       ...(rest !== undefined ? Array.from({ length: Math.max(0, args.length - names.length) }, (_, i) => `${rest}_${i}`) : []),

@@ -8,8 +8,7 @@ import type { Tensor } from '../runtime/tensor.js';
 import { ExportError } from './errors.js';
 import { flattenLike } from './input-tree.js';
 import type { GraphSignature, InputSpec } from './signature.js';
-import type { UserInputCheck } from './user-input-checks.js';
-import { checkUserInputs } from './user-input-checks.js';
+import { runInputChecks, type InputChecks } from './input-checks.js';
 
 /**
  * An exported program (PyTorch's `ExportedProgram`): a functional graph of op-table calls whose placeholders
@@ -35,7 +34,7 @@ export interface ProgramParts {
   readonly inTree: Tree;
   readonly outTree: Tree;
   /** What each user tensor must be at run time. */
-  readonly inputChecks: readonly UserInputCheck[];
+  readonly inputChecks: InputChecks;
   /** The forward's parameter names (the re-exported module's `forward` takes them). */
   readonly forwardNames: readonly string[];
   /** Every submodule's path and class name, so `module()` and `unflatten` rebuild the tree. */
@@ -104,8 +103,8 @@ function stateOf(parts: ProgramParts, spec: InputSpec): Tensor {
 
 /** One call: flatten and check `args`, run the graph, apply mutations, rebuild the outputs. */
 export function runProgram(parts: ProgramParts, args: readonly unknown[], state: (spec: InputSpec) => Tensor): unknown {
-  const user = flattenLike(parts.inTree, args);
-  checkUserInputs(parts.inputChecks, user);
+  const { tensors: user, leaves } = flattenLike(parts.inTree, args);
+  runInputChecks(parts.inputChecks, leaves);
   const specs = parts.graphSignature.inputSpecs;
   let u = 0;
   const inputs = specs.map((s) => (s.kind === 'USER_INPUT' ? user[u++]! : state(s)));

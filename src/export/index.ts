@@ -7,3 +7,5 @@ export { ExportError } from './errors.js';
 export type { GraphSignature, InputSpec, OutputSpec, InputKind, OutputKind } from './signature.js';
 export { save, load, EXPORT_FORMAT, EXPORT_VERSION } from './serialize.js';
 export { unflatten } from './unflatten.js';
+export { Dim, dims, type DimOptions } from './dim.js';
+export { ConstraintViolationError } from '../errors.js';

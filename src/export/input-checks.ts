@@ -237,3 +237,14 @@ export function runInputChecks(checks: InputChecks, flat: readonly unknown[]): v
 export function checkValueRange(value: number, lower: number, upper: number): void {
   if (!(value >= lower && value <= upper)) throw new ValueError(`Invalid value range for ${value} between [${lower}, ${upper}].`);
 }
+
+/** The checks of a saved program, each field type-checked (a SerializationError names the bad one). */
+export function parseInputChecks(v: unknown, where: string): InputChecks {
+  try {
+    parse(v as InputChecks);
+  } catch (e) {
+    if (e instanceof SerializationError) throw new SerializationError(`${where}: ${e.message}`);
+    throw new SerializationError(`${where}: ${(e as Error).message}`);
+  }
+  return v as InputChecks;
+}

@@ -12,7 +12,7 @@ import { Parameter } from '../runtime/nn/parameter.js';
 import type { Tensor } from '../runtime/tensor.js';
 import { ExportedProgram, type ProgramParts, type RangeConstraint } from './exported-program.js';
 import type { InputSpec, OutputSpec } from './signature.js';
-import { parseInputChecks } from './user-input-checks.js';
+import { parseInputChecks } from './input-checks.js';
 
 /**
  * Saved exported programs, format `kiln.exported_program` (documented in docs/export-format.md). One sealed

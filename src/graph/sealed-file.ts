@@ -74,5 +74,7 @@ export function readSealed(path: string, { reader, format, version }: SealedForm
     throw new SerializationError(`${reader}: ${path} has no 'sha256' field (the checksum of its contents), so it cannot be trusted`);
   }
   if (sha256 !== digest(payload)) throw new SerializationError(`${reader}: ${path} is corrupt (its SHA-256 does not match its contents)`);
+  // kiln writes one canonical text: anything else (a duplicated key the parser drops, stray bytes) was changed
+  if (JSON.stringify(json) !== text) throw new SerializationError(`${reader}: ${path} is corrupt (its text is not the form kiln writes)`);
   return payload;
 }
