@@ -1,8 +1,12 @@
 import test from 'ava';
 import { resolve } from 'node:path';
 import { manualSeed, nn, randn, ValueError, type Tensor } from 'kiln';
+import * as kilnExport from 'kiln/export';
 import { ConstraintViolationError, Dim, ExportError, exportProgram, type ExportedProgram } from 'kiln/export';
+import { routesOf } from './export-helpers.js';
 import { loadRewritten } from './plugin-helpers.js';
+
+const { routes } = routesOf(kilnExport as never);
 
 /**
  * kiln/export's dynamic shapes end to end, ported from PyTorch's test/export/test_export.py: Dims with ranges,
@@ -43,22 +47,87 @@ test('test_export_assume_static_by_default: without dynamicShapes every size is 
 for (const [route, load] of ROUTES) {
   test(`test_basic with a Dim (${route}): the program follows the batch within its range and checks the bounds`, async (t) => {
     const { Reshape } = await load();
-    const m = new Reshape!();
     const batch = Dim('batch', { min: 2, max: 64 });
-    const ep = exportProgram(m, [randn([4, 4])], { dynamicShapes: [{ 0: batch }] });
-    t.deepEqual([...ep.rangeConstraints], [['s0', { lower: 2, upper: 64 }]]);
-    for (const b of [2, 3, 7, 64]) {
-      const x = randn([b, 4]);
-      same(t, ep.run(x) as Tensor, m.call(x) as Tensor, `batch ${b}`);
-      same(t, ep.module().call(x) as Tensor, m.call(x) as Tensor, `module(), batch ${b}`);
+    for (const [via, ep] of routes(() => new Reshape!(), [randn([4, 4])], { dynamicShapes: [{ 0: batch }] })) {
+      const m = new Reshape!();
+      m.loadStateDict(ep.stateDict);
+      t.deepEqual([...ep.rangeConstraints], [['s0', { lower: 2, upper: 64 }]], via);
+      for (const b of [2, 3, 7, 64]) {
+        const x = randn([b, 4]);
+        same(t, ep.run(x) as Tensor, m.call(x) as Tensor, `${via}: batch ${b}`);
+        same(t, ep.module().call(x) as Tensor, m.call(x) as Tensor, `${via}: module(), batch ${b}`);
+      }
+      t.throws(
+        () => ep.run(randn([65, 4])),
+        { instanceOf: ValueError, message: 'Expected input at *args[0].shape[0] to be <= 64, but got 65' },
+        via,
+      );
+      t.throws(
+        () => ep.run(randn([8, 5])),
+        { instanceOf: ValueError, message: /^Expected input at \*args\[0\]\.shape\[1\] to be equal to 4, but got 5/ },
+        via,
+      );
     }
-    t.throws(() => ep.run(randn([65, 4])), {
-      instanceOf: ValueError,
-      message: 'Expected input at *args[0].shape[0] to be <= 64, but got 65',
-    });
-    t.throws(() => ep.run(randn([8, 5])), {
-      instanceOf: ValueError,
-      message: /^Expected input at \*args\[0\]\.shape\[1\] to be equal to 4, but got 5/,
+  });
+
+  test(`test_export_decomps_dynamic (${route}): runDecompositions keeps the batch dynamic`, async (t) => {
+    const { Reshape } = await load();
+    const m = new Reshape!();
+    const ep = exportProgram(m, [randn([4, 4])], { dynamicShapes: [{ 0: Dim('batch', { max: 64 }) }] });
+    const core = ep.runDecompositions();
+    t.false(
+      core.graphModule.graph.nodes.some((n) => (n.target as { opName?: string }).opName === 'linear'),
+      core.graphModule.code,
+    );
+    for (const b of [2, 9, 64]) {
+      const x = randn([b, 4]);
+      same(t, core.run(x) as Tensor, m.call(x) as Tensor, `batch ${b}`);
+    }
+    t.throws(() => core.run(randn([65, 4])), { instanceOf: ValueError, message: /to be <= 64, but got 65/ });
+  });
+
+  test(`test_dynamic_shapes_spec_with_pytree (${route}): one Dim shared across nested inputs, checked with each input's path`, async (t) => {
+    const { Pytree } = await load();
+    const batch = Dim('batch', { max: 32 });
+    const args = [{ a: randn([4, 3]), b: [randn([4, 2])] }, randn([4, 5])];
+    const spec = [{ a: { 0: batch }, b: [{ 0: batch }] }, { 0: batch }];
+    for (const [via, ep] of routes(() => new Pytree!(), args, { dynamicShapes: spec })) {
+      const m = new Pytree!();
+      m.loadStateDict(ep.stateDict);
+      for (const n of [2, 11]) {
+        const call = [{ a: randn([n, 3]), b: [randn([n, 2])] }, randn([n, 5])];
+        same(t, ep.run(...call) as Tensor, m.call(...(call as [never, never])) as Tensor, `${via}: batch ${n}`);
+      }
+      t.throws(
+        () => ep.run({ a: randn([6, 3]), b: [randn([5, 2])] }, randn([6, 5])),
+        {
+          instanceOf: ValueError,
+          message: 'Expected input at *args[0]["b"][0].shape[0] to be equal to 6, but got 5',
+        },
+        via,
+      );
+    }
+  });
+
+  test(`test_derived_dim_basic, mul(2) (${route}): y's dim is twice x's; an odd y is refused at export and at run time`, async (t) => {
+    const { Twice } = await load();
+    const dx = Dim('dx', { max: 16 });
+    for (const [via, ep] of routes(() => new Twice!(), [randn([3, 2]), randn([6, 2])], { dynamicShapes: [{ 0: dx }, { 0: dx.mul(2) }] })) {
+      const m = new Twice!();
+      for (const n of [2, 5, 16]) {
+        const x = randn([n, 2]);
+        const y = randn([2 * n, 2]);
+        same(t, ep.run(x, y) as Tensor, m.call(x, y) as Tensor, `${via}: n ${n}`);
+      }
+      t.throws(
+        () => ep.run(randn([5, 2]), randn([9, 2])),
+        { instanceOf: ValueError, message: 'Expected input at *args[1].shape[0] to be equal to 10, but got 9' },
+        via,
+      );
+    }
+    t.throws(() => exportProgram(new Twice!(), [randn([10, 2]), randn([20, 2])], { dynamicShapes: [{ 0: dx.mul(2).add(1) }, null] }), {
+      instanceOf: ConstraintViolationError,
+      message: /of the form 2\*dx \+ 1, where dx is an integer/,
     });
   });
 

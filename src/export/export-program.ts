@@ -19,6 +19,7 @@ import { bindInputDims } from './dim.js';
 import { checkConstraints } from './constraints.js';
 import { dimEntries } from './dynamic-shapes.js';
 import { generaliseExport } from './generalise.js';
+import { dynamicShapesOf } from './respec.js';
 import { buildInputChecks, type InputSpec } from './input-checks.js';
 import { ShapeEnv } from './symbolic/shape-env.js';
 import { propagateGraph, SymbolicShapes, withSymbolicShapes } from './symbolic-trace.js';
@@ -194,5 +195,5 @@ function exampleArgs(ep: ExportedProgram): unknown[] {
 setRetrace((ep, decompositions) => {
   const table = new Map<unknown, unknown>(defaultDecompositions);
   if (decompositions) for (const [k, v] of decompositions instanceof Map ? decompositions : Object.entries(decompositions)) table.set(k, v);
-  return exportProgram(ep.module(), exampleArgs(ep), { decompositions: table as Decompositions });
+  return exportProgram(ep.module(), exampleArgs(ep), { decompositions: table as Decompositions, dynamicShapes: dynamicShapesOf(ep.parts) });
 });
