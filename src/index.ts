@@ -11,6 +11,7 @@ export { noGrad, isGradEnabled, withGradMode } from './runtime/autograd.js';
 export { defineFunction, FunctionCtx, type FunctionSpec } from './runtime/custom-function.js';
 export { allclose } from './testing.js';
 export { cond, map, CondOpArgsMismatchError, UnsupportedAliasMutationError } from './control-flow/index.js';
+export { check } from './runtime/check.js';
 export { ops } from './ops.js';
 export * as nn from './runtime/nn/index.js';
 export * as F from './runtime/nn/functional.js';

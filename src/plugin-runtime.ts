@@ -31,4 +31,5 @@ export {
   looseEq,
   looseNe,
   concrete,
+  pred,
 } from './runtime/shape-helpers.js';

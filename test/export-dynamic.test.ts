@@ -1,6 +1,6 @@
 import test from 'ava';
 import { resolve } from 'node:path';
-import { manualSeed, nn, randn, ValueError, type Tensor } from 'kiln';
+import { manualSeed, nn, randn, tensor, ValueError, type Tensor } from 'kiln';
 import * as kilnExport from 'kiln/export';
 import { ConstraintViolationError, Dim, ExportError, exportProgram, type ExportedProgram } from 'kiln/export';
 import { routesOf } from './export-helpers.js';
@@ -240,4 +240,48 @@ test('test_multiple_definitions_same_name_dim: two different Dims with one name 
     }),
   );
   t.regex(String(e), /Found different definitions Dim\('d'.*\) and Dim\('d'.*\) for the same symbolic dimension/);
+});
+
+test('item() + check: a data-dependent size with two assertion nodes, its range, and the run-time check (rewritten)', async (t) => {
+  const { ItemCheck } = await rewritten();
+  const n = (v: number) => tensor([v], { dtype: 'int32' });
+  for (const [via, ep] of routes(() => new ItemCheck!(), [randn([10, 3]), n(5)])) {
+    const targets = ep.graphModule.graph.nodes.map(
+      (x) => (x.target as { opName?: string; name?: string }).opName ?? (x.target as { name?: string }).name,
+    );
+    t.is(targets.filter((name) => name === '_assert_range').length, 2, `${via}: ${ep.graphModule.code}`);
+    t.deepEqual([...ep.rangeConstraints], [['u0', { lower: 4, upper: 7 }]], via);
+    const m = new ItemCheck!();
+    for (const k of [4, 6, 7]) {
+      const x = randn([10, 3]);
+      same(t, ep.run(x, n(k)) as Tensor, m.call(x, n(k)) as Tensor, `${via}: k = ${k}`);
+    }
+    t.throws(
+      () => ep.run(randn([10, 3]), n(30)),
+      { instanceOf: ValueError, message: /^Invalid value range for 30 between \[4, 7\]\./ },
+      via,
+    );
+  }
+});
+
+test('item() used as a size in code the plugin never saw is refused, never baked in', async (t) => {
+  const { ItemCheck } = await plain();
+  t.throws(() => exportProgram(new ItemCheck!(), [randn([10, 3]), tensor([5], { dtype: 'int32' })]), {
+    message: /reads the values of a tensor/,
+  });
+});
+
+test('test_export_cond with a symbolic predicate: cond on a size keeps both branches, picked at run time (rewritten)', async (t) => {
+  const { SizeCond } = await rewritten();
+  const m = new SizeCond!();
+  for (const [via, ep] of routes(() => new SizeCond!(), [randn([3, 4])], { dynamicShapes: [{ 0: Dim('batch', { max: 16 }) }] })) {
+    const targets = ep.graphModule.graph.nodes.map(
+      (x) => (x.target as { opName?: string; name?: string }).opName ?? (x.target as { name?: string }).name,
+    );
+    t.true(targets.includes('cond') && targets.includes('sym_cmp'), `${via}: ${ep.graphModule.code}`);
+    for (const b of [2, 4, 5, 16]) {
+      const x = randn([b, 4]);
+      same(t, ep.run(x) as Tensor, m.call(x) as Tensor, `${via}: batch ${b}`);
+    }
+  }
 });

@@ -13,7 +13,7 @@ export function eliminateCommonSubexpressions(graph: Graph): number {
   const seen = new Map<string, Node>();
   let removed = 0;
   for (const n of graph.nodes) {
-    if (n.op !== 'call_function' || RANDOM_OPS.has(targetName(n.target))) continue;
+    if (n.op !== 'call_function' || RANDOM_OPS.has(targetName(n.target)) || n.isImpure()) continue; // two asserts are two effects
     const key = `${targetName(n.target)}\u0000${keyOf(n.target)}\u0000${argKey(n.args)}\u0000${argKey(n.kwargs)}`;
     const earlier = seen.get(key);
     if (!earlier) {

@@ -27,6 +27,10 @@ type AnyOp = Op<(...args: never[]) => unknown>;
 export interface ShapeTracking {
   /** The arguments with every symbolic size replaced by its example value, as the op's kernel needs them. */
   concrete(x: unknown): unknown;
+  /** The arguments as the graph records them (a data-dependent size as the node that computes it). */
+  graphArgs(x: unknown): unknown;
+  /** Whether the arguments hold a data-dependent size: the op is recorded whole, its body would see a number. */
+  holdsDataDependent(x: unknown): boolean;
   /** An op call was recorded as `node`: its arguments as the program passed them, and its result. */
   recorded(target: FunctionTarget, args: readonly unknown[], kwargs: Readonly<Record<string, unknown>> | undefined, out: unknown, node: Node): void;
 }
@@ -114,12 +118,14 @@ export class FxTracer implements TraceDispatch {
         : o.opName
           ? findDecomposition(this.decompositions, o as AnyOp)
           : undefined;
+    // A data-dependent size reaches a composite body as a plain number: record such a call as one node instead.
+    const whole = this.shapes !== undefined && this.shapes.holdsDataDependent([symArgs, symKwargs]);
     // A decomposition or a composite body runs with this tracer active, so its inner ops are what gets recorded.
-    if (decomposition) {
+    if (decomposition && !whole) {
       const out = decomposition(...args, ...(kwargs ? [kwargs] : []));
       if (out !== KEEP_OP) return out;
     }
-    if (o.composite) return o.invoke!(args, kwargs);
+    if (o.composite && !whole) return o.invoke!(args, kwargs);
     const before = this.tracedVersions([args, kwargs]);
     const prev = setTraceDispatch(null);
     let out: unknown;
@@ -141,10 +147,12 @@ export class FxTracer implements TraceDispatch {
     // t_(), unsqueeze_(), transpose_(): the tensor now stands for the functional op's result.
     const target = metadataInplace ? functionalTwin(o as AnyOp) : (op as unknown as FunctionTarget);
     this.currentOp = o.opName ?? o.name;
+    const recordArgs = this.shapes ? (this.shapes.graphArgs(symArgs) as readonly unknown[]) : args;
+    const recordKwargs = this.shapes && symKwargs ? (this.shapes.graphArgs(symKwargs) as Readonly<Record<string, unknown>>) : kwargs;
     const node = this.graph.callFunction(
       target,
-      args.map((a) => this.arg(a)),
-      (kwargs ? this.arg(kwargs) : {}) as Kwargs,
+      recordArgs.map((a) => this.arg(a)),
+      (recordKwargs ? this.arg(recordKwargs) : {}) as Kwargs,
     );
     if (metadataInplace) {
       this.nodes.set(self, node);

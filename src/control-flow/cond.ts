@@ -1,6 +1,7 @@
 import type { FxTracer } from '../aot/fx-tracer.js';
 import { flattenTensors, unflattenTensors, type Tree } from '../aot/pytree.js';
-import type { FunctionTarget } from '../graph/node.js';
+import type { Argument, FunctionTarget } from '../graph/node.js';
+import { isSymbolicCondition, type SymbolicCondition } from '../runtime/check.js';
 import { userFrame } from '../graph/tracer.js';
 import { TraceError, ValueError } from '../errors.js';
 import { isPlainObject } from '../runtime/plain-object.js';
@@ -42,11 +43,14 @@ export function cond<R = unknown>(
   if (typeof pred === 'boolean' || typeof pred === 'number')
     return callWith(pred ? trueFn : falseFn, checkedArgs(trueFn, falseFn, operands)) as R;
   breakSymbolicTrace('cond');
-  checkPred(pred);
+  // a comparison of symbolic sizes under export (PyTorch's SymBool): both branches, picked at run time
+  const symbolic: SymbolicCondition | undefined = isSymbolicCondition(pred) ? pred : undefined;
+  if (!symbolic) checkPred(pred);
   const args = checkedArgs(trueFn, falseFn, operands);
+  if (symbolic && !activeFxTracer()) throw new TraceError('cond: a symbolic predicate needs the exporter that made it');
   if (!activeFxTracer()) {
     // item() tells a runtime tracer (kiln/jit) that the branch taken depends on a value
-    const taken = pred.item() !== 0;
+    const taken = (pred as Tensor).item() !== 0;
     return runEagerly(taken ? trueFn : falseFn, args, taken ? 'true_fn' : 'false_fn') as R;
   }
   // PyTorch's flat_fn: each branch returns its outputs flattened; the structure is rebuilt around the node's
@@ -62,7 +66,9 @@ export function cond<R = unknown>(
         );
       return tensors;
     };
-  const outs = condImpl(pred, flat(trueFn, 'true_fn'), flat(falseFn, 'false_fn'), args);
+  const outs = symbolic
+    ? traceCond(activeFxTracer()!, symbolic.predicateNode() as Argument, symbolic.holds, flat(trueFn, 'true_fn'), flat(falseFn, 'false_fn'), args)
+    : condImpl(pred as Tensor, flat(trueFn, 'true_fn'), flat(falseFn, 'false_fn'), args);
   const [ts, fs] = [describeTree(trees.true_fn!), describeTree(trees.false_fn!)];
   if (ts !== fs)
     throw new CondOpArgsMismatchError(
@@ -75,12 +81,26 @@ export function cond<R = unknown>(
  * The graph's `cond` node (PyTorch's `cond_op`): the branch `pred` picks, on the operands; the branches return
  * arrays of tensors. Under export and makeFx it records itself with traced subgraphs instead.
  */
-export function condImpl(pred: Tensor, trueFn: Callable, falseFn: Callable, operands: readonly Tensor[]): Tensor[] {
-  checkPred(pred);
+export function condImpl(
+  pred: Tensor | boolean | SymbolicCondition,
+  trueFn: Callable,
+  falseFn: Callable,
+  operands: readonly Tensor[],
+): Tensor[] {
+  // a boolean: an exported program's symbolic predicate, computed from sizes (sym_cmp); a symbolic condition:
+  // that program traced again (re-export)
+  const symbolic = isSymbolicCondition(pred) ? pred : undefined;
+  if (typeof pred !== 'boolean' && !symbolic) checkPred(pred);
   const args = checkedArgs(trueFn, falseFn, operands);
   const tracer = activeFxTracer();
-  if (tracer) return traceCond(tracer, pred, trueFn, falseFn, args);
-  const taken = pred.item() !== 0;
+  if (tracer && symbolic) return traceCond(tracer, symbolic.predicateNode() as Argument, symbolic.holds, trueFn, falseFn, args);
+  if (symbolic) throw new TraceError('cond: a symbolic predicate needs the exporter that made it');
+  if (tracer) {
+    const p = pred as Tensor | boolean;
+    const taken = typeof p === 'boolean' ? p : untraced(() => p.item()) !== 0;
+    return traceCond(tracer, tracer.arg(p) as Argument, taken, trueFn, falseFn, args);
+  }
+  const taken = typeof pred === 'boolean' ? pred : (pred as Tensor).item() !== 0;
   const out = runEagerly(taken ? trueFn : falseFn, args, taken ? 'true_fn' : 'false_fn');
   if (!Array.isArray(out) || !out.every((o) => o instanceof Tensor))
     throw new TraceError(`cond: a subgraph branch must return an array of tensors, got ${describeValue(out)}`);
@@ -135,8 +155,14 @@ function runEagerly(branch: Callable, operands: readonly Tensor[], label: string
   return result;
 }
 
-function traceCond(tracer: FxTracer, pred: Tensor, trueFn: Callable, falseFn: Callable, operands: readonly Tensor[]): Tensor[] {
-  const taken = untraced(() => pred.item()) !== 0;
+function traceCond(
+  tracer: FxTracer,
+  predNode: Argument,
+  taken: boolean,
+  trueFn: Callable,
+  falseFn: Callable,
+  operands: readonly Tensor[],
+): Tensor[] {
   const onTrue = traceBody(tracer, trueFn, operands, 'true_fn', 'cond');
   const onFalse = traceBody(tracer, falseFn, operands, 'false_fn', 'cond');
   for (const b of [onTrue, onFalse])
@@ -147,7 +173,6 @@ function traceCond(tracer: FxTracer, pred: Tensor, trueFn: Callable, falseFn: Ca
   refuseGradients('cond', [...operands, ...lifted]);
   const trueGraph = subgraphModule(onTrue, lifted);
   const falseGraph = subgraphModule(onFalse, lifted);
-  const predNode = tracer.arg(pred);
   const operandNodes = [...operands, ...lifted].map((t) => tracer.arg(t));
   const [trueName, falseName] = freshSubgraphNames(tracer, ['true_graph', 'false_graph']) as [string, string];
   tracer.constants.set(trueName, trueGraph);

@@ -23,7 +23,7 @@ import { dynamicShapesOf } from './respec.js';
 import { buildInputChecks, type InputSpec } from './input-checks.js';
 import { ShapeEnv } from './symbolic/shape-env.js';
 import { propagateGraph, SymbolicShapes, withSymbolicShapes } from './symbolic-trace.js';
-import { solve } from './symbolic/solve.js';
+import { solve, type Solution } from './symbolic/solve.js';
 
 import { liftGraph, userInputNames, type StateEntry } from './lift.js';
 import type { OutputSpec } from './signature.js';
@@ -58,37 +58,42 @@ export function exportProgram(module: Module, args: readonly unknown[], options:
   const { names, rest } = forwardParamNames(forward);
   const argName = (i: number) => names[i] ?? `${rest ?? 'args'}[${i - names.length}]`;
 
-  // the dynamic dims as symbols; static dims as numbers (checked against the example)
-  const env = new ShapeEnv();
-  const flatSizes = bindInputDims(env, dimEntries(args, options.dynamicShapes, argName));
-  let at = 0;
-  const sizes = tensors.map((t) => flatSizes.slice(at, (at += t.shape.length)));
-  const shapes = new SymbolicShapes(env);
-
-  const trace = (inputs: readonly Tensor[], symbolic: boolean) =>
-    // a class the plugin rewrote runs its plan's plain code (shape reads through the recording helpers)
-    eagerly(() =>
-      traceProgram(
-        inputs,
-        (copies) =>
-          (target.call as (...a: unknown[]) => unknown).apply(target, unflattenTensors(tree, copies.slice(state.length)) as unknown[]),
-        {
-          joint: false,
-          naming: 'arg',
-          what: 'exportProgram',
-          plainViews: true,
-          decompositions,
-          onTracer: symbolic
-            ? (tracer, copies) => {
-                tracer.shapes = shapes;
-                copies.slice(state.length).forEach((c, i) => shapes.setSizes(c, sizes[i]!));
-              }
-            : undefined,
-        },
-        target,
+  // One trace: the dynamic dims bound to symbols (static dims checked against the example), sizes followed op by
+  // op, the plugin's helpers answered symbolically. Retraces at other sizes bind and record the same way, in an
+  // env of their own, so they take the same path through code that compares or checks sizes.
+  const traceWith = (inputs: readonly Tensor[]) => {
+    const env = new ShapeEnv();
+    const user = inputs.slice(state.length);
+    const flatSizes = bindInputDims(env, dimEntries(unflattenTensors(tree, user) as unknown[], options.dynamicShapes, argName));
+    let at = 0;
+    const sizes = user.map((t) => flatSizes.slice(at, (at += t.shape.length)));
+    const shapes = new SymbolicShapes(env);
+    const program = withSymbolicShapes(shapes, () =>
+      // a class the plugin rewrote runs its plan's plain code (shape reads through the recording helpers)
+      eagerly(() =>
+        traceProgram(
+          inputs,
+          (copies) =>
+            (target.call as (...a: unknown[]) => unknown).apply(target, unflattenTensors(tree, copies.slice(state.length)) as unknown[]),
+          {
+            joint: false,
+            naming: 'arg',
+            what: 'exportProgram',
+            plainViews: true,
+            decompositions,
+            onTracer: (tracer, copies) =>
+              shapes.attach(
+                tracer,
+                copies.slice(state.length).map((c, i) => [c, sizes[i]!] as const),
+              ),
+          },
+          target,
+        ),
       ),
     );
-  const program = withSymbolicShapes(shapes, () => trace(primals, true));
+    return { env, shapes, sizes, program };
+  };
+  const { env, shapes, sizes, program } = traceWith(primals);
   refuseBannedMutations(program, primals, 'export');
   const inputSizes = [...state.map((s) => [...s.tensor.shape]), ...sizes];
   const traced = generaliseExport({
@@ -98,11 +103,12 @@ export function exportProgram(module: Module, args: readonly unknown[], options:
     sizes,
     env,
     solution: solve(env),
-    retrace: (inputs) => trace(inputs, false).gm,
+    retrace: (inputs) => traceWith(inputs).program.gm,
   });
   // the ops' own guards (broadcasting, matmul, views), over a graph whose sizes now follow the inputs
-  propagateGraph(traced, env, inputSizes);
+  propagateGraph(traced, shapes, inputSizes);
   const constraints = checkConstraints(env);
+  setAssertedRanges(traced, constraints.solution);
 
   const lifted = liftGraph(traced, target, state, userInputNames(tree, names, rest), (attr) => lookupAttr(program.gm, attr) as Tensor);
   const outputSpecs = outputSpecsOf(program.mutations, state, lifted.inputSpecs, lifted.graph.outputNode!.args[0] as (Node | null)[]);
@@ -197,3 +203,15 @@ setRetrace((ep, decompositions) => {
   if (decompositions) for (const [k, v] of decompositions instanceof Map ? decompositions : Object.entries(decompositions)) table.set(k, v);
   return exportProgram(ep.module(), exampleArgs(ep), { decompositions: table as Decompositions, dynamicShapes: dynamicShapesOf(ep.parts) });
 });
+
+/** `check`'s range assertions get the range the solver gave their data-dependent value (all checks on it together). */
+function setAssertedRanges(gm: GraphModule, solution: Solution): void {
+  for (const n of gm.graph.nodes) {
+    const symbol = n.meta.rangeOf as string | undefined;
+    if (symbol === undefined) continue;
+    const r = solution.ranges.get(symbol);
+    if (!r) continue;
+    n.args = [n.args[0]!, Number.isFinite(r.lower) ? r.lower : null, Number.isFinite(r.upper) ? r.upper : null];
+  }
+  gm.recompile();
+}

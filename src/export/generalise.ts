@@ -53,6 +53,7 @@ export function generaliseExport(input: GeneraliseInput): GraphModule {
   ];
   const samples: ShapeSample[] = [{ shapes: shapesAt(hints), leaves: graphLeaves(input.gm.graph) }];
   const skeleton = graphSkeleton(input.gm.graph);
+  const subgraphs = subgraphCode(input.gm);
   for (const offsets of OFFSETS) {
     const values = sampleValues(free, hints, offsets, input);
     if (!values) continue;
@@ -72,6 +73,12 @@ export function generaliseExport(input: GeneraliseInput): GraphModule {
         `exportProgram: the program runs other ops at ${describeSizes(input, values)} than at the example sizes: code reads a dynamic size ` +
           'and branches on it where kiln/plugin did not record the branch as a guard, so the exported program would be wrong at some sizes. ' +
           'Build that code with kiln/plugin (its branches on sizes become guards and constraint errors), or give the dim a static size',
+      );
+    }
+    if (subgraphCode(outcome) !== subgraphs) {
+      throw new ExportError(
+        `exportProgram: a cond or map body changes with the dynamic dims (at ${describeSizes(input, values)}); ` +
+          'sizes inside control-flow subgraphs cannot follow the inputs yet, so make the dims they use static',
       );
     }
     samples.push({ shapes, leaves: graphLeaves(outcome.graph) });
@@ -190,4 +197,14 @@ function toSymbolic(e: SymExpr, input: GeneraliseInput, dims: readonly (readonly
 
 function describeSizes(input: GeneraliseInput, values: ReadonlyMap<string, number>): string {
   return [...values].map(([s, v]) => `${input.env.debugName(s)} = ${v}`).join(', ');
+}
+
+/** The code of the control-flow subgraphs `gm` reads (traced at the example's sizes, so it must not change). */
+function subgraphCode(gm: GraphModule): string {
+  return gm.graph.nodes
+    .filter((n) => n.op === 'get_attr')
+    .map((n) => gm.resolveTarget(n.target as string))
+    .filter((m): m is GraphModule => m instanceof GraphModule)
+    .map((m) => m.code)
+    .join('\n');
 }

@@ -1,7 +1,14 @@
-import type { ShapeTracking } from '../aot/fx-tracer.js';
+import type { FxTracer, ShapeTracking } from '../aot/fx-tracer.js';
+import { sym_add, sym_mul, sym_size } from '../graph/builtins.js';
+import { setTraceDispatch } from '../runtime/dispatch.js';
+import { ExportError } from './errors.js';
+import { _assert_range, sym_item } from './data-dependent.js';
+import { checkValueRange } from './input-checks.js';
+import { ExportCondition } from './condition.js';
+import { linearCoefficients, linearInOne, sym } from './symbolic/expr.js';
 import { userFrame } from '../graph/tracer.js';
 import type { GraphModule } from '../graph/graph-module.js';
-import { Node as GraphNode, type FunctionTarget, type Node } from '../graph/node.js';
+import { Node as GraphNode, type Argument, type FunctionTarget, type Node } from '../graph/node.js';
 import type { DType } from '../runtime/dtype.js';
 import { isPlainObject } from '../runtime/plain-object.js';
 import { setShapeRecorder, type ShapeRecorder } from '../runtime/shape-recording.js';
@@ -22,19 +29,36 @@ export class SymbolicShapes implements ShapeTracking {
   private readonly sizes = new WeakMap<Tensor, readonly Size[]>();
   /** Ops whose rule could not follow the call (it threw, or disagreed with the kernel): their outputs stay static. */
   readonly unfollowed: string[] = [];
-
   private readonly quiet: SizeArith<Size>;
+  /** The tracer and the user's traced tensors with their sizes (for sym_size nodes), once tracing starts. */
+  private tracer: FxTracer | undefined;
+  private inputs: readonly (readonly [Tensor, readonly Size[]])[] = [];
+  /** Data-dependent symbols: the value each had while tracing (kernels need one) and the node computing it. */
+  private readonly unbacked = new Map<string, { value: number; node: Node }>();
+  private readonly symbolNodes = new Map<string, Node>();
 
   constructor(readonly env: ShapeEnv) {
-    this.quiet = quietArith(env);
+    this.quiet = quietArith(env, (a) => this.value(a));
   }
 
-  setSizes(t: Tensor, sizes: readonly Size[]): void {
-    this.sizes.set(t, sizes);
+  /** Follow `tracer`'s recording; `inputs` are the user's traced tensors with their sizes. */
+  attach(tracer: FxTracer, inputs: readonly (readonly [Tensor, readonly Size[]])[]): void {
+    this.tracer = tracer;
+    this.inputs = inputs;
+    tracer.shapes = this;
+    for (const [t, s] of inputs) this.sizes.set(t, s);
   }
 
   sizesOf(t: Tensor): readonly Size[] | undefined {
     return this.sizes.get(t);
+  }
+
+  /** A size's value while tracing: its hint, with data-dependent symbols at the values they had. */
+  value(a: Size): number {
+    if (typeof a === 'number') return a;
+    const values = new Map<string, number>();
+    for (const s of a.expr.freeSymbols()) values.set(s, this.unbacked.get(s)?.value ?? this.env.symbol(s).hint!);
+    return a.expr.evaluate(values);
   }
 
   /** A recorder for the plugin's helpers; comparisons they make are located at the user's line. */
@@ -43,7 +67,7 @@ export class SymbolicShapes implements ShapeTracking {
     const located =
       (k: 'eq' | 'lt' | 'le') =>
       (a: Size, b: Size): boolean => {
-        env.loc = userFrame().trim() || undefined;
+        env.loc = userFrame().trim().replace(/^at /, '') || undefined;
         return env[k](a, b);
       };
     const arith: SizeArith<Size> = {
@@ -56,19 +80,111 @@ export class SymbolicShapes implements ShapeTracking {
       eq: located('eq'),
       lt: located('lt'),
       le: located('le'),
-      hint: (a) => env.hint(a),
+      hint: (a) => this.value(a),
       constant: (a) => env.constant(a),
     };
-    return { ...shapeRecorder(env, (t) => this.sizes.get(t) ?? [...t.shape]), arith };
+    return {
+      ...shapeRecorder(env, (t) => this.sizes.get(t) ?? [...t.shape]),
+      arith,
+      item: (t) => this.item(t),
+      predicate: (op, a, b) => new ExportCondition(this, op, a as Size, b as Size),
+      assertRange: (v, lower, upper) => this.assertRange(v, lower, upper),
+    };
+  }
+
+  /** A saved range assertion traced again: the range narrowed and one `_assert_range` node, as it was. */
+  private assertRange(v: Size, lower: number | null, upper: number | null): void {
+    const value = this.value(v);
+    checkValueRange(value, lower ?? -Infinity, upper ?? Infinity);
+    const lin = typeof v === 'number' ? undefined : linearInOne(v.expr);
+    if (!lin || lin.a !== 1 || lin.b !== 0) throw new ExportError(`exportProgram: a range assertion on ${String(v)}, which is not one data-dependent value`);
+    this.env.constrainRange(lin.symbol, lower ?? -Infinity, upper ?? Infinity);
+    const node = this.graph.callFunction(_assert_range as unknown as FunctionTarget, [this.nodeOf(v), lower, upper]);
+    node.meta.rangeOf = lin.symbol;
+  }
+
+  /** `t.item()` used as a size: a data-dependent symbol `u<n>`, computed in the graph by `sym_item`. */
+  private item(t: Tensor): Size | undefined {
+    const tracer = this.tracer;
+    if (!tracer || t.numel() !== 1) return undefined;
+    const value = untraced(() => t.item()) as number;
+    if (!Number.isInteger(value)) return undefined; // not a size: item() reads it (and the tracer refuses)
+    const u = this.env.createUnbacked(`item() ${userFrame().trim() || ''}`.trim());
+    const name = [...u.expr.freeSymbols()][0]!;
+    const node = tracer.graph.callFunction(sym_item as unknown as FunctionTarget, [tracer.tensorNode(t)]);
+    node.meta.unbacked = name;
+    this.unbacked.set(name, { value, node });
+    return u;
+  }
+
+  /** The graph value of a size: a number, or arithmetic on sym_size and sym_item nodes. */
+  nodeOf(a: Size): Argument {
+    if (typeof a === 'number') return a;
+    const lin = linearCoefficients(a.expr);
+    if (!lin)
+      throw new ExportError(
+        `exportProgram: the size ${a.expr.toString()} is not linear in the sizes it uses, so the graph cannot compute it`,
+      );
+    const graph = this.tracer!.graph;
+    let acc: Argument | undefined;
+    for (const [s, k] of lin.coeffs) {
+      let term: Argument = this.symbolNode(s);
+      if (k !== 1) term = graph.callFunction(sym_mul as unknown as FunctionTarget, [term, k]);
+      acc = acc === undefined ? term : graph.callFunction(sym_add as unknown as FunctionTarget, [acc, term]);
+    }
+    if (lin.constant !== 0) acc = graph.callFunction(sym_add as unknown as FunctionTarget, [acc ?? 0, lin.constant]);
+    return acc ?? 0;
+  }
+
+  private symbolNode(s: string): Node {
+    const u = this.unbacked.get(s);
+    if (u) return u.node;
+    let n = this.symbolNodes.get(s);
+    if (n) return n;
+    for (const [t, sizes] of this.inputs) {
+      const d = sizes.findIndex((v) => v instanceof SymSize && v.expr.equals(sym(s)));
+      if (d < 0) continue;
+      const tracer = this.tracer!;
+      n = tracer.graph.callFunction(sym_size as unknown as FunctionTarget, [tracer.tensorNode(t), d]);
+      this.symbolNodes.set(s, n);
+      return n;
+    }
+    throw new ExportError(`exportProgram: no input dim is ${this.env.debugName(s)} alone, so the graph cannot compute it`);
   }
 
   concrete(x: unknown): unknown {
-    if (x instanceof SymSize) return this.env.hint(x);
+    if (x instanceof SymSize) return this.value(x);
     if (Array.isArray(x)) return x.some(hasSymbolic) ? x.map((v) => this.concrete(v)) : x;
     if (isPlainObject(x) && Object.values(x).some(hasSymbolic)) {
       return Object.fromEntries(Object.entries(x).map(([k, v]) => [k, this.concrete(v)]));
     }
     return x;
+  }
+
+  /** As the graph records them: data-dependent sizes as their nodes; other sizes as values (fitted later). */
+  graphArgs(x: unknown): unknown {
+    if (x instanceof SymSize) return [...x.expr.freeSymbols()].some((s) => this.unbacked.has(s)) ? this.nodeOf(x) : this.value(x);
+    if (Array.isArray(x)) return x.some(hasSymbolic) ? x.map((v) => this.graphArgs(v)) : x;
+    if (isPlainObject(x) && Object.values(x).some(hasSymbolic)) {
+      return Object.fromEntries(Object.entries(x).map(([k, v]) => [k, this.graphArgs(v)]));
+    }
+    return x;
+  }
+
+  holdsDataDependent(x: unknown): boolean {
+    if (x instanceof SymSize) return [...x.expr.freeSymbols()].some((s) => this.unbacked.has(s));
+    if (Array.isArray(x)) return x.some((v) => this.holdsDataDependent(v));
+    if (isPlainObject(x)) return Object.values(x).some((v) => this.holdsDataDependent(v));
+    return false;
+  }
+
+  /** Whether `s` is a data-dependent symbol of this trace. */
+  isUnbacked(s: string): boolean {
+    return this.unbacked.has(s);
+  }
+
+  get graph(): FxTracer['graph'] {
+    return this.tracer!.graph;
   }
 
   recorded(
@@ -98,7 +214,7 @@ export class SymbolicShapes implements ShapeTracking {
     outs.forEach((o, i) => {
       if (!(o instanceof Tensor)) return;
       const m = metas[i];
-      if (!m || m.shape.length !== o.shape.length || m.shape.some((d, j) => this.env.hint(d) !== o.shape[j])) {
+      if (!m || m.shape.length !== o.shape.length || m.shape.some((d, j) => this.value(d) !== o.shape[j])) {
         this.unfollowed.push(name);
         return;
       }
@@ -137,8 +253,8 @@ export function withSymbolicShapes<T>(shapes: SymbolicShapes, f: () => T): T {
   }
 }
 
-/** The env's arithmetic with comparisons decided on the example values and recorded nowhere. */
-function quietArith(env: ShapeEnv): SizeArith<Size> {
+/** The env's arithmetic with comparisons decided on the values while tracing and recorded nowhere. */
+function quietArith(env: ShapeEnv, value: (a: Size) => number): SizeArith<Size> {
   return {
     lit: (n) => env.lit(n),
     add: (a, b) => env.add(a, b),
@@ -146,10 +262,10 @@ function quietArith(env: ShapeEnv): SizeArith<Size> {
     mul: (a, b) => env.mul(a, b),
     floorDiv: (a, b) => env.floorDiv(a, b),
     mod: (a, b) => env.mod(a, b),
-    eq: (a, b) => env.hint(a) === env.hint(b),
-    lt: (a, b) => env.hint(a) < env.hint(b),
-    le: (a, b) => env.hint(a) <= env.hint(b),
-    hint: (a) => env.hint(a),
+    eq: (a, b) => value(a) === value(b),
+    lt: (a, b) => value(a) < value(b),
+    le: (a, b) => value(a) <= value(b),
+    hint: (a) => value(a),
     constant: (a) => env.constant(a),
   };
 }
@@ -158,7 +274,7 @@ const SYM_OPS: Readonly<Record<string, (env: ShapeEnv, a: Size, b: Size) => Size
   sym_add: (env, a, b) => env.add(a, b),
   sym_sub: (env, a, b) => env.sub(a, b),
   sym_mul: (env, a, b) => env.mul(a, b),
-  sym_floordiv: (env, a, b) => env.floorDiv(a, env.hint(b)),
+  sym_floordiv: (env, a, b) => env.floorDiv(a, env.constant(b) ?? NaN),
 };
 
 /**
@@ -166,7 +282,22 @@ const SYM_OPS: Readonly<Record<string, (env: ShapeEnv, a: Size, b: Size) => Size
  * size comparison a rule makes is recorded as a guard, so `x + y` on `[s0]` and `[s1]` records `s0 == s1`.
  * `inputs` gives each placeholder's sizes.
  */
-export function propagateGraph(gm: GraphModule, env: ShapeEnv, inputs: readonly (readonly Size[])[]): void {
+export function propagateGraph(gm: GraphModule, shapes: SymbolicShapes, inputs: readonly (readonly Size[])[]): void {
+  const env = shapes.env;
+  // comparisons recorded as guards; a data-dependent size's example value is the one it had while tracing
+  const arith: SizeArith<Size> = {
+    lit: (n) => env.lit(n),
+    add: (a, b) => env.add(a, b),
+    sub: (a, b) => env.sub(a, b),
+    mul: (a, b) => env.mul(a, b),
+    floorDiv: (a, b) => env.floorDiv(a, b),
+    mod: (a, b) => env.mod(a, b),
+    eq: (a, b) => env.eq(a, b),
+    lt: (a, b) => env.lt(a, b),
+    le: (a, b) => env.le(a, b),
+    hint: (a) => shapes.value(a),
+    constant: (a) => env.constant(a),
+  };
   const sizes = new Map<Node, unknown>();
   let p = 0;
   const value = (a: unknown): unknown => {
@@ -189,7 +320,9 @@ export function propagateGraph(gm: GraphModule, env: ShapeEnv, inputs: readonly 
     }
     const target = n.target as { opName?: string; name: string };
     env.loc = target.opName ?? target.name;
-    if (target.name === 'sym_size') {
+    if (target.name === 'sym_item') {
+      sizes.set(n, env.size(sym(n.meta.unbacked as string)));
+    } else if (target.name === 'sym_size') {
       const [t, d] = n.args as [Node, number];
       sizes.set(n, (sizes.get(t) as { shape: Size[] } | undefined)?.shape[d]);
     } else if (SYM_OPS[target.name]) {
@@ -200,10 +333,20 @@ export function propagateGraph(gm: GraphModule, env: ShapeEnv, inputs: readonly 
       const outs = sizes.get(o);
       sizes.set(n, Array.isArray(outs) ? outs[i] : undefined);
     } else if (target.opName !== undefined && isOpName(target.opName)) {
-      sizes.set(n, inferMeta(env, target.opName, value(n.args) as unknown[], value(n.kwargs) as Record<string, unknown>));
+      sizes.set(n, inferMeta(arith, target.opName, value(n.args) as unknown[], value(n.kwargs) as Record<string, unknown>));
     } else {
       const meta = tensorMeta(n);
       if (meta) sizes.set(n, { shape: meta.shape, dtype: meta.dtype });
     }
+  }
+}
+
+/** `f` run with no tracer active (reading a value the trace must not see). */
+function untraced<T>(f: () => T): T {
+  const prev = setTraceDispatch(null);
+  try {
+    return f();
+  } finally {
+    setTraceDispatch(prev);
   }
 }

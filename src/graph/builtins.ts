@@ -1,6 +1,8 @@
 import { KilnError, ValueError } from '../errors.js';
 import { setGradEnabled } from '../runtime/autograd.js';
 import { OPS } from '../runtime/op.js';
+import { activeShapeRecorder, type ShapeRecorder } from '../runtime/shape-recording.js';
+import { Tensor } from '../runtime/tensor.js';
 import { arange, full, onesLike, rand, randn, zerosLike } from '../runtime/ops/creation.js';
 import type { FunctionTarget } from './node.js';
 import { isUnsafeMember } from './safe-targets.js';
@@ -48,6 +50,10 @@ export function _assert(condition: unknown, message: string): void {
  * so the graph computes the number from the input it gets instead of freezing the example's.
  */
 export function sym_size(t: unknown, dim: number): number {
+  // an exported program traced again (re-export): its sizes stay symbolic
+  const r = activeShapeRecorder;
+  const known = r !== null && t instanceof Tensor ? r.sizes(t) : undefined;
+  if (known && Number.isInteger(dim) && dim >= -known.length && dim < known.length) return known.at(dim) as number;
   const shape = (t as { shape?: readonly number[] } | null)?.shape;
   if (!Array.isArray(shape)) throw new KilnError(`sym_size: expected a tensor, got ${String(t)}`);
   const d = dim < 0 ? dim + shape.length : dim;
@@ -56,20 +62,33 @@ export function sym_size(t: unknown, dim: number): number {
 }
 
 export function sym_add(a: number, b: number): number {
+  const r = activeShapeRecorder;
+  if (r !== null && (r.isSymbolic(a) || r.isSymbolic(b))) return r.arith.add(symbolic(r, a), symbolic(r, b)) as number;
   return a + b;
 }
 
 export function sym_sub(a: number, b: number): number {
+  const r = activeShapeRecorder;
+  if (r !== null && (r.isSymbolic(a) || r.isSymbolic(b))) return r.arith.sub(symbolic(r, a), symbolic(r, b)) as number;
   return a - b;
 }
 
 export function sym_mul(a: number, b: number): number {
+  const r = activeShapeRecorder;
+  if (r !== null && (r.isSymbolic(a) || r.isSymbolic(b))) return r.arith.mul(symbolic(r, a), symbolic(r, b)) as number;
   return a * b;
 }
 
 export function sym_floordiv(a: number, b: number): number {
+  const r = activeShapeRecorder;
+  if (r !== null && r.isSymbolic(a) && Number.isInteger(b) && b > 0) return r.arith.floorDiv(a, b) as number;
   if (b === 0) throw new KilnError(`sym_floordiv: division of ${a} by zero`);
   return Math.floor(a / b);
+}
+
+/** A size for the recorder's arithmetic: its own symbolic value, or a literal. */
+function symbolic(r: ShapeRecorder, v: unknown): unknown {
+  return r.isSymbolic(v) ? v : r.arith.lit(v);
 }
 
 /**

@@ -1,4 +1,4 @@
-import { activeShapeRecorder, type ShapeRecorder } from './shape-recording.js';
+import { activeShapeRecorder, type ComparisonOp, type ShapeRecorder } from './shape-recording.js';
 import { Tensor } from './tensor.js';
 
 /**
@@ -222,6 +222,22 @@ export function looseEq(a: Any, b: Any): boolean {
 /** `a != b`. */
 export function looseNe(a: Any, b: Any): boolean {
   return !looseEq(a, b);
+}
+
+const COMPARISONS = { lt, le, gt, ge, eq, ne } as const;
+
+/**
+ * `a OP b` written as `check(a OP b)`'s argument or `cond(a OP b, …)`'s predicate: under export, with a symbolic
+ * side, the recorder's symbolic condition (an assertion or a predicate node, decided at run time); else the
+ * comparison itself.
+ */
+export function pred(op: ComparisonOp, a: Any, b: Any): unknown {
+  const r = activeShapeRecorder;
+  if (r !== null && r.predicate && (r.isSymbolic(a) || r.isSymbolic(b))) {
+    const p = r.predicate(op, a, b);
+    if (p !== undefined) return p;
+  }
+  return COMPARISONS[op](a, b);
 }
 
 /**

@@ -16,7 +16,16 @@ export interface ShapeRecorder<S = unknown> {
   sizes(t: Tensor): readonly S[] | undefined;
   /** `t.item()` of a one-element integer tensor: a data-dependent (unbacked) size, or undefined to read the value. */
   item?(t: Tensor): S | undefined;
+  /**
+   * A comparison handed to `check(...)` or as `cond(...)`'s predicate: a symbolic condition (runtime/check.ts)
+   * the exporter keeps as an assertion or a predicate node, or undefined to compare now.
+   */
+  predicate?(op: ComparisonOp, a: unknown, b: unknown): unknown;
+  /** An exported program's range assertion on a data-dependent size, traced again (re-export): recorded as it was. */
+  assertRange?(v: S, lower: number | null, upper: number | null): void;
 }
+
+export type ComparisonOp = 'lt' | 'le' | 'gt' | 'ge' | 'eq' | 'ne';
 
 /** The active recorder, or null (the common case: one null check per helper call). */
 export let activeShapeRecorder: ShapeRecorder | null = null;

@@ -52,6 +52,21 @@ interface ShapeFacts {
   readonly globalCalls: Set<t.Node>;
   /** `n++` / `--n` whose value is unused or is the new value: rewritten as `n = inc(n)`. */
   readonly updates: Set<t.Node>;
+  /** Comparisons that are `check(...)`'s argument or `cond(...)`'s predicate: kept symbolic under export (`pred`). */
+  readonly predicates: Set<t.Node>;
+}
+
+/** Comparisons a predicate keeps (loose equality stays a plain comparison). */
+const PREDICATE_OPS = new Set(['<', '<=', '>', '>=', '===', '!==']);
+
+/** `check(a < b)` or `cond(a < b, …)` (called by name or as `kiln.check`): the comparison is the first argument. */
+function isPredicateArgument(p: NodePath): boolean {
+  if (!p.isBinaryExpression() || !PREDICATE_OPS.has(p.node.operator)) return false;
+  const call = p.parentPath;
+  if (!call?.isCallExpression() || call.node.arguments[0] !== p.node) return false;
+  const callee = call.node.callee;
+  const name = t.isIdentifier(callee) ? callee.name : t.isMemberExpression(callee) && t.isIdentifier(callee.property) ? callee.property.name : '';
+  return name === 'check' || name === 'cond';
 }
 
 /** Rewrite `fn`'s shape arithmetic in place; returns whether anything changed. */
@@ -312,7 +327,7 @@ function analyse(fn: FunctionPath): ShapeFacts {
       },
     });
   }
-  const facts: ShapeFacts = { reads: new Map(), derived: new Set(), floorDivs: new Set(), globalCalls: new Set(), updates: new Set() };
+  const facts: ShapeFacts = { reads: new Map(), derived: new Set(), floorDivs: new Set(), globalCalls: new Set(), updates: new Set(), predicates: new Set() };
   body.traverse({
     enter(p) {
       if (!p.isExpression()) return;
@@ -328,6 +343,7 @@ function analyse(fn: FunctionPath): ShapeFacts {
         if (flow.isDerived(d.get('left')) || flow.isDerived(d.get('right'))) facts.floorDivs.add(p.node);
       }
       if ((p.isCallExpression() || p.isNewExpression()) && calleeIsGlobal(p)) facts.globalCalls.add(p.node);
+      if (isPredicateArgument(p)) facts.predicates.add(p.node);
       if (p.isUpdateExpression()) {
         const { parent } = holder(p);
         const valueUnused = parent?.isExpressionStatement() || (parent?.isForStatement() && parent.node.update === holder(p).child.node);
@@ -381,6 +397,7 @@ function rewriteNode(n: t.Node, f: ShapeFacts, helper: Helper, visit: (c: t.Node
   if (t.isBinaryExpression(n) && (wasKey('left') || wasKey('right'))) {
     const left = n.left as t.Expression;
     const name = ARITH[n.operator] ?? COMPARE[n.operator];
+    if (name && f.predicates.has(n)) return helper('pred', [t.stringLiteral(name), left, n.right]);
     if (name) return helper(name, [left, n.right]);
     if (NUMERIC_ONLY.has(n.operator)) {
       if (wasKey('left')) n.left = concrete(left);
