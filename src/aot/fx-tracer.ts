@@ -32,7 +32,13 @@ export interface ShapeTracking {
   /** Whether the arguments hold a data-dependent size: the op is recorded whole, its body would see a number. */
   holdsDataDependent(x: unknown): boolean;
   /** An op call was recorded as `node`: its arguments as the program passed them, and its result. */
-  recorded(target: FunctionTarget, args: readonly unknown[], kwargs: Readonly<Record<string, unknown>> | undefined, out: unknown, node: Node): void;
+  recorded(
+    target: FunctionTarget,
+    args: readonly unknown[],
+    kwargs: Readonly<Record<string, unknown>> | undefined,
+    out: unknown,
+    node: Node,
+  ): void;
 }
 
 /** How a tensor the tracer knows was made from a base tensor by view ops only. */
@@ -107,7 +113,11 @@ export class FxTracer implements TraceDispatch {
     return this.views.get(t);
   }
 
-  callOp(op: (...args: never[]) => unknown, symArgs: readonly unknown[], symKwargs: Readonly<Record<string, unknown>> | undefined): unknown {
+  callOp(
+    op: (...args: never[]) => unknown,
+    symArgs: readonly unknown[],
+    symKwargs: Readonly<Record<string, unknown>> | undefined,
+  ): unknown {
     const o = op as unknown as Partial<AnyOp> & ((...a: unknown[]) => unknown);
     const args = this.shapes ? (this.shapes.concrete(symArgs) as readonly unknown[]) : symArgs;
     const kwargs = this.shapes && symKwargs ? (this.shapes.concrete(symKwargs) as Readonly<Record<string, unknown>>) : symKwargs;

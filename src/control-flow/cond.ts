@@ -67,7 +67,14 @@ export function cond<R = unknown>(
       return tensors;
     };
   const outs = symbolic
-    ? traceCond(activeFxTracer()!, symbolic.predicateNode() as Argument, symbolic.holds, flat(trueFn, 'true_fn'), flat(falseFn, 'false_fn'), args)
+    ? traceCond(
+        activeFxTracer()!,
+        symbolic.predicateNode() as Argument,
+        symbolic.holds,
+        flat(trueFn, 'true_fn'),
+        flat(falseFn, 'false_fn'),
+        args,
+      )
     : condImpl(pred as Tensor, flat(trueFn, 'true_fn'), flat(falseFn, 'false_fn'), args);
   const [ts, fs] = [describeTree(trees.true_fn!), describeTree(trees.false_fn!)];
   if (ts !== fs)

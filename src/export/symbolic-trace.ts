@@ -97,7 +97,8 @@ export class SymbolicShapes implements ShapeTracking {
     const value = this.value(v);
     checkValueRange(value, lower ?? -Infinity, upper ?? Infinity);
     const lin = typeof v === 'number' ? undefined : linearInOne(v.expr);
-    if (!lin || lin.a !== 1 || lin.b !== 0) throw new ExportError(`exportProgram: a range assertion on ${String(v)}, which is not one data-dependent value`);
+    if (!lin || lin.a !== 1 || lin.b !== 0)
+      throw new ExportError(`exportProgram: a range assertion on ${String(v)}, which is not one data-dependent value`);
     this.env.constrainRange(lin.symbol, lower ?? -Infinity, upper ?? Infinity);
     const node = this.graph.callFunction(_assert_range as unknown as FunctionTarget, [this.nodeOf(v), lower, upper]);
     node.meta.rangeOf = lin.symbol;

@@ -24,7 +24,8 @@ export function isSymbolicCondition(x: unknown): x is SymbolicCondition {
 }
 
 export function check(cond: unknown, message?: string): void {
-  if (message !== undefined && typeof message !== 'string') throw new ValueError(`check: the message must be a string, got ${typeof message}`);
+  if (message !== undefined && typeof message !== 'string')
+    throw new ValueError(`check: the message must be a string, got ${typeof message}`);
   if (isSymbolicCondition(cond)) return cond.assert(message);
   if (typeof cond !== 'boolean') throw new ValueError(`check: expected a boolean condition, got ${cond === null ? 'null' : typeof cond}`);
   if (!cond) throw new ValueError(message ?? 'Expected cond to be True, but got False.');

@@ -65,7 +65,11 @@ function isPredicateArgument(p: NodePath): boolean {
   const call = p.parentPath;
   if (!call?.isCallExpression() || call.node.arguments[0] !== p.node) return false;
   const callee = call.node.callee;
-  const name = t.isIdentifier(callee) ? callee.name : t.isMemberExpression(callee) && t.isIdentifier(callee.property) ? callee.property.name : '';
+  const name = t.isIdentifier(callee)
+    ? callee.name
+    : t.isMemberExpression(callee) && t.isIdentifier(callee.property)
+      ? callee.property.name
+      : '';
   return name === 'check' || name === 'cond';
 }
 
@@ -327,7 +331,14 @@ function analyse(fn: FunctionPath): ShapeFacts {
       },
     });
   }
-  const facts: ShapeFacts = { reads: new Map(), derived: new Set(), floorDivs: new Set(), globalCalls: new Set(), updates: new Set(), predicates: new Set() };
+  const facts: ShapeFacts = {
+    reads: new Map(),
+    derived: new Set(),
+    floorDivs: new Set(),
+    globalCalls: new Set(),
+    updates: new Set(),
+    predicates: new Set(),
+  };
   body.traverse({
     enter(p) {
       if (!p.isExpression()) return;
