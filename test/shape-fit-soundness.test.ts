@@ -124,10 +124,32 @@ test('independentSizes: equal sizes stay equal, order is kept, sizes 0 and 1 sta
   t.false([9, 10].includes(avoided[0]![0]!), 'a size another sample had is skipped');
 });
 
+test('aotFunction dynamic: sizes equal or ordered in every trace are guarded (n·n at [2, 2], min(n, m) at [4, 3], max(n, 5) at [2, 2])', (t) => {
+  const cases: [string, number[], (a: Tensor) => number][] = [
+    ['n * n', [2, 2], (a) => a.shape[0]! * a.shape[0]!],
+    ['min(n, m)', [4, 3], (a) => Math.min(a.shape[0]!, a.shape[1]!)],
+    ['max(n, 5)', [2, 2], (a) => Math.max(a.shape[0]!, 5)],
+  ];
+  for (const [name, first, k] of cases) {
+    const f = (a: Tensor) => [
+      a
+        .sum()
+        .reshape([1])
+        .expand([k(a)])
+        .mul(3),
+    ];
+    const aot = aotFunction(f, { fwCompiler: nop, dynamic: true });
+    for (const s of [first, [2, 3], [6, 2], [3, 7], [8, 8]]) {
+      const x = randn(s);
+      sameAsEager(t, aot(x), f(x), `${name} at [${s}] after [${first}]`);
+    }
+  }
+});
+
 /** A seeded generator, so a failure names sizes that reproduce it. */
 function sizes(seed: number, count: number): number[][] {
   let s = seed;
-  const next = () => ((s = (s * 1103515245 + 12345) % 2147483648), 2 + (s % 8));
+  const next = () => ((s = (s * 1103515245 + 12345) % 2147483648), 2 + (Math.floor(s / 65536) % 9)); // high bits: the low ones cycle
   return Array.from({ length: count }, () => [next(), next()]);
 }
 

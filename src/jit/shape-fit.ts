@@ -262,7 +262,9 @@ export function symbolicGraph(base: Graph, exprs: readonly (readonly [number, Sy
 
 /**
  * Why `shapes` cannot run on the graph this spec describes, or undefined when they can: a dim that never
- * varied across the traces changed, or two fits that agreed so far now disagree.
+ * varied across the traces changed, two fits that agreed so far now disagree, or the sizes leave what every
+ * trace saw (below the least traced size, or two sizes ordered otherwise), where a size that is no function
+ * of the inputs could still have passed for one.
  */
 export function shapeMismatch(spec: ShapeSpec, shapes: readonly (readonly number[])[]): string | undefined {
   const first = spec.samples[0]!.shapes;
@@ -286,6 +288,16 @@ export function shapeMismatch(spec: ShapeSpec, shapes: readonly (readonly number
   }
   for (const [a, b] of spec.guards) {
     if (evalExpr(a, shapes) !== evalExpr(b, shapes)) return `the trace cannot tell ${formatExpr(a)} from ${formatExpr(b)} on these shapes`;
+  }
+  if (spec.samples.length > 1) {
+    // Every other sample moved the sizes up from the first, so what held there is only known upwards of it: a
+    // number that stayed put or followed a size may be a threshold below it (max(n, 5) is n from [5, 2] on).
+    for (let i = 0; i < first.length; i++) {
+      for (let d = 0; d < first[i]!.length; d++) {
+        const least = Math.min(...spec.samples.map((s) => s.shapes[i]![d]!));
+        if (shapes[i]![d]! < least) return `input ${i} dim ${d} is ${shapes[i]![d]}, below the ${least} of every trace`;
+      }
+    }
   }
   if (spec.exprs.length && spec.samples.length > 1) {
     // Every sample kept the order of the sizes (equal sizes moved together, the rest kept their order), so a fit
