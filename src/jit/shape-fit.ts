@@ -155,13 +155,17 @@ function bases(shapes: readonly (readonly number[])[]): Dim[][] {
 function fitsOf(samples: readonly ShapeSample[], values: readonly number[]): { e: SymExpr; cost: number; constants: number }[] {
   const out: { e: SymExpr; cost: number; constants: number }[] = [];
   const [v0] = values as [number];
+  const fixed = ([i, d]: Dim) => samples.every((s) => s.shapes[i]![d] === samples[0]!.shapes[i]![d]);
   for (const dims of bases(samples[0]!.shapes)) {
     const ps = samples.map((s) => evalExpr({ dims, mul: 1, div: 1, add: 0 }, s.shapes));
     if (ps.every((p) => p === ps[0])) continue; // a base that never varied explains nothing that did
     const [p0] = ps as [number];
     const tries: [SymExpr, number][] = [[{ dims, mul: 1, div: 1, add: v0 - p0 }, v0 === p0 ? 0 : 1]];
     if (p0 !== 0 && v0 % p0 === 0 && v0 / p0 !== 1) tries.push([{ dims, mul: v0 / p0, div: 1, add: 0 }, 1]);
-    if (v0 > 0 && p0 >= v0 * 2) tries.push([{ dims, mul: 1, div: Math.floor(p0 / v0), add: 0 }, 1]);
+    // A product with a size that never varied, divided, fits ratios no program computes (d·10 // 18 for
+    // ceil(d / 2) at d = 9, 10, 12, 21).
+    const scaled = dims.length > 1 && dims.some(fixed);
+    if (v0 > 0 && p0 >= v0 * 2 && !scaled) tries.push([{ dims, mul: 1, div: Math.floor(p0 / v0), add: 0 }, 1]);
     const j = ps.findIndex((p) => p !== p0);
     const m = (values[j]! - v0) / (ps[j]! - p0);
     // Two samples fit any line, so without a third one only small slopes are believable.
