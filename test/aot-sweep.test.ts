@@ -48,6 +48,8 @@ const SECOND_SIZE: Record<string, number[][] | string> = {
   'asStrided (overlapping input)': `${TIED}: the sizes and strides of the view`,
   layerNorm: `${TIED}: the normalized shape [4]`,
   nativeLayerNorm: `${TIED}: the normalized shape [3, 4]`,
+  // src's dim 1 is ceil((n - 1) / 2) of input's: the trace at independently moved sizes keeps dim 1 static,
+  // and the leading dim, which this second size moves, is symbolic.
   sliceScatter: [
     [3, 5],
     [3, 2],
@@ -74,7 +76,6 @@ const SECOND_SIZE: Record<string, number[][] | string> = {
 const STATIC = 'the generalising retraces (every size moved, or the leading ones) are no valid call of the case, so the graph stays static';
 const RETRACED: Record<string, string> = {
   'crossEntropy (label smoothing)': 'labelSmoothing / C is a float constant of the graph, so the class count stays specialised',
-  sliceScatter: `${STATIC}: src's dim 1 is ceil((n - 1) / 2) of input's`,
   conv2d: `${STATIC}: groups=2 ties x's and w's channel counts`,
   embeddingBag: `${STATIC}: repeated offsets [0, 1, 0] do not increase`,
   // Regression: x[..., ::2, i] traced at sizes moved by one fitted ceil(n / 2) rows as another size, and the

@@ -1,5 +1,14 @@
 import { GraphModule } from '../graph/graph-module.js';
-import { fitSamples, graphLeaves, graphSkeleton, shapeMismatch, symbolicGraph, type ShapeSpec } from '../jit/shape-fit.js';
+import {
+  divides,
+  fitSamples,
+  graphLeaves,
+  graphSkeleton,
+  independentSizes,
+  shapeMismatch,
+  symbolicGraph,
+  type ShapeSpec,
+} from '../jit/shape-fit.js';
 import { withGradMode } from '../runtime/autograd.js';
 import { tensor } from '../runtime/ops/creation.js';
 import { indexSelect } from '../runtime/ops/view.js';
@@ -31,7 +40,8 @@ export function shapeProblem(
 
 /**
  * `gm` traced at `inputs`, generalised with a second trace at sizes moved by one (every size ≥ 2, the same
- * new size for equal sizes, so matching dims still match). When that trace fails or records another program,
+ * new size for equal sizes, so matching dims still match), checked by a third at spread sizes and confirmed
+ * by a fourth at sizes moved independently of each other. When that fails or records another program,
  * only the leading dims move; when that fails too the graph stays static (and `shapeProblem` holds it to
  * the traced shapes). `branches`: the program decided control flow on a shape, so only traced shapes run.
  */
@@ -82,8 +92,35 @@ export function generaliseShapes(
       third = undefined; // not a valid call (sizes tied to each other): the two traces are all there is
     }
     if (third && skeletonOf(third) === skeletonOf(gm)) samples.push({ shapes: spread, leaves: leavesOf(third) });
-    const fit = fitSamples(samples);
+    if (!fitSamples(samples).ok) continue;
+    // The spread keeps every pair of dims in an affine relation too (both moves are linear in the sizes), so the
+    // fits (and the numbers that stayed put: max(n, 5)) are only believed once they hold at sizes moved
+    // independently of each other; when that trace fails or does other ops, or the fit fails there, the graph
+    // stays static (traced again per size).
+    const independent = independentSizes(shapes, which, [moved, spread]);
+    let fourth: GraphModule;
+    try {
+      fourth = retrace(inputs.map((t, i) => resized(t, independent[i]!, i)));
+    } catch {
+      continue;
+    }
+    if (skeletonOf(fourth) !== skeletonOf(gm)) continue;
+    samples.push({ shapes: independent, leaves: leavesOf(fourth) });
+    let fit = fitSamples(samples);
     if (!fit.ok) continue;
+    if (divides(fit.exprs)) {
+      const other = independentSizes(shapes, which, [moved, spread, independent], 1);
+      let fifth: GraphModule;
+      try {
+        fifth = retrace(inputs.map((t, i) => resized(t, other[i]!, i)));
+      } catch {
+        continue;
+      }
+      if (skeletonOf(fifth) !== skeletonOf(gm)) continue;
+      samples.push({ shapes: other, leaves: leavesOf(fifth) });
+      fit = fitSamples(samples);
+      if (!fit.ok) continue;
+    }
     const placeholders = gm.graph.nodes.filter((n) => n.op === 'placeholder');
     const out = new GraphModule(gm, symbolicGraph(gm.graph, fit.exprs, placeholders), gm.className);
     SPECS.set(out, { reads: [], branches, samples, exprs: fit.exprs, guards: fit.guards });

@@ -40,6 +40,53 @@ export interface ShapeSpec {
   readonly exprs: readonly (readonly [number, SymExpr])[];
   /** Pairs of fits that agreed on every sample; a shape on which they differ needs another trace. */
   readonly guards: readonly (readonly [SymExpr, SymExpr])[];
+  /**
+   * The fits could not be confirmed at independently moved sizes (that trace failed or did other ops), so
+   * nothing but the traced shapes is known to run: a later shape needs another trace.
+   */
+  readonly unconfirmed?: boolean;
+}
+
+/**
+ * The input sizes of the trace that must confirm a fit. The other samples move every size by one, or spread
+ * them by 2·rank + 3, so any two dims stay in an affine relation across all of them, and a size that is no
+ * function of the inputs (`ceil(n / 2)` rows) can fit as another dim's `d - 1` on every sample and be wrong
+ * everywhere else. Here each distinct size that `move` selects gets its own move, not proportional to the
+ * others': sizes equal in the example stay equal, their order is kept (`a ≤ b` still holds for a valid call)
+ * and every size stays ≥ 2.
+ */
+export function independentSizes(
+  shapes: readonly (readonly number[])[],
+  move: (size: number, dim: number, input: number) => boolean,
+  /** Other samples' shapes: a moved size that repeats one of theirs at its place tells nothing new, so all moves grow. */
+  seen: readonly (readonly (readonly number[])[])[] = [],
+  /** 1: another such sample, with the ratios pushed the other way. */
+  variant: 0 | 1 = 0,
+): number[][] {
+  const moves = (v: number, d: number, i: number) => v >= 2 && move(v, d, i);
+  const distinct = [...new Set(shapes.flatMap((s, i) => s.filter((v, d) => moves(v, d, i))))].sort((a, b) => a - b);
+  const at = (extra: number): number[][] => {
+    // The ratios between dims change, which moves by one and spreads (both linear in the sizes) never do:
+    // variant 0 lifts the smallest size past the largest and closes the gaps to 1 (2 where they were 1; ratios
+    // near 1, differences unlike the other samples'),
+    // variant 1 moves the smallest by 2 and triples the gaps. Gaps stay positive: the order is kept.
+    const to = new Map<number, number>();
+    const largest = distinct[distinct.length - 1] ?? 0;
+    let prev = 0;
+    distinct.forEach((v, k) => {
+      const gap = v - (distinct[k - 1] ?? 0);
+      const first = variant ? v + 2 : v + largest + 3;
+      const next = (k === 0 ? first : prev + (variant ? 3 * gap : gap === 1 ? 2 : 1)) + (k === 0 ? extra : 0);
+      to.set(v, next);
+      prev = next;
+    });
+    return shapes.map((s, i) => s.map((v, d) => (moves(v, d, i) ? to.get(v)! : v)));
+  };
+  const repeats = (out: number[][]) =>
+    out.some((s, i) => s.some((v, d) => moves(shapes[i]![d]!, d, i) && seen.some((x) => x[i]?.[d] === v)));
+  let extra = 0;
+  while (repeats(at(extra)) && extra < 16) extra++;
+  return at(extra);
 }
 
 export function evalExpr(e: SymExpr, shapes: readonly (readonly number[])[]): number {
@@ -108,13 +155,17 @@ function bases(shapes: readonly (readonly number[])[]): Dim[][] {
 function fitsOf(samples: readonly ShapeSample[], values: readonly number[]): { e: SymExpr; cost: number; constants: number }[] {
   const out: { e: SymExpr; cost: number; constants: number }[] = [];
   const [v0] = values as [number];
+  const fixed = ([i, d]: Dim) => samples.every((s) => s.shapes[i]![d] === samples[0]!.shapes[i]![d]);
   for (const dims of bases(samples[0]!.shapes)) {
     const ps = samples.map((s) => evalExpr({ dims, mul: 1, div: 1, add: 0 }, s.shapes));
     if (ps.every((p) => p === ps[0])) continue; // a base that never varied explains nothing that did
     const [p0] = ps as [number];
     const tries: [SymExpr, number][] = [[{ dims, mul: 1, div: 1, add: v0 - p0 }, v0 === p0 ? 0 : 1]];
     if (p0 !== 0 && v0 % p0 === 0 && v0 / p0 !== 1) tries.push([{ dims, mul: v0 / p0, div: 1, add: 0 }, 1]);
-    if (v0 > 0 && p0 >= v0 * 2) tries.push([{ dims, mul: 1, div: Math.floor(p0 / v0), add: 0 }, 1]);
+    // A product with a size that never varied, divided, fits ratios no program computes (d·10 // 18 for
+    // ceil(d / 2) at d = 9, 10, 12, 21).
+    const scaled = dims.length > 1 && dims.some(fixed);
+    if (v0 > 0 && p0 >= v0 * 2 && !scaled) tries.push([{ dims, mul: 1, div: Math.floor(p0 / v0), add: 0 }, 1]);
     const j = ps.findIndex((p) => p !== p0);
     const m = (values[j]! - v0) / (ps[j]! - p0);
     // Two samples fit any line, so without a third one only small slopes are believable.
@@ -126,6 +177,15 @@ function fitsOf(samples: readonly ShapeSample[], values: readonly number[]): { e
   }
   const size = (e: SymExpr) => Math.abs(e.mul) + e.div + Math.abs(e.add); // smaller constants are likelier
   return out.sort((a, b) => a.cost - b.cost || a.constants - b.constants || size(a.e) - size(b.e));
+}
+
+/**
+ * Whether a fit divides: a floor division is a step function, and agrees with other step functions
+ * (`ceil(n / 2)` with `m // 3` where m ≈ 1.5·n) on more samples than a line does, so it needs one more
+ * independent sample to be believed.
+ */
+export function divides(exprs: readonly (readonly [number, SymExpr])[]): boolean {
+  return exprs.some(([, e]) => e.div !== 1);
 }
 
 export type FitResult = { ok: true; exprs: [number, SymExpr][]; guards: [SymExpr, SymExpr][] } | { ok: false; why: string };
@@ -206,10 +266,16 @@ export function symbolicGraph(base: Graph, exprs: readonly (readonly [number, Sy
 
 /**
  * Why `shapes` cannot run on the graph this spec describes, or undefined when they can: a dim that never
- * varied across the traces changed, or two fits that agreed so far now disagree.
+ * varied across the traces changed, two fits that agreed so far now disagree, or the sizes leave what every
+ * trace saw (below the least traced size, or two sizes ordered otherwise), where a size that is no function
+ * of the inputs could still have passed for one.
  */
 export function shapeMismatch(spec: ShapeSpec, shapes: readonly (readonly number[])[]): string | undefined {
   const first = spec.samples[0]!.shapes;
+  const traced = (s: ShapeSample) => s.shapes.length === shapes.length && s.shapes.every((x, i) => sameShape(x, shapes[i]!));
+  if (spec.unconfirmed && !spec.samples.some(traced)) {
+    return `the shape arithmetic fitted to the traces (${spec.exprs.map(([, e]) => formatExpr(e)).join(', ') || 'none'}) could not be confirmed at independently moved sizes, and input shapes ${formatShapes(shapes)} are none of those it was traced at (${spec.samples.map((s) => formatShapes(s.shapes)).join(', ')})`;
+  }
   if (spec.branches && !spec.samples.some((s) => s.shapes.length === shapes.length && s.shapes.every((x, i) => sameShape(x, shapes[i]!)))) {
     return `the program compares shapes, and input shapes ${formatShapes(shapes)} are none of those it was traced at (${spec.samples.map((s) => formatShapes(s.shapes)).join(', ')})`;
   }
@@ -226,6 +292,34 @@ export function shapeMismatch(spec: ShapeSpec, shapes: readonly (readonly number
   }
   for (const [a, b] of spec.guards) {
     if (evalExpr(a, shapes) !== evalExpr(b, shapes)) return `the trace cannot tell ${formatExpr(a)} from ${formatExpr(b)} on these shapes`;
+  }
+  if (spec.samples.length > 1) {
+    // Every other sample moved the sizes up from the first, so what held there is only known upwards of it: a
+    // number that stayed put or followed a size may be a threshold below it (max(n, 5) is n from [5, 2] on).
+    for (let i = 0; i < first.length; i++) {
+      for (let d = 0; d < first[i]!.length; d++) {
+        const least = Math.min(...spec.samples.map((s) => s.shapes[i]![d]!));
+        if (shapes[i]![d]! < least) return `input ${i} dim ${d} is ${shapes[i]![d]}, below the ${least} of every trace`;
+      }
+    }
+  }
+  if (spec.exprs.length && spec.samples.length > 1) {
+    // Every sample kept the order of the sizes (equal sizes moved together, the rest kept their order), so a fit
+    // is only known on that side of each comparison: n·n fitted as n·m at [2, 2], min(n, m) fitted as m at
+    // [4, 3]. A call that orders two sizes otherwise needs another trace.
+    const all: Dim[] = [];
+    first.forEach((s, i) => s.forEach((_, d) => all.push([i, d])));
+    const sign = (sh: readonly (readonly number[])[], a: Dim, b: Dim) => Math.sign(sh[a[0]]![a[1]]! - sh[b[0]]![b[1]]!);
+    for (let x = 0; x < all.length; x++) {
+      for (let y = x + 1; y < all.length; y++) {
+        const [a, b] = [all[x]!, all[y]!];
+        const was = sign(first, a, b);
+        if (sign(shapes, a, b) === was || !spec.samples.every((s) => sign(s.shapes, a, b) === was)) continue;
+        const [u, v] = [shapes[a[0]]![a[1]]!, shapes[b[0]]![b[1]]!];
+        const how = was === 0 ? 'equal to' : was < 0 ? 'less than' : 'greater than';
+        return `input ${a[0]} dim ${a[1]} (${u}) vs input ${b[0]} dim ${b[1]} (${v}): the first was ${how} the second in every trace, and the shape arithmetic fitted there is only known on that side`;
+      }
+    }
   }
   return undefined;
 }
@@ -253,6 +347,7 @@ export function isShapeSpec(x: unknown): x is ShapeSpec {
   const s = x as Record<string, unknown>;
   if (!Array.isArray(s.reads) || !s.reads.every((r) => typeof r === 'string')) return false;
   if (s.branches !== undefined && typeof s.branches !== 'boolean') return false;
+  if (s.unconfirmed !== undefined && typeof s.unconfirmed !== 'boolean') return false;
   if (!Array.isArray(s.samples) || s.samples.length === 0) return false;
   const ok = s.samples.every((sm) => isPlainObject(sm) && Array.isArray(sm.shapes) && sm.shapes.every(isIntArray) && isIntArray(sm.leaves));
   if (!ok) return false;

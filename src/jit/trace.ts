@@ -10,16 +10,19 @@ import { noGrad } from '../runtime/autograd.js';
 import { setTraceDispatch, type TraceDispatch } from '../runtime/dispatch.js';
 import { Module } from '../runtime/nn/module.js';
 import { OPS } from '../runtime/op.js';
-import { viewScatter, type ViewStep } from '../runtime/ops/view.js';
+import { tensor } from '../runtime/ops/creation.js';
+import { indexSelect, viewScatter, type ViewStep } from '../runtime/ops/view.js';
 import { isPlainObject } from '../runtime/plain-object.js';
 import { sameShape } from '../runtime/shape.js';
 import { Tensor } from '../runtime/tensor.js';
 import { decidesControlFlow } from './shape-branches.js';
 import {
+  divides,
   fitSamples,
   formatShapes,
   graphLeaves,
   graphSkeleton,
+  independentSizes,
   shapeMismatch,
   symbolicGraph,
   type ShapeSample,
@@ -320,7 +323,13 @@ function skeleton(gm: GraphModule): string {
  * Make `method` also cover `again`, a trace of the same program at other input shapes: the numbers that
  * changed become shape arithmetic on the inputs. Returns the reason when the traces did different things.
  */
-function generalise(method: TracedMethod, again: TracedMethod, name: string): TracedMethod | string {
+function generalise(
+  method: TracedMethod,
+  again: TracedMethod,
+  name: string,
+  /** The program traced again at other input shapes (undefined when that trace threw). */
+  retraceAt?: (shapes: readonly (readonly number[])[]) => TracedMethod | undefined,
+): TracedMethod | string {
   const base = method.base ?? method.gm;
   const spec = method.shapes ?? again.shapes;
   const differ = () => `Graphs differed across invocations!\n${graphDiff(base.graph.toString(), again.gm.graph.toString())}`;
@@ -336,7 +345,85 @@ function generalise(method: TracedMethod, again: TracedMethod, name: string): Tr
   const inputs = base.graph.nodes.filter((n) => n.op === 'placeholder');
   const gm = fit.exprs.length ? new GraphModule(base, symbolicGraph(base.graph, fit.exprs, inputs), name) : base;
   const branches = Boolean(method.shapes?.branches || again.shapes?.branches);
-  return { ...method, gm, base, shapes: { reads, branches, samples, exprs: fit.exprs, guards: fit.guards } };
+  const fitted = { reads, branches, samples, exprs: fit.exprs, guards: fit.guards };
+  const shapes = confirmed(method.shapes, fitted, base, retraceAt);
+  return { ...method, gm: shapes === fitted ? gm : confirmedGraph(base, shapes, inputs, name), base, shapes };
+}
+
+/**
+ * `fitted`, confirmed by one more trace at input sizes moved independently of each other: the samples so far
+ * may keep dims in an affine relation (checkInputs made by adding one to every size), so a number that is no
+ * function of the shapes (`ceil(n / 2)`) can fit as another dim's `d - 1` on all of them. In memory every new
+ * shape is traced again anyway; a saved trace only has the spec, so a fit that cannot be confirmed (that trace
+ * failed, did other ops, or the fit fails there) marks the spec `unconfirmed`: it then runs at traced shapes only.
+ */
+function confirmed(
+  previous: ShapeSpec | undefined,
+  fitted: ShapeSpec,
+  base: GraphModule,
+  retraceAt: ((shapes: readonly (readonly number[])[]) => TracedMethod | undefined) | undefined,
+): ShapeSpec {
+  if (fitted.branches) return fitted; // it runs at traced shapes only: nothing to confirm
+  const wasConfirmed = previous && previous.samples.length > 1 && !previous.unconfirmed;
+  if (wasConfirmed && JSON.stringify(previous.exprs) === JSON.stringify(fitted.exprs)) return fitted;
+  const first = fitted.samples[0]!.shapes;
+  const varied = (i: number, d: number) => fitted.samples.some((s) => s.shapes[i]![d] !== first[i]![d]);
+  const independent = independentSizes(
+    first,
+    (_v, d, i) => varied(i, d),
+    fitted.samples.map((s) => s.shapes),
+  );
+  const unconfirmed = { ...fitted, unconfirmed: true };
+  // Also the numbers that stayed put so far (max(n, 5)) must stay put there, or follow a fit. A fit that
+  // divides needs a second such sample (see `divides`).
+  const samples = [...fitted.samples];
+  let exprs = fitted.exprs;
+  let guards = fitted.guards;
+  for (const variant of [0, 1] as const) {
+    if (variant === 1 && !divides(exprs)) break;
+    const at = variant
+      ? independentSizes(
+          first,
+          (_v, d, i) => varied(i, d),
+          samples.map((s) => s.shapes),
+          1,
+        )
+      : independent;
+    const again = retraceAt?.(at);
+    if (!again?.shapes || skeleton(again.gm) !== skeleton(base)) return unconfirmed;
+    samples.push(again.shapes.samples[0]!);
+    const fit = fitSamples(samples);
+    if (!fit.ok) return unconfirmed;
+    [exprs, guards] = [fit.exprs, fit.guards];
+  }
+  return { ...fitted, samples, exprs, guards };
+}
+
+/** The graph for a spec `confirmed` changed: refitted on the extra sample, or the fits it keeps. */
+function confirmedGraph(base: GraphModule, spec: ShapeSpec, inputs: readonly Node[], name: string): GraphModule {
+  return spec.exprs.length ? new GraphModule(base, symbolicGraph(base.graph, spec.exprs, inputs), name) : base;
+}
+
+/** `args` with every input tensor replaced by one of the given shape (its values repeated), for a confirming trace. */
+function withShapes(structure: Structure, args: unknown[], shapes: readonly (readonly number[])[]): unknown[] {
+  const tensors = flattenAs(structure, args, 'input').map((t, i) => resizedLike(t, shapes[i]!));
+  return unflatten(structure, tensors) as unknown[];
+}
+
+function resizedLike(t: Tensor, shape: readonly number[]): Tensor {
+  if (sameShape(t.shape, shape)) return t;
+  return noGrad(() => {
+    const flat = t.detach().reshape([-1]);
+    const n = shape.reduce((a, b) => a * b, 1);
+    const have = flat.shape[0]!;
+    const index = tensor(
+      Array.from({ length: n }, (_, i) => i % have),
+      { dtype: 'int32' },
+    );
+    const values = have ? indexSelect(flat, 0, index) : flat;
+    const out = values.reshape([...shape]).contiguous();
+    return t.requiresGrad ? out.requiresGrad_(true) : out;
+  });
 }
 
 /** A traced program: call it like the original; `graph` and `code` show what was recorded. */
@@ -426,7 +513,7 @@ export class TracedModule extends Module {
     if (this.verifiedShapes.has(key)) return m;
     // Shapes the program was traced at need no second look (and running it again would repeat its side effects).
     if (m.shapes!.samples.some((s) => s.shapes.every((x, i) => sameShape(x, shapes[i]!)))) return m;
-    const next = generalise(m, retrace(args), name);
+    const next = generalise(m, retrace(args), name, (at) => attempt(() => retrace(withShapes(m.inputs, args, at))));
     if (typeof next === 'string') {
       const mismatch = shapeMismatch(m.shapes!, shapes);
       const traced = formatShapes(m.shapes!.samples[0]!.shapes);
@@ -462,7 +549,9 @@ function check(
   for (const inputs of checkInputs) {
     const again = record(root, fn, inputs, options.strict ?? true, name, true);
     if (again.gm.graph.toString() !== expected || traced.shapes) {
-      const next = generalise(traced, again, name);
+      const retraceAt = (at: readonly (readonly number[])[]) =>
+        attempt(() => record(root, fn, withShapes(traced.inputs, inputs, at), options.strict ?? true, name, true));
+      const next = generalise(traced, again, name, retraceAt);
       if (typeof next === 'string') throw new TracingCheckError(next);
       traced = next;
     }
@@ -486,6 +575,15 @@ function check(
     });
   }
   return traced;
+}
+
+/** `f()`, or undefined when it throws (a confirming trace at sizes the program does not accept). */
+function attempt<T>(f: () => T): T | undefined {
+  try {
+    return f();
+  } catch {
+    return undefined;
+  }
 }
 
 /** A line diff of two graph printouts: `-` first trace, `+` second. */
