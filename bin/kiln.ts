@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 /**
  * The `kiln` command: `build` (Babel + kiln/plugin over a folder), `explain` (what the plugin does to a
- * file: graph segments, breaks with code frames), `check` (compiled against eager on random inputs) and
+ * file: graph segments, breaks with code frames), `check` (compiled against eager on random inputs),
+ * `export` / `run` (kiln/export: a model saved as a program with dynamic dims, and that program run) and
  * `bench` (the benchmark suite, from a checkout).
  */
 import { spawnSync } from 'node:child_process';
@@ -12,6 +13,8 @@ import { build } from '../src/cli/build.js';
 import { checkFile, parseCheckArgs } from '../src/cli/check.js';
 import { explainFile } from '../src/cli/explain.js';
 import { explainRun, parseShapes } from '../src/cli/explain-run.js';
+import { EXPORT_HELP, exportFile, parseExportArgs } from '../src/cli/export.js';
+import { parseRunArgs, RUN_HELP, runFile } from '../src/cli/run.js';
 import { KilnError } from '../src/errors.js';
 
 /** The package root: the nearest folder above this file with a package.json (bin/ in source, dist/bin/ built). */
@@ -36,6 +39,14 @@ usage:
   kiln check <file.ts> --export Name --input 8x4 [--input 8x4 ...] [--dtype float32|int32] [--seed 0]
                                   run it compiled (each backend, grad on and off, train and eval) against
                                   eager on seeded random inputs; report mismatches, exit 1 on any
+  kiln export <file.ts> --export Name --input 8x4[,8x3] [--dynamic [input.]dim:name[:min[:max]]]...
+              [--dtype float32|int32] [--seed 0] -o out.kiln
+                                  export the class (eval mode, grad off) with kiln/export on random inputs,
+                                  e.g. --dynamic 0:batch:1:64 for a batch of 1 to 64; save the program and
+                                  print its signature, graph and range constraints (kiln export --help)
+  kiln run <file.kiln> --input 8x4[,8x3] [--dtype float32|int32] [--seed 0]
+                                  load a saved program and run it on random inputs: each output's shape and
+                                  values; inputs outside its ranges exit 1 with its check (kiln run --help)
   kiln --version | --help`;
 
 /** Run a command; a KilnError (bad input) is printed without a stack and exits 1. */
@@ -107,6 +118,29 @@ async function main(argv: string[]): Promise<number> {
         ok = r.ok;
       });
       return status !== 0 ? status : ok ? 0 : 1;
+    }
+    case 'export':
+    case 'run': {
+      const rest = argv.slice(1);
+      if (rest.includes('--help') || rest.includes('-h')) {
+        console.log(cmd === 'export' ? EXPORT_HELP : RUN_HELP);
+        return 0;
+      }
+      let report: () => Promise<string>;
+      try {
+        if (cmd === 'export') {
+          const args = parseExportArgs(rest);
+          report = () => exportFile(args);
+        } else {
+          const args = parseRunArgs(rest);
+          report = () => runFile(args);
+        }
+      } catch (e) {
+        if (!(e instanceof KilnError)) throw e;
+        console.error(e.message);
+        return 2;
+      }
+      return reportErrors(async () => console.log(await report()));
     }
     default:
       console.error(`kiln: unknown command '${cmd}'\n\n${USAGE}`);
