@@ -21,8 +21,14 @@ export interface ExportFuzzProgram {
   readonly xFeatures: number;
   /** y's feature size. */
   readonly yFeatures: number;
-  /** The program branches on the batch size, so export may refuse it (the only ones that may). */
+  /** The program branches on the batch size, so export must refuse it. */
   readonly specialises: boolean;
+  /**
+   * Known limits that may make export refuse this shape-generic program (never give a wrong one): `b >> 1` on a
+   * size is not recorded by kiln/plugin (it specialises), and `b - (b >> 1)` (⌈b/2⌉) is beyond the fits that
+   * generalise code the plugin never saw.
+   */
+  readonly mayRefuse?: string;
 }
 
 /** The names a program's source uses besides its parameters, all from `kiln`. */
@@ -38,6 +44,7 @@ export function generateExportProgram(seed: number, index: number): ExportFuzzPr
   let f = xFeatures; // h's feature size; h is always [B, f] between steps
   let n = 0; // fields and block-local names
   let specialises = false;
+  let mayRefuse: string | undefined;
   const fields: string[] = [];
   const steps: string[] = [];
   const field = (prefix: string, init: string) => {
@@ -70,6 +77,8 @@ export function generateExportProgram(seed: number, index: number): ExportFuzzPr
       'narrowFeatures',
       'rollBatch',
       'trivialBranch',
+      'batchHalves',
+      'repeatBatch',
       ...(rand() < 0.15 ? ['batchBranch'] : []),
     ]);
     switch (kind) {
@@ -184,6 +193,27 @@ export function generateExportProgram(seed: number, index: number): ExportFuzzPr
           ]),
         );
         break;
+      case 'batchHalves': // floor division of the batch: rows [0, ⌊b/2⌋) and the rest
+        if (rand() < 0.75) {
+          steps.push(
+            'const half = Math.floor(h.shape[0] / 2);\nh = h.add(h.narrow(0, 0, half).mean(0, true)).sub(h.narrow(0, half, h.shape[0] - half).mean(0, true));',
+          );
+        } else {
+          steps.push(
+            'const [first, rest] = [h.size(0) >> 1, h.size(0) - (h.size(0) >> 1)];\nh = cat([h.narrow(0, rest, first), h.narrow(0, 0, rest)], 0);',
+          );
+          mayRefuse = 'b >> 1 and b - (b >> 1) on the batch';
+        }
+        break;
+      case 'repeatBatch': // the batch doubled and folded back, the second copy scaled
+        steps.push(
+          pick([
+            'const b = h.shape.at(0);\nh = cat([h, h.mul(0.5)], 0).view([2, b, -1]).sum(0);',
+            'h = h.unsqueeze(0).expand([2, ...h.shape]).reshape([2 * h.shape[0], h.shape[1]]).narrow(0, h.shape[0], h.shape[0]).tanh();',
+            'h = h.t().matmul(y.narrow(1, 0, 1)).t().add(h);',
+          ]),
+        );
+        break;
       case 'trivialBranch': // true at every size the Dim allows (min 2): must not specialise the batch
         steps.push('if (x.shape[0] > 1) h = h.mul(1.5);\nelse h = h.neg();');
         break;
@@ -197,7 +227,7 @@ export function generateExportProgram(seed: number, index: number): ExportFuzzPr
   const source = [`class ${name} extends nn.Module {`, ...fields, '  forward(x, y) {', indent(indent(body.join('\n'))), '  }', '}'].join(
     '\n',
   );
-  return { name, source, xFeatures, yFeatures, specialises };
+  return { name, source, xFeatures, yFeatures, specialises, ...(mayRefuse !== undefined ? { mayRefuse } : {}) };
 }
 
 const indent = (s: string) =>
