@@ -19,7 +19,8 @@ import { loadRewritten } from './plugin-helpers.js';
  * exported at batch 4 with a dynamic batch dim shared by both inputs, must give eager's results at five other
  * batch sizes, on both capture routes: built from their source with `new Function` (code kiln/plugin never saw,
  * generalised by tracing again at other sizes) and written to a module file that kiln/plugin rewrites (shape
- * reads and arithmetic recorded symbolically). Export may refuse only a program that branches on the batch.
+ * reads and arithmetic recorded symbolically). Export must refuse a program that branches on the batch, and may
+ * refuse only those and the few at known limits (`b >> 1`, see ExportFuzzProgram.mayRefuse); at least 180 export.
  * compile() of the rewritten programs must give eager's results and recompile once, not once per size.
  * Rewritten code imports the built package, so this file imports `kiln` and `kiln/export` from it too.
  */
