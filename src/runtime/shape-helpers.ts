@@ -1,4 +1,5 @@
 import { activeShapeRecorder, type ComparisonOp, type ShapeRecorder } from './shape-recording.js';
+import { ratioOfHints } from './shape-rules/sizes.js';
 import { Tensor } from './tensor.js';
 
 /**
@@ -137,11 +138,26 @@ export function mod(a: Any, b: Any): Any {
   return (concrete(a) as number) % (d as number);
 }
 
-/** `a / b` that is not floored: a fraction is no size, so symbolic operands are concretised. */
+/**
+ * `a / b` that is not floored. A division that is exact at the example sizes stays a size (`x.numel() / 2`,
+ * `n / x.shape[1]`): by a constant, with a guard that it divides (`s0 % 2 == 0`, nothing when the algebra already
+ * knows, as for `(4*s0) / 2`); by a size the dividend is a constant multiple of, the multiple. A fraction is no
+ * size, so otherwise symbolic operands are concretised.
+ */
 export function div(a: Any, b: Any): Any {
   const r = activeShapeRecorder;
   if (r === null) return (a as number) / (b as number);
-  return (concrete(a) as number) / (concrete(b) as number);
+  if (r.isSymbolic(a) && r.isSymbolic(b)) {
+    const A = r.arith;
+    const k = ratioOfHints(A, a, b);
+    if (k !== undefined && A.constant(A.sub(a, A.mul(A.lit(k), b))) === 0) return k;
+  }
+  const d = concrete(b);
+  if (r.isSymbolic(a) && Number.isInteger(d) && (d as number) > 0 && ratioOfHints(r.arith, a, r.arith.lit(d as number)) !== undefined) {
+    r.arith.eq(r.arith.mod(a, d as number), r.arith.lit(0)); // true at the example: the guard that it divides
+    return r.arith.floorDiv(a, d as number);
+  }
+  return (concrete(a) as number) / (d as number);
 }
 
 /** `++n` / `n++` whose value is unused: the incremented value (JavaScript's numeric conversion for non-sizes). */

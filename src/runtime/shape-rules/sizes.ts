@@ -88,12 +88,20 @@ function invalidView(op: string, shape: readonly unknown[], total: unknown, from
 }
 
 /**
- * For a -1 beside symbolic target sizes: the input's sizes left after removing each symbolic target size
- * that is one of them (identical, so no guard), and the product of the constant target sizes.
+ * For a -1 beside symbolic target sizes: the input's sizes left after cancelling each symbolic target size
+ * against one of them that is the same size times a constant, either way round (`[2*s0, 3]` viewed as
+ * `[s0, -1]` leaves `[2, 3]`; `[s0, 6]` as `[2*s0, -1]` leaves `[6]` over 2), and the product of the constant
+ * target sizes with the constant divisors. The multiple is read from the hints and checked to hold at every
+ * size (`A.constant` of the difference), so no guard is recorded.
  */
 function cancelFactors<S>(A: SizeArith<S>, op: string, from: readonly S[], shape: readonly (S | number)[], unknown: number): [S, number] {
   const rest = [...from];
   let k = 1;
+  /** `c` where `a` is `c·b` at every size (c a positive integer), else undefined (also for sizes with no hint: data-dependent). */
+  const multiple = (a: S, b: S): number | undefined => {
+    const c = ratioOfHints(A, a, b);
+    return c !== undefined && c > 0 && A.constant(A.sub(a, A.mul(A.lit(c), b))) === 0 ? c : undefined;
+  };
   shape.forEach((d, i) => {
     if (i === unknown) return;
     const c = constantOf(A, d);
@@ -101,15 +109,38 @@ function cancelFactors<S>(A: SizeArith<S>, op: string, from: readonly S[], shape
       k *= c;
       return;
     }
-    const at = rest.findIndex((f) => A.constant(A.sub(f, d as S)) === 0);
-    if (at < 0) {
-      throw new ShapeError(
-        `${op}: cannot infer the -1 in ${fmtSizes(shape)} for input ${fmtSizes(from)}: the size ${String(d)} is none of the input's sizes`,
-      );
+    let at = rest.findIndex((f) => A.constant(A.sub(f, d as S)) === 0);
+    if (at >= 0) {
+      rest.splice(at, 1);
+      return;
     }
-    rest.splice(at, 1);
+    at = rest.findIndex((f) => multiple(f, d as S) !== undefined);
+    if (at >= 0) {
+      rest[at] = A.lit(multiple(rest[at]!, d as S)!);
+      return;
+    }
+    at = rest.findIndex((f) => multiple(d as S, f) !== undefined);
+    if (at >= 0) {
+      k *= multiple(d as S, rest[at]!)!;
+      rest.splice(at, 1);
+      return;
+    }
+    throw new ShapeError(
+      `${op}: cannot infer the -1 in ${fmtSizes(shape)} for input ${fmtSizes(from)}: the size ${String(d)} is none of the input's sizes nor a constant multiple or divisor of one`,
+    );
   });
   return [product(A, rest), k];
+}
+
+/** `a / b` on the example values when that is an integer; undefined for a fraction, or a size with no example value. */
+export function ratioOfHints<S>(A: SizeArith<S>, a: S, b: S): number | undefined {
+  try {
+    const hb = A.hint(b);
+    const c = hb === 0 ? undefined : A.hint(a) / hb;
+    return c !== undefined && Number.isInteger(c) ? c : undefined;
+  } catch {
+    return undefined; // an unbacked (data-dependent) size has no hint
+  }
 }
 
 /** `shape` with the `dims` removed, or kept as 1 (reductions). */
