@@ -60,7 +60,7 @@ const EXTRA_CASES: [string, () => void][] = [
   ['compare', () => void [ops.eq, ops.ne, ops.lt, ops.le, ops.gt, ops.ge].map((f) => f(randn([2, 3]), randn([3])))],
   ['compare (scalar)', () => void ops.lt(tensor([1, 2, 3], { dtype: 'int32' }), 2)],
   ['argmax', () => void [ops.argmax(randn([2, 3])), ops.argmax(randn([2, 3]), 1, true), ops.argmax(randn([2, 3]), null, true)]],
-  ['asStrided', () => void ops.asStrided(randn([6]), [2, 2], [1, 2], 1)],
+  ['asStrided (direct)', () => void ops.asStrided(randn([6]), [2, 2], [1, 2], 1)],
   ['where (scalars)', () => void ops.where(tensor([true, false]), 1, 0)],
   ['mseLoss (int32)', () => void [ops.mseLoss(tensor([1, 2], { dtype: 'int32' }), tensor([2, 2], { dtype: 'int32' }), 'none')]],
   ['clamp (int32, float bound)', () => void ops.clamp(tensor([1, 2], { dtype: 'int32' }), 0.5)],
