@@ -285,3 +285,14 @@ test('test_export_cond with a symbolic predicate: cond on a size keeps both bran
     }
   }
 });
+
+for (const [route, load] of ROUTES) {
+  test(`a dim the ops fix (a Linear's input width) marked dynamic suggests the constant (${route})`, async (t) => {
+    const { Reshape } = await load();
+    const e = t.throws(() => exportProgram(new Reshape!(), [randn([4, 4])], { dynamicShapes: [{ 1: Dim('f') }] }), {
+      instanceOf: ConstraintViolationError,
+    });
+    t.regex(e.message, /You marked f as dynamic but your code specialized it to be a constant \(4\)/);
+    t.regex(e.message, /Suggested fixes:\n {2}f = 4/);
+  });
+}

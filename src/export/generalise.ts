@@ -6,7 +6,7 @@ import { ExportError } from './errors.js';
 import { add, floorDiv, int, mul, sym, type Expr } from './symbolic/expr.js';
 import { checkConstraints } from './constraints.js';
 import { ConstraintViolationError } from '../errors.js';
-import type { ShapeEnv, Size } from './symbolic/shape-env.js';
+import type { ShapeEnv, Size, SymSize } from './symbolic/shape-env.js';
 import { resolve, satisfiesAll, type Solution } from './symbolic/solve.js';
 
 /**
@@ -149,6 +149,22 @@ function findRelation(
           throw e;
         }
       }
+    }
+  }
+  // a dim the program cannot move at all (a Linear's input width): PyTorch's "specialized to be a constant"
+  for (const a of free) {
+    const fixedElsewhere = [1, 3].every((delta) => {
+      const values = new Map(hints);
+      values.set(a, hints.get(a)! + delta);
+      return typeof traceAt(input, shapesAt(values)) === 'string';
+    });
+    if (!fixedElsewhere) continue;
+    env.specialize(env.size(sym(a)) as SymSize, 'the ops of the program');
+    try {
+      checkConstraints(env);
+    } catch (e) {
+      if (e instanceof ConstraintViolationError) return e;
+      throw e;
     }
   }
   return undefined;
