@@ -296,3 +296,27 @@ for (const [route, load] of ROUTES) {
     t.regex(e.message, /Suggested fixes:\n {2}f = 4/);
   });
 }
+
+test('strict: a dynamic size read in code the plugin never saw is an error with its line and a code frame', async (t) => {
+  const { Reshape } = await plain();
+  const e = t.throws(() => exportProgram(new Reshape!(), [randn([4, 4])], { dynamicShapes: [{ 0: Dim('batch') }], strict: true }), {
+    instanceOf: ExportError,
+  });
+  t.regex(
+    e.message,
+    /^exportProgram \(strict\): code that kiln\/plugin did not rewrite reads the shape of a tensor with dynamic sizes \[s0, 4\] at .*models\.ts:\d+:\d+/,
+  );
+  t.regex(e.message, /> *\d+ \| +const \[b, f\] = x\.shape;/);
+  t.regex(e.message, /export with \{ strict: false \}/);
+});
+
+test('strict: the same model rewritten by the plugin exports, and runs at other sizes', async (t) => {
+  const { Reshape } = await rewritten();
+  const m = new Reshape!();
+  const ep = exportProgram(m, [randn([4, 4])], { dynamicShapes: [{ 0: Dim('batch') }], strict: true });
+  for (const b of [2, 9]) {
+    const x = randn([b, 4]);
+    same(t, ep.run(x) as Tensor, m.call(x) as Tensor, `batch ${b}`);
+  }
+  t.throws(() => exportProgram(m, [randn([4, 4])], { strict: 'yes' as never }), { message: /strict must be a boolean/ });
+});

@@ -31,6 +31,8 @@ export interface ShapeTracking {
   graphArgs(x: unknown): unknown;
   /** Whether the arguments hold a data-dependent size: the op is recorded whole, its body would see a number. */
   holdsDataDependent(x: unknown): boolean;
+  /** Code read a traced tensor's `shape` (not through the plugin's helpers). */
+  shapeRead?(t: Tensor): void;
   /** An op call was recorded as `node`: its arguments as the program passed them, and its result. */
   recorded(
     target: FunctionTarget,
@@ -184,6 +186,10 @@ export class FxTracer implements TraceDispatch {
     } else if (Array.isArray(x)) x.forEach((v) => this.tracedVersions(v, out));
     else if (isPlainObject(x)) Object.values(x).forEach((v) => this.tracedVersions(v, out));
     return out;
+  }
+
+  shapeRead(t: unknown): void {
+    if (this.shapes?.shapeRead && t instanceof Tensor) this.shapes.shapeRead(t);
   }
 
   /** Reading values would bake them into the graph: refuse rather than give wrong results at other inputs. */

@@ -37,7 +37,11 @@ import type { OutputSpec } from './signature.js';
 export interface ExportOptions {
   /** Mirrors `args`; see API §6. */
   dynamicShapes?: unknown;
-  /** Capture through the plugin and the tracer (true, the default) or run the code as it is (false). */
+  /**
+   * `true`: sizes must be read through the plugin's recording (code kiln/plugin rewrote); a dynamic size read
+   * anywhere else is an error with its file:line and a code frame. `false` (the default, as in PyTorch 2.7+):
+   * such code runs as it is and the program is checked by tracing again at other sizes.
+   */
   strict?: boolean;
   /** @internal runDecompositions: the table to trace with. */
   decompositions?: Decompositions;
@@ -67,7 +71,7 @@ export function exportProgram(module: Module, args: readonly unknown[], options:
     const flatSizes = bindInputDims(env, dimEntries(unflattenTensors(tree, user) as unknown[], options.dynamicShapes, argName));
     let at = 0;
     const sizes = user.map((t) => flatSizes.slice(at, (at += t.shape.length)));
-    const shapes = new SymbolicShapes(env);
+    const shapes = new SymbolicShapes(env, options.strict === true);
     const program = withSymbolicShapes(shapes, () =>
       // a class the plugin rewrote runs its plan's plain code (shape reads through the recording helpers)
       eagerly(() =>

@@ -7,6 +7,8 @@ import { checkValueRange } from './input-checks.js';
 import { ExportCondition } from './condition.js';
 import { linearCoefficients, linearInOne, sym } from './symbolic/expr.js';
 import { userFrame } from '../graph/tracer.js';
+import { codeFrameAt } from '../compile/compiled-callable.js';
+import { isKilnFrame } from '../graph/source-lines.js';
 import type { GraphModule } from '../graph/graph-module.js';
 import { Node as GraphNode, type Argument, type FunctionTarget, type Node } from '../graph/node.js';
 import type { DType } from '../runtime/dtype.js';
@@ -37,8 +39,33 @@ export class SymbolicShapes implements ShapeTracking {
   private readonly unbacked = new Map<string, { value: number; node: Node }>();
   private readonly symbolNodes = new Map<string, Node>();
 
-  constructor(readonly env: ShapeEnv) {
+  constructor(
+    readonly env: ShapeEnv,
+    /** strict export: a dynamic size read where the plugin did not record it is an error, not checked by tracing again. */
+    private readonly strict = false,
+  ) {
     this.quiet = quietArith(env, (a) => this.value(a));
+  }
+
+  shapeRead(t: Tensor): void {
+    if (!this.strict || !(this.sizes.get(t) ?? []).some((d) => d instanceof SymSize)) return;
+    // the reader: the first frame that is not the getter, this hook or a native function; kiln's own code
+    // (its layers, Tensor's accessors, the exporter) reads for its caller and is checked by the shape rules
+    const frames = (new Error().stack ?? '').split('\n').slice(1);
+    const reader = frames.find(
+      (f) => !/[\\/](runtime[\\/]tensor|aot[\\/]fx-tracer|export[\\/]symbolic-trace)\.[jt]s|\(<anonymous>\)|\(node:|at <anonymous>/.test(f),
+    );
+    if (!reader || isKilnFrame(reader)) return;
+    const frame = reader.trim();
+    const loc = /\(?((?:file:\/\/)?[^()]+):(\d+):(\d+)\)?$/.exec(frame);
+    const path = loc ? `${loc[1]!.replace(/^file:\/\//, '')}:${loc[2]}:${loc[3]}` : frame;
+    const codeFrame = loc ? codeFrameAt(path) : '';
+    throw new ExportError(
+      `exportProgram (strict): code that kiln/plugin did not rewrite reads the shape of a tensor with dynamic sizes ` +
+        `[${(this.sizes.get(t) ?? []).join(', ')}] at ${path.replace(/^at /, '')}, so what it computes from them cannot be recorded` +
+        (codeFrame ? `\n${codeFrame}\n` : '. ') +
+        'Build that code with kiln/plugin (its shape reads become symbolic), or export with { strict: false } to check it by tracing again at other sizes',
+    );
   }
 
   /** Follow `tracer`'s recording; `inputs` are the user's traced tensors with their sizes. */
