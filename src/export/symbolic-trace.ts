@@ -91,25 +91,14 @@ export class SymbolicShapes implements ShapeTracking {
   /** A recorder for the plugin's helpers; comparisons they make are located at the user's line. */
   recorder(): ShapeRecorder<Size> {
     const env = this.env;
-    const located =
-      (k: 'eq' | 'lt' | 'le') =>
-      (a: Size, b: Size): boolean => {
+    const arith = envArith(
+      env,
+      (k, a, b) => {
         env.loc = userFrame().trim().replace(/^at /, '') || undefined;
         return env[k](a, b);
-      };
-    const arith: SizeArith<Size> = {
-      lit: (n) => env.lit(n),
-      add: (a, b) => env.add(a, b),
-      sub: (a, b) => env.sub(a, b),
-      mul: (a, b) => env.mul(a, b),
-      floorDiv: (a, b) => env.floorDiv(a, b),
-      mod: (a, b) => env.mod(a, b),
-      eq: located('eq'),
-      lt: located('lt'),
-      le: located('le'),
-      hint: (a) => this.value(a),
-      constant: (a) => env.constant(a),
-    };
+      },
+      (a) => this.value(a),
+    );
     return {
       ...shapeRecorder(env, (t) => this.sizes.get(t) ?? [...t.shape]),
       arith,
@@ -283,6 +272,18 @@ export function withSymbolicShapes<T>(shapes: SymbolicShapes, f: () => T): T {
 
 /** The env's arithmetic with comparisons decided on the values while tracing and recorded nowhere. */
 function quietArith(env: ShapeEnv, value: (a: Size) => number): SizeArith<Size> {
+  return envArith(env, (k, a, b) => (k === 'eq' ? value(a) === value(b) : k === 'lt' ? value(a) < value(b) : value(a) <= value(b)), value);
+}
+
+/**
+ * The env's arithmetic with comparisons and example values supplied: recorded and located (the plugin's
+ * helpers), recorded (propagateGraph) or decided on the traced values and recorded nowhere (the in-trace rules).
+ */
+function envArith(
+  env: ShapeEnv,
+  compare: (k: 'eq' | 'lt' | 'le', a: Size, b: Size) => boolean,
+  hint: (a: Size) => number,
+): SizeArith<Size> {
   return {
     lit: (n) => env.lit(n),
     add: (a, b) => env.add(a, b),
@@ -290,10 +291,10 @@ function quietArith(env: ShapeEnv, value: (a: Size) => number): SizeArith<Size> 
     mul: (a, b) => env.mul(a, b),
     floorDiv: (a, b) => env.floorDiv(a, b),
     mod: (a, b) => env.mod(a, b),
-    eq: (a, b) => value(a) === value(b),
-    lt: (a, b) => value(a) < value(b),
-    le: (a, b) => value(a) <= value(b),
-    hint: (a) => value(a),
+    eq: (a, b) => compare('eq', a, b),
+    lt: (a, b) => compare('lt', a, b),
+    le: (a, b) => compare('le', a, b),
+    hint,
     constant: (a) => env.constant(a),
   };
 }
@@ -313,19 +314,12 @@ const SYM_OPS: Readonly<Record<string, (env: ShapeEnv, a: Size, b: Size) => Size
 export function propagateGraph(gm: GraphModule, shapes: SymbolicShapes, inputs: readonly (readonly Size[])[]): void {
   const env = shapes.env;
   // comparisons recorded as guards; a data-dependent size's example value is the one it had while tracing
-  const arith: SizeArith<Size> = {
-    lit: (n) => env.lit(n),
-    add: (a, b) => env.add(a, b),
-    sub: (a, b) => env.sub(a, b),
-    mul: (a, b) => env.mul(a, b),
-    floorDiv: (a, b) => env.floorDiv(a, b),
-    mod: (a, b) => env.mod(a, b),
-    eq: (a, b) => env.eq(a, b),
-    lt: (a, b) => env.lt(a, b),
-    le: (a, b) => env.le(a, b),
-    hint: (a) => shapes.value(a),
-    constant: (a) => env.constant(a),
-  };
+  const arith = envArith(
+    env,
+    (k, a, b) => env[k](a, b),
+    (a) => shapes.value(a),
+  );
+
   const sizes = new Map<Node, unknown>();
   let p = 0;
   const value = (a: unknown): unknown => {

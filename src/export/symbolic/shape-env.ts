@@ -89,11 +89,11 @@ export const BACKED_DEFAULT: Readonly<Range> = { lower: 2, upper: Infinity };
 /** The range a Dim declares when neither min nor max is given (PyTorch 2.x: `Dim('x')` is [0, int_oo]). */
 export const DIM_DEFAULT: Readonly<Range> = { lower: 0, upper: Infinity };
 
-function intersect(a: Range, b: Range): Range {
+export function intersect(a: Range, b: Range): Range {
   return { lower: Math.max(a.lower, b.lower), upper: Math.min(a.upper, b.upper) };
 }
 
-function gcd(a: number, b: number): number {
+export function gcd(a: number, b: number): number {
   a = Math.abs(a);
   b = Math.abs(b);
   while (b) [a, b] = [b, a % b];

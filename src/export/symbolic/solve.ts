@@ -1,6 +1,16 @@
 import { ValueError } from '../../errors.js';
 import { bounds, compareKeys, Expr, int, linearCoefficients, linearInOne, mod, neg, scale, sub, sym } from './expr.js';
-import { decideByBounds, type Guard, guardToString, normalizeGuard, type Range, type Relation, type ShapeEnv } from './shape-env.js';
+import {
+  decideByBounds,
+  gcd,
+  type Guard,
+  guardToString,
+  intersect,
+  normalizeGuard,
+  type Range,
+  type Relation,
+  type ShapeEnv,
+} from './shape-env.js';
 
 /**
  * Turns the guards recorded while tracing into what they say about the symbols:
@@ -34,17 +44,6 @@ export interface Solution {
   readonly narrowing: Map<string, Guard[]>;
   /** Guards kept as run-time checks, in terms of free symbols. */
   readonly residual: Guard[];
-}
-
-function intersect(a: Range, b: Range): Range {
-  return { lower: Math.max(a.lower, b.lower), upper: Math.min(a.upper, b.upper) };
-}
-
-function gcd(a: number, b: number): number {
-  a = Math.abs(a);
-  b = Math.abs(b);
-  while (b) [a, b] = [b, a % b];
-  return a;
 }
 
 function posMod(a: number, m: number): number {
