@@ -1,4 +1,5 @@
 import { loadExport } from './load-export.js';
+import { drawInputs } from './random-inputs.js';
 import { KilnError } from '../errors.js';
 
 /**
@@ -64,15 +65,7 @@ export function parseCheckArgs(argv: readonly string[]): CheckArgs {
 export async function checkFile(args: CheckArgs): Promise<{ text: string; ok: boolean }> {
   const { file, name, shapes, dtype, seed } = args;
   const { kiln, target, isModule } = await loadExport('kiln check', file, name, seed);
-  // int32 inputs (indices, labels) are drawn from 0..9; float inputs from a standard normal.
-  const inputs = shapes.map((s) =>
-    dtype === 'int32'
-      ? kiln
-          .rand([...s])
-          .mul(10)
-          .to('int32')
-      : kiln.randn([...s]),
-  );
+  const inputs = drawInputs(kiln, shapes, dtype);
   let report;
   try {
     report = kiln.testing.differential(target as never, inputs, { seed, modes: isModule ? ['train', 'eval'] : undefined });

@@ -10,6 +10,11 @@ type Tensor = InstanceType<Kiln['Tensor']>;
  */
 export function randomInputs(kiln: Kiln, shapes: readonly (readonly number[])[], dtype: InputDType, seed: number): Tensor[] {
   kiln.manualSeed(seed);
+  return drawInputs(kiln, shapes, dtype);
+}
+
+/** Inputs drawn from kiln's generator as it stands: int32 from 0..9 (indices, labels), float32 standard normal. */
+export function drawInputs(kiln: Kiln, shapes: readonly (readonly number[])[], dtype: InputDType): Tensor[] {
   return shapes.map((s) =>
     dtype === 'int32'
       ? kiln
