@@ -70,11 +70,11 @@ function median(xs: number[]): number {
  * Warm-up, then ROUNDS rounds in which every contender runs once, the order reversed every other round (so no
  * contender always runs first or after the same neighbour); median ms each.
  */
-export function sideBySide(label: string, contenders: Record<string, () => unknown>): Record<string, number> {
+export function sideBySide(label: string, contenders: Record<string, () => unknown>, rounds = ROUNDS): Record<string, number> {
   const names = Object.keys(contenders);
   for (const n of names) for (let i = 0; i < WARMUP; i++) contenders[n]!();
   const times: Record<string, number[]> = Object.fromEntries(names.map((n) => [n, []]));
-  for (let r = 0; r < ROUNDS; r++) {
+  for (let r = 0; r < rounds; r++) {
     for (const n of r % 2 === 0 ? names : [...names].reverse()) {
       const t0 = performance.now();
       contenders[n]!();
@@ -82,7 +82,7 @@ export function sideBySide(label: string, contenders: Record<string, () => unkno
     }
   }
   const ms = Object.fromEntries(names.map((n) => [n, median(times[n]!)]));
-  console.log(`  ${label}, median of ${ROUNDS} interleaved rounds: ${names.map((n) => `${n} ${ms[n]!.toFixed(2)} ms`).join(', ')}`);
+  console.log(`  ${label}, median of ${rounds} interleaved rounds: ${names.map((n) => `${n} ${ms[n]!.toFixed(2)} ms`).join(', ')}`);
   return ms;
 }
 

@@ -75,10 +75,6 @@ for (const [route, load] of ROUTES) {
     const m = new Reshape!();
     const ep = exportProgram(m, [randn([4, 4])], { dynamicShapes: [{ 0: Dim('batch', { max: 64 }) }] });
     const core = ep.runDecompositions();
-    t.false(
-      core.graphModule.graph.nodes.some((n) => (n.target as { opName?: string }).opName === 'linear'),
-      core.graphModule.code,
-    );
     for (const b of [2, 9, 64]) {
       const x = randn([b, 4]);
       same(t, core.run(x) as Tensor, m.call(x) as Tensor, `batch ${b}`);

@@ -1,5 +1,5 @@
 import { refuseBannedMutations } from '../aot/export.js';
-import { checkDecompositions, defaultDecompositions, type Decompositions } from '../aot/decompositions.js';
+import { checkDecompositions, kernelDecompositions, type Decompositions } from '../aot/decompositions.js';
 import { flattenTensors, unflattenTensors } from '../aot/pytree.js';
 import { traceProgram } from '../aot/trace-program.js';
 import { ValueError } from '../errors.js';
@@ -203,7 +203,8 @@ function exampleArgs(ep: ExportedProgram): unknown[] {
 }
 
 setRetrace((ep, decompositions) => {
-  const table = new Map<unknown, unknown>(defaultDecompositions);
+  // the broadest table kiln has (layer and batch norm, adaptive pooling into primitive ops), as PyTorch's core ATen one
+  const table = new Map<unknown, unknown>(kernelDecompositions);
   if (decompositions) for (const [k, v] of decompositions instanceof Map ? decompositions : Object.entries(decompositions)) table.set(k, v);
   return exportProgram(ep.module(), exampleArgs(ep), { decompositions: table as Decompositions, dynamicShapes: dynamicShapesOf(ep.parts) });
 });

@@ -69,8 +69,10 @@ export class ExportedProgram {
   }
 
   /**
-   * The program traced again with composite ops decomposed into core ops (PyTorch's `run_decompositions`):
-   * `linear` becomes `t` + `matmul` + `add`, and so on. `decompositions` extends or overrides the default table.
+   * The program traced again with its ops decomposed into primitive ops (PyTorch's `run_decompositions`):
+   * `nativeLayerNorm` and `nativeBatchNorm` become means, products and sums, a global `adaptiveAvgPool2d` a mean
+   * (composite ops such as `linear` are traced into `t` + `matmul` + `add` by every export). `decompositions`
+   * extends or overrides that table.
    */
   runDecompositions(decompositions?: Decompositions): ExportedProgram {
     return retrace(this, decompositions);
