@@ -316,3 +316,12 @@ test('strict: the same model rewritten by the plugin exports, and runs at other 
   }
   t.throws(() => exportProgram(m, [randn([4, 4])], { strict: 'yes' as never }), { message: /strict must be a boolean/ });
 });
+
+test('a branch on a size below the example in code the plugin never saw is found at the range low end and refused', async (t) => {
+  const { LowBranch } = await plain();
+  t.throws(() => exportProgram(new LowBranch!(), [randn([5])], { dynamicShapes: [{ 0: Dim('b') }] }), {
+    instanceOf: ExportError,
+    // the branch changes a number of the graph at b = 2 (mul by 3, not 2): no fit explains it
+    message: /3 at \[\[2\]\]/,
+  });
+});

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ExportError, exportProgram, load, save, unflatten } from '../src/export/index.js';
 import { SerializationError, ValueError } from '../src/errors.js';
+import { writeSealed } from '../src/graph/sealed-file.js';
 import { manualSeed, nn, randn, tensor, type Tensor } from '../src/index.js';
 import { opNames, roundTrip, routes } from './export-helpers.js';
 import { close } from './helpers.js';
@@ -433,5 +434,31 @@ test('save/load fuzz: 300 random corruptions of a saved program each give a Seri
       writeFileSync(bad, out);
       t.throws(() => load(bad), { instanceOf: SerializationError }, `corruption ${i}`);
     }
+  });
+});
+
+test('load refuses a file whose specs do not fit its graph, trees or tensors (each change re-sealed)', (t) => {
+  withTemp((dir) => {
+    const path = join(dir, 'p.kiln');
+    save(exportProgram(new Counter(), [randn([3])]), path);
+    const original = JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
+    const bad = join(dir, 'bad.kiln');
+    const tamper = (change: (j: Record<string, any>) => void) => {
+      const { sha256: _, ...payload } = structuredClone(original);
+      change(payload);
+      writeSealed(bad, payload);
+      return t.throws(() => load(bad), { instanceOf: SerializationError });
+    };
+    t.regex(
+      tamper((j) => (j.outputSpecs[0] = { kind: 'USER_OUTPUT', name: j.outputSpecs[0].name })).message,
+      /user outputs but outTree holds 1/,
+    );
+    t.regex(tamper((j) => (j.outputSpecs[0].target = 'nope')).message, /updates 'nope', which is no buffer/);
+    t.regex(
+      tamper((j) => (j.stateDict[0].tensor = { dtype: 'float32', shape: [2], data: 'AAAAAAAAAAA=' })).message,
+      /traced with float32 \[1\]/,
+    );
+    t.regex(tamper((j) => (j.modules[0].path = '__proto__')).message, /must be a dotted path of attribute names/);
+    t.regex(tamper((j) => (j.inputSpecs[0].target = 'a.__proto__')).message, /must be a dotted path of attribute names/);
   });
 });

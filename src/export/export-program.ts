@@ -21,7 +21,7 @@ import { dimEntries } from './dynamic-shapes.js';
 import { generaliseExport } from './generalise.js';
 import { dynamicShapesOf } from './respec.js';
 import { buildInputChecks, type InputSpec } from './input-checks.js';
-import { ShapeEnv } from './symbolic/shape-env.js';
+import { guardToString, ShapeEnv } from './symbolic/shape-env.js';
 import { propagateGraph, SymbolicShapes, withSymbolicShapes } from './symbolic-trace.js';
 import { solve, type Solution } from './symbolic/solve.js';
 
@@ -130,7 +130,15 @@ export function exportProgram(module: Module, args: readonly unknown[], options:
       ? { kind: 'tensor', path: l.path, shape: sizes[k]!, dtype: tensors[k++]!.dtype }
       : { kind: 'value', path: l.path, value: l.value as number | string | boolean | null },
   );
-  const { checks } = buildInputChecks(env, constraints, leaves);
+  const { checks, unchecked } = buildInputChecks(env, constraints, leaves);
+  // a guard neither the input checks nor an assertion node enforces would make the program wrong where it fails
+  const unenforced = unchecked.filter((g) => g.kind !== 'assertion');
+  if (unenforced.length > 0) {
+    throw new ExportError(
+      `exportProgram: the program depends on ${unenforced.map((g) => guardToString(g)).join(', ')}, which involves data-dependent values ` +
+        'no check states; add check(...) on those values so the exported program asserts it',
+    );
+  }
   return new ExportedProgram({
     graphModule: gm,
     graphSignature: { inputSpecs: lifted.inputSpecs, outputSpecs },

@@ -41,6 +41,14 @@ const OFFSETS = [
   [6, 1, 10, 3, 15, 4, 21, 2],
 ];
 
+/**
+ * Besides the moved samples, each range's ends (its smallest size from 2, and its largest, or a size well above the
+ * example when unbounded): a branch on a size in code the plugin never saw is most often a threshold, and a
+ * threshold between the example and an end changes the path there. This narrows the risk; only the plugin's
+ * records (or `strict: true`) rule it out.
+ */
+const ENDS = ['low', 'high'] as const;
+
 export function generaliseExport(input: GeneraliseInput): GraphModule {
   const { env, solution, sizes } = input;
   const dims = sizes.map((s) => s.map((d) => resolve(solution, env.toExpr(d))));
@@ -54,8 +62,8 @@ export function generaliseExport(input: GeneraliseInput): GraphModule {
   const samples: ShapeSample[] = [{ shapes: shapesAt(hints), leaves: graphLeaves(input.gm.graph) }];
   const skeleton = graphSkeleton(input.gm.graph);
   const subgraphs = subgraphCode(input.gm);
-  for (const offsets of OFFSETS) {
-    const values = sampleValues(free, hints, offsets, input);
+  for (const offsets of [...OFFSETS, ...ENDS]) {
+    const values = typeof offsets === 'string' ? endValues(free, hints, offsets, input) : sampleValues(free, hints, offsets, input);
     if (!values) continue;
     const shapes = shapesAt(values);
     const outcome = traceAt(input, shapes);
@@ -168,6 +176,39 @@ function findRelation(
     }
   }
   return undefined;
+}
+
+/** Every free symbol at the low or high end of its range (from 2; an unbounded end: 8 times the example plus 64). */
+function endValues(
+  free: readonly string[],
+  hints: ReadonlyMap<string, number>,
+  end: (typeof ENDS)[number],
+  { env, solution }: GeneraliseInput,
+): Map<string, number> | undefined {
+  const values = new Map<string, number>();
+  for (const s of free) {
+    const range = solution.ranges.get(s) ?? env.symbol(s).range;
+    const div = solution.divisibility.get(s);
+    const hint = hints.get(s)!;
+    let v = end === 'low' ? Math.max(range.lower, 2) : Number.isFinite(range.upper) ? range.upper : hint * 8 + 64;
+    // keep a divisibility the guards need (s = m·k + c): the nearest such value inside the range
+    if (div)
+      v =
+        end === 'low'
+          ? v + ((((div.offset - v) % div.modulus) + div.modulus) % div.modulus)
+          : v - ((((v - div.offset) % div.modulus) + div.modulus) % div.modulus);
+    values.set(s, v);
+  }
+  const all = new Map(values);
+  for (const [s, e] of solution.replacements) all.set(s, e.evaluate(values));
+  const moved = free.some((s) => values.get(s) !== hints.get(s));
+  return moved &&
+    satisfiesAll(
+      env.guards.filter((g) => g.kind !== 'assertion'),
+      all,
+    )
+    ? values
+    : undefined;
 }
 
 /** Values for the free symbols, each its hint moved by its own offset within its range, satisfying every guard. */

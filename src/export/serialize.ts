@@ -72,7 +72,7 @@ function partsFromJSON(j: Record<string, unknown>): ProgramParts {
   list(j.stateDict, 'stateDict').forEach((e, i) => {
     const where = `stateDict[${i}]`;
     const entry = object(e, where);
-    const key = string(entry.key, `${where}.key`);
+    const key = dottedPath(entry.key, `${where}.key`);
     if (typeof entry.parameter !== 'boolean') throw new SerializationError(`${where}.parameter must be a boolean`);
     const t = tensorFromJSON(entry.tensor, `${where}.tensor`);
     stateDict[key] = entry.parameter ? new Parameter(t) : t;
@@ -80,7 +80,7 @@ function partsFromJSON(j: Record<string, unknown>): ProgramParts {
   const constants: Record<string, Tensor> = {};
   list(j.constants, 'constants').forEach((e, i) => {
     const entry = object(e, `constants[${i}]`);
-    constants[string(entry.key, `constants[${i}].key`)] = tensorFromJSON(entry.tensor, `constants[${i}].tensor`);
+    constants[dottedPath(entry.key, `constants[${i}].key`)] = tensorFromJSON(entry.tensor, `constants[${i}].tensor`);
   });
   const rangeConstraints = new Map<string, RangeConstraint>();
   list(j.rangeConstraints, 'rangeConstraints').forEach((e, i) => {
@@ -101,9 +101,9 @@ function partsFromJSON(j: Record<string, unknown>): ProgramParts {
   const forwardNames = list(j.forwardNames, 'forwardNames').map((n, i) => identifier(n, `forwardNames[${i}]`));
   const modules = list(j.modules, 'modules').map((e, i) => {
     const m = object(e, `modules[${i}]`);
-    return { path: string(m.path, `modules[${i}].path`), className: identifier(m.className, `modules[${i}].className`) };
+    return { path: dottedPath(m.path, `modules[${i}].path`, true), className: identifier(m.className, `modules[${i}].className`) };
   });
-  checkConsistent(graph, inputSpecs, outputSpecs, stateDict, constants, inTree);
+  checkConsistent(graph, inputSpecs, outputSpecs, stateDict, constants, inTree, outTree);
   // files written before control flow have no subgraphs
   const subgraphs = subgraphsFromJSON(j.subgraphs ?? [], 'subgraphs', graph, 0);
   return {
@@ -207,6 +207,7 @@ function checkConsistent(
   stateDict: Record<string, Tensor>,
   constants: Record<string, Tensor>,
   inTree: Tree,
+  outTree: Tree,
 ): void {
   const placeholders = graph.nodes.filter((n) => n.op === 'placeholder').map((n) => n.name);
   if (placeholders.length !== inputs.length || placeholders.some((n, i) => n !== inputs[i]!.name)) {
@@ -226,10 +227,33 @@ function checkConsistent(
       `outputSpecs has ${outputs.length} entries but the graph returns ${Array.isArray(outs) ? outs.length : 'no list'}`,
     );
   }
-  const userInputs = inputs.filter((s) => s.kind === 'USER_INPUT').length;
+  const userInputs = inputs.filter((s) => s.kind === 'USER_INPUT');
   const tensorsInTree = countTensors(inTree);
-  if (tensorsInTree !== userInputs)
-    throw new SerializationError(`inTree holds ${tensorsInTree} tensors but the graph takes ${userInputs} user inputs`);
+  if (tensorsInTree !== userInputs.length)
+    throw new SerializationError(`inTree holds ${tensorsInTree} tensors but the graph takes ${userInputs.length} user inputs`);
+  const userOutputs = outputs.filter((o) => o.kind === 'USER_OUTPUT').length;
+  if (userOutputs !== countTensors(outTree))
+    throw new SerializationError(`outputSpecs name ${userOutputs} user outputs but outTree holds ${countTensors(outTree)} tensors`);
+  const buffers = new Set(inputs.filter((s) => s.kind === 'BUFFER').map((s) => s.target));
+  const userNames = new Set(userInputs.map((s) => s.name));
+  outputs.forEach((o, i) => {
+    if (o.kind === 'BUFFER_MUTATION' && !buffers.has(o.target))
+      throw new SerializationError(`outputSpecs[${i}] updates '${o.target}', which is no buffer of the program`);
+    if (o.kind === 'USER_INPUT_MUTATION' && !userNames.has(o.target!))
+      throw new SerializationError(`outputSpecs[${i}] writes back to '${o.target}', which is no user input of the program`);
+  });
+  // each state tensor must be what its placeholder was traced with: a wrong one would broadcast silently
+  const placeholderNodes = new Map(graph.nodes.filter((n) => n.op === 'placeholder').map((n) => [n.name, n]));
+  for (const s of inputs) {
+    if (s.kind === 'USER_INPUT') continue;
+    const t = (s.kind === 'PARAMETER' || (s.kind === 'BUFFER' && s.persistent !== false) ? stateDict : constants)[s.target!]!;
+    const meta = placeholderNodes.get(s.name)?.meta.tensorMeta as { shape?: number[]; dtype?: string } | undefined;
+    if (meta?.shape && (meta.shape.length !== t.shape.length || meta.shape.some((d, k) => d !== t.shape[k]) || meta.dtype !== t.dtype)) {
+      throw new SerializationError(
+        `'${s.target}' is a ${t.dtype} [${t.shape.join(', ')}] tensor but the graph was traced with ${meta.dtype} [${meta.shape.join(', ')}]`,
+      );
+    }
+  }
 }
 
 function countTensors(t: Tree): number {
@@ -248,7 +272,7 @@ function inputSpec(v: unknown, where: string): InputSpec {
   const kind = s.kind as InputSpec['kind'];
   const name = identifier(s.name, `${where}.name`);
   if (kind === 'USER_INPUT') return { kind, name };
-  const target = string(s.target, `${where}.target`);
+  const target = dottedPath(s.target, `${where}.target`);
   if (kind !== 'BUFFER') return { kind, name, target };
   if (typeof s.persistent !== 'boolean') throw new SerializationError(`${where}.persistent must be a boolean`);
   return { kind, name, target, persistent: s.persistent };
@@ -260,7 +284,7 @@ function outputSpec(v: unknown, where: string): OutputSpec {
     throw new SerializationError(`${where}.kind must be one of ${[...OUTPUT_KINDS].join(', ')}, got ${JSON.stringify(s.kind)}`);
   const kind = s.kind as OutputSpec['kind'];
   const name = string(s.name, `${where}.name`);
-  return kind === 'USER_OUTPUT' ? { kind, name } : { kind, name, target: string(s.target, `${where}.target`) };
+  return kind === 'USER_OUTPUT' ? { kind, name } : { kind, name, target: dottedPath(s.target, `${where}.target`) };
 }
 
 function tree(v: unknown, where: string): Tree {
@@ -298,6 +322,17 @@ function object(v: unknown, where: string): Record<string, unknown> {
 function string(v: unknown, where: string): string {
   if (typeof v !== 'string') throw new SerializationError(`${where} must be a string, got ${JSON.stringify(v) ?? 'nothing'}`);
   return v;
+}
+
+const UNSAFE_NAMES = new Set(['__proto__', 'constructor', 'prototype']);
+
+/** A state-dict key or module path: dot-separated names, none of which reaches an object's prototype. */
+function dottedPath(v: unknown, where: string, allowEmpty = false): string {
+  const s = string(v, where);
+  if (s === '' && allowEmpty) return s;
+  if (!s.split('.').every((part) => /^[A-Za-z0-9_$]+$/.test(part) && !UNSAFE_NAMES.has(part)))
+    throw new SerializationError(`${where} must be a dotted path of attribute names, got ${JSON.stringify(s)}`);
+  return s;
 }
 
 function identifier(v: unknown, where: string): string {
