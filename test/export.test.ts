@@ -443,22 +443,22 @@ test('load refuses a file whose specs do not fit its graph, trees or tensors (ea
     save(exportProgram(new Counter(), [randn([3])]), path);
     const original = JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
     const bad = join(dir, 'bad.kiln');
-    const tamper = (change: (j: Record<string, any>) => void) => {
-      const { sha256: _, ...payload } = structuredClone(original);
+    const tamper = (change: (j: Record<string, Record<string, unknown>[]>) => void) => {
+      const { sha256: _, ...payload } = structuredClone(original) as Record<string, Record<string, unknown>[]>;
       change(payload);
       writeSealed(bad, payload);
       return t.throws(() => load(bad), { instanceOf: SerializationError });
     };
     t.regex(
-      tamper((j) => (j.outputSpecs[0] = { kind: 'USER_OUTPUT', name: j.outputSpecs[0].name })).message,
+      tamper((j) => (j.outputSpecs![0] = { kind: 'USER_OUTPUT', name: j.outputSpecs![0]!.name })).message,
       /user outputs but outTree holds 1/,
     );
-    t.regex(tamper((j) => (j.outputSpecs[0].target = 'nope')).message, /updates 'nope', which is no buffer/);
+    t.regex(tamper((j) => (j.outputSpecs![0]!.target = 'nope')).message, /updates 'nope', which is no buffer/);
     t.regex(
-      tamper((j) => (j.stateDict[0].tensor = { dtype: 'float32', shape: [2], data: 'AAAAAAAAAAA=' })).message,
+      tamper((j) => (j.stateDict![0]!.tensor = { dtype: 'float32', shape: [2], data: 'AAAAAAAAAAA=' })).message,
       /traced with float32 \[1\]/,
     );
-    t.regex(tamper((j) => (j.modules[0].path = '__proto__')).message, /must be a dotted path of attribute names/);
-    t.regex(tamper((j) => (j.inputSpecs[0].target = 'a.__proto__')).message, /must be a dotted path of attribute names/);
+    t.regex(tamper((j) => (j.modules![0]!.path = '__proto__')).message, /must be a dotted path of attribute names/);
+    t.regex(tamper((j) => (j.inputSpecs![0]!.target = 'a.__proto__')).message, /must be a dotted path of attribute names/);
   });
 });
