@@ -325,3 +325,13 @@ test('a branch on a size below the example in code the plugin never saw is found
     message: /3 at \[\[2\]\]/,
   });
 });
+
+test('runDecompositions of a program with a checked item() traces again with the example values (ones would fail its check)', async (t) => {
+  const { ItemCheck } = await rewritten();
+  const m = new ItemCheck!();
+  const n = (v: number) => tensor([v], { dtype: 'int32' });
+  const core = exportProgram(m, [randn([10, 3]), n(5)]).runDecompositions();
+  const x = randn([10, 3]);
+  same(t, core.run(x, n(6)) as Tensor, m.call(x, n(6)) as Tensor, 'k = 6');
+  t.throws(() => core.run(x, n(30)), { instanceOf: ValueError, message: /^Invalid value range for 30 between \[4, 7\]\./ });
+});

@@ -148,6 +148,7 @@ export function exportProgram(module: Module, args: readonly unknown[], options:
     inTree: tree,
     outTree: program.outStructure,
     inputChecks: checks,
+    examples: [...args],
     forwardNames: [
       ...names,
       ...(rest !== undefined ? Array.from({ length: Math.max(0, args.length - names.length) }, (_, i) => `${rest}_${i}`) : []),
@@ -199,8 +200,12 @@ function describe(x: unknown): string {
   return typeof x === 'object' ? (x.constructor?.name ?? 'object') : typeof x;
 }
 
-/** Example inputs rebuilt from the graph's placeholders (the sizes and dtypes it was traced at), filled with ones. */
+/**
+ * The example arguments to trace again with: the ones it was exported with, or for a loaded program inputs rebuilt
+ * from its placeholders (the sizes and dtypes it was traced at) filled with ones.
+ */
 function exampleArgs(ep: ExportedProgram): unknown[] {
+  if (ep.parts.examples) return [...ep.parts.examples];
   const userNames = new Set(ep.graphSignature.inputSpecs.filter((s) => s.kind === 'USER_INPUT').map((s) => s.name));
   const user = ep.graphModule.graph.nodes.filter((n) => n.op === 'placeholder' && userNames.has(n.name));
   const tensors = user.map((n) => {

@@ -37,6 +37,8 @@ export interface ProgramParts {
   readonly inputChecks: InputChecks;
   /** The forward's parameter names (the re-exported module's `forward` takes them). */
   readonly forwardNames: readonly string[];
+  /** The example arguments it was exported with (kept in memory, as PyTorch's `example_inputs`; not saved). */
+  readonly examples?: readonly unknown[];
   /** Every submodule's path and class name, so `module()` and `unflatten` rebuild the tree. */
   readonly modules: readonly { readonly path: string; readonly className: string }[];
 }
