@@ -150,12 +150,8 @@ function findRelation(
         if (!runs) continue;
         const sa = env.size(sym(a));
         env.compare('eq', env.size(sym(b)), env.add(env.mul(env.lit(k), sa), env.lit(c)), 'the ops of the program');
-        try {
-          checkConstraints(env);
-        } catch (e) {
-          if (e instanceof ConstraintViolationError) return e;
-          throw e;
-        }
+        const violation = violationOf(env);
+        if (violation) return violation;
       }
     }
   }
@@ -168,12 +164,8 @@ function findRelation(
     });
     if (!fixedElsewhere) continue;
     env.specialize(env.size(sym(a)) as SymSize, 'the ops of the program');
-    try {
-      checkConstraints(env);
-    } catch (e) {
-      if (e instanceof ConstraintViolationError) return e;
-      throw e;
-    }
+    const violation = violationOf(env);
+    if (violation) return violation;
   }
   return undefined;
 }
@@ -199,16 +191,35 @@ function endValues(
           : v - ((((v - div.offset) % div.modulus) + div.modulus) % div.modulus);
     values.set(s, v);
   }
+  return allowed(values, free, hints, env, solution) ? values : undefined;
+}
+
+/** The constraint violation the env's guards now give, if any (to throw with its suggested fixes). */
+function violationOf(env: ShapeEnv): ConstraintViolationError | undefined {
+  try {
+    checkConstraints(env);
+    return undefined;
+  } catch (e) {
+    if (e instanceof ConstraintViolationError) return e;
+    throw e;
+  }
+}
+
+/** A sample worth tracing: some symbol moved, and every guard (the replaced symbols evaluated too) still holds. */
+function allowed(
+  values: ReadonlyMap<string, number>,
+  free: readonly string[],
+  hints: ReadonlyMap<string, number>,
+  env: ShapeEnv,
+  solution: Solution,
+): boolean {
+  if (!free.some((s) => values.get(s) !== hints.get(s))) return false;
   const all = new Map(values);
   for (const [s, e] of solution.replacements) all.set(s, e.evaluate(values));
-  const moved = free.some((s) => values.get(s) !== hints.get(s));
-  return moved &&
-    satisfiesAll(
-      env.guards.filter((g) => g.kind !== 'assertion'),
-      all,
-    )
-    ? values
-    : undefined;
+  return satisfiesAll(
+    env.guards.filter((g) => g.kind !== 'assertion'),
+    all,
+  );
 }
 
 /** Values for the free symbols, each its hint moved by its own offset within its range, satisfying every guard. */
@@ -227,17 +238,7 @@ function sampleValues(
       v = Math.min(Math.max(v, Math.max(range.lower, 2)), range.upper);
       values.set(s, v);
     });
-    const all = new Map(values);
-    for (const [s, e] of solution.replacements) all.set(s, e.evaluate(values));
-    const moved = free.some((s) => values.get(s) !== hints.get(s));
-    if (
-      moved &&
-      satisfiesAll(
-        env.guards.filter((g) => g.kind !== 'assertion'),
-        all,
-      )
-    )
-      return values;
+    if (allowed(values, free, hints, env, solution)) return values;
   }
   return undefined;
 }
