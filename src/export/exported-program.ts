@@ -7,7 +7,7 @@ import { Parameter } from '../runtime/nn/parameter.js';
 import type { Tensor } from '../runtime/tensor.js';
 import { ExportError } from './errors.js';
 import { flattenLike } from './input-tree.js';
-import type { GraphSignature, InputSpec } from './signature.js';
+import { inStateDict, type GraphSignature, type InputSpec } from './signature.js';
 import { runInputChecks, type InputChecks } from './input-checks.js';
 
 /**
@@ -97,10 +97,7 @@ export function setRetrace(fn: typeof retrace): void {
 
 /** The tensor a state placeholder takes, from the program's own state. */
 function stateOf(parts: ProgramParts, spec: InputSpec): Tensor {
-  const t =
-    spec.kind === 'PARAMETER' || (spec.kind === 'BUFFER' && spec.persistent !== false)
-      ? parts.stateDict[spec.target!]
-      : parts.constants[spec.target!];
+  const t = (inStateDict(spec) ? parts.stateDict : parts.constants)[spec.target!];
   if (!t) throw new ExportError(`exported program: no tensor for ${spec.kind.toLowerCase()} '${spec.target}' (placeholder ${spec.name})`);
   return t;
 }

@@ -11,7 +11,7 @@ import { Module } from '../runtime/nn/module.js';
 import { Parameter } from '../runtime/nn/parameter.js';
 import type { Tensor } from '../runtime/tensor.js';
 import { ExportedProgram, type ProgramParts, type RangeConstraint } from './exported-program.js';
-import type { InputSpec, OutputSpec } from './signature.js';
+import { inStateDict, type InputSpec, type OutputSpec } from './signature.js';
 import { parseInputChecks } from './input-checks.js';
 
 /**
@@ -215,12 +215,6 @@ function checkConsistent(
       `inputSpecs name [${inputs.map((s) => s.name).join(', ')}] but the graph's placeholders are [${placeholders.join(', ')}]`,
     );
   }
-  for (const s of inputs) {
-    if (s.kind === 'USER_INPUT') continue;
-    const inState = s.kind === 'PARAMETER' || (s.kind === 'BUFFER' && s.persistent !== false);
-    if (!(inState ? stateDict : constants)[s.target!])
-      throw new SerializationError(`input ${s.name} (${s.kind}) needs '${s.target}', which the file does not hold`);
-  }
   const outs = graph.outputNode?.args[0];
   if (!Array.isArray(outs) || outs.length !== outputs.length) {
     throw new SerializationError(
@@ -246,7 +240,8 @@ function checkConsistent(
   const placeholderNodes = new Map(graph.nodes.filter((n) => n.op === 'placeholder').map((n) => [n.name, n]));
   for (const s of inputs) {
     if (s.kind === 'USER_INPUT') continue;
-    const t = (s.kind === 'PARAMETER' || (s.kind === 'BUFFER' && s.persistent !== false) ? stateDict : constants)[s.target!]!;
+    const t = (inStateDict(s) ? stateDict : constants)[s.target!];
+    if (!t) throw new SerializationError(`input ${s.name} (${s.kind}) needs '${s.target}', which the file does not hold`);
     const meta = placeholderNodes.get(s.name)?.meta.tensorMeta as { shape?: number[]; dtype?: string } | undefined;
     if (meta?.shape && (meta.shape.length !== t.shape.length || meta.shape.some((d, k) => d !== t.shape[k]) || meta.dtype !== t.dtype)) {
       throw new SerializationError(

@@ -29,6 +29,11 @@ export interface GraphSignature {
   readonly outputSpecs: readonly OutputSpec[];
 }
 
+/** Where a lifted input's tensor is kept: parameters and persistent buffers in `stateDict`, the rest in `constants`. */
+export function inStateDict(spec: InputSpec): boolean {
+  return spec.kind === 'PARAMETER' || (spec.kind === 'BUFFER' && spec.persistent !== false);
+}
+
 /** `fc.weight` → `p_fc_weight`: PyTorch's placeholder names for lifted state. */
 export function liftedName(kind: Exclude<InputKind, 'USER_INPUT'>, target: string): string {
   const prefix = kind === 'PARAMETER' ? 'p' : kind === 'BUFFER' ? 'b' : 'c';
