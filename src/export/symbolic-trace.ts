@@ -170,26 +170,20 @@ export class SymbolicShapes implements ShapeTracking {
   }
 
   concrete(x: unknown): unknown {
-    if (x instanceof SymSize) return this.value(x);
-    if (Array.isArray(x)) return x.some(hasSymbolic) ? x.map((v) => this.concrete(v)) : x;
-    if (isPlainObject(x) && Object.values(x).some(hasSymbolic)) {
-      return Object.fromEntries(Object.entries(x).map(([k, v]) => [k, this.concrete(v)]));
-    }
-    return x;
+    return mapSizes(x, (v) => this.value(v));
   }
 
   /** As the graph records them: data-dependent sizes as their nodes; other sizes as values (fitted later). */
   graphArgs(x: unknown): unknown {
-    if (x instanceof SymSize) return [...x.expr.freeSymbols()].some((s) => this.unbacked.has(s)) ? this.nodeOf(x) : this.value(x);
-    if (Array.isArray(x)) return x.some(hasSymbolic) ? x.map((v) => this.graphArgs(v)) : x;
-    if (isPlainObject(x) && Object.values(x).some(hasSymbolic)) {
-      return Object.fromEntries(Object.entries(x).map(([k, v]) => [k, this.graphArgs(v)]));
-    }
-    return x;
+    return mapSizes(x, (v) => (this.isDataDependent(v) ? this.nodeOf(v) : this.value(v)));
+  }
+
+  private isDataDependent(v: SymSize): boolean {
+    return [...v.expr.freeSymbols()].some((s) => this.unbacked.has(s));
   }
 
   holdsDataDependent(x: unknown): boolean {
-    if (x instanceof SymSize) return [...x.expr.freeSymbols()].some((s) => this.unbacked.has(s));
+    if (x instanceof SymSize) return this.isDataDependent(x);
     if (Array.isArray(x)) return x.some((v) => this.holdsDataDependent(v));
     if (isPlainObject(x)) return Object.values(x).some((v) => this.holdsDataDependent(v));
     return false;
@@ -251,6 +245,15 @@ export class SymbolicShapes implements ShapeTracking {
     if (isPlainObject(a)) return Object.fromEntries(Object.entries(a).map(([k, v]) => [k, this.metaOf(v)]));
     return a;
   }
+}
+
+/** `x` with every symbolic size inside it (arrays and plain objects too) replaced by `leaf(size)`; untouched parts are kept as they are. */
+function mapSizes(x: unknown, leaf: (v: SymSize) => unknown): unknown {
+  if (x instanceof SymSize) return leaf(x);
+  if (Array.isArray(x)) return x.some(hasSymbolic) ? x.map((v) => mapSizes(v, leaf)) : x;
+  if (isPlainObject(x) && Object.values(x).some(hasSymbolic))
+    return Object.fromEntries(Object.entries(x).map(([k, v]) => [k, mapSizes(v, leaf)]));
+  return x;
 }
 
 function hasSymbolic(x: unknown): boolean {
