@@ -32,7 +32,7 @@ export const REDUCTION_OPS: ReadonlySet<string> = new Set([
 
 /** Casts, item reads and shape arithmetic, plus the cheap fills (PyTorch's `misc_ops` and its `full`, `zeros`, `arange`). */
 export const MISC_OPS: ReadonlySet<string> = new Set([
-  'toDType', 'getitem', 'getattr', 'sym_size', 'sym_add', 'sym_sub', 'sym_mul', 'sym_floordiv',
+  'toDType', 'getitem', 'getattr', 'sym_size', 'sym_add', 'sym_sub', 'sym_mul', 'sym_floordiv', 'sym_mod', 'sym_truediv',
   'full', 'zerosLike', 'onesLike', 'arange',
 ]); // prettier-ignore
 
@@ -56,7 +56,8 @@ export const UNRECOMPUTABLE_OPS: ReadonlySet<string> = new Set([
   'viewScatter', 'selectScatter', 'sliceScatter', 'asStridedScatter', 'diagonalScatter', 'scatterAdd', 'indexAdd',
 ]); // prettier-ignore
 
-function opName(n: Node): string | undefined {
+/** The op-table name a call node runs, or undefined for other nodes. */
+export function opName(n: Node): string | undefined {
   return n.op === 'call_function' || n.op === 'call_method' ? targetName(n.target) : undefined;
 }
 

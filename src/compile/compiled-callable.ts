@@ -8,10 +8,13 @@ import { Tracer, userFrame, type AttributeRead } from '../graph/tracer.js';
 import { FreeReads, recordingFreeReads } from './free-vars.js';
 import { isPlainObject } from '../graph/node.js';
 import { activeTrace } from '../runtime/dispatch.js';
+import { withShapeRecorder } from '../runtime/shape-recording.js';
 import { Module } from '../runtime/nn/module.js';
 import { Tensor } from '../runtime/tensor.js';
 import { countOps, type Backend } from './backends.js';
 import { argGuards, firstFailing, gradModeGuard, isInstance, moduleGuards, type Guard } from './guards.js';
+import { ExampleValues } from './example-values.js';
+import { TracedSizes, type TracedInput } from './traced-sizes.js';
 import { splitSegmentResult, type SegmentExit } from './segment-output.js';
 import { PLUGIN_FIX, sourceBreak, type SourceBreak } from './source-check.js';
 
@@ -296,6 +299,9 @@ export class CompiledCallable {
     let gm: GraphModule | undefined;
     let breakReason: BreakReason | undefined;
     let rebuild: ((graphOutput: unknown) => unknown) | undefined;
+    const inputs = this.tracedInputs(args);
+    const examples = new ExampleValues(tracer, new Map([...inputs].map(([name, i]) => [name, args[i.index]])));
+    const sizes = new TracedSizes(tracer, inputs, examples);
     const exit = this.exit;
     const output = exit
       ? (result: unknown) => {
@@ -307,7 +313,9 @@ export class CompiledCallable {
     try {
       const root = this.self ?? (this.fn as (...a: never[]) => unknown);
       const method = this.viaForward ? undefined : (this.fn as (...a: never[]) => unknown);
-      const graph = recordingFreeReads(freeReads, () => tracer.trace(root, concreteArgs(this.names, args), method, output));
+      const graph = recordingFreeReads(freeReads, () =>
+        withShapeRecorder(sizes, () => tracer.trace(root, concreteArgs(this.names, args), method, output)),
+      );
       const name = this.self ? this.self.constructor.name : this.fn.name || 'GraphModule';
       gm = new GraphModule(tracer.targetRoot(), graph, name, tracer.constants);
     } catch (e) {
@@ -336,6 +344,7 @@ export class CompiledCallable {
     }
     guards.push(...freeReads.guards());
     guards.push(...treeGuards(this.self, tracer));
+    if (gm) guards.push(...sizes.guards);
     if (!gm) return { guards, run: (...a) => this.eager(a), graph: undefined, breakReason, shapes };
     const around = rebuild;
     const withLayout = (f: (...a: unknown[]) => unknown) => (around ? (...a: unknown[]) => around(f(...a)) : f);
@@ -347,6 +356,17 @@ export class CompiledCallable {
       args.filter((a): a is Tensor => a instanceof Tensor),
     );
     return { guards, run: withLayout(compiled as (...a: unknown[]) => unknown), graph: gm, breakReason: undefined, shapes };
+  }
+
+  /** Each tensor argument by the parameter name its placeholder gets: its shape and which dims are dynamic. */
+  private tracedInputs(args: unknown[]): Map<string, TracedInput> {
+    return new Map(
+      args.flatMap((a, i) => {
+        if (!(a instanceof Tensor)) return [];
+        const dynamic = this.options.dynamic === true ? new Set(a.shape.keys()) : (this.dynamicDims.get(i) ?? new Set<number>());
+        return [[this.name(i), { index: i, shape: [...a.shape], dynamic }] as const];
+      }),
+    );
   }
 
   /** What the source check finds in the code this captures (its function or forward, and user submodules). */

@@ -13,7 +13,7 @@ import type { GraphModule } from '../graph/graph-module.js';
 import { Node as GraphNode, type Argument, type FunctionTarget, type Node } from '../graph/node.js';
 import type { DType } from '../runtime/dtype.js';
 import { isPlainObject } from '../runtime/plain-object.js';
-import { setShapeRecorder, type ShapeRecorder } from '../runtime/shape-recording.js';
+import { withShapeRecorder, type ShapeRecorder } from '../runtime/shape-recording.js';
 import type { SizeArith } from '../runtime/size-arith.js';
 import { inferMeta, isOpName, type OpMeta, type TensorMeta } from '../runtime/shape-rules/index.js';
 import { Tensor } from '../runtime/tensor.js';
@@ -265,12 +265,7 @@ function hasSymbolic(x: unknown): boolean {
 
 /** Run `f` (which traces with `shapes` on its tracer) with the recorder the plugin's helpers answer through. */
 export function withSymbolicShapes<T>(shapes: SymbolicShapes, f: () => T): T {
-  const prev = setShapeRecorder(shapes.recorder() as ShapeRecorder);
-  try {
-    return f();
-  } finally {
-    setShapeRecorder(prev);
-  }
+  return withShapeRecorder(shapes.recorder() as ShapeRecorder, f);
 }
 
 /** The env's arithmetic with comparisons decided on the values while tracing and recorded nowhere. */
@@ -307,6 +302,7 @@ const SYM_OPS: Readonly<Record<string, (env: ShapeEnv, a: Size, b: Size) => Size
   sym_sub: (env, a, b) => env.sub(a, b),
   sym_mul: (env, a, b) => env.mul(a, b),
   sym_floordiv: (env, a, b) => env.floorDiv(a, env.constant(b) ?? NaN),
+  sym_mod: (env, a, b) => env.mod(a, env.constant(b) ?? NaN),
 };
 
 /**

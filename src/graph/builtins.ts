@@ -86,6 +86,22 @@ export function sym_floordiv(a: number, b: number): number {
   return Math.floor(a / b);
 }
 
+/** `a mod b` for a positive constant `b`, never negative (SizeArith's `mod`; the plugin decides JavaScript's sign first). */
+export function sym_mod(a: number, b: number): number {
+  const r = activeShapeRecorder;
+  if (r !== null && r.isSymbolic(a) && Number.isInteger(b) && b > 0) return r.arith.mod(a, b) as number;
+  if (!Number.isInteger(b) || b <= 0) throw new KilnError(`sym_mod: expected a positive integer divisor, got ${b}`);
+  return ((a % b) + b) % b;
+}
+
+/**
+ * `a / b` as JavaScript divides, for a size divided where the plugin saw `/` (compile's trace records it
+ * when the value is not known while tracing: a fraction then reaches the op that takes it, as eagerly).
+ */
+export function sym_truediv(a: number, b: number): number {
+  return a / b;
+}
+
 /** A size for the recorder's arithmetic: its own symbolic value, or a literal. */
 function symbolic(r: ShapeRecorder, v: unknown): unknown {
   return r.isSymbolic(v) ? v : r.arith.lit(v);
@@ -102,7 +118,7 @@ export function _set_grad_enabled(enabled: boolean): boolean {
   return setGradEnabled(enabled);
 }
 
-const ALL = { getitem, getattr, _assert, sym_size, sym_add, sym_sub, sym_mul, sym_floordiv, _set_grad_enabled };
+const ALL = { getitem, getattr, _assert, sym_size, sym_add, sym_sub, sym_mul, sym_floordiv, sym_mod, sym_truediv, _set_grad_enabled };
 for (const [name, fn] of Object.entries(ALL)) Object.defineProperty(fn, 'opName', { value: name });
 
 /** Creation functions a runtime trace records as calls (they are plain functions, not ops from the table). */

@@ -180,6 +180,18 @@ export class Tracer implements TraceDispatch {
   }
 
   /**
+   * The real tensor or module a get_attr or call_module target names, as it was before the trace put its
+   * stand-ins in (reading the module now would give a proxy, or record a call), or undefined.
+   */
+  memberAt(path: string): Tensor | Module | undefined {
+    const constant = this.constants.get(path);
+    if (constant !== undefined) return constant;
+    for (const [t, p] of this.tensorPaths) if (p === path) return t;
+    for (const [m, p] of this.modulePaths) if (p === path) return m;
+    return undefined;
+  }
+
+  /**
    * What a GraphModule built from this trace copies its call_module and get_attr targets from: the root, or
    * when foreign modules were adopted, a record of every target path (the user's module is never changed).
    */

@@ -23,6 +23,10 @@ export function size(x: Any, d: Any): Any {
   const r = activeShapeRecorder;
   if (r === null) return (x as { shape: Numeric }).shape[d as number];
   const s = tracked(r, x);
+  if (s === undefined && Number.isInteger(d) && (d as number) >= 0) {
+    const one = oneSize(r, x, d as number); // `shape[-1]` is undefined in JavaScript: only a dim counted from the front
+    if (one !== undefined) return one;
+  }
   return s !== undefined && Number.isInteger(d) && (d as number) >= 0 && (d as number) < s.length
     ? s[d as number]
     : (x as { shape: Numeric }).shape[d as number];
@@ -33,6 +37,8 @@ export function sizeAt(x: Any, d: Any): Any {
   const r = activeShapeRecorder;
   if (r === null) return (x as { shape: { at(i: Any): Any } }).shape.at(d);
   const s = tracked(r, x);
+  const one = s === undefined && Number.isInteger(d) ? oneSize(r, x, d as number) : undefined;
+  if (one !== undefined) return one;
   return s !== undefined && Number.isInteger(d) ? s.at(d as number) : (x as { shape: { at(i: Any): Any } }).shape.at(d);
 }
 
@@ -43,6 +49,8 @@ export function sizeOf(x: Any, ...d: Any[]): Any {
   const s = tracked(r, x);
   if (s !== undefined && d.length === 0) return s;
   const i = d[0] as number;
+  const one = s === undefined && d.length === 1 && Number.isInteger(i) ? oneSize(r, x, i) : undefined;
+  if (one !== undefined) return one;
   if (s !== undefined && d.length === 1 && Number.isInteger(i) && i >= -s.length && i < s.length) return s[i < 0 ? i + s.length : i];
   return (x as { size(...a: Any[]): Any }).size(...d);
 }
@@ -147,6 +155,8 @@ export function mod(a: Any, b: Any): Any {
 export function div(a: Any, b: Any): Any {
   const r = activeShapeRecorder;
   if (r === null) return (a as number) / (b as number);
+  const kept = r.divide !== undefined && (r.isSymbolic(a) || r.isSymbolic(b)) ? r.divide(a, b) : undefined;
+  if (kept !== undefined) return kept;
   if (r.isSymbolic(a) && r.isSymbolic(b)) {
     const A = r.arith;
     const k = ratioOfHints(A, a, b);
@@ -275,6 +285,11 @@ export function concrete(v: Any): Any {
 /** The recorder's sizes for `x` when it is a tensor the export tracks. */
 function tracked(r: Rec, x: Any): readonly Any[] | undefined {
   return x instanceof Tensor ? r.sizes(x) : undefined;
+}
+
+/** One size of `x` from a recorder that knows sizes one at a time (compile's trace), or undefined. */
+function oneSize(r: Rec, x: Any, d: number): Any {
+  return x instanceof Tensor && r.size !== undefined ? r.size(x, d) : undefined;
 }
 
 /** A value SizeArith can take: a symbolic size or an integer. */

@@ -14,6 +14,13 @@ export interface ShapeRecorder<S = unknown> {
   isSymbolic(v: unknown): v is S;
   /** `t`'s sizes as the trace knows them (symbolic where dynamic), or undefined for a tensor it does not track. */
   sizes(t: Tensor): readonly S[] | undefined;
+  /**
+   * One of `t`'s sizes when `sizes` cannot list them all (a trace that knows values by the graph node computing
+   * them, not the tensor's rank), or undefined. `d` is an integer; a negative one counts from the end.
+   */
+  size?(t: Tensor, d: number): S | undefined;
+  /** `a / b` with a symbolic side, kept as a division the program computes when it runs (compile's trace), or undefined. */
+  divide?(a: unknown, b: unknown): unknown;
   /** `t.item()` of a one-element integer tensor: a data-dependent (unbacked) size, or undefined to read the value. */
   item?(t: Tensor): S | undefined;
   /**
@@ -35,4 +42,14 @@ export function setShapeRecorder(r: ShapeRecorder | null): ShapeRecorder | null 
   const prev = activeShapeRecorder;
   activeShapeRecorder = r;
   return prev;
+}
+
+/** Run `f` with `r` answering the plugin's shape helpers, then restore whatever was active before. */
+export function withShapeRecorder<T>(r: ShapeRecorder, f: () => T): T {
+  const prev = setShapeRecorder(r);
+  try {
+    return f();
+  } finally {
+    setShapeRecorder(prev);
+  }
 }
