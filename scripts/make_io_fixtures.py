@@ -7,6 +7,9 @@ one thread) keep the recorded outputs byte-identical on any x86 machine.
 
   model.pt            torch.save(net.state_dict()) of Net below (seeded; BatchNorm stats from 3 training steps)
   model.safetensors   the same state dict in the safetensors format, written by hand here (no safetensors package)
+  model-i32.safetensors the same with num_batches_tracked stored as I32 (kiln's int32): what kiln's writer must reproduce
+  params.pt           torch.save(nn.Linear(2, 2).state_dict(keep_vars=True)): Parameters (torch._utils._rebuild_parameter)
+  params.json         {key: T} its values
   model.json          {"keys", "stateDict": {key: T}, "inputs": {"image": T, "tokens": T}, "out": T} with Net in eval mode
   views.pt            tensors that are views of shared storages (offsets, transposed strides, a step slice) and one
                       tensor of each storage type a state dict may hold (f64, f16, bf16, i64, i32, i16, i8, u8, bool)
@@ -138,12 +141,18 @@ with torch.no_grad():
 sd = net.state_dict()
 torch.save(sd, path('model.pt'))
 write_safetensors(sd, path('model.safetensors'))
+# the same, with num_batches_tracked as int32: exactly what kiln's saveSafetensors writes for a kiln Net
+write_safetensors({k: v.int() if v.dtype == torch.int64 else v for k, v in sd.items()}, path('model-i32.safetensors'))
 write_json('model.json', {
     'keys': list(sd.keys()),
     'stateDict': {k: enc(v) for k, v in sd.items()},
     'inputs': {'image': enc(image), 'tokens': enc(tokens)},
     'out': enc(out),
 })
+
+lin = nn.Linear(2, 2)
+torch.save(lin.state_dict(keep_vars=True), path('params.pt'))
+write_json('params.json', {k: enc(v) for k, v in lin.state_dict().items()})
 
 # ---- views of shared storages and every storage type ---------------------------------------------------------
 base = torch.arange(24, dtype=torch.float32).reshape(4, 6) / 8
