@@ -23,7 +23,10 @@ export interface ModelFixture {
 export function decodeTensor(e: EncodedTensor): Tensor {
   if (e.dtype === 'float32') return tensor(Float32Array.from(e.data as number[]), { shape: e.shape, dtype: 'float32' });
   if (e.dtype === 'int32') return tensor(Int32Array.from(e.data as number[]), { shape: e.shape, dtype: 'int32' });
-  return tensor(Uint8Array.from(e.data as boolean[], (b) => (b ? 1 : 0)), { shape: e.shape, dtype: 'bool' });
+  return tensor(
+    Uint8Array.from(e.data as boolean[], (b) => (b ? 1 : 0)),
+    { shape: e.shape, dtype: 'bool' },
+  );
 }
 
 /** The script's Net, in kiln: Embedding, Conv2d, BatchNorm2d (running stats), LayerNorm and Linear. */

@@ -56,11 +56,13 @@ const fail = (message: string): never => {
 };
 
 function rebuildTensor(args: readonly unknown[]): TensorRef {
-  if (args.length < 6 || args.length > 7) fail(`expected (storage, storage_offset, size, stride, requires_grad, backward_hooks[, metadata]), got ${args.length} arguments`);
+  if (args.length < 6 || args.length > 7)
+    fail(`expected (storage, storage_offset, size, stride, requires_grad, backward_hooks[, metadata]), got ${args.length} arguments`);
   const [storage, offset, size, stride, requiresGrad, hooks, metadata] = args;
   if (!(storage instanceof StorageRef)) fail(`the storage is ${typeName(storage)}, not a storage from the archive`);
   if (!isCount(offset)) fail(`storage_offset ${typeName(offset)} is not a non-negative integer`);
-  if (!(size instanceof PyTuple) || !(stride instanceof PyTuple)) fail(`size and stride must be tuples, got ${typeName(size)} and ${typeName(stride)}`);
+  if (!(size instanceof PyTuple) || !(stride instanceof PyTuple))
+    fail(`size and stride must be tuples, got ${typeName(size)} and ${typeName(stride)}`);
   if (typeof requiresGrad !== 'boolean') fail(`requires_grad is ${typeName(requiresGrad)}, not a bool`);
   if (!(hooks instanceof PyDict) || hooks.entries.size > 0) fail('backward hooks cannot be loaded (they are Python functions)');
   if (metadata !== undefined && metadata !== null && !(metadata instanceof PyDict && metadata.entries.size === 0)) {
@@ -71,7 +73,13 @@ function rebuildTensor(args: readonly unknown[]): TensorRef {
 
 function rebuildParameter(args: readonly unknown[]): TensorRef {
   const [data, requiresGrad, hooks] = args;
-  if (args.length !== 3 || !(data instanceof TensorRef) || typeof requiresGrad !== 'boolean' || !(hooks instanceof PyDict) || hooks.entries.size > 0) {
+  if (
+    args.length !== 3 ||
+    !(data instanceof TensorRef) ||
+    typeof requiresGrad !== 'boolean' ||
+    !(hooks instanceof PyDict) ||
+    hooks.entries.size > 0
+  ) {
     fail('expected (tensor, requires_grad, empty backward hooks)');
   }
   return data as TensorRef;
@@ -105,7 +113,9 @@ function gatherBytes(ref: TensorRef, shape: readonly number[], strides: readonly
   }
   const last = offset + shape.reduce((a, d, i) => a + (d - 1) * strides[i]!, 0);
   if (last >= storage.numel) {
-    fail(`${label}: shape [${shape.join(', ')}], strides [${strides.join(', ')}] and offset ${offset} reach element ${last} of a ${storage.numel}-element storage`);
+    fail(
+      `${label}: shape [${shape.join(', ')}], strides [${strides.join(', ')}] and offset ${offset} reach element ${last} of a ${storage.numel}-element storage`,
+    );
   }
   const dense = contiguousStrides(shape);
   if (strides.every((s, i) => shape[i] === 1 || s === dense[i])) {

@@ -25,7 +25,8 @@ export interface SafetensorsContents {
 
 /** Parse a safetensors file's bytes; `where` prefixes every error (the reader and the path). */
 export function decodeSafetensors(bytes: Uint8Array, where: string): SafetensorsContents {
-  if (bytes.byteLength < 8) throw new SerializationError(`${where}: file is ${bytes.byteLength} bytes, too short for the 8-byte header length`);
+  if (bytes.byteLength < 8)
+    throw new SerializationError(`${where}: file is ${bytes.byteLength} bytes, too short for the 8-byte header length`);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const headerLength = view.getBigUint64(0, true);
   if (headerLength > BigInt(Math.min(MAX_HEADER_BYTES, bytes.byteLength - 8))) {
@@ -38,25 +39,32 @@ export function decodeSafetensors(bytes: Uint8Array, where: string): Safetensors
   const dataStart = 8 + Number(headerLength);
   let header: unknown;
   try {
-    const text = new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(8, dataStart));
-    if (!text.startsWith('{')) throw new Error(`it starts with ${JSON.stringify(text.slice(0, 8))}, not '{'`);
-    header = JSON.parse(text);
+    header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(8, dataStart)));
   } catch (e) {
     throw new SerializationError(`${where}: the header (bytes 8..${dataStart}) is not valid JSON: ${(e as Error).message}`);
   }
-  if (!isPlainObject(header)) throw new SerializationError(`${where}: the header (bytes 8..${dataStart}) is not a JSON object`);
+  if (!isPlainObject(header)) {
+    throw new SerializationError(
+      `${where}: the header (bytes 8..${dataStart}) is ${JSON.stringify(header)?.slice(0, 40)}, not a JSON object`,
+    );
+  }
 
   let metadata: Record<string, string> | null = null;
   const entries: { key: string; type: keyof typeof ELEMENT_SIZE; shape: number[]; begin: number; end: number }[] = [];
   for (const [key, info] of Object.entries(header)) {
     if (key === METADATA) {
       if (!isPlainObject(info) || !Object.values(info).every((v) => typeof v === 'string')) {
-        throw new SerializationError(`${where}: "${METADATA}" must be a map of strings to strings, got ${JSON.stringify(info)?.slice(0, 80)}`);
+        throw new SerializationError(
+          `${where}: "${METADATA}" must be a map of strings to strings, got ${JSON.stringify(info)?.slice(0, 80)}`,
+        );
       }
       metadata = info as Record<string, string>;
       continue;
     }
-    if (!isPlainObject(info)) throw new SerializationError(`${where}: tensor '${key}': expected { dtype, shape, data_offsets }, got ${JSON.stringify(info)?.slice(0, 80)}`);
+    if (!isPlainObject(info))
+      throw new SerializationError(
+        `${where}: tensor '${key}': expected { dtype, shape, data_offsets }, got ${JSON.stringify(info)?.slice(0, 80)}`,
+      );
     const { dtype, shape, data_offsets: offsets } = info;
     if (!isElementType(dtype)) {
       throw new SerializationError(
@@ -64,8 +72,15 @@ export function decodeSafetensors(bytes: Uint8Array, where: string): Safetensors
       );
     }
     const dims = checkShape(shape, key, where);
-    if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((o) => Number.isSafeInteger(o) && o >= 0) || offsets[0] > offsets[1]) {
-      throw new SerializationError(`${where}: tensor '${key}' has data_offsets ${JSON.stringify(offsets)}, not [begin, end] with 0 <= begin <= end`);
+    if (
+      !Array.isArray(offsets) ||
+      offsets.length !== 2 ||
+      !offsets.every((o) => Number.isSafeInteger(o) && o >= 0) ||
+      offsets[0] > offsets[1]
+    ) {
+      throw new SerializationError(
+        `${where}: tensor '${key}' has data_offsets ${JSON.stringify(offsets)}, not [begin, end] with 0 <= begin <= end`,
+      );
     }
     const [begin, end] = offsets as [number, number];
     const expected = dims.reduce((a, d) => a * d, 1) * ELEMENT_SIZE[dtype];
@@ -99,7 +114,12 @@ export function decodeSafetensors(bytes: Uint8Array, where: string): Safetensors
   const tensors: StateDict = {};
   for (const e of entries) {
     const numel = e.shape.reduce((a, d) => a * d, 1);
-    const { data, dtype } = decodeElements(bytes.subarray(dataStart + e.begin, dataStart + e.end), e.type, numel, `${where}: tensor '${e.key}'`);
+    const { data, dtype } = decodeElements(
+      bytes.subarray(dataStart + e.begin, dataStart + e.end),
+      e.type,
+      numel,
+      `${where}: tensor '${e.key}'`,
+    );
     putEntry(tensors, e.key, Tensor.fromData(data, e.shape, dtype), where);
   }
   return { tensors, metadata };
@@ -107,7 +127,8 @@ export function decodeSafetensors(bytes: Uint8Array, where: string): Safetensors
 
 /** A state dict (and optional metadata) as the bytes of a safetensors file. */
 export function encodeSafetensors(stateDict: StateDict, metadata: Record<string, string> | null, where: string): Uint8Array {
-  if (!isPlainObject(stateDict)) throw new SerializationError(`${where}: expected a state dict (a plain object of key → Tensor), got ${describe(stateDict)}`);
+  if (!isPlainObject(stateDict))
+    throw new SerializationError(`${where}: expected a state dict (a plain object of key → Tensor), got ${describe(stateDict)}`);
   if (metadata !== null && (!isPlainObject(metadata) || !Object.values(metadata).every((v) => typeof v === 'string'))) {
     throw new SerializationError(`${where}: metadata must be a plain object of strings, got ${describe(metadata)}`);
   }

@@ -22,7 +22,9 @@ export function checkShape(shape: unknown, key: string, where: string): number[]
   }
   const n = shape.reduce((a: number, d: number) => a * d, 1);
   if (n > MAX_NUMEL) {
-    throw new SerializationError(`${where}: tensor '${key}' has shape ${fmt(shape)}: ${n} elements, more than the ${MAX_NUMEL} a kiln tensor holds`);
+    throw new SerializationError(
+      `${where}: tensor '${key}' has shape ${fmt(shape)}: ${n} elements, more than the ${MAX_NUMEL} a kiln tensor holds`,
+    );
   }
   return shape as number[];
 }

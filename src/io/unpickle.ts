@@ -137,7 +137,8 @@ export function unpickle(bytes: Uint8Array, options: UnpickleOptions): unknown {
     throw new SerializationError(`${where}: ${message} (opcode ${opName} at byte ${opAt})`);
   };
   const need = (n: number): number => {
-    if (pos + n > bytes.byteLength) fail(`the pickle is truncated: ${n} more byte(s) needed at byte ${pos}, but it is ${bytes.byteLength} bytes long`);
+    if (pos + n > bytes.byteLength)
+      fail(`the pickle is truncated: ${n} more byte(s) needed at byte ${pos}, but it is ${bytes.byteLength} bytes long`);
     const at = pos;
     pos += n;
     return at;
@@ -351,7 +352,8 @@ export function unpickle(bytes: Uint8Array, options: UnpickleOptions): unknown {
         // BUILD sets an object's attributes; only a dict's (OrderedDict's `_metadata`) are ever needed
         const state = pop();
         const obj = top();
-        if (!(obj instanceof PyDict) || !(state instanceof PyDict)) fail(`BUILD on ${typeName(obj)} with ${typeName(state)}: only a dict's attributes may be set`);
+        if (!(obj instanceof PyDict) || !(state instanceof PyDict))
+          fail(`BUILD on ${typeName(obj)} with ${typeName(state)}: only a dict's attributes may be set`);
         (obj as PyDict).attributes = state as PyDict;
         break;
       }

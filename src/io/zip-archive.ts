@@ -50,7 +50,8 @@ function centralDirectory(bytes: Uint8Array, where: string): Map<string, Central
   const entries = new Map<string, CentralEntry>();
   const names = new TextDecoder('utf-8');
   for (let i = 0; i < count; i++) {
-    if (offset + 46 > bytes.byteLength || u32(offset) !== CENTRAL_HEADER) bad(`central directory entry ${i} at byte ${offset} is missing or corrupt`);
+    if (offset + 46 > bytes.byteLength || u32(offset) !== CENTRAL_HEADER)
+      bad(`central directory entry ${i} at byte ${offset} is missing or corrupt`);
     const nameLength = u16(offset + 28);
     const extraLength = u16(offset + 30);
     const commentLength = u16(offset + 32);
