@@ -20,7 +20,8 @@ one thread) keep the recorded outputs byte-identical on any x86 machine.
   overflow.safetensors the same in safetensors
   hostile.pt          a genuine torch.save zip whose data.pkl calls os.system (pickle GLOBAL 'posix system')
   hostile-eval.pt     the same through builtins.eval
-  legacy.pt           torch.save(..., _use_new_zipfile_serialization=False): the pre-1.6 non-zip format
+  legacy.pt           torch.save(..., _use_new_zipfile_serialization=False): the pre-1.6 non-zip format (its storage
+                      keys are Python object ids, so this one file differs on each run; every other output is identical)
 A tensor T is {"shape", "dtype", "data" (flat, row-major; float16/bfloat16/float64 as float32 values, int64 as
 numbers)}.
 """
