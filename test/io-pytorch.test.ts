@@ -267,6 +267,12 @@ const HOSTILE: [string, Uint8Array, RegExp][] = [
   ['a list at the top', pickle(PROTO2, 0x5d, 0x2e), /holds a list, not a state dict/],
   ['no STOP', pickle(PROTO2, 0x7d), /ends at byte 3 without a STOP opcode/],
   ['a memo entry never stored', pickle(PROTO2, 0x68, 7, 0x2e), /memo entry 7 was never stored/],
+  [
+    'a 9-byte LONG1 integer',
+    pickle(PROTO2, 0x8a, 9, [0, 0, 0, 0, 0, 0, 0, 0, 1], 0x2e),
+    /an integer of 9 bytes: a state dict's integers fit in 8/,
+  ],
+  ['LONG4', pickle(PROTO2, 0x8b, u32(1), 5, 0x2e), /opcode LONG4 is not allowed/],
   ['an empty stack', pickle(PROTO2, 0x52, 0x2e), /the stack is empty \(opcode REDUCE at byte 2\)/],
 ];
 
@@ -287,4 +293,18 @@ test('a valid pickle truncated at any byte is a SerializationError naming the of
     });
     if (!err) return;
   }
+});
+
+test('a zip whose central directory lies about an entry is refused before anything is extracted', (t) => {
+  const zip = checkpoint(stateDictPickle([...str('w'), ...tensorOf(6, 0, [6], [1])]));
+  t.is(Object.keys(decodePytorch(zip, 'lying.pt')).length, 1);
+  const view = new DataView(zip.buffer);
+  let at = zip.length - 22;
+  while (view.getUint32(at, true) !== 0x06054b50) at--;
+  const directory = view.getUint32(at + 16, true); // the first entry is archive/data.pkl
+  view.setUint32(directory + 24, 0x7fffffff, true); // its uncompressed size
+  t.throws(() => decodePytorch(zip, 'lying.pt'), {
+    instanceOf: SerializationError,
+    message: /lying\.pt: not a readable zip archive: entry 'archive\/data\.pkl' claims 2147483647 bytes from \d+ stored bytes/,
+  });
 });

@@ -121,11 +121,17 @@ function gatherBytes(ref: TensorRef, shape: readonly number[], strides: readonly
   if (strides.every((s, i) => shape[i] === 1 || s === dense[i])) {
     return storage.bytes.subarray(offset * size, (offset + numel) * size);
   }
-  const out = new Uint8Array(numel * size);
+  // copy whole elements as 1-, 2- or 4-byte words (an 8-byte element is two words), not byte by byte
+  const word = Math.min(size, 4);
+  const per = size / word;
+  const Words = word === 1 ? Uint8Array : word === 2 ? Uint16Array : Uint32Array;
+  const bytes = storage.bytes.byteOffset % word === 0 ? storage.bytes : new Uint8Array(storage.bytes);
+  const src = new Words(bytes.buffer as ArrayBuffer, bytes.byteOffset, bytes.byteLength / word);
+  const dst = new Words(numel * per);
   const index = new Array<number>(shape.length).fill(0);
   let at = offset;
   for (let n = 0; n < numel; n++) {
-    out.set(storage.bytes.subarray(at * size, (at + 1) * size), n * size);
+    for (let j = 0; j < per; j++) dst[n * per + j] = src[at * per + j]!;
     // advance the multi-index, last dim fastest
     for (let d = shape.length - 1; d >= 0; d--) {
       if (++index[d]! < shape[d]!) {
@@ -136,7 +142,7 @@ function gatherBytes(ref: TensorRef, shape: readonly number[], strides: readonly
       index[d] = 0;
     }
   }
-  return out;
+  return new Uint8Array(dst.buffer);
 }
 
 function materialize(ref: TensorRef, key: string, where: string): Tensor {

@@ -231,9 +231,11 @@ export function unpickle(bytes: Uint8Array, options: UnpickleOptions): unknown {
       case 0x4d:
         stack.push(view.getUint16(need(2), true));
         break;
-      case 0x8a:
-      case 0x8b: {
-        const n = op === 0x8a ? bytes[need(1)]! : length32();
+      case 0x8a: {
+        // LONG1: a little-endian two's-complement integer. A state dict's integers fit in 8 bytes; longer ones are
+        // refused rather than decoded (decoding a megabyte-long integer takes minutes).
+        const n = bytes[need(1)]!;
+        if (n > 8) fail(`an integer of ${n} bytes: a state dict's integers fit in 8`);
         const at = need(n);
         let v = 0n;
         for (let i = n - 1; i >= 0; i--) v = (v << 8n) | BigInt(bytes[at + i]!);

@@ -58,7 +58,17 @@ function centralDirectory(bytes: Uint8Array, where: string): Map<string, Central
     const next = offset + 46 + nameLength + extraLength + commentLength;
     if (next > bytes.byteLength) bad(`central directory entry ${i} at byte ${offset} runs past the end of the file`);
     const name = names.decode(bytes.subarray(offset + 46, offset + 46 + nameLength));
+    const method = u16(offset + 10);
+    const compressed = u32(offset + 20);
     let size = u32(offset + 24);
+    // sizes are checked against the method before fflate allocates them: a lying header must not reserve gigabytes
+    if (method !== 0 && method !== 8)
+      bad(`entry '${name}' uses compression method ${method}; a checkpoint's entries are stored or deflated`);
+    if (compressed !== 0xffffffff && size !== 0xffffffff) {
+      if (method === 0 ? size !== compressed : size > compressed * 1032 + 1024) {
+        bad(`entry '${name}' claims ${size} bytes from ${compressed} ${method === 0 ? 'stored' : 'deflated'} bytes`);
+      }
+    }
     if (size === 0xffffffff) {
       // zip64: the real size is the first field of the zip64 extra block (id 1)
       for (let e = offset + 46 + nameLength; e + 4 <= offset + 46 + nameLength + extraLength; e += 4 + u16(e + 2)) {
