@@ -133,14 +133,14 @@ export function decodeElements(bytes: Uint8Array, type: ElementType, count: numb
   }
 }
 
-/** A contiguous kiln array as little-endian bytes (a copy). */
+/** A contiguous kiln array as little-endian bytes: a view of `data` on a little-endian host, else a swapped copy. */
 export function encodeElements(data: TypedArray): Uint8Array {
-  const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength).slice();
+  const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
   if (LITTLE_ENDIAN || data instanceof Uint8Array) return bytes;
-  const view = new DataView(bytes.buffer);
+  const view = new DataView(new ArrayBuffer(data.byteLength));
   for (let i = 0; i < data.length; i++) {
     if (data instanceof Float32Array) view.setFloat32(4 * i, data[i]!, true);
     else view.setInt32(4 * i, data[i]!, true);
   }
-  return bytes;
+  return new Uint8Array(view.buffer);
 }

@@ -139,7 +139,7 @@ export function encodeSafetensors(stateDict: StateDict, metadata: Record<string,
   for (const [key, t] of Object.entries(stateDict)) {
     if (key === METADATA) throw new SerializationError(`${where}: the key '${METADATA}' is reserved for the file's metadata`);
     if (!(t instanceof Tensor)) throw new SerializationError(`${where}: '${key}' is ${describe(t)}, not a Tensor`);
-    const blob = encodeElements(t.data());
+    const blob = encodeElements(t.data()); // data() is a fresh contiguous copy: its bytes are ours to keep
     header[key] = { dtype: elementTypeOf(t.dtype), shape: [...t.shape], data_offsets: [at, at + blob.byteLength] };
     blobs.push(blob);
     at += blob.byteLength;
