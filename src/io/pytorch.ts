@@ -56,13 +56,15 @@ const fail = (message: string): never => {
 };
 
 function rebuildTensor(args: readonly unknown[]): TensorRef {
-  if (args.length < 6 || args.length > 7)
+  if (args.length < 6 || args.length > 7) {
     fail(`expected (storage, storage_offset, size, stride, requires_grad, backward_hooks[, metadata]), got ${args.length} arguments`);
+  }
   const [storage, offset, size, stride, requiresGrad, hooks, metadata] = args;
   if (!(storage instanceof StorageRef)) fail(`the storage is ${typeName(storage)}, not a storage from the archive`);
   if (!isCount(offset)) fail(`storage_offset ${typeName(offset)} is not a non-negative integer`);
-  if (!(size instanceof PyTuple) || !(stride instanceof PyTuple))
+  if (!(size instanceof PyTuple) || !(stride instanceof PyTuple)) {
     fail(`size and stride must be tuples, got ${typeName(size)} and ${typeName(stride)}`);
+  }
   if (typeof requiresGrad !== 'boolean') fail(`requires_grad is ${typeName(requiresGrad)}, not a bool`);
   if (!(hooks instanceof PyDict) || hooks.entries.size > 0) fail('backward hooks cannot be loaded (they are Python functions)');
   if (metadata !== undefined && metadata !== null && !(metadata instanceof PyDict && metadata.entries.size === 0)) {

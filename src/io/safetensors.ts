@@ -25,8 +25,9 @@ export interface SafetensorsContents {
 
 /** Parse a safetensors file's bytes; `where` prefixes every error (the reader and the path). */
 export function decodeSafetensors(bytes: Uint8Array, where: string): SafetensorsContents {
-  if (bytes.byteLength < 8)
+  if (bytes.byteLength < 8) {
     throw new SerializationError(`${where}: file is ${bytes.byteLength} bytes, too short for the 8-byte header length`);
+  }
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const headerLength = view.getBigUint64(0, true);
   if (headerLength > BigInt(Math.min(MAX_HEADER_BYTES, bytes.byteLength - 8))) {
@@ -61,10 +62,11 @@ export function decodeSafetensors(bytes: Uint8Array, where: string): Safetensors
       metadata = info as Record<string, string>;
       continue;
     }
-    if (!isPlainObject(info))
+    if (!isPlainObject(info)) {
       throw new SerializationError(
         `${where}: tensor '${key}': expected { dtype, shape, data_offsets }, got ${JSON.stringify(info)?.slice(0, 80)}`,
       );
+    }
     const { dtype, shape, data_offsets: offsets } = info;
     if (!isElementType(dtype)) {
       throw new SerializationError(
@@ -127,8 +129,9 @@ export function decodeSafetensors(bytes: Uint8Array, where: string): Safetensors
 
 /** A state dict (and optional metadata) as the bytes of a safetensors file. */
 export function encodeSafetensors(stateDict: StateDict, metadata: Record<string, string> | null, where: string): Uint8Array {
-  if (!isPlainObject(stateDict))
+  if (!isPlainObject(stateDict)) {
     throw new SerializationError(`${where}: expected a state dict (a plain object of key → Tensor), got ${describe(stateDict)}`);
+  }
   if (metadata !== null && (!isPlainObject(metadata) || !Object.values(metadata).every((v) => typeof v === 'string'))) {
     throw new SerializationError(`${where}: metadata must be a plain object of strings, got ${describe(metadata)}`);
   }

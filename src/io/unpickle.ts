@@ -137,8 +137,9 @@ export function unpickle(bytes: Uint8Array, options: UnpickleOptions): unknown {
     throw new SerializationError(`${where}: ${message} (opcode ${opName} at byte ${opAt})`);
   };
   const need = (n: number): number => {
-    if (pos + n > bytes.byteLength)
+    if (pos + n > bytes.byteLength) {
       fail(`the pickle is truncated: ${n} more byte(s) needed at byte ${pos}, but it is ${bytes.byteLength} bytes long`);
+    }
     const at = pos;
     pos += n;
     return at;
@@ -354,8 +355,9 @@ export function unpickle(bytes: Uint8Array, options: UnpickleOptions): unknown {
         // BUILD sets an object's attributes; only a dict's (OrderedDict's `_metadata`) are ever needed
         const state = pop();
         const obj = top();
-        if (!(obj instanceof PyDict) || !(state instanceof PyDict))
+        if (!(obj instanceof PyDict) || !(state instanceof PyDict)) {
           fail(`BUILD on ${typeName(obj)} with ${typeName(state)}: only a dict's attributes may be set`);
+        }
         (obj as PyDict).attributes = state as PyDict;
         break;
       }

@@ -50,8 +50,9 @@ function centralDirectory(bytes: Uint8Array, where: string): Map<string, Central
   const entries = new Map<string, CentralEntry>();
   const names = new TextDecoder('utf-8');
   for (let i = 0; i < count; i++) {
-    if (offset + 46 > bytes.byteLength || u32(offset) !== CENTRAL_HEADER)
+    if (offset + 46 > bytes.byteLength || u32(offset) !== CENTRAL_HEADER) {
       bad(`central directory entry ${i} at byte ${offset} is missing or corrupt`);
+    }
     const nameLength = u16(offset + 28);
     const extraLength = u16(offset + 30);
     const commentLength = u16(offset + 32);
@@ -62,8 +63,9 @@ function centralDirectory(bytes: Uint8Array, where: string): Map<string, Central
     const compressed = u32(offset + 20);
     let size = u32(offset + 24);
     // sizes are checked against the method before fflate allocates them: a lying header must not reserve gigabytes
-    if (method !== 0 && method !== 8)
+    if (method !== 0 && method !== 8) {
       bad(`entry '${name}' uses compression method ${method}; a checkpoint's entries are stored or deflated`);
+    }
     if (compressed !== 0xffffffff && size !== 0xffffffff) {
       if (method === 0 ? size !== compressed : size > compressed * 1032 + 1024) {
         bad(`entry '${name}' claims ${size} bytes from ${compressed} ${method === 0 ? 'stored' : 'deflated'} bytes`);
