@@ -10,6 +10,7 @@ export { manualSeed } from './runtime/random.js';
 export { noGrad, isGradEnabled, withGradMode } from './runtime/autograd.js';
 export { defineFunction, FunctionCtx, type FunctionSpec } from './runtime/custom-function.js';
 export { allclose } from './testing.js';
+export { saveSafetensors, loadSafetensors, loadPytorch, type StateDict } from './io/index.js';
 export { cond, map, CondOpArgsMismatchError, UnsupportedAliasMutationError } from './control-flow/index.js';
 export { check } from './runtime/check.js';
 export { ops } from './ops.js';
@@ -38,6 +39,7 @@ export {
   ValueError,
   AutogradError,
   StateDictError,
+  SerializationError,
   TraceError,
   GraphBreakError,
   RecompileError,
