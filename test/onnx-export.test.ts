@@ -1,0 +1,269 @@
+import test from 'ava';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as ort from 'onnxruntime-node';
+import onnxProto from 'onnx-proto';
+import { Dim, ExportError, exportProgram, onnxBytes, toOnnx, type ExportedProgram } from '../src/export/index.js';
+import { ValueError } from '../src/errors.js';
+import { ShapeProp, symbolicTrace } from '../src/fx.js';
+import { manualSeed, nn, noGrad, rand, randn, type Tensor } from '../src/index.js';
+import { Parameter } from '../src/runtime/nn/parameter.js';
+
+/**
+ * toOnnx (kiln/export): the exported models run in onnxruntime-node (whose loader checks the model against the ONNX
+ * schema and infers its shapes) and give kiln's outputs within 1e-4, at two batch sizes through one dynamic batch dim;
+ * ops with no ONNX mapping and bad options are refused with errors that name them.
+ */
+
+const { onnx } = onnxProto;
+const TOL = 1e-4;
+
+/** Integer ids uniform in [0, high), int32 as kiln's index tensors. */
+const randint = (high: number, shape: number[]): Tensor => rand(shape).mul(high).to('int32');
+
+test.beforeEach(() => manualSeed(0));
+
+async function runOrt(bytes: Uint8Array, feeds: Record<string, Tensor>): Promise<ort.Tensor[]> {
+  const session = await ort.InferenceSession.create(bytes);
+  const inputs = Object.fromEntries(
+    Object.entries(feeds).map(([k, v]) => [
+      k,
+      v.dtype === 'int32' ? new ort.Tensor('int32', v.data() as Int32Array, [...v.shape]) : new ort.Tensor('float32', v.data() as Float32Array, [...v.shape]),
+    ]),
+  );
+  const out = await session.run(inputs);
+  const results = session.outputNames.map((n) => out[n]!);
+  await session.release();
+  return results;
+}
+
+/** The largest |onnxruntime − kiln| over the output, after checking the shapes agree. */
+function maxAbsDiff(t: { deepEqual(a: unknown, b: unknown, m?: string): void }, got: ort.Tensor, want: Tensor, what: string): number {
+  t.deepEqual([...got.dims], [...want.shape], `${what}: shape`);
+  const g = got.data as Float32Array;
+  const w = want.data();
+  let err = 0;
+  for (let i = 0; i < w.length; i++) err = Math.max(err, Math.abs(g[i]! - w[i]!));
+  return err;
+}
+
+/** Export once with a dynamic batch dim, then compare onnxruntime with kiln at each batch size. */
+async function checkAgainstKiln(
+  t: Parameters<Parameters<typeof test>[1]>[0],
+  model: nn.Module,
+  example: (batch: number) => Tensor,
+  batches: readonly number[],
+  options: { decompose?: boolean; opset?: number } = {},
+): Promise<ExportedProgram> {
+  const batch = Dim('batch', { min: 1, max: 64 });
+  let ep = exportProgram(model, [example(3)], { dynamicShapes: [{ 0: batch }] });
+  if (options.decompose) ep = ep.runDecompositions();
+  const bytes = onnxBytes(ep, options.opset === undefined ? {} : { opset: options.opset });
+  const inputName = ep.graphSignature.inputSpecs.find((s) => s.kind === 'USER_INPUT')!.name;
+  for (const n of batches) {
+    const x = example(n);
+    const want = noGrad(() => model.call(x) as Tensor);
+    const [got] = await runOrt(bytes, { [inputName]: x });
+    const err = maxAbsDiff(t, got!, want, `batch ${n}`);
+    t.true(err <= TOL, `batch ${n}: max abs error ${err}`);
+  }
+  return ep;
+}
+
+function mlp(): nn.Module {
+  return new nn.Sequential(new nn.Linear(16, 32), new nn.ReLU(), new nn.Linear(32, 32), new nn.ReLU(), new nn.Linear(32, 5)).eval();
+}
+
+function cnn(): nn.Module {
+  const m = new nn.Sequential(
+    new nn.Conv2d(3, 8, 3, { padding: 1 }),
+    new nn.BatchNorm2d(8),
+    new nn.ReLU(),
+    new nn.MaxPool2d(2),
+    new nn.Conv2d(8, 8, 3, { stride: 1 }),
+    new nn.BatchNorm2d(8),
+    new nn.ReLU(),
+    new nn.AvgPool2d(2),
+    new nn.AdaptiveAvgPool2d(1),
+    new nn.Flatten(),
+    new nn.Linear(8, 4),
+  );
+  // running statistics away from 0 and 1, so that eval-mode batch norm is not the identity
+  noGrad(() => {
+    for (const [name, b] of m.namedBuffers()) {
+      if (name.endsWith('running_mean')) b.copy_(randn(b.shape as number[]).mul(0.2));
+      if (name.endsWith('running_var')) b.copy_(randn(b.shape as number[]).abs().add(0.5));
+    }
+  });
+  return m.eval();
+}
+
+class EmbeddingModel extends nn.Module {
+  emb = new nn.Embedding(50, 12);
+  fc = new nn.Linear(12, 3);
+  override forward(ids: Tensor): Tensor {
+    return this.fc.call(this.emb.call(ids).mean(1).relu());
+  }
+}
+
+class LayerNormGeluBlock extends nn.Module {
+  ln = new nn.LayerNorm(16);
+  fc1 = new nn.Linear(16, 64);
+  act = new nn.GELU();
+  fc2 = new nn.Linear(64, 16);
+  override forward(x: Tensor): Tensor {
+    return x.add(this.fc2.call(this.act.call(this.fc1.call(this.ln.call(x)))));
+  }
+}
+
+test('an MLP runs in onnxruntime with kiln’s outputs at batch 2 and 9', async (t) => {
+  await checkAgainstKiln(t, mlp(), (n) => randn([n, 16]), [2, 9]);
+});
+
+test('the dynamic batch dim is a named dim_param; lifted parameters are initializers named by state-dict key', (t) => {
+  const model = mlp();
+  const ep = exportProgram(model, [randn([4, 16])], { dynamicShapes: [{ 0: Dim('batch', { max: 64 }) }] });
+  const m = onnx.ModelProto.decode(onnxBytes(ep));
+  t.is(m.opsetImport[0]!.version.toString(), '17');
+  const input = m.graph!.input[0]!;
+  t.is(input.name, 'input');
+  const dims = input.type!.tensorType!.shape!.dim;
+  const symbol = [...ep.rangeConstraints.keys()][0]!;
+  t.is(dims[0]!.dimParam, symbol);
+  t.is(Number(dims[1]!.dimValue), 16);
+  t.deepEqual(
+    m.graph!.initializer.map((i) => i.name).filter((n) => !n.startsWith('const') && !n.startsWith('ints')),
+    Object.keys(model.stateDict()),
+  );
+});
+
+test('a CNN with BatchNorm in eval mode (conv, batch norm, relu, max/avg/adaptive pooling, flatten, linear) matches kiln', async (t) => {
+  await checkAgainstKiln(t, cnn(), (n) => randn([n, 3, 12, 12]), [2, 5]);
+});
+
+test('the same CNN after runDecompositions() (batch norm as arithmetic, adaptive pooling as a mean) matches kiln', async (t) => {
+  await checkAgainstKiln(t, cnn(), (n) => randn([n, 3, 12, 12]), [1, 4], { decompose: true });
+});
+
+test('an embedding model with int32 ids matches kiln', async (t) => {
+  await checkAgainstKiln(t, new EmbeddingModel().eval(), (n) => randint(50, [n, 7]), [2, 6]);
+});
+
+test('a LayerNorm/GELU block matches kiln (LayerNormalization at opset 17)', async (t) => {
+  await checkAgainstKiln(t, new LayerNormGeluBlock().eval(), (n) => randn([n, 5, 16]), [2, 4]);
+});
+
+test('the LayerNorm/GELU block at opset 13 (layer norm written out) and after runDecompositions matches kiln', async (t) => {
+  await checkAgainstKiln(t, new LayerNormGeluBlock().eval(), (n) => randn([n, 5, 16]), [2, 4], { opset: 13 });
+  await checkAgainstKiln(t, new LayerNormGeluBlock().eval(), (n) => randn([n, 5, 16]), [2, 4], { decompose: true });
+});
+
+test('toOnnx writes the model to the path and returns its bytes', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'kiln-onnx-'));
+  try {
+    const model = mlp();
+    const ep = exportProgram(model, [randn([3, 16])], { dynamicShapes: [{ 0: Dim('batch') }] });
+    const path = join(dir, 'mlp.onnx');
+    const bytes = toOnnx(ep, path);
+    t.deepEqual(new Uint8Array(readFileSync(path)), bytes);
+    const x = randn([6, 16]);
+    const [got] = await runOrt(readFileSync(path), { input: x });
+    t.true(maxAbsDiff(t, got!, noGrad(() => model.call(x) as Tensor), 'file') <= TOL);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('an fx GraphModule with submodule calls and ShapeProp metadata exports with its static shapes', async (t) => {
+  const model = mlp();
+  const gm = symbolicTrace(model);
+  const x = randn([4, 16]);
+  new ShapeProp(gm).propagate(x);
+  const bytes = onnxBytes(gm);
+  const [got] = await runOrt(bytes, { input: x });
+  t.true(maxAbsDiff(t, got!, noGrad(() => model.call(x) as Tensor), 'GraphModule') <= TOL);
+  const dims = onnx.ModelProto.decode(bytes).graph!.input[0]!.type!.tensorType!.shape!.dim.map((d) => Number(d.dimValue));
+  t.deepEqual(dims, [4, 16]);
+});
+
+class AttrModel extends nn.Module {
+  w = new Parameter(randn([6, 3]));
+  override forward(x: Tensor): Tensor {
+    return x.matmul(this.w).tanh().add(1);
+  }
+}
+
+test('an op-level GraphModule: get_attr parameters become initializers, method calls map to their ops', async (t) => {
+  const model = new AttrModel();
+  const gm = symbolicTrace(model);
+  t.true(gm.graph.nodes.some((n) => n.op === 'get_attr'));
+  t.true(gm.graph.nodes.some((n) => n.op === 'call_method'));
+  const x = randn([5, 6]);
+  new ShapeProp(gm).propagate(x);
+  const bytes = onnxBytes(gm);
+  t.true(onnx.ModelProto.decode(bytes).graph!.initializer.some((i) => i.name === 'w'));
+  const [got] = await runOrt(bytes, { x });
+  t.true(maxAbsDiff(t, got!, noGrad(() => model.call(x) as Tensor), 'op-level GraphModule') <= TOL);
+});
+
+test('a GraphModule without input shapes is refused with what to do', (t) => {
+  const gm = symbolicTrace(mlp());
+  t.throws(() => onnxBytes(gm), { instanceOf: ExportError, message: /GraphModule input 'input' has no tensorMeta; run new ShapeProp/ });
+});
+
+class BagModel extends nn.Module {
+  bag = new nn.EmbeddingBag(10, 4);
+  override forward(ids: Tensor): Tensor {
+    return this.bag.call(ids);
+  }
+}
+
+test('an op with no ONNX mapping is refused naming the op, the opset, the node and the reason', (t) => {
+  const ep = exportProgram(new BagModel(), [randint(10, [2, 3])]);
+  const node = ep.graphModule.graph.nodes.find((n) => n.op === 'call_function')!.name;
+  t.throws(() => onnxBytes(ep), {
+    instanceOf: ExportError,
+    message: `toOnnx: node '${node}': cannot export op embeddingBag to ONNX (opset 17): bags by offsets are not mapped to ONNX yet (use embedding and a reduction)`,
+  });
+});
+
+test('batch norm in training mode is refused: an inference graph cannot update running statistics', (t) => {
+  const m = new nn.Sequential(new nn.Conv2d(1, 2, 3), new nn.BatchNorm2d(2));
+  const ep = exportProgram(m, [randn([2, 1, 5, 5])]);
+  t.throws(() => onnxBytes(ep), { instanceOf: ExportError, message: /cannot export op|updates buffer/ });
+  const e = t.throws(() => onnxBytes(ep))!;
+  t.regex(e.message, /eval/);
+});
+
+test('reading an output that ONNX does not produce (max-pool indices) is refused naming the node', (t) => {
+  class Indices extends nn.Module {
+    override forward(x: Tensor): Tensor {
+      return x.mul(2);
+    }
+  }
+  void Indices;
+  const ep = exportProgram(new nn.Sequential(new nn.MaxPool2d(2)).eval(), [randn([1, 1, 4, 4])]);
+  // the values are exported; only a read of the indices would be refused
+  t.notThrows(() => onnxBytes(ep));
+});
+
+test('a bad opset is a ValueError naming the supported range', (t) => {
+  const ep = exportProgram(mlp(), [randn([2, 16])]);
+  for (const opset of [12, 19, 17.5, Number.NaN]) {
+    t.throws(() => onnxBytes(ep, { opset }), { instanceOf: ValueError, message: /toOnnx: opset .* is not supported \(kiln writes ai\.onnx opsets 13 to 18\)/ });
+  }
+  t.throws(() => onnxBytes({} as ExportedProgram), { instanceOf: ValueError, message: /expected an ExportedProgram or a GraphModule, got Object/ });
+});
+
+test('every exported opset from 13 to 18 loads in onnxruntime', async (t) => {
+  const model = new LayerNormGeluBlock().eval();
+  const x = randn([2, 5, 16]);
+  const ep = exportProgram(model, [x]);
+  const want = noGrad(() => model.call(x) as Tensor);
+  for (let opset = 13; opset <= 18; opset++) {
+    const [got] = await runOrt(onnxBytes(ep, { opset }), { x });
+    t.true(maxAbsDiff(t, got!, want, `opset ${opset}`) <= TOL, `opset ${opset}`);
+  }
+});
+
