@@ -95,7 +95,12 @@ export class OnnxBuilder {
    * ReduceSum/Mean/Max/Min over `axes` (null: every axis). ReduceSum takes its axes as an input from opset 13,
    * the others from opset 18.
    */
-  reduce(type: 'ReduceSum' | 'ReduceMean' | 'ReduceMax' | 'ReduceMin', x: string, axes: readonly number[] | null, keepdims: boolean): string {
+  reduce(
+    type: 'ReduceSum' | 'ReduceMean' | 'ReduceMax' | 'ReduceMin',
+    x: string,
+    axes: readonly number[] | null,
+    keepdims: boolean,
+  ): string {
     const asInput = type === 'ReduceSum' || this.opset >= 18;
     const keep = keepdims ? 1 : 0;
     if (axes === null) return this.one(type, [x], { keepdims: keep });
@@ -124,15 +129,22 @@ export class OnnxBuilder {
    * when every entry is static, else the entries concatenated at run time.
    */
   shapeVector(entries: readonly unknown[]): string {
-    const sizes = entries.map((e) => (typeof e === 'number' ? ({ kind: 'size', size: { hint: e, dynamic: false } } as SizeValue) : (e as SizeValue)));
+    const sizes = entries.map((e) =>
+      typeof e === 'number' ? ({ kind: 'size', size: { hint: e, dynamic: false } } as SizeValue) : (e as SizeValue),
+    );
     if (sizes.every((s) => !s.size.dynamic)) return this.ints(sizes.map((s) => s.size.hint));
-    return this.one('Concat', sizes.map((s) => this.sizeTensor(s)), { axis: 0 });
+    return this.one(
+      'Concat',
+      sizes.map((s) => this.sizeTensor(s)),
+      { axis: 0 },
+    );
   }
 }
 
 /** The rank of `t`, or an Unsupported naming what is missing. */
 export function rankOf(t: TensorValue): number {
-  if (t.shape === undefined) throw new Unsupported('the rank of its input is not known (give the graph input shapes: run ShapeProp on examples)');
+  if (t.shape === undefined)
+    throw new Unsupported('the rank of its input is not known (give the graph input shapes: run ShapeProp on examples)');
   return t.shape.length;
 }
 

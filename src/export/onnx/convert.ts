@@ -98,7 +98,11 @@ export function convert(source: ConvertSource, opset: number): OnnxTypes.IModelP
         break;
       }
       case 'call_module':
-        fail(node, `call_module '${String(node.target)}'`, 'submodule calls must be traced into op calls first (give the graph input shapes: ShapeProp)');
+        fail(
+          node,
+          `call_module '${String(node.target)}'`,
+          'submodule calls must be traced into op calls first (give the graph input shapes: ShapeProp)',
+        );
         break;
       case 'output':
         outputNode = node;
@@ -110,7 +114,11 @@ export function convert(source: ConvertSource, opset: number): OnnxTypes.IModelP
     if (v.kind !== 'tensor') throw new ExportError(`toOnnx: output ${i} ('${n.name}') is not a tensor`);
     const name = b.claim(all.length === 1 ? 'output' : `output_${i}`);
     b.nodes.push({ opType: 'Identity', name: b.fresh('Identity_output'), input: [v.name], output: [name] });
-    return valueInfo(name, v.dtype, v.shape?.map((s) => (s.dynamic ? { param: '', hint: s.hint } : s.hint)));
+    return valueInfo(
+      name,
+      v.dtype,
+      v.shape?.map((s) => (s.dynamic ? { param: '', hint: s.hint } : s.hint)),
+    );
   });
   return onnx.ModelProto.create({
     irVersion: 8,
@@ -213,4 +221,3 @@ const BUILTINS: Record<string, Builtin | undefined> = {
   // grad mode has no meaning in an inference graph
   _set_grad_enabled: () => undefined,
 };
-

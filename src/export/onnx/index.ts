@@ -23,7 +23,9 @@ export const ONNX_OPSETS = { min: 13, max: 18 } as const;
 export function onnxBytes(program: ExportedProgram | GraphModule, options: OnnxExportOptions = {}): Uint8Array {
   const opset = options.opset ?? 17;
   if (!Number.isInteger(opset) || opset < ONNX_OPSETS.min || opset > ONNX_OPSETS.max)
-    throw new ValueError(`toOnnx: opset ${String(opset)} is not supported (kiln writes ai.onnx opsets ${ONNX_OPSETS.min} to ${ONNX_OPSETS.max})`);
+    throw new ValueError(
+      `toOnnx: opset ${String(opset)} is not supported (kiln writes ai.onnx opsets ${ONNX_OPSETS.min} to ${ONNX_OPSETS.max})`,
+    );
   let source;
   if (program instanceof ExportedProgram) source = programSource(program);
   else if (program instanceof GraphModule) source = graphModuleSource(program);

@@ -19,7 +19,8 @@ function unary(type: string): OnnxMapping {
 
 /** The dtype comparisons compute in: float if either side is, else int32 (ONNX's Less/Greater take no bools). */
 function compareDType(a: unknown, b: unknown, type: string): 'float32' | 'int32' | 'bool' {
-  const dt = (v: unknown) => (typeof v === 'number' ? (Number.isInteger(v) ? 'int32' : 'float32') : typeof v === 'boolean' ? 'bool' : (v as TensorValue).dtype);
+  const dt = (v: unknown) =>
+    typeof v === 'number' ? (Number.isInteger(v) ? 'int32' : 'float32') : typeof v === 'boolean' ? 'bool' : (v as TensorValue).dtype;
   const [x, y] = [dt(a), dt(b)];
   if (x === 'float32' || y === 'float32') return 'float32';
   if (x === 'bool' && y === 'bool' && type === 'Equal') return 'bool';

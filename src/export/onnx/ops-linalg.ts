@@ -18,6 +18,9 @@ export const LINALG_ONNX = {
     return b ? ctx.b.one('Add', [y, b]) : y;
   }),
   addmm: emit((ctx, [input, mat1, mat2, beta, alpha]) =>
-    ctx.b.one('Gemm', [tv(mat1).name, tv(mat2).name, tv(input).name], { alpha: { float: alpha as number }, beta: { float: beta as number } }),
+    ctx.b.one('Gemm', [tv(mat1).name, tv(mat2).name, tv(input).name], {
+      alpha: { float: alpha as number },
+      beta: { float: beta as number },
+    }),
   ),
 } satisfies Record<string, OnnxMapping>;

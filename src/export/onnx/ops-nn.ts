@@ -38,12 +38,16 @@ function conv(spatial: number): OnnxMapping {
 
 function poolAttrs(kernelSize: unknown, stride: unknown, padding: unknown, ceilMode: unknown) {
   const kernel = pair(kernelSize as number | number[]);
-  const strides = stride === null || stride === undefined || (Array.isArray(stride) && stride.length === 0) ? kernel : pair(stride as number | number[]);
+  const strides =
+    stride === null || stride === undefined || (Array.isArray(stride) && stride.length === 0) ? kernel : pair(stride as number | number[]);
   return { kernel_shape: kernel, strides, pads: symmetricPads(pair(padding as number | number[])), ceil_mode: ceilMode === true ? 1 : 0 };
 }
 
 function maxPool(ctx: EmitContext, [x, kernelSize, stride, padding, dilation, ceilMode]: readonly unknown[]): string {
-  return ctx.b.one('MaxPool', [tv(x).name], { ...poolAttrs(kernelSize, stride, padding, ceilMode), dilations: pair(dilation as number | number[]) });
+  return ctx.b.one('MaxPool', [tv(x).name], {
+    ...poolAttrs(kernelSize, stride, padding, ceilMode),
+    dilations: pair(dilation as number | number[]),
+  });
 }
 
 function adaptiveAvgPool(ctx: EmitContext, x: TensorValue, outputSize: number | readonly (number | null)[]): string {
@@ -54,7 +58,9 @@ function adaptiveAvgPool(ctx: EmitContext, x: TensorValue, outputSize: number | 
   const input = sizes.slice(rank - 2);
   if (input.some((s) => s === null)) throw new Unsupported('adaptive pooling to a size other than 1 over dynamic spatial dims');
   if (input.some((s, i) => s! % out[i]! !== 0))
-    throw new Unsupported(`adaptive pooling of [${input.join(', ')}] to [${out.join(', ')}] (windows of unequal size; ONNX's AveragePool needs one kernel)`);
+    throw new Unsupported(
+      `adaptive pooling of [${input.join(', ')}] to [${out.join(', ')}] (windows of unequal size; ONNX's AveragePool needs one kernel)`,
+    );
   const kernel = input.map((s, i) => s! / out[i]!);
   return ctx.b.one('AveragePool', [x.name], { kernel_shape: kernel, strides: kernel });
 }
@@ -80,9 +86,20 @@ function layerNorm(ctx: EmitContext, [x, normalizedShape, weight, bias, eps]: re
 }
 
 /** Batch norm with its running statistics (eval mode). */
-function batchNorm(ctx: EmitContext, x: unknown, weight: unknown, bias: unknown, mean: unknown, variance: unknown, training: unknown, eps: unknown): string {
+function batchNorm(
+  ctx: EmitContext,
+  x: unknown,
+  weight: unknown,
+  bias: unknown,
+  mean: unknown,
+  variance: unknown,
+  training: unknown,
+  eps: unknown,
+): string {
   if (training === true)
-    throw new Unsupported('batch norm in training mode uses batch statistics and updates its buffers: call .eval() on the model before exporting');
+    throw new Unsupported(
+      'batch norm in training mode uses batch statistics and updates its buffers: call .eval() on the model before exporting',
+    );
   if (!given(mean) || !given(variance)) throw new Unsupported('batch norm without running statistics');
   const channels = sizesOf(mean)[0];
   if (channels === null || channels === undefined) throw new Unsupported('running statistics of dynamic size');
@@ -131,7 +148,9 @@ export const NN_ONNX = {
     missing("nativeLayerNorm's rstd is not exported (only its output)"),
   ]),
   nativeLayerNormBackward: notExportable(GRADIENT_OP),
-  batchNorm: emit((ctx, [x, mean, variance, weight, bias, training, , eps]) => batchNorm(ctx, x, weight, bias, mean, variance, training, eps)),
+  batchNorm: emit((ctx, [x, mean, variance, weight, bias, training, , eps]) =>
+    batchNorm(ctx, x, weight, bias, mean, variance, training, eps),
+  ),
   nativeBatchNorm: emit((ctx, [x, weight, bias, mean, variance, training, , eps]) => [
     batchNorm(ctx, x, weight, bias, mean, variance, training, eps),
     missing("nativeBatchNorm's saved mean is not exported (only its output)"),

@@ -5,7 +5,8 @@ import { Unsupported, type TensorValue } from './values.js';
 /** Reductions, softmax and scatter-add. */
 
 const tv = (x: unknown) => x as TensorValue;
-const axesOf = (dim: unknown): number[] | null => (dim === null || dim === undefined ? null : typeof dim === 'number' ? [dim] : [...(dim as number[])]);
+const axesOf = (dim: unknown): number[] | null =>
+  dim === null || dim === undefined ? null : typeof dim === 'number' ? [dim] : [...(dim as number[])];
 
 function reduction(type: 'ReduceSum' | 'ReduceMean'): OnnxMapping {
   return emit((ctx, [x, dim, keepdim]) => ctx.b.reduce(type, ctx.b.operand(x, outDType(ctx)), axesOf(dim), keepdim === true));

@@ -82,7 +82,13 @@ export const VIEW_ONNX = {
     return ctx.b.one('Expand', [tv(x).name, ctx.b.shapeVector(target)]);
   }),
   slice: emit((ctx, [x, dim, start, end, step]) =>
-    ctx.b.one('Slice', [tv(x).name, sliceArg(ctx, start, 0), sliceArg(ctx, end, INT64_MAX), ctx.b.ints([dim as number]), ctx.b.ints([step as number])]),
+    ctx.b.one('Slice', [
+      tv(x).name,
+      sliceArg(ctx, start, 0),
+      sliceArg(ctx, end, INT64_MAX),
+      ctx.b.ints([dim as number]),
+      ctx.b.ints([step as number]),
+    ]),
   ),
   narrow: emit((ctx, [x, dim, start, length]) => {
     if (typeof start !== 'number' || typeof length !== 'number') throw new Unsupported('narrow with a computed start or length');
@@ -94,7 +100,8 @@ export const VIEW_ONNX = {
   }),
   unbind: emit((ctx, [x, dim]) => {
     const sizes = splitSizes(tv(x), dim as number, 1, 'unbind');
-    const parts = sizes.length === 1 ? [tv(x).name] : ctx.b.op('Split', [tv(x).name, ctx.b.ints(sizes)], { axis: dim as number }, sizes.length);
+    const parts =
+      sizes.length === 1 ? [tv(x).name] : ctx.b.op('Split', [tv(x).name, ctx.b.ints(sizes)], { axis: dim as number }, sizes.length);
     return parts.map((p) => ctx.b.one('Squeeze', [p, ctx.b.ints([dim as number])]));
   }),
   select: emit((ctx, [x, dim, index]) => {
@@ -109,7 +116,11 @@ export const VIEW_ONNX = {
   indexSelect: emit((ctx, [x, dim, index]) => ctx.b.one('Gather', [tv(x).name, tv(index).name], { axis: dim as number })),
   cat: emit((ctx, [tensors, dim]) => {
     const dtype = outDType(ctx);
-    return ctx.b.one('Concat', (tensors as TensorValue[]).map((t) => ctx.b.operand(t, dtype)), { axis: dim as number });
+    return ctx.b.one(
+      'Concat',
+      (tensors as TensorValue[]).map((t) => ctx.b.operand(t, dtype)),
+      { axis: dim as number },
+    );
   }),
   stack: emit((ctx, [tensors, dim]) => {
     const ts = tensors as TensorValue[];
@@ -119,4 +130,3 @@ export const VIEW_ONNX = {
     return ctx.b.one('Concat', parts, { axis });
   }),
 } satisfies Record<string, OnnxMapping>;
-

@@ -16,6 +16,7 @@ import type { ConvertSource, InputDim } from './convert.js';
 export function programSource(ep: ExportedProgram, inputNames?: readonly string[]): ConvertSource {
   const specs = new Map(ep.graphSignature.inputSpecs.map((s) => [s.name, s]));
   const userChecks = ep.parts.inputChecks.inputs.flatMap((c) => (c.kind === 'tensor' ? [c] : []));
+  const dimName = (symbol: string) => ep.parts.dimNames?.get(symbol) ?? symbol;
   const userIndex = new Map(ep.graphSignature.inputSpecs.filter((s) => s.kind === 'USER_INPUT').map((s, i) => [s.name, i]));
   return {
     graph: ep.graphModule.graph,
@@ -31,8 +32,10 @@ export function programSource(ep: ExportedProgram, inputNames?: readonly string[
       const check = userChecks[userIndex.get(node.name)!];
       const meta = node.meta.tensorMeta as TensorMeta | undefined;
       if (!check || !meta) throw new ExportError(`toOnnx: user input '${node.name}' has no recorded shape`);
-      // a dynamic dim's dim_param is its size expression over the program's symbols (s0, 2*s0 + 1, …)
-      const dims = check.shape.map((d, i): InputDim => (typeof d === 'number' ? d : { param: exprFromJSON(d).toString(), hint: meta.shape[i]! }));
+      // a dynamic dim's dim_param is its size expression over the Dims' names (batch, 2*n + 1, …; s0 where unnamed)
+      const dims = check.shape.map((d, i): InputDim =>
+        typeof d === 'number' ? d : { param: exprFromJSON(d).toString(dimName), hint: meta.shape[i]! },
+      );
       return { kind: 'input', dtype: meta.dtype, dims, name: inputNames?.[userIndex.get(node.name)!] };
     },
     getAttr(node) {
@@ -73,7 +76,10 @@ export function graphModuleSource(gm: GraphModule): ConvertSource {
   if (gm.graph.nodes.some((n) => n.op === 'call_module')) {
     const examples = placeholders.map((n) => zeros(metaOf(n).shape as number[], { dtype: metaOf(n).dtype }));
     // the GraphModule's input names, not the ones its generated forward gives the program
-    return programSource(exportProgram(gm, examples), placeholders.map((n) => n.name));
+    return programSource(
+      exportProgram(gm, examples),
+      placeholders.map((n) => n.name),
+    );
   }
   return {
     graph: gm.graph,
@@ -84,7 +90,8 @@ export function graphModuleSource(gm: GraphModule): ConvertSource {
     },
     getAttr(node) {
       const tensor = gm.resolveTarget(node.target as string);
-      if (!(tensor instanceof Tensor)) throw new ExportError(`toOnnx: get_attr '${String(node.target)}' (node '${node.name}') is not a tensor`);
+      if (!(tensor instanceof Tensor))
+        throw new ExportError(`toOnnx: get_attr '${String(node.target)}' (node '${node.name}') is not a tensor`);
       return { name: node.target as string, tensor };
     },
     outputs(outputNode) {
