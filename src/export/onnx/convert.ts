@@ -112,7 +112,7 @@ export function convert(source: ConvertSource, opset: number): OnnxTypes.IModelP
   const outputs = source.outputs(outputNode!).map((n, i, all) => {
     const v = valueOf(values, n);
     if (v.kind !== 'tensor') throw new ExportError(`toOnnx: output ${i} ('${n.name}') is not a tensor`);
-    const name = b.claim(all.length === 1 ? 'output' : `output_${i}`);
+    const name = b.fresh(all.length === 1 ? 'output' : `output_${i}`);
     b.nodes.push({ opType: 'Identity', name: b.fresh('Identity_output'), input: [v.name], output: [name] });
     return valueInfo(
       name,
