@@ -7,8 +7,10 @@ import onnxProto from 'onnx-proto';
 import { Dim, ExportError, exportProgram, onnxBytes, toOnnx, type ExportedProgram } from '../src/export/index.js';
 import { ValueError } from '../src/errors.js';
 import { Graph, GraphModule, ShapeProp, getitem, symbolicTrace } from '../src/fx.js';
-import { manualSeed, nn, noGrad, ops, rand, randn, type Tensor } from '../src/index.js';
+import { F, manualSeed, nn, noGrad, ops, rand, randn, tensor, type Tensor } from '../src/index.js';
 import { Parameter } from '../src/runtime/nn/parameter.js';
+import { OPS } from '../src/runtime/op.js';
+import { ONNX_OPS } from '../src/export/onnx/op-table.js';
 
 /**
  * toOnnx (kiln/export): the exported models run in onnxruntime-node (whose loader checks the model against the ONNX
@@ -300,6 +302,14 @@ test('reading an output that the export does not write (max-pool indices) is ref
   });
 });
 
+test('every op of the op table has an ONNX emitter or a stated reason it is not exportable', (t) => {
+  for (const name of OPS.keys()) {
+    const mapping = (ONNX_OPS as Record<string, { emit?: unknown; notExportable?: string } | undefined>)[name];
+    t.truthy(mapping, `${name}: no ONNX entry`);
+    t.true(typeof mapping?.emit === 'function' || (typeof mapping?.notExportable === 'string' && mapping.notExportable.length > 10), name);
+  }
+});
+
 test('a bad opset is a ValueError naming the supported range', (t) => {
   const ep = exportProgram(mlp(), [randn([2, 16])]);
   for (const opset of [12, 19, 17.5, Number.NaN]) {
@@ -324,3 +334,67 @@ test('every exported opset from 13 to 18 loads in onnxruntime', async (t) => {
     t.true(maxAbsDiff(t, got!, want, `opset ${opset}`) <= TOL, `opset ${opset}`);
   }
 });
+
+/** A module whose forward is `f` on one batch-dynamic input `x` (and an optional fixed second input). */
+function fnModule(f: (x: Tensor) => Tensor): nn.Module {
+  return new (class extends nn.Module {
+    override forward(x: Tensor): Tensor {
+      return f(x);
+    }
+  })();
+}
+
+/** Fixed weights the cases close over (lifted as constants by the export). */
+const conv1dWeight = (() => {
+  manualSeed(7);
+  return randn([5, 4, 3]);
+})();
+const pickColumns = tensor([5, 0, 2], { dtype: 'int32' });
+
+/** One op (or a short chain) per case, on an input [batch, 4, 6], so each emitter is checked by onnxruntime. */
+const OP_CASES: [string, (x: Tensor) => Tensor][] = [
+  ['sub with alpha, div, pow, neg', (x) => ops.pow(ops.div(ops.sub(x, 0.5, 2), 3).neg(), 2)],
+  ['exp, log, sqrt, abs, sin, cos, exp2', (x) => x.abs().add(1).log().sqrt().add(x.sin()).add(x.cos()).add(ops.exp2(x)).add(x.exp())],
+  ['sigmoid, tanh, gelu (tanh form)', (x) => F.gelu(x.sigmoid().add(x.tanh()), 'tanh')],
+  ['clamp, where, comparisons', (x) => ops.where(ops.gt(x, 0.1), x.clamp(-0.5, 0.5), ops.mul(x, ops.le(x, -0.2).to('float32')))],
+  [
+    'eq, ne, lt, ge as float',
+    (x) => ops.eq(x, x).to('float32').add(ops.ne(x, 0).to('float32')).add(ops.lt(x, 0).to('float32')).add(ops.ge(x, 0).to('float32')),
+  ],
+  ['softmax and logSoftmax', (x) => ops.softmax(x, 2).add(ops.logSoftmax(x, 1))],
+  ['sum, mean with keepdim', (x) => x.sub(ops.sum(x, [1], true)).add(ops.mean(x, 2, true))],
+  ['amax, amin broadcast back', (x) => x.sub(ops.max(x)).add(ops.min(x))],
+  ['max and min along a dim (values)', (x) => ops.max(x, 2).values.add(ops.min(x, 1, true).values.sum())],
+  ['argmax along a dim, as float', (x) => ops.argmax(x, 2).to('float32')],
+  [
+    'transpose, permute, t of a slice',
+    (x) =>
+      x
+        .transpose(1, 2)
+        .permute([0, 2, 1])
+        .add(ops.t(ops.select(x, 0, 0)).sum()),
+  ],
+  ['unsqueeze, squeeze, expand', (x) => ops.squeeze(ops.unsqueeze(x, 1), 1).add(ops.expand(ops.slice(x, 2, 0, 1), [-1, -1, 6]))],
+  [
+    'slice with step, narrow, select',
+    (x) =>
+      ops
+        .slice(x, 2, 1, null, 2)
+        .add(ops.narrow(x, 2, 0, 3))
+        .add(ops.select(x, 2, -1).unsqueeze(2)),
+  ],
+  ['split and unbind along static dims', (x) => ops.split(x, 2, 2)[1]!.add(ops.unbind(x, 1)[3]!.unsqueeze(1).narrow(2, 0, 2))],
+  ['cat and stack', (x) => ops.cat([x, x.mul(2)], 2).add(ops.stack([x, x.neg()], 3).sum(3).sum(2, true))],
+  ['gather and indexSelect with int32 indices', (x) => ops.indexSelect(x, 2, pickColumns).add(ops.gather(x, 2, ops.argmax(x, 2, true)))],
+  ['reshape with the batch size, flatten of the middle', (x) => x.reshape([x.shape[0], 24]).reshape([-1, 6, 4]).flatten(1, 2)],
+  ['conv1d with padding "same" and dilation', (x) => F.conv1d(x, conv1dWeight, null, { padding: 'same', dilation: 2 })],
+  ['mseLoss (mean)', (x) => F.mseLoss(x, x.mul(0.5))],
+  ['crossEntropy over 4 classes, targets from argmax', (x) => F.crossEntropy(x, ops.argmax(x.neg(), 1))],
+  ['nllLoss summed, with ignoreIndex', (x) => F.nllLoss(ops.logSoftmax(x, 1), ops.argmax(x, 1), { reduction: 'sum', ignoreIndex: 2 })],
+];
+
+for (const [name, f] of OP_CASES) {
+  test(`ops in onnxruntime match kiln: ${name}`, async (t) => {
+    await checkAgainstKiln(t, fnModule(f), (n) => randn([n, 4, 6]), [2, 5]);
+  });
+}
