@@ -393,6 +393,42 @@ const OP_CASES: [string, (x: Tensor) => Tensor][] = [
   ['nllLoss summed, with ignoreIndex', (x) => F.nllLoss(ops.logSoftmax(x, 1), ops.argmax(x, 1), { reduction: 'sum', ignoreIndex: 2 })],
 ];
 
+const conv2dWeight = (() => {
+  manualSeed(8);
+  return randn([4, 2, 3, 3]);
+})();
+const gemmWeight = (() => {
+  manualSeed(9);
+  return randn([6, 5]);
+})();
+const gemmBias = randn([1, 5]);
+
+/** Cases on an image batch [batch, 4, 6, 6]. */
+const IMAGE_CASES: [string, (x: Tensor) => Tensor][] = [
+  ['conv2d with stride 2 and groups 2', (x) => F.conv2d(x, conv2dWeight, null, { stride: 2, padding: 1, groups: 2 })],
+  ['adaptive average pooling 6x6 to 2x3', (x) => F.adaptiveAvgPool2d(x, [2, 3])],
+  [
+    'average pooling with padding, ceil mode, padding not counted',
+    (x) => F.avgPool2d(x, 3, { stride: 2, padding: 1, ceilMode: true, countIncludePad: false }),
+  ],
+  ['max pooling 3x3, stride 2, ceil mode', (x) => F.maxPool2d(x, 3, { stride: 2, ceilMode: true })],
+  ['layer norm over two dims without weight', (x) => F.layerNorm(x, [6, 6])],
+  [
+    'addmm and mm on the flattened batch',
+    (x) => ops.addmm(gemmBias, x.flatten(0, 2), gemmWeight, { beta: 0.5, alpha: 2 }).add(ops.mm(x.flatten(0, 2), gemmWeight)),
+  ],
+  [
+    'scatterAdd along the last dim, clone, toDType',
+    (x) => ops.scatterAdd(x.clone(), 3, ops.argmax(x, 3, true), ops.max(x, 3, true).values).to('float32'),
+  ],
+];
+
+for (const [name, f] of IMAGE_CASES) {
+  test(`image ops in onnxruntime match kiln: ${name}`, async (t) => {
+    await checkAgainstKiln(t, fnModule(f), (n) => randn([n, 4, 6, 6]), [2, 3]);
+  });
+}
+
 for (const [name, f] of OP_CASES) {
   test(`ops in onnxruntime match kiln: ${name}`, async (t) => {
     await checkAgainstKiln(t, fnModule(f), (n) => randn([n, 4, 6]), [2, 5]);
