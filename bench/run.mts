@@ -9,7 +9,7 @@
  * beside the unfolded one; jax-js runs both on the main thread and on its worker pool. Last, bench/gemm.mts runs
  * in a child process (its GEMM variants, copying and packed; `KILN_BENCH_GEMM=0` skips it).
  * Writes bench/results.json; `npx tsx bench/readme-table.mts --write` makes the README's tables from it.
- * `KILN_BENCH_ONLY=memory` (or any of fusion, fx, compile, plugin, memory, backward, training, export, and the sections eager, peers, gemm,
+ * `KILN_BENCH_ONLY=memory` (or any of fusion, fx, compile, plugin, memory, backward, training, export, onnx, and the sections eager, peers, gemm,
  * comma-separated) runs just those and prints them, leaving bench/results.json as it is (gemm: bench/gemm.mts
  * records its own section, as it always does). `KILN_BENCH_CASES=matmul256,matmul512,matmul1024,mlp,cnn` picks
  * peer cases, `KILN_BENCH_PEERS=tfjs-wasm,…` peers.
@@ -44,6 +44,7 @@ import { transformSource } from '../src/register/transform-file.js';
 import { backwardBench } from './backward.mjs';
 import { trainingBench } from './training.mjs';
 import { exportBench } from './export.mjs';
+import { onnxExportBench } from './onnx-export.mjs';
 import { kilnCnn, kilnMlp } from './kiln-models.mjs';
 import type { MemoryReport } from './memory.mjs';
 import {
@@ -948,6 +949,7 @@ const CHECKS: Record<string, () => Check[] | Promise<Check[]>> = {
   backward: backwardBench,
   training: trainingBench,
   export: exportBench,
+  onnx: onnxExportBench,
 };
 
 function printChecks(checks: Check[]): void {

@@ -15,7 +15,7 @@ import { ExportError } from './errors.js';
 import { ExportedModule, ExportedProgram, setRetrace } from './exported-program.js';
 import { forwardParamNames } from './forward-names.js';
 import { treeLeaves } from './input-tree.js';
-import { bindInputDims } from './dim.js';
+import { bindInputDims, declaredDims } from './dim.js';
 import { checkConstraints } from './constraints.js';
 import { dimEntries } from './dynamic-shapes.js';
 import { generaliseExport } from './generalise.js';
@@ -149,6 +149,7 @@ export function exportProgram(module: Module, args: readonly unknown[], options:
     outTree: program.outStructure,
     inputChecks: checks,
     examples: [...args],
+    dimNames: new Map([...declaredDims(env)].map(([name, { symbol }]) => [symbol, name])),
     forwardNames: [
       ...names,
       ...(rest !== undefined ? Array.from({ length: Math.max(0, args.length - names.length) }, (_, i) => `${rest}_${i}`) : []),

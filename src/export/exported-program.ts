@@ -39,6 +39,8 @@ export interface ProgramParts {
   readonly forwardNames: readonly string[];
   /** The example arguments it was exported with (kept in memory, as PyTorch's `example_inputs`; not saved). */
   readonly examples?: readonly unknown[];
+  /** The Dim names of the dynamic dims' symbols (`s0` → `batch`; kept in memory, not saved): toOnnx's dim_params. */
+  readonly dimNames?: ReadonlyMap<string, string>;
   /** Every submodule's path and class name, so `module()` and `unflatten` rebuild the tree. */
   readonly modules: readonly { readonly path: string; readonly className: string }[];
 }

@@ -9,3 +9,4 @@ export { save, load, EXPORT_FORMAT, EXPORT_VERSION } from './serialize.js';
 export { unflatten } from './unflatten.js';
 export { Dim, dims, type DimOptions } from './dim.js';
 export { ConstraintViolationError } from '../errors.js';
+export { toOnnx, onnxBytes, ONNX_OPSETS, type OnnxExportOptions } from './onnx/index.js';

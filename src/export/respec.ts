@@ -15,7 +15,7 @@ export function dynamicShapesOf(parts: ProgramParts): unknown[] {
     if (!d) {
       const r = parts.rangeConstraints.get(symbol);
       const options = r ? { min: Math.max(0, r.lower), ...(Number.isFinite(r.upper) ? { max: r.upper } : {}) } : {};
-      roots.set(symbol, (d = Dim(symbol, options)));
+      roots.set(symbol, (d = Dim(parts.dimNames?.get(symbol) ?? symbol, options)));
     }
     return d;
   };
