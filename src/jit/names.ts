@@ -81,10 +81,14 @@ export function framePosition(frame: string): { file: string; line: number; colu
   return m ? { file: m[1]!, line: Number(m[2]), column: Number(m[3]) } : undefined;
 }
 
-/** The variable a source line assigns (`const h = …`, `y = …`), if the line is such a statement. */
-export function assignedName(file: string, line: number): string | undefined {
+/**
+ * The variable a source line assigns (`const h = …`, `y = …`) with the call at `column` on its right-hand
+ * side, if the line is such a statement (not when the call is inside a function written there: `const f = (x) => x.add(1)`).
+ */
+export function assignedName(file: string, line: number, column: number): string | undefined {
   const text = sourceLines(file)?.[line - 1];
   if (text === undefined) return undefined;
   const m = /^\s*(?:(?:const|let|var)\s+)?([A-Za-z_$][\w$]*)\s*(?::[^=]+)?=(?![=>])/.exec(text);
-  return m?.[1];
+  if (!m || column - 1 < m[0].length) return undefined;
+  return /=>|\bfunction\b/.test(text.slice(m[0].length, column - 1)) ? undefined : m[1];
 }

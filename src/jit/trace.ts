@@ -139,7 +139,7 @@ class JitTracer implements TraceDispatch {
     if (!at) return;
     const line = `${at.file}:${at.line}`;
     const site = `${line}:${at.column}`;
-    const name = assignedName(at.file, at.line);
+    const name = assignedName(at.file, at.line, at.column);
     if (this.pendingName && (site === this.pendingName.site || (name && line !== this.pendingName.line))) this.commitName();
     if (name) this.pendingName = { line, site, node, name };
   }
@@ -719,18 +719,19 @@ function check(
     if (!Array.isArray(inputs))
       throw new TracingError(`trace: each of checkInputs must be an array of the arguments, got ${typeof inputs}`);
     const again = retrace(cloneInputs(inputs));
-    if (again.gm.graph.toString() !== expected || traced.shapes) {
+    const sameGraph = again.gm.graph.toString() === expected;
+    if (!sameGraph || traced.shapes) {
       const retraceAt = (at: readonly (readonly number[])[]) => attempt(() => retrace(withShapes(traced.inputs, cloneInputs(inputs), at)));
       const next = generalise(traced, again, name, retraceAt);
       if (typeof next === 'string') throw new TracingCheckError(next);
       traced = next;
-    } else {
-      const differing = differingConstant(traced.gm, again.gm);
-      if (differing) {
-        throw new TracingCheckError(
-          `Tensor-valued Constant nodes differed in value across invocations. This often indicates that the tracer has encountered untraceable code.\n\tNode:\n\t\t${differing}\nTensor values read with item(), toArray() or data() become constants of the trace.`,
-        );
-      }
+    }
+    // Constants of one shape in both traces must hold the same values (at other shapes they may be other constants).
+    const differing = differingConstant(traced.base ?? traced.gm, again.gm, sameGraph);
+    if (differing) {
+      throw new TracingCheckError(
+        `Tensor-valued Constant nodes differed in value across invocations. This often indicates that the tracer has encountered untraceable code.\n\tNode:\n\t\t${differing}\nTensor values read with item(), toArray() or data() become constants of the trace.`,
+      );
     }
     const fromTrace = runGraph(traced, flattenAs(traced.inputs, cloneInputs(inputs), 'input'));
     const eager = flatten(
@@ -786,14 +787,18 @@ function outputDifference(t: Tensor, e: Tensor, tol: number): string | undefined
   return `Tensor-likes are not close! Greatest absolute difference: ${worst} at flat index ${at} (tolerance ${tol}); ${a.length} elements`;
 }
 
-/** The first constant tensor the two traces hold with different values, if any (its node as printed). */
-function differingConstant(a: GraphModule, b: GraphModule): string | undefined {
+/** The first constant tensor the two traces hold with different values, if any (its node as printed); `shapes`: a different shape counts. */
+function differingConstant(a: GraphModule, b: GraphModule, shapes: boolean): string | undefined {
   for (const node of a.graph.nodes) {
     if (node.op !== 'get_attr' || typeof node.target !== 'string' || !node.target.startsWith('_tensor_constant')) continue;
     const x = (a as unknown as Record<string, unknown>)[node.target];
     const y = (b as unknown as Record<string, unknown>)[node.target];
     if (!(x instanceof Tensor) || !(y instanceof Tensor)) continue;
-    if (!sameShape(x.shape, y.shape) || x.dtype !== y.dtype || outputDifference(x, y, 0)) return node.format();
+    if (!sameShape(x.shape, y.shape) || x.dtype !== y.dtype) {
+      if (shapes) return node.format();
+      continue;
+    }
+    if (outputDifference(x, y, 0)) return node.format();
   }
   return undefined;
 }

@@ -236,7 +236,7 @@ export const TENSOR_METHODS: MethodImpls = {
   /** Cast to another dtype (a no-op returning `this` when the dtype already matches). */
   to: function (this: Tensor, dtype: DType): Tensor {
     if (dtype !== this.dtype) return E.toDType(this, checkDType('to', dtype));
-    return (activeTrace?.skippedOp?.(this, E.toDType, [this, dtype]) as Tensor | undefined) ?? this;
+    return (activeTrace?.skippedOp?.(this, 'to', [this, dtype]) as Tensor | undefined) ?? this;
   },
   float: function (this: Tensor): Tensor {
     return this.to('float32');
@@ -250,7 +250,7 @@ export const TENSOR_METHODS: MethodImpls = {
   clone: method(E.clone),
   contiguous: function (this: Tensor): Tensor {
     if (!this.isContiguous()) return E.clone(this);
-    return (activeTrace?.skippedOp?.(this, E.clone, [this]) as Tensor | undefined) ?? this;
+    return (activeTrace?.skippedOp?.(this, 'contiguous', [this]) as Tensor | undefined) ?? this;
   },
 
   // ---- reductions ----
