@@ -1546,6 +1546,20 @@ test('traceModule: checkInputs by method must name every traced method', (t) => 
   });
 });
 
+test('a batch norm traced in training mode updates its running statistics and batch count as eagerly', (t) => {
+  const bn = new nn.BatchNorm1d(3);
+  const traced = trace(bn, [randn([4, 3])], { checkTrace: false });
+  const eager = new nn.BatchNorm1d(3);
+  eager.loadStateDict(bn.stateDict());
+  const x = randn([4, 3]);
+  t.true(close(traced.call(x), eager.call(x)));
+  const state = (m: nn.Module) => m.stateDict() as unknown as Record<string, Tensor>;
+  for (const key of ['running_mean', 'running_var', 'num_batches_tracked']) {
+    t.true(close(state(traced)[key], state(eager)[key]), key);
+  }
+  t.regex(traced.code, /const add = ops\.add\(num_batches_tracked, 1/, 'kiln’s own ops are not named after the line that called trace');
+});
+
 /*
  * Not ported: the cases JavaScript (or kiln, which has no TorchScript) cannot express, one line each.
  * TorchScript (torch.jit.script, script modules, @torch.jit.export, interfaces):

@@ -83,6 +83,8 @@ class JitTracer implements TraceDispatch {
   readonly written = new Set<Tensor>();
   /** The latest value recorded from a line that assigns a variable: it gets that name once the line is done. */
   private pendingName: { line: string; site: string; node: Node; name: string } | undefined;
+  /** Where the user called trace (or the traced program): ops of kiln's own layers have no user frame nearer than that. */
+  private readonly callerSite = sitePosition(userStackFrame());
   /** `noGrad`/`withGradMode` regions the traced code is inside, recorded as `_set_grad_enabled` nodes around its ops. */
   private readonly gradRegions = new GradModeRegions(() => this.graph);
 
@@ -139,6 +141,7 @@ class JitTracer implements TraceDispatch {
     if (!at) return;
     const line = `${at.file}:${at.line}`;
     const site = `${line}:${at.column}`;
+    if (site === this.callerSite) return;
     const name = assignedName(at.file, at.line, at.column);
     if (this.pendingName && (site === this.pendingName.site || (name && line !== this.pendingName.line))) this.commitName();
     if (name) this.pendingName = { line, site, node, name };
@@ -310,6 +313,12 @@ class JitTracer implements TraceDispatch {
     }
     return name;
   }
+}
+
+/** `file:line:col` of a stack frame, if it has one. */
+function sitePosition(frame: string | undefined): string | undefined {
+  const at = frame ? framePosition(frame) : undefined;
+  return at ? `${at.file}:${at.line}:${at.column}` : undefined;
 }
 
 /** The view ops (name, arguments, options) that lead from `base` to `view` in the graph, if that is all they are. */
