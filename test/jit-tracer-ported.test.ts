@@ -1468,6 +1468,10 @@ test('an in-place write to an input is written back by a saved and loaded trace 
   const x = tensor([1, 2, 3]);
   t.deepEqual(back(x).toArray(), [3, 5, 7]);
   t.deepEqual(x.toArray(), [2, 4, 6]);
+  const returnsInput = trace((x: Tensor) => x.mul_(2), [rand([3])]);
+  const y = tensor([1, 2]);
+  t.is(returnsInput(y), y, 'an output that is the input written in place is the input itself, as eagerly');
+  t.deepEqual(y.toArray(), [2, 4]);
 });
 
 test('a buffer written in place in forward is written back after each call of the traced module', (t) => {

@@ -649,7 +649,16 @@ export class TracedModule extends Module {
         }),
       );
     }
-    return out.slice(0, n);
+    // An output that is an input written in place is that input, as eagerly (`x.mul_(2); return x` returns x).
+    const results = out.slice(0, n);
+    if (inputWrites.length) {
+      const nodes = (m.gm.graph.outputNode?.args[0] ?? []) as unknown[];
+      results.forEach((_, j) => {
+        const k = inputWrites.findIndex((_i, w) => nodes[n + w] === nodes[j]);
+        if (k >= 0) results[j] = inputs[inputWrites[k]!]!;
+      });
+    }
+    return results;
   }
 
   /**
