@@ -138,15 +138,15 @@ test('methods call their op with the arguments the hand-written methods passed (
   t.deepEqual(
     calls.map((l) => l.trim().replace(/^const \w+ = /, '')),
     [
-      'ops.clamp(input, 0, null);',
+      'ops.clamp(x, 0, null);', // the graph input is named after the parameter
       'ops.sum(clamp, null, undefined);',
-      'ops.unsqueeze(input, 0);',
+      'ops.unsqueeze(x, 0);',
       'ops.squeeze(unsqueeze, null);',
       'ops.t(squeeze);', // t is an op of its own since issue 15
       'ops.sum(t, 1, undefined);',
       'ops.amax(sum_1);',
       'ops.add(sum, amax, undefined);',
-      'ops.argmax(input, null, undefined);',
+      'ops.argmax(x, null, undefined);',
       'ops.add(add, argmax, 2);',
     ],
   );

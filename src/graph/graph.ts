@@ -76,6 +76,12 @@ export class Graph {
     return node;
   }
 
+  /** Give `node` a new unique name derived from `candidate` (a runtime trace names values after the user's variables). */
+  renameNode(node: Node, candidate: string): void {
+    if (node.graph !== this) throw new KilnError(`renameNode: node '${node.name}' belongs to another graph`);
+    node.name = this.namespace.create(candidate);
+  }
+
   /** A forward parameter; `defaultValue` is used when the caller leaves it out. */
   placeholder(name: string, defaultValue?: Argument): Node {
     return this.createNode('placeholder', name, defaultValue === undefined ? [] : [defaultValue], {}, name);

@@ -21,7 +21,14 @@ export function saveTraced(traced: TracedModule, path: string): void {
   const methods = Object.fromEntries(
     [...traced.methods].map(([name, m]) => [
       name,
-      { module: graphModuleToJSON(m.gm), inputs: m.inputs, outputs: m.outputs, ...(m.shapes ? { shapes: m.shapes } : {}) },
+      {
+        module: graphModuleToJSON(m.gm),
+        inputs: m.inputs,
+        outputs: m.outputs,
+        ...(m.shapes ? { shapes: m.shapes } : {}),
+        ...(m.inputWrites ? { inputWrites: m.inputWrites } : {}),
+        ...(m.stateWrites ? { stateWrites: m.stateWrites } : {}),
+      },
     ]),
   );
   const payload = {
@@ -68,8 +75,25 @@ export function loadTraced(path: string, options: LoadOptions = {}): TracedModul
       if (e instanceof SerializationError) throw new SerializationError(`${where}: ${e.message}`);
       throw e;
     }
-    checkArity(gm, m.inputs, m.outputs, where);
-    methods.set(name, { gm, inputs: m.inputs, outputs: m.outputs, warnings: [], shapes: m.shapes as ShapeSpec | undefined });
+    const inputWrites = m.inputWrites ?? [];
+    const stateWrites = m.stateWrites ?? [];
+    const state = new Set([...gm.namedParameters(), ...gm.namedBuffers()].map(([p]) => p));
+    if (!Array.isArray(inputWrites) || !inputWrites.every((i) => Number.isSafeInteger(i) && i >= 0 && i < leaves(m.inputs as Structure))) {
+      throw new SerializationError(`${where}: "inputWrites" must list positions of its input tensors`);
+    }
+    if (!Array.isArray(stateWrites) || !stateWrites.every((p) => typeof p === 'string' && state.has(p))) {
+      throw new SerializationError(`${where}: "stateWrites" must list paths of its parameters and buffers`);
+    }
+    checkArity(gm, m.inputs, m.outputs, where, inputWrites.length + stateWrites.length);
+    methods.set(name, {
+      gm,
+      inputs: m.inputs,
+      outputs: m.outputs,
+      warnings: [],
+      shapes: m.shapes as ShapeSpec | undefined,
+      ...(inputWrites.length ? { inputWrites: inputWrites as number[] } : {}),
+      ...(stateWrites.length ? { stateWrites: stateWrites as string[] } : {}),
+    });
   }
   const forward = methods.get('forward') ?? [...methods.values()][0]!;
   for (const [name] of methods) {
@@ -85,13 +109,18 @@ export function loadTraced(path: string, options: LoadOptions = {}): TracedModul
 
 const leaves = (s: Structure): number => (s.kind === 'tensor' ? 1 : s.items.reduce((n, x) => n + leaves(x), 0));
 
-/** A method's graph takes one input per tensor of its input structure and returns a list of one per output tensor. */
-function checkArity(gm: GraphModule, inputs: Structure, outputs: Structure, where: string): void {
+/**
+ * A method's graph takes one input per tensor of its input structure and returns a list of one per output
+ * tensor, then one per input or weight it writes in place (`writes`).
+ */
+function checkArity(gm: GraphModule, inputs: Structure, outputs: Structure, where: string, writes: number): void {
   const params = gm.graph.nodes.filter((n) => n.op === 'placeholder').length;
   if (params !== leaves(inputs))
     throw new SerializationError(`${where}: its graph takes ${params} inputs, its input structure holds ${leaves(inputs)} tensors`);
   const out = gm.graph.nodes.find((n) => n.op === 'output')!.args[0];
-  if (!Array.isArray(out) || out.length !== leaves(outputs)) {
-    throw new SerializationError(`${where}: its graph's output does not hold the ${leaves(outputs)} tensors its output structure names`);
+  if (!Array.isArray(out) || out.length !== leaves(outputs) + writes) {
+    throw new SerializationError(
+      `${where}: its graph's output does not hold the ${leaves(outputs)} tensors its output structure names${writes ? ` and the ${writes} it writes back` : ''}`,
+    );
   }
 }

@@ -4,17 +4,20 @@ import { GradModeRegions } from '../graph/grad-mode.js';
 import { Graph } from '../graph/graph.js';
 import { GraphModule } from '../graph/graph-module.js';
 import { Node, nodesIn, targetName, type Argument, type FunctionTarget, type Kwargs } from '../graph/node.js';
-import { isKilnFrame } from '../graph/source-lines.js';
+import { isKilnFrame, userStackFrame } from '../graph/source-lines.js';
 import { userFrame } from '../graph/tracer.js';
 import { noGrad } from '../runtime/autograd.js';
+import { rngState, setRngState } from '../runtime/random.js';
 import { setTraceDispatch, type TraceDispatch } from '../runtime/dispatch.js';
 import { Module } from '../runtime/nn/module.js';
 import { OPS } from '../runtime/op.js';
 import { tensor } from '../runtime/ops/creation.js';
-import { indexSelect, viewScatter, type ViewStep } from '../runtime/ops/view.js';
+import { expand, indexSelect, viewScatter, type ViewStep } from '../runtime/ops/view.js';
 import { isPlainObject } from '../runtime/plain-object.js';
 import { sameShape } from '../runtime/shape.js';
 import { Tensor } from '../runtime/tensor.js';
+import { boundParts } from './bound-method.js';
+import { argumentName, assignedName, framePosition, parameterNames } from './names.js';
 import { decidesControlFlow } from './shape-branches.js';
 import {
   divides,
@@ -43,7 +46,8 @@ export class TracingCheckError extends KilnError {}
 export interface TraceOptions {
   /** Re-trace on `checkInputs` (default: the example inputs) and compare graphs and outputs. Default true. */
   checkTrace?: boolean;
-  checkInputs?: unknown[][];
+  /** Argument lists to check with; for `traceModule`, objects of argument lists by method (`{ forward: [...] }`). */
+  checkInputs?: unknown[][] | Record<string, unknown[]>[];
   /** Refuse dict outputs (their structure might depend on the inputs). Default true. */
   strict?: boolean;
   /** Tolerance of the output check. */
@@ -75,6 +79,12 @@ class JitTracer implements TraceDispatch {
   private readonly paths = new Map<Tensor, string>();
   private readonly constantNames = new Map<Tensor, string>();
   private readonly warnedSites = new Set<string>();
+  /** Inputs and weights an in-place op wrote (the traced program writes them back). */
+  readonly written = new Set<Tensor>();
+  /** The latest value recorded from a line that assigns a variable: it gets that name once the line is done. */
+  private pendingName: { line: string; site: string; node: Node; name: string } | undefined;
+  /** Where the user called trace (or the traced program): ops of kiln's own layers have no user frame nearer than that. */
+  private readonly callerSite = sitePosition(userStackFrame());
   /** `noGrad`/`withGradMode` regions the traced code is inside, recorded as `_set_grad_enabled` nodes around its ops. */
   private readonly gradRegions = new GradModeRegions(() => this.graph);
 
@@ -86,8 +96,15 @@ class JitTracer implements TraceDispatch {
     for (const [p, t] of [...root.namedParameters(), ...root.namedBuffers()]) if (!this.paths.has(t)) this.paths.set(t, p);
   }
 
-  placeholder(name: string, t: Tensor): void {
-    this.nodes.set(t, this.graph.placeholder(name));
+  placeholder(name: string, t: Tensor): Node {
+    const node = this.graph.placeholder(name);
+    this.nodes.set(t, node);
+    return node;
+  }
+
+  /** The input node `t` stands for, if it is still that. */
+  nodeOf(t: Tensor): Node | undefined {
+    return this.nodes.get(t);
   }
 
   isTraced(x: unknown): boolean {
@@ -109,7 +126,65 @@ class JitTracer implements TraceDispatch {
       (kwargs ? this.arg(kwargs) : {}) as Kwargs,
     );
     this.bind(out, node);
+    this.nameAfterSource(node);
     return out;
+  }
+
+  /**
+   * Values keep the user's variable names (PyTorch records them from Python's frames): a node recorded from a
+   * line `const h = …` is named `h` once that line is done. The last op of a line computes what it assigns
+   * (`f(g(x))` calls f last); the same call site again (a loop) starts a new value.
+   */
+  private nameAfterSource(node: Node): void {
+    const frame = userStackFrame();
+    const at = frame ? framePosition(frame) : undefined;
+    if (!at) return;
+    const line = `${at.file}:${at.line}`;
+    const site = `${line}:${at.column}`;
+    if (site === this.callerSite) return;
+    const name = assignedName(at.file, at.line, at.column);
+    if (this.pendingName && (site === this.pendingName.site || (name && line !== this.pendingName.line))) this.commitName();
+    if (name) this.pendingName = { line, site, node, name };
+  }
+
+  /** Give the pending value its variable's name. */
+  commitName(): void {
+    const p = this.pendingName;
+    this.pendingName = undefined;
+    if (p && !p.node.erased && (p.node.op === 'call_function' || p.node.op === 'call_method')) this.graph.renameNode(p.node, p.name);
+  }
+
+  /** Autograd's protective copy before an in-place op is the same value: no node. */
+  sameValue(from: unknown, to: unknown): void {
+    if (from instanceof Tensor && to instanceof Tensor && this.isTraced(from)) this.nodes.set(to, this.tensorNode(from));
+  }
+
+  /** `x.float()` on a float tensor, `contiguous()` on contiguous data, `detach_()`: recorded, so the trace generalises. */
+  skippedOp(self: unknown, op: ((...args: never[]) => unknown) | string, args: readonly unknown[], inPlace = false): unknown {
+    if (!(self instanceof Tensor) || !this.isTraced(self)) return undefined;
+    // kiln's own layers casting defensively are not the user's op (their casts that do something are recorded as ops)
+    const frames = (new Error().stack ?? '').split('\n').slice(2);
+    const caller = frames.find((f) => !/[\\/](jit[\\/]trace|runtime[\\/]tensor(-methods)?)\.[jt]s/.test(f));
+    if (!caller || isKilnFrame(caller)) return undefined;
+    this.gradRegions.flush();
+    const argNodes = args.map((a) => this.arg(a));
+    const node =
+      typeof op === 'string' ? this.graph.callMethod(op, argNodes) : this.graph.callFunction(op as unknown as FunctionTarget, argNodes);
+    this.nameAfterSource(node);
+    if (inPlace) {
+      this.nodes.set(self, node);
+      return self;
+    }
+    // A value of its own for the recorded result: a view of `self` (eagerly the method returns `self` itself).
+    const prev = setTraceDispatch(null);
+    let alias: Tensor;
+    try {
+      alias = expand(self, [...self.shape]);
+    } finally {
+      setTraceDispatch(prev);
+    }
+    this.nodes.set(alias, node);
+    return alias;
   }
 
   shapeRead(t: unknown): void {
@@ -147,7 +222,9 @@ class JitTracer implements TraceDispatch {
   derived(from: unknown, to: unknown, method: string): void {
     if (!(from instanceof Tensor && to instanceof Tensor && this.isTraced(from))) return;
     this.gradRegions.flush();
-    this.nodes.set(to, this.graph.callMethod(method, [this.tensorNode(from)]));
+    const node = this.graph.callMethod(method, [this.tensorNode(from)]);
+    this.nodes.set(to, node);
+    this.nameAfterSource(node);
   }
 
   gradModeRegion(enabled: boolean): () => void {
@@ -166,28 +243,31 @@ class JitTracer implements TraceDispatch {
 
   /**
    * An in-place op is recorded as its out-of-place computation: `self` now stands for that result. A write
-   * through a view of an intermediate also gives its base a new value, recorded as `viewScatter` over the
-   * chain of view ops that made the view; inputs and weights are not written by the traced program (a warning).
+   * through a view also gives its base a new value, recorded as `viewScatter` over the chain of view ops that
+   * made the view. Inputs and weights written so are written back by the traced program after its graph, as
+   * eagerly; a write through a view the graph cannot retrace is recorded on the view only (a TracerWarning).
    */
   wroteInPlace(self: unknown, result: unknown, name: string): void {
     if (!(self instanceof Tensor) || !(result instanceof Tensor) || !this.nodes.has(result)) return;
-    const viewNode = this.nodes.get(self);
+    const viewNode = this.nodes.get(self) ?? (this.paths.has(self) ? this.tensorNode(self) : undefined);
     const resultNode = this.nodes.get(result)!;
     this.nodes.set(self, resultNode);
+    this.written.add(self);
     const base = self._base;
     if (!base || !this.isTraced(base)) return;
     const baseNode = this.tensorNode(base);
-    const chain = viewNode && baseNode.op === 'call_function' ? viewChain(viewNode, baseNode) : undefined;
+    const chain = viewNode ? viewChain(viewNode, baseNode) : undefined;
     if (chain) {
       this.nodes.set(
         base,
         this.graph.callFunction(viewScatter as unknown as FunctionTarget, [baseNode, resultNode, chain as unknown as Argument]),
       );
+      this.written.add(base);
       return;
     }
     this.warn(
       `${name}`,
-      'an in-place write to a view of an input or a weight is recorded on the view only: the traced program does not write into its inputs or weights, and later reads of the viewed tensor see the value from before the write',
+      'Writing in place into a view the trace cannot follow might cause the trace to be incorrect: the write is recorded on the view only, and later reads of the viewed tensor (and the tensor itself after the call) keep the value from before the write',
     );
   }
 
@@ -235,6 +315,12 @@ class JitTracer implements TraceDispatch {
   }
 }
 
+/** `file:line:col` of a stack frame, if it has one. */
+function sitePosition(frame: string | undefined): string | undefined {
+  const at = frame ? framePosition(frame) : undefined;
+  return at ? `${at.file}:${at.line}:${at.column}` : undefined;
+}
+
 /** The view ops (name, arguments, options) that lead from `base` to `view` in the graph, if that is all they are. */
 function viewChain(view: Node, base: Node): ViewStep[] | undefined {
   const chain: ViewStep[] = [];
@@ -260,6 +346,12 @@ export interface TracedMethod {
   readonly shapes?: ShapeSpec;
   /** The first trace's graph, which refits start from (in memory only). */
   readonly base?: GraphModule;
+  /**
+   * Inputs (by position in the flat input list) and weights (by path) the program writes in place: the graph
+   * returns their new values after the outputs, in this order, and the traced program writes them back.
+   */
+  readonly inputWrites?: readonly number[];
+  readonly stateWrites?: readonly string[];
 }
 
 function inputError(where: string, v: unknown): never {
@@ -275,7 +367,34 @@ function outputError(where: string): never {
   );
 }
 
-/** Record one call of `fn` (with `this` = `root`) on `inputs`. */
+/**
+ * The tensor the trace runs with in place of an input that is already a graph value (passed twice, or a weight
+ * of the traced module): one value per occurrence, as PyTorch gives each input its own graph value. It shares
+ * the storage, so in-place writes still land where they do eagerly.
+ */
+function aliasOf(t: Tensor): Tensor {
+  const prev = setTraceDispatch(null);
+  try {
+    if (t.requiresGrad && !t.isLeaf) return expand(t, [...t.shape]);
+    const a = t.detach();
+    return t.requiresGrad ? a.requiresGrad_(true) : a;
+  } finally {
+    setTraceDispatch(prev);
+  }
+}
+
+/** Graph input names: the parameter each tensor is passed as (`x`, or `x_0`, `x_1` inside a structure), else `input_i`. */
+function inputNames(inputs: readonly unknown[], params: readonly (string | undefined)[], count: number): string[] {
+  const names: string[] = [];
+  inputs.forEach((arg, i) => {
+    const n = flatten(arg, 'input', () => undefined as never).tensors.length;
+    const param = argumentName(params, i);
+    for (let k = 0; k < n; k++) names.push(param ? (n === 1 && arg instanceof Tensor ? param : `${param}_${k}`) : '');
+  });
+  return names.map((n, i) => n || (count === 1 ? 'input' : `input_${i}`));
+}
+
+/** Record one call of `fn` (with `this` = `root`) on `inputs`; `params` are the names of its parameters. */
 function record(
   root: Module,
   fn: (...a: unknown[]) => unknown,
@@ -283,15 +402,24 @@ function record(
   strict: boolean,
   name: string,
   quiet = false,
+  params: readonly (string | undefined)[] = [],
 ): TracedMethod {
   if (!Array.isArray(inputs)) throw new TracingError(`trace: exampleInputs must be an array of the arguments, got ${typeof inputs}`);
-  const { structure: inStructure, tensors: inTensors } = flatten(inputs, 'input', inputError);
+  const { structure: inStructure, tensors: given } = flatten(inputs, 'input', inputError);
   const tracer = new JitTracer(root, quiet);
-  inTensors.forEach((t, i) => tracer.placeholder(inTensors.length === 1 ? 'input' : `input_${i}`, t));
+  const names = inputNames(inputs, params, given.length);
+  const inTensors: Tensor[] = [];
+  const placeholders: Node[] = [];
+  for (const [i, t] of given.entries()) {
+    const own = tracer.isTraced(t) ? aliasOf(t) : t;
+    inTensors.push(own);
+    placeholders.push(tracer.placeholder(names[i]!, own));
+  }
+  const args = inTensors.some((t, i) => t !== given[i]) ? (unflatten(inStructure, inTensors) as unknown[]) : inputs;
   const prev = setTraceDispatch(tracer);
   let result: unknown;
   try {
-    result = fn.apply(root, inputs);
+    result = fn.apply(root, args);
   } finally {
     setTraceDispatch(prev);
   }
@@ -301,14 +429,32 @@ function record(
     );
   }
   const { structure: outStructure, tensors: outTensors } = flatten(result, 'output', outputError);
-  tracer.graph.output(outTensors.map((t) => tracer.tensorNode(t)));
+  tracer.commitName();
+  // In-place writes to inputs and weights: their new values come after the outputs, and are written back.
+  const inputWrites = inTensors.flatMap((t, i) => (tracer.written.has(t) && tracer.nodeOf(t) !== placeholders[i] ? [i] : []));
+  const stateWrites = [...root.namedParameters(), ...root.namedBuffers()].filter(([, t]) => tracer.written.has(t));
+  tracer.graph.output([
+    ...outTensors.map((t) => tracer.tensorNode(t)),
+    ...inputWrites.map((i) => tracer.tensorNode(inTensors[i]!)),
+    ...stateWrites.map(([, t]) => tracer.tensorNode(t)),
+  ]);
   const gm = new GraphModule(root, tracer.graph, name, tracer.constants);
   const nondeterministic = tracer.nondeterministic().map((n) => n.format());
   const sample: ShapeSample = { shapes: inTensors.map((t) => t.shape), leaves: graphLeaves(tracer.graph) };
   const shapes = tracer.shapeReads.length
     ? { reads: tracer.shapeReads, branches: tracer.shapeBranches, samples: [sample], exprs: [], guards: [] }
     : undefined;
-  return { gm, base: gm, inputs: inStructure, outputs: outStructure, warnings: tracer.warnings, nondeterministic, shapes };
+  return {
+    gm,
+    base: gm,
+    inputs: inStructure,
+    outputs: outStructure,
+    warnings: tracer.warnings,
+    nondeterministic,
+    shapes,
+    ...(inputWrites.length ? { inputWrites } : {}),
+    ...(stateWrites.length ? { stateWrites: stateWrites.map(([p]) => p) } : {}),
+  };
 }
 
 /** The traced graph's shape: its nodes with integers blanked, and the shapes of the constants it holds. */
@@ -483,8 +629,36 @@ export class TracedModule extends Module {
         args,
         flat.map((t) => t.shape),
       );
-    const out = m.gm.forward(...flat) as unknown[];
-    return unflatten(m.outputs, out);
+    const out = m.gm.forward(...flat) as Tensor[];
+    return unflatten(m.outputs, this.writeBack(m, flat, out));
+  }
+
+  /** Write the new values of the inputs and weights the program wrote in place; returns the outputs proper. */
+  writeBack(m: TracedMethod, inputs: readonly Tensor[], out: readonly Tensor[]): Tensor[] {
+    const inputWrites = m.inputWrites ?? [];
+    const stateWrites = m.stateWrites ?? [];
+    const n = out.length - inputWrites.length - stateWrites.length;
+    inputWrites.forEach((i, k) => inputs[i]!.copy_(out[n + k]!));
+    if (stateWrites.length) {
+      const state = new Map<string, Tensor>([...this.namedParameters(), ...this.namedBuffers()]);
+      noGrad(() =>
+        stateWrites.forEach((path, k) => {
+          const target = state.get(path);
+          if (!target) throw new TracingError(`${this.constructor.name}: the traced program writes '${path}', which it no longer has`);
+          target.copy_(out[n + inputWrites.length + k]!);
+        }),
+      );
+    }
+    // An output that is an input written in place is that input, as eagerly (`x.mul_(2); return x` returns x).
+    const results = out.slice(0, n);
+    if (inputWrites.length) {
+      const nodes = (m.gm.graph.outputNode?.args[0] ?? []) as unknown[];
+      results.forEach((_, j) => {
+        const k = inputWrites.findIndex((_i, w) => nodes[n + w] === nodes[j]);
+        if (k >= 0) results[j] = inputs[inputWrites[k]!]!;
+      });
+    }
+    return results;
   }
 
   /**
@@ -513,7 +687,12 @@ export class TracedModule extends Module {
     if (this.verifiedShapes.has(key)) return m;
     // Shapes the program was traced at need no second look (and running it again would repeat its side effects).
     if (m.shapes!.samples.some((s) => s.shapes.every((x, i) => sameShape(x, shapes[i]!)))) return m;
-    const next = generalise(m, retrace(args), name, (at) => attempt(() => retrace(withShapes(m.inputs, args, at))));
+    // Nor do shapes a confirmed fit covers: the user's code runs again only where the program cannot be reused.
+    const spec = m.shapes!;
+    if (!spec.branches && !spec.unconfirmed && spec.samples.length > 1 && !shapeMismatch(spec, shapes)) return m;
+    // Tracing again runs the user's code on copies of the inputs, and leaves the random generator as it was.
+    const again = (a: unknown[]) => keepingRng(() => retrace(cloneInputs(a)));
+    const next = generalise(m, again(args), name, (at) => attempt(() => again(withShapes(m.inputs, args, at))));
     if (typeof next === 'string') {
       const mismatch = shapeMismatch(m.shapes!, shapes);
       const traced = formatShapes(m.shapes!.samples[0]!.shapes);
@@ -528,7 +707,13 @@ export class TracedModule extends Module {
   }
 }
 
-/** Re-trace on each of `checkInputs` and compare; returns the method, generalised over the shapes seen. */
+/**
+ * Re-trace on each of `checkInputs` and compare, as PyTorch's trace checker does: every run gets its own
+ * copy of the inputs (the program may write into them); graphs that differ are a TracingCheckError (after
+ * kiln's shape generalisation), and so are constant tensors whose values differ between the two traces; an
+ * output of the traced program that differs from the function's is a TracerWarning, also when the trace
+ * has nondeterministic nodes (the warning says so first). Returns the method, generalised over the shapes seen.
+ */
 function check(
   root: Module,
   fn: (...a: unknown[]) => unknown,
@@ -536,10 +721,12 @@ function check(
   checkInputs: unknown[][],
   options: TraceOptions,
   name: string,
+  params: readonly (string | undefined)[] = [],
 ): TracedMethod {
   const tol = options.checkTolerance ?? 1e-5;
   const expected = traced.gm.graph.toString();
   const random = traced.nondeterministic ?? [];
+  const retrace = (args: unknown[]) => keepingRng(() => record(root, fn, args, options.strict ?? true, name, true, params));
   if (random.length) {
     process.emitWarning(
       `Trace had nondeterministic nodes. Did you forget to call .eval() on your model? Nodes:\n${random.map((n) => `\t${n}`).join('\n')}\nThis may cause errors in trace checking. To disable trace checking, pass checkTrace: false to trace()`,
@@ -547,34 +734,101 @@ function check(
     );
   }
   for (const inputs of checkInputs) {
-    const again = record(root, fn, inputs, options.strict ?? true, name, true);
-    if (again.gm.graph.toString() !== expected || traced.shapes) {
-      const retraceAt = (at: readonly (readonly number[])[]) =>
-        attempt(() => record(root, fn, withShapes(traced.inputs, inputs, at), options.strict ?? true, name, true));
+    if (!Array.isArray(inputs))
+      throw new TracingError(`trace: each of checkInputs must be an array of the arguments, got ${typeof inputs}`);
+    const again = retrace(cloneInputs(inputs));
+    const sameGraph = again.gm.graph.toString() === expected;
+    if (!sameGraph || traced.shapes) {
+      const retraceAt = (at: readonly (readonly number[])[]) => attempt(() => retrace(withShapes(traced.inputs, cloneInputs(inputs), at)));
       const next = generalise(traced, again, name, retraceAt);
       if (typeof next === 'string') throw new TracingCheckError(next);
       traced = next;
     }
-    if (random.length) continue; // outputs cannot match run to run
-    const flat = flattenAs(traced.inputs, inputs, 'input');
-    const fromTrace = traced.gm.forward(...flat) as Tensor[];
+    // Constants of one shape in both traces must hold the same values (at other shapes they may be other constants).
+    const differing = differingConstant(traced.base ?? traced.gm, again.gm, sameGraph);
+    if (differing) {
+      throw new TracingCheckError(
+        `Tensor-valued Constant nodes differed in value across invocations. This often indicates that the tracer has encountered untraceable code.\n\tNode:\n\t\t${differing}\nTensor values read with item(), toArray() or data() become constants of the trace.`,
+      );
+    }
+    const fromTrace = runGraph(traced, flattenAs(traced.inputs, cloneInputs(inputs), 'input'));
     const eager = flatten(
-      noGrad(() => fn.apply(root, inputs)),
+      noGrad(() => fn.apply(root, cloneInputs(inputs))),
       'output',
       outputError,
     ).tensors;
     fromTrace.forEach((t, i) => {
-      const e = eager[i]!;
-      const diff = noGrad(() => (t as Tensor).sub(e).abs().max().item());
-      const scale = noGrad(() => e.abs().max().item());
-      if (!(diff <= tol * Math.max(1, scale))) {
-        throw new TracingCheckError(
-          `Tensor-valued Constant nodes differed in value across invocations, or the trace does not reproduce the function: output ${i} differs from the eager result by ${diff} (max abs error; tolerance ${tol})`,
+      const problem = eager[i] ? outputDifference(t, eager[i], tol) : 'the Python function has no such output';
+      if (problem) {
+        process.emitWarning(
+          `Output nr ${i + 1}. of the traced function does not match the corresponding output of the Python function. Detailed error:\n${problem}`,
+          'TracerWarning',
         );
       }
     });
   }
   return traced;
+}
+
+/** Run a method's graph on flat inputs: its outputs proper (the values written back in place come after them). */
+function runGraph(m: TracedMethod, flat: readonly Tensor[]): Tensor[] {
+  const out = m.gm.forward(...flat) as Tensor[];
+  return out.slice(0, out.length - (m.inputWrites?.length ?? 0) - (m.stateWrites?.length ?? 0));
+}
+
+/** A copy of every tensor in `args` (same structure), as PyTorch's checker clones its inputs for each run. */
+function cloneInputs(args: unknown[]): unknown[] {
+  const { structure, tensors } = flatten(args, 'input', inputError);
+  const copies = tensors.map((t) => {
+    const c = noGrad(() => t.detach().clone());
+    return t.requiresGrad ? c.requiresGrad_(true) : c;
+  });
+  return unflatten(structure, copies) as unknown[];
+}
+
+/** Why output `t` of the trace does not match `e` of the function, or undefined when it does. */
+function outputDifference(t: Tensor, e: Tensor, tol: number): string | undefined {
+  if (!sameShape(t.shape, e.shape)) return `shapes differ: [${t.shape.join(', ')}] (traced) vs [${e.shape.join(', ')}] (Python function)`;
+  if (t.dtype !== e.dtype) return `dtypes differ: ${t.dtype} (traced) vs ${e.dtype} (Python function)`;
+  const a = t.data();
+  const b = e.data();
+  let worst = 0;
+  let at = -1;
+  for (let i = 0; i < a.length; i++) {
+    const x = Number(a[i]);
+    const y = Number(b[i]);
+    if (Number.isNaN(x) && Number.isNaN(y)) continue;
+    const d = Math.abs(x - y);
+    if (!(d <= tol * Math.max(1, Math.abs(y))) && !(d <= worst)) [worst, at] = [Number.isNaN(d) ? Infinity : d, i];
+  }
+  if (at < 0) return undefined;
+  return `Tensor-likes are not close! Greatest absolute difference: ${worst} at flat index ${at} (tolerance ${tol}); ${a.length} elements`;
+}
+
+/** The first constant tensor the two traces hold with different values, if any (its node as printed); `shapes`: a different shape counts. */
+function differingConstant(a: GraphModule, b: GraphModule, shapes: boolean): string | undefined {
+  for (const node of a.graph.nodes) {
+    if (node.op !== 'get_attr' || typeof node.target !== 'string' || !node.target.startsWith('_tensor_constant')) continue;
+    const x = (a as unknown as Record<string, unknown>)[node.target];
+    const y = (b as unknown as Record<string, unknown>)[node.target];
+    if (!(x instanceof Tensor) || !(y instanceof Tensor)) continue;
+    if (!sameShape(x.shape, y.shape) || x.dtype !== y.dtype) {
+      if (shapes) return node.format();
+      continue;
+    }
+    if (outputDifference(x, y, 0)) return node.format();
+  }
+  return undefined;
+}
+
+/** Run `f` and put the random generator back as it was: tracing again consumes no random numbers. */
+function keepingRng<T>(f: () => T): T {
+  const state = rngState();
+  try {
+    return f();
+  } finally {
+    setRngState(state);
+  }
 }
 
 /** `f()`, or undefined when it throws (a confirming trace at sizes the program does not accept). */
@@ -633,17 +887,32 @@ export function trace(fnOrModule: AnyFn, exampleInputs: unknown[], options?: Tra
 export function trace(fnOrModule: Module | AnyFn, exampleInputs: unknown[], options: TraceOptions = {}): TracedModule | TracedFunction {
   if (fnOrModule instanceof Module) return traceModule(fnOrModule, { forward: exampleInputs }, options);
   if (typeof fnOrModule !== 'function') throw new TracingError('trace: expected an nn.Module or a function');
+  // A module's bound forward traces the module (PyTorch: trace(m.forward) is trace(m)); its other methods need traceModule.
+  const bound = boundParts(fnOrModule);
+  if (bound?.self instanceof Module) {
+    if (fnOrModule.name === 'bound forward' && bound.target === bound.self.forward) {
+      return traceModule(bound.self, { forward: exampleInputs }, options);
+    }
+    throw new TracingError(
+      `trace doesn't support compiling individual module's functions.\nPlease use traceModule (${fnOrModule.name.slice(6)} of ${bound.self.constructor.name})`,
+    );
+  }
   if (/^(bound )?forward$/.test(fnOrModule.name)) {
-    throw new TracingError("trace doesn't support compiling individual module's functions.\nPlease use traceModule");
+    throw new TracingError(
+      "trace doesn't support compiling individual module's functions.\nPlease use traceModule, or trace the module's forward bound to it (m.forward.bind(m))",
+    );
   }
   const root = new Module();
   const fn = fnOrModule as unknown as (...a: unknown[]) => unknown;
   const name = fnOrModule.name || 'traced';
+  const params = parameterNames(fnOrModule);
   const call = (...a: unknown[]) => fn(...a);
-  let method = record(root, call, exampleInputs, options.strict ?? true, name);
-  if (options.checkTrace ?? true) method = check(root, call, method, options.checkInputs ?? [exampleInputs], options, name);
+  let method = record(root, call, exampleInputs, options.strict ?? true, name, false, params);
+  if (options.checkTrace ?? true) {
+    method = check(root, call, method, (options.checkInputs as unknown[][] | undefined) ?? [exampleInputs], options, name, params);
+  }
   const tm = new TracedModule(new Map([['forward', method]]));
-  tm.retracers.set('forward', (args) => record(root, call, args, options.strict ?? true, name, true));
+  tm.retracers.set('forward', (args) => record(root, call, args, options.strict ?? true, name, true, params));
   tm.fromFunction = name;
   return asTracedFunction(tm, tm.fromFunction);
 }
@@ -661,15 +930,39 @@ export function traceModule(module: Module, inputs: Record<string, unknown[]>, o
         ? (...a: unknown[]) => (module.call as (...x: unknown[]) => unknown).apply(module, a) // hooks run (and are recorded)
         : (fn as (...a: unknown[]) => unknown);
     const className = module.constructor.name;
-    let method = record(module, call, example, options.strict ?? true, className);
-    if (options.checkTrace ?? true) method = check(module, call, method, options.checkInputs ?? [example], options, className);
+    const params = parameterNames(fn as (...a: never[]) => unknown);
+    let method = record(module, call, example, options.strict ?? true, className, false, params);
+    if (options.checkTrace ?? true)
+      method = check(module, call, method, checkInputsFor(options, name, example), options, className, params);
     methods.set(name, method);
-    retracers.set(name, (args: unknown[]) => record(module, call, args, options.strict ?? true, className, true));
+    retracers.set(name, (args: unknown[]) => record(module, call, args, options.strict ?? true, className, true, params));
   }
   if (methods.size === 0) throw new TracingError('traceModule: give at least one method and its inputs');
   const tm = new TracedModule(methods);
   for (const [name, r] of retracers) tm.retracers.set(name, r);
   return tm;
+}
+
+/**
+ * The check inputs of one method: `checkInputs` holds argument lists (one method), or objects of argument
+ * lists by method name (`[{ forward: [x], features: [x] }]`, PyTorch's trace_module check_inputs).
+ */
+function checkInputsFor(options: TraceOptions, method: string, example: unknown[]): unknown[][] {
+  const given = options.checkInputs;
+  if (!given) return [example];
+  return given.map((entry, i) => {
+    if (Array.isArray(entry)) return entry;
+    if (isPlainObject(entry)) {
+      const args = (entry as Record<string, unknown[]>)[method];
+      if (!Array.isArray(args)) {
+        throw new TracingError(
+          `traceModule: checkInputs[${i}] has no argument list for method '${method}' (it has ${Object.keys(entry).join(', ') || 'none'})`,
+        );
+      }
+      return args;
+    }
+    throw new TracingError(`traceModule: checkInputs[${i}] must be an argument list or an object of them by method, got ${typeof entry}`);
+  });
 }
 
 export { TracingError };

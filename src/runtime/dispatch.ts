@@ -30,6 +30,15 @@ export interface TraceDispatch {
    * the tracer saw being made). A tracer without this hook cannot follow the change: the op throws instead.
    */
   metadataMutated?(self: unknown, view: unknown, name: string): void;
+  /** Told when `to` is kiln's own copy of `from` (autograd's protective clone before an in-place op): the same value, nothing to record. */
+  sameValue?(from: unknown, to: unknown): void;
+  /**
+   * Told when a tensor method skipped its op because there was nothing to do (`to()` the same dtype,
+   * `contiguous()` on contiguous data, `detach_()`): a runtime trace records the op (a function, or a method
+   * name) anyway, so the trace holds for inputs where it does something. Returns what the method gives back
+   * instead of `self` (undefined: `self`); `inPlace`: `self` itself now stands for the result.
+   */
+  skippedOp?(self: unknown, op: ((...args: never[]) => unknown) | string, args: readonly unknown[], inPlace?: boolean): unknown;
   /** Told when a tensor method made `to` from `from` without an op (e.g. `detach()`). */
   derived?(from: unknown, to: unknown, method: string): void;
   /**

@@ -1,6 +1,6 @@
 import { AutogradError, DTypeError, KilnError, ShapeError, ValueError } from '../errors.js';
 import { GradNode, SavedTensors, isGradEnabled, withGradMode } from './autograd.js';
-import { activeTrace, hasTraced } from './dispatch.js';
+import { activeTrace, hasTraced, setTraceDispatch } from './dispatch.js';
 import { isEager, type Eager, type Lowering } from './lowering.js';
 import { isPlainObject } from './plain-object.js';
 import { fmt, sameShape } from './shape.js';
@@ -308,6 +308,20 @@ export function defineOp<F extends AnyFn>(spec: OpSpec<F>): Op<F> {
   return op;
 }
 
+/** A copy of `self` for autograd to save: kiln's own, so a runtime trace records no op for it (PyTorch's traces hold no such clone). */
+function protectiveClone(self: Tensor): Tensor {
+  const trace = activeTrace;
+  if (!trace?.sameValue) return self.clone();
+  setTraceDispatch(null);
+  try {
+    const copy = self.clone();
+    trace.sameValue(self, copy);
+    return copy;
+  } finally {
+    setTraceDispatch(trace);
+  }
+}
+
 /** Remember how `view` was made from its base so in-place writes through it can be differentiated. */
 export function markView(view: Tensor, input: Tensor, replay: (base: Tensor) => Tensor): void {
   if (view._storage !== input._storage) return; // the op had to copy (e.g. reshape of strided data)
@@ -357,7 +371,7 @@ export function applyInplace(name: string, self: Tensor, compute: (src: Tensor) 
   // The out-of-place rule may save `self` for its gradient (its own, or `other`'s: mul_ saves self for
   // other's gradient); give it a copy that the write cannot clobber, as PyTorch saves `original_self`.
   const otherNeedsGrad = other instanceof Tensor && other.requiresGrad;
-  const src = recording && (self.requiresGrad || otherNeedsGrad) ? self.clone() : self;
+  const src = recording && (self.requiresGrad || otherNeedsGrad) ? protectiveClone(self) : self;
   const result = compute(src);
   if (!sameShape(result.shape, self.shape)) {
     throw new ShapeError(`${name}: output with shape ${fmt(self.shape)} doesn't match the broadcast shape ${fmt(result.shape)}`);

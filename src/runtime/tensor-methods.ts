@@ -235,7 +235,8 @@ export const TENSOR_METHODS: MethodImpls = {
   ge: method(E.ge),
   /** Cast to another dtype (a no-op returning `this` when the dtype already matches). */
   to: function (this: Tensor, dtype: DType): Tensor {
-    return dtype === this.dtype ? this : E.toDType(this, checkDType('to', dtype));
+    if (dtype !== this.dtype) return E.toDType(this, checkDType('to', dtype));
+    return (activeTrace?.skippedOp?.(this, 'to', [this, dtype]) as Tensor | undefined) ?? this;
   },
   float: function (this: Tensor): Tensor {
     return this.to('float32');
@@ -248,7 +249,8 @@ export const TENSOR_METHODS: MethodImpls = {
   },
   clone: method(E.clone),
   contiguous: function (this: Tensor): Tensor {
-    return this.isContiguous() ? this : E.clone(this);
+    if (!this.isContiguous()) return E.clone(this);
+    return (activeTrace?.skippedOp?.(this, 'contiguous', [this]) as Tensor | undefined) ?? this;
   },
 
   // ---- reductions ----

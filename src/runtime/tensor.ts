@@ -202,6 +202,7 @@ export class Tensor {
   detach_(): this {
     this.gradFn = null;
     this.leafRequiresGrad = false;
+    activeTrace?.skippedOp?.(this, 'detach', [this], true);
     return this;
   }
 
