@@ -6,7 +6,9 @@ import { GraphModule } from '../graph/graph-module.js';
 import { isKilnFrame } from '../graph/source-lines.js';
 import { Tracer, userFrame, type AttributeRead } from '../graph/tracer.js';
 import { FreeReads, recordingFreeReads } from './free-vars.js';
-import { isPlainObject } from '../graph/node.js';
+import { RealMembers, refuseValueRead } from './real-members.js';
+import { listeningToReal } from '../runtime/nn/traced-attributes.js';
+import { isPlainObject, type Node } from '../graph/node.js';
 import { activeTrace } from '../runtime/dispatch.js';
 import { Module } from '../runtime/nn/module.js';
 import { Tensor } from '../runtime/tensor.js';
@@ -51,6 +53,31 @@ class GuardingTracer extends Tracer {
   override attributeReads = new Map<string, AttributeRead>();
   override adoptForeignModules = true;
   readonly freeReads = new FreeReads(this);
+  /** `ones([10])`, `arange(n)` in forward are call_function nodes, as in TorchDynamo's graphs, not frozen constants. */
+  readonly recordsFactories = true;
+  /** Parameters and buffers `parameters()` and friends handed out for real during the trace. */
+  readonly realMembers = new RealMembers();
+
+  /** A module's own tensor is recorded (get_attr) in every op it enters, even with no proxy beside it. */
+  override isTraced(x: unknown): boolean {
+    return super.isTraced(x) || this.isModuleTensor(x);
+  }
+
+  /** Each tensor input's example shape and its dims left free: the guarded rest is static (`x.ndim`, `x.numel()`). */
+  readonly inputShapes = new Map<string, { shape: readonly number[]; free: ReadonlySet<number> }>();
+
+  protected override staticRead(node: Node, prop: string): { value: unknown } | undefined {
+    const s = node.op === 'placeholder' ? this.inputShapes.get(node.target as string) : undefined;
+    if (!s) return undefined;
+    if (prop === 'ndim') return { value: s.shape.length };
+    if (prop === 'dim') return { value: () => s.shape.length };
+    if (prop === 'numel' && s.free.size === 0) return { value: () => s.shape.reduce((a, b) => a * b, 1) };
+    return undefined;
+  }
+
+  valueRead(t: unknown, what: string): void {
+    if (this.isModuleTensor(t)) refuseValueRead(what);
+  }
 
   /** Plain objects and arrays held by a module are guarded by the fields read from them (`self.blocks[0]`), like free variables. */
   protected override readAttribute(owner: Module, name: string, path: string, value: unknown, reads: Map<string, AttributeRead>): unknown {
@@ -208,6 +235,8 @@ export class CompiledCallable {
     private readonly unseen = label === undefined,
     /** A plugin segment's exit: its graph outputs the user's values, the plan's flag and slot layout go around it. */
     private readonly exit?: SegmentExit,
+    /** The frame is `self`'s call: its forward pre-hooks and hooks are captured with it (TorchDynamo's `_call_impl`). */
+    private readonly withHooks = false,
   ) {
     this.names = functionParams(fn).map((p) => p.name);
   }
@@ -246,6 +275,11 @@ export class CompiledCallable {
 
   /** The uncompiled code: the module's current forward, or the function. */
   eager(args: unknown[]): unknown {
+    if (this.withHooks) return this.self!.callWithHooks(args, (a) => this.unhooked(a));
+    return this.unhooked(args);
+  }
+
+  private unhooked(args: unknown[]): unknown {
     return this.viaForward ? this.self!.forward(...args) : this.fn.apply(this.self, args);
   }
 
@@ -279,9 +313,11 @@ export class CompiledCallable {
     this.compileCount++;
     this.updateDynamic(args);
     const guards: Guard[] = [gradModeGuard()];
+    const inputShapes = new Map<string, { shape: readonly number[]; free: ReadonlySet<number> }>();
     args.forEach((a, i) => {
       const all = this.options.dynamic === true && a instanceof Tensor ? new Set(a.shape.keys()) : this.dynamicDims.get(i);
       guards.push(...argGuards(this.name(i), i, a, all));
+      if (a instanceof Tensor) inputShapes.set(this.name(i), { shape: [...a.shape], free: all ?? new Set() });
     });
     const shapes = args.map((a) => (a instanceof Tensor ? [...a.shape] : undefined));
     const source = this.unseen ? this.sourceBreak() : undefined;
@@ -292,6 +328,7 @@ export class CompiledCallable {
       return { guards, run: (...a) => this.eager(a), graph: undefined, breakReason: { reason: source.reason, loc: source.loc }, shapes };
     }
     const tracer = new GuardingTracer();
+    for (const [k, v] of inputShapes) tracer.inputShapes.set(k, v);
     const freeReads = tracer.freeReads;
     let gm: GraphModule | undefined;
     let breakReason: BreakReason | undefined;
@@ -307,7 +344,11 @@ export class CompiledCallable {
     try {
       const root = this.self ?? (this.fn as (...a: never[]) => unknown);
       const method = this.viaForward ? undefined : (this.fn as (...a: never[]) => unknown);
-      const graph = recordingFreeReads(freeReads, () => tracer.trace(root, concreteArgs(this.names, args), method, output));
+      const graph = recordingFreeReads(freeReads, () =>
+        listeningToReal(tracer.realMembers.seen, () =>
+          tracer.trace(root, concreteArgs(this.names, args), method, output, this.withHooks ? (call, a) => this.self!.callWithHooks(a, call) : undefined),
+        ),
+      );
       const name = this.self ? this.self.constructor.name : this.fn.name || 'GraphModule';
       gm = new GraphModule(tracer.targetRoot(), graph, name, tracer.constants);
     } catch (e) {
@@ -336,6 +377,7 @@ export class CompiledCallable {
     }
     guards.push(...freeReads.guards());
     guards.push(...treeGuards(this.self, tracer));
+    guards.push(...tracer.realMembers.guards());
     if (!gm) return { guards, run: (...a) => this.eager(a), graph: undefined, breakReason, shapes };
     const around = rebuild;
     const withLayout = (f: (...a: unknown[]) => unknown) => (around ? (...a: unknown[]) => around(f(...a)) : f);
