@@ -15,7 +15,8 @@ import { Tensor } from '../runtime/tensor.js';
 import { countOps, type Backend } from './backends.js';
 import { argGuards, firstFailing, gradModeGuard, isInstance, moduleGuards, type Guard } from './guards.js';
 import { splitSegmentResult, type SegmentExit } from './segment-output.js';
-import { PLUGIN_FIX, sourceBreak, type SourceBreak } from './source-check.js';
+import { PLUGIN_FIX, onlyConsoleBreaks, sourceBreak, type SourceBreak } from './source-check.js';
+import { trippingConsole } from './console-tripwire.js';
 
 export interface CaptureOptions {
   readonly backend: Backend;
@@ -215,6 +216,8 @@ export class CompiledCallable {
   private warned = false;
   private warnedSource = false;
   private readonly names: string[];
+  /** Trace with console calls tripping (see console-tripwire.ts): set for code whose only breaks are console calls. */
+  tripsConsole = false;
   private readonly dynamicDims = new Map<number, Set<number>>();
 
   /**
@@ -320,8 +323,10 @@ export class CompiledCallable {
       if (a instanceof Tensor) inputShapes.set(this.name(i), { shape: [...a.shape], free: all ?? new Set() });
     });
     const shapes = args.map((a) => (a instanceof Tensor ? [...a.shape] : undefined));
-    const source = this.unseen ? this.sourceBreak() : undefined;
-    if (source && !locate) {
+    let source = this.unseen ? this.sourceBreak() : undefined;
+    // Console calls are the only breaks: trace anyway, each trips where it runs (a break only where it runs).
+    const tripping = this.tripsConsole || (source !== undefined && onlyConsoleBreaks(this.sourceFn(), this.self));
+    if (source && !locate && !tripping) {
       // Not traced at all: a trace would run the side effects it found once more before the eager run.
       this.warnSource(source);
       if (this.self) guards.push(...moduleGuards(this.self, new Map()));
@@ -345,9 +350,11 @@ export class CompiledCallable {
       const root = this.self ?? (this.fn as (...a: never[]) => unknown);
       const method = this.viaForward ? undefined : (this.fn as (...a: never[]) => unknown);
       const graph = recordingFreeReads(freeReads, () =>
-        listeningToReal(tracer.realMembers.seen, () =>
-          tracer.trace(root, concreteArgs(this.names, args), method, output, this.withHooks ? (call, a) => this.self!.callWithHooks(a, call) : undefined),
-        ),
+        listeningToReal(tracer.realMembers.seen, () => {
+          const around = this.withHooks ? (call: (a: unknown[]) => unknown, a: unknown[]) => this.self!.callWithHooks(a, call) : undefined;
+          const trace = () => tracer.trace(root, concreteArgs(this.names, args), method, output, around);
+          return tripping ? trippingConsole(trace) : trace();
+        }),
       );
       const name = this.self ? this.self.constructor.name : this.fn.name || 'GraphModule';
       gm = new GraphModule(tracer.targetRoot(), graph, name, tracer.constants);
@@ -358,17 +365,19 @@ export class CompiledCallable {
         e instanceof KilnError
           ? { reason: e.message.split('\n')[0]!, loc: locationOf(e) }
           : { reason: `tracing threw ${e instanceof Error ? `${e.name}: ${e.message.split('\n')[0]}` : String(e)}`, loc: thrownAt(e) };
-      if (this.options.fullgraph) {
+      if (this.options.fullgraph && !(source && tripping)) {
         const frame = codeFrameAt(breakReason.loc);
         throw new GraphBreakError(
           `compile(fullgraph): ${this.describe()} cannot be captured as one graph at ${breakReason.loc}: ${breakReason.reason}${frame ? `\n${frame}` : ''}`,
         );
       }
     }
-    if (source && gm) {
+    if (source && tripping && gm) source = undefined; // no console call ran: the graph holds
+    if (source) {
       // The trace went through, but the source says a graph would drop or freeze something.
       gm = undefined;
       breakReason = { reason: source.reason, loc: source.loc };
+      if (tripping && !locate) this.warnSource(source);
       if (this.options.fullgraph) {
         throw new GraphBreakError(
           `compile(fullgraph): ${this.describe()} cannot be captured as one graph: in ${source.loc}, ${source.reason}. To capture it in pieces, ${PLUGIN_FIX}.`,
@@ -393,8 +402,12 @@ export class CompiledCallable {
 
   /** What the source check finds in the code this captures (its function or forward, and user submodules). */
   private sourceBreak(): SourceBreak | undefined {
-    const fn = this.viaForward ? (this.self!.forward as (...a: never[]) => unknown) : (this.fn as (...a: never[]) => unknown);
-    return sourceBreak(fn, this.self, this.describe());
+    return sourceBreak(this.sourceFn(), this.self, this.describe());
+  }
+
+  /** The code this captures: its function, or the module's current forward. */
+  private sourceFn(): (...a: never[]) => unknown {
+    return this.viaForward ? (this.self!.forward as (...a: never[]) => unknown) : (this.fn as (...a: never[]) => unknown);
   }
 
   /** One KilnWarning per compiled callable, the first time its source check sends it eager. */
