@@ -18,7 +18,7 @@ let rewritten: Promise<Classes> | undefined;
 const classes = (route: Route): Promise<Classes> =>
   route === 'plugin'
     ? (rewritten ??= loadRewritten<Classes>(FILE).then((r) => r.mod))
-    : (import('./fixtures/plugin/capture-module-api/input.ts') as Promise<Classes>);
+    : (import('./fixtures/plugin/capture-module-api/input.js') as Promise<Classes>);
 
 const eager = <T>(f: () => T): T => kiln.testing.eagerly(f);
 const close = (a: unknown, b: unknown) => kiln.allclose(a as Tensor, b as Tensor, { atol: 1e-5 });
@@ -35,11 +35,21 @@ bothRoutes('parameters(), buffers(), modules(), namedParameters() in forward cou
   const counter = new kiln.testing.CompileCounter();
   const om = kiln.compile(m, { backend: counter });
   const x = kiln.randn([2, 4]);
-  t.true(close(om.call(x), eager(() => m.call(x))));
+  t.true(
+    close(
+      om.call(x),
+      eager(() => m.call(x)),
+    ),
+  );
   t.is(counter.frameCount, 1);
   // `w.sum()` of the first parameter is an op on it, not a constant frozen at trace time.
   kiln.noGrad(() => m.fc.weight.mul_(3));
-  t.true(close(om.call(x), eager(() => m.call(x))));
+  t.true(
+    close(
+      om.call(x),
+      eager(() => m.call(x)),
+    ),
+  );
   t.is(counter.frameCount, 1, 'an in-place update of a parameter needs no recompile');
 });
 
@@ -49,11 +59,26 @@ bothRoutes('requiresGrad read from parameters() is a guarded constant: turning i
   const counter = new kiln.testing.CompileCounter();
   const om = kiln.compile(m, { backend: counter, onGuardFail: (f) => failures.push(f) });
   const x = kiln.randn([2, 10]);
-  t.true(close(om.call(x), eager(() => m.call(x))));
+  t.true(
+    close(
+      om.call(x),
+      eager(() => m.call(x)),
+    ),
+  );
   for (const p of m.parameters(false)) p.requiresGrad_(false);
-  t.true(close(om.call(x), eager(() => m.call(x))));
+  t.true(
+    close(
+      om.call(x),
+      eager(() => m.call(x)),
+    ),
+  );
   for (const p of m.parameters(false)) p.requiresGrad_(true);
-  t.true(close(om.call(x), eager(() => m.call(x))));
+  t.true(
+    close(
+      om.call(x),
+      eager(() => m.call(x)),
+    ),
+  );
   if (route === 'plugin') {
     t.is(counter.frameCount, 2);
     t.regex(failures[0]!, /requiresGrad == true/);
@@ -68,7 +93,12 @@ bothRoutes('parameters(false)[0].dtype sets a factory dtype: one graph of 5 ops 
   const counter = new kiln.testing.CompileCounter();
   const om = kiln.compile(m, { backend: counter });
   const x = kiln.randn([3, 10]);
-  t.true(close(om.call(x), eager(() => m.call(x))));
+  t.true(
+    close(
+      om.call(x),
+      eager(() => m.call(x)),
+    ),
+  );
   t.is(counter.frameCount, 1);
   t.is(counter.opCount, 5);
 });
@@ -78,7 +108,12 @@ bothRoutes('a parameter read for its value in forward runs eagerly, never frozen
   const counter = new kiln.testing.CompileCounter();
   const om = kiln.compile(m, { backend: counter });
   const x = kiln.randn([10, 10]);
-  t.true(close(om.call(x), eager(() => m.call(x))));
+  t.true(
+    close(
+      om.call(x),
+      eager(() => m.call(x)),
+    ),
+  );
   t.is(counter.frameCount, 1);
   t.is(counter.opCount, 2);
 });
@@ -90,7 +125,12 @@ bothRoutes('fullgraph accepts a console break behind a false flag, and names it 
   const counter = new kiln.testing.CompileCounter();
   const om = kiln.compile(m, { backend: counter, fullgraph: true });
   const x = kiln.randn([2, 4]);
-  t.true(close(om.call(x), eager(() => m.call(x))));
+  t.true(
+    close(
+      om.call(x),
+      eager(() => m.call(x)),
+    ),
+  );
   t.is(counter.frameCount, 1);
   t.is(counter.opCount, 2);
   m.debug = true;
@@ -109,7 +149,13 @@ bothRoutes('without fullgraph, the console break behind a flag logs on every cal
     om.call(x);
     t.is(lines, 0);
     m.debug = true;
-    for (let i = 0; i < 3; i++) t.true(close(om.call(x), eager(() => m.call(x))));
+    for (let i = 0; i < 3; i++)
+      t.true(
+        close(
+          om.call(x),
+          eager(() => m.call(x)),
+        ),
+      );
     t.is(lines, 6, 'three compiled calls and three eager ones each logged once');
   } finally {
     console.log = log;
@@ -120,9 +166,17 @@ bothRoutes('numel(), ndim and dim() of an input are numbers in a fullgraph captu
   const m = new c.StaticSizes!();
   const counter = new kiln.testing.CompileCounter();
   const om = kiln.compile(m, { backend: counter, fullgraph: true, dynamic: false });
-  for (const shape of [[3, 2], [4, 5, 2]]) {
+  for (const shape of [
+    [3, 2],
+    [4, 5, 2],
+  ]) {
     const x = kiln.randn(shape);
-    t.true(close(om.call(x), eager(() => m.call(x))));
+    t.true(
+      close(
+        om.call(x),
+        eager(() => m.call(x)),
+      ),
+    );
   }
   t.is(counter.frameCount, 2, 'a new shape is a new specialisation');
   t.is(counter.opCount, 4);
@@ -132,7 +186,13 @@ bothRoutes('numel(), ndim and dim() of an input are numbers in a fullgraph captu
 
 bothRoutes('an OptimizedModule reads, writes, lists and `in`-tests origMod attributes; a write is seen by the next call', (t, c) => {
   const m = new c.WithAttrs!() as Module & { a: number; tag: string; linear: Module };
-  const om = kiln.compile(m, { backend: 'eager' }) as unknown as Module & { a: number; tag: string; linear: Module; double(x: Tensor): Tensor; missing?: number };
+  const om = kiln.compile(m, { backend: 'eager' }) as unknown as Module & {
+    a: number;
+    tag: string;
+    linear: Module;
+    double(x: Tensor): Tensor;
+    missing?: number;
+  };
   t.is(om.a, 2);
   t.is(om.linear, m.linear);
   t.true('tag' in om && 'linear' in om && 'double' in om);
@@ -141,10 +201,20 @@ bothRoutes('an OptimizedModule reads, writes, lists and `in`-tests origMod attri
   om.tag = 'second';
   t.is(m.tag, 'second');
   const x = kiln.randn([2, 4]);
-  t.true(close(om.call(x), eager(() => m.call(x))));
+  t.true(
+    close(
+      om.call(x),
+      eager(() => m.call(x)),
+    ),
+  );
   om.a = 5;
   t.is(m.a, 5);
-  t.true(close(om.call(x), eager(() => m.call(x))));
+  t.true(
+    close(
+      om.call(x),
+      eager(() => m.call(x)),
+    ),
+  );
   t.true(close(om.double(x), x.mul(2)));
   delete (om as { missing?: number }).missing;
   om.missing = 1;
@@ -161,10 +231,30 @@ bothRoutes('default parameter values apply when the compiled module runs (left o
   const m = new c.DefaultOffset!() as Module & { forward(x: Tensor, offset?: number, scale?: number): Tensor };
   const om = kiln.compile(m, { backend: 'eager' }) as unknown as { call(...a: unknown[]): Tensor };
   const x = kiln.randn([2, 4]);
-  t.true(close(om.call(x), eager(() => m.call(x))));
-  t.true(close(om.call(x), eager(() => (m as unknown as { call(...a: unknown[]): Tensor }).call(x, 1, 2))));
-  t.true(close(om.call(x, 3), eager(() => (m as unknown as { call(...a: unknown[]): Tensor }).call(x, 3, 2))));
-  t.true(close(om.call(x, undefined, 5), eager(() => (m as unknown as { call(...a: unknown[]): Tensor }).call(x, 1, 5))));
+  t.true(
+    close(
+      om.call(x),
+      eager(() => m.call(x)),
+    ),
+  );
+  t.true(
+    close(
+      om.call(x),
+      eager(() => (m as unknown as { call(...a: unknown[]): Tensor }).call(x, 1, 2)),
+    ),
+  );
+  t.true(
+    close(
+      om.call(x, 3),
+      eager(() => (m as unknown as { call(...a: unknown[]): Tensor }).call(x, 3, 2)),
+    ),
+  );
+  t.true(
+    close(
+      om.call(x, undefined, 5),
+      eager(() => (m as unknown as { call(...a: unknown[]): Tensor }).call(x, 1, 5)),
+    ),
+  );
 });
 
 // ---- item 9: factory calls are call_function nodes ----
@@ -182,7 +272,12 @@ bothRoutes('ones, zeros, arange, full and zerosLike in forward are call_function
   const om = kiln.compile(m, { backend: counter });
   for (const n of [4, 4]) {
     const x = kiln.randn([n]);
-    t.true(close(om.call(x), eager(() => m.call(x))));
+    t.true(
+      close(
+        om.call(x),
+        eager(() => m.call(x)),
+      ),
+    );
   }
   t.is(counter.opCount, 10);
 });
@@ -191,7 +286,12 @@ bothRoutes('the default kernels backend runs a graph with factory nodes as eager
   const m = new c.Factories!();
   const om = kiln.compile(m);
   const x = kiln.randn([4]);
-  t.true(close(om.call(x), eager(() => m.call(x))));
+  t.true(
+    close(
+      om.call(x),
+      eager(() => m.call(x)),
+    ),
+  );
 });
 
 // ---- item 10: hooks on the compiled root ----
@@ -208,7 +308,12 @@ bothRoutes('a forward hook on the compiled root is in the graph; removing it rec
   t.is(counter.opCount, 4);
   handle.remove();
   t.is(om.call(x).item(), 3);
-  t.true(close(om.call(x), eager(() => m.call(x))));
+  t.true(
+    close(
+      om.call(x),
+      eager(() => m.call(x)),
+    ),
+  );
 });
 
 bothRoutes('a pre-hook that replaces the input is captured with forward', (t, c) => {
@@ -217,7 +322,12 @@ bothRoutes('a pre-hook that replaces the input is captured with forward', (t, c)
   const counter = new kiln.testing.CompileCounter();
   const om = kiln.compile(m, { backend: counter });
   const x = kiln.randn([3]);
-  t.true(close(om.call(x), eager(() => m.call(x))));
+  t.true(
+    close(
+      om.call(x),
+      eager(() => m.call(x)),
+    ),
+  );
   t.is(counter.frameCount, 1);
   t.is(counter.opCount, 3);
 });
@@ -231,6 +341,12 @@ bothRoutes('a hook with a side effect is not captured: it runs on every call, as
   });
   const om = kiln.compile(m, { backend: 'eager' });
   const x = kiln.randn([3]);
-  for (let i = 0; i < 3; i++) t.true(close(om.call(x), eager(() => m.call(x))));
+  for (let i = 0; i < 3; i++)
+    t.true(
+      close(
+        om.call(x),
+        eager(() => m.call(x)),
+      ),
+    );
   t.is(seen.length, 6);
 });

@@ -17,6 +17,7 @@ import { argGuards, firstFailing, gradModeGuard, isInstance, moduleGuards, type 
 import { splitSegmentResult, type SegmentExit } from './segment-output.js';
 import { PLUGIN_FIX, onlyConsoleBreaks, sourceBreak, type SourceBreak } from './source-check.js';
 import { trippingConsole } from './console-tripwire.js';
+import { hooksCapturable } from './capturable-hooks.js';
 
 export interface CaptureOptions {
   readonly backend: Backend;
@@ -99,7 +100,14 @@ class GuardingTracer extends Tracer {
     return this.foreignModules.has(head) ? path : `self.${path}`;
   }
   override isLeafModule(m: Module, path: string): boolean {
-    return super.isLeafModule(m, path) || (path !== '' && m.hasForwardHooks());
+    return super.isLeafModule(m, path) || (path !== '' && m.hasForwardHooks() && !hooksCapturable(m));
+  }
+
+  /** A layer's hooks that can be traced are recorded around its call_module, as TorchDynamo inlines them. */
+  override callModule(m: Module, forward: (...args: unknown[]) => unknown, args: readonly unknown[]): unknown {
+    // Hooks that cannot be traced keep the layer whole: its call_module runs them when the graph runs.
+    if (!m.hasForwardHooks() || !hooksCapturable(m)) return super.callModule(m, forward, args);
+    return m.callWithHooks([...args], (a) => super.callModule(m, forward, a));
   }
 
   /** A module from outside the tree (a closure, a plain array or object): its forward is checked before the trace enters it. */

@@ -14,7 +14,8 @@ export function forwardingToOrig<T extends { readonly origMod: Module }>(wrapper
     set: (t, p, v, r) => (own(t, p) ? Reflect.set(t, p, v, r) : Reflect.set(orig(t), p, v)),
     has: (t, p) => own(t, p) || p in orig(t),
     defineProperty: (t, p, d) => (own(t, p) ? Reflect.defineProperty(t, p, d) : Reflect.defineProperty(orig(t), p, d)),
-    deleteProperty: (t, p) => (Object.prototype.hasOwnProperty.call(t, p) ? Reflect.deleteProperty(t, p) : Reflect.deleteProperty(orig(t), p)),
+    deleteProperty: (t, p) =>
+      Object.prototype.hasOwnProperty.call(t, p) ? Reflect.deleteProperty(t, p) : Reflect.deleteProperty(orig(t), p),
     ownKeys: (t) => {
       const mine = Reflect.ownKeys(t);
       return [...mine, ...Reflect.ownKeys(orig(t)).filter((k) => !mine.includes(k))];

@@ -1,18 +1,13 @@
 import type { Module } from '../runtime/nn/module.js';
 import { CompiledCallable } from './compiled-callable.js';
 import type { PlanRunner } from './plan.js';
-import { sourceBreak } from './source-check.js';
 
 /**
  * Hooks on the compiled root are part of the frame, as TorchDynamo captures `Module._call_impl`: one graph
- * holds the pre-hooks, forward and hooks (the root's hooks are guarded, so removing one recompiles). Only
- * hooks whose source shows nothing a graph would drop (a side effect, a free variable it cannot guard);
- * others keep running eagerly around the captured forward.
+ * holds the pre-hooks, forward and hooks (the root's hooks are guarded, so removing one recompiles), when
+ * `hooksCapturable`; other hooks keep running eagerly around the captured forward.
  */
-export function hooksCapturable(m: Module): boolean {
-  const { pre, post } = m.forwardHooks();
-  return [...pre, ...post].every((h) => sourceBreak(h as never, undefined, 'a forward hook') === undefined);
-}
+export { hooksCapturable } from './capturable-hooks.js';
 
 /**
  * The hooked frame for `run` (a forward captured at run time, or a plugin plan that is one graph segment
@@ -22,7 +17,8 @@ export function hookedFrame(m: Module, run: PlanRunner | CompiledCallable): Comp
   if (run instanceof CompiledCallable) return new CompiledCallable(run.fn, m, run.options, true, undefined, true, undefined, true);
   const p = run.plan;
   const seg = p.segments[0];
-  if (p.unsupported || p.bind || p.segments.length !== 1 || seg?.kind !== 'graph' || seg.exit !== 'return' || !p.readsParams[0]) return undefined;
+  if (p.unsupported || p.bind || p.segments.length !== 1 || seg?.kind !== 'graph' || seg.exit !== 'return' || !p.readsParams[0])
+    return undefined;
   const label = `${p.name} with its hooks (segment at ${p.file}:${seg.loc})`;
   return new CompiledCallable(seg.fn!, m, run.options, false, label, false, seg.exit, true);
 }

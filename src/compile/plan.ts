@@ -290,7 +290,9 @@ export class PlanRunner {
   private wholeMethod(): CompiledCallable | null {
     if (this.whole !== undefined) return this.whole;
     const p = this.plan;
-    const consoleOnly = p.segments.every((s) => s.kind === 'graph' || (s.kind === 'break' && onlyConsoleBreaks(s.fn as never, this.self, false)));
+    const consoleOnly = p.segments.every(
+      (s) => s.kind === 'graph' || (s.kind === 'break' && onlyConsoleBreaks(s.fn as never, this.self, false)),
+    );
     if (!consoleOnly) return (this.whole = null);
     const c = new CompiledCallable(p.eager, this.self, this.options, false, `${p.name} (whole, at ${p.file}:${p.segments[0]!.loc})`, false);
     c.tripsConsole = true;

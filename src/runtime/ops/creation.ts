@@ -151,14 +151,18 @@ export function zeros(shape: ShapeArg, opts?: CreateOptions): Tensor;
 export function zeros(...sizes: SizesThenOptions): Tensor;
 export function zeros(...args: unknown[]): Tensor {
   const [shape, opts] = shapeAndOptions('zeros', args);
-  return activeTrace?.recordsEveryOp || activeTrace?.recordsFactories ? full(shape as ShapeArg, 0, opts as CreateOptions) : filled('zeros', shape, 0, opts);
+  return activeTrace?.recordsEveryOp || activeTrace?.recordsFactories
+    ? full(shape as ShapeArg, 0, opts as CreateOptions)
+    : filled('zeros', shape, 0, opts);
 }
 
 export function ones(shape: ShapeArg, opts?: CreateOptions): Tensor;
 export function ones(...sizes: SizesThenOptions): Tensor;
 export function ones(...args: unknown[]): Tensor {
   const [shape, opts] = shapeAndOptions('ones', args);
-  return activeTrace?.recordsEveryOp || activeTrace?.recordsFactories ? full(shape as ShapeArg, 1, opts as CreateOptions) : filled('ones', shape, 1, opts);
+  return activeTrace?.recordsEveryOp || activeTrace?.recordsFactories
+    ? full(shape as ShapeArg, 1, opts as CreateOptions)
+    : filled('ones', shape, 1, opts);
 }
 
 function likeOf(op: string, t: unknown): Tensor {
