@@ -21,7 +21,7 @@ let rewritten: Promise<Classes> | undefined;
 const classes = (route: Route): Promise<Classes> =>
   route === 'plugin'
     ? (rewritten ??= loadRewritten<Classes>(fixture('capture-module-api')).then((r) => r.mod))
-    : (import('./fixtures/plugin/capture-module-api/input.js') as Promise<Classes>);
+    : (import('./fixtures/plugin/capture-module-api/input.js') as unknown as Promise<Classes>);
 
 const eager = <T>(f: () => T): T => kiln.testing.eagerly(f);
 const close = (a: unknown, b: unknown) => kiln.allclose(a as Tensor, b as Tensor, { atol: 1e-5 });

@@ -100,14 +100,8 @@ class GuardingTracer extends Tracer {
     return this.foreignModules.has(head) ? path : `self.${path}`;
   }
   override isLeafModule(m: Module, path: string): boolean {
+    // A user module whose hooks can be traced is traced through, hooks inlined (its call runs them), as TorchDynamo does.
     return super.isLeafModule(m, path) || (path !== '' && m.hasForwardHooks() && !hooksCapturable(m));
-  }
-
-  /** A layer's hooks that can be traced are recorded around its call_module, as TorchDynamo inlines them. */
-  override callModule(m: Module, forward: (...args: unknown[]) => unknown, args: readonly unknown[]): unknown {
-    // Hooks that cannot be traced keep the layer whole: its call_module runs them when the graph runs.
-    if (!m.hasForwardHooks() || !hooksCapturable(m)) return super.callModule(m, forward, args);
-    return m.callWithHooks([...args], (a) => super.callModule(m, forward, a));
   }
 
   /** A module from outside the tree (a closure, a plain array or object): its forward is checked before the trace enters it. */
@@ -381,7 +375,7 @@ export class CompiledCallable {
       }
     }
     if (source && tripping && gm) source = undefined; // no console call ran: the graph holds
-    if (source) {
+    if (source && (gm || tripping)) {
       // The trace went through, but the source says a graph would drop or freeze something.
       gm = undefined;
       breakReason = { reason: source.reason, loc: source.loc };
