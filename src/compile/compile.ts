@@ -5,6 +5,8 @@ import { Module } from '../runtime/nn/module.js';
 import { resolveBackend, type BackendOption } from './backends.js';
 import { CompiledCallable, type CaptureOptions } from './compiled-callable.js';
 import { markKilnClass } from './source-check.js';
+import { forwardingToOrig } from './forward-to-orig.js';
+import { hookedFrame, hooksCapturable } from './hooked-frame.js';
 import { PlanRunner, compileDisabled, planOf, setPlanOptionResolver, type Plan } from './plan.js';
 
 export interface CompileOptions {
@@ -65,7 +67,18 @@ export class OptimizedModule extends Module {
       _runners: hidden(new Map()),
       _options: hidden(options),
       _last: { value: undefined, enumerable: false, writable: true },
+      _fields: hidden(() => Object.entries(this)),
+      _hooked: hidden(new Map()),
     });
+    // Attribute reads and writes it does not own go to origMod (PyTorch's __getattr__/__setattr__/__dir__).
+    return forwardingToOrig(this);
+  }
+
+  declare private readonly _hooked: Map<PlanRunner | CompiledCallable, CompiledCallable | undefined>;
+  /** @internal Its own fields only: origMod's names, which the proxy also lists, are origMod's members. */
+  declare private readonly _fields: () => [string, unknown][];
+  protected override ownEntries(): [string, unknown][] {
+    return this._fields();
   }
 
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -75,7 +88,15 @@ export class OptimizedModule extends Module {
     const run = this.runnerFor(m.forward) ?? this._compiled;
     if (run !== this._last) this.switchTo(run);
     if (!m.hasForwardHooks()) return run.call(args);
+    const hooked = hooksCapturable(m) ? this.hookedFor(run) : undefined;
+    if (hooked) return hooked.call(args);
     return m.callWithHooks(args, (a) => run.call(a));
+  }
+
+  /** The frame that captures origMod's hooks with `run`'s forward (see hooked-frame.ts), made once per run. */
+  private hookedFor(run: PlanRunner | CompiledCallable): CompiledCallable | undefined {
+    if (!this._hooked.has(run)) this._hooked.set(run, hookedFrame(this.origMod, run));
+    return this._hooked.get(run);
   }
 
   /** A replaced forward moves to another cache: report it as the failed guard it is. */

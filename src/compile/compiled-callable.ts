@@ -6,7 +6,9 @@ import { GraphModule } from '../graph/graph-module.js';
 import { isKilnFrame } from '../graph/source-lines.js';
 import { Tracer, userFrame, type AttributeRead } from '../graph/tracer.js';
 import { FreeReads, recordingFreeReads } from './free-vars.js';
-import { isPlainObject } from '../graph/node.js';
+import { RealMembers, refuseValueRead } from './real-members.js';
+import { listeningToReal } from '../runtime/nn/traced-attributes.js';
+import { isPlainObject, type Node } from '../graph/node.js';
 import { activeTrace } from '../runtime/dispatch.js';
 import { withShapeRecorder } from '../runtime/shape-recording.js';
 import { Module } from '../runtime/nn/module.js';
@@ -16,7 +18,9 @@ import { argGuards, firstFailing, gradModeGuard, isInstance, moduleGuards, type 
 import { ExampleValues } from './example-values.js';
 import { TracedSizes, type TracedInput } from './traced-sizes.js';
 import { splitSegmentResult, type SegmentExit } from './segment-output.js';
-import { PLUGIN_FIX, sourceBreak, type SourceBreak } from './source-check.js';
+import { PLUGIN_FIX, onlyConsoleBreaks, sourceBreak, type SourceBreak } from './source-check.js';
+import { trippingConsole } from './console-tripwire.js';
+import { hooksCapturable } from './capturable-hooks.js';
 
 export interface CaptureOptions {
   readonly backend: Backend;
@@ -54,6 +58,31 @@ class GuardingTracer extends Tracer {
   override attributeReads = new Map<string, AttributeRead>();
   override adoptForeignModules = true;
   readonly freeReads = new FreeReads(this);
+  /** `ones([10])`, `arange(n)` in forward are call_function nodes, as in TorchDynamo's graphs, not frozen constants. */
+  readonly recordsFactories = true;
+  /** Parameters and buffers `parameters()` and friends handed out for real during the trace. */
+  readonly realMembers = new RealMembers();
+
+  /** A module's own tensor is recorded (get_attr) in every op it enters, even with no proxy beside it. */
+  override isTraced(x: unknown): boolean {
+    return super.isTraced(x) || this.isModuleTensor(x);
+  }
+
+  /** Each tensor input's example shape and its dims left free: the guarded rest is static (`x.ndim`, `x.numel()`). */
+  readonly inputShapes = new Map<string, { shape: readonly number[]; free: ReadonlySet<number> }>();
+
+  protected override staticRead(node: Node, prop: string): { value: unknown } | undefined {
+    const s = node.op === 'placeholder' ? this.inputShapes.get(node.target as string) : undefined;
+    if (!s) return undefined;
+    if (prop === 'ndim') return { value: s.shape.length };
+    if (prop === 'dim') return { value: () => s.shape.length };
+    if (prop === 'numel' && s.free.size === 0) return { value: () => s.shape.reduce((a, b) => a * b, 1) };
+    return undefined;
+  }
+
+  valueRead(t: unknown, what: string): void {
+    if (this.isModuleTensor(t)) refuseValueRead(what);
+  }
 
   /** Plain objects and arrays held by a module are guarded by the fields read from them (`self.blocks[0]`), like free variables. */
   protected override readAttribute(owner: Module, name: string, path: string, value: unknown, reads: Map<string, AttributeRead>): unknown {
@@ -74,7 +103,8 @@ class GuardingTracer extends Tracer {
     return this.foreignModules.has(head) ? path : `self.${path}`;
   }
   override isLeafModule(m: Module, path: string): boolean {
-    return super.isLeafModule(m, path) || (path !== '' && m.hasForwardHooks());
+    // A user module whose hooks can be traced is traced through, hooks inlined (its call runs them), as TorchDynamo does.
+    return super.isLeafModule(m, path) || (path !== '' && m.hasForwardHooks() && !hooksCapturable(m));
   }
 
   /** A module from outside the tree (a closure, a plain array or object): its forward is checked before the trace enters it. */
@@ -191,6 +221,8 @@ export class CompiledCallable {
   private warned = false;
   private warnedSource = false;
   private readonly names: string[];
+  /** Trace with console calls tripping (see console-tripwire.ts): set for code whose only breaks are console calls. */
+  tripsConsole = false;
   private readonly dynamicDims = new Map<number, Set<number>>();
 
   /**
@@ -211,6 +243,8 @@ export class CompiledCallable {
     private readonly unseen = label === undefined,
     /** A plugin segment's exit: its graph outputs the user's values, the plan's flag and slot layout go around it. */
     private readonly exit?: SegmentExit,
+    /** The frame is `self`'s call: its forward pre-hooks and hooks are captured with it (TorchDynamo's `_call_impl`). */
+    private readonly withHooks = false,
   ) {
     this.names = functionParams(fn).map((p) => p.name);
   }
@@ -249,6 +283,11 @@ export class CompiledCallable {
 
   /** The uncompiled code: the module's current forward, or the function. */
   eager(args: unknown[]): unknown {
+    if (this.withHooks) return this.self!.callWithHooks(args, (a) => this.unhooked(a));
+    return this.unhooked(args);
+  }
+
+  private unhooked(args: unknown[]): unknown {
     return this.viaForward ? this.self!.forward(...args) : this.fn.apply(this.self, args);
   }
 
@@ -282,19 +321,24 @@ export class CompiledCallable {
     this.compileCount++;
     this.updateDynamic(args);
     const guards: Guard[] = [gradModeGuard()];
+    const inputShapes = new Map<string, { shape: readonly number[]; free: ReadonlySet<number> }>();
     args.forEach((a, i) => {
       const all = this.options.dynamic === true && a instanceof Tensor ? new Set(a.shape.keys()) : this.dynamicDims.get(i);
       guards.push(...argGuards(this.name(i), i, a, all));
+      if (a instanceof Tensor) inputShapes.set(this.name(i), { shape: [...a.shape], free: all ?? new Set() });
     });
     const shapes = args.map((a) => (a instanceof Tensor ? [...a.shape] : undefined));
-    const source = this.unseen ? this.sourceBreak() : undefined;
-    if (source && !locate) {
+    let source = this.unseen ? this.sourceBreak() : undefined;
+    // Console calls are the only breaks: trace anyway, each trips where it runs (a break only where it runs).
+    const tripping = this.tripsConsole || (source !== undefined && onlyConsoleBreaks(this.sourceFn(), this.self));
+    if (source && !locate && !tripping) {
       // Not traced at all: a trace would run the side effects it found once more before the eager run.
       this.warnSource(source);
       if (this.self) guards.push(...moduleGuards(this.self, new Map()));
       return { guards, run: (...a) => this.eager(a), graph: undefined, breakReason: { reason: source.reason, loc: source.loc }, shapes };
     }
     const tracer = new GuardingTracer();
+    for (const [k, v] of inputShapes) tracer.inputShapes.set(k, v);
     const freeReads = tracer.freeReads;
     let gm: GraphModule | undefined;
     let breakReason: BreakReason | undefined;
@@ -314,7 +358,11 @@ export class CompiledCallable {
       const root = this.self ?? (this.fn as (...a: never[]) => unknown);
       const method = this.viaForward ? undefined : (this.fn as (...a: never[]) => unknown);
       const graph = recordingFreeReads(freeReads, () =>
-        withShapeRecorder(sizes, () => tracer.trace(root, concreteArgs(this.names, args), method, output)),
+        listeningToReal(tracer.realMembers.seen, () => {
+          const around = this.withHooks ? (call: (a: unknown[]) => unknown, a: unknown[]) => this.self!.callWithHooks(a, call) : undefined;
+          const trace = () => tracer.trace(root, concreteArgs(this.names, args), method, output, around);
+          return withShapeRecorder(sizes, () => (tripping ? trippingConsole(trace) : trace()));
+        }),
       );
       const name = this.self ? this.self.constructor.name : this.fn.name || 'GraphModule';
       gm = new GraphModule(tracer.targetRoot(), graph, name, tracer.constants);
@@ -325,17 +373,19 @@ export class CompiledCallable {
         e instanceof KilnError
           ? { reason: e.message.split('\n')[0]!, loc: locationOf(e) }
           : { reason: `tracing threw ${e instanceof Error ? `${e.name}: ${e.message.split('\n')[0]}` : String(e)}`, loc: thrownAt(e) };
-      if (this.options.fullgraph) {
+      if (this.options.fullgraph && !(source && tripping)) {
         const frame = codeFrameAt(breakReason.loc);
         throw new GraphBreakError(
           `compile(fullgraph): ${this.describe()} cannot be captured as one graph at ${breakReason.loc}: ${breakReason.reason}${frame ? `\n${frame}` : ''}`,
         );
       }
     }
-    if (source && gm) {
+    if (source && tripping && gm) source = undefined; // no console call ran: the graph holds
+    if (source && (gm || tripping)) {
       // The trace went through, but the source says a graph would drop or freeze something.
       gm = undefined;
       breakReason = { reason: source.reason, loc: source.loc };
+      if (tripping && !locate) this.warnSource(source);
       if (this.options.fullgraph) {
         throw new GraphBreakError(
           `compile(fullgraph): ${this.describe()} cannot be captured as one graph: in ${source.loc}, ${source.reason}. To capture it in pieces, ${PLUGIN_FIX}.`,
@@ -344,6 +394,7 @@ export class CompiledCallable {
     }
     guards.push(...freeReads.guards());
     guards.push(...treeGuards(this.self, tracer));
+    guards.push(...tracer.realMembers.guards());
     if (gm) guards.push(...sizes.guards);
     if (!gm) return { guards, run: (...a) => this.eager(a), graph: undefined, breakReason, shapes };
     const around = rebuild;
@@ -371,8 +422,12 @@ export class CompiledCallable {
 
   /** What the source check finds in the code this captures (its function or forward, and user submodules). */
   private sourceBreak(): SourceBreak | undefined {
-    const fn = this.viaForward ? (this.self!.forward as (...a: never[]) => unknown) : (this.fn as (...a: never[]) => unknown);
-    return sourceBreak(fn, this.self, this.describe());
+    return sourceBreak(this.sourceFn(), this.self, this.describe());
+  }
+
+  /** The code this captures: its function, or the module's current forward. */
+  private sourceFn(): (...a: never[]) => unknown {
+    return this.viaForward ? (this.self!.forward as (...a: never[]) => unknown) : (this.fn as (...a: never[]) => unknown);
   }
 
   /** One KilnWarning per compiled callable, the first time its source check sends it eager. */

@@ -2,6 +2,7 @@ import { GraphBreakError, KilnError, TraceError } from '../errors.js';
 import { activeTrace } from '../runtime/dispatch.js';
 import { Module } from '../runtime/nn/module.js';
 import { CompiledCallable, codeFrameAt, type BreakReason, type CaptureOptions } from './compiled-callable.js';
+import { onlyConsoleBreaks } from './source-check.js';
 
 /**
  * Plans: what the kiln plugin emits for each method (or function) it rewrote. The method's body is cut into
@@ -231,7 +232,14 @@ export class PlanRunner {
       recorder?.breaks.push(p.breaks[0]!);
       return p.eager.apply(this.self, args);
     }
-    if (this.options.fullgraph && p.breaks.length > 0) this.fullgraphError(p.breaks[0]!);
+    if (this.options.fullgraph && p.breaks.length > 0) {
+      // A break only where it runs: when every break is a console call, the method is traced whole and a call
+      // that runs trips there; otherwise the plan cannot be one graph.
+      const whole = this.wholeMethod();
+      if (!whole) this.fullgraphError(p.breaks[0]!);
+      recorder?.runners.add(this);
+      return whole.call(args);
+    }
     recorder?.runners.add(this);
     const outer = ambient;
     ambient = this.options;
@@ -273,7 +281,22 @@ export class PlanRunner {
 
   /** The compiled callables of every graph segment and branch arm used so far (for `explain`). */
   graphCallables(): CompiledCallable[] {
-    return [...this.callables, ...this.thenArms, ...this.elseArms].filter((c): c is CompiledCallable => c !== undefined);
+    const all = [...this.callables, ...this.thenArms, ...this.elseArms, ...(this.whole ? [this.whole] : [])];
+    return all.filter((c): c is CompiledCallable => c !== undefined);
+  }
+
+  /** The method as written captured as one graph (fullgraph), when its breaks are console calls only; else null. */
+  private whole: CompiledCallable | null | undefined;
+  private wholeMethod(): CompiledCallable | null {
+    if (this.whole !== undefined) return this.whole;
+    const p = this.plan;
+    const consoleOnly = p.segments.every(
+      (s) => s.kind === 'graph' || (s.kind === 'break' && onlyConsoleBreaks(s.fn as never, this.self, false)),
+    );
+    if (!consoleOnly) return (this.whole = null);
+    const c = new CompiledCallable(p.eager, this.self, this.options, false, `${p.name} (whole, at ${p.file}:${p.segments[0]!.loc})`, false);
+    c.tripsConsole = true;
+    return (this.whole = c);
   }
 
   private callable(i: number, fn: (...args: unknown[]) => unknown, arm?: 'then' | 'else'): CompiledCallable {

@@ -153,3 +153,32 @@ function explained(what: string, loc: string, name: string, free: readonly strin
       `split it around that statement.${also} To capture the rest of it, ${PLUGIN_FIX}.`,
   };
 }
+
+const consoleVerdicts = new WeakMap<object, WeakMap<object, Verdict>>();
+
+/**
+ * Whether the only breaks in `fn`'s source (and, with `submodules`, in the forwards of the user modules under
+ * `self`) are console calls: judged again with `console` taken as known, nothing else may break and no free
+ * variable may be read. A trace of such code is sound under `trippingConsole` (console-tripwire.ts).
+ */
+export function onlyConsoleBreaks(fn: (...a: never[]) => unknown, self: Module | undefined, submodules = true): boolean {
+  const a = analysis();
+  if ('error' in a) return false;
+  const parts: [(...a: never[]) => unknown, Module | undefined][] = [[fn, self]];
+  if (submodules) for (const [path, m] of self?.namedModules() ?? []) if (path !== '') parts.push([m.forward as never, m]);
+  return parts.every(([f, s]) => {
+    if (kilnOwned(f, s)) return true;
+    const plan = (f as unknown as { [PLAN]?: PlanBreaks })[PLAN];
+    if (plan) return plan.breaks.length === 0;
+    const key = s?.constructor ?? NO_CLASS;
+    let byClass = consoleVerdicts.get(f);
+    if (!byClass) consoleVerdicts.set(f, (byClass = new WeakMap()));
+    let v = byClass.get(key);
+    if (!v) {
+      const classes = lineage(s).map((c) => Function.prototype.toString.call(c));
+      const known = (n: string) => isKilnName(n) || n === 'console';
+      byClass.set(key, (v = a.classifySource({ fn: Function.prototype.toString.call(f), classes, isKilnName: known })));
+    }
+    return !v.unparsable && !v.brk && v.free.length === 0;
+  });
+}

@@ -4,6 +4,7 @@ import { KilnError, TraceError } from '../errors.js';
 import { setTraceDispatch, type TraceDispatch } from '../runtime/dispatch.js';
 import * as nn from '../runtime/nn/index.js';
 import { Module } from '../runtime/nn/module.js';
+import { standIn } from '../runtime/nn/traced-attributes.js';
 import { Tensor } from '../runtime/tensor.js';
 import { lookupAttr } from './attrs.js';
 import { getattr, getitem } from './builtins.js';
@@ -105,13 +106,14 @@ export class Tracer implements TraceDispatch {
    * Trace `root.forward` (or the function `root`) into a Graph. `concreteArgs` fixes parameters to values.
    * `method` traces that function instead of `forward`, with `this` = `root` (a plugin segment or helper).
    * `output` picks the graph's output from what the function returned (a plugin segment's values without
-   * the plan's protocol around them).
+   * the plan's protocol around them). `around` runs the call (a module's hooks around its forward).
    */
   trace(
     root: Module | ((...args: never[]) => unknown),
     concreteArgs: ConcreteArgs = {},
     method?: (...args: never[]) => unknown,
     output: (result: unknown) => unknown = (r) => r,
+    around: (call: (args: unknown[]) => unknown, args: unknown[]) => unknown = (call, args) => call(args),
   ): Graph {
     const fn = (method ?? (root instanceof Module ? root.forward : root)) as (...args: unknown[]) => unknown;
     this.root = root instanceof Module ? root : new Module();
@@ -129,7 +131,7 @@ export class Tracer implements TraceDispatch {
     const prev = setTraceDispatch(this);
     this.recordingFrames = true;
     try {
-      const result = output(fn.apply(root instanceof Module ? root : undefined, args));
+      const result = output(around((a) => fn.apply(root instanceof Module ? root : undefined, a), args));
       this.createNode('output', 'output', [this.createArg(result, 'the return value')]);
     } finally {
       this.recordingFrames = false;
@@ -160,6 +162,19 @@ export class Tracer implements TraceDispatch {
    * into the graph under a new top-level path derived from `hint` (`layers[0]` → `layers_0`), and install
    * the same tracing stand-ins on it as on the tree's modules. Returns its path; adopting twice is a no-op.
    */
+  /** Whether `t` is a parameter, buffer or tensor attribute of a traced module (read by path, as get_attr). */
+  isModuleTensor(t: unknown): boolean {
+    return t instanceof Tensor && this.tensorPaths.has(t);
+  }
+
+  /**
+   * A property of a traced value that is known without running it (`ndim` of an input whose rank is
+   * guarded), as `{ value }`, or undefined to record the read. None by default: FX records every read.
+   */
+  protected staticRead(_node: Node, _prop: string): { value: unknown } | undefined {
+    return undefined;
+  }
+
   /** Whether `m` already has a path in this trace (in the root's tree, or adopted). */
   isKnownModule(m: Module): boolean {
     return this.modulePaths.has(m);
@@ -303,6 +318,7 @@ export class Tracer implements TraceDispatch {
       for (const [name, v] of Object.entries(m)) {
         if (v instanceof Module || v instanceof Tensor) continue;
         const full = path ? `${path}.${name}` : name;
+        this.undoPatches.push(standIn(m, name, v));
         patch(m, name, {
           get: () => this.readAttribute(m, name, full, v, reads),
           set: () => {
@@ -315,6 +331,7 @@ export class Tracer implements TraceDispatch {
       const desc = Object.getOwnPropertyDescriptor(m, name);
       if (!desc || !('value' in desc) || desc.value !== t) continue; // held elsewhere (keyed containers)
       const full = path ? `${path}.${name}` : name;
+      this.undoPatches.push(standIn(m, name, t));
       patch(m, name, {
         get: () => this.proxy(this.attrNode(full)),
         set: () => {
@@ -411,6 +428,7 @@ export class Tracer implements TraceDispatch {
   /** The proxy for `node`: looks like a Tensor, records whatever is done with it. */
   proxy(node: Node): Tensor {
     const record = (op: Opcode, target: Target, args: unknown[]) => this.createProxy(op, target, args);
+    const known = (prop: string) => this.staticRead(node, prop);
     const pairNodes = this.pairNodes;
     const fail = (what: string) => {
       throw new TraceError(
@@ -429,6 +447,8 @@ export class Tracer implements TraceDispatch {
           if (prop === inspect.custom) return () => `Proxy(${node.name})`;
           return undefined;
         }
+        const fixed = known(prop);
+        if (fixed) return fixed.value;
         switch (prop) {
           case 'then':
             return undefined; // not a promise

@@ -10,6 +10,8 @@ export interface TraceDispatch {
   readonly symbolic: boolean;
   /** Record every op called while this tracer is active, not only those given a traced value (runtime traces record `full(x.shape, 2)`). */
   readonly recordsEveryOp?: boolean;
+  /** Record calls of the tensor factories (`ones`, `zeros`, `full`, `arange`, `zerosLike`, `onesLike`) as nodes, not constants (compile's tracer, as TorchDynamo). */
+  readonly recordsFactories?: boolean;
   /**
    * How a custom-gradient function (`defineFunction`) called while this tracer is active is recorded: 'inline'
    * (the default) records the ops of its forward, and of its backward when the backward sweep runs under the

@@ -103,6 +103,11 @@ export class Tensor {
     return numel(this.shape);
   }
 
+  /** The number of dims, as PyTorch's `dim()` (the same as `ndim`). */
+  dim(): number {
+    return this.shape.length;
+  }
+
   /** `size()` is the shape; `size(d)` one dim (negative dims count from the end). */
   size(): readonly number[];
   size(dim: number): number;

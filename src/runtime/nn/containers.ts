@@ -4,6 +4,7 @@ import { Tensor } from '../tensor.js';
 import { describe } from '../validate.js';
 import { Module } from './module.js';
 import { Parameter } from './parameter.js';
+import { realEntries } from './traced-attributes.js';
 
 /** Containers. List-like ones keep members as numeric properties (`seq[0]`), dict-like ones in a Map. */
 
@@ -114,7 +115,7 @@ abstract class KeyedContainer<T> extends Module {
   protected abstract accept(v: unknown): T;
 
   protected override ownEntries(): [string, unknown][] {
-    return [...this.items.entries(), ...Object.entries(this)];
+    return [...this.items.entries(), ...realEntries(this)];
   }
 
   get size(): number {

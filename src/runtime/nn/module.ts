@@ -5,6 +5,7 @@ import { isPlainObject } from '../plain-object.js';
 import { Tensor } from '../tensor.js';
 import { checkBoolean, checkOptions, describe } from '../validate.js';
 import { Parameter } from './parameter.js';
+import { realEntries } from './traced-attributes.js';
 
 export interface RemovableHandle {
   remove(): void;
@@ -78,7 +79,7 @@ export class Module {
 
   /** The attributes that may hold members, in order; containers override this. */
   protected ownEntries(): [string, unknown][] {
-    return Object.entries(this);
+    return realEntries(this);
   }
 
   private ownMembers<T>(pick: (name: string, v: unknown) => v is T): [string, T][] {

@@ -37,9 +37,12 @@ function createOptions(op: string, opts: unknown, allowed: readonly string[] = C
  * A runtime trace records calls of these creation functions as graph nodes instead of freezing their result,
  * so `full(x.shape, 2)` and `zerosLike(x)` follow the input's shape when the trace generalises.
  */
+/** Factories compile's tracer records (random draws stay out: the source check keeps code that draws eager). */
+const FACTORIES = new Set(['full', 'zerosLike', 'onesLike', 'arange']);
+
 function recorded<F extends (...args: never[]) => Tensor>(fn: F, name = fn.name): F {
   const wrapped = (...args: unknown[]): Tensor =>
-    activeTrace?.recordsEveryOp
+    activeTrace?.recordsEveryOp || (activeTrace?.recordsFactories && FACTORIES.has(name))
       ? (activeTrace.callOp(wrapped, args, undefined) as Tensor)
       : (fn as unknown as (...a: unknown[]) => Tensor)(...args);
   Object.defineProperty(wrapped, 'name', { value: name });
@@ -148,14 +151,18 @@ export function zeros(shape: ShapeArg, opts?: CreateOptions): Tensor;
 export function zeros(...sizes: SizesThenOptions): Tensor;
 export function zeros(...args: unknown[]): Tensor {
   const [shape, opts] = shapeAndOptions('zeros', args);
-  return activeTrace?.recordsEveryOp ? full(shape as ShapeArg, 0, opts as CreateOptions) : filled('zeros', shape, 0, opts);
+  return activeTrace?.recordsEveryOp || activeTrace?.recordsFactories
+    ? full(shape as ShapeArg, 0, opts as CreateOptions)
+    : filled('zeros', shape, 0, opts);
 }
 
 export function ones(shape: ShapeArg, opts?: CreateOptions): Tensor;
 export function ones(...sizes: SizesThenOptions): Tensor;
 export function ones(...args: unknown[]): Tensor {
   const [shape, opts] = shapeAndOptions('ones', args);
-  return activeTrace?.recordsEveryOp ? full(shape as ShapeArg, 1, opts as CreateOptions) : filled('ones', shape, 1, opts);
+  return activeTrace?.recordsEveryOp || activeTrace?.recordsFactories
+    ? full(shape as ShapeArg, 1, opts as CreateOptions)
+    : filled('ones', shape, 1, opts);
 }
 
 function likeOf(op: string, t: unknown): Tensor {
