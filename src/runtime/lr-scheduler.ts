@@ -1,5 +1,5 @@
 import { ValueError } from '../errors.js';
-import { Optimizer, type ParamGroup } from './optim.js';
+import { Optimizer, type ParamGroup } from './optimizer.js';
 import { checkBoolean, checkChoice, checkNumber, checkOptions, describe } from './validate.js';
 
 /**
