@@ -1,8 +1,23 @@
 import { ValueError } from '../errors.js';
+import type { Tensor } from '../runtime/tensor.js';
 import { Generator as RandomGenerator, defaultGenerator } from '../runtime/random.js';
 import { checkBoolean, checkFunction, checkNumber, checkOptions, describe } from '../runtime/validate.js';
 import { defaultCollate } from './collate.js';
 import { datasetLength, itemOf, type DatasetLike } from './dataset.js';
+
+/**
+ * What defaultCollate makes of samples of type T: tensors, numbers and booleans become one Tensor, strings a
+ * list of them, and arrays and objects keep their structure with each part collated.
+ */
+export type Collated<T> = T extends Tensor
+  ? Tensor
+  : T extends number | boolean
+    ? Tensor
+    : T extends string
+      ? string[]
+      : T extends object
+        ? { [K in keyof T]: Collated<T[K]> }
+        : unknown;
 
 export interface DataLoaderOptions<T, B> {
   /** Samples per batch (default 1). */
@@ -29,7 +44,7 @@ const isThenable = (v: unknown): v is PromiseLike<unknown> =>
  * or with `for await … of` when the dataset's getItem or the collateFn returns Promises (each batch's samples
  * are then read concurrently). Every iteration is one epoch; a shuffling loader draws a new order for each.
  */
-export class DataLoader<T = unknown, B = unknown> implements Iterable<B>, AsyncIterable<B> {
+export class DataLoader<T = unknown, B = Collated<T>> implements Iterable<B>, AsyncIterable<B> {
   readonly dataset: DatasetLike<T>;
   readonly batchSize: number;
   readonly shuffle: boolean;
