@@ -1,5 +1,5 @@
 import test from 'ava';
-import { ValueError, nn, optim, tensor } from '../src/index.js';
+import { StateDictError, ValueError, nn, optim, tensor } from '../src/index.js';
 import { closeTo, golden, makeOptimizer, makeScheduler, numbersClose, param, sameStateDict, stepWith } from './train-golden.js';
 
 /**
@@ -116,4 +116,40 @@ test('a OneCycleLR that fails its checks leaves the optimizer as it was', (t) =>
   t.deepEqual(opt.paramGroups[0]!.schedule, {});
   t.is(opt.paramGroups[0]!.options.momentum, 0);
   t.is(opt.paramGroups[0]!.options.lr, 0.1);
+});
+
+test('a scheduler and its optimizer resumed from their state dicts continue the schedule where it stopped', (t) => {
+  const make = () => {
+    const opt = new optim.SGD([new nn.Parameter(tensor([1]))], { lr: 0.1, momentum: 0.9 });
+    return { opt, sched: new OneCycleLR(opt, { maxLr: 1, totalSteps: 10 }) };
+  };
+  const straight = make();
+  const lrs: number[] = [];
+  for (let i = 0; i < 8; i++) {
+    straight.sched.step();
+    lrs.push(straight.sched.getLastLr()[0]!);
+  }
+  const first = make();
+  for (let i = 0; i < 3; i++) first.sched.step();
+  const [optState, schedState] = [first.opt.stateDict(), first.sched.stateDict()];
+  const resumed = make();
+  resumed.opt.loadStateDict(optState);
+  resumed.sched.loadStateDict(schedState);
+  t.deepEqual(resumed.sched.getLastLr(), [lrs[2]!]);
+  const rest: number[] = [];
+  for (let i = 3; i < 8; i++) {
+    resumed.sched.step();
+    rest.push(resumed.sched.getLastLr()[0]!);
+  }
+  t.deepEqual(rest, lrs.slice(3));
+  t.is(resumed.opt.paramGroups[0]!.options.momentum, straight.opt.paramGroups[0]!.options.momentum);
+});
+
+test('a scheduler refuses a state dict for another number of groups', (t) => {
+  const s = new StepLR(sgd(), { stepSize: 2 });
+  t.throws(() => s.loadStateDict({ ...s.stateDict(), baseLrs: [0.1, 0.2] }), {
+    instanceOf: StateDictError,
+    message: 'StepLR.loadStateDict: baseLrs must list one lr per parameter group (1), got [0.1, 0.2]',
+  });
+  t.throws(() => s.loadStateDict({ ...s.stateDict(), last: 1 } as never), { instanceOf: ValueError, message: /unknown option 'last'/ });
 });

@@ -1,4 +1,4 @@
-import { ValueError } from '../errors.js';
+import { StateDictError, ValueError } from '../errors.js';
 import { Optimizer, type ParamGroup } from './optimizer.js';
 import { checkBoolean, checkChoice, checkNumber, checkOptions, describe } from './validate.js';
 
@@ -14,6 +14,14 @@ import { checkBoolean, checkChoice, checkNumber, checkOptions, describe } from '
 type ScheduledOptions = { lr: number; momentum?: number; betas?: [number, number] };
 
 const optionsOf = (g: ParamGroup<{ lr?: number }>) => g.options as ScheduledOptions;
+
+/** A scheduler's progress: PyTorch's `last_epoch`, `_step_count`, `base_lrs` and `_last_lr`. */
+export interface SchedulerStateDict {
+  lastEpoch: number;
+  stepCount: number;
+  baseLrs: number[];
+  lastLr: number[];
+}
 
 export abstract class LRScheduler {
   readonly optimizer: Optimizer;
@@ -51,6 +59,32 @@ export abstract class LRScheduler {
       optionsOf(g).lr = lrs[i]!;
     });
     this.lastLr = this.optimizer.paramGroups.map((g) => optionsOf(g).lr);
+  }
+
+  /**
+   * Where the schedule stands (PyTorch's scheduler `state_dict()` less the options, which the constructor
+   * takes): save it with the optimizer's stateDict to resume training.
+   */
+  stateDict(): SchedulerStateDict {
+    return { lastEpoch: this.lastEpoch, stepCount: this.stepCount, baseLrs: [...this.baseLrs], lastLr: [...this.lastLr] };
+  }
+
+  /** Resume from stateDict(); the scheduler must have been made with the same options on an optimizer with as many groups. */
+  loadStateDict(stateDict: SchedulerStateDict): void {
+    const op = `${this.constructor.name}.loadStateDict`;
+    const o = checkOptions(op, stateDict, ['lastEpoch', 'stepCount', 'baseLrs', 'lastLr']);
+    const groups = this.optimizer.paramGroups.length;
+    const lists = (['baseLrs', 'lastLr'] as const).map((k) => {
+      const v = o[k];
+      if (!Array.isArray(v) || v.length !== groups) {
+        throw new StateDictError(`${op}: ${k} must list one lr per parameter group (${groups}), got ${describe(v)}`);
+      }
+      return v.map((x, i) => checkNumber(op, `${k}[${i}]`, x, { min: 0 }));
+    });
+    const lastEpoch = checkNumber(op, 'lastEpoch', o.lastEpoch, { min: 0, integer: true });
+    this.stepCount = checkNumber(op, 'stepCount', o.stepCount, { min: 1, integer: true });
+    this.lastEpoch = lastEpoch;
+    [this.baseLrs, this.lastLr] = lists as [number[], number[]];
   }
 
   /** The lr of each group that the last step() set (PyTorch's `get_last_lr()`). */
