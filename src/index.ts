@@ -7,6 +7,7 @@ export { tensor, zeros, ones, full, arange, rand, randn, zerosLike, onesLike, ca
 export type { CreateOptions, TensorOptions } from './runtime/ops/creation.js';
 export type { IndexSpec } from './runtime/ops/view.js';
 export { manualSeed } from './runtime/random.js';
+export { Generator } from './runtime/random.js';
 export { noGrad, isGradEnabled, withGradMode } from './runtime/autograd.js';
 export { defineFunction, FunctionCtx, type FunctionSpec } from './runtime/custom-function.js';
 export { allclose } from './testing.js';
@@ -17,6 +18,7 @@ export { ops } from './ops.js';
 export * as nn from './runtime/nn/index.js';
 export * as F from './runtime/nn/functional.js';
 export * as optim from './runtime/optim.js';
+export * as data from './data/index.js';
 export * as testing from './testing.js';
 export { compile, graphBreak, OptimizedModule, type CompileOptions } from './compile/compile.js';
 export { resetCompileCaches } from './compile/compiled-callable.js';

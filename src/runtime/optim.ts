@@ -1,21 +1,15 @@
-import { DTypeError, ValueError } from '../errors.js';
-import { noGrad } from './autograd.js';
-import { isPlainObject } from './plain-object.js';
-import { Tensor } from './tensor.js';
+import { ValueError } from '../errors.js';
+import { Optimizer, definedOnly, type OptionRules, type ParamState } from './optimizer.js';
+import type { Tensor } from './tensor.js';
 import { checkBoolean, checkNumber, checkOptions, describe } from './validate.js';
+
+export { Optimizer, SCHEDULE_KEYS, type OptimizerStateDict, type ParamGroup, type ScheduleKey } from './optimizer.js';
+export * as lrScheduler from './lr-scheduler.js';
 
 /**
  * Optimisers. Updates run on the parameters' float32 storage directly (no tape, no temporaries) and
  * bump each parameter's version, as an in-place op would.
  */
-
-export interface ParamGroup<O> {
-  params: Tensor[];
-  options: Required<O>;
-}
-
-/** How each option of an optimizer is checked; the optimizer validates its defaults and every group with it. */
-type OptionRules<O> = { readonly [K in keyof Required<O>]: (op: string, name: string, v: unknown) => void };
 
 const nonNegative = (op: string, name: string, v: unknown) => void checkNumber(op, name, v, { min: 0 });
 const finite = (op: string, name: string, v: unknown) => void checkNumber(op, name, v);
@@ -24,103 +18,6 @@ const betas = (op: string, name: string, v: unknown) => {
   if (!Array.isArray(v) || v.length !== 2) throw new ValueError(`${op}: ${name} must be a pair [beta1, beta2], got ${describe(v)}`);
   v.forEach((b, i) => checkNumber(op, `${name}[${i}]`, b, { min: 0, max: 1, maxExclusive: true }));
 };
-
-/** The options actually given: `{ lr: undefined }` leaves the default in place, as leaving `lr` out does. */
-function definedOnly<T extends object>(opts: T): Partial<T> {
-  return Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)) as Partial<T>;
-}
-
-/** The tensors of one group's `params`: a Tensor or an iterable of them, each a float32 leaf. */
-function groupParams(op: string, ps: unknown): Tensor[] {
-  if (ps instanceof Tensor) return [ps];
-  if (ps === null || typeof ps !== 'object' || !(Symbol.iterator in ps)) {
-    throw new ValueError(`${op}: params must be an iterable of Tensors or of parameter groups, got ${describe(ps)}`);
-  }
-  const list = [...(ps as Iterable<unknown>)];
-  list.forEach((p, i) => {
-    if (!(p instanceof Tensor)) throw new ValueError(`${op}: can only optimize Tensors, but params[${i}] is ${describe(p)}`);
-    if (p.dtype !== 'float32') throw new DTypeError(`${op}: can only optimize float32 tensors, but params[${i}] is ${p.dtype}`);
-    if (!p.isLeaf) throw new ValueError(`${op}: can't optimize a non-leaf tensor of shape [${p.shape.join(', ')}] (params[${i}])`);
-  });
-  return list as Tensor[];
-}
-
-abstract class Optimizer<O extends object> {
-  readonly paramGroups: ParamGroup<O>[];
-  protected readonly state = new Map<Tensor, Record<string, Float32Array | number>>();
-
-  constructor(
-    params: Iterable<Tensor> | Iterable<{ params: Iterable<Tensor> } & Partial<O>>,
-    defaults: Required<O>,
-    rules: OptionRules<O>,
-  ) {
-    const op = this.constructor.name;
-    const names = Object.keys(rules);
-    const check = (opts: Record<string, unknown>, where: string) => {
-      for (const [k, v] of Object.entries(opts)) {
-        if (!(k in rules)) throw new ValueError(`${op}: unknown option '${k}'${where} (expected ${names.join(', ')})`);
-        if (v !== undefined) (rules as Record<string, (op: string, name: string, v: unknown) => void>)[k]!(op, `${k}${where}`, v);
-      }
-    };
-    check(defaults, '');
-    this.checkOptions(defaults);
-    if (params instanceof Tensor || params === null || typeof params !== 'object' || !(Symbol.iterator in params)) {
-      throw new ValueError(`${op}: params must be an iterable of Tensors or of parameter groups, got ${describe(params)}`);
-    }
-    const list = [...(params as Iterable<unknown>)];
-    if (list.length === 0) throw new ValueError(`${op}: got an empty parameter list`);
-    const grouped = isPlainObject(list[0]);
-    if (list.some((g) => isPlainObject(g) !== grouped)) {
-      throw new ValueError(`${op}: params must be all Tensors or all parameter groups ({ params, ...options }), not a mix`);
-    }
-    const groups = grouped ? (list as Record<string, unknown>[]) : [{ params: list }];
-    const seen = new Set<Tensor>();
-    this.paramGroups = groups.map((g, gi) => {
-      const { params: ps, ...opts } = g;
-      const where = grouped ? ` in parameter group ${gi}` : '';
-      if (grouped) check(opts, where);
-      const tensors = groupParams(op, ps);
-      for (const p of tensors) {
-        // PyTorch refuses a parameter in two groups; in one group twice it would be stepped twice per step()
-        if (seen.has(p)) throw new ValueError(`${op}: a parameter of shape [${p.shape.join(', ')}] appears more than once${where}`);
-        seen.add(p);
-      }
-      const options = { ...defaults, ...definedOnly(opts) } as Required<O>;
-      this.checkOptions(options);
-      return { params: tensors, options };
-    });
-  }
-
-  /** Checks between options (SGD's nesterov needs momentum); each option's own type and range is checked by its rule. */
-  protected checkOptions(_options: Partial<O>): void {}
-
-  /** Drop every gradient (PyTorch's `set_to_none=True` default). */
-  zeroGrad(): void {
-    for (const g of this.paramGroups) for (const p of g.params) p.grad = null;
-  }
-
-  step(): void {
-    noGrad(() => {
-      for (const group of this.paramGroups) {
-        for (const p of group.params) {
-          if (!p.grad) continue;
-          const param = p.contiguous();
-          const data = param._storage.data as Float32Array;
-          // the gradient's own memory when it is contiguous (read only), else a contiguous copy
-          const gc = p.grad.contiguous();
-          const grad = (gc._storage.data as Float32Array).subarray(gc.offset, gc.offset + gc.numel());
-          let st = this.state.get(p);
-          if (!st) this.state.set(p, (st = {}));
-          this.update(data.subarray(param.offset, param.offset + p.numel()), grad, st, group.options);
-          if (param !== p) p.copy_(param);
-          p._storage.version++;
-        }
-      }
-    });
-  }
-
-  protected abstract update(w: Float32Array, g: Float32Array, state: Record<string, Float32Array | number>, o: Required<O>): void;
-}
 
 export interface SGDOptions {
   lr?: number;
@@ -141,6 +38,9 @@ const SGD_RULES: OptionRules<SGDOptions> = {
 };
 
 export class SGD extends Optimizer<SGDOptions> {
+  protected readonly bufferNames = ['momentumBuffer'];
+  protected readonly countsSteps = false;
+
   constructor(params: Iterable<Tensor> | Iterable<{ params: Iterable<Tensor> } & SGDOptions>, options: SGDOptions = {}) {
     const given = checkOptions('SGD', options, Object.keys(SGD_RULES));
     const defaults = { lr: 1e-3, momentum: 0, dampening: 0, weightDecay: 0, nesterov: false, maximize: false, ...definedOnly(given) };
@@ -155,7 +55,7 @@ export class SGD extends Optimizer<SGDOptions> {
     }
   }
 
-  protected update(w: Float32Array, g: Float32Array, st: Record<string, Float32Array | number>, o: Required<SGDOptions>): void {
+  protected update(w: Float32Array, g: Float32Array, st: ParamState, o: Required<SGDOptions>): void {
     const sign = o.maximize ? -1 : 1;
     let buf = st.momentumBuffer as Float32Array | undefined;
     const first = !buf;
@@ -189,46 +89,153 @@ const ADAM_RULES: OptionRules<AdamOptions> = {
   maximize: flag,
 };
 
+/** Adam's defaults: AdamW differs only in its weight decay (1e-2). */
+function adamDefaults(op: string, options: AdamOptions, weightDecay: number): Required<AdamOptions> {
+  const given = checkOptions(op, options, Object.keys(ADAM_RULES));
+  return {
+    lr: 1e-3,
+    betas: [0.9, 0.999] as [number, number],
+    eps: 1e-8,
+    weightDecay,
+    amsgrad: false,
+    maximize: false,
+    ...definedOnly(given),
+  } as Required<AdamOptions>;
+}
+
+const ADAM_BUFFERS = ['expAvg', 'expAvgSq', 'maxExpAvgSq'];
+
+/**
+ * One Adam step on one parameter (PyTorch 1.13's single-tensor Adam and AdamW). `decoupled` is AdamW's weight
+ * decay: the weights shrink by lr·weightDecay before the step instead of weightDecay·w joining the gradient.
+ */
+function adamUpdate(w: Float32Array, g: Float32Array, st: ParamState, o: Required<AdamOptions>, decoupled: boolean): void {
+  const m = (st.expAvg ??= new Float32Array(w.length)) as Float32Array;
+  const v = (st.expAvgSq ??= new Float32Array(w.length)) as Float32Array;
+  const vmax = o.amsgrad ? ((st.maxExpAvgSq ??= new Float32Array(w.length)) as Float32Array) : null;
+  const step = (st.step = ((st.step as number | undefined) ?? 0) + 1);
+  const [b1, b2] = o.betas;
+  const bc1 = 1 - b1 ** step;
+  const bc2 = 1 - b2 ** step;
+  const stepSize = o.lr / bc1;
+  const invSqrtBc2 = 1 / Math.sqrt(bc2);
+  // options read once into locals: property reads inside the loop kept V8 from optimising it (3× slower)
+  const { eps } = o;
+  const weightDecay = decoupled ? 0 : o.weightDecay;
+  const sign = o.maximize ? -1 : 1;
+  const c1 = 1 - b1;
+  const c2 = 1 - b2;
+  const n = w.length;
+  if (decoupled && o.weightDecay !== 0) {
+    const decay = 1 - o.lr * o.weightDecay;
+    for (let i = 0; i < n; i++) w[i] = w[i]! * decay;
+  }
+  for (let i = 0; i < n; i++) {
+    const wi = w[i]!;
+    const gi = sign * g[i]! + weightDecay * wi;
+    const mi = b1 * m[i]! + c1 * gi;
+    let vi = b2 * v[i]! + c2 * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    if (vmax !== null) vi = vmax[i] = Math.max(vmax[i]!, vi);
+    w[i] = wi - (stepSize * mi) / (Math.sqrt(vi) * invSqrtBc2 + eps);
+  }
+}
+
 export class Adam extends Optimizer<AdamOptions> {
+  protected readonly bufferNames = ADAM_BUFFERS;
+  protected readonly countsSteps = true;
+
   constructor(params: Iterable<Tensor> | Iterable<{ params: Iterable<Tensor> } & AdamOptions>, options: AdamOptions = {}) {
-    const given = checkOptions('Adam', options, Object.keys(ADAM_RULES));
+    super(params, adamDefaults('Adam', options, 0), ADAM_RULES);
+  }
+
+  protected update(w: Float32Array, g: Float32Array, st: ParamState, o: Required<AdamOptions>): void {
+    adamUpdate(w, g, st, o, false);
+  }
+}
+
+/** Adam with decoupled weight decay (Loshchilov & Hutter), PyTorch's `torch.optim.AdamW`: weightDecay defaults to 1e-2. */
+export class AdamW extends Optimizer<AdamOptions> {
+  protected readonly bufferNames = ADAM_BUFFERS;
+  protected readonly countsSteps = true;
+
+  constructor(params: Iterable<Tensor> | Iterable<{ params: Iterable<Tensor> } & AdamOptions>, options: AdamOptions = {}) {
+    super(params, adamDefaults('AdamW', options, 1e-2), ADAM_RULES);
+  }
+
+  protected update(w: Float32Array, g: Float32Array, st: ParamState, o: Required<AdamOptions>): void {
+    adamUpdate(w, g, st, o, true);
+  }
+}
+
+export interface RMSpropOptions {
+  lr?: number;
+  alpha?: number;
+  eps?: number;
+  weightDecay?: number;
+  momentum?: number;
+  centered?: boolean;
+  maximize?: boolean;
+}
+
+const RMSPROP_RULES: OptionRules<RMSpropOptions> = {
+  lr: nonNegative,
+  alpha: nonNegative,
+  eps: nonNegative,
+  weightDecay: nonNegative,
+  momentum: nonNegative,
+  centered: flag,
+  maximize: flag,
+};
+
+/** PyTorch 1.13's `torch.optim.RMSprop` (single-tensor path); `centered` divides by the gradient's running variance. */
+export class RMSprop extends Optimizer<RMSpropOptions> {
+  protected readonly bufferNames = ['squareAvg', 'momentumBuffer', 'gradAvg'];
+  protected readonly countsSteps = true;
+
+  constructor(params: Iterable<Tensor> | Iterable<{ params: Iterable<Tensor> } & RMSpropOptions>, options: RMSpropOptions = {}) {
+    const given = checkOptions('RMSprop', options, Object.keys(RMSPROP_RULES));
     const defaults = {
-      lr: 1e-3,
-      betas: [0.9, 0.999] as [number, number],
+      lr: 1e-2,
+      alpha: 0.99,
       eps: 1e-8,
       weightDecay: 0,
-      amsgrad: false,
+      momentum: 0,
+      centered: false,
       maximize: false,
       ...definedOnly(given),
     };
-    super(params, defaults as Required<AdamOptions>, ADAM_RULES);
+    super(params, defaults as Required<RMSpropOptions>, RMSPROP_RULES);
   }
 
-  protected update(w: Float32Array, g: Float32Array, st: Record<string, Float32Array | number>, o: Required<AdamOptions>): void {
-    const m = (st.expAvg ??= new Float32Array(w.length)) as Float32Array;
-    const v = (st.expAvgSq ??= new Float32Array(w.length)) as Float32Array;
-    const vmax = o.amsgrad ? ((st.maxExpAvgSq ??= new Float32Array(w.length)) as Float32Array) : null;
-    const step = (st.step = ((st.step as number | undefined) ?? 0) + 1);
-    const [b1, b2] = o.betas;
-    const bc1 = 1 - b1 ** step;
-    const bc2 = 1 - b2 ** step;
-    const stepSize = o.lr / bc1;
-    const invSqrtBc2 = 1 / Math.sqrt(bc2);
-    // options read once into locals: property reads inside the loop kept V8 from optimising it (3× slower)
-    const { eps, weightDecay } = o;
-    const sign = o.maximize ? -1 : 1;
-    const c1 = 1 - b1;
-    const c2 = 1 - b2;
+  protected update(w: Float32Array, g: Float32Array, st: ParamState, o: Required<RMSpropOptions>): void {
     const n = w.length;
+    st.step = ((st.step as number | undefined) ?? 0) + 1;
+    const sq = (st.squareAvg ??= new Float32Array(n)) as Float32Array;
+    // buffers made when first needed: a scheduler (OneCycleLR) may turn momentum on after the first step
+    const gAvg = o.centered ? ((st.gradAvg ??= new Float32Array(n)) as Float32Array) : null;
+    const buf = o.momentum > 0 ? ((st.momentumBuffer ??= new Float32Array(n)) as Float32Array) : null;
+    const { lr, alpha, eps, weightDecay, momentum } = o;
+    const sign = o.maximize ? -1 : 1;
+    const c = 1 - alpha;
     for (let i = 0; i < n; i++) {
-      const wi = w[i]!;
-      const gi = sign * g[i]! + weightDecay * wi;
-      const mi = b1 * m[i]! + c1 * gi;
-      let vi = b2 * v[i]! + c2 * gi * gi;
-      m[i] = mi;
-      v[i] = vi;
-      if (vmax !== null) vi = vmax[i] = Math.max(vmax[i]!, vi);
-      w[i] = wi - (stepSize * mi) / (Math.sqrt(vi) * invSqrtBc2 + eps);
+      const gi = sign * g[i]! + weightDecay * w[i]!;
+      // running averages are read back from their float32 arrays, as PyTorch's float32 buffers hold them
+      sq[i] = alpha * sq[i]! + c * gi * gi;
+      let avg: number;
+      if (gAvg !== null) {
+        gAvg[i] = alpha * gAvg[i]! + c * gi;
+        avg = Math.sqrt(sq[i]! - gAvg[i]! * gAvg[i]!) + eps;
+      } else {
+        avg = Math.sqrt(sq[i]!) + eps;
+      }
+      if (buf !== null) {
+        buf[i] = momentum * buf[i]! + gi / avg;
+        w[i] = w[i]! - lr * buf[i]!;
+      } else {
+        w[i] = w[i]! - (lr * gi) / avg;
+      }
     }
   }
 }

@@ -26,3 +26,4 @@ export {
 } from './layers.js';
 export * as init from './init.js';
 export * as functional from './functional.js';
+export * as utils from './utils.js';
