@@ -284,7 +284,7 @@ export class CompiledCallable {
       guards.push(...argGuards(this.name(i), i, a, all));
     });
     const shapes = args.map((a) => (a instanceof Tensor ? [...a.shape] : undefined));
-    const source = this.unseen ? this.sourceBreak() : undefined;
+    const source = this.unseen ? this.sourceBreak(args) : undefined;
     if (source && !locate) {
       // Not traced at all: a trace would run the side effects it found once more before the eager run.
       this.warnSource(source);
@@ -350,9 +350,9 @@ export class CompiledCallable {
   }
 
   /** What the source check finds in the code this captures (its function or forward, and user submodules). */
-  private sourceBreak(): SourceBreak | undefined {
+  private sourceBreak(args: readonly unknown[]): SourceBreak | undefined {
     const fn = this.viaForward ? (this.self!.forward as (...a: never[]) => unknown) : (this.fn as (...a: never[]) => unknown);
-    return sourceBreak(fn, this.self, this.describe());
+    return sourceBreak(fn, this.self, this.describe(), args);
   }
 
   /** One KilnWarning per compiled callable, the first time its source check sends it eager. */
