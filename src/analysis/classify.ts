@@ -70,7 +70,7 @@ export const TENSOR_ONLY_METHODS = new Set([
   ...['relu', 'sigmoid', 'tanh', 'exp', 'log', 'sqrt', 'abs', 'sin', 'cos', 'neg', 'pow', 'mul', 'div', 'clamp'],
   ...['sum', 'mean', 'argmax', 'softmax', 'logSoftmax', 'matmul', 'mm', 'addmm', 'reshape', 'view', 'flatten'],
   ...['transpose', 'permute', 'unsqueeze', 'squeeze', 'expand', 'expandAs', 'narrow', 'unbind', 'gather', 'contiguous'],
-  ...['detach', 'numel', 'dim', 'isContiguous', 'eq', 'ne', 'lt', 'le', 'gt', 'ge', 'float', 'bool'],
+  ...['detach', 'numel', 'isContiguous', 'eq', 'ne', 'lt', 'le', 'gt', 'ge', 'float', 'bool'],
 ]);
 /** Properties only tensors have: reading one is evidence too. */
 const TENSOR_ONLY_PROPS = new Set(['shape', 'ndim', 'dtype', 'requiresGrad', 'grad', 'gradFn', 'isLeaf']);
@@ -80,6 +80,12 @@ const NON_TENSOR_METHODS = new Set([
   ...['forEach', 'map', 'filter', 'reduce', 'some', 'every', 'find', 'findIndex', 'includes', 'indexOf', 'join'],
   ...['keys', 'values', 'entries', 'push', 'pop', 'has', 'call', 'apply', 'bind', 'stateDict', 'train', 'eval'],
 ]);
+/**
+ * Listings of parameters and buffers: a trace sees get_attr stand-ins there, not `Parameter`s, so the
+ * listing comes out short and `requiresGrad` of what it lists is wrong (issue 17 item 3). Until the tracer
+ * lists the real objects, such a call runs eagerly; drop this set (and its check in callBreak) then.
+ */
+const PARAMETER_LISTINGS = new Set(['parameters', 'buffers', 'namedParameters', 'namedBuffers']);
 /** Methods that read a tensor's values. */
 const VALUE_READS = new Set(['item', 'toArray', 'tolist', 'data', 'backward']);
 /** Operators that turn a tensor into a number or string (and so read its value). */
@@ -544,6 +550,12 @@ export class Analyzer {
           : this.isTensorExpr((p.get('callee') as NodePath<t.MemberExpression>).get('object'), tensors))
       ) {
         return { reason: `${code(callee)}() reads a tensor's value: what follows depends on data, so the graph ends here`, node: n };
+      }
+      if (PARAMETER_LISTINGS.has(name) && !this.isTensorExpr((p.get('callee') as NodePath<t.MemberExpression>).get('object'), tensors)) {
+        return {
+          reason: `${code(callee)}() lists parameters or buffers, which a trace sees as stand-ins rather than the Parameters themselves: it runs eagerly`,
+          node: n,
+        };
       }
       if (t.isThisExpression(obj) && cls) {
         const m = cls.method(name);
