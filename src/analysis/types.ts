@@ -47,11 +47,15 @@ export class CheckerEvidence implements TypeEvidence {
   }
 
   isModuleClass(node: t.Node, filename: string | undefined): boolean | undefined {
-    const found = this.find(node, filename);
-    if (!found || !(this.ts.isClassDeclaration(found) || this.ts.isClassExpression(found))) return undefined;
+    // A class is found by its name (TypeScript's class node starts at `export`, Babel's at `class`).
+    const id = (node as t.ClassDeclaration | t.ClassExpression).id;
+    const name = id ? this.find(id, filename) : undefined;
+    const found = name?.parent;
+    if (!name || !found || !(this.ts.isClassDeclaration(found) || this.ts.isClassExpression(found))) return undefined;
     if (!found.heritageClauses?.some((h) => h.token === this.ts.SyntaxKind.ExtendsKeyword)) return false;
-    const type = this.checker.getTypeAtLocation(found);
-    const kind = this.typeKind(type);
+    const sym = this.checker.getSymbolAtLocation(name);
+    if (!sym) return undefined;
+    const kind = this.typeKind(this.checker.getDeclaredTypeOfSymbol(sym));
     // an unresolved base (any) is no evidence: the syntactic rules decide
     return kind === undefined ? undefined : kind === 'module';
   }
@@ -75,9 +79,6 @@ export class CheckerEvidence implements TypeEvidence {
           return ts.isCallExpression(n) && n.end === node.end;
         case 'MemberExpression':
           return (ts.isPropertyAccessExpression(n) || ts.isElementAccessExpression(n)) && n.end === node.end;
-        case 'ClassDeclaration':
-        case 'ClassExpression':
-          return (ts.isClassDeclaration(n) || ts.isClassExpression(n)) && n.end === node.end;
         default:
           return false;
       }
