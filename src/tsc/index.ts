@@ -60,7 +60,7 @@ export default function kilnTransformer(
     const out = rewrite(sf, { ...pluginOptions, ...(evidence ? { types: evidence } : {}) });
     if (!out) return sf;
     onReport?.(sf.fileName, out.report);
-    return replaceStatements(ts, sf, out.code);
+    return replaceStatements(ts, sf, out.code, out.mappings);
   };
 }
 
@@ -79,15 +79,17 @@ function loadTypeScript(): typeof TS {
 }
 
 /** kiln/plugin over the file's text; undefined when it changes nothing. */
-function rewrite(sf: TS.SourceFile, pluginOptions: Record<string, unknown>): { code: string; report: FileReport } | undefined {
+function rewrite(
+  sf: TS.SourceFile,
+  pluginOptions: Record<string, unknown>,
+): { code: string; report: FileReport; mappings: string } | undefined {
   const tsx = /\.[cm]?tsx$|\.jsx$/.test(sf.fileName);
   const r = transformSync(sf.text, {
     filename: sf.fileName,
     cwd: process.cwd(),
     configFile: false,
     babelrc: false,
-    retainLines: true,
-    sourceMaps: false,
+    sourceMaps: true,
     parserOpts: { plugins: ['decorators-legacy'] },
     plugins: [[plugin, pluginOptions]],
     // Types are stripped here, as on the Babel route, so tsc gets plain JavaScript statements (see below).
@@ -99,34 +101,68 @@ function rewrite(sf: TS.SourceFile, pluginOptions: Record<string, unknown>): { c
   if (!r?.code || !report) return undefined;
   const runtime = typeof pluginOptions.runtime === 'string' ? pluginOptions.runtime : 'kiln/plugin/runtime';
   if (report.plans.length === 0 && !r.code.includes(`'${runtime}'`) && !r.code.includes(`"${runtime}"`)) return undefined;
-  return { code: r.code, report };
+  return { code: r.code, report, mappings: (r.map as { mappings?: string } | null)?.mappings ?? '' };
 }
 
 const requireHere = createRequire(import.meta.url);
 
 /**
  * `sf` with its statements parsed from `code`. The new nodes are made synthesized (no text range), so the
- * printer prints them from their own contents rather than from `sf`'s text, and each gets a source-map
- * range on the same line of the original (Babel kept the lines). They are parsed as JavaScript (the types
- * are gone already: tsc keeps a JavaScript file's imports as written) and flagged synthesized, so tsc never
- * asks its checker, which did not bind them, about them.
+ * printer prints them from their own contents rather than from `sf`'s text, and each gets the source-map
+ * range Babel's map gives its start in the original. They are parsed as JavaScript (the types are gone
+ * already: tsc keeps a JavaScript file's imports as written) and flagged synthesized, so tsc never asks
+ * its checker, which did not bind them, about them.
  */
-function replaceStatements(ts: typeof TS, sf: TS.SourceFile, code: string): TS.SourceFile {
+function replaceStatements(ts: typeof TS, sf: TS.SourceFile, code: string, mappings: string): TS.SourceFile {
   const kind = /\.[cm]?tsx$/.test(sf.fileName) ? ts.ScriptKind.JSX : ts.ScriptKind.JS;
   const parsed = ts.createSourceFile(sf.fileName, code, sf.languageVersion, true, kind);
-  const lineStarts = sf.getLineStarts();
+  const lines = decodeMappings(mappings);
   const place = (n: TS.Node): void => {
-    const start = n.getStart(parsed);
-    const { line, character } = parsed.getLineAndCharacterOfPosition(start);
-    const lineStart = lineStarts[Math.min(line, lineStarts.length - 1)]!;
-    const lineEnd = line + 1 < lineStarts.length ? lineStarts[line + 1]! - 1 : sf.text.length;
-    const pos = Math.min(lineStart + character, lineEnd);
+    const { line, character } = parsed.getLineAndCharacterOfPosition(n.getStart(parsed));
+    const segs = lines[line] ?? [];
+    let seg = segs[0];
+    for (const s of segs) if (s[0] <= character) seg = s;
     ts.forEachChild(n, place);
-    ts.setSourceMapRange(n, { pos, end: pos });
+    if (seg) {
+      const pos = Math.min(
+        ts.getPositionOfLineAndCharacter(sf, Math.min(seg[1], sf.getLineStarts().length - 1), 0) + seg[2],
+        sf.text.length,
+      );
+      ts.setSourceMapRange(n, { pos, end: pos });
+    }
     ts.setTextRange(n, { pos: -1, end: -1 });
     // Synthesized: tsc's transforms then do not ask the checker about nodes it never bound.
     (n as { flags: TS.NodeFlags }).flags |= ts.NodeFlags.Synthesized;
   };
   parsed.statements.forEach(place);
   return ts.factory.updateSourceFile(sf, parsed.statements);
+}
+
+const B64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
+
+/** A source map's mappings, per generated line: [generated column, original line, original column] (one source). */
+export function decodeMappings(mappings: string): [number, number, number][][] {
+  const state = [0, 0, 0, 0];
+  return mappings.split(';').map((line) => {
+    state[0] = 0;
+    const out: [number, number, number][] = [];
+    for (const seg of line.split(',')) {
+      if (!seg) continue;
+      const values: number[] = [];
+      let shift = 0;
+      let value = 0;
+      for (const ch of seg) {
+        const d = B64.indexOf(ch);
+        value += (d & 31) << shift;
+        if (d & 32) shift += 5;
+        else {
+          values.push(value & 1 ? -(value >> 1) : value >> 1);
+          value = shift = 0;
+        }
+      }
+      values.forEach((v, i) => (state[i] = i < 4 ? state[i]! + v : state[i]!));
+      if (values.length >= 4) out.push([state[0]!, state[2]!, state[3]!]);
+    }
+    return out;
+  });
 }
