@@ -11,7 +11,7 @@ import { join, resolve } from 'node:path';
 import { build } from '../src/cli/build.js';
 
 const root = resolve('bench/.tmp/types-project');
-const FILES = 40;
+const FILES = 30;
 
 function moduleFile(i: number): string {
   const prev = i > 0 ? `import { block${i - 1}, Layer${i - 1} } from './m${i - 1}.js';\n` : '';
