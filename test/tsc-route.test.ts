@@ -141,3 +141,32 @@ test("kiln/tsc is an export of the package (API.md's kiln/tsc), and kiln/bundler
 
 /** For each generated line, the original line (0-based) of its first mapped segment. */
 const decodeLines = (mappings: string) => decodeMappings(mappings).map((segs) => segs[0]?.[1]);
+
+test('compiling a module whose forward was not rewritten says so once, with the recipes', async (t) => {
+  class NotRewritten extends kiln.nn.Module {
+    override forward(x: Tensor): Tensor {
+      return x.relu();
+    }
+  }
+  class AlsoNot extends kiln.nn.Module {
+    override forward(x: Tensor): Tensor {
+      return x.neg();
+    }
+  }
+  const warnings: Error[] = [];
+  const listen = (w: Error) => void warnings.push(w);
+  process.on('warning', listen);
+  try {
+    const x = kiln.randn([2, 3]);
+    t.true(kiln.allclose(kiln.compile(new NotRewritten()).call(x) as Tensor, x.relu()));
+    t.true(kiln.allclose(kiln.compile(new AlsoNot()).call(x) as Tensor, x.neg()));
+    await new Promise((r) => setImmediate(r));
+  } finally {
+    process.off('warning', listen);
+  }
+  const mine = warnings.filter((w) => w.name === 'KilnPluginWarning');
+  t.is(mine.length, 1, 'once per process');
+  t.regex(mine[0]!.message, /NotRewritten\.forward was not rewritten by the kiln plugin/);
+  for (const recipe of ['node --import kiln/register', 'kiln/plugin', 'kiln/tsc', 'tsc --noEmit && kiln build', 'kiln/bundler'])
+    t.true(mine[0]!.message.includes(recipe), recipe);
+});
