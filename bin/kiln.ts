@@ -31,8 +31,10 @@ const USAGE = `kiln ${pkg.version}
 
 usage:
   kiln bench                      run the benchmarks (from a kiln checkout) and write bench/results.json
-  kiln build <src> -d <out>       compile a folder (or file) with kiln/plugin and TypeScript into <out>
-  kiln explain <file.ts> [--export Name]
+  kiln build <src> -d <out> [--types]
+                                  compile a folder (or file) with kiln/plugin and TypeScript into <out>;
+                                  --types lets the project's type checker decide tensors and modules
+  kiln explain <file.ts> [--export Name] [--no-types]
                                   report each rewritten function's graph segments and breaks
   kiln explain <file.ts> --export Name --input 2x4[,3x4]
                                   run it once on random inputs: graphs, ops, breaks with code frames, guards
@@ -83,15 +85,17 @@ async function main(argv: string[]): Promise<number> {
       return r.status ?? 1;
     }
     case 'build': {
-      const [src, flag, out] = argv.slice(1);
+      const types = argv.includes('--types');
+      const [src, flag, out] = argv.slice(1).filter((a) => a !== '--types');
       if (!src || flag !== '-d' || !out) {
-        console.error(`kiln build: usage: kiln build <src> -d <out>\n\n${USAGE}`);
+        console.error(`kiln build: usage: kiln build <src> -d <out> [--types]\n\n${USAGE}`);
         return 2;
       }
-      return reportErrors(() => build(src, out));
+      return reportErrors(() => build(src, out, console.log, { types }));
     }
     case 'explain': {
-      const [file, ...rest] = argv.slice(1);
+      const noTypes = argv.includes('--no-types');
+      const [file, ...rest] = argv.slice(1).filter((a) => a !== '--no-types');
       const i = rest.indexOf('--export');
       const j = rest.indexOf('--input');
       if (!file || (i >= 0 && !rest[i + 1]) || (j >= 0 && (!rest[j + 1] || i < 0))) {
@@ -99,7 +103,7 @@ async function main(argv: string[]): Promise<number> {
         return 2;
       }
       if (j >= 0) return reportErrors(async () => console.log(await explainRun(file, rest[i + 1]!, parseShapes(rest[j + 1]!))));
-      return reportErrors(() => console.log(explainFile(file, i >= 0 ? rest[i + 1] : undefined)));
+      return reportErrors(() => console.log(explainFile(file, i >= 0 ? rest[i + 1] : undefined, noTypes ? { types: false } : {})));
     }
     case 'check': {
       let parsed;

@@ -19,7 +19,7 @@ export interface KilnPluginOptions extends TransformOptions {
   readonly exclude?: string | readonly string[];
 }
 
-const KNOWN = ['backend', 'cacheSizeLimit', 'include', 'exclude', 'runtime', 'kilnSources'];
+const KNOWN = ['backend', 'cacheSizeLimit', 'include', 'exclude', 'runtime', 'kilnSources', 'types'];
 const BACKENDS = ['kernels', 'eager', 'aot_eager'];
 
 function validate(o: KilnPluginOptions): void {

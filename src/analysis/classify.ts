@@ -39,6 +39,22 @@ export interface FunctionAnalysis {
   readonly statements: readonly StatementInfo[];
 }
 
+/** What a value is, as far as the evidence goes: a tensor, an nn.Module, a number, or something else. */
+export type ValueKind = 'tensor' | 'module' | 'number' | 'other';
+
+/**
+ * Evidence about values beyond one file's syntax, asked per node (a parameter's or variable's identifier,
+ * a call, a member read): the type checker's view in `kiln build --types`, `kiln explain` and kiln/tsc
+ * (src/analysis/types.ts), or the actual argument values at run time. Undefined means "does not know".
+ */
+export interface TypeEvidence {
+  /** Whether the evidence was taken from this very text of the file (offsets must agree); unset: always. */
+  covers?(filename: string | undefined, code: string): boolean;
+  kindOf(node: t.Node, filename: string | undefined): ValueKind | undefined;
+  /** Whether a class declaration extends nn.Module (aliases and imported bases resolved), if known. */
+  isModuleClass?(node: t.Node, filename: string | undefined): boolean | undefined;
+}
+
 export type FunctionPath = NodePath<
   t.ClassMethod | t.FunctionDeclaration | t.FunctionExpression | t.ArrowFunctionExpression | t.ObjectMethod
 >;
@@ -46,6 +62,30 @@ export type FunctionPath = NodePath<
 /** Tensor methods and properties whose result is not a tensor. */
 const SCALAR_METHODS = new Set(['size', 'dim', 'numel', 'isContiguous', 'stride', 'elementSize', 'equal', 'toString']);
 const META_PROPS = new Set(['shape', 'ndim', 'dtype', 'requiresGrad', 'strides', 'offset', 'device', 'isLeaf', 'gradFn', 'length']);
+/**
+ * Methods only tensors have (not arrays, maps, sets, strings, functions or modules): calling one on an
+ * unannotated parameter is evidence that it holds a tensor (test/untyped-params.test.ts checks the list).
+ */
+export const TENSOR_ONLY_METHODS = new Set([
+  ...['relu', 'sigmoid', 'tanh', 'exp', 'log', 'sqrt', 'abs', 'sin', 'cos', 'neg', 'pow', 'mul', 'div', 'clamp'],
+  ...['sum', 'mean', 'argmax', 'softmax', 'logSoftmax', 'matmul', 'mm', 'addmm', 'reshape', 'view', 'flatten'],
+  ...['transpose', 'permute', 'unsqueeze', 'squeeze', 'expand', 'expandAs', 'narrow', 'unbind', 'gather', 'contiguous'],
+  ...['detach', 'numel', 'isContiguous', 'eq', 'ne', 'lt', 'le', 'gt', 'ge', 'float', 'bool'],
+]);
+/** Properties only tensors have: reading one is evidence too. */
+const TENSOR_ONLY_PROPS = new Set(['shape', 'ndim', 'dtype', 'requiresGrad', 'grad', 'gradFn', 'isLeaf']);
+/** Methods of arrays, iterables, containers and modules: calling one is evidence that a value is not a tensor. */
+const NON_TENSOR_METHODS = new Set([
+  ...['parameters', 'buffers', 'modules', 'children', 'namedParameters', 'namedBuffers', 'namedModules', 'namedChildren'],
+  ...['forEach', 'map', 'filter', 'reduce', 'some', 'every', 'find', 'findIndex', 'includes', 'indexOf', 'join'],
+  ...['keys', 'values', 'entries', 'push', 'pop', 'has', 'call', 'apply', 'bind', 'stateDict', 'train', 'eval'],
+]);
+/**
+ * Listings of parameters and buffers: a trace sees get_attr stand-ins there, not `Parameter`s, so the
+ * listing comes out short and `requiresGrad` of what it lists is wrong (issue 17 item 3). Until the tracer
+ * lists the real objects, such a call runs eagerly; drop this set (and its check in callBreak) then.
+ */
+const PARAMETER_LISTINGS = new Set(['parameters', 'buffers', 'namedParameters', 'namedBuffers']);
 /** Methods that read a tensor's values. */
 const VALUE_READS = new Set(['item', 'toArray', 'tolist', 'data', 'backward']);
 /** Operators that turn a tensor into a number or string (and so read its value). */
@@ -204,7 +244,11 @@ export class Analyzer {
   private readonly results = new Map<t.Node, FunctionAnalysis>();
   private readonly inProgress = new Set<t.Node>();
 
-  constructor(readonly ctx: FileContext) {}
+  constructor(
+    readonly ctx: FileContext,
+    /** Evidence beyond the syntax: the type checker (`kiln build --types`, kiln/tsc) or run-time values. */
+    readonly evidence?: TypeEvidence,
+  ) {}
 
   classInfo(cls: NodePath<t.ClassDeclaration>): ClassInfo {
     let info = this.classInfos.get(cls.node);
@@ -275,28 +319,29 @@ export class Analyzer {
     return found;
   }
 
-  /** Bindings of `fn` that hold tensors, by a forward pass over parameters, declarations and assignments. */
+  /**
+   * Bindings of `fn` that hold tensors, by a forward pass over parameters, declarations and assignments.
+   * A parameter is a tensor on evidence only (issue 17): the type checker or the run-time value where the
+   * caller has them, else its annotation, else how the body uses it. An unannotated parameter nothing
+   * shows to be a tensor is not one here; should it turn out to be one, the run-time trace still refuses
+   * to read its value, so the worst case is a segment that runs eagerly, never a wrong result.
+   */
   private tensorBindings(fn: FunctionPath): Set<Binding> {
     const tensors = new Set<Binding>();
     for (const p of fn.get('params')) {
       const id = p.isAssignmentPattern() ? p.get('left') : p;
       if (!id.isIdentifier()) continue;
-      const ann = id.node.typeAnnotation;
-      const def = p.isAssignmentPattern() ? p.node.right : undefined;
-      const annotated = t.isTSTypeAnnotation(ann) ? ann.typeAnnotation : undefined;
-      const isTensorType = annotated
-        ? t.isTSTypeReference(annotated) && t.isIdentifier(annotated.typeName) && annotated.typeName.name === 'Tensor'
-        : true;
-      const literalDefault = def !== undefined && (t.isLiteral(def) || t.isObjectExpression(def) || t.isArrayExpression(def));
       const b = fn.scope.getBinding(id.node.name);
-      if (b && isTensorType && !literalDefault) tensors.add(b);
+      if (b && this.parameterKind(id, p.isAssignmentPattern() ? p.node.right : undefined, b) === 'tensor') tensors.add(b);
     }
     // Two passes so a value assigned from a later-declared tensor variable in a loop is seen too.
     for (let pass = 0; pass < 2; pass++) {
       fn.traverse({
         VariableDeclarator: (d) => {
           const init = d.get('init');
-          if (!init.node || !this.isTensorExpr(init as NodePath<t.Expression>, tensors)) return;
+          const id = d.get('id');
+          const known = id.isIdentifier() ? this.evidenceKind(id.node) : undefined;
+          if (known !== undefined ? known !== 'tensor' : !init.node || !this.isTensorExpr(init as NodePath<t.Expression>, tensors)) return;
           for (const name of Object.keys(d.getBindingIdentifiers())) {
             const b = d.scope.getBinding(name);
             if (b) tensors.add(b);
@@ -313,9 +358,29 @@ export class Analyzer {
     return tensors;
   }
 
+  /** What the evidence says a node holds (type checker, run-time value), or undefined without any. */
+  private evidenceKind(n: t.Node): ValueKind | undefined {
+    return this.evidence?.kindOf(n, this.ctx.filename);
+  }
+
+  /** A parameter's kind: external evidence, then its annotation, then a literal default, then its uses. */
+  private parameterKind(id: NodePath<t.Identifier>, def: t.Expression | undefined, b: Binding): ValueKind | undefined {
+    const known = this.evidenceKind(id.node);
+    if (known !== undefined) return known;
+    const ann = id.node.typeAnnotation;
+    if (t.isTSTypeAnnotation(ann)) return annotationKind(ann.typeAnnotation);
+    if (def !== undefined && (t.isLiteral(def) || t.isObjectExpression(def) || t.isArrayExpression(def))) return 'other';
+    return usageKind(b);
+  }
+
   /** Whether an expression (probably) evaluates to a tensor. */
   private isTensorExpr(p: NodePath<t.Expression | t.Node>, tensors: ReadonlySet<Binding>): boolean {
     const n = p.node;
+    // The checker knows what a helper returns, or what an untyped local holds, across files.
+    if (this.evidence && (t.isCallExpression(n) || t.isMemberExpression(n) || t.isIdentifier(n))) {
+      const known = this.evidenceKind(n);
+      if (known !== undefined) return known === 'tensor';
+    }
     if (t.isIdentifier(n)) {
       const b = p.scope.getBinding(n.name);
       return b !== undefined && tensors.has(b);
@@ -486,6 +551,12 @@ export class Analyzer {
       ) {
         return { reason: `${code(callee)}() reads a tensor's value: what follows depends on data, so the graph ends here`, node: n };
       }
+      if (PARAMETER_LISTINGS.has(name) && !this.isTensorExpr((p.get('callee') as NodePath<t.MemberExpression>).get('object'), tensors)) {
+        return {
+          reason: `${code(callee)}() lists parameters or buffers, which a trace sees as stand-ins rather than the Parameters themselves: it runs eagerly`,
+          node: n,
+        };
+      }
       if (t.isThisExpression(obj) && cls) {
         const m = cls.method(name);
         const b = m && this.functionBreak(m.path, m.cls);
@@ -558,7 +629,7 @@ export class Analyzer {
       const imp = this.ctx.otherImports.get(name);
       if (!imp) return undefined;
       if (t.isIdentifier(callee)) {
-        const verdict = importedFunctionBreak(this.ctx, imp);
+        const verdict = importedFunctionBreak(this.ctx, imp, this.evidence);
         if (verdict === 'clean') return undefined;
         if (verdict)
           return { reason: `calls ${name}() from '${imp.source}', which breaks: ${verdict.reason}${lineOf(verdict.node)}`, node: n };
@@ -586,14 +657,16 @@ export class Analyzer {
  * A function imported from a relative file: 'clean' when its body can be captured, its first break
  * otherwise, undefined when it cannot be found (not a function declaration, not a relative import).
  */
-function importedFunctionBreak(ctx: FileContext, imp: ImportRef): Finding | 'clean' | undefined {
+function importedFunctionBreak(ctx: FileContext, imp: ImportRef, evidence: TypeEvidence | undefined): Finding | 'clean' | undefined {
   const target = ctx.importedFunction(imp);
   if (!target) return undefined;
   if (resolving.has(target.path.node)) return 'clean'; // a cycle: judged where it started
   resolving.add(target.path.node);
   try {
-    let analyzer = analyzers.get(target.ctx);
-    if (!analyzer) analyzers.set(target.ctx, (analyzer = new Analyzer(target.ctx)));
+    let byEvidence = analyzers.get(target.ctx);
+    if (!byEvidence) analyzers.set(target.ctx, (byEvidence = new Map()));
+    let analyzer = byEvidence.get(evidence);
+    if (!analyzer) byEvidence.set(evidence, (analyzer = new Analyzer(target.ctx, evidence)));
     return analyzer.functionBreak(target.path, undefined) ?? unguardedState(target.ctx, target.path) ?? 'clean';
   } finally {
     resolving.delete(target.path.node);
@@ -623,7 +696,7 @@ function unguardedState(ctx: FileContext, fn: NodePath<t.FunctionDeclaration>): 
 }
 
 /** One analyzer per other file looked into, so each imported helper is analysed once. */
-const analyzers = new WeakMap<FileContext, Analyzer>();
+const analyzers = new WeakMap<FileContext, Map<TypeEvidence | undefined, Analyzer>>();
 const resolving = new Set<t.Node>();
 
 /**
@@ -645,6 +718,48 @@ export function branchParts(
   }
   if (!value?.isConditionalExpression()) return undefined;
   return { test: value.get('test'), consequent: value.get('consequent'), alternate: value.get('alternate') };
+}
+
+/**
+ * What a type annotation says: `Tensor`, `kiln.Tensor`, `Parameter` (optionally `| null | undefined`) are
+ * tensors, number types numbers, other built-in types (string, arrays, literals…) something else; `any`,
+ * `unknown` and other named types say nothing by themselves.
+ */
+function annotationKind(ty: t.TSType): ValueKind | undefined {
+  if (t.isTSAnyKeyword(ty) || t.isTSUnknownKeyword(ty)) return undefined;
+  if (t.isTSNumberKeyword(ty)) return 'number';
+  if (t.isTSUnionType(ty)) {
+    const kinds = ty.types.filter((m) => !t.isTSNullKeyword(m) && !t.isTSUndefinedKeyword(m)).map((m) => annotationKind(m));
+    return kinds.length > 0 && kinds.every((k) => k === kinds[0]) ? kinds[0] : kinds.includes(undefined) ? undefined : 'other';
+  }
+  if (t.isTSTypeReference(ty)) {
+    const name = t.isIdentifier(ty.typeName) ? ty.typeName.name : ty.typeName.right.name;
+    if (name === 'Tensor' || name === 'Parameter') return 'tensor';
+    return undefined; // another named type may be an alias of Tensor: the checker or the uses decide
+  }
+  return 'other';
+}
+
+/**
+ * What the uses of an unannotated binding show: a tensor-only method or property read makes it a tensor;
+ * spreading or iterating it, calling it, or a container/module method or `.length` makes it something
+ * else (which wins: a value used both ways is not taken for a tensor). Undefined when nothing shows.
+ */
+function usageKind(b: Binding): ValueKind | undefined {
+  let tensor = false;
+  for (const ref of b.referencePaths) {
+    const parent = ref.parentPath;
+    if (!parent) continue;
+    if (parent.isSpreadElement() || (parent.isForOfStatement() && parent.node.right === ref.node)) return 'other';
+    if ((parent.isCallExpression() || parent.isNewExpression()) && parent.node.callee === ref.node) return 'other';
+    if (parent.isMemberExpression() && parent.node.object === ref.node && !parent.node.computed && t.isIdentifier(parent.node.property)) {
+      const prop = parent.node.property.name;
+      const called = parent.parentPath?.isCallExpression() && parent.parentPath.node.callee === parent.node;
+      if (prop === 'length' || (called && NON_TENSOR_METHODS.has(prop))) return 'other';
+      if (called ? TENSOR_ONLY_METHODS.has(prop) : TENSOR_ONLY_PROPS.has(prop)) tensor = true;
+    }
+  }
+  return tensor ? 'tensor' : undefined;
 }
 
 /** Whether `name` is declared in the program (not a global such as `Math` or `console`). */

@@ -34,6 +34,8 @@ export class FileContext {
     readonly program: NodePath<t.Program>,
     readonly filename: string | undefined,
     readonly isKilnSource: (source: string) => boolean,
+    /** The type checker's answers, when the caller has one (see TypeEvidence in classify.ts). */
+    readonly evidence?: { isModuleClass?(node: t.Node, filename: string | undefined): boolean | undefined },
   ) {
     for (const stmt of program.get('body')) {
       if (stmt.isImportDeclaration()) {
@@ -71,11 +73,20 @@ export class FileContext {
   isModuleClass(cls: NodePath<t.ClassDeclaration | t.ClassExpression>, seen = new Set<t.Node>()): boolean {
     if (seen.has(cls.node)) return false;
     seen.add(cls.node);
+    const known = this.evidence?.isModuleClass?.(cls.node, this.filename);
+    if (known !== undefined) return known;
     const sup = cls.node.superClass;
     const root = sup ? FileContext.chainRoot(sup) : undefined;
     if (!sup || !root) return false;
     if (this.isKilnBinding(cls, root.name)) return t.isMemberExpression(sup) || root.name !== 'Tensor';
     if (!t.isIdentifier(sup)) return false;
+    // `const Base = kiln.nn.Module` (or `= nn.Module`) at module level: an alias of kiln's class.
+    const alias = cls.scope.getBinding(sup.name);
+    if (alias?.constant && alias.scope === this.program.scope && alias.path.isVariableDeclarator()) {
+      const init = alias.path.node.init;
+      const aliasRoot = init ? FileContext.chainRoot(init) : undefined;
+      if (init && t.isMemberExpression(init) && aliasRoot && this.isKilnBinding(alias.path, aliasRoot.name)) return true;
+    }
     const local = this.classes.get(sup.name);
     if (local && cls.scope.getBinding(sup.name)?.path.node === local.node) return this.isModuleClass(local, seen);
     const imp = this.otherImports.get(sup.name);

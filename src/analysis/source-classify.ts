@@ -2,7 +2,7 @@ import { traverse } from '@babel/core';
 import { parse, parseExpression, type ParserOptions } from '@babel/parser';
 import type { NodePath } from '@babel/traverse';
 import * as t from '@babel/types';
-import { Analyzer, type ClassInfo, type FunctionPath } from './classify.js';
+import { Analyzer, type ClassInfo, type FunctionPath, type TypeEvidence, type ValueKind } from './classify.js';
 import { FileContext } from './file-context.js';
 
 /**
@@ -25,6 +25,11 @@ export interface SourceQuery {
   readonly classes: readonly string[];
   /** Whether a free identifier names one of kiln's exports (or a namespace import of kiln). */
   readonly isKilnName: (name: string) => boolean;
+  /**
+   * What the arguments of this call are (a tensor, a module, a number, something else), by position: the
+   * run-time evidence that decides untyped parameters, which compiled code has no annotations for.
+   */
+  readonly paramKinds?: readonly (ValueKind | undefined)[];
 }
 
 export interface SourceVerdict {
@@ -100,8 +105,9 @@ export function classifySource(q: SourceQuery): SourceVerdict {
     },
   });
   const ctx = new FileContext(program!, undefined, (s) => s === 'kiln');
-  const analyzer = new Analyzer(ctx);
   const own = ctx.classes.get('__kiln_own')!;
+  const targetNode = own.node.body.body.find((m) => t.isClassMethod(m) && t.isIdentifier(m.key, { name: TARGET })) as t.ClassMethod;
+  const analyzer = new Analyzer(ctx, q.paramKinds && argumentEvidence(targetNode, q.paramKinds));
   const info = analyzer.classInfo(own);
   const target = info.method(TARGET)!.path;
   const analysis = analyzer.analyze(target, info);
@@ -115,6 +121,16 @@ export function classifySource(q: SourceQuery): SourceVerdict {
   // Line numbers in reasons count lines of this synthetic program, not the user's file: drop them.
   if (brk) brk = { reason: brk.reason.replace(/ \(line \d+\)/g, ''), code: brk.code };
   return { ...(brk ? { brk } : {}), free: freeVariables(target, info) };
+}
+
+/** Evidence from the actual arguments: the target's parameter identifiers have the kinds of the values passed. */
+function argumentEvidence(target: t.ClassMethod, kinds: readonly (ValueKind | undefined)[]): TypeEvidence {
+  const byNode = new Map<t.Node, ValueKind | undefined>();
+  target.params.forEach((p, i) => {
+    const id = t.isAssignmentPattern(p) ? p.left : p;
+    if (t.isIdentifier(id)) byNode.set(id, kinds[i]);
+  });
+  return { kindOf: (node) => byNode.get(node) };
 }
 
 /**

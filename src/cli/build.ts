@@ -1,6 +1,7 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, relative, resolve } from 'node:path';
 import { KilnError } from '../errors.js';
+import { loadTypeEvidence } from '../analysis/load-types.js';
 import { transformSource } from '../register/transform-file.js';
 
 /** `kiln build <src> -d <out>`: Babel + kiln/plugin (+ TypeScript) over a folder or one file, with source maps. */
@@ -25,16 +26,22 @@ export function build(
   src: string,
   outDir: string,
   log: (line: string) => void = console.log,
+  /** `types`: let the project's type checker decide tensors, modules and numbers (`--types`). */
+  options: { types?: boolean } = {},
 ): { files: number; plans: number; breaks: number } {
   if (!existsSync(src)) throw new KilnError(`kiln build: '${src}' does not exist`);
   const files = sources(src, resolve(outDir));
   const base = statSync(src).isFile() ? dirname(src) : src;
   let plans = 0;
   let breaks = 0;
+  const types = options.types ? loadTypeEvidence(files, src) : undefined;
   files.forEach((file, i) => {
     const rel = relative(base, file);
     const target = join(outDir, rel.replace(/\.ts$/, '.js').replace(/\.mts$/, '.mjs'));
-    const { code, map, report } = transformSource(readFileSync(file, 'utf8'), resolve(file), { sourceMaps: true });
+    const { code, map, report } = transformSource(readFileSync(file, 'utf8'), resolve(file), {
+      sourceMaps: true,
+      ...(types ? { pluginOptions: { types } } : {}),
+    });
     mkdirSync(dirname(target), { recursive: true });
     writeFileSync(target, `${code}\n//# sourceMappingURL=${basename(target)}.map\n`);
     if (map) writeFileSync(`${target}.map`, JSON.stringify(map));

@@ -2,6 +2,7 @@ import { codeFrameColumns } from '@babel/code-frame';
 import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { KilnError } from '../errors.js';
+import { findTsconfig, loadTypeEvidence } from '../analysis/load-types.js';
 import { transformSource } from '../register/transform-file.js';
 import type { PlanReport } from '../rewrite/transform.js';
 
@@ -9,10 +10,12 @@ import type { PlanReport } from '../rewrite/transform.js';
  * `kiln explain <file.ts> [--export Name]`: what the plugin does to a file, without running it — each
  * rewritten function's graph segments and breaks, every break with its reason and a code frame.
  */
-export function explainFile(file: string, only?: string): string {
+export function explainFile(file: string, only?: string, options: { types?: boolean } = {}): string {
   if (!existsSync(file)) throw new KilnError(`kiln explain: '${file}' does not exist`);
   const source = readFileSync(file, 'utf8');
-  const { report } = transformSource(source, resolve(file), { sourceMaps: false });
+  // Type-aware by default where the file belongs to a TypeScript project (`--no-types` turns it off).
+  const types = (options.types ?? findTsconfig(file) !== undefined) ? loadTypeEvidence([file], file) : undefined;
+  const { report } = transformSource(source, resolve(file), { sourceMaps: false, ...(types ? { pluginOptions: { types } } : {}) });
   let plans = report?.plans ?? [];
   if (only !== undefined) {
     plans = plans.filter((p) => p.name === only || p.name.startsWith(`${only}.`));

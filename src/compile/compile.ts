@@ -4,7 +4,7 @@ import { activeTrace } from '../runtime/dispatch.js';
 import { Module } from '../runtime/nn/module.js';
 import { resolveBackend, type BackendOption } from './backends.js';
 import { CompiledCallable, type CaptureOptions } from './compiled-callable.js';
-import { markKilnClass } from './source-check.js';
+import { markKilnClass, noticeNotRewritten } from './source-check.js';
 import { forwardingToOrig } from './forward-to-orig.js';
 import { hookedFrame, hooksCapturable } from './hooked-frame.js';
 import { PlanRunner, compileDisabled, planOf, setPlanOptionResolver, type Plan } from './plan.js';
@@ -130,7 +130,10 @@ type AnyFn = (...args: never[]) => unknown;
 export function compile<M extends Module>(model: M, options?: CompileOptions): OptimizedModule & { origMod: M };
 export function compile<F extends AnyFn>(fn: F, options?: CompileOptions): F;
 export function compile(model: Module | AnyFn, options: CompileOptions = {}): unknown {
-  if (model instanceof Module) return new OptimizedModule(model, options);
+  if (model instanceof Module) {
+    noticeNotRewritten(model);
+    return new OptimizedModule(model, options);
+  }
   if (typeof model !== 'function') throw new KilnError('compile: expected an nn.Module or a function');
   const p = planOf(model);
   const callable = p

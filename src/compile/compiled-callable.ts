@@ -328,7 +328,7 @@ export class CompiledCallable {
       if (a instanceof Tensor) inputShapes.set(this.name(i), { shape: [...a.shape], free: all ?? new Set() });
     });
     const shapes = args.map((a) => (a instanceof Tensor ? [...a.shape] : undefined));
-    let source = this.unseen ? this.sourceBreak() : undefined;
+    let source = this.unseen ? this.sourceBreak(args) : undefined;
     // Console calls are the only breaks: trace anyway, each trips where it runs (a break only where it runs).
     const tripping = this.tripsConsole || (source !== undefined && onlyConsoleBreaks(this.sourceFn(), this.self));
     if (source && !locate && !tripping) {
@@ -421,8 +421,8 @@ export class CompiledCallable {
   }
 
   /** What the source check finds in the code this captures (its function or forward, and user submodules). */
-  private sourceBreak(): SourceBreak | undefined {
-    return sourceBreak(this.sourceFn(), this.self, this.describe());
+  private sourceBreak(args: readonly unknown[]): SourceBreak | undefined {
+    return sourceBreak(this.sourceFn(), this.self, this.describe(), args);
   }
 
   /** The code this captures: its function, or the module's current forward. */

@@ -2,6 +2,7 @@ import { createRequire } from 'node:module';
 import { GraphModule } from '../graph/graph-module.js';
 import * as nn from '../runtime/nn/index.js';
 import { Module } from '../runtime/nn/module.js';
+import { Tensor } from '../runtime/tensor.js';
 
 /**
  * Run-time capture of code the kiln plugin never rewrote (tsc output, `npx tsx`, plain JS) first reads the
@@ -73,7 +74,7 @@ interface PlanBreaks {
 }
 
 /** Verdicts by function, then by the class lineage it was analysed with (the constructor, or NO_CLASS). */
-const verdicts = new WeakMap<object, WeakMap<object, Verdict>>();
+const verdicts = new WeakMap<object, WeakMap<object, Map<string, Verdict>>>();
 const NO_CLASS = {};
 
 /** The user classes an instance belongs to, base-most first (kiln's own classes left out). */
@@ -90,26 +91,42 @@ function kilnOwned(fn: unknown, self: Module | undefined): boolean {
   return false;
 }
 
-function verdictFor(fn: (...a: never[]) => unknown, self: Module | undefined): Verdict | { error: string } {
+function verdictFor(fn: (...a: never[]) => unknown, self: Module | undefined, args?: readonly unknown[]): Verdict | { error: string } {
   const a = analysis();
   if ('error' in a) return a;
   const key = self?.constructor ?? NO_CLASS;
   let byClass = verdicts.get(fn);
   if (!byClass) verdicts.set(fn, (byClass = new WeakMap()));
-  let v = byClass.get(key);
+  let byKinds = byClass.get(key);
+  if (!byKinds) byClass.set(key, (byKinds = new Map()));
+  // The arguments' kinds decide untyped parameters (issue 17: evidence, not the absence of a type).
+  const paramKinds = args?.map(valueKind);
+  const kindsKey = paramKinds?.join() ?? '';
+  let v = byKinds.get(kindsKey);
   if (!v) {
     const classes = lineage(self).map((c) => Function.prototype.toString.call(c));
-    byClass.set(key, (v = a.classifySource({ fn: Function.prototype.toString.call(fn), classes, isKilnName })));
+    byKinds.set(kindsKey, (v = a.classifySource({ fn: Function.prototype.toString.call(fn), classes, isKilnName, paramKinds })));
   }
   return v;
+}
+
+function valueKind(v: unknown): 'tensor' | 'module' | 'number' | 'other' {
+  return v instanceof Tensor ? 'tensor' : v instanceof Module ? 'module' : typeof v === 'number' ? 'number' : 'other';
 }
 
 /**
  * Why `fn` (run with `this` = `self`), and the forwards of the user modules under `self` that a trace
  * enters, cannot be captured at run time, or undefined when they can. `name` is how messages call `fn`.
  */
-export function sourceBreak(fn: (...a: never[]) => unknown, self: Module | undefined, name: string): SourceBreak | undefined {
-  const parts: { name: string; fn: (...a: never[]) => unknown; self: Module | undefined }[] = [{ name, fn, self }];
+export function sourceBreak(
+  fn: (...a: never[]) => unknown,
+  self: Module | undefined,
+  name: string,
+  args?: readonly unknown[],
+): SourceBreak | undefined {
+  const parts: { name: string; fn: (...a: never[]) => unknown; self: Module | undefined; args?: readonly unknown[] }[] = [
+    { name, fn, self, args },
+  ];
   for (const [path, m] of self?.namedModules() ?? []) {
     if (path !== '') parts.push({ name: `${m.constructor.name}.forward (self.${path})`, fn: m.forward as never, self: m });
   }
@@ -124,7 +141,7 @@ export function sourceBreak(fn: (...a: never[]) => unknown, self: Module | undef
       if (b) return explained(`${part.name}: ${b.reason}`, b.loc, part.name);
       continue;
     }
-    const v = verdictFor(part.fn, part.self);
+    const v = verdictFor(part.fn, part.self, part.args);
     if ('error' in v) return explained(`its source cannot be analysed here (${v.error})`, part.name, part.name);
     if (v.unparsable) return explained(`its source cannot be read (${v.unparsable})`, part.name, part.name);
     if (v.brk) return explained(`\`${v.brk.code}\`: ${v.brk.reason}`, part.name, part.name, free);
@@ -139,6 +156,28 @@ export function sourceBreak(fn: (...a: never[]) => unknown, self: Module | undef
     loc: freeIn,
     warning: `kiln.compile: ${freeIn} runs eagerly: it ${reason}. Pass ${free.length > 1 ? 'them' : 'it'} as an argument or a module attribute (those are guarded), or ${PLUGIN_FIX}.`,
   };
+}
+
+export const REWRITE_RECIPES =
+  'node --import kiln/register (tsx and plain node), kiln/plugin in a Babel config, `plugins: [{ transform: "kiln/tsc" }]` ' +
+  'with ts-patch (tsc 5.x), `tsc --noEmit && kiln build src -d dist` (tsc 7), or kiln/bundler for esbuild, Vite, Rollup and webpack ' +
+  "(README: 'Routes')";
+
+let toldNotRewritten = false;
+/**
+ * compile(module) of a user class whose forward the plugin did not rewrite (tsc output, tsx, a bundler
+ * without kiln/bundler): say so once per process, with the recipes, since such code can only be captured
+ * whole by tracing and any break runs the whole forward eagerly.
+ */
+export function noticeNotRewritten(m: Module): void {
+  if (toldNotRewritten || kilnOwned(m.forward, m) || (m.forward as unknown as Record<symbol, unknown>)[PLAN]) return;
+  toldNotRewritten = true;
+  process.emitWarning(
+    `kiln.compile: ${m.constructor.name}.forward was not rewritten by the kiln plugin, so compile() captures it by tracing at run time, ` +
+      `where a graph break sends the whole forward to eager code. To split it at breaks and capture the rest, compile the file with ` +
+      `one of: ${REWRITE_RECIPES}. (Said once per process.)`,
+    'KilnPluginWarning',
+  );
 }
 
 function explained(what: string, loc: string, name: string, free: readonly string[] = []): SourceBreak {

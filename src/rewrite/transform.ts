@@ -1,7 +1,7 @@
 import { relative } from 'node:path';
 import type { NodePath } from '@babel/traverse';
 import * as t from '@babel/types';
-import { Analyzer, type ClassInfo, type Finding, type FunctionPath } from '../analysis/classify.js';
+import { Analyzer, type ClassInfo, type Finding, type FunctionPath, type TypeEvidence } from '../analysis/classify.js';
 import { FileContext } from '../analysis/file-context.js';
 import { attach, attachInline, bindFunctionFor, dispatcher, eagerFunction, replaceBody } from './emit/dispatch.js';
 import { emitPrologue } from './emit/imports.js';
@@ -31,6 +31,11 @@ export interface TransformOptions {
    * only to compare with code rewritten without it; the plugin's own options do not include it.
    */
   readonly shapeArith?: boolean;
+  /**
+   * The type checker's view of the file (src/analysis/types.ts: `kiln build --types`, `kiln explain`,
+   * kiln/tsc): which values are tensors, modules and numbers where annotations do not say.
+   */
+  readonly types?: TypeEvidence;
 }
 
 /** What the transform did, per rewritten function (Babel's `file.metadata.kiln`; read by `kiln explain`). */
@@ -62,8 +67,12 @@ export function transformProgram(
   options: TransformOptions,
 ): FileReport {
   const kilnSources = new Set(options.kilnSources ?? []);
-  const ctx = new FileContext(program, filename, (s) => s === 'kiln' || s.startsWith('kiln/') || kilnSources.has(s));
-  const analyzer = new Analyzer(ctx);
+  // Type evidence applies only where the checker saw the text Babel parsed (its offsets are looked up).
+  const code = (program.hub as unknown as { file?: { code?: string } } | undefined)?.file?.code;
+  const types =
+    options.types && (!options.types.covers || (code !== undefined && options.types.covers(filename, code))) ? options.types : undefined;
+  const ctx = new FileContext(program, filename, (s) => s === 'kiln' || s.startsWith('kiln/') || kilnSources.has(s), types);
+  const analyzer = new Analyzer(ctx, types);
   const report: FileReport = { plans: [], skipped: [] };
   const file = filename ? relative(cwd, filename) || filename : '<unknown>';
   let runtimeId: t.Identifier | undefined;
