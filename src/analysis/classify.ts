@@ -14,7 +14,8 @@ import { FileContext, type ImportRef } from './file-context.js';
  *   closures, `super` calls, pure built-ins (`Math.*`, `Object.keys`, …);
  * - graph breaks: `console.*`, `item()`/`toArray()` and other value reads, comparisons and arithmetic on a
  *   tensor's value (data-dependent `if`/`?:`/loops), iterating a tensor, `graphBreak()`, `await`, `try`,
- *   assignments to `this.…` (module state stays eager), calls the analysis cannot see into, and calls of
+ *   assignments deeper than `this.name` (`this.cfg.x = 1`: state stays eager; a graph replays `this.name = v`),
+ *   calls the analysis cannot see into, and calls of
  *   helpers that themselves break;
  * - unsupported (the whole method runs eagerly, and `explain` says why): generators, `arguments`,
  *   `new.target`, private `#fields`, `eval`.
@@ -389,6 +390,9 @@ export class Analyzer {
           ? p.node.argument
           : (p.node as t.UnaryExpression).argument;
       const root = memberRoot(target);
+      // `this.counter += 1`, `this.cache = h`: a captured graph records the write and assigns it after every
+      // run (TorchDynamo's side-effect replay). Writes deeper in (`this.cfg.x = 1`, `delete this.x`) stay eager.
+      if (isOwnAttribute(target) && !(p.isUnaryExpression() && p.node.operator === 'delete')) return undefined;
       if (root && t.isThisExpression(root)) {
         return { reason: `assigns ${code(target)}: changes to module state run eagerly, in order, every call`, node: n };
       }
@@ -650,6 +654,11 @@ export function branchParts(
 /** Whether `name` is declared in the program (not a global such as `Math` or `console`). */
 function isBound(p: NodePath, name: string): boolean {
   return p.scope.getBinding(name) !== undefined;
+}
+
+/** `this.name` (not computed, not deeper): a module attribute a graph can record a write to. */
+function isOwnAttribute(target: t.Node): boolean {
+  return t.isMemberExpression(target) && t.isThisExpression(target.object) && !target.computed && t.isIdentifier(target.property);
 }
 
 /** The object at the root of a member chain (`this` in `this.a.b`), or undefined for a non-member. */

@@ -6,6 +6,9 @@ import { GraphModule } from '../graph/graph-module.js';
 import { isKilnFrame } from '../graph/source-lines.js';
 import { Tracer, userFrame, type AttributeRead } from '../graph/tracer.js';
 import { FreeReads, recordingFreeReads } from './free-vars.js';
+import { StateWrites, type StateWrite } from '../graph/state-writes.js';
+import { TensorTree, holdsTensors, tensorLeaves } from '../graph/tensor-tree.js';
+import { treeArgGuards } from './tree-guards.js';
 import { isPlainObject } from '../graph/node.js';
 import { activeTrace } from '../runtime/dispatch.js';
 import { Module } from '../runtime/nn/module.js';
@@ -50,6 +53,7 @@ export function resetCompileCaches(): void {
 class GuardingTracer extends Tracer {
   override attributeReads = new Map<string, AttributeRead>();
   override adoptForeignModules = true;
+  override stateWrites = new StateWrites();
   readonly freeReads = new FreeReads(this);
 
   /** Plain objects and arrays held by a module are guarded by the fields read from them (`self.blocks[0]`), like free variables. */
@@ -123,19 +127,30 @@ function treeGuards(self: Module | undefined, tracer: GuardingTracer): Guard[] {
       .filter(([path]) => path.startsWith(`${prefix}.`))
       .map(([path, read]): [string, AttributeRead] => [path.slice(prefix.length + 1), read]);
   const own = [...tracer.attributeReads].filter(([path]) => !foreign.some(([p]) => path.startsWith(`${p}.`)));
-  return [...(self ? moduleGuards(self, own) : []), ...foreign.flatMap(([path, m]) => moduleGuards(m, under(path), path))];
+  const writtenOnly = tracer.stateWrites.writtenOnly();
+  return [
+    ...(self ? moduleGuards(self, own, 'self', writtenOnly) : []),
+    ...foreign.flatMap(([path, m]) => moduleGuards(m, under(path), path, writtenOnly)),
+  ];
 }
 
 /**
  * Arguments the trace specialises on instead of recording: everything but tensors and containers that may
- * hold tensors. Their values are guarded (`scale == 2`), so branching on them is safe.
+ * hold tensors. Their values are guarded (`scale == 2`), so branching on them is safe. Lists and plain
+ * objects of tensors are pytrees: one placeholder per tensor (tensor-tree.ts).
  */
-function concreteArgs(names: readonly string[], args: readonly unknown[]): Record<string, unknown> {
+function concreteArgs(names: readonly string[], args: readonly unknown[], trees: readonly (TensorTree | undefined)[]): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   args.forEach((a, i) => {
-    if (i < names.length && !(a instanceof Tensor) && !mayHoldTensors(a)) out[names[i]!] = a;
+    if (i < names.length && trees[i]) out[names[i]!] = trees[i];
+    else if (i < names.length && !(a instanceof Tensor) && !mayHoldTensors(a)) out[names[i]!] = a;
   });
   return out;
+}
+
+/** The graph's arguments for a call: each pytree argument's tensors in its place, the rest as they are. */
+function flatArgs(args: readonly unknown[], trees: readonly (TensorTree | undefined)[]): unknown[] {
+  return trees.some((tr) => tr) ? args.flatMap((a, i) => (trees[i] ? tensorLeaves(a) : [a])) : (args as unknown[]);
 }
 
 function mayHoldTensors(a: unknown): boolean {
@@ -143,6 +158,19 @@ function mayHoldTensors(a: unknown): boolean {
   if (Array.isArray(a)) return a.some(mayHoldTensors);
   if (a !== null && typeof a === 'object' && !(a instanceof Module)) return Object.values(a).some(mayHoldTensors);
   return false;
+}
+
+/**
+ * What runs after the graph when the traced code assigned module state: the graph's output is then
+ * `[result, ...values]`, and each value is assigned to its attribute, in the order the trace first wrote them.
+ */
+function replayWrites(writes: readonly StateWrite[]): (graphOutput: unknown) => unknown {
+  if (!writes.length) return (out) => out;
+  return (out) => {
+    const [result, ...values] = out as unknown[];
+    writes.forEach((w, i) => ((w.owner as unknown as Record<string, unknown>)[w.name] = values[i]));
+    return result;
+  };
 }
 
 /** Where a trace failure happened, from the TraceError's own "at …" line, as `file:line:col`. */
@@ -279,9 +307,10 @@ export class CompiledCallable {
     this.compileCount++;
     this.updateDynamic(args);
     const guards: Guard[] = [gradModeGuard()];
+    const trees = args.map((a, i) => (i < this.names.length && holdsTensors(a) ? new TensorTree(this.name(i), a) : undefined));
     args.forEach((a, i) => {
       const all = this.options.dynamic === true && a instanceof Tensor ? new Set(a.shape.keys()) : this.dynamicDims.get(i);
-      guards.push(...argGuards(this.name(i), i, a, all));
+      guards.push(...(trees[i] ? treeArgGuards(this.name(i), i, a, this.options.dynamic === true) : argGuards(this.name(i), i, a, all)));
     });
     const shapes = args.map((a) => (a instanceof Tensor ? [...a.shape] : undefined));
     const source = this.unseen ? this.sourceBreak() : undefined;
@@ -297,17 +326,27 @@ export class CompiledCallable {
     let breakReason: BreakReason | undefined;
     let rebuild: ((graphOutput: unknown) => unknown) | undefined;
     const exit = this.exit;
-    const output = exit
-      ? (result: unknown) => {
-          const split = splitSegmentResult(exit, result);
-          rebuild = split.rebuild;
-          return split.output;
-        }
-      : undefined;
+    let writes: StateWrite[] = [];
+    // The graph outputs the user's values, then (when forward assigned module state) the value of each write.
+    const output = (result: unknown) => {
+      let out = result;
+      if (exit) {
+        const split = splitSegmentResult(exit, result);
+        rebuild = split.rebuild;
+        out = split.output;
+      }
+      const changed = trees.map((tr) => tr?.changed() && `${tr.name}${tr.changed()}`).find((c) => c);
+      if (changed) throw new TraceError(`forward changes its argument ${changed}, a list or object the caller holds; a graph cannot${userFrame()}`);
+      writes = tracer.stateWrites.finish();
+      if (!writes.length) return out;
+      return [out, ...writes.map((w) => tracer.createArg(w.value, `the value assigned to self.${w.path}`))];
+    };
     try {
       const root = this.self ?? (this.fn as (...a: never[]) => unknown);
       const method = this.viaForward ? undefined : (this.fn as (...a: never[]) => unknown);
-      const graph = recordingFreeReads(freeReads, () => tracer.trace(root, concreteArgs(this.names, args), method, output));
+      const graph = recordingFreeReads(freeReads, () =>
+        tracer.trace(root, concreteArgs(this.names, args, trees), method, (r) => output(r)),
+      );
       const name = this.self ? this.self.constructor.name : this.fn.name || 'GraphModule';
       gm = new GraphModule(tracer.targetRoot(), graph, name, tracer.constants);
     } catch (e) {
@@ -317,6 +356,7 @@ export class CompiledCallable {
         e instanceof KilnError
           ? { reason: e.message.split('\n')[0]!, loc: locationOf(e) }
           : { reason: `tracing threw ${e instanceof Error ? `${e.name}: ${e.message.split('\n')[0]}` : String(e)}`, loc: thrownAt(e) };
+      tracer.stateWrites.undo();
       if (this.options.fullgraph) {
         const frame = codeFrameAt(breakReason.loc);
         throw new GraphBreakError(
@@ -338,16 +378,22 @@ export class CompiledCallable {
     guards.push(...treeGuards(this.self, tracer));
     if (!gm) return { guards, run: (...a) => this.eager(a), graph: undefined, breakReason, shapes };
     const around = rebuild;
-    const withLayout = (f: (...a: unknown[]) => unknown) => (around ? (...a: unknown[]) => around(f(...a)) : f);
+    const replayed = replayWrites(writes);
+    const plain = writes.length === 0 && trees.every((tr) => !tr);
+    const withLayout = (f: (...a: unknown[]) => unknown) => {
+      const g = plain ? f : (...a: unknown[]) => replayed(f(...flatArgs(a, trees)));
+      return around ? (...a: unknown[]) => around(g(...a)) : g;
+    };
     // As TorchDynamo: a graph that does no work is not worth a backend compile; run its code as is.
     if (countOps(gm) === 0)
       return { guards, run: withLayout((...a) => gm.forward(...a)), graph: undefined, breakReason: undefined, shapes };
     const compiled = this.options.backend(
       gm,
-      args.filter((a): a is Tensor => a instanceof Tensor),
+      flatArgs(args, trees).filter((a): a is Tensor => a instanceof Tensor),
     );
     return { guards, run: withLayout(compiled as (...a: unknown[]) => unknown), graph: gm, breakReason: undefined, shapes };
   }
+
 
   /** What the source check finds in the code this captures (its function or forward, and user submodules). */
   private sourceBreak(): SourceBreak | undefined {
