@@ -3,6 +3,7 @@ import { createRequire } from 'node:module';
 import { functionParams } from '../analysis/signature.js';
 import { GraphBreakError, KilnError, RecompileError, TraceError } from '../errors.js';
 import { GraphModule } from '../graph/graph-module.js';
+import { lookupAttr } from '../graph/attrs.js';
 import { isKilnFrame } from '../graph/source-lines.js';
 import { Tracer, userFrame, type AttributeRead } from '../graph/tracer.js';
 import { FreeReads, recordingFreeReads } from './free-vars.js';
@@ -17,6 +18,7 @@ import { countOps, type Backend } from './backends.js';
 import { argGuards, firstFailing, gradModeGuard, isInstance, moduleGuards, type Guard } from './guards.js';
 import { splitSegmentResult, type SegmentExit } from './segment-output.js';
 import { PLUGIN_FIX, sourceBreak, type SourceBreak } from './source-check.js';
+import { splitAtOpaqueCalls } from './opaque-calls.js';
 
 export interface CaptureOptions {
   readonly backend: Backend;
@@ -49,6 +51,8 @@ export function resetCompileCaches(): void {
   generation++;
 }
 
+const PLAN = Symbol.for('kiln.plan');
+
 /** A tracer that records attribute reads for guards and keeps hooked modules whole so their hooks run at run time. */
 class GuardingTracer extends Tracer {
   override attributeReads = new Map<string, AttributeRead>();
@@ -74,8 +78,31 @@ class GuardingTracer extends Tracer {
     const head = path.split('.')[0]!;
     return this.foreignModules.has(head) ? path : `self.${path}`;
   }
+  /** Submodules whose own forward breaks, with why: each is one call the graph is cut at (opaque-calls.ts). */
+  readonly opaque = new Map<Module, BreakReason>();
+
+  /** `checkSource`: code the plugin never saw, whose submodules' source is checked too (else their plans are). */
+  constructor(private readonly checkSource = false) {
+    super();
+  }
+
   override isLeafModule(m: Module, path: string): boolean {
-    return super.isLeafModule(m, path) || (path !== '' && m.hasForwardHooks());
+    if (super.isLeafModule(m, path) || (path !== '' && m.hasForwardHooks())) return true;
+    if (path === '' || m === this.root) return false;
+    const b = this.opaque.get(m) ?? this.breakIn(m);
+    if (b) this.opaque.set(m, b);
+    return b !== undefined;
+  }
+
+  /** Why `m`'s own forward cannot be traced into: its plan's first break, or (unseen code) its source's. */
+  private breakIn(m: Module): BreakReason | undefined {
+    const plan = (m.forward as unknown as { [PLAN]?: { breaks: readonly BreakReason[] } })[PLAN];
+    if (plan || !this.checkSource) {
+      const b = plan?.breaks[0];
+      return b && { reason: `${m.constructor.name}.forward breaks: ${b.reason}`, loc: b.loc };
+    }
+    const b = sourceBreak(m.forward as (...a: never[]) => unknown, m, `${m.constructor.name}.forward`);
+    return b && { reason: `${m.constructor.name}.forward breaks: ${b.reason}`, loc: b.loc };
   }
 
   /** A module from outside the tree (a closure, a plain array or object): its forward is checked before the trace enters it. */
@@ -139,7 +166,11 @@ function treeGuards(self: Module | undefined, tracer: GuardingTracer): Guard[] {
  * hold tensors. Their values are guarded (`scale == 2`), so branching on them is safe. Lists and plain
  * objects of tensors are pytrees: one placeholder per tensor (tensor-tree.ts).
  */
-function concreteArgs(names: readonly string[], args: readonly unknown[], trees: readonly (TensorTree | undefined)[]): Record<string, unknown> {
+function concreteArgs(
+  names: readonly string[],
+  args: readonly unknown[],
+  trees: readonly (TensorTree | undefined)[],
+): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   args.forEach((a, i) => {
     if (i < names.length && trees[i]) out[names[i]!] = trees[i];
@@ -320,7 +351,7 @@ export class CompiledCallable {
       if (this.self) guards.push(...moduleGuards(this.self, new Map()));
       return { guards, run: (...a) => this.eager(a), graph: undefined, breakReason: { reason: source.reason, loc: source.loc }, shapes };
     }
-    const tracer = new GuardingTracer();
+    const tracer = new GuardingTracer(this.unseen);
     const freeReads = tracer.freeReads;
     let gm: GraphModule | undefined;
     let breakReason: BreakReason | undefined;
@@ -336,7 +367,8 @@ export class CompiledCallable {
         out = split.output;
       }
       const changed = trees.map((tr) => tr?.changed() && `${tr.name}${tr.changed()}`).find((c) => c);
-      if (changed) throw new TraceError(`forward changes its argument ${changed}, a list or object the caller holds; a graph cannot${userFrame()}`);
+      if (changed)
+        throw new TraceError(`forward changes its argument ${changed}, a list or object the caller holds; a graph cannot${userFrame()}`);
       writes = tracer.stateWrites.finish();
       if (!writes.length) return out;
       return [out, ...writes.map((w) => tracer.createArg(w.value, `the value assigned to self.${w.path}`))];
@@ -387,13 +419,23 @@ export class CompiledCallable {
     // As TorchDynamo: a graph that does no work is not worth a backend compile; run its code as is.
     if (countOps(gm) === 0)
       return { guards, run: withLayout((...a) => gm.forward(...a)), graph: undefined, breakReason: undefined, shapes };
-    const compiled = this.options.backend(
-      gm,
-      flatArgs(args, trees).filter((a): a is Tensor => a instanceof Tensor),
+    const opaque = new Set(
+      gm.graph.nodes.filter((n) => n.op === 'call_module' && tracer.opaque.has(lookupAttr(gm, n.target as string) as Module)),
     );
+    if (opaque.size && this.options.fullgraph) {
+      const b = tracer.opaque.get(lookupAttr(gm, [...opaque][0]!.target as string) as Module)!;
+      throw new GraphBreakError(
+        `compile(fullgraph): ${this.describe()} cannot be captured as one graph: it calls self.${String([...opaque][0]!.target)}, and ${b.reason} (${b.loc})`,
+      );
+    }
+    const compiled = opaque.size
+      ? splitAtOpaqueCalls(gm, opaque, this.options.backend)
+      : this.options.backend(
+          gm,
+          flatArgs(args, trees).filter((a): a is Tensor => a instanceof Tensor),
+        );
     return { guards, run: withLayout(compiled as (...a: unknown[]) => unknown), graph: gm, breakReason: undefined, shapes };
   }
-
 
   /** What the source check finds in the code this captures (its function or forward, and user submodules). */
   private sourceBreak(): SourceBreak | undefined {

@@ -46,7 +46,9 @@ function structureMatcher(v: unknown): (x: unknown) => boolean {
 function structureText(v: unknown): string {
   if (v instanceof Tensor) return 'Tensor';
   if (Array.isArray(v)) return `[${v.map(structureText).join(', ')}]`;
-  if (isPlainObject(v)) return `{${Object.entries(v).map(([k, x]) => `${k}: ${structureText(x)}`).join(', ')}}`;
+  if (isPlainObject(v))
+    return `{${Object.entries(v)
+      .map(([k, x]) => `${k}: ${structureText(x)}`)
+      .join(', ')}}`;
   return show(v);
 }
-
