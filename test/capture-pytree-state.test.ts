@@ -27,14 +27,20 @@ class SliceDestructure extends nn.Module {
   override forward(xs: Tensor[]): Tensor {
     const [a, b] = xs;
     const rest = xs.slice(2);
-    return a!.mul(b!).add(rest[0]!).sub(rest[rest.length - 1]!);
+    return a!
+      .mul(b!)
+      .add(rest[0]!)
+      .sub(rest[rest.length - 1]!);
   }
 }
 
 class NestedInput extends nn.Module {
   override forward(input: { x: { a: Tensor[]; b: Tensor }; y: Tensor; skip: null }): Tensor {
     const a = input.x.a;
-    return a[0]!.add(a[a.length - 1]!).mul(input.x.b).add(input.y);
+    return a[0]!
+      .add(a[a.length - 1]!)
+      .mul(input.x.b)
+      .add(input.y);
   }
 }
 
@@ -80,7 +86,16 @@ class ReadAfterWrite extends nn.Module {
   }
 }
 
-const RUNTIME: Record<string, Ctor> = { SumList, SliceDestructure, NestedInput, PushesArg, Counter, Remembers, NewAttribute, ReadAfterWrite };
+const RUNTIME: Record<string, Ctor> = {
+  SumList,
+  SliceDestructure,
+  NestedInput,
+  PushesArg,
+  Counter,
+  Remembers,
+  NewAttribute,
+  ReadAfterWrite,
+};
 
 const routes: [string, () => Promise<Record<string, Ctor>>][] = [
   ['run-time capture', async () => RUNTIME],
@@ -94,12 +109,29 @@ for (const [route, load] of routes) {
     const counter = new testing.CompileCounter();
     const c = compile(m, { backend: counter, fullgraph: true });
     const xs = [randn([2, 3]), randn([2, 3]), randn([2, 3])];
-    t.true(close(c.call(xs), eager(() => m.call(xs))));
+    t.true(
+      close(
+        c.call(xs),
+        eager(() => m.call(xs)),
+      ),
+    );
     const ys = [randn([2, 3]), randn([2, 3]), randn([2, 3])];
-    t.true(close(c.call(ys), eager(() => m.call(ys))), 'new tensors, same structure');
+    t.true(
+      close(
+        c.call(ys),
+        eager(() => m.call(ys)),
+      ),
+      'new tensors, same structure',
+    );
     t.is(counter.frameCount, 1, 'new tensors in the same structure reuse the graph');
     const zs = [randn([2, 3]), randn([2, 3])];
-    t.true(close(c.call(zs), eager(() => m.call(zs))), 'a shorter list');
+    t.true(
+      close(
+        c.call(zs),
+        eager(() => m.call(zs)),
+      ),
+      'a shorter list',
+    );
     t.is(counter.frameCount, 2, 'another length is another graph');
   });
 
@@ -109,7 +141,12 @@ for (const [route, load] of routes) {
     const counter = new testing.CompileCounter();
     const c = compile(m, { backend: counter, fullgraph: true });
     const xs = [randn([3]), randn([3]), randn([3]), randn([3])];
-    t.true(close(c.call(xs), eager(() => m.call(xs))));
+    t.true(
+      close(
+        c.call(xs),
+        eager(() => m.call(xs)),
+      ),
+    );
     t.is(counter.frameCount, 1);
     t.is(counter.opCount, 3);
   });
@@ -123,16 +160,32 @@ for (const [route, load] of routes) {
     const make = () => ({ x: { a: [randn([2]), randn([2]), randn([2])], b: randn([2]) }, y: randn([2]), skip: null });
     for (let i = 0; i < 2; i++) {
       const input = make();
-      t.true(close(c.call(input), eager(() => m.call(input))));
+      t.true(
+        close(
+          c.call(input),
+          eager(() => m.call(input)),
+        ),
+      );
     }
     t.is(counter.frameCount, 1);
     const other = { ...make(), skip: 0 as unknown as null };
-    t.true(close(c.call(other), eager(() => m.call(other))));
+    t.true(
+      close(
+        c.call(other),
+        eager(() => m.call(other)),
+      ),
+    );
     t.is(counter.frameCount, 2);
     t.regex(failures[0]!, /^input has the structure \{x: \{a: \[Tensor, Tensor, Tensor\], b: Tensor\}, y: Tensor, skip: null\}$/);
     const ok = make();
     ok.x.b = randn([1]);
-    t.true(close(c.call(ok), eager(() => m.call(ok))), 'a leaf of another shape fails its own guard');
+    t.true(
+      close(
+        c.call(ok),
+        eager(() => m.call(ok)),
+      ),
+      'a leaf of another shape fails its own guard',
+    );
     t.regex(failures[failures.length - 1]!, /^input\.x\.b\.shape\[0\] == 2$/);
   });
 
@@ -172,8 +225,19 @@ for (const [route, load] of routes) {
     for (let i = 0; i < 3; i++) {
       const x = randn([2, 4]);
       const out = c.call(x);
-      t.true(close(out, eager(() => (m.fc.call(x) as Tensor).sigmoid())));
-      t.true(close(m.last, eager(() => m.fc.call(x))), `self.last after call ${i}`);
+      t.true(
+        close(
+          out,
+          eager(() => (m.fc.call(x) as Tensor).sigmoid()),
+        ),
+      );
+      t.true(
+        close(
+          m.last,
+          eager(() => m.fc.call(x)),
+        ),
+        `self.last after call ${i}`,
+      );
     }
     t.is(counter.frameCount, 1);
   });

@@ -35,11 +35,22 @@ for (const [route, load] of routes) {
     const cnt = new kiln.testing.CompileCounter();
     const optM = kiln.compile(m, { backend: cnt });
     const r = optM.call(i);
-    t.true(same(r, eager(() => m.call(i))));
+    t.true(
+      same(
+        r,
+        eager(() => m.call(i)),
+      ),
+    );
     // `x * 1.5` and `1 + …` stay captured around the call; the plugin also captures the submodule's ops
     // before its break (PyTorch's op_count 6); run-time capture runs that submodule eagerly, whole.
     t.is(cnt.opCount, route === 'plugin' ? 6 : 2);
-    t.true(same(optM.call(i), eager(() => m.call(i))), 'second call');
+    t.true(
+      same(
+        optM.call(i),
+        eager(() => m.call(i)),
+      ),
+      'second call',
+    );
     t.throws(() => kiln.compile(new UnsupportedModuleCall!(), { fullgraph: true, backend: 'eager' }).call(i), {
       instanceOf: kiln.GraphBreakError,
     });
@@ -52,7 +63,12 @@ for (const [route, load] of routes) {
     const cnt = new kiln.testing.CompileCounter();
     const optM = kiln.compile(m, { backend: cnt });
     const r = optM.call(i);
-    t.true(same(r, eager(() => m.call(i))));
+    t.true(
+      same(
+        r,
+        eager(() => m.call(i)),
+      ),
+    );
     // The plugin splits forward at the helper's call and the helper at its break (PyTorch's op_count 5).
     // Run-time capture cannot cut a helper method: that forward runs eagerly (a break with a reason).
     if (route === 'plugin') t.is(cnt.opCount, 5);
@@ -130,7 +146,13 @@ for (const [route, load] of routes) {
     const compiled = kiln.compile(mod, { backend: 'eager', fullgraph: true });
     for (let k = 0; k < 2; k++) {
       const x = kiln.rand([4]);
-      t.true(same(compiled.call(x), eager(() => ref.call(x))), `call ${k}`);
+      t.true(
+        same(
+          compiled.call(x),
+          eager(() => ref.call(x)),
+        ),
+        `call ${k}`,
+      );
       t.true(same(mod.buffer, ref.buffer), `buffer after call ${k}`);
     }
     t.is(mod.namedBuffers().length, 1, 'the buffer is still registered');
@@ -155,7 +177,12 @@ for (const [route, load] of routes) {
     const r = rand(5, 5);
     const x = [r, r, r];
     const optM = kiln.compile(m, { backend: 'eager', fullgraph: true });
-    t.true(same(optM.call(x), eager(() => m.call(x))));
+    t.true(
+      same(
+        optM.call(x),
+        eager(() => m.call(x)),
+      ),
+    );
   });
 
   test(`${route}: test_lazy_module7`, async (t) => {
@@ -164,7 +191,12 @@ for (const [route, load] of routes) {
     const r = rand(5, 5);
     const x = { x: { a: [r, r, r], b: rand(5, 5) }, y: rand(5, 5) };
     const optM = kiln.compile(m, { backend: 'eager', fullgraph: true });
-    t.true(same(optM.call(x), eager(() => m.call(x))));
+    t.true(
+      same(
+        optM.call(x),
+        eager(() => m.call(x)),
+      ),
+    );
   });
 
   test(`${route}: test_lazy_module_kwargs`, async (t) => {
@@ -174,7 +206,12 @@ for (const [route, load] of routes) {
     const y = [rand(5, 5), rand(5, 5)];
     const cnt = new kiln.testing.CompileCounter();
     const optM = kiln.compile(m, { backend: cnt, fullgraph: true });
-    t.true(same(optM.call(x, y), eager(() => m.call(x, y))));
+    t.true(
+      same(
+        optM.call(x, y),
+        eager(() => m.call(x, y)),
+      ),
+    );
     t.is(cnt.frameCount, 1);
     t.is(cnt.opCount, 4);
   });
