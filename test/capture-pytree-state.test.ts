@@ -3,9 +3,9 @@ import { allclose, compile, explain, nn, ones, randn, testing, type Tensor } fro
 import { loadRewritten } from './plugin-helpers.js';
 
 /**
- * Issue 17, capture items 1 and 4, kiln's own edge cases, on both routes: code the plugin rewrote
- * (test/fixtures/plugin/pytree-state) and the same classes here, which tsx loads without the plugin
- * (run-time capture). Every case compares with eager.
+ * Issue 17, capture items 1, 4 and 5, kiln's own edge cases, on both routes: test/fixtures/capture/pytree-state.ts
+ * rewritten by the plugin, and the same file as tsx loads it, without the plugin (run-time capture). Every
+ * case compares with eager.
  */
 
 type Module = InstanceType<typeof nn.Module>;
@@ -13,92 +13,8 @@ type Ctor = new (...a: never[]) => Module;
 const close = (a: unknown, b: unknown) => allclose(a as Tensor, b as Tensor, { atol: 1e-5 });
 const eager = <T>(f: () => T): T => testing.eagerly(f);
 
-// ---- the classes under test, as run-time capture sees them ----
-
-class SumList extends nn.Module {
-  override forward(xs: Tensor[]): Tensor {
-    let acc = xs[0]!;
-    for (let i = 1; i < xs.length; i++) acc = acc.add(xs[i]!);
-    return acc;
-  }
-}
-
-class SliceDestructure extends nn.Module {
-  override forward(xs: Tensor[]): Tensor {
-    const [a, b] = xs;
-    const rest = xs.slice(2);
-    return a!
-      .mul(b!)
-      .add(rest[0]!)
-      .sub(rest[rest.length - 1]!);
-  }
-}
-
-class NestedInput extends nn.Module {
-  override forward(input: { x: { a: Tensor[]; b: Tensor }; y: Tensor; skip: null }): Tensor {
-    const a = input.x.a;
-    return a[0]!
-      .add(a[a.length - 1]!)
-      .mul(input.x.b)
-      .add(input.y);
-  }
-}
-
-class PushesArg extends nn.Module {
-  override forward(xs: Tensor[]): Tensor {
-    xs.push(xs[0]!.add(1));
-    return xs[1]!.add(xs[2]!);
-  }
-}
-
-class Counter extends nn.Module {
-  fc = new nn.Linear(4, 4);
-  counter = 0;
-  override forward(x: Tensor): Tensor {
-    const r = this.fc.call(x).add(this.counter);
-    this.counter += 1;
-    return r.relu();
-  }
-}
-
-class Remembers extends nn.Module {
-  fc = new nn.Linear(4, 4);
-  last: Tensor | null = null;
-  override forward(x: Tensor): Tensor {
-    const h = this.fc.call(x);
-    this.last = h;
-    return h.sigmoid();
-  }
-}
-
-class NewAttribute extends nn.Module {
-  override forward(x: Tensor): Tensor {
-    (this as unknown as { encoding: Tensor }).encoding = x.add(1);
-    return (this as unknown as { encoding: Tensor }).encoding;
-  }
-}
-
-class ReadAfterWrite extends nn.Module {
-  scale = 1;
-  override forward(x: Tensor): Tensor {
-    this.scale = 3;
-    return x.mul(this.scale);
-  }
-}
-
-const RUNTIME: Record<string, Ctor> = {
-  SumList,
-  SliceDestructure,
-  NestedInput,
-  PushesArg,
-  Counter,
-  Remembers,
-  NewAttribute,
-  ReadAfterWrite,
-};
-
 const routes: [string, () => Promise<Record<string, Ctor>>][] = [
-  ['run-time capture', async () => RUNTIME],
+  ['run-time capture', async () => (await import('./fixtures/capture/pytree-state.js')) as unknown as Record<string, Ctor>],
   ['plugin', async () => (await loadRewritten<Record<string, Ctor>>('test/fixtures/capture/pytree-state.ts')).mod],
 ];
 
@@ -261,5 +177,91 @@ for (const [route, load] of routes) {
     t.is(m.scale, 3);
     const r = explain(new ReadAfterWrite!())(ones([2]));
     t.is(r.graphBreakCount, 0);
+  });
+
+  test(`${route}: assigning through a class setter runs eagerly, so the setter runs every call`, async (t) => {
+    const { WithSetter } = await load();
+    const ref = new WithSetter!() as Module & { log: string[] };
+    const m = new WithSetter!() as Module & { log: string[] };
+    const c = compile(m, { backend: 'eager' });
+    for (let i = 0; i < 3; i++) {
+      const x = randn([2]);
+      t.true(
+        close(
+          c.call(x),
+          eager(() => ref.call(x)),
+        ),
+      );
+    }
+    t.deepEqual(m.log, ref.log);
+    t.throws(() => compile(new WithSetter!(), { backend: 'eager', fullgraph: true }).call(randn([2])), { message: /setter|mode/ });
+  });
+
+  test(`${route}: a write deeper than this.name stays a break, and the object changes every call as eagerly`, async (t) => {
+    const { DeepWrite } = await load();
+    const m = new DeepWrite!() as Module & { cfg: { scale: number } };
+    const c = compile(m, { backend: 'eager' });
+    for (let i = 0; i < 3; i++) c.call(randn([2]));
+    t.is(m.cfg.scale, 4);
+    t.throws(() => compile(new DeepWrite!(), { backend: 'eager', fullgraph: true }).call(randn([2])), { message: /cfg\.scale/ });
+  });
+
+  test(`${route}: a module written to an attribute runs eagerly and holds the same module as eagerly`, async (t) => {
+    const { WritesModule } = await load();
+    const m = new WritesModule!() as Module & { a: Module; last?: Module };
+    const c = compile(m, { backend: 'eager' });
+    const x = randn([2, 2]);
+    t.true(
+      close(
+        c.call(x),
+        eager(() => m.a.call(x)),
+      ),
+    );
+    t.is(m.last, m.a);
+  });
+
+  test(`${route}: a trace that gives up after a write leaves no trace value in the module`, async (t) => {
+    const { WriteThenGiveUp } = await load();
+    const m = new WriteThenGiveUp!() as Module & { tmp: Tensor | null };
+    const c = compile(m, { backend: 'eager' });
+    const x = ones([2, 3]);
+    const got = c.call(x);
+    t.deepEqual(got.toArray(), eager(() => new WriteThenGiveUp!().call(x)).toArray());
+    t.deepEqual(m.tmp!.toArray(), [
+      [2, 2, 2],
+      [2, 2, 2],
+    ]);
+  });
+
+  test(`${route}: a submodule that logs runs alone between captured pieces; state written around it is replayed`, async (t) => {
+    const { Caller } = await load();
+    const ref = new Caller!() as Module & { seen: number };
+    const m = new Caller!() as Module & { seen: number };
+    m.loadStateDict(ref.stateDict());
+    const logs: string[] = [];
+    const orig = console.log;
+    console.log = (...a: unknown[]) => void logs.push(a.join(' '));
+    const counter = new testing.CompileCounter();
+    try {
+      const c = compile(m, { backend: counter });
+      for (let i = 0; i < 3; i++) {
+        const x = randn([2, 4]);
+        t.true(
+          close(
+            c.call(x),
+            eager(() => ref.call(x)),
+          ),
+          `call ${i}`,
+        );
+      }
+    } finally {
+      console.log = orig;
+    }
+    t.is(logs.length, 6, 'the logging submodule ran every call, compiled and eagerly');
+    t.is(m.seen, ref.seen);
+    t.true(counter.opCount >= 5, `add, mul | linear, relu, sub captured (got ${counter.opCount})`);
+    t.throws(() => compile(new Caller!(), { backend: 'eager', fullgraph: true }).call(randn([2, 4])), {
+      message: /Logs\.forward|console\.log/,
+    });
   });
 }

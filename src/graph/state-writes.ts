@@ -1,4 +1,4 @@
-import type { Module } from '../runtime/nn/module.js';
+import { Module } from '../runtime/nn/module.js';
 
 /** One attribute a traced forward assigned: whose, which, and the last value it assigned (a proxy, a tensor or plain data). */
 export interface StateWrite {
@@ -82,4 +82,18 @@ export class StateWrites {
     }
     return out;
   }
+}
+
+/**
+ * Setters the user's classes define for `m` (`set mode(v) { … }`), by name: assigning through one runs code a
+ * trace would run once and a graph never again, so the tracer refuses it (that code then runs eagerly).
+ */
+export function userSetters(m: Module): [string, PropertyDescriptor][] {
+  const out: [string, PropertyDescriptor][] = [];
+  for (let p = Object.getPrototypeOf(m); p !== null && p !== Module.prototype; p = Object.getPrototypeOf(p)) {
+    for (const [name, d] of Object.entries(Object.getOwnPropertyDescriptors(p))) {
+      if (d.set && !out.some(([n]) => n === name) && !Object.prototype.hasOwnProperty.call(m, name)) out.push([name, d]);
+    }
+  }
+  return out;
 }

@@ -12,7 +12,7 @@ import { Graph } from './graph.js';
 import { GraphModule } from './graph-module.js';
 import { Node, isPlainObject, type Argument, type FunctionTarget, type Kwargs, type Opcode, type Target } from './node.js';
 import { isKilnFrame, userStackFrame } from './source-lines.js';
-import { StateWrites } from './state-writes.js';
+import { StateWrites, userSetters } from './state-writes.js';
 import { TensorTree } from './tensor-tree.js';
 
 /**
@@ -301,6 +301,17 @@ export class Tracer implements TraceDispatch {
     writes?.watch(m, path);
     const written = (name: string) => writes?.lookup(m, name);
     const tensorNames = new Set(tensors.map(([n]) => n));
+    for (const [name, d] of writes ? userSetters(m) : []) {
+      const full = path ? `${path}.${name}` : name;
+      patch(m, name, {
+        get: d.get && (() => d.get!.call(m)),
+        set: () => {
+          throw new TraceError(
+            `symbolic tracing: forward assigns to '${full}', which runs a setter of ${m.constructor.name}; a graph cannot hold what it does${userFrame()}`,
+          );
+        },
+      });
+    }
     if (this.attributeReads) {
       const reads = this.attributeReads;
       for (const [name, v] of Object.entries(m)) {
