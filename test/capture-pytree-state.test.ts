@@ -264,4 +264,41 @@ for (const [route, load] of routes) {
       message: /Logs\.forward|console\.log/,
     });
   });
+
+  for (const backend of ['kernels', 'aot_eager'] as const) {
+    test(`${route}: backend ${backend}: a list input, a replayed write (the returned object itself) and a cut at a submodule`, async (t) => {
+      const { SumList, NewAttribute, Caller } = await load();
+      const xs = [randn([2, 3]), randn([2, 3]), randn([2, 3])];
+      const s = new SumList!();
+      t.true(
+        close(
+          compile(s, { backend }).call(xs),
+          eager(() => s.call(xs)),
+        ),
+      );
+      const n = new NewAttribute!() as Module & { encoding?: Tensor };
+      const out = compile(n, { backend }).call(randn([3]));
+      t.is(n.encoding, out);
+      const ref = new Caller!();
+      const c = new Caller!();
+      c.loadStateDict(ref.stateDict());
+      const orig = console.log;
+      console.log = () => undefined;
+      try {
+        const cc = compile(c, { backend });
+        for (let i = 0; i < 2; i++) {
+          const x = randn([2, 4]);
+          t.true(
+            close(
+              cc.call(x),
+              eager(() => ref.call(x)),
+            ),
+            `Caller call ${i}`,
+          );
+        }
+      } finally {
+        console.log = orig;
+      }
+    });
+  }
 }

@@ -10,7 +10,7 @@ import { FreeReads, recordingFreeReads } from './free-vars.js';
 import { StateWrites, type StateWrite } from '../graph/state-writes.js';
 import { TensorTree, holdsTensors, tensorLeaves } from '../graph/tensor-tree.js';
 import { treeArgGuards } from './tree-guards.js';
-import { isPlainObject } from '../graph/node.js';
+import { Node, isPlainObject } from '../graph/node.js';
 import { activeTrace } from '../runtime/dispatch.js';
 import { Module } from '../runtime/nn/module.js';
 import { Tensor } from '../runtime/tensor.js';
@@ -195,11 +195,15 @@ function mayHoldTensors(a: unknown): boolean {
  * What runs after the graph when the traced code assigned module state: the graph's output is then
  * `[result, ...values]`, and each value is assigned to its attribute, in the order the trace first wrote them.
  */
-function replayWrites(writes: readonly StateWrite[]): (graphOutput: unknown) => unknown {
+function replayWrites(writes: readonly StateWrite[], aliases: readonly (number | undefined)[]): (graphOutput: unknown) => unknown {
   if (!writes.length) return (out) => out;
   return (out) => {
     const [result, ...values] = out as unknown[];
-    writes.forEach((w, i) => ((w.owner as unknown as Record<string, unknown>)[w.name] = values[i]));
+    writes.forEach((w, i) => {
+      const a = aliases[i];
+      const v = a === -1 ? result : a !== undefined && a >= 0 ? (result as unknown[])[a] : values[i];
+      (w.owner as unknown as Record<string, unknown>)[w.name] = v;
+    });
     return result;
   };
 }
@@ -358,6 +362,7 @@ export class CompiledCallable {
     let rebuild: ((graphOutput: unknown) => unknown) | undefined;
     const exit = this.exit;
     let writes: StateWrite[] = [];
+    let aliases: (number | undefined)[] = [];
     // The graph outputs the user's values, then (when forward assigned module state) the value of each write.
     const output = (result: unknown) => {
       let out = result;
@@ -371,7 +376,12 @@ export class CompiledCallable {
         throw new TraceError(`forward changes its argument ${changed}, a list or object the caller holds; a graph cannot${userFrame()}`);
       writes = tracer.stateWrites.finish();
       if (!writes.length) return out;
-      return [out, ...writes.map((w) => tracer.createArg(w.value, `the value assigned to self.${w.path}`))];
+      const outArg = tracer.createArg(out, 'the return value');
+      const values = writes.map((w) => tracer.createArg(w.value, `the value assigned to self.${w.path}`));
+      // A value that is also returned is assigned as the very object returned (`mod.textEncoding is out`).
+      const at = (v: unknown) => (Array.isArray(outArg) && outArg.includes(v as Node) ? outArg.indexOf(v as Node) : undefined);
+      aliases = values.map((v) => (v instanceof Node ? (v === outArg ? -1 : at(v)) : undefined));
+      return [outArg, ...values];
     };
     try {
       const root = this.self ?? (this.fn as (...a: never[]) => unknown);
@@ -410,7 +420,7 @@ export class CompiledCallable {
     guards.push(...treeGuards(this.self, tracer));
     if (!gm) return { guards, run: (...a) => this.eager(a), graph: undefined, breakReason, shapes };
     const around = rebuild;
-    const replayed = replayWrites(writes);
+    const replayed = replayWrites(writes, aliases);
     const plain = writes.length === 0 && trees.every((tr) => !tr);
     const withLayout = (f: (...a: unknown[]) => unknown) => {
       const g = plain ? f : (...a: unknown[]) => replayed(f(...flatArgs(a, trees)));
