@@ -40,7 +40,7 @@ const CASES: Record<string, Case> = {
   // seeded inputs: which arms run (and so how many graphs there are: a no-op arm needs none) depends on the data
   'data-dependent-ternary': { export: 'Ternaries', inputs: (i) => (kiln.manualSeed(7 + i), [rnd(2, 4).add(i - 1)]), graphs: 5, breaks: 3 },
   'data-dependent-if': { export: 'Gated', inputs: (i) => [rnd(2, 4).add(i - 1)], graphs: 3, breaks: 1 },
-  'console-log': { export: 'Logged', inputs: () => [rnd(2, 4)], graphs: 2, breaks: 2 },
+  'console-log': { export: 'Logged', inputs: () => [rnd(2, 4)], graphs: 2, breaks: 1 },
   'param-patterns': {
     export: 'Pair',
     inputs: (i) => [{ a: rnd(2, 4), b: rnd(2, 4) }, ...Array.from({ length: i }, () => rnd(2, 4))],

@@ -109,7 +109,7 @@ test('console.log in a plain forward runs on every call, with one KilnWarning na
   }
 });
 
-test('a side effect in a traced-through submodule or a helper method sends the whole forward eager', async (t) => {
+test('a side effect in a submodule runs that submodule alone eagerly (the caller stays captured); in a helper method it sends the whole forward eager', async (t) => {
   const seen: string[] = [];
   class Inner extends nn.Module {
     override forward(x: Tensor): Tensor {
@@ -146,9 +146,13 @@ test('a side effect in a traced-through submodule or a helper method sends the w
     ),
   );
   t.is(seen.length, 8);
-  const kw = kilnWarnings(warnings, 'Inner.forward');
-  t.is(kw.length, 1);
-  t.regex(kw[0]!.message, /Inner\.forward \(self\.inner\) runs eagerly: `seen\.push\("inner"\);`/);
+  // Issue 17 capture item 5: the graph is cut at the call, as TorchDynamo resumes after a break in a callee.
+  t.is(kilnWarnings(warnings, 'Inner.forward').length, 0);
+  const graphs = (opt._compiled.entries[0]?.graph?.graph.nodes ?? []).map((n) => `${n.op}:${String(n.target)}`);
+  t.deepEqual(
+    graphs.filter((n) => !n.startsWith('placeholder') && !n.startsWith('output')),
+    ['call_module:inner', 'call_method:mul'],
+  );
   const report = explain(new WithHelper())(randn([2]));
   t.regex(report.breakReasons[0]!.reason, /calls this\.note\(\), which breaks: console\.warn\(\) is a side effect/);
   t.notRegex(report.breakReasons[0]!.reason, /line \d+/, 'no line numbers of the synthetic program');

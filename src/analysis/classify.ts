@@ -14,7 +14,8 @@ import { FileContext, type ImportRef } from './file-context.js';
  *   closures, `super` calls, pure built-ins (`Math.*`, `Object.keys`, …);
  * - graph breaks: `console.*`, `item()`/`toArray()` and other value reads, comparisons and arithmetic on a
  *   tensor's value (data-dependent `if`/`?:`/loops), iterating a tensor, `graphBreak()`, `await`, `try`,
- *   assignments to `this.…` (module state stays eager), calls the analysis cannot see into, and calls of
+ *   assignments deeper than `this.name` (`this.cfg.x = 1`: state stays eager; a graph replays `this.name = v`),
+ *   calls the analysis cannot see into, and calls of
  *   helpers that themselves break;
  * - unsupported (the whole method runs eagerly, and `explain` says why): generators, `arguments`,
  *   `new.target`, private `#fields`, `eval`.
@@ -80,12 +81,6 @@ const NON_TENSOR_METHODS = new Set([
   ...['forEach', 'map', 'filter', 'reduce', 'some', 'every', 'find', 'findIndex', 'includes', 'indexOf', 'join'],
   ...['keys', 'values', 'entries', 'push', 'pop', 'has', 'call', 'apply', 'bind', 'stateDict', 'train', 'eval'],
 ]);
-/**
- * Listings of parameters and buffers: a trace sees get_attr stand-ins there, not `Parameter`s, so the
- * listing comes out short and `requiresGrad` of what it lists is wrong (issue 17 item 3). Until the tracer
- * lists the real objects, such a call runs eagerly; drop this set (and its check in callBreak) then.
- */
-const PARAMETER_LISTINGS = new Set(['parameters', 'buffers', 'namedParameters', 'namedBuffers']);
 /** Methods that read a tensor's values. */
 const VALUE_READS = new Set(['item', 'toArray', 'tolist', 'data', 'backward']);
 /** Operators that turn a tensor into a number or string (and so read its value). */
@@ -454,6 +449,9 @@ export class Analyzer {
           ? p.node.argument
           : (p.node as t.UnaryExpression).argument;
       const root = memberRoot(target);
+      // `this.counter += 1`, `this.cache = h`: a captured graph records the write and assigns it after every
+      // run (TorchDynamo's side-effect replay). Writes deeper in (`this.cfg.x = 1`, `delete this.x`) stay eager.
+      if (isOwnAttribute(target) && !(p.isUnaryExpression() && p.node.operator === 'delete')) return undefined;
       if (root && t.isThisExpression(root)) {
         return { reason: `assigns ${code(target)}: changes to module state run eagerly, in order, every call`, node: n };
       }
@@ -550,12 +548,6 @@ export class Analyzer {
           : this.isTensorExpr((p.get('callee') as NodePath<t.MemberExpression>).get('object'), tensors))
       ) {
         return { reason: `${code(callee)}() reads a tensor's value: what follows depends on data, so the graph ends here`, node: n };
-      }
-      if (PARAMETER_LISTINGS.has(name) && !this.isTensorExpr((p.get('callee') as NodePath<t.MemberExpression>).get('object'), tensors)) {
-        return {
-          reason: `${code(callee)}() lists parameters or buffers, which a trace sees as stand-ins rather than the Parameters themselves: it runs eagerly`,
-          node: n,
-        };
       }
       if (t.isThisExpression(obj) && cls) {
         const m = cls.method(name);
@@ -765,6 +757,11 @@ function usageKind(b: Binding): ValueKind | undefined {
 /** Whether `name` is declared in the program (not a global such as `Math` or `console`). */
 function isBound(p: NodePath, name: string): boolean {
   return p.scope.getBinding(name) !== undefined;
+}
+
+/** `this.name` (not computed, not deeper): a module attribute a graph can record a write to. */
+function isOwnAttribute(target: t.Node): boolean {
+  return t.isMemberExpression(target) && t.isThisExpression(target.object) && !target.computed && t.isIdentifier(target.property);
 }
 
 /** The object at the root of a member chain (`this` in `this.a.b`), or undefined for a non-member. */

@@ -3,12 +3,16 @@ import { createRequire } from 'node:module';
 import { functionParams } from '../analysis/signature.js';
 import { GraphBreakError, KilnError, RecompileError, TraceError } from '../errors.js';
 import { GraphModule } from '../graph/graph-module.js';
+import { lookupAttr } from '../graph/attrs.js';
 import { isKilnFrame } from '../graph/source-lines.js';
 import { Tracer, userFrame, type AttributeRead } from '../graph/tracer.js';
 import { FreeReads, recordingFreeReads } from './free-vars.js';
 import { RealMembers, refuseValueRead } from './real-members.js';
 import { listeningToReal } from '../runtime/nn/traced-attributes.js';
-import { isPlainObject, type Node } from '../graph/node.js';
+import { StateWrites, type StateWrite } from '../graph/state-writes.js';
+import { TensorTree, holdsTensors, tensorLeaves } from '../graph/tensor-tree.js';
+import { treeArgGuards } from './tree-guards.js';
+import { Node, isPlainObject } from '../graph/node.js';
 import { activeTrace } from '../runtime/dispatch.js';
 import { withShapeRecorder } from '../runtime/shape-recording.js';
 import { Module } from '../runtime/nn/module.js';
@@ -21,6 +25,7 @@ import { splitSegmentResult, type SegmentExit } from './segment-output.js';
 import { PLUGIN_FIX, onlyConsoleBreaks, sourceBreak, type SourceBreak } from './source-check.js';
 import { trippingConsole } from './console-tripwire.js';
 import { hooksCapturable } from './capturable-hooks.js';
+import { splitAtOpaqueCalls } from './opaque-calls.js';
 
 export interface CaptureOptions {
   readonly backend: Backend;
@@ -53,10 +58,13 @@ export function resetCompileCaches(): void {
   generation++;
 }
 
+const PLAN = Symbol.for('kiln.plan');
+
 /** A tracer that records attribute reads for guards and keeps hooked modules whole so their hooks run at run time. */
 class GuardingTracer extends Tracer {
   override attributeReads = new Map<string, AttributeRead>();
   override adoptForeignModules = true;
+  override stateWrites = new StateWrites();
   readonly freeReads = new FreeReads(this);
   /** `ones([10])`, `arange(n)` in forward are call_function nodes, as in TorchDynamo's graphs, not frozen constants. */
   readonly recordsFactories = true;
@@ -102,9 +110,32 @@ class GuardingTracer extends Tracer {
     const head = path.split('.')[0]!;
     return this.foreignModules.has(head) ? path : `self.${path}`;
   }
+  /** Submodules whose own forward breaks, with why: each is one call the graph is cut at (opaque-calls.ts). */
+  readonly opaque = new Map<Module, BreakReason>();
+
+  /** `checkSource`: code the plugin never saw, whose submodules' source is checked too (else their plans are). */
+  constructor(private readonly checkSource = false) {
+    super();
+  }
+
   override isLeafModule(m: Module, path: string): boolean {
     // A user module whose hooks can be traced is traced through, hooks inlined (its call runs them), as TorchDynamo does.
-    return super.isLeafModule(m, path) || (path !== '' && m.hasForwardHooks() && !hooksCapturable(m));
+    if (super.isLeafModule(m, path) || (path !== '' && m.hasForwardHooks() && !hooksCapturable(m))) return true;
+    if (path === '' || m === this.root) return false;
+    const b = this.opaque.get(m) ?? this.breakIn(m);
+    if (b) this.opaque.set(m, b);
+    return b !== undefined;
+  }
+
+  /** Why `m`'s own forward cannot be traced into: its plan's first break, or (unseen code) its source's. */
+  private breakIn(m: Module): BreakReason | undefined {
+    const plan = (m.forward as unknown as { [PLAN]?: { breaks: readonly BreakReason[] } })[PLAN];
+    if (plan || !this.checkSource) {
+      const b = plan?.breaks[0];
+      return b && { reason: `${m.constructor.name}.forward breaks: ${b.reason}`, loc: b.loc };
+    }
+    const b = sourceBreak(m.forward as (...a: never[]) => unknown, m, `${m.constructor.name}.forward`);
+    return b && { reason: `${m.constructor.name}.forward breaks: ${b.reason}`, loc: b.loc };
   }
 
   /** A module from outside the tree (a closure, a plain array or object): its forward is checked before the trace enters it. */
@@ -156,19 +187,34 @@ function treeGuards(self: Module | undefined, tracer: GuardingTracer): Guard[] {
       .filter(([path]) => path.startsWith(`${prefix}.`))
       .map(([path, read]): [string, AttributeRead] => [path.slice(prefix.length + 1), read]);
   const own = [...tracer.attributeReads].filter(([path]) => !foreign.some(([p]) => path.startsWith(`${p}.`)));
-  return [...(self ? moduleGuards(self, own) : []), ...foreign.flatMap(([path, m]) => moduleGuards(m, under(path), path))];
+  const writtenOnly = tracer.stateWrites.writtenOnly();
+  return [
+    ...(self ? moduleGuards(self, own, 'self', writtenOnly) : []),
+    ...foreign.flatMap(([path, m]) => moduleGuards(m, under(path), path, writtenOnly)),
+  ];
 }
 
 /**
  * Arguments the trace specialises on instead of recording: everything but tensors and containers that may
- * hold tensors. Their values are guarded (`scale == 2`), so branching on them is safe.
+ * hold tensors. Their values are guarded (`scale == 2`), so branching on them is safe. Lists and plain
+ * objects of tensors are pytrees: one placeholder per tensor (tensor-tree.ts).
  */
-function concreteArgs(names: readonly string[], args: readonly unknown[]): Record<string, unknown> {
+function concreteArgs(
+  names: readonly string[],
+  args: readonly unknown[],
+  trees: readonly (TensorTree | undefined)[],
+): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   args.forEach((a, i) => {
-    if (i < names.length && !(a instanceof Tensor) && !mayHoldTensors(a)) out[names[i]!] = a;
+    if (i < names.length && trees[i]) out[names[i]!] = trees[i];
+    else if (i < names.length && !(a instanceof Tensor) && !mayHoldTensors(a)) out[names[i]!] = a;
   });
   return out;
+}
+
+/** The graph's arguments for a call: each pytree argument's tensors in its place, the rest as they are. */
+function flatArgs(args: readonly unknown[], trees: readonly (TensorTree | undefined)[]): unknown[] {
+  return trees.some((tr) => tr) ? args.flatMap((a, i) => (trees[i] ? tensorLeaves(a) : [a])) : (args as unknown[]);
 }
 
 function mayHoldTensors(a: unknown): boolean {
@@ -176,6 +222,23 @@ function mayHoldTensors(a: unknown): boolean {
   if (Array.isArray(a)) return a.some(mayHoldTensors);
   if (a !== null && typeof a === 'object' && !(a instanceof Module)) return Object.values(a).some(mayHoldTensors);
   return false;
+}
+
+/**
+ * What runs after the graph when the traced code assigned module state: the graph's output is then
+ * `[result, ...values]`, and each value is assigned to its attribute, in the order the trace first wrote them.
+ */
+function replayWrites(writes: readonly StateWrite[], aliases: readonly (number | undefined)[]): (graphOutput: unknown) => unknown {
+  if (!writes.length) return (out) => out;
+  return (out) => {
+    const [result, ...values] = out as unknown[];
+    writes.forEach((w, i) => {
+      const a = aliases[i];
+      const v = a === -1 ? result : a !== undefined && a >= 0 ? (result as unknown[])[a] : values[i];
+      (w.owner as unknown as Record<string, unknown>)[w.name] = v;
+    });
+    return result;
+  };
 }
 
 /** Where a trace failure happened, from the TraceError's own "at …" line, as `file:line:col`. */
@@ -322,9 +385,10 @@ export class CompiledCallable {
     this.updateDynamic(args);
     const guards: Guard[] = [gradModeGuard()];
     const inputShapes = new Map<string, { shape: readonly number[]; free: ReadonlySet<number> }>();
+    const trees = args.map((a, i) => (i < this.names.length && holdsTensors(a) ? new TensorTree(this.name(i), a) : undefined));
     args.forEach((a, i) => {
       const all = this.options.dynamic === true && a instanceof Tensor ? new Set(a.shape.keys()) : this.dynamicDims.get(i);
-      guards.push(...argGuards(this.name(i), i, a, all));
+      guards.push(...(trees[i] ? treeArgGuards(this.name(i), i, a, this.options.dynamic === true) : argGuards(this.name(i), i, a, all)));
       if (a instanceof Tensor) inputShapes.set(this.name(i), { shape: [...a.shape], free: all ?? new Set() });
     });
     const shapes = args.map((a) => (a instanceof Tensor ? [...a.shape] : undefined));
@@ -337,7 +401,7 @@ export class CompiledCallable {
       if (this.self) guards.push(...moduleGuards(this.self, new Map()));
       return { guards, run: (...a) => this.eager(a), graph: undefined, breakReason: { reason: source.reason, loc: source.loc }, shapes };
     }
-    const tracer = new GuardingTracer();
+    const tracer = new GuardingTracer(this.unseen);
     for (const [k, v] of inputShapes) tracer.inputShapes.set(k, v);
     const freeReads = tracer.freeReads;
     let gm: GraphModule | undefined;
@@ -347,20 +411,35 @@ export class CompiledCallable {
     const examples = new ExampleValues(tracer, new Map([...inputs].map(([name, i]) => [name, args[i.index]])));
     const sizes = new TracedSizes(tracer, inputs, examples);
     const exit = this.exit;
-    const output = exit
-      ? (result: unknown) => {
-          const split = splitSegmentResult(exit, result);
-          rebuild = split.rebuild;
-          return split.output;
-        }
-      : undefined;
+    let writes: StateWrite[] = [];
+    let aliases: (number | undefined)[] = [];
+    // The graph outputs the user's values, then (when forward assigned module state) the value of each write.
+    const output = (result: unknown) => {
+      let out = result;
+      if (exit) {
+        const split = splitSegmentResult(exit, result);
+        rebuild = split.rebuild;
+        out = split.output;
+      }
+      const changed = trees.map((tr) => tr?.changed() && `${tr.name}${tr.changed()}`).find((c) => c);
+      if (changed)
+        throw new TraceError(`forward changes its argument ${changed}, a list or object the caller holds; a graph cannot${userFrame()}`);
+      writes = tracer.stateWrites.finish();
+      if (!writes.length) return out;
+      const outArg = tracer.createArg(out, 'the return value');
+      const values = writes.map((w) => tracer.createArg(w.value, `the value assigned to self.${w.path}`));
+      // A value that is also returned is assigned as the very object returned (`mod.textEncoding is out`).
+      const at = (v: unknown) => (Array.isArray(outArg) && outArg.includes(v as Node) ? outArg.indexOf(v as Node) : undefined);
+      aliases = values.map((v) => (v instanceof Node ? (v === outArg ? -1 : at(v)) : undefined));
+      return [outArg, ...values];
+    };
     try {
       const root = this.self ?? (this.fn as (...a: never[]) => unknown);
       const method = this.viaForward ? undefined : (this.fn as (...a: never[]) => unknown);
       const graph = recordingFreeReads(freeReads, () =>
         listeningToReal(tracer.realMembers.seen, () => {
           const around = this.withHooks ? (call: (a: unknown[]) => unknown, a: unknown[]) => this.self!.callWithHooks(a, call) : undefined;
-          const trace = () => tracer.trace(root, concreteArgs(this.names, args), method, output, around);
+          const trace = () => tracer.trace(root, concreteArgs(this.names, args, trees), method, (r) => output(r), around);
           return withShapeRecorder(sizes, () => (tripping ? trippingConsole(trace) : trace()));
         }),
       );
@@ -373,6 +452,7 @@ export class CompiledCallable {
         e instanceof KilnError
           ? { reason: e.message.split('\n')[0]!, loc: locationOf(e) }
           : { reason: `tracing threw ${e instanceof Error ? `${e.name}: ${e.message.split('\n')[0]}` : String(e)}`, loc: thrownAt(e) };
+      tracer.stateWrites.undo();
       if (this.options.fullgraph && !(source && tripping)) {
         const frame = codeFrameAt(breakReason.loc);
         throw new GraphBreakError(
@@ -398,14 +478,30 @@ export class CompiledCallable {
     if (gm) guards.push(...sizes.guards);
     if (!gm) return { guards, run: (...a) => this.eager(a), graph: undefined, breakReason, shapes };
     const around = rebuild;
-    const withLayout = (f: (...a: unknown[]) => unknown) => (around ? (...a: unknown[]) => around(f(...a)) : f);
+    const replayed = replayWrites(writes, aliases);
+    const plain = writes.length === 0 && trees.every((tr) => !tr);
+    const withLayout = (f: (...a: unknown[]) => unknown) => {
+      const g = plain ? f : (...a: unknown[]) => replayed(f(...flatArgs(a, trees)));
+      return around ? (...a: unknown[]) => around(g(...a)) : g;
+    };
     // As TorchDynamo: a graph that does no work is not worth a backend compile; run its code as is.
     if (countOps(gm) === 0)
       return { guards, run: withLayout((...a) => gm.forward(...a)), graph: undefined, breakReason: undefined, shapes };
-    const compiled = this.options.backend(
-      gm,
-      args.filter((a): a is Tensor => a instanceof Tensor),
+    const opaque = new Set(
+      gm.graph.nodes.filter((n) => n.op === 'call_module' && tracer.opaque.has(lookupAttr(gm, n.target as string) as Module)),
     );
+    if (opaque.size && this.options.fullgraph) {
+      const b = tracer.opaque.get(lookupAttr(gm, [...opaque][0]!.target as string) as Module)!;
+      throw new GraphBreakError(
+        `compile(fullgraph): ${this.describe()} cannot be captured as one graph: it calls self.${String([...opaque][0]!.target)}, and ${b.reason} (${b.loc})`,
+      );
+    }
+    const compiled = opaque.size
+      ? splitAtOpaqueCalls(gm, opaque, this.options.backend)
+      : this.options.backend(
+          gm,
+          flatArgs(args, trees).filter((a): a is Tensor => a instanceof Tensor),
+        );
     return { guards, run: withLayout(compiled as (...a: unknown[]) => unknown), graph: gm, breakReason: undefined, shapes };
   }
 

@@ -117,32 +117,32 @@ export function gradModeGuard(): Guard {
 
 const ownEntriesOf = Object.getOwnPropertyDescriptor(ModuleClass.prototype, 'ownEntries')!.value as () => [string, unknown][];
 
-/** A module's members in order, flattened to [name, value, name, value, …]. */
-function memberList(m: Module): unknown[] {
+/** A module's members in order, flattened to [name, value, name, value, …]; names in `skip` left out. */
+function memberList(m: Module, skip?: ReadonlySet<string>): unknown[] {
   const out: unknown[] = [];
   const own = (m as unknown as { ownEntries(): [string, unknown][] }).ownEntries;
   if (own !== ownEntriesOf) {
-    for (const [k, v] of own.call(m)) if (v instanceof ModuleClass || v instanceof Tensor) out.push(k, v);
+    for (const [k, v] of own.call(m)) if ((v instanceof ModuleClass || v instanceof Tensor) && !skip?.has(k)) out.push(k, v);
     return out;
   }
   for (const k in m) {
     const v = (m as unknown as Record<string, unknown>)[k];
-    if (v instanceof ModuleClass || v instanceof Tensor) out.push(k, v);
+    if ((v instanceof ModuleClass || v instanceof Tensor) && !skip?.has(k)) out.push(k, v);
   }
   return out;
 }
 
 /** Whether `m`'s members are still exactly `then` (allocation-free for plain modules). */
-function sameMembers(m: Module, then: readonly unknown[]): boolean {
+function sameMembers(m: Module, then: readonly unknown[], skip?: ReadonlySet<string>): boolean {
   const own = (m as unknown as { ownEntries(): [string, unknown][] }).ownEntries;
   if (own !== ownEntriesOf) {
-    const now = memberList(m);
+    const now = memberList(m, skip);
     return now.length === then.length && now.every((v, i) => v === then[i]);
   }
   let i = 0;
   for (const k in m) {
     const v = (m as unknown as Record<string, unknown>)[k];
-    if (!(v instanceof ModuleClass || v instanceof Tensor)) continue;
+    if (!(v instanceof ModuleClass || v instanceof Tensor) || skip?.has(k)) continue;
     if (k !== then[i] || v !== then[i + 1]) return false;
     i += 2;
   }
@@ -157,16 +157,23 @@ const underLabel = (label: string, path: string) => (path ? `${label}.${path}` :
  * and buffer, each module's forward hooks and `training` flag, and the plain attributes the trace read.
  * `label` names the module in guard texts: `self` for the compiled module, the way it was reached otherwise.
  */
-export function moduleGuards(root: Module, attributeReads: Iterable<[string, AttributeRead]>, label = 'self'): Guard[] {
+export function moduleGuards(
+  root: Module,
+  attributeReads: Iterable<[string, AttributeRead]>,
+  label = 'self',
+  /** Attributes the graph assigns without reading them first (state-writes.ts): their identity is not guarded. */
+  writtenOnly?: ReadonlyMap<Module, ReadonlySet<string>>,
+): Guard[] {
   const forward = root.forward;
   const modules = root.namedModules();
   const guards: Guard[] = [{ text: `${label}.forward is the function that was captured`, check: () => root.forward === forward }];
   // One cheap check per module: its member submodules, parameters and buffers, by name and identity, in order.
   for (const [path, m] of modules) {
-    const members = memberList(m);
+    const skip = writtenOnly?.get(m);
+    const members = memberList(m, skip);
     guards.push({
       text: `${underLabel(label, path)} submodules, parameters and buffers (identity and order)`,
-      check: () => sameMembers(m, members),
+      check: () => sameMembers(m, members, skip),
     });
   }
   // Past the structure guards the module list is the captured one, so these may index it directly.

@@ -124,30 +124,47 @@ export function sourceBreak(
   name: string,
   args?: readonly unknown[],
 ): SourceBreak | undefined {
-  const parts: { name: string; fn: (...a: never[]) => unknown; self: Module | undefined; args?: readonly unknown[] }[] = [
+  const parts: { name: string; fn: (...a: never[]) => unknown; self: Module | undefined; args?: readonly unknown[]; path?: string }[] = [
     { name, fn, self, args },
   ];
   for (const [path, m] of self?.namedModules() ?? []) {
-    if (path !== '') parts.push({ name: `${m.constructor.name}.forward (self.${path})`, fn: m.forward as never, self: m });
+    if (path !== '') parts.push({ name: `${m.constructor.name}.forward (self.${path})`, fn: m.forward as never, self: m, path });
   }
   const free: string[] = [];
   let freeIn = '';
+  // A submodule whose forward breaks is called whole (opaque-calls.ts): the capture resumes after it.
+  const alone: string[] = [];
+  const under = (path: string | undefined) => path !== undefined && alone.some((p) => path.startsWith(`${p}.`));
   for (const part of parts) {
-    if (kilnOwned(part.fn, part.self)) continue;
+    if (kilnOwned(part.fn, part.self) || under(part.path)) continue;
+    const found = partBreak(part, free);
+    if (found && part.path !== undefined) alone.push(part.path);
+    else if (found) return found;
+  }
+  return freeBreak(free, freeIn);
+
+  /** Why one part cannot be traced into; its free variables are added to `free`. */
+  function partBreak(part: (typeof parts)[number], free: string[]): SourceBreak | undefined {
     const plan = (part.fn as unknown as { [PLAN]?: PlanBreaks })[PLAN];
     if (plan) {
       // Rewritten by the plugin: its own analysis stands (its breaks run eagerly only when called as a plan).
       const b = plan.breaks[0];
-      if (b) return explained(`${part.name}: ${b.reason}`, b.loc, part.name);
-      continue;
+      return b && explained(`${part.name}: ${b.reason}`, b.loc, part.name);
     }
     const v = verdictFor(part.fn, part.self, part.args);
     if ('error' in v) return explained(`its source cannot be analysed here (${v.error})`, part.name, part.name);
     if (v.unparsable) return explained(`its source cannot be read (${v.unparsable})`, part.name, part.name);
     if (v.brk) return explained(`\`${v.brk.code}\`: ${v.brk.reason}`, part.name, part.name, free);
+    // A submodule's free variables matter only when it is traced into: collected for it alone first.
+    if (part.path !== undefined && v.free.length) return freeBreak(v.free, part.name);
     if (v.free.length && !freeIn) freeIn = part.name;
     free.push(...v.free.filter((f) => !free.includes(f)));
+    return undefined;
   }
+}
+
+/** The break for reading free variables (run-time capture cannot guard them), or undefined when there are none. */
+function freeBreak(free: readonly string[], freeIn: string): SourceBreak | undefined {
   if (!free.length) return undefined;
   const names = free.join(', ');
   const reason = `reads ${names}, free variable${free.length > 1 ? 's' : ''} run-time capture cannot see, so cannot guard (a changed value would go unnoticed)`;

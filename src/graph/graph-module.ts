@@ -23,10 +23,11 @@ function checkedArity(className: string, graph: Graph, forward: (...args: unknow
     const want = required === params.length ? `${required}` : `${required} to ${params.length}`;
     throw new ValueError(`${className}.forward(${params.join(', ')}) takes ${want} argument(s), got ${count}`);
   };
+  // Names no placeholder takes (a graph input may well be called `inner` or `check`).
   const make = new Function(
-    'inner',
-    'check',
-    `"use strict";\nreturn function forward(${params.join(', ')}) {\n  check(arguments.length);\n  return inner.apply(this, arguments);\n};`,
+    '__kiln_forward',
+    '__kiln_check',
+    `"use strict";\nreturn function forward(${params.join(', ')}) {\n  __kiln_check(arguments.length);\n  return __kiln_forward.apply(this, arguments);\n};`,
   ) as (inner: unknown, check: unknown) => (...args: unknown[]) => unknown;
   return make(forward, check);
 }

@@ -13,6 +13,8 @@ import { Graph } from './graph.js';
 import { GraphModule } from './graph-module.js';
 import { Node, isPlainObject, type Argument, type FunctionTarget, type Kwargs, type Opcode, type Target } from './node.js';
 import { isKilnFrame, userStackFrame } from './source-lines.js';
+import { StateWrites, userSetters } from './state-writes.js';
+import { TensorTree } from './tensor-tree.js';
 
 /**
  * Symbolic tracing (torch.fx's Tracer): run `forward` once on Proxy values that record every op into a
@@ -83,6 +85,11 @@ export class Tracer implements TraceDispatch {
    * assigning to such an attribute during the trace is then a TraceError instead of a silent side effect.
    */
   attributeReads: Map<string, AttributeRead> | null = null;
+  /**
+   * When set (with `attributeReads`), assignments to traced-through modules' attributes are recorded here
+   * (see state-writes.ts) instead of being a TraceError.
+   */
+  stateWrites: StateWrites | null = null;
   /**
    * Modules met during the trace that are not in the root's tree (reached through a closure, a plain array or
    * object, or an argument), by the path they were given in the graph (`layers_0`). A compiler guards them
@@ -233,6 +240,8 @@ export class Tracer implements TraceDispatch {
     return params.map((p) => {
       if (p.name in concreteArgs) {
         const v = concreteArgs[p.name];
+        // A list or object of tensors: one placeholder per tensor, the structure around them as given.
+        if (v instanceof TensorTree) return v.build((leaf) => this.proxy(this.createNode('placeholder', leaf, [], {}, leaf)));
         this.createNode('placeholder', p.name, isLiteral(v) ? [v as Argument] : [], {}, p.name);
         return v;
       }
@@ -313,15 +322,38 @@ export class Tracer implements TraceDispatch {
     }
     // Listed before the attribute getters go in, so listing them is not recorded as a read.
     const tensors = [...m.namedParameters('', false), ...m.namedBuffers('', false)];
+    const bufferNames = new Set(m.namedBuffers('', false).map(([n]) => n));
+    // With `stateWrites` set, assignments are recorded (and read back) instead of refused.
+    const writes = this.stateWrites;
+    writes?.watch(m, path);
+    const written = (name: string) => writes?.lookup(m, name);
+    const tensorNames = new Set(tensors.map(([n]) => n));
+    for (const [name, d] of writes ? userSetters(m) : []) {
+      const full = path ? `${path}.${name}` : name;
+      patch(m, name, {
+        get: d.get && (() => d.get!.call(m)),
+        set: () => {
+          throw new TraceError(
+            `symbolic tracing: forward assigns to '${full}', which runs a setter of ${m.constructor.name}; a graph cannot hold what it does${userFrame()}`,
+          );
+        },
+      });
+    }
     if (this.attributeReads) {
       const reads = this.attributeReads;
       for (const [name, v] of Object.entries(m)) {
-        if (v instanceof Module || v instanceof Tensor) continue;
+        if (v instanceof Module || (v instanceof Tensor && (!writes || tensorNames.has(name)))) continue;
         const full = path ? `${path}.${name}` : name;
         this.undoPatches.push(standIn(m, name, v));
         patch(m, name, {
-          get: () => this.readAttribute(m, name, full, v, reads),
-          set: () => {
+          get: () => {
+            const w = written(name);
+            if (w) return w.value;
+            writes?.noteRead(m, name);
+            return v instanceof Tensor ? v : this.readAttribute(m, name, full, v, reads);
+          },
+          set: (value: unknown) => {
+            if (writes) return writes.record(m, name, full, value);
             throw new TraceError(`symbolic tracing: forward assigns to attribute '${full}'; a captured graph cannot hold that side effect`);
           },
         });
@@ -333,8 +365,15 @@ export class Tracer implements TraceDispatch {
       const full = path ? `${path}.${name}` : name;
       this.undoPatches.push(standIn(m, name, t));
       patch(m, name, {
-        get: () => this.proxy(this.attrNode(full)),
-        set: () => {
+        get: () => {
+          const w = written(name);
+          if (w) return w.value;
+          writes?.noteRead(m, name);
+          return this.proxy(this.attrNode(full));
+        },
+        set: (value: unknown) => {
+          // A buffer may be replaced (`this.buffer = this.buffer.to(x)`); a parameter only by a Parameter, never in a graph.
+          if (writes && bufferNames.has(name)) return writes.record(m, name, full, value);
           throw new TraceError(
             `symbolic tracing: forward assigns to '${full}'; replacing a parameter or buffer while tracing is not supported`,
           );
