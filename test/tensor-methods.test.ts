@@ -16,7 +16,7 @@ const METHODS_BEFORE =
   'sum mean max min argmax softmax logSoftmax matmul reshape view flatten transpose t permute unsqueeze squeeze expand expandAs ' +
   'narrow select index gather add_ sub_ mul_ div_ clamp_ fill_ zero_ copy_ toString';
 /** Ops added since: `ops` takes them from their definitions; each method is one typed line in tensor-methods.ts. */
-const ADDED_SINCE = 'sin cos exp2 mm addmm unbind scatterAdd sliceScatter selectScatter';
+const ADDED_SINCE = 'sin cos exp2 mm addmm unbind scatterAdd sliceScatter selectScatter dim';
 /** Ops that are no Tensor methods (PyTorch's fused backward ops, `torch.ops.aten.*_backward`). */
 const OPS_ONLY_SINCE =
   'thresholdBackward tanhBackward sigmoidBackward geluBackward adaptiveAvgPool2dBackward avgPool2dBackward convolutionBackward ' +
