@@ -1,6 +1,7 @@
 import { loadExport } from './load-export.js';
 import { codeFrameAt } from '../compile/compiled-callable.js';
 import { KilnError } from '../errors.js';
+import type { ExplainArgs } from './explain-args.js';
 
 /**
  * `kiln explain <file.ts> --export Name --input 2x4[,3x4]`: load the file through kiln/register (so the
@@ -15,7 +16,8 @@ export function parseShapes(spec: string): number[][] {
   return shapes;
 }
 
-export async function explainRun(file: string, name: string, shapes: number[][]): Promise<string> {
+export async function explainRun(args: ExplainArgs): Promise<string> {
+  const { file, name, shapes } = args as Required<ExplainArgs>;
   const { kiln, target } = await loadExport('kiln explain', file, name);
   kiln.manualSeed(0);
   const report = kiln.explain(target as never)(...shapes.map((s) => kiln.randn(s)));

@@ -9,7 +9,7 @@ import type { PlanReport } from '../rewrite/transform.js';
  * `kiln explain <file.ts> [--export Name]`: what the plugin does to a file, without running it — each
  * rewritten function's graph segments and breaks, every break with its reason and a code frame.
  */
-export function explainFile(file: string, only?: string): string {
+export function explainFile(file: string, only?: string, json = false): string {
   if (!existsSync(file)) throw new KilnError(`kiln explain: '${file}' does not exist`);
   const source = readFileSync(file, 'utf8');
   const { report } = transformSource(source, resolve(file), { sourceMaps: false });
@@ -23,6 +23,7 @@ export function explainFile(file: string, only?: string): string {
       );
     }
   }
+  if (json) return JSON.stringify({ file, plans, skipped: report?.skipped ?? [] }, null, 2);
   const frame = (loc: string) => {
     const [line, column] = loc.split(':').map(Number);
     return codeFrameColumns(source, { start: { line: line!, column: column! } }, { linesAbove: 1, linesBelow: 1 })
