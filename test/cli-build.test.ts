@@ -112,7 +112,7 @@ test('kiln build writes source maps whose sources are the originals, relative to
     const map = JSON.parse(readFileSync(join(dir, `${out}.map`), 'utf8')) as { file: string; sources: string[]; sourcesContent: string[] };
     t.is(resolve(dirname(join(dir, out)), map.sources[0]!), join(dir, src));
     t.is(map.sourcesContent[0], readFileSync(join(dir, src), 'utf8'));
-    t.is(map.file, out.split('/').pop());
+    t.is(map.file, out.split('/').pop()!);
     t.regex(readFileSync(join(dir, out), 'utf8'), new RegExp(`//# sourceMappingURL=${map.file}\\.map\\n$`));
   }
 });

@@ -2,6 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { functionParams } from '../analysis/signature.js';
 import { GraphBreakError, KilnError, RecompileError, TraceError } from '../errors.js';
+import { LOG, log } from '../logging.js';
 import { GraphModule } from '../graph/graph-module.js';
 import { isKilnFrame } from '../graph/source-lines.js';
 import { Tracer, userFrame, type AttributeRead } from '../graph/tracer.js';
@@ -225,6 +226,8 @@ export class CompiledCallable {
       failure ??= e.guards[i]!.text;
     }
     if (failure !== undefined) {
+      if (LOG.recompiles)
+        log('recompiles', `Recompiling ${this.describe()}: guard '${failure}' failed (compilation ${this.compileCount + 1})`);
       this.options.onGuardFail?.(failure);
       if (this.options.errorOnRecompile)
         throw new RecompileError(`compile: recompiling because guard '${failure}' failed (errorOnRecompile is set)`);
@@ -289,7 +292,9 @@ export class CompiledCallable {
       // Not traced at all: a trace would run the side effects it found once more before the eager run.
       this.warnSource(source);
       if (this.self) guards.push(...moduleGuards(this.self, new Map()));
-      return { guards, run: (...a) => this.eager(a), graph: undefined, breakReason: { reason: source.reason, loc: source.loc }, shapes };
+      const breakReason = { reason: source.reason, loc: source.loc };
+      if (LOG.graph_breaks || LOG.guards) this.logCapture(undefined, guards, breakReason);
+      return { guards, run: (...a) => this.eager(a), graph: undefined, breakReason, shapes };
     }
     const tracer = new GuardingTracer();
     const freeReads = tracer.freeReads;
@@ -336,6 +341,7 @@ export class CompiledCallable {
     }
     guards.push(...freeReads.guards());
     guards.push(...treeGuards(this.self, tracer));
+    if (LOG.graph_breaks || LOG.guards || LOG.graph_code) this.logCapture(gm, guards, breakReason);
     if (!gm) return { guards, run: (...a) => this.eager(a), graph: undefined, breakReason, shapes };
     const around = rebuild;
     const withLayout = (f: (...a: unknown[]) => unknown) => (around ? (...a: unknown[]) => around(f(...a)) : f);
@@ -347,6 +353,14 @@ export class CompiledCallable {
       args.filter((a): a is Tensor => a instanceof Tensor),
     );
     return { guards, run: withLayout(compiled as (...a: unknown[]) => unknown), graph: gm, breakReason: undefined, shapes };
+  }
+
+  /** KILN_LOG's graph_breaks, guards and graph_code for one capture. */
+  private logCapture(gm: GraphModule | undefined, guards: readonly Guard[], breakReason: BreakReason | undefined): void {
+    const what = this.describe();
+    if (breakReason) log('graph_breaks', `${what}: graph break at ${breakReason.loc}: ${breakReason.reason}`);
+    if (gm && LOG.graph_code) log('graph_code', `${what}: captured graph\n${gm.code}`);
+    if (LOG.guards) log('guards', `${what}: guards\n${guards.map((g) => g.text).join('\n')}`);
   }
 
   /** What the source check finds in the code this captures (its function or forward, and user submodules). */
