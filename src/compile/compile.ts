@@ -120,6 +120,7 @@ export function compile(model: Module | AnyFn, options: CompileOptions = {}): un
   const compiled = (...args: unknown[]) => (compileDisabled() ? model(...(args as never[])) : callable.call(args));
   Object.defineProperty(compiled, 'name', { value: model.name });
   Object.defineProperty(compiled, '_compiled', { value: callable });
+  Object.defineProperty(compiled, '_options', { value: options }); // explain(compile(fn)) reads the backend
   return compiled;
 }
 
