@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { BUILD_HELP, build, parseBuildArgs, watchBuild, type BuildArgs } from '../src/cli/build.js';
 import { CHECK_HELP, checkFile, parseCheckArgs } from '../src/cli/check.js';
 import { explainFile } from '../src/cli/explain.js';
-import { EXPLAIN_HELP, parseExplainArgs, type ExplainArgs } from '../src/cli/explain-args.js';
+import { EXPLAIN_HELP, ExplainUsageError, parseExplainArgs, type ExplainArgs } from '../src/cli/explain-args.js';
 import { explainRun } from '../src/cli/explain-run.js';
 import { EXPORT_HELP, exportFile, parseExportArgs } from '../src/cli/export.js';
 import { parseRunArgs, RUN_HELP, runFile } from '../src/cli/run.js';
@@ -133,7 +133,7 @@ async function main(argv: string[]): Promise<number> {
       } catch (e) {
         if (!(e instanceof KilnError)) throw e;
         console.error(e.message);
-        return 2;
+        return e instanceof ExplainUsageError ? 2 : 1;
       }
       if (args.shapes) return reportErrors(async () => console.log(await explainRun(args)));
       return reportErrors(() => console.log(explainFile(args.file, args.name, args.json)));

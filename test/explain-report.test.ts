@@ -60,7 +60,7 @@ test('explain groups guards by the segment they belong to; formatExplain titles 
 test('kiln explain --input: guards of each plugin segment with the segment named, and break code frames', (t) => {
   const r = kiln('explain', 'test/fixtures/plugin/breaks-mixed/input.ts', '--export', 'MLP', '--input', '3x4');
   t.is(r.status, 0, r.stderr);
-  t.regex(r.stdout, /^MLP on inputs \[3, 4\] float32, seed 0 \(training mode, grad on\):/m);
+  t.regex(r.stdout, /^MLP on inputs \[3, 4\]:\ngraphs: 4 {3}graph breaks: 2/m);
   t.regex(
     r.stdout,
     /\nguards of MLP\.forward \(segment at test\/fixtures\/plugin\/breaks-mixed\/input\.ts:9:5\):\n {2}x: Tensor \[3, 4\] float32/,
@@ -101,10 +101,24 @@ test('kiln explain --eval runs in eval mode under noGrad; --dtype int32; --json 
   t.true((JSON.parse(int.stdout) as { guards: string[] }).guards.includes('x.dtype == int32'));
   t.regex(kiln('explain', 'x.ts', '--eval').stderr, /--eval only apply to a run: add --input shapes/);
   t.regex(kiln('explain', 'x.ts', '--input', '2x4').stderr, /--input needs --export Name/);
-  t.regex(
-    kiln('explain', 'x.ts', '--export', 'A', '--input', '2x4', '--args', '{oops').stderr,
-    /--args takes the constructor's arguments as JSON/,
+  const badArgs = kiln('explain', 'x.ts', '--export', 'A', '--input', '2x4', '--args', '{oops');
+  t.is(badArgs.status, 1, 'a bad value exits 1');
+  t.regex(badArgs.stderr, /--args takes the constructor's arguments as JSON/);
+  t.is(kiln('explain', 'x.ts', '--export', 'A', '--input', '2x4', '--frob').status, 2, 'a wrong command line exits 2');
+  const evalTitle = kiln(
+    'explain',
+    'test/fixtures/explain/sized.ts',
+    '--export',
+    'shifted',
+    '--input',
+    '2x3',
+    '--dtype',
+    'int32',
+    '--seed',
+    '3',
+    '--eval',
   );
+  t.regex(evalTitle.stdout, /^shifted on inputs \[2, 3\] \(int32, seed 3, noGrad\):/m);
 });
 
 test('kiln explain --args passes the constructor arguments; a constructor that needs them says how', (t) => {

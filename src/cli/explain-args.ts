@@ -1,5 +1,5 @@
 import { KilnError } from '../errors.js';
-import { parseDTypeFlag, parseSeedFlag, parseShapesFlag, type InputDType } from './flags.js';
+import { parseDTypeFlag, parseSeedFlag, type InputDType } from './flags.js';
 
 /**
  * `kiln explain`'s arguments. Without `--input` it reports what kiln/plugin does to the file (no code runs);
@@ -41,7 +41,18 @@ export interface ExplainArgs {
   readonly json: boolean;
 }
 
-const usage = (why: string) => new KilnError(`kiln explain: ${why}\nusage: ${EXPLAIN_USAGE}`);
+/** The command line itself is wrong (exit 2, with the usage line); a bad flag value is a plain KilnError (exit 1). */
+export class ExplainUsageError extends KilnError {}
+
+const usage = (why: string) => new ExplainUsageError(`kiln explain: ${why}\nusage: ${EXPLAIN_USAGE}`);
+
+function parseShapes(spec: string): number[][] {
+  const shapes = spec.split(',').map((s) => s.split('x').map(Number));
+  if (shapes.some((s) => s.length === 0 || s.some((d) => !Number.isSafeInteger(d) || d < 0))) {
+    throw new KilnError(`kiln explain: --input takes shapes like 2x4 or 2x4,3x4 (one per forward argument), got '${spec}'`);
+  }
+  return shapes;
+}
 
 export function parseExplainArgs(argv: readonly string[]): ExplainArgs {
   const [file, ...rest] = argv;
@@ -57,7 +68,7 @@ export function parseExplainArgs(argv: readonly string[]): ExplainArgs {
     try {
       return f();
     } catch (e) {
-      if (e instanceof KilnError) throw usage(e.message);
+      if (e instanceof KilnError && !e.message.startsWith('kiln explain')) throw new KilnError(`kiln explain: ${e.message}`);
       throw e;
     }
   };
@@ -73,7 +84,7 @@ export function parseExplainArgs(argv: readonly string[]): ExplainArgs {
         name = value();
         break;
       case '--input':
-        shapes = [...(shapes ?? []), ...wrap(() => parseShapesFlag(value()))];
+        shapes = [...(shapes ?? []), ...parseShapes(value())];
         break;
       case '--dtype':
         dtype = wrap(() => parseDTypeFlag(value()));
@@ -87,7 +98,9 @@ export function parseExplainArgs(argv: readonly string[]): ExplainArgs {
         try {
           parsed = JSON.parse(text);
         } catch {
-          throw usage(`--args takes the constructor's arguments as JSON, e.g. '[4, 8]' or '{"hidden": 8}', got '${text}'`);
+          throw new KilnError(
+            `kiln explain: --args takes the constructor's arguments as JSON, e.g. '[4, 8]' or '{"hidden": 8}', got '${text}'`,
+          );
         }
         ctorArgs = Array.isArray(parsed) ? parsed : [parsed];
         break;

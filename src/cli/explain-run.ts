@@ -22,5 +22,9 @@ export async function explainRun(args: ExplainArgs): Promise<string> {
     const { graphs, ...rest } = report;
     return JSON.stringify({ export: name, inputs: shapes, dtype, seed, mode, ...rest, graphs: graphs.map((g) => g.code) }, null, 2);
   }
-  return [`${name} on inputs ${formatShapes(shapes)} ${dtype}, seed ${seed} (${mode}):`, kiln.formatExplain(report)].join('\n');
+  // The defaults (float32, seed 0, training mode with grad on) go unsaid in the title.
+  const extras = [...(dtype !== 'float32' ? [dtype] : []), ...(seed !== 0 ? [`seed ${seed}`] : []), ...(args.eval ? [mode] : [])];
+  return [`${name} on inputs ${formatShapes(shapes)}${extras.length ? ` (${extras.join(', ')})` : ''}:`, kiln.formatExplain(report)].join(
+    '\n',
+  );
 }
