@@ -9,10 +9,11 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { build } from '../src/cli/build.js';
-import { checkFile, parseCheckArgs } from '../src/cli/check.js';
+import { BUILD_HELP, build, parseBuildArgs, watchBuild, type BuildArgs } from '../src/cli/build.js';
+import { CHECK_HELP, checkFile, parseCheckArgs } from '../src/cli/check.js';
 import { explainFile } from '../src/cli/explain.js';
-import { explainRun, parseShapes } from '../src/cli/explain-run.js';
+import { EXPLAIN_HELP, ExplainUsageError, parseExplainArgs, type ExplainArgs } from '../src/cli/explain-args.js';
+import { explainRun } from '../src/cli/explain-run.js';
 import { EXPORT_HELP, exportFile, parseExportArgs } from '../src/cli/export.js';
 import { parseRunArgs, RUN_HELP, runFile } from '../src/cli/run.js';
 import { KilnError } from '../src/errors.js';
@@ -31,13 +32,15 @@ const USAGE = `kiln ${pkg.version}
 
 usage:
   kiln bench                      run the benchmarks (from a kiln checkout) and write bench/results.json
-  kiln build <src> -d <out> [--types]
-                                  compile a folder (or file) with kiln/plugin and TypeScript into <out>;
-                                  --types lets the project's type checker decide tensors and modules
-  kiln explain <file.ts> [--export Name] [--no-types]
-                                  report each rewritten function's graph segments and breaks
-  kiln explain <file.ts> --export Name --input 2x4[,3x4]
-                                  run it once on random inputs: graphs, ops, breaks with code frames, guards
+  kiln build <src...> -d <out> [--config file] [--copy-files] [--ignore glob]... [--report out.json] [--watch] [--types]
+                                  compile folders (or files) with the project's Babel config, kiln/plugin
+                                  and TypeScript into <out>, one line per graph break (kiln build --help)
+  kiln explain <file.ts> [--export Name] [--json] [--no-types]
+                                  report each rewritten function's graph segments and breaks, and what
+                                  the plugin skipped and why
+  kiln explain <file.ts> --export Name --input 2x4[,3x4] [--eval] [--dtype float32|int32] [--args JSON] [--json]
+                                  run it once on random inputs: graphs, ops, breaks with code frames,
+                                  guards per segment (kiln explain --help)
   kiln check <file.ts> --export Name --input 8x4 [--input 8x4 ...] [--dtype float32|int32] [--seed 0]
                                   run it compiled (each backend, grad on and off, train and eval) against
                                   eager on seeded random inputs; report mismatches, exit 1 on any
@@ -49,7 +52,23 @@ usage:
   kiln run <file.kiln> --input 8x4[,8x3] [--dtype float32|int32] [--seed 0]
                                   load a saved program and run it on random inputs: each output's shape and
                                   values; inputs outside its ranges exit 1 with its check (kiln run --help)
+  kiln <command> --help           that command's options
   kiln --version | --help`;
+
+const BENCH_HELP = `usage: kiln bench
+
+Runs the benchmark suite (bench/run.mts, from a kiln checkout: npm ci && npx kiln bench) and writes
+bench/results.json.`;
+
+/** \`kiln <command> --help\`: each command's own text. */
+const HELP: Record<string, string> = {
+  bench: BENCH_HELP,
+  build: BUILD_HELP,
+  explain: EXPLAIN_HELP,
+  check: CHECK_HELP,
+  export: EXPORT_HELP,
+  run: RUN_HELP,
+};
 
 /** Run a command; a KilnError (bad input) is printed without a stack and exits 1. */
 async function reportErrors(f: () => unknown): Promise<number> {
@@ -65,8 +84,17 @@ async function reportErrors(f: () => unknown): Promise<number> {
 
 async function main(argv: string[]): Promise<number> {
   const [cmd] = argv;
+  if (cmd === undefined) {
+    // As git and npm: no command is a usage error, not a successful run.
+    console.error(USAGE);
+    return 2;
+  }
+  const help = HELP[cmd];
+  if (help && argv.slice(1).some((a) => a === '--help' || a === '-h')) {
+    console.log(help);
+    return 0;
+  }
   switch (cmd) {
-    case undefined:
     case '-h':
     case '--help':
       console.log(USAGE);
@@ -85,25 +113,32 @@ async function main(argv: string[]): Promise<number> {
       return r.status ?? 1;
     }
     case 'build': {
-      const types = argv.includes('--types');
-      const [src, flag, out] = argv.slice(1).filter((a) => a !== '--types');
-      if (!src || flag !== '-d' || !out) {
-        console.error(`kiln build: usage: kiln build <src> -d <out> [--types]\n\n${USAGE}`);
+      let args: BuildArgs;
+      try {
+        args = parseBuildArgs(argv.slice(1));
+      } catch (e) {
+        if (!(e instanceof KilnError)) throw e;
+        console.error(e.message);
         return 2;
       }
-      return reportErrors(() => build(src, out, console.log, { types }));
+      if (args.watch) return reportErrors(() => watchBuild(args));
+      let failed = 0;
+      const status = await reportErrors(() => void (failed = build(args).failed));
+      return status !== 0 ? status : failed > 0 ? 1 : 0;
     }
     case 'explain': {
-      const noTypes = argv.includes('--no-types');
-      const [file, ...rest] = argv.slice(1).filter((a) => a !== '--no-types');
-      const i = rest.indexOf('--export');
-      const j = rest.indexOf('--input');
-      if (!file || (i >= 0 && !rest[i + 1]) || (j >= 0 && (!rest[j + 1] || i < 0))) {
-        console.error(`kiln explain: usage: kiln explain <file.ts> [--export Name [--input 2x4[,3x4]]]\n\n${USAGE}`);
-        return 2;
+      let args: ExplainArgs;
+      try {
+        args = parseExplainArgs(argv.slice(1));
+      } catch (e) {
+        if (!(e instanceof KilnError)) throw e;
+        console.error(e.message);
+        return e instanceof ExplainUsageError ? 2 : 1;
       }
-      if (j >= 0) return reportErrors(async () => console.log(await explainRun(file, rest[i + 1]!, parseShapes(rest[j + 1]!))));
-      return reportErrors(() => console.log(explainFile(file, i >= 0 ? rest[i + 1] : undefined, noTypes ? { types: false } : {})));
+      if (args.shapes) return reportErrors(async () => console.log(await explainRun(args)));
+      return reportErrors(() =>
+        console.log(explainFile(args.file, args.name, args.json, args.types !== undefined ? { types: args.types } : {})),
+      );
     }
     case 'check': {
       let parsed;
@@ -126,10 +161,6 @@ async function main(argv: string[]): Promise<number> {
     case 'export':
     case 'run': {
       const rest = argv.slice(1);
-      if (rest.includes('--help') || rest.includes('-h')) {
-        console.log(cmd === 'export' ? EXPORT_HELP : RUN_HELP);
-        return 0;
-      }
       let report: () => Promise<string>;
       try {
         if (cmd === 'export') {

@@ -96,9 +96,18 @@ test('kiln build --types rewrites what the checker shows; without it, what the a
   const out = mkdtempSync(join(tmpdir(), 'kiln-types-'));
   try {
     const typed: string[] = [];
-    build(TYPES_DIR, join(out, 'typed'), (l) => typed.push(l), { types: true });
+    const args = (dir: string, types: boolean) => ({
+      sources: [TYPES_DIR],
+      outDir: join(out, dir),
+      copyFiles: false,
+      ignore: [],
+      watch: false,
+      types,
+    });
+    const io = (lines: string[]) => ({ log: (l: string) => lines.push(l), error: (e: string) => lines.push(e) });
+    build(args('typed', true), io(typed));
     const plain: string[] = [];
-    build(TYPES_DIR, join(out, 'plain'), (l) => plain.push(l), {});
+    build(args('plain', false), io(plain));
     t.true(
       typed.some((l) => /model\.ts {2}\(2 rewritten, 2 graph breaks\)/.test(l)),
       typed.join('\n'),
@@ -116,7 +125,7 @@ test('kiln build --types rewrites what the checker shows; without it, what the a
 test('kiln explain is type-aware by default inside a TypeScript project; --no-types turns it off', (t) => {
   t.true(existsSync(join(dirname(dirname(dirname(TYPES_DIR))), 'tsconfig.json')));
   t.regex(explainFile(MODEL), /Tagged\.forward \(line 9\): 2 graph segments, 2 breaks/);
-  t.notRegex(explainFile(MODEL, undefined, { types: false }), /Tagged\.forward/);
+  t.notRegex(explainFile(MODEL, undefined, false, { types: false }), /Tagged\.forward/);
 });
 
 test('a file changed since the project was loaded gets no type evidence (offsets would not agree)', (t) => {

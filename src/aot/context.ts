@@ -1,6 +1,7 @@
 import type { GraphModule } from '../graph/graph-module.js';
 import type { Tensor } from '../runtime/tensor.js';
 import { describe } from '../runtime/validate.js';
+import { LOG, log } from '../logging.js';
 import { AotError } from './errors.js';
 
 /**
@@ -40,6 +41,7 @@ export function runCompiler(
   id: string,
   what: string,
 ): (...args: Tensor[]) => unknown {
+  if (LOG.aot) log('aot', `${what}: graph ${id}\n${gm.code}`);
   active.push(id);
   let compiled: unknown;
   try {

@@ -18,6 +18,19 @@ export interface CheckArgs {
 
 export const CHECK_USAGE = 'kiln check <file.ts> --export Name --input 8x4 [--input 8x4 ...] [--dtype float32|int32] [--seed 0]';
 
+export const CHECK_HELP = `usage: ${CHECK_USAGE}
+
+Loads <file.ts> through kiln/register (so kiln/plugin rewrites it), builds the exported class (or takes the
+exported function) and runs testing.differential on seeded random inputs of the --input shapes: compiled on
+each backend, grad on and off, train and eval, against eager. Prints every mismatch; exits 1 on any.
+
+options:
+  --export Name        the exported class or function (required)
+  --input 8x4          one shape per forward argument: repeat the flag, or 8x4,8x3 (at least one)
+  --dtype float32|int32  inputs from a standard normal (float32) or from 0..9 (int32); default float32
+  --seed N             the seed of the weights and inputs; default 0
+  -h, --help           this text`;
+
 /** Parse `check`'s arguments; a usage error is a KilnError whose message starts with `usage:`. */
 export function parseCheckArgs(argv: readonly string[]): CheckArgs {
   const [file, ...rest] = argv;

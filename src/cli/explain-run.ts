@@ -1,24 +1,30 @@
 import { loadExport } from './load-export.js';
-import { codeFrameAt } from '../compile/compiled-callable.js';
-import { KilnError } from '../errors.js';
+import type { ExplainArgs } from './explain-args.js';
+import { formatShapes } from './flags.js';
+import { asCliErrors, randomInputs } from './random-inputs.js';
 
 /**
- * `kiln explain <file.ts> --export Name --input 2x4[,3x4]`: load the file through kiln/register (so the
- * plugin rewrites it), build the exported module, run `explain` once on random inputs of those shapes and
- * print the report (graphs with their code, op count, each break with its source, the guards).
+ * `kiln explain <file.ts> --export Name --input 2x4[,3x4] [--eval] [--dtype] [--args] [--json]`: load the
+ * file through kiln/register (so the plugin rewrites it), build the exported module (with `--args` for its
+ * constructor), run `explain` once on seeded random inputs of those shapes — in training mode with grad on
+ * as a new module is, or with `--eval` in eval mode under noGrad — and print the report (graphs with their
+ * code, op count, each break with its code frame, the guards of each segment), or it as JSON.
  */
-export function parseShapes(spec: string): number[][] {
-  const shapes = spec.split(',').map((s) => s.split('x').map(Number));
-  if (shapes.some((s) => s.length === 0 || s.some((d) => !Number.isInteger(d) || d < 0))) {
-    throw new KilnError(`kiln explain: --input takes shapes like 2x4 or 2x4,3x4 (one per forward argument), got '${spec}'`);
+export async function explainRun(args: ExplainArgs): Promise<string> {
+  const { file, name, shapes = [], dtype, seed, ctorArgs } = args;
+  const { kiln, target, isModule } = await loadExport('kiln explain', file, name!, seed, ctorArgs);
+  if (isModule && args.eval) (target as InstanceType<typeof kiln.nn.Module>).eval();
+  const inputs = randomInputs(kiln, shapes, dtype, seed);
+  const run = () => kiln.explain(target as never)(...inputs);
+  const report = asCliErrors(kiln, () => (args.eval ? kiln.noGrad(run) : run()));
+  const mode = isModule ? (args.eval ? 'eval mode, noGrad' : 'training mode, grad on') : args.eval ? 'noGrad' : 'grad on';
+  if (args.json) {
+    const { graphs, ...rest } = report;
+    return JSON.stringify({ export: name, inputs: shapes, dtype, seed, mode, ...rest, graphs: graphs.map((g) => g.code) }, null, 2);
   }
-  return shapes;
-}
-
-export async function explainRun(file: string, name: string, shapes: number[][]): Promise<string> {
-  const { kiln, target } = await loadExport('kiln explain', file, name);
-  kiln.manualSeed(0);
-  const report = kiln.explain(target as never)(...shapes.map((s) => kiln.randn(s)));
-  const frames = report.breakReasons.map((b) => `source of the break at ${b.loc}:\n${codeFrameAt(b.loc).replace(/^/gm, '  ')}`);
-  return [`${name} on inputs ${shapes.map((s) => `[${s.join(', ')}]`).join(', ')}:`, kiln.formatExplain(report), ...frames].join('\n');
+  // The defaults (float32, seed 0, training mode with grad on) go unsaid in the title.
+  const extras = [...(dtype !== 'float32' ? [dtype] : []), ...(seed !== 0 ? [`seed ${seed}`] : []), ...(args.eval ? [mode] : [])];
+  return [`${name} on inputs ${formatShapes(shapes)}${extras.length ? ` (${extras.join(', ')})` : ''}:`, kiln.formatExplain(report)].join(
+    '\n',
+  );
 }

@@ -10,7 +10,7 @@ import type { PlanReport } from '../rewrite/transform.js';
  * `kiln explain <file.ts> [--export Name]`: what the plugin does to a file, without running it — each
  * rewritten function's graph segments and breaks, every break with its reason and a code frame.
  */
-export function explainFile(file: string, only?: string, options: { types?: boolean } = {}): string {
+export function explainFile(file: string, only?: string, json = false, options: { types?: boolean } = {}): string {
   if (!existsSync(file)) throw new KilnError(`kiln explain: '${file}' does not exist`);
   const source = readFileSync(file, 'utf8');
   // Type-aware by default where the file belongs to a TypeScript project (`--no-types` turns it off).
@@ -26,6 +26,7 @@ export function explainFile(file: string, only?: string, options: { types?: bool
       );
     }
   }
+  if (json) return JSON.stringify({ file, plans, skipped: report?.skipped ?? [] }, null, 2);
   const frame = (loc: string) => {
     const [line, column] = loc.split(':').map(Number);
     return codeFrameColumns(source, { start: { line: line!, column: column! } }, { linesAbove: 1, linesBelow: 1 })

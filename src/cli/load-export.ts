@@ -15,6 +15,8 @@ export async function loadExport(
   name: string,
   /** Seeds kiln's generator before the module is built, so its weights follow the seed. */
   seed?: number,
+  /** The constructor's arguments (`kiln explain --args`). */
+  ctorArgs: readonly unknown[] = [],
 ): Promise<{ kiln: Kiln; target: unknown; isModule: boolean }> {
   if (!existsSync(file)) throw new KilnError(`${command}: '${file}' does not exist`);
   await import('../register/index.js');
@@ -28,6 +30,17 @@ export async function loadExport(
   }
   if (seed !== undefined) kiln.manualSeed(seed);
   const isModule = Export.prototype instanceof kiln.nn.Module;
-  const target = isModule ? new (Export as new () => InstanceType<Kiln['nn']['Module']>)() : Export;
+  let target: unknown = Export;
+  if (isModule) {
+    try {
+      target = new (Export as new (...a: unknown[]) => InstanceType<Kiln['nn']['Module']>)(...ctorArgs);
+    } catch (e) {
+      // A constructor that needs arguments it was not given fails in user code: say how to give them.
+      const given = ctorArgs.length ? `with --args ${JSON.stringify(ctorArgs)}` : 'without arguments';
+      throw new KilnError(
+        `${command}: new ${name}() ${given} threw ${(e as Error)?.message ?? String(e)}; pass the constructor's arguments with --args '[...]'`,
+      );
+    }
+  }
   return { kiln, target, isModule };
 }

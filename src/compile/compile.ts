@@ -1,4 +1,5 @@
 import { KilnError, RecompileError, TraceError, ValueError } from '../errors.js';
+import { LOG, log } from '../logging.js';
 import { userFrame } from '../graph/tracer.js';
 import { activeTrace } from '../runtime/dispatch.js';
 import { Module } from '../runtime/nn/module.js';
@@ -103,6 +104,7 @@ export class OptimizedModule extends Module {
   private switchTo(run: PlanRunner | CompiledCallable): void {
     if (this._last) {
       const failure = 'self.forward is the function that was captured';
+      if (LOG.recompiles) log('recompiles', `Recompiling ${this.origMod.constructor.name}.forward: guard '${failure}' failed`);
       this._compiled.options.onGuardFail?.(failure);
       if (this._compiled.options.errorOnRecompile) {
         throw new RecompileError(`compile: recompiling because guard '${failure}' failed (errorOnRecompile is set)`);
@@ -142,6 +144,7 @@ export function compile(model: Module | AnyFn, options: CompileOptions = {}): un
   const compiled = (...args: unknown[]) => (compileDisabled() ? model(...(args as never[])) : callable.call(args));
   Object.defineProperty(compiled, 'name', { value: model.name });
   Object.defineProperty(compiled, '_compiled', { value: callable });
+  Object.defineProperty(compiled, '_options', { value: options }); // explain(compile(fn)) reads the backend
   return compiled;
 }
 

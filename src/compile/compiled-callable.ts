@@ -2,6 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { functionParams } from '../analysis/signature.js';
 import { GraphBreakError, KilnError, RecompileError, TraceError } from '../errors.js';
+import { LOG, log } from '../logging.js';
 import { GraphModule } from '../graph/graph-module.js';
 import { lookupAttr } from '../graph/attrs.js';
 import { isKilnFrame } from '../graph/source-lines.js';
@@ -325,6 +326,8 @@ export class CompiledCallable {
       failure ??= e.guards[i]!.text;
     }
     if (failure !== undefined) {
+      if (LOG.recompiles)
+        log('recompiles', `Recompiling ${this.describe()}: guard '${failure}' failed (compilation ${this.compileCount + 1})`);
       this.options.onGuardFail?.(failure);
       if (this.options.errorOnRecompile)
         throw new RecompileError(`compile: recompiling because guard '${failure}' failed (errorOnRecompile is set)`);
@@ -399,7 +402,9 @@ export class CompiledCallable {
       // Not traced at all: a trace would run the side effects it found once more before the eager run.
       this.warnSource(source);
       if (this.self) guards.push(...moduleGuards(this.self, new Map()));
-      return { guards, run: (...a) => this.eager(a), graph: undefined, breakReason: { reason: source.reason, loc: source.loc }, shapes };
+      const breakReason = { reason: source.reason, loc: source.loc };
+      if (LOG.graph_breaks || LOG.guards) this.logCapture(undefined, guards, breakReason);
+      return { guards, run: (...a) => this.eager(a), graph: undefined, breakReason, shapes };
     }
     const tracer = new GuardingTracer(this.unseen);
     for (const [k, v] of inputShapes) tracer.inputShapes.set(k, v);
@@ -476,6 +481,7 @@ export class CompiledCallable {
     guards.push(...treeGuards(this.self, tracer));
     guards.push(...tracer.realMembers.guards());
     if (gm) guards.push(...sizes.guards);
+    if (LOG.graph_breaks || LOG.guards || LOG.graph_code) this.logCapture(gm, guards, breakReason);
     if (!gm) return { guards, run: (...a) => this.eager(a), graph: undefined, breakReason, shapes };
     const around = rebuild;
     const replayed = replayWrites(writes, aliases);
@@ -514,6 +520,14 @@ export class CompiledCallable {
         return [[this.name(i), { index: i, shape: [...a.shape], dynamic }] as const];
       }),
     );
+  }
+
+  /** KILN_LOG's graph_breaks, guards and graph_code for one capture. */
+  private logCapture(gm: GraphModule | undefined, guards: readonly Guard[], breakReason: BreakReason | undefined): void {
+    const what = this.describe();
+    if (breakReason) log('graph_breaks', `${what}: graph break at ${breakReason.loc}: ${breakReason.reason}`);
+    if (gm && LOG.graph_code) log('graph_code', `${what}: captured graph\n${gm.code}`);
+    if (LOG.guards) log('guards', `${what}: guards\n${guards.map((g) => g.text).join('\n')}`);
   }
 
   /** What the source check finds in the code this captures (its function or forward, and user submodules). */

@@ -3,9 +3,9 @@ import type { GraphModule } from '../graph/graph-module.js';
 import { Module } from '../runtime/nn/module.js';
 import { kernelsBackend, type KernelProgramCallable } from '../kernels/program.js';
 import { countOps, eagerBackend, isKernelsBackend, type BackendOption } from './backends.js';
-import { CompiledCallable, type BreakReason, type CacheEntry, type CaptureOptions } from './compiled-callable.js';
+import { CompiledCallable, codeFrameAt, type BreakReason, type CacheEntry, type CaptureOptions } from './compiled-callable.js';
 import { PlanRunner, planOf, recording, type PlanRecorder } from './plan.js';
-import { OptimizedModule } from './compile.js';
+import { OptimizedModule, type CompileOptions } from './compile.js';
 
 export interface ExplainOutput {
   graphCount: number;
@@ -21,6 +21,11 @@ export interface ExplainOutput {
    * declares in its `lower` field or `functional` form). Absent with any other backend.
    */
   kernels?: string[];
+  /**
+   * The guards again, grouped by the captured callable they belong to: one group per graph segment (and
+   * per arm of a branch) of a plugin-rewritten method, or one for run-time capture.
+   */
+  guardsBySegment: { segment: string; guards: string[] }[];
 }
 
 /**
@@ -34,14 +39,13 @@ export interface ExplainOutput {
 export function explain(model: Module | ((...args: never[]) => unknown)): (...args: unknown[]) => ExplainOutput {
   if (!(model instanceof Module) && typeof model !== 'function') throw new KilnError('explain: expected an nn.Module or a function');
   return (...args) => {
-    const target = model instanceof OptimizedModule ? model.origMod : model;
+    const target = model instanceof OptimizedModule ? model.origMod : compiledFunctionOf(model);
     const graphs: GraphModule[] = [];
     const self = target instanceof Module ? target : undefined;
     const fn = (self ? self.forward : target) as (...a: unknown[]) => unknown;
     const p = planOf(fn);
-    const programs = usesKernels(model instanceof OptimizedModule ? model._options.backend : undefined, p?.options?.backend)
-      ? new Map<GraphModule, KernelProgramCallable>()
-      : undefined;
+    const given = model instanceof OptimizedModule ? model._options.backend : (model as { _options?: CompileOptions })._options?.backend;
+    const programs = usesKernels(given, p?.options?.backend) ? new Map<GraphModule, KernelProgramCallable>() : undefined;
     const options: CaptureOptions = {
       backend: (gm, inputs) => {
         graphs.push(gm);
@@ -55,18 +59,21 @@ export function explain(model: Module | ((...args: never[]) => unknown)): (...ar
       cacheSizeLimit: 1,
       errorOnRecompile: false,
     };
-    let entries: CacheEntry[];
+    let groups: { segment: string; entries: CacheEntry[] }[];
     let breakReasons: BreakReason[] = [];
     if (p) {
       // A plugin-rewritten method: run it once through a fresh runner, collecting every segment (helpers too).
       const rec: PlanRecorder = { runners: new Set(), breaks: breakReasons };
       recording(rec, () => new PlanRunner(p, self, options).call(args));
-      entries = [...rec.runners].flatMap((r) => r.graphCallables().flatMap((c) => c.entries));
+      groups = [...rec.runners].flatMap((r) => r.graphCallables().map((c) => ({ segment: c.describe(), entries: c.entries })));
     } else {
-      entries = [new CompiledCallable(fn, self, options).capture(args, true)];
+      const callable = new CompiledCallable(fn, self, options);
+      groups = [{ segment: callable.describe(), entries: [callable.capture(args, true)] }];
       // capture only traces; the kernels backend plans on a graph's first run (graph ops only, no user code)
-      if (programs && entries[0]!.graph) entries[0]!.run(...args);
+      const entry = groups[0]!.entries[0]!;
+      if (programs && entry.graph) entry.run(...args);
     }
+    const entries = groups.flatMap((g) => g.entries);
     for (const e of entries) if (e.breakReason) breakReasons.push(e.breakReason);
     breakReasons = sortByLocation(breakReasons);
     const guards = [...new Set(entries.flatMap((e) => e.guards.map((g) => g.text)))];
@@ -78,8 +85,24 @@ export function explain(model: Module | ((...args: never[]) => unknown)): (...ar
       guards,
       graphs,
       ...(programs ? { kernels: graphs.map((g) => programs.get(g)?.pprint() ?? '') } : {}),
+      guardsBySegment: groups.map((g) => ({
+        segment: g.segment,
+        guards: [...new Set(g.entries.flatMap((e) => e.guards.map((x) => x.text)))],
+      })),
     };
   };
+}
+
+/**
+ * What `compile(fn)` wraps: `explain(compile(fn))` explains `fn` itself (the wrapper's `...args` would
+ * otherwise name every guard). A plugin-rewritten function keeps its plan; anything else is itself.
+ */
+function compiledFunctionOf(model: Module | ((...args: never[]) => unknown)): Module | ((...args: never[]) => unknown) {
+  if (model instanceof Module) return model;
+  const inner = (model as { _compiled?: unknown })._compiled;
+  if (inner instanceof PlanRunner) return inner.plan.eager as (...args: never[]) => unknown;
+  if (inner instanceof CompiledCallable && !inner.self) return inner.fn as (...args: never[]) => unknown;
+  return model;
 }
 
 /** Whether graphs go to the 'kernels' backend: compile()'s option, else the plugin's, else the default ('kernels'). */
@@ -109,8 +132,15 @@ export function formatExplain(r: ExplainOutput): string {
     const plan = r.kernels?.[i];
     if (plan) lines.push(...plan.split('\n').map((l) => `  ${l.replace(/^kiln kernels: [\w$]+:? ?/, 'kernels: ')}`));
   });
-  for (const b of r.breakReasons) lines.push(`break at ${b.loc}:`, `  ${b.reason}`);
-  lines.push('guards:', ...summariseGuards(r.guards).map((g) => `  ${g}`));
+  for (const b of r.breakReasons) {
+    const frame = codeFrameAt(b.loc);
+    lines.push(`break at ${b.loc}:`, `  ${b.reason}`, ...(frame ? frame.split('\n').map((l) => `    ${l}`) : []));
+  }
+  // One group per captured segment when there are several (each segment has its own guards); else as one list.
+  const groups = r.guardsBySegment ?? [];
+  if (groups.length > 1) {
+    for (const g of groups) lines.push(`guards of ${g.segment}:`, ...summariseGuards(g.guards).map((x) => `  ${x}`));
+  } else lines.push('guards:', ...summariseGuards(r.guards).map((g) => `  ${g}`));
   return lines.join('\n');
 }
 

@@ -1,4 +1,5 @@
 import { GraphBreakError, KilnError, TraceError } from '../errors.js';
+import { COMPILE_OFF_BY_ENV, LOG, log } from '../logging.js';
 import { activeTrace } from '../runtime/dispatch.js';
 import { Module } from '../runtime/nn/module.js';
 import { CompiledCallable, codeFrameAt, type BreakReason, type CaptureOptions } from './compiled-callable.js';
@@ -137,10 +138,10 @@ export function setPlanOptionResolver(f: ResolveOptions): void {
 }
 
 /**
- * `KILN_COMPILE=0` (read once, at load: reading process.env costs ~0.3 µs, too much per call) turns every
- * compiled callable back into plain eager code; `testing.eagerly(f)` does the same while `f` runs.
+ * `KILN_COMPILE=0|false|off` (read once, at load: src/logging.ts) turns every compiled callable back into
+ * plain eager code; `testing.eagerly(f)` does the same while `f` runs.
  */
-const disabledByEnv = process.env.KILN_COMPILE === '0';
+const disabledByEnv = COMPILE_OFF_BY_ENV;
 let eagerDepth = 0;
 export const compileDisabled = () => disabledByEnv || eagerDepth > 0;
 
@@ -216,7 +217,9 @@ export class PlanRunner {
     readonly plan: Plan,
     readonly self: Module | undefined,
     readonly options: CaptureOptions,
-  ) {}
+  ) {
+    if (LOG.graph_breaks) for (const b of plan.breaks) log('graph_breaks', `${plan.name}: graph break at ${b.loc}: ${b.reason}`);
+  }
 
   call(args: unknown[]): unknown {
     const p = this.plan;

@@ -1,12 +1,13 @@
+import { LOG } from '../logging.js';
 import { fmt } from '../runtime/shape.js';
 import type { Plan } from './plan.js';
 
 /**
  * The fusion report: one line per step of a plan, which graph nodes it computes and how. Printed to stderr
- * when `KILN_LOG` lists `kernels` (read once, at load), and what a compiled program's `pprint()` returns.
+ * when `KILN_LOG` lists `kernels` (or `all`; src/logging.ts), and what a compiled program's `pprint()` returns.
  */
 
-export const LOG_KERNELS = (process.env.KILN_LOG ?? '').split(/[\s,]+/).some((s) => s === 'kernels' || s === 'all');
+export const LOG_KERNELS = LOG.kernels;
 
 function table(rows: string[][]): string[] {
   const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));

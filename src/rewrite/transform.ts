@@ -189,8 +189,10 @@ export function transformProgram(
     },
   });
 
+  report.skipped.push(...unrewrittenModuleClasses(program, ctx));
   // Functions marked /** @compile */ (rewritten) and functions handed to kiln's compile() (plan attached).
-  const { compiled, compiledExprs } = compileTargets(program, ctx);
+  const { compiled, compiledExprs, closures: compiledClosures } = compileTargets(program, ctx);
+  report.skipped.push(...compiledClosures);
   // Like declarations passed by name: a plan attached, the function itself left as written (it is the eager code).
   for (const { fn, name, after } of compiledExprs) {
     // `x => e` is `x => { return e; }`: statements to segment (the return keeps `e`'s location for reports)
@@ -245,8 +247,13 @@ interface CompiledExpression {
  * What the file hands to kiln's `compile()`: names of module-level function declarations, and arrows or
  * function expressions, bound to a module-level constant (`after`: its declaration) or written inline.
  */
-function compileTargets(program: NodePath<t.Program>, ctx: FileContext): { compiled: Set<string>; compiledExprs: CompiledExpression[] } {
+function compileTargets(
+  program: NodePath<t.Program>,
+  ctx: FileContext,
+): { compiled: Set<string>; compiledExprs: CompiledExpression[]; closures: FileReport['skipped'] } {
   const compiled = new Set<string>();
+  // Inline functions left to run-time capture because they read an enclosing function's variables.
+  const closures: FileReport['skipped'] = [];
   // Arrows and function expressions handed to compile(): bound to a module-level variable, or inline.
   const compiledExprs: CompiledExpression[] = [];
   program.traverse({
@@ -264,6 +271,14 @@ function compileTargets(program: NodePath<t.Program>, ctx: FileContext): { compi
         const holder = call.parentPath;
         const name = holder.isVariableDeclarator() && t.isIdentifier(holder.node.id) ? holder.node.id.name : 'compiled';
         if (standsAlone(arg, program)) compiledExprs.push({ fn: arg, name });
+        else {
+          closures.push({
+            name: `compile(${arg.isArrowFunctionExpression() ? '(…) => …' : 'function …'})`,
+            line: arg.node.loc?.start.line ?? 0,
+            reason:
+              "it reads variables of the function around it (or that function's `this`), and rewritten code lives at module level; compile() captures it at run time",
+          });
+        }
         return;
       }
       if (!arg.isIdentifier()) return;
@@ -279,7 +294,53 @@ function compileTargets(program: NodePath<t.Program>, ctx: FileContext): { compi
       }
     },
   });
-  return { compiled, compiledExprs };
+  return { compiled, compiledExprs, closures };
+}
+
+/**
+ * Module classes the transform does not rewrite, for the report's `skipped` list: class expressions, and
+ * classes whose base is a variable holding a kiln class (`const Base = kiln.nn.Module; class C extends Base`),
+ * which the file's analysis does not follow. They still compile at run time by tracing.
+ */
+function unrewrittenModuleClasses(program: NodePath<t.Program>, ctx: FileContext): FileReport['skipped'] {
+  const out: FileReport['skipped'] = [];
+  const line = (n: t.Node) => n.loc?.start.line ?? 0;
+  program.traverse({
+    ClassExpression(cls) {
+      if (!ctx.isModuleClass(cls) && !aliasOfKiln(cls, ctx)) return;
+      const holder = cls.parentPath;
+      const name =
+        cls.node.id?.name ?? (holder.isVariableDeclarator() && t.isIdentifier(holder.node.id) ? holder.node.id.name : '<class expression>');
+      out.push({
+        name,
+        line: line(cls.node),
+        reason: `a class expression is not rewritten (only class declarations are): write \`class ${name.startsWith('<') ? 'Name' : name} extends …\`; compile() captures it at run time`,
+      });
+    },
+    ClassDeclaration(cls) {
+      if (ctx.isModuleClass(cls)) return;
+      const alias = aliasOfKiln(cls, ctx);
+      if (!alias) return;
+      out.push({
+        name: cls.node.id?.name ?? '<anonymous class>',
+        line: line(cls.node),
+        reason: `it extends ${alias.name}, a variable holding ${alias.value}, which the plugin does not follow: extend ${alias.value} directly to have it rewritten; compile() captures it at run time`,
+      });
+    },
+  });
+  return out;
+}
+
+/** `extends Base` where `const Base = kiln.nn.Module` (a kiln name read into a variable): the alias and what it holds. */
+function aliasOfKiln(cls: NodePath<t.ClassDeclaration | t.ClassExpression>, ctx: FileContext): { name: string; value: string } | undefined {
+  const sup = cls.node.superClass;
+  if (!t.isIdentifier(sup)) return undefined;
+  const decl = cls.scope.getBinding(sup.name)?.path;
+  if (!decl?.isVariableDeclarator()) return undefined;
+  const init = decl.node.init;
+  const root = init ? FileContext.chainRoot(init) : undefined;
+  if (!init || !root || !ctx.isKilnBinding(decl, root.name)) return undefined;
+  return { name: sup.name, value: decl.get('init').toString() };
 }
 
 function methodName(fn: FunctionPath): string | undefined {
