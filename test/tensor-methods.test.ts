@@ -16,7 +16,7 @@ const METHODS_BEFORE =
   'sum mean max min argmax softmax logSoftmax matmul reshape view flatten transpose t permute unsqueeze squeeze expand expandAs ' +
   'narrow select index gather add_ sub_ mul_ div_ clamp_ fill_ zero_ copy_ toString';
 /** Ops added since: `ops` takes them from their definitions; each method is one typed line in tensor-methods.ts. */
-const ADDED_SINCE = 'sin cos exp2 mm addmm unbind scatterAdd sliceScatter selectScatter dim';
+const ADDED_SINCE = 'sin cos exp2 mm addmm unbind scatterAdd sliceScatter selectScatter';
 /** Ops that are no Tensor methods (PyTorch's fused backward ops, `torch.ops.aten.*_backward`). */
 const OPS_ONLY_SINCE =
   'thresholdBackward tanhBackward sigmoidBackward geluBackward adaptiveAvgPool2dBackward avgPool2dBackward convolutionBackward ' +
@@ -25,7 +25,7 @@ const OPS_ONLY_SINCE =
 /** Methods that became ops since (`t` was a method written with transpose). */
 const NOW_OPS = 't';
 /** In-place metadata methods (no ops of their own: `self` takes the view op's layout through `_setLayout`). */
-const METADATA_METHODS = 't_ transpose_ unsqueeze_ _setLayout';
+const METADATA_METHODS = 't_ transpose_ unsqueeze_ _setLayout dim';
 
 function ownMethods(): string[] {
   return Object.getOwnPropertyNames(Tensor.prototype).filter(

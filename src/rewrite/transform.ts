@@ -299,8 +299,8 @@ function compileTargets(
 
 /**
  * Module classes the transform does not rewrite, for the report's `skipped` list: class expressions, and
- * classes whose base is a variable holding a kiln class (`const Base = kiln.nn.Module; class C extends Base`),
- * which the file's analysis does not follow. They still compile at run time by tracing.
+ * classes whose base is a variable holding a kiln class that the file's analysis cannot resolve to one
+ * (`const Base = kiln.nn.Module` is resolved). They still compile at run time by tracing.
  */
 function unrewrittenModuleClasses(program: NodePath<t.Program>, ctx: FileContext): FileReport['skipped'] {
   const out: FileReport['skipped'] = [];
