@@ -2,6 +2,7 @@ import { add_, contiguous, copy_, detach, fill_, max, min, mul_, zero_ } from '.
 import { OPS } from './runtime/op.js';
 import * as table from './runtime/ops/index.js';
 import type { Op as OpType, Param as ParamType, Schema as SchemaType } from './runtime/op.js';
+import type { TypedTable } from './runtime/ops/typed.js';
 
 type Table = typeof table;
 
@@ -11,8 +12,8 @@ const PARTS = ['amax', 'amin', 'maxDim', 'minDim', 'dropoutMask'] as const;
 /** The names under which the op modules export an op (a `defineOp` result, not a factory or a helper). */
 type OpExports = { [K in keyof Table]: Table[K] extends { readonly opName: string; readonly callWith: unknown } ? K : never }[keyof Table];
 
-/** Every op in the table, by its exported name. */
-export type TableOps = Omit<Pick<Table, OpExports>, (typeof PARTS)[number]>;
+/** Every op in the table, by its exported name, with its exact options type. */
+export type TableOps = Omit<Pick<TypedTable, OpExports>, (typeof PARTS)[number]>;
 
 function isOp(v: unknown): boolean {
   return typeof v === 'function' && OPS.get((v as { opName?: string }).opName ?? '') === v;

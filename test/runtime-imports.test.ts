@@ -115,3 +115,18 @@ ${REPORT_CJS}`,
   );
   assertNoBabel(t, r);
 });
+
+test('importing kiln, kiln/fx, kiln/aot, kiln/export and kiln/plugin/runtime alone loads no @babel module', (t) => {
+  const r = runChild(
+    `
+import * as kiln from 'kiln';
+import * as fx from 'kiln/fx';
+import * as aot from 'kiln/aot';
+import * as exp from 'kiln/export';
+import * as rt from 'kiln/plugin/runtime';
+for (const m of [kiln, fx, aot, exp, rt]) if (Object.keys(m).length === 0) throw new Error('empty module');
+${REPORT_CJS}`,
+    'subpaths',
+  );
+  assertNoBabel(t, r);
+});

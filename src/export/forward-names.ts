@@ -1,5 +1,10 @@
-import { parseExpression } from '@babel/parser';
+import type { parseExpression as ParseExpression } from '@babel/parser';
 import type * as t from '@babel/types';
+import { createRequire } from 'node:module';
+
+/** Babel's parser, loaded on the first export rather than when kiln/export is imported (keeps Babel off the run-time path). */
+let parser: { parseExpression: typeof ParseExpression } | undefined;
+const loadParser = () => (parser ??= createRequire(import.meta.url)('@babel/parser') as { parseExpression: typeof ParseExpression });
 
 /**
  * The parameter names of a module's `forward`, read from its source as PyTorch reads Python's signature:
@@ -24,7 +29,7 @@ function parseParams(src: string): t.Node[] | undefined {
   // a class method prints as `forward(x) { … }` (an object method in an object literal); functions and arrows parse as they are
   for (const wrapped of [`(${src})`, `({ ${src} })`]) {
     try {
-      const e = parseExpression(wrapped, { plugins: ['typescript'] });
+      const e = loadParser().parseExpression(wrapped, { plugins: ['typescript'] });
       if (e.type === 'FunctionExpression' || e.type === 'ArrowFunctionExpression') return e.params;
       if (e.type === 'ObjectExpression' && e.properties[0]?.type === 'ObjectMethod') return e.properties[0].params;
     } catch {

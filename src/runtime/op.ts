@@ -97,11 +97,26 @@ type Prefixes<P extends readonly unknown[]> = number extends P['length']
 /** PyTorch's keyword arguments: the remaining parameters by name, e.g. `{ stride: 2, padding: 1 }`. */
 export type OpOptions = Readonly<Record<string, unknown>>;
 
-/** The op also takes some positional arguments followed by an options object (checked at run time by name). */
-type WithOptions<F extends AnyFn> = (...args: [...Prefixes<Parameters<F>>, OpOptions]) => ReturnType<F>;
+/**
+ * The options object of an op whose parameters are named `Names` (its schema's order, from
+ * ./ops/param-names.ts): each parameter by name, typed as the op's signature `F` types it. Exact, so a
+ * misspelt option fails `tsc` as it fails at run time.
+ */
+export type OptionsOf<F extends AnyFn, Names extends readonly string[]> = {
+  readonly [I in keyof Names & `${number}` as Names[I] & string]?: I extends keyof Parameters<F> ? Parameters<F>[I] : never;
+};
 
-export type Op<F extends AnyFn> = F &
-  WithOptions<F> & {
+/** The op also takes some positional arguments followed by an options object (checked at run time by name). */
+type WithOptions<F extends AnyFn, O> = (...args: [...Prefixes<Parameters<F>>, O]) => ReturnType<F>;
+
+/** Type-only key carrying an op's signature, so its options can be typed from it after the fact (see ./ops/typed.ts). */
+declare const signature: unique symbol;
+
+/** An op; `O` is its options object, left loose by `defineOp` and made exact by ./ops/typed.ts. */
+export type Op<F extends AnyFn, O = OpOptions> = F &
+  WithOptions<F, O> & {
+    /** Never present at run time: the op's signature, for the types. */
+    readonly [signature]?: F;
     readonly opName: string;
     readonly schema: Schema;
     /** The spec's `lower`: its kernel lowering, or why it runs eagerly. */
