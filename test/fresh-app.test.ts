@@ -46,6 +46,42 @@ export const opts: KilnPluginOptions = { backend: 'kernels' };
 export const trace = symbolicTrace;
 `;
 
+/**
+ * The app's build through each route but `kiln/register` (run separately): Babel with `kiln/plugin` (what the
+ * Babel CLI runs), `kiln build`, the TypeScript transformer `kiln/tsc`, and esbuild with `kiln/bundler`. Each
+ * writes `out/<route>/model.js`; the script prints each output's plans as `name: kinds of segments`.
+ */
+const ROUTES = `import { execFileSync } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { transformSync } from '@babel/core';
+import ts from 'typescript';
+import { build } from 'esbuild';
+import kilnTransformer from 'kiln/tsc';
+import { esbuild as kilnEsbuild } from 'kiln/bundler';
+
+const file = 'src/model.ts';
+const source = readFileSync(file, 'utf8');
+const emit = (route, code) => {
+  mkdirSync('out/' + route, { recursive: true });
+  writeFileSync('out/' + route + '/model.js', code);
+};
+emit('babel', transformSync(source, { filename: file, babelrc: false, configFile: false,
+  plugins: ['kiln/plugin'], presets: ['@babel/preset-typescript'] }).code);
+execFileSync(process.execPath, ['node_modules/kiln/dist/bin/kiln.js', 'build', 'src/model.ts', '-d', 'out/build']);
+emit('tsc', ts.transpileModule(source, { fileName: file,
+  compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 },
+  transformers: { before: [kilnTransformer(undefined, {}, { ts })] } }).outputText);
+const bundled = await build({ entryPoints: [file], bundle: false, write: false, format: 'esm', plugins: [kilnEsbuild()] });
+emit('bundler', bundled.outputFiles[0].text);
+const plans = {};
+for (const route of ['babel', 'build', 'tsc', 'bundler']) {
+  const code = readFileSync('out/' + route + '/model.js', 'utf8');
+  plans[route] = [...code.matchAll(/name: "([^"]+)"/g)].map((m) => m[1]).join(',') + ': ' +
+    [...code.matchAll(/kind: "(graph|break|branch)"/g)].map((m) => m[1]).join(',');
+}
+console.log(JSON.stringify(plans));
+`;
+
 const setup = (() => {
   rmSync(APP, { recursive: true, force: true });
   mkdirSync(join(APP, 'node_modules'), { recursive: true });
@@ -58,10 +94,13 @@ const setup = (() => {
   const deps = realpathSync('node_modules');
   symlinkSync(deps, join(APP, 'node_modules/kiln/node_modules'), 'dir');
   symlinkSync(join(deps, '@types'), join(APP, 'node_modules/@types'), 'dir');
+  // what an app installs itself to use the other routes: Babel (kiln's peer), TypeScript, a bundler
+  for (const pkg of ['@babel', 'typescript', 'esbuild']) symlinkSync(join(deps, pkg), join(APP, 'node_modules', pkg), 'dir');
   writeFileSync(join(APP, 'package.json'), JSON.stringify({ name: 'fresh-app', private: true, type: 'module' }));
   writeFileSync(join(APP, 'src/model.ts'), MODEL);
   writeFileSync(join(APP, 'src/mistake.ts'), MISTAKE);
   writeFileSync(join(APP, 'src/node10.ts'), NODE10);
+  writeFileSync(join(APP, 'routes.mjs'), ROUTES);
   return tarball;
 })();
 
@@ -99,4 +138,18 @@ test('the app runs its TypeScript model through node --import kiln/register, com
   const r = spawnSync(process.execPath, ['--import', 'kiln/register', 'src/model.ts'], { cwd: APP, encoding: 'utf8' });
   t.is(r.status, 0, r.stderr);
   t.deepEqual(JSON.parse(r.stdout.trim().split('\n').pop()!), { shape: [2, 3], traced: true });
+});
+
+test('every route builds the same plans in the app (Babel, kiln build, kiln/tsc, kiln/bundler), and each build runs', (t) => {
+  const r = spawnSync(process.execPath, ['routes.mjs'], { cwd: APP, encoding: 'utf8' });
+  t.is(r.status, 0, r.stderr);
+  const plans = JSON.parse(r.stdout.trim().split('\n').pop()!) as Record<string, string>;
+  t.deepEqual(Object.keys(plans), ['babel', 'build', 'tsc', 'bundler']);
+  t.regex(plans.babel!, /^Net\.forward: graph$/);
+  for (const [route, plan] of Object.entries(plans)) t.is(plan, plans.babel, route);
+  for (const route of Object.keys(plans)) {
+    const run = spawnSync(process.execPath, [`out/${route}/model.js`], { cwd: APP, encoding: 'utf8' });
+    t.is(run.status, 0, `${route}: ${run.stderr}`);
+    t.deepEqual(JSON.parse(run.stdout.trim().split('\n').pop()!), { shape: [2, 3], traced: true }, route);
+  }
 });
