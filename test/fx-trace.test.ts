@@ -211,6 +211,25 @@ test('concreteArgs specialise the trace; the placeholder stays so the signature 
   });
 });
 
+test('a size used as a number in a trace is named as the code reads it (x.shape[0], h.shape), not getitem', (t) => {
+  class Sized extends nn.Module {
+    override forward(x: Tensor) {
+      return x.reshape([(x.shape[0] as unknown as number) * 2, -1]);
+    }
+  }
+  const e = t.throws(() => symbolicTrace(new Sized()), { instanceOf: TraceError });
+  t.regex(e.message, /needs the value of 'x\.shape\[0\]'/);
+  class Destructured extends nn.Module {
+    override forward(x: Tensor) {
+      const h = x.relu();
+      const [b] = h.shape;
+      return h.view([b!, -1]);
+    }
+  }
+  const e2 = t.throws(() => symbolicTrace(new Destructured()), { instanceOf: TraceError });
+  t.regex(e2.message, /needs the value of 'relu\.shape'/);
+});
+
 test('control flow or value reads on a traced tensor throw TraceError that says why and how to fix it', (t) => {
   class Branchy extends nn.Module {
     override forward(x: Tensor) {
@@ -226,7 +245,7 @@ test('control flow or value reads on a traced tensor throw TraceError that says 
   t.regex(e.message, /fx-trace\.test\.ts:\d+/);
 
   const shapeIf = (x: Tensor) => (x.shape[0]! > 3 ? x : x.neg());
-  t.throws(() => symbolicTrace(shapeIf), { instanceOf: TraceError, message: /as a number, string or condition.*'getitem'/s });
+  t.throws(() => symbolicTrace(shapeIf), { instanceOf: TraceError, message: /as a number, string or condition.*'x\.shape\[0\]'/s });
   t.throws(
     () =>
       symbolicTrace((x: Tensor) => {

@@ -471,7 +471,7 @@ export class Tracer implements TraceDispatch {
     const pairNodes = this.pairNodes;
     const fail = (what: string) => {
       throw new TraceError(
-        `symbolic tracing: ${what} needs the value of traced tensor '${node.name}', but a trace records operations without running them. ${FIXES}${userFrame()}`,
+        `symbolic tracing: ${what} needs the value of ${describeTraced(node)}, but a trace records operations without running them. ${FIXES}${userFrame()}`,
       );
     };
     const handler: ProxyHandler<Tensor> = {
@@ -518,6 +518,24 @@ export class Tracer implements TraceDispatch {
     PROXIES.set(p, { node, tracer: this });
     return p;
   }
+}
+
+/**
+ * A traced value as the user wrote it, for messages: `h.shape[0]`, `x.shape`, `h.ndim` for shape reads (the
+ * node's own name is `getitem`/`getattr`), else "traced tensor 'name'".
+ */
+function describeTraced(node: Node): string {
+  const source = (n: Node): string | undefined => {
+    const [of, key] = n.args as unknown[];
+    if (n.op === 'placeholder') return n.name;
+    if (n.op === 'call_function' && (n.target === getattr || n.target === getitem) && of instanceof Node) {
+      const base = source(of) ?? of.name;
+      return n.target === getattr ? `${base}.${String(key)}` : `${base}[${String(key)}]`;
+    }
+    return undefined;
+  };
+  const shapeRead = node.op === 'call_function' && (node.target === getattr || node.target === getitem) ? source(node) : undefined;
+  return shapeRead ? `'${shapeRead}'` : `traced tensor '${node.name}'`;
 }
 
 /** A Tensor method (not a getter such as `ndim`, which must not run on the prototype). */
