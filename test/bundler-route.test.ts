@@ -74,3 +74,29 @@ test('esbuild: the source map points at the original TypeScript file', async (t)
     map.sources.join(', '),
   );
 });
+
+test('rollup: kiln.rollup() resolves TypeScript `./x.js` imports, gives every file the Babel route plans, and the bundle runs as eager', async (t) => {
+  const { rollup } = await import('rollup');
+  const reports = new Map<string, FileReport>();
+  const b = await rollup({
+    input: fixture('imported-helpers'),
+    external: (id) => /^kiln(\/|$)/.test(id),
+    plugins: [kilnBundler.rollup({ onReport: (id, r) => reports.set(resolve(id), r) })],
+  });
+  const outfile = join(OUT, 'rollup', 'bundle.mjs');
+  rmSync(join(OUT, 'rollup'), { recursive: true, force: true });
+  await b.write({ file: outfile, format: 'esm' });
+  t.is(reports.size, 2, 'the entry and the helper file it imports');
+  for (const [file, report] of reports) {
+    t.deepEqual(report, transformSource(readFileSync(file, 'utf8'), file, { sourceMaps: false }).report, file);
+  }
+  const mod = (await import(pathToFileURL(outfile).href)) as Record<string, new () => Module>;
+  const plain = (await import(pathToFileURL(resolve(fixture('imported-helpers'))).href)) as Record<string, new () => Module>;
+  const name = Object.keys(plain).find((k) => typeof plain[k] === 'function')!;
+  kiln.manualSeed(5);
+  const m = new mod[name]!();
+  kiln.manualSeed(5);
+  const ref = new plain[name]!();
+  const x = kiln.randn([3, 4]);
+  t.true(kiln.allclose(kiln.compile(m).call(x) as Tensor, ref.forward(x) as Tensor, { atol: 1e-5 }));
+});

@@ -10,6 +10,8 @@
  * handling (`enforce: 'pre'`), on `.ts`/`.mts`/`.cts` files and on JavaScript that imports kiln, outside
  * node_modules; options are kiln/plugin's (`backend`, `cacheSizeLimit`, `include`, `exclude`, …).
  */
+import { existsSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { createUnplugin, type UnpluginInstance } from 'unplugin';
 import type { KilnPluginOptions } from '../../plugin/index.js';
 import { transformSource } from '../register/transform-file.js';
@@ -29,6 +31,12 @@ export const kilnUnplugin: UnpluginInstance<KilnBundlerOptions | undefined, fals
     return {
       name: 'kiln',
       enforce: 'pre',
+      // TypeScript's ESM convention (`import './helpers.js'` naming helpers.ts), which Rollup does not resolve itself
+      resolveId(id: string, importer: string | undefined) {
+        if (!importer || !/^\.\.?\//.test(id) || !TS.test(importer.split('?')[0]!)) return null;
+        const ts = resolve(dirname(importer.split('?')[0]!), id.replace(/\.(m|c)?js$/, '.$1ts'));
+        return ts !== resolve(dirname(importer), id) && existsSync(ts) ? ts : null;
+      },
       transformInclude(id: string) {
         const file = id.split('?')[0]!;
         return (TS.test(file) || JS.test(file)) && !file.endsWith('.d.ts') && !file.includes('/node_modules/');
