@@ -1,3 +1,4 @@
+import { FUNCTIONAL_RULES } from '../aot/functional-rules.js';
 import { isRandomOp, opName } from '../aot/op-classes.js';
 import { mapArg, Node, type Argument } from '../graph/node.js';
 import { proxyNode, type Tracer } from '../graph/tracer.js';
@@ -12,8 +13,8 @@ const UNKNOWN = Symbol('unknown');
  * The value a node of a trace in progress has at the example arguments, computed on demand by running the
  * nodes it depends on (no grad, outside the trace). Compile's trace uses it for what must be known while
  * tracing and is the same at every size the guards admit: the rank of a tensor computed inside the trace,
- * for `const [b, c] = h.shape`. Nodes whose run would have an effect (an in-place op, a random op, a module
- * with buffers in training mode or with hooks) and everything computed from them stay unknown.
+ * for `const [b, c] = h.shape`. Nodes whose run would have an effect (an in-place op, a random op, batch norm's
+ * statistics, a module with buffers in training mode or with hooks) and everything computed from them stay unknown.
  */
 export class ExampleValues {
   private readonly memo = new Map<Node, unknown>();
@@ -71,11 +72,11 @@ export class ExampleValues {
         return v;
       }
       case 'call_function': {
-        if (isRandomOp(node) || opName(node)?.endsWith('_')) throw UNKNOWN;
+        if (writesArguments(node)) throw UNKNOWN;
         return (node.target as (...a: unknown[]) => unknown)(...withKwargs);
       }
       case 'call_method': {
-        if (isRandomOp(node) || String(node.target).endsWith('_')) throw UNKNOWN;
+        if (writesArguments(node)) throw UNKNOWN;
         const [self, ...rest] = withKwargs;
         const f = (self as Record<string, unknown> | null)?.[String(node.target)];
         if (typeof f !== 'function') throw UNKNOWN;
@@ -93,6 +94,13 @@ export class ExampleValues {
         throw UNKNOWN;
     }
   }
+}
+
+/** Ops that write into an argument (batch norm's running statistics, `add_`) or draw random numbers. */
+const WRITES = new Set([...FUNCTIONAL_RULES.keys(), 'batchNorm']);
+function writesArguments(node: Node): boolean {
+  const name = opName(node) ?? String(node.target);
+  return isRandomOp(node) || name.endsWith('_') || WRITES.has(name);
 }
 
 function hasBuffers(m: Module): boolean {
