@@ -1,9 +1,8 @@
-import { readFileSync } from 'node:fs';
 import { SerializationError } from '../errors.js';
 import { contiguousStrides } from '../runtime/shape.js';
 import { Tensor } from '../runtime/tensor.js';
 import { ELEMENT_SIZE, type ElementType, decodeElements } from './element-types.js';
-import { type StateDict, checkShape, putEntry } from './state-dict.js';
+import { type StateDict, checkShape, putEntry, readCheckpoint } from './state-dict.js';
 import { type AllowedGlobal, PyDict, PyGlobal, PyTuple, typeName, unpickle } from './unpickle.js';
 import { readZip } from './zip-archive.js';
 
@@ -252,11 +251,5 @@ export function decodePytorch(bytes: Uint8Array, where: string): StateDict {
  */
 export function loadPytorch(path: string): StateDict {
   const where = `loadPytorch: ${path}`;
-  let bytes: Uint8Array;
-  try {
-    bytes = readFileSync(path);
-  } catch (e) {
-    throw new SerializationError(`${where}: cannot read: ${(e as Error).message}`);
-  }
-  return decodePytorch(bytes, where);
+  return decodePytorch(readCheckpoint(path, where), where);
 }

@@ -1,10 +1,10 @@
-import { readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { SerializationError } from '../errors.js';
 import { isPlainObject } from '../runtime/plain-object.js';
 import { Tensor } from '../runtime/tensor.js';
 import { describe } from '../runtime/validate.js';
 import { ELEMENT_SIZE, decodeElements, elementTypeOf, encodeElements, isElementType } from './element-types.js';
-import { type StateDict, checkShape, putEntry } from './state-dict.js';
+import { type StateDict, checkShape, putEntry, readCheckpoint } from './state-dict.js';
 
 /**
  * The safetensors format (huggingface/safetensors): an unsigned 64-bit little-endian header length N, N bytes of
@@ -189,11 +189,5 @@ export function saveSafetensors(stateDict: StateDict, path: string, options: { m
  */
 export function loadSafetensors(path: string): StateDict {
   const where = `loadSafetensors: ${path}`;
-  let bytes: Uint8Array;
-  try {
-    bytes = readFileSync(path);
-  } catch (e) {
-    throw new SerializationError(`${where}: cannot read: ${(e as Error).message}`);
-  }
-  return decodeSafetensors(bytes, where).tensors;
+  return decodeSafetensors(readCheckpoint(path, where), where).tensors;
 }

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { SerializationError } from '../errors.js';
 import { MAX_NUMEL, fmt } from '../runtime/shape.js';
 import type { Tensor } from '../runtime/tensor.js';
@@ -27,4 +28,13 @@ export function checkShape(shape: unknown, key: string, where: string): number[]
     );
   }
   return shape as number[];
+}
+
+/** A checkpoint file's bytes; a file that cannot be read is a SerializationError naming the loader and path (`where`). */
+export function readCheckpoint(path: string, where: string): Uint8Array {
+  try {
+    return readFileSync(path);
+  } catch (e) {
+    throw new SerializationError(`${where}: cannot read: ${(e as Error).message}`);
+  }
 }
